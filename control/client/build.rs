@@ -1,0 +1,10 @@
+//! Generates the gRPC stubs from proto/weir.proto with protox (pure Rust, no protoc).
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/weir.proto");
+    let fds = protox::compile(["proto/weir.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
