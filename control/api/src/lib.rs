@@ -6,5 +6,6 @@
 pub use k8s_openapi;
 
 pub mod kinds;
+pub mod selector;
 
 pub use kinds::{ResourceKind, KINDS};
