@@ -1,1 +1,232 @@
+//! The map ABI shared by weir's eBPF programs (`ebpf/programs`) and the agent
+//! that fills the maps (`agent/src/datapath`).
+//!
+//! Every key, value and constant a map uses is defined here exactly once, as a
+//! `#[repr(C)]` struct with explicit padding, so the kernel side and user space
+//! can never disagree about a layout. The eBPF crate depends on this crate with
+//! no features; the agent enables `user`, which implements `aya::Pod` so the
+//! types can be read from and written to maps.
+//!
+//! Byte order: addresses and ports are kept in **network byte order** (exactly
+//! as they sit in the packet), so the datapath compares and copies them without
+//! conversions. User space converts with `u32::from(Ipv4Addr).to_be()` and
+//! `port.to_be()`; the helper constructors below do it.
+//!
+//! Padding fields are named `_pad*` and must be zero: map keys are compared
+//! byte-wise by the kernel, so a non-zero pad byte would make a key unfindable.
 #![no_std]
+// Only the `aya::Pod` marker impls (feature `user`) are unsafe.
+#![deny(unsafe_code)]
+
+/// IP protocol number of TCP (the `proto` field of keys).
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Map names, as the programs declare them with `#[map(name = ..)]` and as
+/// they are pinned under the agent's bpffs directory. At most 15 bytes
+/// (`BPF_OBJ_NAME_LEN` - 1).
+pub mod map_names {
+    /// [`crate::ServiceKey`] -> [`crate::ServiceValue`].
+    pub const SERVICES: &str = "WEIR_SERVICES";
+    /// [`crate::BackendKey`] -> [`crate::Backend`].
+    pub const BACKENDS: &str = "WEIR_BACKENDS";
+    /// [`crate::CtKey`] -> [`crate::CtValue`].
+    pub const CONNTRACK: &str = "WEIR_CT";
+}
+
+/// Program names (the Rust function names of the entry points), used by the
+/// agent to find them in the loaded object.
+pub mod program_names {
+    /// tc program attached at TCX ingress of every host-side pod veth, i.e. on
+    /// packets leaving a pod.
+    pub const FROM_POD: &str = "weir_from_pod";
+}
+
+/// Capacity of the services map: one entry per (ClusterIP, port, protocol).
+pub const SERVICES_MAX_ENTRIES: u32 = 16_384;
+/// Capacity of the backends map. Room for every service's backends twice over,
+/// because a backend-set swap writes the new set before deleting the old one.
+pub const BACKENDS_MAX_ENTRIES: u32 = 131_072;
+/// Capacity of the conntrack LRU map. Each translated connection takes two
+/// entries (forward and reverse); when it is full the kernel evicts the least
+/// recently used entry rather than failing an insert.
+pub const CONNTRACK_MAX_ENTRIES: u32 = 131_072;
+
+/// Key of the services map: a service frontend as it appears in the
+/// destination of a packet.
+///
+/// Today only ClusterIP frontends are written. NodePort / externalIP /
+/// LoadBalancer frontends will use the same key (node or external address in
+/// `addr`), distinguished where needed by [`ServiceValue::flags`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// Frontend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// Must be zero.
+    pub _pad: u8,
+}
+
+impl ServiceKey {
+    /// Builds a key from host-order values.
+    pub const fn new(addr: [u8; 4], port: u16, proto: u8) -> Self {
+        Self { addr: u32::from_ne_bytes(addr), port: port.to_be(), proto, _pad: 0 }
+    }
+}
+
+/// Value of the services map: where this frontend's backends are.
+///
+/// The backends of a service live in the backends map under
+/// `BackendKey { slot: backend_slot, index: 0..backend_count }`. To change the
+/// set, the agent writes the new set under a fresh slot, then replaces this
+/// value (one atomic map update), then deletes the old slot's entries; a packet
+/// therefore sees either the complete old set or the complete new set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    /// The backend set this frontend currently uses (never 0 when written by
+    /// the agent; 0 is reserved as "no slot").
+    pub backend_slot: u32,
+    /// Number of backends in the set. Zero means the service has no ready
+    /// endpoint: the datapath drops new connections to it (as kube-proxy
+    /// rejects them) instead of letting them leak to the default route.
+    pub backend_count: u32,
+    /// `SERVICE_FLAG_*` bits; none are defined yet (reserved for NodePort,
+    /// externalTrafficPolicy=Local, session affinity).
+    pub flags: u32,
+    /// Session affinity timeout in seconds (0 = none). Not used yet; reserved
+    /// so ClientIP affinity needs no ABI change.
+    pub affinity_timeout_secs: u32,
+}
+
+/// Key of the backends map: one backend of one backend set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendKey {
+    /// The backend set ([`ServiceValue::backend_slot`]).
+    pub slot: u32,
+    /// Position in the set, `0..backend_count`.
+    pub index: u32,
+}
+
+/// Value of the backends map: one endpoint address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Backend {
+    /// Backend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Backend port (the EndpointSlice port, i.e. the resolved targetPort),
+    /// network byte order.
+    pub port: u16,
+    /// `BACKEND_FLAG_*` bits; none defined yet (reserved for "terminating",
+    /// "local to this node").
+    pub flags: u8,
+    /// Must be zero.
+    pub _pad: u8,
+}
+
+impl Backend {
+    /// Builds a backend from host-order values.
+    pub const fn new(addr: [u8; 4], port: u16) -> Self {
+        Self { addr: u32::from_ne_bytes(addr), port: port.to_be(), flags: 0, _pad: 0 }
+    }
+}
+
+/// Key of the conntrack map: a packet's 5-tuple exactly as it is on the wire
+/// before translation.
+///
+/// A translated connection has two entries: the forward one keyed by
+/// (client -> service frontend), and the reverse one keyed by
+/// (backend -> client), so both directions are found with one lookup of the
+/// packet's own tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CtKey {
+    /// Source IPv4 address, network byte order.
+    pub saddr: u32,
+    /// Destination IPv4 address, network byte order.
+    pub daddr: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// Must be zero.
+    pub _pad: [u8; 3],
+}
+
+/// [`CtValue::direction`] of an entry keyed by client -> frontend: rewrite the
+/// destination to the backend.
+pub const CT_DIR_FORWARD: u8 = 1;
+/// [`CtValue::direction`] of an entry keyed by backend -> client: rewrite the
+/// source back to the frontend.
+pub const CT_DIR_REVERSE: u8 = 2;
+
+/// Value of the conntrack map: the translation a connection was given.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtValue {
+    /// Service frontend address the client used, network byte order.
+    pub frontend_addr: u32,
+    /// Backend address chosen for the connection, network byte order.
+    pub backend_addr: u32,
+    /// Service frontend port, network byte order.
+    pub frontend_port: u16,
+    /// Backend port, network byte order.
+    pub backend_port: u16,
+    /// [`CT_DIR_FORWARD`] or [`CT_DIR_REVERSE`].
+    pub direction: u8,
+    /// `CT_FLAG_*` bits; none defined yet (reserved for TCP state: seen FIN/RST).
+    pub flags: u8,
+    /// Must be zero.
+    pub _pad: [u8; 2],
+    /// Policy identity of the source; 0 until identities exist. Reserved so
+    /// NetworkPolicy needs no ABI change.
+    pub src_identity: u32,
+    /// `bpf_ktime_get_ns()` when the connection was first translated.
+    pub created_ns: u64,
+    /// `bpf_ktime_get_ns()` of the latest packet seen in this direction.
+    pub last_seen_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    //! `aya::Pod` marks the types as plain old data: any bit pattern is valid
+    //! and they contain no pointers, so aya may copy them to and from maps.
+    use super::*;
+
+    // SAFETY (for every impl below): the types are #[repr(C)], contain only
+    // integers and integer arrays with explicit padding fields, so every bit
+    // pattern is a valid value and there are no implicit padding bytes.
+    #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+    mod impls {
+        use super::*;
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for ServiceKey {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for ServiceValue {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for BackendKey {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for Backend {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for CtKey {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for CtValue {}
+    }
+}
+
+// The layouts are part of the kernel ABI: pin their sizes so an accidental
+// field change fails the build instead of corrupting pinned maps.
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
+const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 40);

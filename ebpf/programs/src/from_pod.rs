@@ -1,0 +1,66 @@
+//! Hook: tc, **TCX ingress of every host-side pod veth** (`wr*`), i.e. every
+//! packet a pod sends, before the node's stack routes it.
+//!
+//! - A packet to a service frontend (ClusterIP:port/proto in `WEIR_SERVICES`)
+//!   gets its destination rewritten to a backend, chosen once per connection
+//!   and remembered in conntrack; the stack then routes it to the backend.
+//! - A reply from a backend (a reverse conntrack entry matches) gets its
+//!   source rewritten back to the frontend the client used.
+//! - Everything else (non-IPv4, not TCP/UDP, fragments, truncated headers,
+//!   ports a service does not have) passes untouched.
+//! - A new connection to a service with no ready backend is dropped, like
+//!   kube-proxy's reject, instead of leaking to the default route.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use weir_ebpf_common::{CT_DIR_FORWARD, CT_DIR_REVERSE, ServiceKey};
+
+use crate::{
+    conntrack, lb, maps,
+    nat::{self, Side},
+    parse::{self, Flow},
+};
+
+#[classifier]
+pub fn weir_from_pod(ctx: TcContext) -> i32 {
+    match parse::parse_ipv4_l4(&ctx) {
+        Some(flow) => handle(&ctx, &flow),
+        None => TC_ACT_OK,
+    }
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
+    if let Some(ct) = conntrack::lookup(flow) {
+        let done = match ct.direction {
+            CT_DIR_FORWARD => {
+                nat::rewrite(ctx, flow, Side::Destination, ct.backend_addr, ct.backend_port)
+            }
+            CT_DIR_REVERSE => {
+                nat::rewrite(ctx, flow, Side::Source, ct.frontend_addr, ct.frontend_port)
+            }
+            _ => Some(()),
+        };
+        // A failed rewrite leaves a half-written packet: drop it rather than
+        // deliver it with a wrong checksum or address.
+        return if done.is_some() { TC_ACT_OK } else { TC_ACT_SHOT };
+    }
+
+    let key = ServiceKey { addr: flow.daddr, port: flow.dport, proto: flow.proto, _pad: 0 };
+    let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
+        return TC_ACT_OK;
+    };
+    let Some(backend) = lb::select_backend(&svc, flow) else {
+        return TC_ACT_SHOT;
+    };
+    if conntrack::create(flow, &backend).is_none() {
+        return TC_ACT_SHOT;
+    }
+    match nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port) {
+        Some(()) => TC_ACT_OK,
+        None => TC_ACT_SHOT,
+    }
+}

@@ -1,0 +1,29 @@
+//! weir's kernel datapath.
+//!
+//! One entry module per hook (today only [`from_pod`]); the per-concern
+//! modules below hold everything the hooks share:
+//!
+//! - [`packet`]: bounds-checked reads and writes of packet bytes,
+//! - [`parse`]: Ethernet/IPv4/TCP/UDP header parsing into a [`parse::Flow`],
+//! - [`maps`]: the map definitions (layouts come from `weir-ebpf-common`),
+//! - [`conntrack`]: per-connection translation state,
+//! - [`lb`]: backend selection,
+//! - [`nat`]: address/port rewriting with incremental checksum updates.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod from_pod;
+mod lb;
+mod maps;
+mod nat;
+mod packet;
+mod parse;
+
+/// Required by `no_std`. The verifier rejects programs that could reach a
+/// panic (there is no unwinding in BPF), so this is never called at run time.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,40 @@
+//! The maps of the datapath. Layouts, names and sizes come from
+//! `weir-ebpf-common`; every map is pinned by name under the agent's bpffs
+//! directory so an agent restart keeps services and live connections.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap},
+};
+use weir_ebpf_common::{
+    BACKENDS_MAX_ENTRIES, Backend, BackendKey, CONNTRACK_MAX_ENTRIES, CtKey, CtValue,
+    SERVICES_MAX_ENTRIES, ServiceKey, ServiceValue,
+};
+
+/// Service frontends (ClusterIP:port/proto) -> their current backend set.
+/// Written only by the agent.
+#[map(name = "WEIR_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(SERVICES_MAX_ENTRIES, 0);
+
+/// (backend set, index) -> backend address. Written only by the agent, which
+/// swaps whole sets (see `ServiceValue`).
+#[map(name = "WEIR_BACKENDS")]
+pub static BACKENDS: HashMap<BackendKey, Backend> = HashMap::pinned(BACKENDS_MAX_ENTRIES, 0);
+
+/// Connection tracking: wire 5-tuple -> the translation the connection got.
+/// Written by the datapath; LRU so a full table evicts idle flows instead of
+/// refusing new ones.
+#[map(name = "WEIR_CT")]
+pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CONNTRACK_MAX_ENTRIES, 0);
+
+/// Looks up `key` in a hash map and copies the value out.
+#[inline(always)]
+pub fn get_copy<K, V: Copy>(map: &HashMap<K, V>, key: &K) -> Option<V> {
+    let ptr = map.get_ptr(key)?;
+    // SAFETY: the pointer comes from a successful bpf_map_lookup_elem and points
+    // to a value of type V in map memory; V is Copy (plain integers), so a torn
+    // read by a concurrent user-space update can at worst yield a stale mix of
+    // integers, never an invalid value.
+    Some(unsafe { *ptr })
+}
