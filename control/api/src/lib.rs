@@ -5,7 +5,10 @@
 
 pub use k8s_openapi;
 
+pub mod alloc;
+pub mod defaults;
 pub mod kinds;
 pub mod selector;
+pub mod validation;
 
 pub use kinds::{ResourceKind, KINDS};

@@ -1,0 +1,285 @@
+//! Defaulting of API objects, the values Kubernetes fills in when a manifest
+//! leaves them out, so that controllers and agents never have to guess.
+//!
+//! Pure functions: randomness (the generateName suffix) is passed in.
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment, StatefulSet,
+};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The characters Kubernetes uses for generated name suffixes (no vowels, no
+/// look-alikes, so generated names never spell words or confuse readers).
+pub const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Length of a generateName suffix.
+pub const SUFFIX_LEN: usize = 5;
+
+/// Maps random bytes to a generateName suffix.
+pub fn name_suffix(random: [u8; SUFFIX_LEN]) -> String {
+    random.iter().map(|b| SUFFIX_ALPHABET[usize::from(*b) % SUFFIX_ALPHABET.len()] as char).collect()
+}
+
+/// Turns `generateName` into `name` when no name was given.
+pub fn apply_generate_name(meta: &mut ObjectMeta, suffix: &str) {
+    if meta.name.as_deref().is_none_or(str::is_empty)
+        && let Some(prefix) = meta.generate_name.as_deref().filter(|p| !p.is_empty())
+    {
+        meta.name = Some(format!("{prefix}{suffix}"));
+    }
+}
+
+/// Kubernetes' image pull policy default: `Always` for `:latest` or untagged
+/// images (they may change under the same name), otherwise `IfNotPresent`.
+pub fn image_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_container(c: &mut Container) {
+    if c.image_pull_policy.is_none() {
+        c.image_pull_policy = Some(image_pull_policy(c.image.as_deref().unwrap_or_default()).to_string());
+    }
+    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".to_string());
+    c.termination_message_policy.get_or_insert_with(|| "File".to_string());
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".to_string());
+    }
+}
+
+/// Defaults a pod spec (also used for every workload's pod template).
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".to_string());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_string());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".to_string());
+    spec.security_context.get_or_insert_with(Default::default);
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        default_container(c);
+    }
+}
+
+fn default_template(t: &mut PodTemplateSpec) {
+    if let Some(spec) = t.spec.as_mut() {
+        default_pod_spec(spec);
+    }
+}
+
+/// Defaults a Pod.
+pub fn default_pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        default_pod_spec(spec);
+    }
+}
+
+/// Defaults a Service (allocation of cluster IPs and node ports happens later,
+/// in the API server, because it needs the set of addresses in use).
+pub fn default_service(svc: &mut Service) {
+    let Some(spec) = svc.spec.as_mut() else { return };
+    let ty = spec.type_.get_or_insert_with(|| "ClusterIP".to_string()).clone();
+    spec.session_affinity.get_or_insert_with(|| "None".to_string());
+    if ty == "ExternalName" {
+        return;
+    }
+    for p in spec.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".to_string());
+        if p.target_port.is_none() {
+            p.target_port = Some(IntOrString::Int(p.port));
+        }
+    }
+    spec.ip_families.get_or_insert_with(|| vec!["IPv4".to_string()]);
+    spec.ip_family_policy.get_or_insert_with(|| "SingleStack".to_string());
+    spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".to_string());
+    if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
+        spec.external_traffic_policy.get_or_insert_with(|| "Cluster".to_string());
+    }
+    // `clusterIPs` mirrors `clusterIP` (Kubernetes keeps them in sync).
+    if spec.cluster_ips.as_ref().is_none_or(Vec::is_empty)
+        && let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty())
+    {
+        spec.cluster_ips = Some(vec![ip.to_string()]);
+    }
+    if spec.cluster_ip.as_deref().is_none_or(str::is_empty)
+        && let Some(ip) = spec.cluster_ips.as_ref().and_then(|v| v.first())
+    {
+        spec.cluster_ip = Some(ip.clone());
+    }
+}
+
+/// Defaults a Deployment: 1 replica, RollingUpdate 25%/25%, 10 old ReplicaSets
+/// kept, 600 s progress deadline.
+pub fn default_deployment(d: &mut Deployment) {
+    let Some(spec) = d.spec.as_mut() else { return };
+    spec.replicas.get_or_insert(1);
+    spec.revision_history_limit.get_or_insert(10);
+    spec.progress_deadline_seconds.get_or_insert(600);
+    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+    let ty = strategy.type_.get_or_insert_with(|| "RollingUpdate".to_string());
+    if ty == "RollingUpdate" {
+        let ru = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+        ru.max_surge.get_or_insert_with(|| IntOrString::String("25%".to_string()));
+        ru.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".to_string()));
+    }
+    default_template(&mut spec.template);
+}
+
+/// Defaults a ReplicaSet.
+pub fn default_replica_set(rs: &mut ReplicaSet) {
+    let Some(spec) = rs.spec.as_mut() else { return };
+    spec.replicas.get_or_insert(1);
+    if let Some(t) = spec.template.as_mut() {
+        default_template(t);
+    }
+}
+
+/// Defaults a DaemonSet's pod template.
+pub fn default_daemon_set(ds: &mut DaemonSet) {
+    if let Some(spec) = ds.spec.as_mut() {
+        spec.revision_history_limit.get_or_insert(10);
+        default_template(&mut spec.template);
+    }
+}
+
+/// Defaults a StatefulSet.
+pub fn default_stateful_set(ss: &mut StatefulSet) {
+    if let Some(spec) = ss.spec.as_mut() {
+        spec.replicas.get_or_insert(1);
+        spec.pod_management_policy.get_or_insert_with(|| "OrderedReady".to_string());
+        spec.revision_history_limit.get_or_insert(10);
+        default_template(&mut spec.template);
+    }
+}
+
+/// Defaults a Job (pods of a Job default to restartPolicy `Never` only when the
+/// manifest says so; Kubernetes requires it to be set, so no default here).
+pub fn default_job(job: &mut Job) {
+    if let Some(spec) = job.spec.as_mut() {
+        spec.backoff_limit.get_or_insert(6);
+        spec.completions.get_or_insert(1);
+        spec.parallelism.get_or_insert(1);
+        if let Some(ps) = spec.template.spec.as_mut() {
+            let rp = ps.restart_policy.clone();
+            default_pod_spec(ps);
+            // Keep an unset restartPolicy unset so validation can ask for one.
+            ps.restart_policy = rp;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+    use k8s_openapi::api::core::v1::{ContainerPort, ServicePort, ServiceSpec};
+
+    #[test]
+    fn pull_policy_follows_tag() {
+        let cases = [
+            ("busybox", "Always"),
+            ("busybox:latest", "Always"),
+            ("busybox:1.35", "IfNotPresent"),
+            ("127.0.0.1:5000/weir/hostname:v1", "IfNotPresent"),
+            ("127.0.0.1:5000/weir/hostname", "Always"),
+            ("repo/x@sha256:abcd", "IfNotPresent"),
+        ];
+        for (image, want) in cases {
+            assert_eq!(image_pull_policy(image), want, "{image}");
+        }
+    }
+
+    #[test]
+    fn generate_name_only_without_name() {
+        let cases = [
+            (None, Some("web-"), Some("web-bcd2f")),
+            (Some("fixed"), Some("web-"), Some("fixed")),
+            (None, None, None),
+        ];
+        for (name, gen_name, want) in cases {
+            let mut m = ObjectMeta {
+                name: name.map(Into::into),
+                generate_name: gen_name.map(Into::into),
+                ..Default::default()
+            };
+            apply_generate_name(&mut m, "bcd2f");
+            assert_eq!(m.name.as_deref(), want);
+        }
+        assert_eq!(name_suffix([0, 1, 2, 27, 26]), "bcdb9");
+    }
+
+    #[test]
+    fn pod_defaults() {
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some("img:v1".into()),
+                    ports: Some(vec![ContainerPort { container_port: 80, ..Default::default() }]),
+                    ..Default::default()
+                }],
+                restart_policy: Some("Never".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        default_pod(&mut pod);
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"), "explicit value kept");
+        assert_eq!(spec.termination_grace_period_seconds, Some(30));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        assert_eq!(c.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+    }
+
+    #[test]
+    fn service_defaults() {
+        let mut svc = Service {
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort { port: 80, ..Default::default() }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        default_service(&mut svc);
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+        assert_eq!(spec.ip_families, Some(vec!["IPv4".to_string()]));
+        let p = &spec.ports.unwrap()[0];
+        assert_eq!(p.protocol.as_deref(), Some("TCP"));
+        assert_eq!(p.target_port, Some(IntOrString::Int(80)));
+        assert_eq!(spec.external_traffic_policy, None);
+    }
+
+    #[test]
+    fn deployment_defaults() {
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                template: PodTemplateSpec { spec: Some(PodSpec::default()), ..Default::default() },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        default_deployment(&mut d);
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.revision_history_limit, Some(10));
+        assert_eq!(spec.progress_deadline_seconds, Some(600));
+        let strategy = spec.strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        let ru = strategy.rolling_update.unwrap();
+        assert_eq!(ru.max_surge, Some(IntOrString::String("25%".into())));
+        assert_eq!(ru.max_unavailable, Some(IntOrString::String("25%".into())));
+        assert_eq!(spec.template.spec.unwrap().restart_policy.as_deref(), Some("Always"));
+    }
+}
