@@ -1,0 +1,321 @@
+//! The controllers: Deployment -> ReplicaSet, ReplicaSet -> Pod,
+//! Service -> EndpointSlice, and the owner-reference garbage collector.
+//!
+//! Shape (kube-runtime's): one reflector per kind keeps a shared [`Cache`]
+//! in step with the API server; its change handlers map every change to the
+//! keys of the objects whose reconcile it affects and push them onto
+//! de-duplicating work queues; one worker per controller pops a key, takes a
+//! snapshot from the cache, calls the controller's pure `reconcile` and
+//! executes the returned actions through the API client.
+
+pub mod deployment;
+pub mod endpointslice;
+mod exec;
+pub mod gc;
+pub mod queue;
+pub mod reflector;
+pub mod replicaset;
+pub mod store;
+pub mod util;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use weir_api::selector::Selector;
+
+use queue::WorkQueue;
+use reflector::Cached;
+use store::{Change, ObjKey, Store};
+
+/// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
+pub const WATCHED: [&str; 5] = ["Deployment", "ReplicaSet", "Pod", "Service", "EndpointSlice"];
+/// Every key is reconciled again this often, to heal anything an event missed.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// The controllers' view of the cluster.
+#[derive(Default)]
+pub struct Cache {
+    pub deployments: Store<Deployment>,
+    pub replicasets: Store<ReplicaSet>,
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    synced: BTreeSet<&'static str>,
+}
+
+impl Cache {
+    /// Whether every watched kind has been listed once (before that, a
+    /// missing owner may just not be loaded yet).
+    pub fn all_synced(&self) -> bool {
+        WATCHED.iter().all(|k| self.synced.contains(k))
+    }
+}
+
+macro_rules! cached {
+    ($t:ty, $field:ident, $kind:literal) => {
+        impl Cached<$t> for Cache {
+            fn store(&mut self) -> &mut Store<$t> {
+                &mut self.$field
+            }
+            fn mark_synced(&mut self) {
+                self.synced.insert($kind);
+            }
+        }
+    };
+}
+cached!(Deployment, deployments, "Deployment");
+cached!(ReplicaSet, replicasets, "ReplicaSet");
+cached!(Pod, pods, "Pod");
+cached!(Service, services, "Service");
+cached!(EndpointSlice, slices, "EndpointSlice");
+
+/// Pending creations/deletions of one ReplicaSet's pods (client-go's
+/// ControllerExpectations): until the watch has shown them, the cache is
+/// known to be behind and the ReplicaSet must not be reconciled again, or
+/// it would create the same pods twice.
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation {
+    pub adds: i64,
+    pub dels: i64,
+    pub deadline: Instant,
+}
+
+/// How long to trust an expectation before assuming its events were lost.
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub struct Expectations(Mutex<HashMap<ObjKey, Expectation>>);
+
+impl Expectations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjKey, Expectation>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn expect(&self, key: &ObjKey, adds: i64, dels: i64, now: Instant) {
+        self.lock().insert(key.clone(), Expectation { adds, dels, deadline: now + EXPECTATION_TTL });
+    }
+    pub fn lower(&self, key: &ObjKey, adds: i64, dels: i64) {
+        if let Some(e) = self.lock().get_mut(key) {
+            e.adds -= adds;
+            e.dels -= dels;
+        }
+    }
+    /// True when the cache has caught up with our own writes (or gave up waiting).
+    pub fn satisfied(&self, key: &ObjKey, now: Instant) -> bool {
+        self.lock().get(key).is_none_or(|e| (e.adds <= 0 && e.dels <= 0) || now >= e.deadline)
+    }
+}
+
+/// Work item of the garbage collector: a kind and an object.
+pub type GcKey = (&'static str, ObjKey);
+
+/// Everything the workers share.
+pub struct Ctx {
+    pub client: weir_client::Client,
+    pub cache: Arc<RwLock<Cache>>,
+    pub deployments: WorkQueue<ObjKey>,
+    pub replicasets: WorkQueue<ObjKey>,
+    /// Keys are Services.
+    pub slices: WorkQueue<ObjKey>,
+    pub gc: WorkQueue<GcKey>,
+    pub expectations: Expectations,
+}
+
+impl Ctx {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enqueues every object in the cache that names `uid` as an owner.
+    fn enqueue_dependents(&self, owner: &ObjectMeta) {
+        let (Some(uid), ns) = (owner.uid.as_deref(), owner.namespace.as_deref().unwrap_or_default()) else { return };
+        let c = self.read();
+        let owned = |m: &ObjectMeta| m.owner_references.iter().flatten().any(|r| r.uid == uid);
+        let mut keys: Vec<GcKey> = Vec::new();
+        keys.extend(c.replicasets.in_namespace(ns).filter(|o| owned(&o.metadata)).map(|o| ("ReplicaSet", ObjKey::of(o))));
+        keys.extend(c.pods.in_namespace(ns).filter(|o| owned(&o.metadata)).map(|o| ("Pod", ObjKey::of(o))));
+        keys.extend(c.slices.in_namespace(ns).filter(|o| owned(&o.metadata)).map(|o| ("EndpointSlice", ObjKey::of(o))));
+        drop(c);
+        for k in keys {
+            self.gc.add(k);
+        }
+    }
+
+    fn enqueue_controller(&self, meta: &ObjectMeta, kind: &str, q: &WorkQueue<ObjKey>) {
+        if let Some(r) = util::controller_of(meta).filter(|r| r.kind == kind) {
+            q.add(ObjKey::new(meta.namespace.clone().unwrap_or_default(), r.name.clone()));
+        }
+    }
+
+    fn on_deployment(&self, ch: &Change<Deployment>) {
+        if let Some(d) = ch.latest() {
+            self.deployments.add(ObjKey::of(d));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
+    fn on_replicaset(&self, ch: &Change<ReplicaSet>) {
+        for rs in ch.old.iter().chain(ch.new.iter()) {
+            self.enqueue_controller(&rs.metadata, "Deployment", &self.deployments);
+        }
+        if let Some(rs) = &ch.new {
+            self.replicasets.add(ObjKey::of(rs));
+            self.gc.add(("ReplicaSet", ObjKey::of(rs)));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
+    fn on_pod(&self, ch: &Change<Pod>) {
+        // Expectations first, so the ReplicaSet reconcile this triggers sees them met.
+        let gone = |p: &Pod| util::terminating(&p.metadata);
+        match (&ch.old, &ch.new) {
+            (None, Some(new)) => self.observe(new, 1, 0),
+            (Some(old), Some(new)) if !gone(old) && gone(new) => self.observe(new, 0, 1),
+            (Some(old), None) if !gone(old) => self.observe(old, 0, 1),
+            _ => {}
+        }
+        for p in ch.old.iter().chain(ch.new.iter()) {
+            self.enqueue_controller(&p.metadata, "ReplicaSet", &self.replicasets);
+        }
+        // Services whose selector matches the pod before or after the change.
+        let mut services = BTreeSet::new();
+        {
+            let c = self.read();
+            for p in ch.old.iter().chain(ch.new.iter()) {
+                let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+                let labels = util::labels(&p.metadata);
+                for s in c.services.in_namespace(ns) {
+                    if let Some(sel) = s.spec.as_ref().and_then(|s| s.selector.as_ref())
+                        && Selector::from_map(sel).matches(&labels)
+                    {
+                        services.insert(ObjKey::of(s));
+                    }
+                }
+            }
+        }
+        for k in services {
+            self.slices.add(k);
+        }
+        match (&ch.old, &ch.new) {
+            (_, Some(p)) if p.metadata.owner_references.as_ref().is_some_and(|r| !r.is_empty()) => {
+                self.gc.add(("Pod", ObjKey::of(p)));
+            }
+            (Some(old), None) => self.enqueue_dependents(&old.metadata),
+            _ => {}
+        }
+    }
+
+    fn observe(&self, pod: &Pod, adds: i64, dels: i64) {
+        if let Some(r) = util::controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet") {
+            let key = ObjKey::new(pod.metadata.namespace.clone().unwrap_or_default(), r.name.clone());
+            self.expectations.lower(&key, adds, dels);
+        }
+    }
+
+    fn on_service(&self, ch: &Change<Service>) {
+        if let Some(s) = ch.latest() {
+            self.slices.add(ObjKey::of(s));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
+    fn on_slice(&self, ch: &Change<EndpointSlice>) {
+        if let Some(s) = ch.latest()
+            && let Some(svc) = endpointslice::owning_service(s)
+        {
+            self.slices.add(ObjKey::new(s.metadata.namespace.clone().unwrap_or_default(), svc));
+        }
+        if let Some(s) = &ch.new {
+            self.gc.add(("EndpointSlice", ObjKey::of(s)));
+        }
+    }
+
+    /// Enqueues every object for a periodic full reconcile.
+    fn resync(&self) {
+        let (d, r, s) = {
+            let c = self.read();
+            (
+                c.deployments.iter().map(ObjKey::of).collect::<Vec<_>>(),
+                c.replicasets.iter().map(ObjKey::of).collect::<Vec<_>>(),
+                c.services.iter().map(ObjKey::of).collect::<Vec<_>>(),
+            )
+        };
+        d.into_iter().for_each(|k| self.deployments.add(k));
+        r.into_iter().for_each(|k| self.replicasets.add(k));
+        s.into_iter().for_each(|k| self.slices.add(k));
+    }
+}
+
+/// Runs every controller until one of them fails for good (none does today:
+/// each retries with back-off), so the caller can treat a return as fatal.
+pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        cache: Arc::new(RwLock::new(Cache::default())),
+        deployments: WorkQueue::new(),
+        replicasets: WorkQueue::new(),
+        slices: WorkQueue::new(),
+        gc: WorkQueue::new(),
+        expectations: Expectations::default(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    macro_rules! reflect {
+        ($t:ty, $handler:ident) => {{
+            let c = ctx.clone();
+            tasks.spawn(reflector::reflect::<$t, _, _>(client.clone(), ctx.cache.clone(), move |ch| c.$handler(ch)));
+        }};
+    }
+    reflect!(Deployment, on_deployment);
+    reflect!(ReplicaSet, on_replicaset);
+    reflect!(Pod, on_pod);
+    reflect!(Service, on_service);
+    reflect!(EndpointSlice, on_slice);
+    tasks.spawn(exec::deployment_worker(ctx.clone()));
+    tasks.spawn(exec::replicaset_worker(ctx.clone()));
+    tasks.spawn(exec::endpointslice_worker(ctx.clone()));
+    tasks.spawn(exec::gc_worker(ctx.clone()));
+    let c = ctx.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(RESYNC);
+        loop {
+            tick.tick().await;
+            c.resync();
+        }
+    });
+    tracing::info!("controllers started");
+    match tasks.join_next().await {
+        Some(Ok(())) | None => anyhow::bail!("a controller task ended unexpectedly"),
+        Some(Err(e)) => Err(anyhow::anyhow!("a controller task panicked: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_gate_until_observed_or_expired() {
+        let e = Expectations::default();
+        let k = ObjKey::new("default", "rs");
+        let now = Instant::now();
+        assert!(e.satisfied(&k, now), "no expectation: free to reconcile");
+        e.expect(&k, 2, 1, now);
+        assert!(!e.satisfied(&k, now));
+        e.lower(&k, 2, 0);
+        assert!(!e.satisfied(&k, now), "a deletion is still pending");
+        e.lower(&k, 0, 1);
+        assert!(e.satisfied(&k, now));
+        e.expect(&k, 1, 0, now);
+        assert!(e.satisfied(&k, now + EXPECTATION_TTL), "expired expectations stop blocking");
+    }
+}
