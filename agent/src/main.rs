@@ -1,1 +1,126 @@
-fn main() {}
+//! weir-agent: the node agent. Registers its Node, runs the node's pods
+//! through containerd's CRI, and runs the eBPF datapath (service maps, pod
+//! veth programs).
+//!
+//! Start-up order matters: enter the node's network namespace while the
+//! process is single-threaded (before the tokio runtime exists), then talk to
+//! the API server over its unix socket, register, wait for the pod CIDR,
+//! write the CNI configuration, load the datapath, and only then start pods.
+#![forbid(unsafe_code)]
+
+mod cgroup;
+mod clock;
+mod config;
+mod cri;
+mod node;
+mod pods;
+mod sys;
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{error, info, warn};
+
+use config::{Args, Config};
+use pods::spec::NodeEnv;
+use pods::{NetworkHook, WorkerContext};
+
+fn main() -> anyhow::Result<()> {
+    let cfg = Config::from(Args::parse());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Some(netns) = &cfg.netns {
+        sys::enter_netns(netns)?;
+        info!(netns = %netns.display(), "entered the node's network namespace");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weir-agent")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(run(cfg))
+}
+
+/// Retries `f` until it succeeds, logging each failure (the API server and
+/// containerd may start after the agent).
+async fn retry<T, E, F, Fut>(what: &str, mut f: F) -> T
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(error) => {
+                warn!(error = %error, retry_in = ?delay, "{what} failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    node::enable_ip_forward().context("cannot enable IPv4 forwarding in the node's namespace")?;
+
+    let api = retry("connecting to the API server", || weir_client::Client::connect(&cfg.server)).await;
+    let cri = retry("connecting to containerd", || cri::CriClient::connect(&cfg.cri_socket)).await;
+    let version = retry("querying the CRI version", || cri.version()).await;
+    info!(runtime = %version.runtime_name, version = %version.runtime_version, "connected to the container runtime");
+
+    let facts = node::NodeFacts::gather(&cfg.node_name, &cfg.node_ip.to_string(), cfg.max_pods, &version);
+    retry("registering the node", || node::register(&api, &facts)).await;
+    tokio::spawn(node::heartbeat(api.clone(), facts, cfg.heartbeat));
+
+    let pod_cidr = node::wait_for_pod_cidr(&api, &cfg.node_name).await?;
+    let conflist = node::cni_conflist(pod_cidr, &cfg.ipam_dir(), cfg.mtu);
+    let path = node::write_cni_conflist(&cfg.cni_conf_dir, &conflist)?;
+    info!(pod_cidr = %pod_cidr, path = %path.display(), "CNI configuration written");
+
+    let network = start_datapath(&cfg, &api)?;
+
+    let ctx = Arc::new(WorkerContext {
+        cri,
+        api,
+        cgroups: cgroup::Cgroups::detect(&cfg.cgroup_root)?,
+        env: NodeEnv { cgroup_parent: cfg.cgroup_parent.clone(), pod_log_dir: cfg.pod_log_dir.clone() },
+        node_ip: cfg.node_ip.to_string(),
+        network,
+        resync: cfg.resync,
+    });
+    let pods = tokio::spawn(pods::run(ctx, cfg.node_name.clone(), cfg.resync));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted; exiting (pods keep running)"),
+        _ = term.recv() => info!("terminated; exiting (pods keep running)"),
+        r = pods => {
+            error!(result = ?r, "the pod manager stopped");
+            anyhow::bail!("the pod manager stopped");
+        }
+    }
+    Ok(())
+}
+
+/// Placeholder until the datapath module is wired in: nothing to attach.
+struct NoDatapath;
+
+impl NetworkHook for NoDatapath {
+    fn sandbox_network_ready(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+}
+
+fn start_datapath(_cfg: &Config, _api: &weir_client::Client) -> anyhow::Result<Arc<dyn NetworkHook>> {
+    Ok(Arc::new(NoDatapath))
+}

@@ -1,0 +1,407 @@
+//! One pod worker per pod uid: observe the runtime, plan, execute, report status.
+//!
+//! Workers run concurrently, so a pod that takes its whole grace period to stop
+//! does not hold up the others. Each owns the little memory the planner needs
+//! (pull failures) and exits once the pod is gone everywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+use weir_client::DeleteParams;
+
+use super::observed::{LABEL_POD_UID, ObservedPod, container_from_cri, sandbox_from_cri};
+use super::plan::{Action, PullFailure, plan};
+use super::spec::{NodeEnv, PodRef, container_config, pod_cgroup_parent, pod_log_directory, sandbox_config};
+use super::status::pod_status;
+use crate::cgroup::{CgroupError, Cgroups};
+use crate::clock::{now_ns, now_time};
+use crate::cri::{CriClient, CriError};
+
+/// Told when a sandbox's network is up, before its containers start: the
+/// datapath attaches its programs to the new host-side veth here.
+pub trait NetworkHook: Send + Sync + 'static {
+    fn sandbox_network_ready(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Everything workers share.
+pub struct WorkerContext {
+    pub cri: CriClient,
+    pub api: weir_client::Client,
+    pub cgroups: Cgroups,
+    pub env: NodeEnv,
+    pub node_ip: String,
+    pub network: Arc<dyn NetworkHook>,
+    /// How often an idle worker re-checks its pod against the runtime.
+    pub resync: Duration,
+}
+
+/// A round failed; the worker retries after a pause.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Cri(#[from] CriError),
+    #[error(transparent)]
+    Api(#[from] weir_client::Error),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {0} is not in the pod spec")]
+    UnknownContainer(String),
+}
+
+enum Outcome {
+    /// Nothing left to do until something changes.
+    Idle,
+    /// A new sandbox exists: plan again right away to start its containers.
+    Again,
+    /// The pod is gone from the API and the runtime.
+    Done,
+}
+
+/// Runs until the pod is gone from the API and the runtime.
+pub async fn run_worker(ctx: Arc<WorkerContext>, uid: String, mut pod_rx: watch::Receiver<Option<Pod>>) {
+    let mut state = WorkerState::default();
+    let mut failures = 0u32;
+    loop {
+        let pod = pod_rx.borrow_and_update().clone();
+        let span = info_span!("pod", uid = %uid, pod = %pod.as_ref().and_then(PodRef::of).map(|r| r.to_string()).unwrap_or_default());
+        let result = state.round(&ctx, &uid, pod.as_ref()).instrument(span.clone()).await;
+        let pause = match result {
+            Ok(Outcome::Done) => {
+                info!(parent: &span, "pod cleaned up");
+                return;
+            }
+            Ok(Outcome::Again) => continue,
+            Ok(Outcome::Idle) => {
+                failures = 0;
+                ctx.resync
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                warn!(parent: &span, error = %error, failures, "pod round failed; will retry");
+                Duration::from_secs(1u64 << failures.min(5)).min(ctx.resync)
+            }
+        };
+        tokio::select! {
+            changed = pod_rx.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct WorkerState {
+    /// Image pull failures by container name.
+    pull_failures: BTreeMap<String, PullFailure>,
+    /// The last status this worker wrote (guards against write loops).
+    last_written: Option<PodStatus>,
+}
+
+impl WorkerState {
+    async fn round(&mut self, ctx: &WorkerContext, uid: &str, pod: Option<&Pod>) -> Result<Outcome, WorkerError> {
+        let observed = observe(&ctx.cri, uid).await?;
+        let plan = plan(pod, &observed, &self.pull_failures, now_ns());
+        if plan.done {
+            return Ok(Outcome::Done);
+        }
+        let pod_ref = pod.and_then(PodRef::of);
+        let mut again = false;
+        for action in &plan.actions {
+            debug!(?action, "executing");
+            match self.execute(ctx, uid, pod, pod_ref.as_ref(), action).await? {
+                Step::Continue => {}
+                Step::Replan => again = true,
+            }
+        }
+        if let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            let observed = if plan.actions.is_empty() { observed } else { observe(&ctx.cri, uid).await? };
+            self.report_status(ctx, pod, &observed).await?;
+        }
+        Ok(if again { Outcome::Again } else { Outcome::Idle })
+    }
+
+    async fn execute(
+        &mut self,
+        ctx: &WorkerContext,
+        uid: &str,
+        pod: Option<&Pod>,
+        pod_ref: Option<&PodRef>,
+        action: &Action,
+    ) -> Result<Step, WorkerError> {
+        match action {
+            Action::CreateSandbox { attempt } => {
+                let (Some(pod), Some(r)) = (pod, pod_ref) else { return Ok(Step::Continue) };
+                ctx.cgroups.create(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
+                let log_dir = pod_log_directory(&ctx.env.pod_log_dir, r);
+                create_dir(&log_dir)?;
+                let id = ctx.cri.run_pod_sandbox(sandbox_config(pod, r, &ctx.env, *attempt)).await?;
+                info!(sandbox = %id, attempt, "sandbox running");
+                // Attach the datapath before any container can send a packet.
+                if let Err(error) = ctx.network.sandbox_network_ready() {
+                    warn!(error = %error, sandbox = %id, "datapath could not attach to the new pod interface");
+                }
+                Ok(Step::Replan)
+            }
+            Action::StartContainer { sandbox_id, container, attempt } => {
+                let (Some(pod), Some(r)) = (pod, pod_ref) else { return Ok(Step::Continue) };
+                self.start_container(ctx, pod, r, sandbox_id, container, *attempt).await?;
+                Ok(Step::Continue)
+            }
+            Action::StopContainer { id, timeout_secs } => {
+                info!(container = %id, timeout_secs, "stopping container");
+                ignore_not_found(ctx.cri.stop_container(id, *timeout_secs).await)?;
+                Ok(Step::Continue)
+            }
+            Action::RemoveContainer { id } => {
+                ignore_not_found(ctx.cri.remove_container(id).await)?;
+                Ok(Step::Continue)
+            }
+            Action::StopSandbox { id } => {
+                info!(sandbox = %id, "stopping sandbox");
+                ignore_not_found(ctx.cri.stop_pod_sandbox(id).await)?;
+                Ok(Step::Continue)
+            }
+            Action::RemoveSandbox { id } => {
+                ignore_not_found(ctx.cri.remove_pod_sandbox(id).await)?;
+                Ok(Step::Continue)
+            }
+            Action::RemovePodResources => {
+                ctx.cgroups.remove(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
+                remove_pod_logs(&ctx.env.pod_log_dir, uid)?;
+                Ok(Step::Continue)
+            }
+            Action::DeletePod => {
+                let Some(r) = pod_ref else { return Ok(Step::Continue) };
+                let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                match ctx.api.delete::<Pod>(&r.namespace, &r.name, &params).await {
+                    Ok(_) => info!("pod deleted"),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    /// Ensures the image (per imagePullPolicy), then creates and starts the container.
+    /// A failed pull is remembered for the status and the back-off, not returned.
+    async fn start_container(
+        &mut self,
+        ctx: &WorkerContext,
+        pod: &Pod,
+        r: &PodRef,
+        sandbox_id: &str,
+        name: &str,
+        attempt: u32,
+    ) -> Result<(), WorkerError> {
+        let spec = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == name))
+            .ok_or_else(|| WorkerError::UnknownContainer(name.to_string()))?;
+        let image = spec.image.clone().unwrap_or_default();
+        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).to_string());
+        let sandbox_cfg = sandbox_config(pod, r, &ctx.env, 0);
+
+        let present = if policy == "Always" { false } else { ctx.cri.image_status(&image).await?.is_some() };
+        match pull_decision(&policy, present) {
+            PullDecision::UseLocal => {}
+            PullDecision::NeverPull => {
+                self.record_pull_failure(name, format!("image {image} is not present and imagePullPolicy is Never"));
+                return Ok(());
+            }
+            PullDecision::Pull => {
+                info!(image = %image, container = name, "pulling image");
+                match ctx.cri.pull_image(&image, sandbox_cfg.clone()).await {
+                    Ok(image_ref) => debug!(image_ref = %image_ref, "pulled"),
+                    Err(error) => {
+                        warn!(error = %error, image = %image, container = name, "image pull failed");
+                        self.record_pull_failure(name, error.to_string());
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.pull_failures.remove(name);
+
+        create_dir(&pod_log_directory(&ctx.env.pod_log_dir, r).join(name))?;
+        let id = ctx.cri.create_container(sandbox_id, container_config(pod, r, spec, attempt), sandbox_cfg).await?;
+        if let Err(error) = ctx.cri.start_container(&id).await {
+            // Do not leave a created-but-never-started instance behind.
+            let _ = ctx.cri.remove_container(&id).await;
+            return Err(error.into());
+        }
+        info!(container = name, id = %id, attempt, "container started");
+        Ok(())
+    }
+
+    fn record_pull_failure(&mut self, name: &str, message: String) {
+        let count = self.pull_failures.get(name).map_or(0, |f| f.count) + 1;
+        self.pull_failures.insert(name.to_string(), PullFailure { at_ns: now_ns(), count, message });
+    }
+
+    /// Writes the pod status when it differs from what the API shows.
+    async fn report_status(&mut self, ctx: &WorkerContext, pod: &Pod, observed: &ObservedPod) -> Result<(), WorkerError> {
+        let now = now_time();
+        let status = pod_status(pod, observed, &self.pull_failures, &ctx.node_ip, &now);
+        if pod.status.as_ref() == Some(&status) || self.last_written.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let mut updated = pod.clone();
+        updated.status = Some(status.clone());
+        match ctx.api.update_status(&updated).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {
+                // Someone else wrote the pod meanwhile: write onto the newest version once.
+                let Some(r) = PodRef::of(pod) else { return Ok(()) };
+                let Some(mut fresh) = ctx.api.get_opt::<Pod>(&r.namespace, &r.name).await? else { return Ok(()) };
+                if fresh.metadata.uid != pod.metadata.uid {
+                    return Ok(());
+                }
+                fresh.status = Some(status.clone());
+                ctx.api.update_status(&fresh).await?;
+            }
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        debug!(phase = ?status.phase, "status written");
+        self.last_written = Some(status);
+        Ok(())
+    }
+}
+
+enum Step {
+    Continue,
+    Replan,
+}
+
+/// What to do about a container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullDecision {
+    Pull,
+    UseLocal,
+    NeverPull,
+}
+
+/// Kubernetes' default: `Always` for `:latest` or untagged images, else `IfNotPresent`.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+/// imagePullPolicy against whether the runtime already has the image.
+pub fn pull_decision(policy: &str, present: bool) -> PullDecision {
+    match (policy, present) {
+        ("Always", _) => PullDecision::Pull,
+        ("Never", true) | ("IfNotPresent", true) => PullDecision::UseLocal,
+        ("Never", false) => PullDecision::NeverPull,
+        _ => PullDecision::Pull,
+    }
+}
+
+/// Reads everything the runtime holds for pod `uid`.
+pub async fn observe(cri: &CriClient, uid: &str) -> Result<ObservedPod, CriError> {
+    let labels: HashMap<String, String> = [(LABEL_POD_UID.to_string(), uid.to_string())].into();
+    let mut observed = ObservedPod::default();
+    for s in cri.list_pod_sandboxes(labels.clone()).await? {
+        let status = if s.state() == crate::cri::PodSandboxState::SandboxReady {
+            match cri.pod_sandbox_status(&s.id).await {
+                Ok(st) => Some(st),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        observed.sandboxes.push(sandbox_from_cri(&s, status.as_ref()));
+    }
+    for c in cri.list_containers(labels).await? {
+        match cri.container_status(&c.id).await {
+            Ok(st) => observed.containers.push(container_from_cri(&c, Some(&st))),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(observed)
+}
+
+fn ignore_not_found(r: Result<(), CriError>) -> Result<(), CriError> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+fn create_dir(path: &std::path::Path) -> Result<(), WorkerError> {
+    std::fs::create_dir_all(path).map_err(|source| WorkerError::Io { path: path.display().to_string(), source })
+}
+
+/// Removes `<pod-log-dir>/<ns>_<name>_<uid>` (found by uid, so orphans whose
+/// name is unknown are cleaned too).
+fn remove_pod_logs(root: &std::path::Path, uid: &str) -> Result<(), WorkerError> {
+    let io_err = |source| WorkerError::Io { path: root.display().to_string(), source };
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let suffix = format!("_{uid}");
+    for entry in entries {
+        let entry = entry.map_err(io_err)?;
+        if entry.file_name().to_string_lossy().ends_with(&suffix) {
+            std::fs::remove_dir_all(entry.path()).map_err(io_err)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pull_policies() {
+        let cases = [
+            ("busybox", "Always"),
+            ("busybox:latest", "Always"),
+            ("127.0.0.1:5000/weir/hostname:v1", "IfNotPresent"),
+            ("127.0.0.1:5000/weir/hostname", "Always"),
+            ("registry/x@sha256:abcd", "IfNotPresent"),
+        ];
+        for (image, want) in cases {
+            assert_eq!(default_pull_policy(image), want, "{image}");
+        }
+    }
+
+    #[test]
+    fn pull_decisions() {
+        use PullDecision::*;
+        let cases = [
+            ("Always", true, Pull),
+            ("Always", false, Pull),
+            ("IfNotPresent", true, UseLocal),
+            ("IfNotPresent", false, Pull),
+            ("Never", true, UseLocal),
+            ("Never", false, NeverPull),
+        ];
+        for (policy, present, want) in cases {
+            assert_eq!(pull_decision(policy, present), want, "{policy} present={present}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The agent's only contact with raw process-level syscalls.
+//!
+//! `setns(2)` switches the *calling thread's* network namespace. The agent calls
+//! [`enter_netns`] from `main` before the tokio runtime exists, so every worker
+//! thread the runtime spawns later inherits the node's namespace. Entering it
+//! with `ip netns exec` instead would remount /sys and hide /sys/fs/bpf and
+//! /sys/fs/cgroup (see shared/ENVIRONMENT.md), which the datapath needs.
+//!
+//! `nix` wraps setns(2) safely (it takes a borrowed fd), so this module needs
+//! no `unsafe` block of its own.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{CloneFlags, setns};
+
+/// Why entering a network namespace failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("cannot open network namespace {path}: {source} (does `ip netns add` exist for it?)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setns({path}, CLONE_NEWNET) failed: {source}")]
+    Setns {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Moves the calling thread into the network namespace bound at `path`
+/// (for example `/run/netns/weir-node1`).
+///
+/// Must run while the process is still single-threaded: threads created
+/// earlier would stay in the old namespace.
+pub fn enter_netns(path: &Path) -> Result<(), NetnsError> {
+    let file = File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Setns { path: path.to_path_buf(), source })
+}
