@@ -1,0 +1,67 @@
+//! Typed access to the pinned service and backend maps.
+
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, MapError};
+use weir_ebpf_common::{Backend, BackendKey, ServiceKey, ServiceValue, map_names};
+
+use super::DatapathError;
+use super::plan::{MapOp, MapState};
+
+/// The maps the agent writes.
+pub struct ServiceMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, BackendKey, Backend>,
+}
+
+impl ServiceMaps {
+    /// Takes the maps out of a loaded object (the programs keep their own
+    /// references, so this does not affect them).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        Ok(Self { services: take_hash(ebpf, map_names::SERVICES)?, backends: take_hash(ebpf, map_names::BACKENDS)? })
+    }
+
+    pub fn read_state(&self) -> Result<MapState, DatapathError> {
+        let mut state = MapState::default();
+        for entry in self.services.iter() {
+            let (k, v) = entry.map_err(|source| map_error(map_names::SERVICES, source))?;
+            state.services.insert(k, v);
+        }
+        for entry in self.backends.iter() {
+            let (k, v) = entry.map_err(|source| map_error(map_names::BACKENDS, source))?;
+            state.backends.insert(k, v);
+        }
+        Ok(state)
+    }
+
+    /// Applies one op. Deleting a key that is already gone is a success: the
+    /// desired end state holds.
+    pub fn apply(&mut self, op: &MapOp) -> Result<(), DatapathError> {
+        let (name, result) = match op {
+            MapOp::PutBackend(k, v) => (map_names::BACKENDS, self.backends.insert(k, v, 0)),
+            MapOp::PutService(k, v) => (map_names::SERVICES, self.services.insert(k, v, 0)),
+            MapOp::DeleteService(k) => (map_names::SERVICES, ignore_missing(self.services.remove(k))),
+            MapOp::DeleteBackend(k) => (map_names::BACKENDS, ignore_missing(self.backends.remove(k))),
+        };
+        result.map_err(|source| map_error(name, source))
+    }
+}
+
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn map_error(name: &'static str, source: MapError) -> DatapathError {
+    DatapathError::Map { name, source }
+}
+
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, DatapathError> {
+    let map = ebpf.take_map(name).ok_or(DatapathError::Missing { what: "map", name })?;
+    HashMap::try_from(map).map_err(|source| map_error(name, source))
+}

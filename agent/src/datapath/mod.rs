@@ -1,0 +1,182 @@
+//! The datapath manager: loads weir's eBPF programs (built from `ebpf/programs`
+//! by `agent/build.rs` and embedded in the binary), pins their maps under the
+//! node's bpffs directory, attaches the pod programs to host-side pod veths,
+//! and keeps the service maps in sync with the API server.
+//!
+//! This is the only part of weir that loads BPF. Layout:
+//! - `plan`: pure map planner (Services + EndpointSlices -> map ops), table-tested;
+//! - `attach`: which interfaces to attach to / forget (pure) and the attach calls;
+//! - `maps`: typed access to the pinned maps;
+//! - `sync`: the watch -> store -> plan -> apply loop.
+#![forbid(unsafe_code)]
+
+mod attach;
+mod maps;
+mod plan;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aya::programs::SchedClassifier;
+use aya::{Ebpf, EbpfLoader};
+use weir_ebpf_common::program_names;
+
+pub use plan::MapState;
+pub use sync::run_service_sync;
+
+/// The compiled eBPF object (see `agent/build.rs`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
+
+/// Where the datapath keeps its kernel state.
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    /// Per-node bpffs directory the maps are pinned in (e.g.
+    /// `/sys/fs/bpf/weir/weir/node1`). Created if missing. Pinned maps outlive
+    /// the agent, so a restart keeps services and established connections.
+    pub bpffs_dir: PathBuf,
+}
+
+/// Errors of the datapath manager.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("cannot create the bpffs pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load the eBPF object (maps pinned under {pin_dir}): {source}")]
+    Load {
+        pin_dir: PathBuf,
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the eBPF object has no {what} named {name}")]
+    Missing { what: &'static str, name: &'static str },
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot list the network interfaces: {source}")]
+    ListLinks {
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot attach {program} to {interface}: {source}")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("the {kind} watch task stopped")]
+    WatchStopped { kind: &'static str },
+}
+
+/// The loaded datapath: the program, its pinned maps and the interfaces it is
+/// attached to.
+pub struct Datapath {
+    /// Owns the loaded programs (dropping it detaches them).
+    ebpf: Ebpf,
+    maps: maps::ServiceMaps,
+    /// Host-side pod veths the from-pod program is attached to, by name.
+    attached: BTreeMap<String, attach::Attached>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath").field("attached", &self.attached.keys()).finish_non_exhaustive()
+    }
+}
+
+impl Datapath {
+    /// Loads the programs and opens (or creates and pins) the maps under
+    /// `cfg.bpffs_dir`. Maps already pinned there by an earlier agent are
+    /// reused with their contents.
+    pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
+        Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir)
+    }
+
+    fn load_from(object: &[u8], pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        std::fs::create_dir_all(pin_dir)
+            .map_err(|source| DatapathError::PinDir { path: pin_dir.to_owned(), source })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(object)
+            .map_err(|source| DatapathError::Load { pin_dir: pin_dir.to_owned(), source })?;
+        let name = program_names::FROM_POD;
+        let program = from_pod_program_mut(&mut ebpf)?;
+        program.load().map_err(|source| DatapathError::Program { name, source })?;
+        let maps = maps::ServiceMaps::take(&mut ebpf)?;
+        tracing::info!(pin_dir = %pin_dir.display(), "eBPF datapath loaded");
+        Ok(Datapath { ebpf, maps, attached: BTreeMap::new() })
+    }
+
+    /// Attaches the pod programs to every host-side pod veth ("wr*") not
+    /// attached yet, and forgets veths that disappeared (their pod is gone; the
+    /// kernel already detached the program). Idempotent.
+    ///
+    /// Tries every interface; returns the first attach error after that.
+    pub fn attach_pod_interfaces(&mut self) -> Result<(), DatapathError> {
+        let links = attach::list_links()?;
+        let plan = attach::plan(&links, &self.attached);
+        let program = from_pod_program_mut(&mut self.ebpf)?;
+        let mut first_error = None;
+        for name in plan.forget {
+            if let Some(old) = self.attached.remove(&name) {
+                attach::detach(program, &name, old);
+            }
+        }
+        for link in plan.attach {
+            match attach::attach(program, &link) {
+                Ok(attached) => {
+                    tracing::info!(interface = %link.name, ifindex = link.index, "attached from-pod program");
+                    self.attached.insert(link.name, attached);
+                }
+                Err(error) => {
+                    tracing::warn!(interface = %link.name, %error, "cannot attach from-pod program");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The names of the interfaces the pod programs are attached to.
+    pub fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
+        self.attached.keys().map(String::as_str)
+    }
+
+    /// Reads the services and backends maps.
+    pub fn read_state(&self) -> Result<MapState, DatapathError> {
+        self.maps.read_state()
+    }
+
+    /// Applies `ops` in order, mirroring each success into `state`. Stops at
+    /// the first failure, leaving `state` equal to what the maps now hold.
+    pub fn apply(&mut self, ops: &[plan::MapOp], state: &mut MapState) -> Result<(), DatapathError> {
+        for op in ops {
+            self.maps.apply(op)?;
+            state.apply(op);
+        }
+        Ok(())
+    }
+}
+
+fn from_pod_program_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
+    let name = program_names::FROM_POD;
+    let program =
+        ebpf.program_mut(name).ok_or(DatapathError::Missing { what: "program", name })?;
+    program.try_into().map_err(|source| DatapathError::Program { name, source })
+}

@@ -1,0 +1,270 @@
+//! The service map planner: pure functions, no I/O.
+//!
+//! - [`desired_services`]: (Services, EndpointSlices) -> what the services and
+//!   backends maps should hold ([`DesiredServices`]).
+//! - [`diff`]: (desired, current map contents) -> an ordered list of
+//!   [`MapOp`]s that turns current into desired without a packet ever seeing
+//!   a half-written service.
+//!
+//! The executor in `sync.rs` applies the ops one by one and mirrors each
+//! success into [`MapState::apply`], so the in-memory view of the maps stays
+//! exact even when an op fails halfway through a plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use weir_ebpf_common::{Backend, BackendKey, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceValue};
+
+/// The label an EndpointSlice carries to name its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Every service frontend and its backends, sorted and de-duplicated so that
+/// an unchanged endpoint set compares equal and causes no map write.
+pub type DesiredServices = BTreeMap<ServiceKey, Vec<Backend>>;
+
+/// Computes the desired map contents from the Services and EndpointSlices of
+/// all namespaces.
+///
+/// Only ClusterIP frontends with an IPv4 cluster IP are produced: headless
+/// services (`clusterIP: None`), services without a cluster IP (ExternalName,
+/// not yet allocated) and SCTP ports are skipped. Backends come from the
+/// EndpointSlices labelled with the service's name, port matched by name and
+/// protocol (the slice port is the targetPort already resolved per pod). Ready
+/// endpoints are used; if a port has none, serving-but-terminating endpoints
+/// are used instead, so connections drain during a rollout instead of failing.
+/// A frontend with no usable endpoint is still desired, with no backends: the
+/// datapath then drops new connections to it.
+pub fn desired_services<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> DesiredServices {
+    let mut slices_by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        slices_by_service.entry((ns, svc.as_str())).or_default().push(slice);
+    }
+
+    let mut desired = DesiredServices::new();
+    for service in services {
+        let Some(cluster_ip) = cluster_ipv4(service) else { continue };
+        let ns = service.metadata.namespace.as_deref().unwrap_or_default();
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let slices = slices_by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
+        let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        for port in ports {
+            let Some(proto) = protocol_number(port.protocol.as_deref()) else { continue };
+            let Ok(port_number) = u16::try_from(port.port) else { continue };
+            let key = ServiceKey::new(cluster_ip.octets(), port_number, proto);
+            let port_name = port.name.as_deref().unwrap_or_default();
+            desired.insert(key, backends_for_port(slices, port_name, proto));
+        }
+    }
+    desired
+}
+
+/// The service's IPv4 cluster IP, or `None` for headless services, services
+/// without one, and IPv6-only services.
+fn cluster_ipv4(service: &Service) -> Option<Ipv4Addr> {
+    let spec = service.spec.as_ref()?;
+    let candidates = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter());
+    candidates.filter(|ip| ip.as_str() != "None").find_map(|ip| ip.parse::<Ipv4Addr>().ok())
+}
+
+/// Maps a Kubernetes protocol name (default TCP) to the IP protocol number;
+/// `None` for protocols the datapath does not handle (SCTP).
+fn protocol_number(protocol: Option<&str>) -> Option<u8> {
+    match protocol.unwrap_or("TCP") {
+        "TCP" => Some(IPPROTO_TCP),
+        "UDP" => Some(IPPROTO_UDP),
+        _ => None,
+    }
+}
+
+/// The backends of one service port across all slices of the service.
+fn backends_for_port(slices: &[&EndpointSlice], port_name: &str, proto: u8) -> Vec<Backend> {
+    let mut ready = BTreeSet::new();
+    let mut terminating = BTreeSet::new();
+    for slice in slices {
+        let Some(port) = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && protocol_number(p.protocol.as_deref()) == Some(proto)
+        }) else {
+            continue;
+        };
+        let Some(target_port) = port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+        for endpoint in &slice.endpoints {
+            let set = match readiness(endpoint) {
+                Readiness::Ready => &mut ready,
+                Readiness::ServingTerminating => &mut terminating,
+                Readiness::Unusable => continue,
+            };
+            for addr in &endpoint.addresses {
+                if let Ok(ip) = addr.parse::<Ipv4Addr>() {
+                    set.insert(Backend::new(ip.octets(), target_port));
+                }
+            }
+        }
+    }
+    let chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.into_iter().collect()
+}
+
+enum Readiness {
+    Ready,
+    ServingTerminating,
+    Unusable,
+}
+
+/// Endpoint conditions as EndpointSlice consumers must read them: an unset
+/// `ready` means ready, an unset `serving` follows `ready`, an unset
+/// `terminating` means not terminating.
+fn readiness(endpoint: &Endpoint) -> Readiness {
+    let c = endpoint.conditions.as_ref();
+    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+    if ready && !terminating {
+        Readiness::Ready
+    } else if serving && terminating {
+        Readiness::ServingTerminating
+    } else {
+        Readiness::Unusable
+    }
+}
+
+/// What the services and backends maps hold (read from the kernel at start,
+/// then mirrored op by op).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapState {
+    pub services: BTreeMap<ServiceKey, ServiceValue>,
+    pub backends: BTreeMap<BackendKey, Backend>,
+}
+
+impl MapState {
+    /// The complete backend list of `value`, or `None` if any index is missing.
+    fn backends_of(&self, value: &ServiceValue) -> Option<Vec<Backend>> {
+        (0..value.backend_count)
+            .map(|index| self.backends.get(&BackendKey { slot: value.backend_slot, index }).copied())
+            .collect()
+    }
+
+    /// Records an op that was applied to the kernel maps.
+    pub fn apply(&mut self, op: &MapOp) {
+        match *op {
+            MapOp::PutBackend(k, v) => {
+                self.backends.insert(k, v);
+            }
+            MapOp::PutService(k, v) => {
+                self.services.insert(k, v);
+            }
+            MapOp::DeleteService(k) => {
+                self.services.remove(&k);
+            }
+            MapOp::DeleteBackend(k) => {
+                self.backends.remove(&k);
+            }
+        }
+    }
+
+    /// The first slot number worth trying for new backend sets: above every
+    /// slot in use, so a freed slot is not reused right away (a packet that
+    /// read the old service value a moment ago may still look it up).
+    pub fn next_free_slot(&self) -> u32 {
+        let max_service = self.services.values().map(|v| v.backend_slot).max().unwrap_or(0);
+        let max_backend = self.backends.keys().map(|k| k.slot).max().unwrap_or(0);
+        max_service.max(max_backend).wrapping_add(1).max(1)
+    }
+}
+
+/// One write to the services or backends map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    PutBackend(BackendKey, Backend),
+    PutService(ServiceKey, ServiceValue),
+    DeleteService(ServiceKey),
+    DeleteBackend(BackendKey),
+}
+
+/// Plans the writes that turn `current` into `desired`.
+///
+/// The ops come in three phases, which is what makes each service change
+/// atomic for the datapath:
+/// 1. write every new backend set under a fresh slot (no service refers to it yet),
+/// 2. point services at their new slots (one map update each) and delete
+///    services that are no longer desired,
+/// 3. delete every backend entry no service refers to any more (old slots,
+///    and leftovers of an agent that crashed mid-plan).
+///
+/// `next_slot` is the allocator's cursor (start it at
+/// [`MapState::next_free_slot`]); it only moves forward, skipping slots in use
+/// and 0.
+pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) -> Vec<MapOp> {
+    let mut used: BTreeSet<u32> = current.services.values().map(|v| v.backend_slot).collect();
+    used.extend(current.backends.keys().map(|k| k.slot));
+
+    let mut put_backends = Vec::new();
+    let mut flips = Vec::new();
+    let mut referenced: BTreeSet<BackendKey> = BTreeSet::new();
+
+    for (key, want) in desired {
+        let keep = current
+            .services
+            .get(key)
+            .filter(|value| current.backends_of(value).as_deref() == Some(want.as_slice()));
+        let value = match keep {
+            Some(value) => *value,
+            None => {
+                let slot = allocate_slot(next_slot, &mut used);
+                let value = ServiceValue {
+                    backend_slot: slot,
+                    // More than u32::MAX backends cannot exist (the map holds far fewer).
+                    backend_count: u32::try_from(want.len()).unwrap_or(u32::MAX),
+                    flags: 0,
+                    affinity_timeout_secs: 0,
+                };
+                for (index, backend) in (0u32..).zip(want) {
+                    put_backends.push(MapOp::PutBackend(BackendKey { slot, index }, *backend));
+                }
+                flips.push(MapOp::PutService(*key, value));
+                value
+            }
+        };
+        referenced.extend(
+            (0..value.backend_count).map(|index| BackendKey { slot: value.backend_slot, index }),
+        );
+    }
+    for key in current.services.keys() {
+        if !desired.contains_key(key) {
+            flips.push(MapOp::DeleteService(*key));
+        }
+    }
+    let deletes = current
+        .backends
+        .keys()
+        .filter(|k| !referenced.contains(k))
+        .map(|k| MapOp::DeleteBackend(*k));
+
+    put_backends.into_iter().chain(flips).chain(deletes).collect()
+}
+
+fn allocate_slot(next_slot: &mut u32, used: &mut BTreeSet<u32>) -> u32 {
+    loop {
+        let slot = *next_slot;
+        *next_slot = next_slot.wrapping_add(1).max(1);
+        if slot != 0 && used.insert(slot) {
+            return slot;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

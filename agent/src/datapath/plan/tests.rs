@@ -1,0 +1,321 @@
+//! Table tests of the planner; no kernel involved.
+
+use serde_json::json;
+
+use super::*;
+
+fn service(ns: &str, name: &str, cluster_ip: Option<&str>, ports: &[(&str, u16, &str)]) -> Service {
+    let ports: Vec<_> =
+        ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect();
+    let mut spec = json!({ "ports": ports });
+    if let Some(ip) = cluster_ip {
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+    }
+    serde_json::from_value(json!({"metadata": {"namespace": ns, "name": name}, "spec": spec}))
+        .expect("valid Service")
+}
+
+/// An endpoint: address and (ready, serving, terminating), each `None` = unset.
+type Ep<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);
+
+fn slice(ns: &str, svc: &str, family: &str, ports: &[(&str, u16, &str)], eps: &[Ep<'_>]) -> EndpointSlice {
+    let ports: Vec<_> =
+        ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect();
+    let endpoints: Vec<_> = eps
+        .iter()
+        .map(|(ip, ready, serving, terminating)| {
+            json!({"addresses": [ip],
+                   "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": ns, "name": format!("{svc}-abc"),
+                     "labels": {SERVICE_NAME_LABEL: svc}},
+        "addressType": family,
+        "ports": ports,
+        "endpoints": endpoints,
+    }))
+    .expect("valid EndpointSlice")
+}
+
+const READY: Ep<'static> = ("", Some(true), Some(true), Some(false));
+
+fn ep<'a>(ip: &'a str, base: Ep<'static>) -> Ep<'a> {
+    (ip, base.1, base.2, base.3)
+}
+const NOT_READY: Ep<'static> = ("", Some(false), Some(false), Some(false));
+const TERMINATING: Ep<'static> = ("", Some(false), Some(true), Some(true));
+const TERMINATING_NOT_SERVING: Ep<'static> = ("", Some(false), Some(false), Some(true));
+const UNSET: Ep<'static> = ("", None, None, None);
+
+fn key(ip: [u8; 4], port: u16, proto: u8) -> ServiceKey {
+    ServiceKey::new(ip, port, proto)
+}
+
+#[test]
+fn desired_services_table() {
+    let web = || service("default", "web", Some("10.96.0.10"), &[("http", 80, "TCP")]);
+    let web_key = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    struct Case {
+        name: &'static str,
+        services: Vec<Service>,
+        slices: Vec<EndpointSlice>,
+        want: Vec<(ServiceKey, Vec<Backend>)>,
+    }
+    let cases = vec![
+        Case {
+            name: "ready endpoints become backends on the slice's (target) port",
+            services: vec![web()],
+            slices: vec![slice(
+                "default",
+                "web",
+                "IPv4",
+                &[("http", 8080, "TCP")],
+                &[ep("10.244.1.3", READY), ep("10.244.1.2", READY)],
+            )],
+            want: vec![(
+                web_key,
+                vec![Backend::new([10, 244, 1, 2], 8080), Backend::new([10, 244, 1, 3], 8080)],
+            )],
+        },
+        Case {
+            name: "not-ready endpoints are left out",
+            services: vec![web()],
+            slices: vec![slice(
+                "default",
+                "web",
+                "IPv4",
+                &[("http", 8080, "TCP")],
+                &[ep("10.244.1.2", READY), ep("10.244.1.3", NOT_READY), ep("10.244.1.4", TERMINATING)],
+            )],
+            want: vec![(web_key, vec![Backend::new([10, 244, 1, 2], 8080)])],
+        },
+        Case {
+            name: "serving terminating endpoints are used only when none is ready",
+            services: vec![web()],
+            slices: vec![slice(
+                "default",
+                "web",
+                "IPv4",
+                &[("http", 8080, "TCP")],
+                &[
+                    ep("10.244.1.3", NOT_READY),
+                    ep("10.244.1.4", TERMINATING),
+                    ep("10.244.1.5", TERMINATING_NOT_SERVING),
+                ],
+            )],
+            want: vec![(web_key, vec![Backend::new([10, 244, 1, 4], 8080)])],
+        },
+        Case {
+            name: "unset conditions mean ready",
+            services: vec![web()],
+            slices: vec![slice("default", "web", "IPv4", &[("http", 8080, "TCP")], &[ep("10.244.1.2", UNSET)])],
+            want: vec![(web_key, vec![Backend::new([10, 244, 1, 2], 8080)])],
+        },
+        Case {
+            name: "a service without endpoints is a frontend with no backends",
+            services: vec![web()],
+            slices: vec![],
+            want: vec![(web_key, vec![])],
+        },
+        Case {
+            name: "headless and IP-less services are skipped",
+            services: vec![
+                service("default", "headless", Some("None"), &[("http", 80, "TCP")]),
+                service("default", "external", None, &[("http", 80, "TCP")]),
+            ],
+            slices: vec![
+                slice("default", "headless", "IPv4", &[("http", 8080, "TCP")], &[ep("10.244.1.2", READY)]),
+            ],
+            want: vec![],
+        },
+        Case {
+            name: "ports are matched by name and protocol; SCTP is skipped",
+            services: vec![service(
+                "default",
+                "dns",
+                Some("10.96.0.53"),
+                &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("sig", 99, "SCTP")],
+            )],
+            slices: vec![slice(
+                "default",
+                "dns",
+                "IPv4",
+                &[("dns-tcp", 5353, "TCP"), ("dns", 5300, "UDP"), ("sig", 99, "SCTP")],
+                &[ep("10.244.1.7", READY)],
+            )],
+            want: vec![
+                (key([10, 96, 0, 53], 53, IPPROTO_TCP), vec![Backend::new([10, 244, 1, 7], 5353)]),
+                (key([10, 96, 0, 53], 53, IPPROTO_UDP), vec![Backend::new([10, 244, 1, 7], 5300)]),
+            ],
+        },
+        Case {
+            name: "unnamed ports match; slices of other namespaces and IPv6 slices are ignored; duplicates merge",
+            services: vec![service("prod", "api", Some("10.96.3.4"), &[("", 443, "TCP")])],
+            slices: vec![
+                slice("prod", "api", "IPv4", &[("", 8443, "TCP")], &[ep("10.244.2.2", READY)]),
+                slice("prod", "api", "IPv4", &[("", 8443, "TCP")], &[ep("10.244.2.2", READY)]),
+                slice("default", "api", "IPv4", &[("", 8443, "TCP")], &[ep("10.244.9.9", READY)]),
+                slice("prod", "api", "IPv6", &[("", 8443, "TCP")], &[ep("fd00::1", READY)]),
+            ],
+            want: vec![(key([10, 96, 3, 4], 443, IPPROTO_TCP), vec![Backend::new([10, 244, 2, 2], 8443)])],
+        },
+    ];
+    for case in cases {
+        let got = desired_services(&case.services, &case.slices);
+        let want: DesiredServices = case.want.into_iter().collect();
+        assert_eq!(got, want, "case: {}", case.name);
+    }
+}
+
+fn b(last: u8, port: u16) -> Backend {
+    Backend::new([10, 244, 1, last], port)
+}
+
+fn state(services: &[(ServiceKey, u32, &[Backend])]) -> MapState {
+    let mut s = MapState::default();
+    for (key, slot, backends) in services {
+        s.services.insert(
+            *key,
+            ServiceValue {
+                backend_slot: *slot,
+                backend_count: backends.len() as u32,
+                flags: 0,
+                affinity_timeout_secs: 0,
+            },
+        );
+        for (index, backend) in (0u32..).zip(backends.iter()) {
+            s.backends.insert(BackendKey { slot: *slot, index }, *backend);
+        }
+    }
+    s
+}
+
+/// Every service in `s` has its complete backend set.
+fn consistent(s: &MapState) -> bool {
+    s.services.values().all(|v| s.backends_of(v).is_some())
+}
+
+#[test]
+fn diff_table() {
+    let a = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    let c = key([10, 96, 0, 11], 53, IPPROTO_UDP);
+    struct Case {
+        name: &'static str,
+        current: MapState,
+        desired: Vec<(ServiceKey, Vec<Backend>)>,
+        /// Expected (puts of backends, service puts, service deletes, backend deletes).
+        want_counts: (usize, usize, usize, usize),
+    }
+    let mut orphaned = state(&[(a, 1, &[b(2, 80)])]);
+    orphaned.backends.insert(BackendKey { slot: 7, index: 0 }, b(9, 80));
+    let mut torn = state(&[(a, 1, &[b(2, 80), b(3, 80)])]);
+    torn.backends.remove(&BackendKey { slot: 1, index: 1 });
+    let cases = vec![
+        Case {
+            name: "from empty maps: backends first, then services",
+            current: MapState::default(),
+            desired: vec![(a, vec![b(2, 80), b(3, 80)]), (c, vec![b(4, 53)])],
+            want_counts: (3, 2, 0, 0),
+        },
+        Case {
+            name: "unchanged services write nothing",
+            current: state(&[(a, 1, &[b(2, 80), b(3, 80)]), (c, 2, &[b(4, 53)])]),
+            desired: vec![(a, vec![b(2, 80), b(3, 80)]), (c, vec![b(4, 53)])],
+            want_counts: (0, 0, 0, 0),
+        },
+        Case {
+            name: "a changed backend set is swapped through a new slot",
+            current: state(&[(a, 1, &[b(2, 80), b(3, 80)]), (c, 2, &[b(4, 53)])]),
+            desired: vec![(a, vec![b(3, 80), b(5, 80)]), (c, vec![b(4, 53)])],
+            want_counts: (2, 1, 0, 2),
+        },
+        Case {
+            name: "a removed service is deleted before its backends",
+            current: state(&[(a, 1, &[b(2, 80)]), (c, 2, &[b(4, 53)])]),
+            desired: vec![(a, vec![b(2, 80)])],
+            want_counts: (0, 0, 1, 1),
+        },
+        Case {
+            name: "a service losing all endpoints keeps a frontend with no backends",
+            current: state(&[(a, 1, &[b(2, 80)])]),
+            desired: vec![(a, vec![])],
+            want_counts: (0, 1, 0, 1),
+        },
+        Case {
+            name: "backends no service refers to are garbage-collected",
+            current: orphaned,
+            desired: vec![(a, vec![b(2, 80)])],
+            want_counts: (0, 0, 0, 1),
+        },
+        Case {
+            name: "a service whose backend set is incomplete is rewritten",
+            current: torn,
+            desired: vec![(a, vec![b(2, 80), b(3, 80)])],
+            want_counts: (2, 1, 0, 1),
+        },
+    ];
+    for case in cases {
+        let desired: DesiredServices = case.desired.into_iter().collect();
+        let mut next_slot = case.current.next_free_slot();
+        let ops = diff(&desired, &case.current, &mut next_slot);
+
+        let count = |f: fn(&MapOp) -> bool| ops.iter().filter(|op| f(op)).count();
+        let counts = (
+            count(|op| matches!(op, MapOp::PutBackend(..))),
+            count(|op| matches!(op, MapOp::PutService(..))),
+            count(|op| matches!(op, MapOp::DeleteService(..))),
+            count(|op| matches!(op, MapOp::DeleteBackend(..))),
+        );
+        assert_eq!(counts, case.want_counts, "case: {}: ops {ops:#?}", case.name);
+
+        // Phase order: all backend puts, then service changes, then backend deletes.
+        let phase = |op: &MapOp| match op {
+            MapOp::PutBackend(..) => 0,
+            MapOp::PutService(..) | MapOp::DeleteService(..) => 1,
+            MapOp::DeleteBackend(..) => 2,
+        };
+        assert!(ops.windows(2).all(|w| phase(&w[0]) <= phase(&w[1])), "case: {}: order", case.name);
+
+        // No intermediate state shows a service with a partial backend set
+        // (apart from a torn set the plan starts from).
+        let mut s = case.current.clone();
+        for op in &ops {
+            s.apply(op);
+            if consistent(&case.current) {
+                assert!(consistent(&s), "case: {}: torn after {op:?}", case.name);
+            }
+        }
+        // The end state is the desired one, and nothing else is left.
+        for (key, want) in &desired {
+            let value = s.services.get(key).unwrap_or_else(|| panic!("case: {}: {key:?} missing", case.name));
+            assert_eq!(s.backends_of(value).as_ref(), Some(want), "case: {}", case.name);
+        }
+        assert_eq!(s.services.len(), desired.len(), "case: {}", case.name);
+        let referenced: usize = s.services.values().map(|v| v.backend_count as usize).sum();
+        assert_eq!(s.backends.len(), referenced, "case: {}: stray backends", case.name);
+        // Planning again from the result is a no-op.
+        assert_eq!(diff(&desired, &s, &mut next_slot), vec![], "case: {}: not idempotent", case.name);
+    }
+}
+
+#[test]
+fn new_slots_never_reuse_slots_in_use_or_zero() {
+    let a = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    let c = key([10, 96, 0, 11], 80, IPPROTO_TCP);
+    let current = state(&[(a, 1, &[b(2, 80)]), (c, 2, &[b(3, 80)])]);
+    let desired: DesiredServices = [(a, vec![b(4, 80)]), (c, vec![b(5, 80)])].into_iter().collect();
+    // A cursor that wrapped around to 0 must skip 0, 1 and 2.
+    let mut next_slot = 0;
+    let ops = diff(&desired, &current, &mut next_slot);
+    let slots: BTreeSet<u32> = ops
+        .iter()
+        .filter_map(|op| match op {
+            MapOp::PutService(_, v) => Some(v.backend_slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slots, BTreeSet::from([3, 4]));
+    assert_eq!(current.next_free_slot(), 3);
+}

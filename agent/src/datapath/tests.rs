@@ -1,0 +1,1 @@
+//! Privileged BPF_PROG_TEST_RUN tests (filled in next).
