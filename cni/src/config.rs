@@ -81,7 +81,11 @@ pub fn gateway_of(cidr: Ipv4Net) -> Ipv4Addr {
 pub fn peek_cni_version(stdin: &[u8]) -> String {
     serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "1.0.0".to_owned())
 }
 
@@ -101,7 +105,9 @@ pub fn parse(stdin: &[u8]) -> Result<PluginConfig, PluginError> {
         Some(Value::String(v)) if SUPPORTED_VERSIONS.contains(&v.as_str()) => {}
         Some(other) => {
             return Err(PluginError::IncompatibleVersion {
-                version: other.as_str().map_or_else(|| other.to_string(), str::to_owned),
+                version: other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_owned),
                 supported: SUPPORTED_VERSIONS.join(", "),
             });
         }
@@ -130,7 +136,9 @@ pub fn from_network_config(net: NetworkConfig) -> Result<PluginConfig, PluginErr
     let mut unknown: Vec<_> = net
         .specific
         .iter()
-        .filter(|(k, _)| !WEIR_FIELDS.contains(&k.as_str()) && !IGNORED_FIELDS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !WEIR_FIELDS.contains(&k.as_str()) && !IGNORED_FIELDS.contains(&k.as_str())
+        })
         .collect();
     unknown.sort_by(|a, b| a.0.cmp(b.0));
     if let Some((field, value)) = unknown.first() {
@@ -162,15 +170,28 @@ pub fn from_network_config(net: NetworkConfig) -> Result<PluginConfig, PluginErr
 }
 
 fn parse_pod_cidr(value: Option<&Value>) -> Result<Ipv4Net, PluginError> {
-    let invalid = |reason: String| PluginError::InvalidConfig { field: "podCIDR", reason };
-    let text = match value {
-        None => return Err(invalid("is required (the node's pod CIDR, e.g. 10.244.1.0/24)".into())),
-        Some(Value::String(s)) => s,
-        Some(other) => return Err(invalid(format!("must be a string like \"10.244.1.0/24\", got {other}"))),
+    let invalid = |reason: String| PluginError::InvalidConfig {
+        field: "podCIDR",
+        reason,
     };
-    let cidr: Ipv4Net = text
-        .parse()
-        .map_err(|_| invalid(format!("{text:?} is not an IPv4 CIDR like \"10.244.1.0/24\"")))?;
+    let text = match value {
+        None => {
+            return Err(invalid(
+                "is required (the node's pod CIDR, e.g. 10.244.1.0/24)".into(),
+            ));
+        }
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(invalid(format!(
+                "must be a string like \"10.244.1.0/24\", got {other}"
+            )));
+        }
+    };
+    let cidr: Ipv4Net = text.parse().map_err(|_| {
+        invalid(format!(
+            "{text:?} is not an IPv4 CIDR like \"10.244.1.0/24\""
+        ))
+    })?;
     if cidr.trunc() != cidr {
         return Err(invalid(format!(
             "{text:?} has host bits set; use the network address {}",
@@ -185,7 +206,10 @@ fn parse_pod_cidr(value: Option<&Value>) -> Result<Ipv4Net, PluginError> {
     Ok(cidr)
 }
 
-fn parse_abs_path(field: &'static str, value: Option<&Value>) -> Result<Option<PathBuf>, PluginError> {
+fn parse_abs_path(
+    field: &'static str,
+    value: Option<&Value>,
+) -> Result<Option<PathBuf>, PluginError> {
     let invalid = |reason: String| PluginError::InvalidConfig { field, reason };
     match value {
         None => Ok(None),
@@ -245,7 +269,10 @@ mod tests {
     fn good_config_parses() {
         let cfg = parse(GOOD.as_bytes()).expect("valid");
         assert_eq!(cfg.cni_version, "1.0.0");
-        assert_eq!(cfg.pod_cidr, "10.244.1.0/24".parse::<Ipv4Net>().expect("cidr"));
+        assert_eq!(
+            cfg.pod_cidr,
+            "10.244.1.0/24".parse::<Ipv4Net>().expect("cidr")
+        );
         assert_eq!(cfg.gateway(), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/weir/weir/node1/ipam"));
         assert_eq!(cfg.mtu, 1500);
@@ -258,7 +285,11 @@ mod tests {
         assert_eq!(cfg.mtu, DEFAULT_MTU);
         let cfg = parse(&with("logFile", "/var/lib/weir/cni.log".into())).expect("valid");
         assert_eq!(cfg.log_file, Some(PathBuf::from("/var/lib/weir/cni.log")));
-        let cfg = parse(&with("capabilities", serde_json::json!({"portMappings": false}))).expect("valid");
+        let cfg = parse(&with(
+            "capabilities",
+            serde_json::json!({"portMappings": false}),
+        ))
+        .expect("valid");
         assert_eq!(cfg.mtu, 1500);
     }
 
@@ -274,28 +305,88 @@ mod tests {
     #[test]
     fn invalid_configs_table() {
         let cases: Vec<(Vec<u8>, u32, &str)> = vec![
-            (b"not json".to_vec(), codes::DECODE_FAILURE, "not valid JSON"),
-            (with("cniVersion", "0.2.0".into()), codes::INCOMPATIBLE_VERSION, "0.2.0"),
-            (with("cniVersion", "2.0.0".into()), codes::INCOMPATIBLE_VERSION, "2.0.0"),
+            (
+                b"not json".to_vec(),
+                codes::DECODE_FAILURE,
+                "not valid JSON",
+            ),
+            (
+                with("cniVersion", "0.2.0".into()),
+                codes::INCOMPATIBLE_VERSION,
+                "0.2.0",
+            ),
+            (
+                with("cniVersion", "2.0.0".into()),
+                codes::INCOMPATIBLE_VERSION,
+                "2.0.0",
+            ),
             (without("cniVersion"), codes::INVALID_CONFIG, "cniVersion"),
             (without("podCIDR"), codes::INVALID_CONFIG, "podCIDR"),
-            (with("podCIDR", "10.244.1.0".into()), codes::INVALID_CONFIG, "podCIDR"),
-            (with("podCIDR", "banana".into()), codes::INVALID_CONFIG, "not an IPv4 CIDR"),
-            (with("podCIDR", "fd00::/64".into()), codes::INVALID_CONFIG, "not an IPv4 CIDR"),
-            (with("podCIDR", "10.244.1.7/24".into()), codes::INVALID_CONFIG, "10.244.1.0/24"),
-            (with("podCIDR", "10.244.1.0/31".into()), codes::INVALID_CONFIG, "too small"),
-            (with("podCIDR", 24.into()), codes::INVALID_CONFIG, "must be a string"),
+            (
+                with("podCIDR", "10.244.1.0".into()),
+                codes::INVALID_CONFIG,
+                "podCIDR",
+            ),
+            (
+                with("podCIDR", "banana".into()),
+                codes::INVALID_CONFIG,
+                "not an IPv4 CIDR",
+            ),
+            (
+                with("podCIDR", "fd00::/64".into()),
+                codes::INVALID_CONFIG,
+                "not an IPv4 CIDR",
+            ),
+            (
+                with("podCIDR", "10.244.1.7/24".into()),
+                codes::INVALID_CONFIG,
+                "10.244.1.0/24",
+            ),
+            (
+                with("podCIDR", "10.244.1.0/31".into()),
+                codes::INVALID_CONFIG,
+                "too small",
+            ),
+            (
+                with("podCIDR", 24.into()),
+                codes::INVALID_CONFIG,
+                "must be a string",
+            ),
             (without("dataDir"), codes::INVALID_CONFIG, "dataDir"),
-            (with("dataDir", "relative/ipam".into()), codes::INVALID_CONFIG, "absolute"),
+            (
+                with("dataDir", "relative/ipam".into()),
+                codes::INVALID_CONFIG,
+                "absolute",
+            ),
             (with("dataDir", "".into()), codes::INVALID_CONFIG, "dataDir"),
             (with("mtu", 0.into()), codes::INVALID_CONFIG, "mtu"),
-            (with("mtu", 67.into()), codes::INVALID_CONFIG, "out of range"),
-            (with("mtu", 65536.into()), codes::INVALID_CONFIG, "out of range"),
+            (
+                with("mtu", 67.into()),
+                codes::INVALID_CONFIG,
+                "out of range",
+            ),
+            (
+                with("mtu", 65536.into()),
+                codes::INVALID_CONFIG,
+                "out of range",
+            ),
             (with("mtu", (-1).into()), codes::INVALID_CONFIG, "mtu"),
             (with("mtu", "1500".into()), codes::INVALID_CONFIG, "mtu"),
-            (with("logFile", "cni.log".into()), codes::INVALID_CONFIG, "logFile"),
-            (with("podCidr", "10.244.1.0/24".into()), codes::UNSUPPORTED_FIELD, "podCidr"),
-            (with("ipMasq", true.into()), codes::UNSUPPORTED_FIELD, "ipMasq"),
+            (
+                with("logFile", "cni.log".into()),
+                codes::INVALID_CONFIG,
+                "logFile",
+            ),
+            (
+                with("podCidr", "10.244.1.0/24".into()),
+                codes::UNSUPPORTED_FIELD,
+                "podCidr",
+            ),
+            (
+                with("ipMasq", true.into()),
+                codes::UNSUPPORTED_FIELD,
+                "ipMasq",
+            ),
             (
                 with("ipam", serde_json::json!({"type": "host-local"})),
                 codes::UNSUPPORTED_FIELD,
@@ -306,7 +397,10 @@ mod tests {
             let text = String::from_utf8_lossy(&input).into_owned();
             let err = parse(&input).expect_err(&text);
             assert_eq!(err.code(), code, "{text}: {err}");
-            assert!(err.to_string().contains(needle), "{text}: {err} lacks {needle:?}");
+            assert!(
+                err.to_string().contains(needle),
+                "{text}: {err} lacks {needle:?}"
+            );
         }
     }
 

@@ -90,8 +90,13 @@ pub enum PluginError {
     #[error("CHECK failed for {ip}: {}", problems.join("; "))]
     CheckFailed { ip: Ipv4Addr, problems: Vec<String> },
 
-    #[error("CHECK failed: container {container_id} interface {ifname} has no address recorded in the IPAM store")]
-    CheckNoAllocation { container_id: String, ifname: String },
+    #[error(
+        "CHECK failed: container {container_id} interface {ifname} has no address recorded in the IPAM store"
+    )]
+    CheckNoAllocation {
+        container_id: String,
+        ifname: String,
+    },
 }
 
 impl PluginError {

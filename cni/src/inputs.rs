@@ -40,7 +40,10 @@ pub fn read() -> Result<Inputs, PluginError> {
     let mut stdin = Vec::new();
     std::io::stdin()
         .read_to_end(&mut stdin)
-        .map_err(|source| PluginError::Io { what: "stdin", source })?;
+        .map_err(|source| PluginError::Io {
+            what: "stdin",
+            source,
+        })?;
     from_parts(&env, stdin)
 }
 
@@ -48,7 +51,10 @@ pub fn read() -> Result<Inputs, PluginError> {
 pub fn from_parts(env: &HashMap<String, String>, stdin: Vec<u8>) -> Result<Inputs, PluginError> {
     let get = |var: &'static str| env.get(var).map(String::as_str).filter(|v| !v.is_empty());
     let require = |var: &'static str| {
-        get(var).ok_or(PluginError::InvalidEnv { var, reason: "is required".into() })
+        get(var).ok_or(PluginError::InvalidEnv {
+            var,
+            reason: "is required".into(),
+        })
     };
 
     let command_text = require("CNI_COMMAND")?;
@@ -73,18 +79,33 @@ pub fn from_parts(env: &HashMap<String, String>, stdin: Vec<u8>) -> Result<Input
             if !is_valid_ifname(ifname) {
                 return Err(PluginError::InvalidEnv {
                     var: "CNI_IFNAME",
-                    reason: format!("{ifname:?} is not a valid Linux interface name (1-15 bytes, no '/', ':' or spaces)"),
+                    reason: format!(
+                        "{ifname:?} is not a valid Linux interface name (1-15 bytes, no '/', ':' or spaces)"
+                    ),
                 });
             }
             let netns = match (command, get("CNI_NETNS")) {
                 (_, Some(path)) => Some(PathBuf::from(path)),
                 (Command::Del, None) => None,
-                (_, None) => return Err(PluginError::InvalidEnv { var: "CNI_NETNS", reason: "is required".into() }),
+                (_, None) => {
+                    return Err(PluginError::InvalidEnv {
+                        var: "CNI_NETNS",
+                        reason: "is required".into(),
+                    });
+                }
             };
-            Some(Target { container_id: container_id.to_owned(), ifname: ifname.to_owned(), netns })
+            Some(Target {
+                container_id: container_id.to_owned(),
+                ifname: ifname.to_owned(),
+                netns,
+            })
         }
     };
-    Ok(Inputs { command, target, stdin })
+    Ok(Inputs {
+        command,
+        target,
+        stdin,
+    })
 }
 
 /// The spec's container id rule: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`. It also
@@ -101,7 +122,10 @@ mod tests {
     use crate::error::codes;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     const FULL: [(&str, &str); 4] = [

@@ -97,7 +97,11 @@ impl Pool {
 
 /// Picks the first address after `last` (wrapping around) that is
 /// assignable and not in `allocated`; `None` when the pool is full.
-pub fn next_free(pool: Pool, allocated: &BTreeSet<Ipv4Addr>, last: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+pub fn next_free(
+    pool: Pool,
+    allocated: &BTreeSet<Ipv4Addr>,
+    last: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
     let (first, end) = (pool.first(), pool.last());
     let start = match last {
         Some(ip) if pool.is_assignable(ip) && u32::from(ip) < end => u32::from(ip) + 1,
@@ -129,7 +133,10 @@ impl Owner {
         if container_id.is_empty() || ifname.is_empty() {
             return None;
         }
-        Some(Owner { container_id: container_id.to_owned(), ifname: ifname.to_owned() })
+        Some(Owner {
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+        })
     }
 }
 
@@ -153,7 +160,11 @@ impl IpamStore {
     /// Opens (creating if needed) the store at `dir` for `cidr`.
     pub fn open(dir: &Path, cidr: Ipv4Net) -> Result<IpamStore, IpamError> {
         fs::create_dir_all(dir).map_err(store_err(dir, "create directory"))?;
-        Ok(IpamStore { dir: dir.to_path_buf(), pool: Pool::new(cidr), lock_timeout: LOCK_TIMEOUT })
+        Ok(IpamStore {
+            dir: dir.to_path_buf(),
+            pool: Pool::new(cidr),
+            lock_timeout: LOCK_TIMEOUT,
+        })
     }
 
     /// Overrides the lock timeout (tests).
@@ -170,14 +181,22 @@ impl IpamStore {
     pub fn allocate(&self, owner: &Owner) -> Result<Allocation, IpamError> {
         let _lock = self.lock()?;
         let records = self.records()?;
-        if let Some((ip, _)) = records.iter().find(|(ip, o)| o == owner && self.pool.is_assignable(*ip)) {
-            return Ok(Allocation { ip: *ip, reused: true });
+        if let Some((ip, _)) = records
+            .iter()
+            .find(|(ip, o)| o == owner && self.pool.is_assignable(*ip))
+        {
+            return Ok(Allocation {
+                ip: *ip,
+                reused: true,
+            });
         }
         let mut taken: BTreeSet<Ipv4Addr> = records.into_iter().map(|(ip, _)| ip).collect();
         let mut last = self.last_reserved();
         loop {
-            let ip = next_free(self.pool, &taken, last)
-                .ok_or(IpamError::Exhausted { cidr: self.pool.cidr(), assignable: self.pool.size() })?;
+            let ip = next_free(self.pool, &taken, last).ok_or(IpamError::Exhausted {
+                cidr: self.pool.cidr(),
+                assignable: self.pool.size(),
+            })?;
             if self.create_record(ip, owner)? {
                 self.write_last_reserved(ip)?;
                 return Ok(Allocation { ip, reused: false });
@@ -192,7 +211,11 @@ impl IpamStore {
     /// The owner's address, if it has one.
     pub fn lookup(&self, owner: &Owner) -> Result<Option<Ipv4Addr>, IpamError> {
         let _lock = self.lock()?;
-        Ok(self.records()?.into_iter().find(|(_, o)| o == owner).map(|(ip, _)| ip))
+        Ok(self
+            .records()?
+            .into_iter()
+            .find(|(_, o)| o == owner)
+            .map(|(ip, _)| ip))
     }
 
     /// Frees every address held by the owner; returns them (empty if none).
@@ -219,7 +242,11 @@ impl IpamStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(store_err(&self.dir, "list directory"))? {
             let entry = entry.map_err(store_err(&self.dir, "list directory"))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else {
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+            else {
                 continue;
             };
             let path = entry.path();
@@ -257,7 +284,11 @@ impl IpamStore {
     }
 
     fn last_reserved(&self) -> Option<Ipv4Addr> {
-        fs::read_to_string(self.dir.join(LAST_RESERVED_FILE)).ok()?.trim().parse().ok()
+        fs::read_to_string(self.dir.join(LAST_RESERVED_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
@@ -269,7 +300,10 @@ impl IpamStore {
         let path = self.dir.join(LOCK_FILE);
         match sys::lock_exclusive(&path, self.lock_timeout) {
             Ok(Some(lock)) => Ok(lock),
-            Ok(None) => Err(IpamError::LockTimeout { dir: self.dir.clone(), timeout: self.lock_timeout }),
+            Ok(None) => Err(IpamError::LockTimeout {
+                dir: self.dir.clone(),
+                timeout: self.lock_timeout,
+            }),
             Err(e) => Err(store_err(&path, "lock")(e)),
         }
     }
@@ -310,16 +344,38 @@ mod tests {
     }
 
     /// (pool, allocated, last reserved, expected pick)
+    type NextFreeCase = (
+        &'static str,
+        &'static [&'static str],
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
     #[test]
     fn next_free_table() {
-        let cases: [(&str, &[&str], Option<&str>, Option<&str>); 8] = [
+        let cases: [NextFreeCase; 8] = [
             ("10.244.1.0/24", &[], None, Some("10.244.1.2")),
             ("10.244.1.0/24", &["10.244.1.2"], None, Some("10.244.1.3")),
-            ("10.244.1.0/24", &[], Some("10.244.1.9"), Some("10.244.1.10")),
+            (
+                "10.244.1.0/24",
+                &[],
+                Some("10.244.1.9"),
+                Some("10.244.1.10"),
+            ),
             // Round-robin: a released low address is not reused before wrapping.
-            ("10.244.1.0/24", &["10.244.1.3"], Some("10.244.1.3"), Some("10.244.1.4")),
+            (
+                "10.244.1.0/24",
+                &["10.244.1.3"],
+                Some("10.244.1.3"),
+                Some("10.244.1.4"),
+            ),
             // Wraps after the last assignable address (never .255).
-            ("10.244.1.0/24", &["10.244.1.2"], Some("10.244.1.254"), Some("10.244.1.3")),
+            (
+                "10.244.1.0/24",
+                &["10.244.1.2"],
+                Some("10.244.1.254"),
+                Some("10.244.1.3"),
+            ),
             // A stale last-reserved outside the pool restarts at the beginning.
             ("10.244.1.0/24", &[], Some("10.9.9.9"), Some("10.244.1.2")),
             ("10.0.0.0/30", &[], None, Some("10.0.0.2")),
@@ -341,29 +397,53 @@ mod tests {
 
     #[test]
     fn owner_roundtrip_and_garbage() {
-        let o = Owner { container_id: "abc".into(), ifname: "eth0".into() };
+        let o = Owner {
+            container_id: "abc".into(),
+            ifname: "eth0".into(),
+        };
         assert_eq!(Owner::parse(&o.render()), Some(o));
         assert_eq!(Owner::parse(""), None);
         assert_eq!(Owner::parse("abc\n"), None);
     }
 
     fn owner(id: &str) -> Owner {
-        Owner { container_id: id.into(), ifname: "eth0".into() }
+        Owner {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        }
     }
 
     #[test]
     fn store_allocates_reuses_and_releases() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = IpamStore::open(dir.path(), "10.244.1.0/24".parse().expect("cidr")).expect("open");
+        let store =
+            IpamStore::open(dir.path(), "10.244.1.0/24".parse().expect("cidr")).expect("open");
 
         let a = store.allocate(&owner("a")).expect("a");
-        assert_eq!(a, Allocation { ip: ip("10.244.1.2"), reused: false });
+        assert_eq!(
+            a,
+            Allocation {
+                ip: ip("10.244.1.2"),
+                reused: false
+            }
+        );
         let b = store.allocate(&owner("b")).expect("b");
         assert_eq!(b.ip, ip("10.244.1.3"));
         // Idempotent: same owner, same address.
-        assert_eq!(store.allocate(&owner("a")).expect("a again"), Allocation { ip: a.ip, reused: true });
+        assert_eq!(
+            store.allocate(&owner("a")).expect("a again"),
+            Allocation {
+                ip: a.ip,
+                reused: true
+            }
+        );
         // Same container, other interface: a second address.
-        let a1 = store.allocate(&Owner { container_id: "a".into(), ifname: "net1".into() }).expect("a/net1");
+        let a1 = store
+            .allocate(&Owner {
+                container_id: "a".into(),
+                ifname: "net1".into(),
+            })
+            .expect("a/net1");
         assert_eq!(a1.ip, ip("10.244.1.4"));
 
         let record = fs::read_to_string(dir.path().join("10.244.1.2")).expect("record");
@@ -372,7 +452,10 @@ mod tests {
 
         assert_eq!(store.release(&owner("a")).expect("release"), vec![a.ip]);
         assert!(!dir.path().join("10.244.1.2").exists());
-        assert_eq!(store.release(&owner("a")).expect("release twice"), Vec::<Ipv4Addr>::new());
+        assert_eq!(
+            store.release(&owner("a")).expect("release twice"),
+            Vec::<Ipv4Addr>::new()
+        );
         assert_eq!(store.lookup(&owner("a")).expect("lookup"), None);
 
         // Round robin: the next allocation does not take the freed .2.
@@ -382,15 +465,22 @@ mod tests {
     #[test]
     fn store_exhaustion_and_unreadable_records() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = IpamStore::open(dir.path(), "10.0.0.0/29".parse().expect("cidr")).expect("open");
+        let store =
+            IpamStore::open(dir.path(), "10.0.0.0/29".parse().expect("cidr")).expect("open");
         // A garbage record still blocks its address.
         fs::write(dir.path().join("10.0.0.2"), "").expect("garbage");
         for id in ["a", "b", "c", "d"] {
             store.allocate(&owner(id)).expect(id);
         }
         let err = store.allocate(&owner("e")).expect_err("full");
-        assert!(matches!(err, IpamError::Exhausted { assignable: 5, .. }), "{err}");
-        assert_eq!(store.lookup(&owner("a")).expect("lookup"), Some(ip("10.0.0.3")));
+        assert!(
+            matches!(err, IpamError::Exhausted { assignable: 5, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            store.lookup(&owner("a")).expect("lookup"),
+            Some(ip("10.0.0.3"))
+        );
     }
 
     #[test]
@@ -403,9 +493,15 @@ mod tests {
                 std::thread::spawn(move || {
                     // Each thread opens its own store (its own lock fd), like
                     // separate plugin processes would.
-                    let store = IpamStore::open(&path, "10.244.1.0/24".parse().expect("cidr")).expect("open");
+                    let store = IpamStore::open(&path, "10.244.1.0/24".parse().expect("cidr"))
+                        .expect("open");
                     (0..5)
-                        .map(|j| store.allocate(&owner(&format!("c{i}-{j}"))).expect("allocate").ip)
+                        .map(|j| {
+                            store
+                                .allocate(&owner(&format!("c{i}-{j}")))
+                                .expect("allocate")
+                                .ip
+                        })
                         .collect::<Vec<_>>()
                 })
             })

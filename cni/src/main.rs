@@ -55,12 +55,20 @@ fn main() {
     }
 }
 
-fn run(command: Command, cfg: &PluginConfig, target: &Target) -> Result<Option<result::Rendered>, PluginError> {
+fn run(
+    command: Command,
+    cfg: &PluginConfig,
+    target: &Target,
+) -> Result<Option<result::Rendered>, PluginError> {
     match command {
         Command::Add => {
             let out = plugin::add(cfg, target)?;
             info!(ip = %out.ip, host = %out.host.name, "ADD ok");
-            Ok(Some(result::add_result(&cfg.cni_version, cfg.prev_result.as_ref(), &out)))
+            Ok(Some(result::add_result(
+                &cfg.cni_version,
+                cfg.prev_result.as_ref(),
+                &out,
+            )))
         }
         Command::Del => plugin::del(cfg, target).map(|()| None),
         Command::Check => plugin::check(cfg, target).map(|()| None),
@@ -81,8 +89,14 @@ fn init_logging(log_file: Option<&Path>) {
     });
     let builder = tracing_subscriber::fmt().with_ansi(false);
     let installed = match file {
-        Some(file) => builder.with_max_level(tracing::Level::INFO).with_writer(Mutex::new(file)).try_init(),
-        None => builder.with_max_level(tracing::Level::WARN).with_writer(std::io::stderr).try_init(),
+        Some(file) => builder
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(Mutex::new(file))
+            .try_init(),
+        None => builder
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     // A second call (cannot happen in one invocation) keeps the first subscriber.
     let _ = installed;

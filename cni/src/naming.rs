@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(a.len(), 14);
         assert!(is_valid_ifname(&a));
         assert_ne!(a, b);
-        assert_eq!(a, host_veth_name("4f3c1a9e0b7d4b2e8f6a5c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f"));
+        assert_eq!(
+            a,
+            host_veth_name("4f3c1a9e0b7d4b2e8f6a5c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f")
+        );
     }
 
     #[test]

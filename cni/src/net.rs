@@ -14,7 +14,9 @@ use std::os::fd::RawFd;
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
+};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::PluginError;
@@ -32,10 +34,16 @@ where
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|source| PluginError::Io { what: "tokio runtime", source })?;
+        .map_err(|source| PluginError::Io {
+            what: "tokio runtime",
+            source,
+        })?;
     runtime.block_on(async move {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|source| PluginError::Io { what: "netlink socket", source })?;
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|source| PluginError::Io {
+                what: "netlink socket",
+                source,
+            })?;
         let driver = tokio::spawn(connection);
         let out = f(handle).await;
         driver.abort();
@@ -67,7 +75,11 @@ impl LinkState {
                 LinkAttribute::IfName(name) => state.name = name.clone(),
                 LinkAttribute::Address(bytes) if bytes.len() == 6 => {
                     state.mac = Some(
-                        bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                        bytes
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(":"),
                     );
                 }
                 LinkAttribute::Mtu(mtu) => state.mtu = Some(*mtu),
@@ -121,7 +133,14 @@ fn is_enodev(err: &rtnetlink::Error) -> bool {
 
 /// The link named `name`, or `None` if there is none.
 pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkState>, PluginError> {
-    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+    {
         Ok(msg) => Ok(msg.as_ref().map(LinkState::from_message)),
         Err(e) if is_enodev(&e) => Ok(None),
         Err(e) => Err(PluginError::netlink(format!("get link {name}"))(e)),
@@ -142,7 +161,12 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, PluginErro
 }
 
 /// Creates a veth pair `host` <-> `peer` in the current namespace.
-pub async fn create_veth(handle: &Handle, host: &str, peer: &str, mtu: u32) -> Result<(), PluginError> {
+pub async fn create_veth(
+    handle: &Handle,
+    host: &str,
+    peer: &str,
+    mtu: u32,
+) -> Result<(), PluginError> {
     handle
         .link()
         .add(LinkVeth::new(host, peer).mtu(mtu).build())
@@ -152,23 +176,40 @@ pub async fn create_veth(handle: &Handle, host: &str, peer: &str, mtu: u32) -> R
 }
 
 /// Moves link `index` into the network namespace open as `netns_fd`.
-pub async fn move_to_netns(handle: &Handle, index: u32, netns_fd: RawFd) -> Result<(), PluginError> {
+pub async fn move_to_netns(
+    handle: &Handle,
+    index: u32,
+    netns_fd: RawFd,
+) -> Result<(), PluginError> {
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).setns_by_fd(netns_fd).build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(netns_fd)
+                .build(),
+        )
         .execute()
         .await
-        .map_err(PluginError::netlink(format!("move link {index} into pod netns")))
+        .map_err(PluginError::netlink(format!(
+            "move link {index} into pod netns"
+        )))
 }
 
 /// Renames link `index` (must be down) and sets its MTU.
 pub async fn rename(handle: &Handle, index: u32, name: &str, mtu: u32) -> Result<(), PluginError> {
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).name(name.to_owned()).mtu(mtu).build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name(name.to_owned())
+                .mtu(mtu)
+                .build(),
+        )
         .execute()
         .await
-        .map_err(PluginError::netlink(format!("rename link {index} to {name}")))
+        .map_err(PluginError::netlink(format!(
+            "rename link {index} to {name}"
+        )))
 }
 
 /// Sets link `index` administratively up.
@@ -182,13 +223,20 @@ pub async fn set_up(handle: &Handle, index: u32) -> Result<(), PluginError> {
 }
 
 /// Adds `ip/prefix_len` to link `index`.
-pub async fn add_address(handle: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<(), PluginError> {
+pub async fn add_address(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<(), PluginError> {
     handle
         .address()
         .add(index, IpAddr::V4(ip), prefix_len)
         .execute()
         .await
-        .map_err(PluginError::netlink(format!("add address {ip}/{prefix_len} to link {index}")))
+        .map_err(PluginError::netlink(format!(
+            "add address {ip}/{prefix_len} to link {index}"
+        )))
 }
 
 /// IPv4 addresses (with prefix length) on link `index`.
@@ -200,15 +248,16 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)
         .execute()
         .try_collect()
         .await
-        .map_err(PluginError::netlink(format!("list addresses of link {index}")))?;
+        .map_err(PluginError::netlink(format!(
+            "list addresses of link {index}"
+        )))?;
     Ok(msgs
         .iter()
         .filter(|m| m.header.index == index)
         .flat_map(|m| {
             m.attributes.iter().filter_map(move |a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                    Some((*ip, m.header.prefix_len))
-                }
+                AddressAttribute::Local(IpAddr::V4(ip))
+                | AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
                 _ => None,
             })
         })
@@ -218,7 +267,11 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)
 }
 
 /// Adds (or replaces) the route `dst/32 dev index scope link` in the main table.
-pub async fn replace_host_route(handle: &Handle, dst: Ipv4Addr, index: u32) -> Result<(), PluginError> {
+pub async fn replace_host_route(
+    handle: &Handle,
+    dst: Ipv4Addr,
+    index: u32,
+) -> Result<(), PluginError> {
     let msg = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(dst, 32)
         .output_interface(index)
@@ -230,19 +283,30 @@ pub async fn replace_host_route(handle: &Handle, dst: Ipv4Addr, index: u32) -> R
         .replace()
         .execute()
         .await
-        .map_err(PluginError::netlink(format!("add route {dst}/32 dev {index}")))
+        .map_err(PluginError::netlink(format!(
+            "add route {dst}/32 dev {index}"
+        )))
 }
 
 /// Adds the route `default via gateway dev index` in the main table.
-pub async fn replace_default_route(handle: &Handle, gateway: Ipv4Addr, index: u32) -> Result<(), PluginError> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
+pub async fn replace_default_route(
+    handle: &Handle,
+    gateway: Ipv4Addr,
+    index: u32,
+) -> Result<(), PluginError> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .output_interface(index)
+        .build();
     handle
         .route()
         .add(msg)
         .replace()
         .execute()
         .await
-        .map_err(PluginError::netlink(format!("add default route via {gateway} dev {index}")))
+        .map_err(PluginError::netlink(format!(
+            "add default route via {gateway} dev {index}"
+        )))
 }
 
 /// All IPv4 routes of the main table.

@@ -41,16 +41,25 @@ pub struct AddOutcome {
 }
 
 fn owner(target: &Target) -> Owner {
-    Owner { container_id: target.container_id.clone(), ifname: target.ifname.clone() }
+    Owner {
+        container_id: target.container_id.clone(),
+        ifname: target.ifname.clone(),
+    }
 }
 
 fn netns_path(target: &Target) -> Result<PathBuf, PluginError> {
-    target.netns.clone().ok_or(PluginError::InvalidEnv { var: "CNI_NETNS", reason: "is required".into() })
+    target.netns.clone().ok_or(PluginError::InvalidEnv {
+        var: "CNI_NETNS",
+        reason: "is required".into(),
+    })
 }
 
 fn netns_err(path: &std::path::Path) -> impl FnOnce(NetnsError) -> PluginError {
     let path = path.to_path_buf();
-    move |e| PluginError::Netns { path, reason: e.to_string() }
+    move |e| PluginError::Netns {
+        path,
+        reason: e.to_string(),
+    }
 }
 
 /// ADD: allocate (or reuse) the container's address and wire the veth.
@@ -70,7 +79,8 @@ pub fn add(cfg: &PluginConfig, target: &Target) -> Result<AddOutcome, PluginErro
         Err(err) => {
             warn!(container_id = %target.container_id, error = %err, "ADD failed; undoing");
             let host = host_veth_name(&target.container_id);
-            if let Err(e) = net::with_netlink(|h| async move { net::delete_link(&h, &host).await }) {
+            if let Err(e) = net::with_netlink(|h| async move { net::delete_link(&h, &host).await })
+            {
                 warn!(error = %e, "cleanup: deleting the host veth failed");
             }
             if let Err(e) = store.release(&owner) {
@@ -119,7 +129,10 @@ fn wire(
             if let Some(existing) = net::link_by_name(&h, &ifname).await? {
                 return Err(PluginError::Netns {
                     path: PathBuf::new(),
-                    reason: format!("interface {} already exists in the pod namespace (index {})", ifname, existing.index),
+                    reason: format!(
+                        "interface {} already exists in the pod namespace (index {})",
+                        ifname, existing.index
+                    ),
                 });
             }
             let peer = require_link(&h, &peer_name).await?;
@@ -133,22 +146,36 @@ fn wire(
     })
     .map_err(netns_err(netns))?
     .map_err(|e| match e {
-        PluginError::Netns { reason, .. } => PluginError::Netns { path: netns.to_path_buf(), reason },
+        PluginError::Netns { reason, .. } => PluginError::Netns {
+            path: netns.to_path_buf(),
+            reason,
+        },
         other => other,
     })?;
 
-    if sys::ensure_ip_forward().map_err(|source| PluginError::Sysctl { key: "net.ipv4.ip_forward", source })? {
+    if sys::ensure_ip_forward().map_err(|source| PluginError::Sysctl {
+        key: "net.ipv4.ip_forward",
+        source,
+    })? {
         info!("enabled net.ipv4.ip_forward in the node namespace");
     }
     info!(host = %host.name, pod_if = %pod.name, %ip, "pod wired");
-    Ok(AddOutcome { host, pod, netns: netns.to_path_buf(), ip, gateway })
+    Ok(AddOutcome {
+        host,
+        pod,
+        netns: netns.to_path_buf(),
+        ip,
+        gateway,
+    })
 }
 
 async fn require_link(h: &rtnetlink::Handle, name: &str) -> Result<LinkState, PluginError> {
-    net::link_by_name(h, name).await?.ok_or_else(|| PluginError::Netns {
-        path: PathBuf::new(),
-        reason: format!("link {name} vanished while being configured"),
-    })
+    net::link_by_name(h, name)
+        .await?
+        .ok_or_else(|| PluginError::Netns {
+            path: PathBuf::new(),
+            reason: format!("link {name} vanished while being configured"),
+        })
 }
 
 /// DEL: remove the veth (its pod end and both /32 routes go with it) and
@@ -190,43 +217,74 @@ pub struct Observed {
 /// and what is there, as readable sentences (empty = healthy).
 pub fn check_problems(exp: &Expected, host: &Observed, pod: &Observed) -> Vec<String> {
     let mut problems = Vec::new();
-    let has_route = |routes: &[RouteState], dst: Ipv4Addr, len: u8, gw: Option<Ipv4Addr>, oif: u32| {
-        routes.iter().any(|r| r.dst == dst && r.prefix_len == len && r.gateway == gw && r.oif == Some(oif))
-    };
-    let link_checks = |problems: &mut Vec<String>, where_: &str, name: &str, obs: &Observed| -> Option<u32> {
-        let Some(link) = &obs.link else {
-            problems.push(format!("{where_}: interface {name} does not exist"));
-            return None;
+    let has_route =
+        |routes: &[RouteState], dst: Ipv4Addr, len: u8, gw: Option<Ipv4Addr>, oif: u32| {
+            routes.iter().any(|r| {
+                r.dst == dst && r.prefix_len == len && r.gateway == gw && r.oif == Some(oif)
+            })
         };
-        if !link.up {
-            problems.push(format!("{where_}: interface {name} is down"));
-        }
-        if link.mtu.is_some_and(|m| m != exp.mtu) {
-            problems.push(format!("{where_}: interface {name} has MTU {:?}, expected {}", link.mtu, exp.mtu));
-        }
-        Some(link.index)
-    };
+    let link_checks =
+        |problems: &mut Vec<String>, where_: &str, name: &str, obs: &Observed| -> Option<u32> {
+            let Some(link) = &obs.link else {
+                problems.push(format!("{where_}: interface {name} does not exist"));
+                return None;
+            };
+            if !link.up {
+                problems.push(format!("{where_}: interface {name} is down"));
+            }
+            if link.mtu.is_some_and(|m| m != exp.mtu) {
+                problems.push(format!(
+                    "{where_}: interface {name} has MTU {:?}, expected {}",
+                    link.mtu, exp.mtu
+                ));
+            }
+            Some(link.index)
+        };
 
     if let Some(index) = link_checks(&mut problems, "node", &exp.host_veth, host) {
         if !host.addresses.contains(&(exp.gateway, 32)) {
-            problems.push(format!("node: {} lacks the gateway address {}/32", exp.host_veth, exp.gateway));
+            problems.push(format!(
+                "node: {} lacks the gateway address {}/32",
+                exp.host_veth, exp.gateway
+            ));
         }
         if !has_route(&host.routes, exp.ip, 32, None, index) {
-            problems.push(format!("node: no route {}/32 dev {}", exp.ip, exp.host_veth));
+            problems.push(format!(
+                "node: no route {}/32 dev {}",
+                exp.ip, exp.host_veth
+            ));
         }
     }
     if let Some(index) = link_checks(&mut problems, "pod", &exp.ifname, pod) {
         if !pod.addresses.contains(&(exp.ip, 32)) {
-            problems.push(format!("pod: {} lacks the address {}/32", exp.ifname, exp.ip));
+            problems.push(format!(
+                "pod: {} lacks the address {}/32",
+                exp.ifname, exp.ip
+            ));
         }
         let scope_link = pod.routes.iter().any(|r| {
-            r.dst == exp.gateway && r.prefix_len == 32 && r.oif == Some(index) && r.scope == RouteScope::Link
+            r.dst == exp.gateway
+                && r.prefix_len == 32
+                && r.oif == Some(index)
+                && r.scope == RouteScope::Link
         });
         if !scope_link {
-            problems.push(format!("pod: no route {}/32 dev {} scope link", exp.gateway, exp.ifname));
+            problems.push(format!(
+                "pod: no route {}/32 dev {} scope link",
+                exp.gateway, exp.ifname
+            ));
         }
-        if !has_route(&pod.routes, Ipv4Addr::UNSPECIFIED, 0, Some(exp.gateway), index) {
-            problems.push(format!("pod: no default route via {} dev {}", exp.gateway, exp.ifname));
+        if !has_route(
+            &pod.routes,
+            Ipv4Addr::UNSPECIFIED,
+            0,
+            Some(exp.gateway),
+            index,
+        ) {
+            problems.push(format!(
+                "pod: no default route via {} dev {}",
+                exp.gateway, exp.ifname
+            ));
         }
     }
     problems
@@ -239,7 +297,11 @@ async fn observe(h: rtnetlink::Handle, name: String) -> Result<Observed, PluginE
         None => Vec::new(),
     };
     let routes = net::main_routes(&h).await?;
-    Ok(Observed { link, addresses, routes })
+    Ok(Observed {
+        link,
+        addresses,
+        routes,
+    })
 }
 
 /// CHECK: the recorded address, the veth, both addresses and all routes
@@ -247,10 +309,12 @@ async fn observe(h: rtnetlink::Handle, name: String) -> Result<Observed, PluginE
 pub fn check(cfg: &PluginConfig, target: &Target) -> Result<(), PluginError> {
     let netns = netns_path(target)?;
     let store = IpamStore::open(&cfg.data_dir, cfg.pod_cidr)?;
-    let ip = store.lookup(&owner(target))?.ok_or_else(|| PluginError::CheckNoAllocation {
-        container_id: target.container_id.clone(),
-        ifname: target.ifname.clone(),
-    })?;
+    let ip = store
+        .lookup(&owner(target))?
+        .ok_or_else(|| PluginError::CheckNoAllocation {
+            container_id: target.container_id.clone(),
+            ifname: target.ifname.clone(),
+        })?;
     let exp = Expected {
         host_veth: host_veth_name(&target.container_id),
         ifname: target.ifname.clone(),
@@ -264,10 +328,10 @@ pub fn check(cfg: &PluginConfig, target: &Target) -> Result<(), PluginError> {
         .map_err(netns_err(&netns))??;
 
     let mut problems = check_problems(&exp, &host, &pod);
-    if let Some(prev) = &cfg.prev_result {
-        if !prev_result_lists(prev, ip) {
-            problems.push(format!("prevResult does not list {ip}"));
-        }
+    if let Some(prev) = &cfg.prev_result
+        && !prev_result_lists(prev, ip)
+    {
+        problems.push(format!("prevResult does not list {ip}"));
     }
     if problems.is_empty() {
         info!(container_id = %target.container_id, %ip, "CHECK passed");
@@ -279,16 +343,18 @@ pub fn check(cfg: &PluginConfig, target: &Target) -> Result<(), PluginError> {
 
 /// Whether a prevResult's `ips` contains `ip` (with any prefix length).
 pub fn prev_result_lists(prev: &serde_json::Value, ip: Ipv4Addr) -> bool {
-    prev.get("ips").and_then(|v| v.as_array()).is_some_and(|ips| {
-        ips.iter().any(|entry| {
-            entry
-                .get("address")
-                .and_then(|a| a.as_str())
-                .and_then(|a| a.split('/').next())
-                .and_then(|a| a.parse::<Ipv4Addr>().ok())
-                == Some(ip)
+    prev.get("ips")
+        .and_then(|v| v.as_array())
+        .is_some_and(|ips| {
+            ips.iter().any(|entry| {
+                entry
+                    .get("address")
+                    .and_then(|a| a.as_str())
+                    .and_then(|a| a.split('/').next())
+                    .and_then(|a| a.parse::<Ipv4Addr>().ok())
+                    == Some(ip)
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -300,15 +366,34 @@ mod tests {
     }
 
     fn link(index: u32, name: &str) -> LinkState {
-        LinkState { index, name: name.into(), mac: None, up: true, mtu: Some(1500) }
+        LinkState {
+            index,
+            name: name.into(),
+            mac: None,
+            up: true,
+            mtu: Some(1500),
+        }
     }
 
     fn route(dst: &str, len: u8, gw: Option<&str>, oif: u32, scope: RouteScope) -> RouteState {
-        RouteState { dst: ip(dst), prefix_len: len, gateway: gw.map(ip), oif: Some(oif), scope, table: net::MAIN_TABLE }
+        RouteState {
+            dst: ip(dst),
+            prefix_len: len,
+            gateway: gw.map(ip),
+            oif: Some(oif),
+            scope,
+            table: net::MAIN_TABLE,
+        }
     }
 
     fn expected() -> Expected {
-        Expected { host_veth: "wr0123456789ab".into(), ifname: "eth0".into(), ip: ip("10.244.1.7"), gateway: ip("10.244.1.1"), mtu: 1500 }
+        Expected {
+            host_veth: "wr0123456789ab".into(),
+            ifname: "eth0".into(),
+            ip: ip("10.244.1.7"),
+            gateway: ip("10.244.1.1"),
+            mtu: 1500,
+        }
     }
 
     fn healthy() -> (Observed, Observed) {
@@ -331,7 +416,10 @@ mod tests {
     #[test]
     fn healthy_setup_has_no_problems() {
         let (host, pod) = healthy();
-        assert_eq!(check_problems(&expected(), &host, &pod), Vec::<String>::new());
+        assert_eq!(
+            check_problems(&expected(), &host, &pod),
+            Vec::<String>::new()
+        );
     }
 
     /// Each case breaks one thing and names the sentence that must appear.
@@ -339,21 +427,56 @@ mod tests {
     fn each_breakage_is_reported() {
         type Breakage = fn(&mut Observed, &mut Observed);
         let cases: [(Breakage, &str); 9] = [
-            (|h, _| h.link = None, "node: interface wr0123456789ab does not exist"),
-            (|h, _| if let Some(l) = &mut h.link { l.up = false }, "wr0123456789ab is down"),
-            (|h, _| h.addresses.clear(), "lacks the gateway address 10.244.1.1/32"),
-            (|h, _| h.routes[0].oif = Some(99), "no route 10.244.1.7/32 dev wr0123456789ab"),
+            (
+                |h, _| h.link = None,
+                "node: interface wr0123456789ab does not exist",
+            ),
+            (
+                |h, _| {
+                    if let Some(l) = &mut h.link {
+                        l.up = false
+                    }
+                },
+                "wr0123456789ab is down",
+            ),
+            (
+                |h, _| h.addresses.clear(),
+                "lacks the gateway address 10.244.1.1/32",
+            ),
+            (
+                |h, _| h.routes[0].oif = Some(99),
+                "no route 10.244.1.7/32 dev wr0123456789ab",
+            ),
             (|_, p| p.link = None, "pod: interface eth0 does not exist"),
-            (|_, p| if let Some(l) = &mut p.link { l.mtu = Some(9000) }, "MTU"),
-            (|_, p| p.addresses = vec![(ip("10.244.1.7"), 24)], "lacks the address 10.244.1.7/32"),
-            (|_, p| p.routes[0].scope = RouteScope::Universe, "scope link"),
-            (|_, p| p.routes.truncate(1), "no default route via 10.244.1.1"),
+            (
+                |_, p| {
+                    if let Some(l) = &mut p.link {
+                        l.mtu = Some(9000)
+                    }
+                },
+                "MTU",
+            ),
+            (
+                |_, p| p.addresses = vec![(ip("10.244.1.7"), 24)],
+                "lacks the address 10.244.1.7/32",
+            ),
+            (
+                |_, p| p.routes[0].scope = RouteScope::Universe,
+                "scope link",
+            ),
+            (
+                |_, p| p.routes.truncate(1),
+                "no default route via 10.244.1.1",
+            ),
         ];
         for (breakage, needle) in cases {
             let (mut host, mut pod) = healthy();
             breakage(&mut host, &mut pod);
             let problems = check_problems(&expected(), &host, &pod);
-            assert!(problems.iter().any(|p| p.contains(needle)), "{needle:?} not in {problems:?}");
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle:?} not in {problems:?}"
+            );
         }
     }
 

@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use cni_plugin::macaddr::MacAddr;
-use cni_plugin::reply::{ErrorReply, Interface, Ip, ReplyPayload, Route, SuccessReply, VersionReply};
+use cni_plugin::reply::{
+    ErrorReply, Interface, Ip, ReplyPayload, Route, SuccessReply, VersionReply,
+};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -50,13 +52,31 @@ pub fn add_result(cni_version: &str, prev: Option<&Value>, out: &AddOutcome) -> 
         });
     reply.cni_version = version(cni_version);
     let mac = |m: &Option<String>| m.as_deref().and_then(|m| m.parse::<MacAddr>().ok());
-    reply.interfaces.push(Interface { name: out.host.name.clone(), mac: mac(&out.host.mac), sandbox: PathBuf::new() });
+    reply.interfaces.push(Interface {
+        name: out.host.name.clone(),
+        mac: mac(&out.host.mac),
+        sandbox: PathBuf::new(),
+    });
     let pod_index = reply.interfaces.len();
-    reply.interfaces.push(Interface { name: out.pod.name.clone(), mac: mac(&out.pod.mac), sandbox: out.netns.clone() });
-    reply.ips.push(Ip { address: net32(out.ip), gateway: Some(IpAddr::V4(out.gateway)), interface: Some(pod_index) });
-    reply.routes.push(Route { dst: net32(out.gateway), gw: None });
+    reply.interfaces.push(Interface {
+        name: out.pod.name.clone(),
+        mac: mac(&out.pod.mac),
+        sandbox: out.netns.clone(),
+    });
+    reply.ips.push(Ip {
+        address: net32(out.ip),
+        gateway: Some(IpAddr::V4(out.gateway)),
+        interface: Some(pod_index),
+    });
     reply.routes.push(Route {
-        dst: IpNetwork::V4(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED))),
+        dst: net32(out.gateway),
+        gw: None,
+    });
+    reply.routes.push(Route {
+        dst: IpNetwork::V4(
+            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0)
+                .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
+        ),
         gw: Some(IpAddr::V4(out.gateway)),
     });
 
@@ -71,9 +91,15 @@ pub fn add_result(cni_version: &str, prev: Option<&Value>, out: &AddOutcome) -> 
 fn add_ip_versions(value: &mut Value) {
     if let Some(ips) = value.get_mut("ips").and_then(Value::as_array_mut) {
         for entry in ips {
-            let v6 = entry.get("address").and_then(Value::as_str).is_some_and(|a| a.contains(':'));
+            let v6 = entry
+                .get("address")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.contains(':'));
             if let Some(obj) = entry.as_object_mut() {
-                obj.insert("version".into(), Value::String(if v6 { "6" } else { "4" }.into()));
+                obj.insert(
+                    "version".into(),
+                    Value::String(if v6 { "6" } else { "4" }.into()),
+                );
             }
         }
     }
@@ -104,8 +130,20 @@ mod tests {
 
     fn outcome() -> AddOutcome {
         AddOutcome {
-            host: LinkState { index: 7, name: "wrba7816bf8f01".into(), mac: Some("aa:bb:cc:dd:ee:01".into()), up: true, mtu: Some(1500) },
-            pod: LinkState { index: 2, name: "eth0".into(), mac: Some("aa:bb:cc:dd:ee:02".into()), up: true, mtu: Some(1500) },
+            host: LinkState {
+                index: 7,
+                name: "wrba7816bf8f01".into(),
+                mac: Some("aa:bb:cc:dd:ee:01".into()),
+                up: true,
+                mtu: Some(1500),
+            },
+            pod: LinkState {
+                index: 2,
+                name: "eth0".into(),
+                mac: Some("aa:bb:cc:dd:ee:02".into()),
+                up: true,
+                mtu: Some(1500),
+            },
             netns: PathBuf::from("/run/netns/pod"),
             ip: "10.244.1.7".parse().expect("ip"),
             gateway: "10.244.1.1".parse().expect("ip"),
@@ -155,8 +193,14 @@ mod tests {
     fn version_and_error_replies() {
         let v = serde_json::to_value(version_result("0.4.0")).expect("json");
         assert_eq!(v["cniVersion"], "0.4.0");
-        assert_eq!(v["supportedVersions"], serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
-        let err = PluginError::InvalidConfig { field: "podCIDR", reason: "is required".into() };
+        assert_eq!(
+            v["supportedVersions"],
+            serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"])
+        );
+        let err = PluginError::InvalidConfig {
+            field: "podCIDR",
+            reason: "is required".into(),
+        };
         let e = serde_json::to_value(error_result("1.0.0", &err)).expect("json");
         assert_eq!(e["code"], 7);
         assert!(e["details"].as_str().is_some_and(|d| d.contains("podCIDR")));

@@ -27,7 +27,11 @@ pub struct FileLock {
 /// stuck peer into CNI's "try again later" instead of hanging the runtime.
 pub fn lock_exclusive(path: &Path, timeout: Duration) -> io::Result<Option<FileLock>> {
     let deadline = Instant::now() + timeout;
-    let mut file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(Some(FileLock { _lock: lock })),
@@ -64,7 +68,10 @@ pub enum NetnsError {
 
 /// Opens a network namespace file (e.g. `/run/netns/x` or `/proc/<pid>/ns/net`).
 pub fn open_netns(path: &Path) -> Result<File, NetnsError> {
-    File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })
+    File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Runs `f` on a new thread that has joined the network namespace at `path`.
@@ -83,12 +90,19 @@ where
     let handle = std::thread::Builder::new()
         .name("weir-cni-netns".into())
         .spawn(move || -> Result<T, NetnsError> {
-            setns(&ns, CloneFlags::CLONE_NEWNET)
-                .map_err(|source| NetnsError::Enter { path: owned_path, source })?;
+            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+                path: owned_path,
+                source,
+            })?;
             Ok(f())
         })
-        .map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
-    handle.join().map_err(|_| NetnsError::Panicked { path: path.to_path_buf() })?
+        .map_err(|source| NetnsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    handle.join().map_err(|_| NetnsError::Panicked {
+        path: path.to_path_buf(),
+    })?
 }
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
