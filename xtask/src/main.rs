@@ -1,1 +1,109 @@
-fn main() {}
+//! `cargo xtask`: the project's developer tasks.
+//!
+//! - `deps`: install system dependencies (apt, nightly rust-src, bpf-linker)
+//! - `build`: build the weir binaries (the agent's build.rs builds the eBPF programs)
+//! - `up` / `down` / `status` / `exec`: a local cluster in network namespaces
+//! - `test`: unit, privileged and end-to-end tiers
+#![forbid(unsafe_code)]
+
+mod build;
+mod cluster;
+mod cmd;
+mod deps;
+mod images;
+mod layout;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "weir developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install every system dependency (idempotent; quick when all is present).
+    Deps,
+    /// Build weir-control, weir, weir-agent and weir-cni (and the eBPF programs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the test images (weir/hostname, weir/client, weir/pause) into target/xtask/images.
+    Images,
+    /// Start a local cluster: underlay bridge, node netns, control plane, containerd, agents.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 1)]
+        nodes: u8,
+        /// Cluster name (1-10 lower-case letters/digits).
+        #[arg(long, default_value = "weir")]
+        name: String,
+        /// Run release binaries.
+        #[arg(long)]
+        release: bool,
+        /// Do not apply the demo workload.
+        #[arg(long)]
+        no_demo: bool,
+    },
+    /// Remove a local cluster completely (safe to run twice, or after a crash).
+    Down {
+        #[arg(long, default_value = "weir")]
+        name: String,
+    },
+    /// Show a cluster's processes, nodes and pods.
+    Status {
+        #[arg(long, default_value = "weir")]
+        name: String,
+    },
+    /// Run a command in a pod's container: cargo xtask exec POD -- CMD [ARGS...]
+    Exec {
+        #[arg(long, default_value = "weir")]
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        pod: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run the test tiers: 1 unit, 2 privileged, 3 end-to-end (default: all).
+    Test {
+        /// Run only these tiers (repeatable).
+        #[arg(long = "tier", value_parser = clap::value_parser!(u8).range(1..=3))]
+        tiers: Vec<u8>,
+        /// Leave the e2e cluster running afterwards.
+        #[arg(long)]
+        keep_cluster: bool,
+        /// Passed to the e2e test binary (e.g. a test name).
+        #[arg(last = true)]
+        e2e_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Deps => deps::run(),
+        Task::Build { release } => build::run(release).map(|_| ()),
+        Task::Images => images::build_all().map(|_| ()),
+        Task::Up { nodes, name, release, no_demo } => {
+            let layout = layout::Layout::new(&name)?;
+            deps::run()?;
+            let bins = build::run(release)?;
+            let dev = name == "weir";
+            let opts = cluster::up::UpOptions { nodes, demo: !no_demo, write_cli_config: dev };
+            let state = cluster::up::up(&layout, &bins, &opts)?;
+            println!("{}", cluster::demo::usage(&state, &layout, !no_demo));
+            Ok(())
+        }
+        Task::Down { name } => cluster::cleanup::down(&layout::Layout::new(&name)?),
+        Task::Status { name } => cluster::status(&layout::Layout::new(&name)?),
+        Task::Exec { name, namespace, pod, command } => {
+            cluster::exec::exec(&layout::Layout::new(&name)?, &namespace, &pod, &command)
+        }
+        Task::Test { tiers, keep_cluster, e2e_args } => test::run(&test::TestOptions { tiers, keep_cluster, e2e_args }),
+    }
+}

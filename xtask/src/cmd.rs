@@ -1,0 +1,103 @@
+//! Running external commands, loudly: every command xtask runs is printed
+//! first, so a failing step can be re-run by hand.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// Prints a step header.
+pub fn step(msg: impl std::fmt::Display) {
+    eprintln!("==> {msg}");
+}
+
+/// Prints a detail line under a step.
+pub fn info(msg: impl std::fmt::Display) {
+    eprintln!("    {msg}");
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.contains(' ') || a.is_empty() {
+            s.push_str(&format!(" '{a}'"));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// Runs a command with inherited stdio; fails if it exits non-zero.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let d = describe(cmd);
+    info(format!("$ {d}"));
+    let status = cmd.status().with_context(|| format!("cannot start `{d}`"))?;
+    if !status.success() {
+        bail!("`{d}` failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command quietly and returns its output; fails with its stderr if it exits non-zero.
+pub fn output(cmd: &mut Command) -> Result<Output> {
+    let d = describe(cmd);
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{d}`"))?;
+    if !out.status.success() {
+        bail!("`{d}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// Like `output`, but prints the command first.
+pub fn run_quiet(cmd: &mut Command) -> Result<Output> {
+    info(format!("$ {}", describe(cmd)));
+    output(cmd)
+}
+
+/// Runs a command and reports only whether it succeeded (for probes).
+pub fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Shorthand for `Command::new(prog).args(args)`.
+pub fn cmd<I, S>(prog: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new(prog);
+    c.args(args);
+    c
+}
+
+/// The cargo that runs us (so `cargo +toolchain xtask` keeps its toolchain).
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Finds a program on PATH (and in ~/.cargo/bin, where `cargo install` puts things).
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+/// Fails unless we run as root (the cluster needs netns, cgroups, mounts, BPF).
+pub fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("`cargo xtask {what}` needs root (network namespaces, cgroups, mounts, BPF); run it with sudo");
+    }
+    Ok(())
+}

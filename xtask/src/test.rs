@@ -1,0 +1,130 @@
+//! `cargo xtask test`: the three test tiers.
+//!
+//! 1. `cargo test --workspace`: unit tests, no root, no services.
+//! 2. `cargo test --workspace --exclude weir-e2e -- --ignored`: the privileged
+//!    tests (netns, BPF, containerd), each `#[ignore = "privileged: ..."]`.
+//! 3. end-to-end: the `weirtest` cluster is brought up, `weir-e2e` runs against
+//!    it, and the cluster is always torn down again (logs are kept in
+//!    target/xtask/logs-weirtest and their tails printed on failure).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::build;
+use crate::cluster::{cleanup, procs, up};
+use crate::cmd::{self, info, step};
+use crate::deps;
+use crate::layout::Layout;
+
+/// The e2e cluster's name (fixed: its ports and paths are known to the tests).
+pub const E2E_CLUSTER: &str = "weirtest";
+
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// Tiers to run (1, 2, 3); empty means all.
+    pub tiers: Vec<u8>,
+    /// Leave the e2e cluster running after the tests (for debugging).
+    pub keep_cluster: bool,
+    /// Extra arguments for the e2e test binary (e.g. a test name filter).
+    pub e2e_args: Vec<String>,
+}
+
+pub fn run(opts: &TestOptions) -> Result<()> {
+    let t0 = Instant::now();
+    let want = |t: u8| opts.tiers.is_empty() || opts.tiers.contains(&t);
+    deps::run()?;
+    let mut results: Vec<(&str, Result<()>)> = Vec::new();
+    if want(1) {
+        step("tier 1: unit tests (cargo test --workspace)");
+        results.push(("tier 1 (unit)", cmd::run(cmd::cargo().args(["test", "--workspace"]).current_dir(cmd::workspace_root()))));
+    }
+    if want(2) {
+        step("tier 2: privileged tests (cargo test --workspace --exclude weir-e2e -- --ignored)");
+        let r = cmd::require_root("test").and_then(|()| {
+            cmd::run(
+                cmd::cargo()
+                    .args(["test", "--workspace", "--exclude", "weir-e2e", "--", "--ignored"])
+                    .current_dir(cmd::workspace_root()),
+            )
+        });
+        results.push(("tier 2 (privileged)", r));
+    }
+    if want(3) {
+        step("tier 3: end-to-end tests on the weirtest cluster");
+        results.push(("tier 3 (e2e)", e2e(opts)));
+    }
+    step(format!("test summary ({:.0}s)", t0.elapsed().as_secs_f32()));
+    let mut failed = Vec::new();
+    for (name, r) in &results {
+        match r {
+            Ok(()) => info(format!("{name}: ok")),
+            Err(e) => {
+                info(format!("{name}: FAILED: {e:#}"));
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn e2e(opts: &TestOptions) -> Result<()> {
+    cmd::require_root("test")?;
+    let bins = build::run(false)?;
+    let layout = Layout::new(E2E_CLUSTER)?;
+    let up_opts = up::UpOptions { nodes: 1, demo: false, write_cli_config: false };
+    let result = up::up(&layout, &bins, &up_opts).and_then(|_| {
+        step("running weir-e2e");
+        // Build the test binary first so its compile time is not mistaken for a hang.
+        cmd::run(cmd::cargo().args(["test", "-p", "weir-e2e", "--no-run"]).current_dir(cmd::workspace_root()))?;
+        cmd::run(
+            cmd::cargo()
+                .args(["test", "-p", "weir-e2e", "--", "--ignored", "--test-threads=1"])
+                .args(&opts.e2e_args)
+                .env("WEIR_E2E_CLUSTER_FILE", layout.state_file())
+                .env("WEIR_BIN", bins.cli())
+                .current_dir(cmd::workspace_root()),
+        )
+    });
+    let kept = keep_logs(&layout);
+    if result.is_err() {
+        print_log_tails(&kept, 50);
+    }
+    if opts.keep_cluster {
+        info(format!("--keep-cluster: cluster {E2E_CLUSTER:?} left running; `cargo xtask down --name {E2E_CLUSTER}` removes it"));
+        return result;
+    }
+    let down = cleanup::down(&layout);
+    result?;
+    down
+}
+
+/// Copies the cluster's logs out of its state dir (which `down` removes).
+fn keep_logs(layout: &Layout) -> PathBuf {
+    let dest = cmd::workspace_root().join("target").join("xtask").join(format!("logs-{}", layout.name));
+    let _ = fs::remove_dir_all(&dest);
+    if fs::create_dir_all(&dest).is_ok() {
+        if let Ok(rd) = fs::read_dir(layout.logs_dir()) {
+            for e in rd.flatten() {
+                let _ = fs::copy(e.path(), dest.join(e.file_name()));
+            }
+        }
+        info(format!("cluster logs kept in {}", dest.display()));
+    }
+    dest
+}
+
+fn print_log_tails(dir: &Path, n: usize) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let mut logs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    logs.sort();
+    for log in logs {
+        eprintln!("\n----- last {n} lines of {} -----", log.display());
+        eprintln!("{}", procs::tail(&log, n));
+    }
+}
