@@ -12,13 +12,14 @@ mod cgroup;
 mod clock;
 mod config;
 mod cri;
+mod datapath;
 mod node;
 mod pods;
 mod sys;
 
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -112,15 +113,34 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Placeholder until the datapath module is wired in: nothing to attach.
-struct NoDatapath;
+/// Attaches the datapath's pod programs to new pod veths.
+struct DatapathHook(Arc<Mutex<datapath::Datapath>>);
 
-impl NetworkHook for NoDatapath {
+impl NetworkHook for DatapathHook {
     fn sandbox_network_ready(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(())
+        // A panic while holding the lock cannot leave the attach bookkeeping
+        // half-written in a way a later attach does not repair, so keep going.
+        let mut dp = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        dp.attach_pod_interfaces().map_err(Into::into)
     }
 }
 
-fn start_datapath(_cfg: &Config, _api: &weir_client::Client) -> anyhow::Result<Arc<dyn NetworkHook>> {
-    Ok(Arc::new(NoDatapath))
+/// Loads the eBPF datapath, attaches it to the pod veths that already exist
+/// (pods that survived an agent restart) and starts the Service sync.
+/// Without a datapath Services cannot work, so a load failure is fatal.
+fn start_datapath(cfg: &Config, api: &weir_client::Client) -> anyhow::Result<Arc<dyn NetworkHook>> {
+    let dp = datapath::Datapath::load(&datapath::DatapathConfig { bpffs_dir: cfg.bpffs_dir.clone() })
+        .context("cannot load the eBPF datapath")?;
+    let dp = Arc::new(Mutex::new(dp));
+    let hook = DatapathHook(dp.clone());
+    if let Err(error) = hook.sandbox_network_ready() {
+        warn!(error = %error, "cannot attach the datapath to existing pod interfaces");
+    }
+    let api = api.clone();
+    tokio::spawn(async move {
+        if let Err(error) = datapath::run_service_sync(api, dp).await {
+            error!(error = %error, "the service sync stopped; Services are no longer updated");
+        }
+    });
+    Ok(Arc::new(hook))
 }
