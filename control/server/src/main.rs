@@ -1,1 +1,216 @@
-fn main() {}
+//! weir-control: the API server (gRPC over etcd) plus the scheduler and the
+//! controllers in one process, k3s-style. Without `--etcd` it runs its own
+//! single-member etcd under `--state-dir`.
+#![forbid(unsafe_code)]
+
+mod admission;
+mod controllers;
+mod error;
+mod etcd_supervisor;
+mod filter;
+mod lifecycle;
+mod object;
+mod registry;
+mod scheduler;
+mod service;
+mod storage;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use ipnet::Ipv4Net;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use weir_client::ResourcesServer;
+
+use crate::etcd_supervisor::{EtcdConfig, Supervisor};
+use crate::registry::{Ranges, Registry};
+use crate::storage::Storage;
+
+/// Command-line configuration.
+#[derive(Debug, Parser)]
+#[command(name = "weir-control", version, about = "weir API server, scheduler and controllers")]
+struct Args {
+    /// Directory for the embedded etcd's data and the default socket.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// etcd endpoints (comma-separated). Empty: run an embedded etcd.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Client port of the embedded etcd (its peer port is this + 1).
+    #[arg(long, default_value_t = 2379)]
+    embedded_etcd_port: u16,
+    /// TCP address of the API (CLI, tests).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Unix socket of the API (agents in node network namespaces). Default: STATE_DIR/weir.sock.
+    #[arg(long)]
+    unix_socket: Option<PathBuf>,
+    /// Range for Service cluster IPs.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: Ipv4Net,
+    /// Range split into per-node pod CIDRs.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Net,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+}
+
+/// How often etcd history is compacted (as kube-apiserver's default).
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create state dir {}", args.state_dir.display()))?;
+
+    let (endpoints, supervisor) = if args.etcd.is_empty() {
+        let cfg = EtcdConfig {
+            binary: "/usr/bin/etcd".into(),
+            data_dir: args.state_dir.join("etcd"),
+            log_file: args.state_dir.join("etcd.log"),
+            client_port: args.embedded_etcd_port,
+            peer_port: args.embedded_etcd_port.checked_add(1).context("--embedded-etcd-port too large")?,
+        };
+        let url = cfg.client_url();
+        (vec![url], Some(Supervisor::spawn(cfg)))
+    } else {
+        (args.etcd.clone(), None)
+    };
+
+    let result = run(&args, &endpoints).await;
+    if let Some(s) = supervisor {
+        s.shutdown().await;
+    }
+    result
+}
+
+async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
+    let storage = connect_etcd(endpoints).await?;
+    tokio::spawn(storage::run_compactor(storage.clone(), COMPACTION_INTERVAL));
+    let ranges = Ranges {
+        service_cidr: args.service_cidr,
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask: args.node_cidr_mask_size,
+    };
+    let registry = Registry::new(storage, ranges);
+    for ns in ["default", "kube-system"] {
+        registry.ensure_namespace(ns).await.with_context(|| format!("cannot create namespace {ns}"))?;
+    }
+    registry.resume_namespace_deletions().await.context("cannot resume namespace deletions")?;
+
+    let socket = args.unix_socket.clone().unwrap_or_else(|| args.state_dir.join("weir.sock"));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let servers = serve(registry, args.listen, &socket, stop_rx).await?;
+    tracing::info!(listen = %args.listen, socket = %socket.display(), "API server ready");
+
+    let client = weir_client::Client::connect(&format!("unix://{}", socket.display()))
+        .await
+        .context("cannot connect to our own API socket")?;
+    spawn_loop("controllers", controllers::run(client.clone()));
+    spawn_loop("scheduler", scheduler::run(client));
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "server ended with an error"),
+            Err(error) => tracing::warn!(%error, "server task failed"),
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Connects to etcd, waiting up to 60 s for it to answer (a fresh embedded
+/// etcd needs a moment to elect itself).
+async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Storage> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match Storage::connect(endpoints).await {
+            Ok(s) => {
+                tracing::info!(?endpoints, "connected to etcd");
+                return Ok(s);
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "etcd not ready yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error).context(format!("etcd at {endpoints:?} did not answer within 60s")),
+        }
+    }
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the API on TCP and on the unix socket until `stop` turns true.
+async fn serve(
+    registry: Registry,
+    listen: SocketAddr,
+    socket: &std::path::Path,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<ServerTask>> {
+    let tcp = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "removed stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", socket.display())),
+    }
+    let unix = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+
+    let svc = || {
+        ResourcesServer::new(service::ResourcesService::new(registry.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
+    };
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tcp_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop.clone())),
+    );
+    let unix_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc())
+            .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop)),
+    );
+    Ok(vec![tcp_task, unix_task])
+}
+
+/// Runs a background component; its failure is logged, not fatal, so the API
+/// stays up for the agents.
+fn spawn_loop(name: &'static str, fut: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        match fut.await {
+            Ok(()) => tracing::info!(component = name, "stopped"),
+            Err(error) => tracing::error!(component = name, error = format!("{error:#}"), "failed"),
+        }
+    });
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

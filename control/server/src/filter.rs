@@ -1,0 +1,172 @@
+//! List/watch filters: namespace, label selector and field selector.
+//!
+//! Field selectors support the fields clients of this cluster need, with
+//! Kubernetes' syntax (`a=b`, `a==b`, `a!=b`, comma-separated, all must hold):
+//! `metadata.name`, `metadata.namespace`, `spec.nodeName`, `status.phase`.
+//! A missing field compares as the empty string, so `spec.nodeName=` selects
+//! unscheduled pods, as in Kubernetes.
+
+use std::collections::BTreeMap;
+
+use weir_api::selector::Selector;
+
+use crate::error::ApiError;
+use crate::object::ApiObject;
+
+/// A field a selector may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Namespace,
+    NodeName,
+    Phase,
+}
+
+impl Field {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "metadata.name" => Field::Name,
+            "metadata.namespace" => Field::Namespace,
+            "spec.nodeName" => Field::NodeName,
+            "status.phase" => Field::Phase,
+            _ => return None,
+        })
+    }
+
+    fn value<'a>(&self, obj: &'a ApiObject) -> &'a str {
+        match self {
+            Field::Name => obj.name(),
+            Field::Namespace => obj.namespace(),
+            Field::NodeName => obj.str_at(&["spec", "nodeName"]).unwrap_or_default(),
+            Field::Phase => obj.str_at(&["status", "phase"]).unwrap_or_default(),
+        }
+    }
+}
+
+/// One `field op value` term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRequirement {
+    pub field: Field,
+    pub equal: bool,
+    pub value: String,
+}
+
+/// Why a field selector was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldSelectorError {
+    #[error("field label not supported: {0}")]
+    UnsupportedField(String),
+    #[error("invalid field selector term {0:?}: expected field=value, field==value or field!=value")]
+    Malformed(String),
+}
+
+/// A parsed field selector; empty selects everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    pub requirements: Vec<FieldRequirement>,
+}
+
+impl FieldSelector {
+    pub fn parse(input: &str) -> Result<Self, FieldSelectorError> {
+        let mut requirements = Vec::new();
+        for term in input.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = term.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(FieldSelectorError::Malformed(term.to_string()));
+            };
+            let field = field.trim();
+            let field = Field::parse(field).ok_or_else(|| FieldSelectorError::UnsupportedField(field.to_string()))?;
+            requirements.push(FieldRequirement { field, equal, value: value.trim().to_string() });
+        }
+        Ok(Self { requirements })
+    }
+
+    pub fn matches(&self, obj: &ApiObject) -> bool {
+        self.requirements.iter().all(|r| (r.field.value(obj) == r.value) == r.equal)
+    }
+}
+
+/// Everything a list or watch filters on.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub labels: Selector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    /// Parses the selectors of a request.
+    pub fn parse(label_selector: &str, field_selector: &str) -> Result<Self, ApiError> {
+        let labels = Selector::parse(label_selector)
+            .map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(field_selector).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok(Self { labels, fields })
+    }
+
+    pub fn matches(&self, obj: &ApiObject) -> bool {
+        let empty = BTreeMap::new();
+        self.labels.matches(obj.metadata.labels.as_ref().unwrap_or(&empty)) && self.fields.matches(obj)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str, app: &str) -> ApiObject {
+        let mut v = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+            "spec": {}, "status": {"phase": phase}
+        });
+        if let Some(n) = node {
+            v["spec"]["nodeName"] = n.into();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn field_selector_table() {
+        let bound = pod("a", Some("node1"), "Running", "web");
+        let unbound = pod("b", None, "Pending", "web");
+        let cases: &[(&str, bool, bool)] = &[
+            // selector, matches bound, matches unbound
+            ("", true, true),
+            ("spec.nodeName=node1", true, false),
+            ("spec.nodeName==node1", true, false),
+            ("spec.nodeName=", false, true),
+            ("spec.nodeName!=", true, false),
+            ("status.phase!=Running,status.phase!=Succeeded", false, true),
+            ("metadata.name=a", true, false),
+            ("metadata.namespace=default, metadata.name=b", false, true),
+        ];
+        for (sel, want_bound, want_unbound) in cases {
+            let s = FieldSelector::parse(sel).unwrap();
+            assert_eq!(s.matches(&bound), *want_bound, "{sel} on bound");
+            assert_eq!(s.matches(&unbound), *want_unbound, "{sel} on unbound");
+        }
+    }
+
+    #[test]
+    fn field_selector_errors() {
+        assert_eq!(
+            FieldSelector::parse("spec.foo=x"),
+            Err(FieldSelectorError::UnsupportedField("spec.foo".into()))
+        );
+        assert_eq!(FieldSelector::parse("nonsense"), Err(FieldSelectorError::Malformed("nonsense".into())));
+        assert_eq!(FieldSelectorError::UnsupportedField("x".into()).to_string(), "field label not supported: x");
+    }
+
+    #[test]
+    fn filter_combines_labels_and_fields() {
+        let f = Filter::parse("app=web", "spec.nodeName=node1").unwrap();
+        assert!(f.matches(&pod("a", Some("node1"), "Running", "web")));
+        assert!(!f.matches(&pod("a", Some("node1"), "Running", "db")));
+        assert!(!f.matches(&pod("a", Some("node2"), "Running", "web")));
+        assert!(matches!(Filter::parse("app in (", ""), Err(ApiError::BadRequest(_))));
+    }
+}

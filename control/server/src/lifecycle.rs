@@ -1,0 +1,414 @@
+//! Pure decisions about an object's lifecycle: what the server fills in on
+//! create, what an update may change, how a delete proceeds, and which
+//! allocation keys an object holds. The registry performs the I/O around them.
+//! Time and randomness come in as arguments.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::Value;
+use weir_api::ResourceKind;
+
+use crate::error::ApiError;
+use crate::object::ApiObject;
+
+/// Etcd key prefixes of the allocation ranges: one key per allocated value,
+/// created in the same transaction as the object that holds it.
+pub const SERVICE_IPS: &str = "/registry/ranges/serviceips/";
+pub const NODE_PORTS: &str = "/registry/ranges/servicenodeports/";
+pub const POD_CIDRS: &str = "/registry/ranges/podcidrs/";
+
+/// Server-chosen values for a create.
+#[derive(Debug, Clone)]
+pub struct CreateContext {
+    pub now: Time,
+    pub uid: String,
+    /// Suffix for `generateName`.
+    pub suffix: String,
+}
+
+/// Fills in what the server owns on create: namespace default, name from
+/// generateName, uid, creationTimestamp, generation; rejects a resourceVersion.
+pub fn prepare_create(kind: &ResourceKind, obj: &mut ApiObject, ctx: &CreateContext) -> Result<(), ApiError> {
+    if obj.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
+        return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
+    }
+    let m = &mut obj.metadata;
+    if kind.namespaced {
+        if m.namespace.as_deref().is_none_or(str::is_empty) {
+            m.namespace = Some("default".into());
+        }
+    } else {
+        m.namespace = None;
+    }
+    weir_api::defaults::apply_generate_name(m, &ctx.suffix);
+    m.uid = Some(ctx.uid.clone());
+    m.creation_timestamp = Some(ctx.now.clone());
+    m.generation = Some(1);
+    m.deletion_timestamp = None;
+    m.deletion_grace_period_seconds = None;
+    if kind.kind == "Pod" && !obj.body.contains_key("status") {
+        obj.body.insert("status".into(), serde_json::json!({"phase": "Pending"}));
+    }
+    Ok(())
+}
+
+/// Builds the object an Update stores: the request's metadata and spec, the
+/// stored status, and the server-owned metadata of the stored object.
+pub fn merge_update(old: &ApiObject, mut new: ApiObject) -> ApiObject {
+    carry_server_metadata(old, &mut new);
+    match old.body.get("status") {
+        Some(s) => new.body.insert("status".into(), s.clone()),
+        None => new.body.remove("status"),
+    };
+    new.metadata.generation = Some(next_generation(old, &new));
+    new
+}
+
+/// Builds the object an UpdateStatus stores: the stored object with the
+/// request's status.
+pub fn merge_status(old: &ApiObject, new: &ApiObject) -> ApiObject {
+    let mut merged = old.clone();
+    match new.body.get("status") {
+        Some(s) => merged.body.insert("status".into(), s.clone()),
+        None => merged.body.remove("status"),
+    };
+    merged
+}
+
+fn carry_server_metadata(old: &ApiObject, new: &mut ApiObject) {
+    let (o, n) = (&old.metadata, &mut new.metadata);
+    n.name.clone_from(&o.name);
+    n.namespace.clone_from(&o.namespace);
+    n.uid.clone_from(&o.uid);
+    n.creation_timestamp.clone_from(&o.creation_timestamp);
+    n.deletion_timestamp.clone_from(&o.deletion_timestamp);
+    n.deletion_grace_period_seconds = o.deletion_grace_period_seconds;
+    n.generate_name.clone_from(&o.generate_name);
+}
+
+/// Generation counts changes of the desired state (everything but metadata and status).
+fn next_generation(old: &ApiObject, new: &ApiObject) -> i64 {
+    let g = old.metadata.generation.unwrap_or(1);
+    if old.desired_state() == new.desired_state() { g } else { g + 1 }
+}
+
+/// Kubernetes fills allocated values that an update leaves out (clusterIP,
+/// node ports, podCIDR) from the stored object, so `apply` of the original
+/// manifest does not try to change them.
+pub fn patch_allocated(kind: &ResourceKind, old: &ApiObject, new: &mut ApiObject) {
+    let (Some(Value::Object(old_spec)), Some(Value::Object(new_spec))) = (old.body.get("spec"), new.body.get_mut("spec"))
+    else {
+        return;
+    };
+    let keep = |field: &str, new_spec: &mut serde_json::Map<String, Value>| {
+        let empty = match new_spec.get(field) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if empty && let Some(v) = old_spec.get(field) {
+            new_spec.insert(field.to_string(), v.clone());
+        }
+    };
+    match kind.kind {
+        "Service" => {
+            keep("clusterIP", new_spec);
+            keep("clusterIPs", new_spec);
+            keep("healthCheckNodePort", new_spec);
+            // Node ports by (port, protocol) of the old ports.
+            let old_ports = old_spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            if let Some(Value::Array(ports)) = new_spec.get_mut("ports") {
+                for p in ports.iter_mut() {
+                    if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                        continue;
+                    }
+                    let same = |o: &&Value| {
+                        o.get("port") == p.get("port")
+                            && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                                == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                    };
+                    if let Some(np) = old_ports.iter().find(same).and_then(|o| o.get("nodePort")).cloned()
+                        && let Value::Object(pm) = p
+                    {
+                        pm.insert("nodePort".into(), np);
+                    }
+                }
+            }
+        }
+        "Node" => {
+            keep("podCIDR", new_spec);
+            keep("podCIDRs", new_spec);
+        }
+        _ => {}
+    }
+}
+
+/// Field errors for changes Kubernetes forbids on update.
+pub fn immutable_changes(kind: &ResourceKind, old: &ApiObject, new: &ApiObject) -> Vec<String> {
+    let mut errs = Vec::new();
+    let changed = |path: &[&str]| {
+        let o = old.str_at(path).unwrap_or_default();
+        let n = new.str_at(path).unwrap_or_default();
+        (!o.is_empty() && o != n).then(|| (o.to_string(), n.to_string()))
+    };
+    match kind.kind {
+        "Service" => {
+            if let Some((_, n)) = changed(&["spec", "clusterIP"]) {
+                errs.push(format!("spec.clusterIPs[0]: Invalid value: {n:?}: may not change once set"));
+            }
+        }
+        "Node" => {
+            if let Some((_, n)) = changed(&["spec", "podCIDR"]) {
+                errs.push(format!(
+                    "spec.podCIDR: Forbidden: node updates may not change podCIDR except from \"\" to valid (requested {n:?})"
+                ));
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+/// Whether an update of an object marked for deletion completes the deletion:
+/// no finalizers left and no grace period pending (Kubernetes'
+/// `ShouldDeleteDuringUpdate`).
+pub fn should_delete_on_update(obj: &ApiObject) -> bool {
+    let m = &obj.metadata;
+    m.deletion_timestamp.is_some()
+        && m.finalizers.as_ref().is_none_or(Vec::is_empty)
+        && m.deletion_grace_period_seconds.unwrap_or(0) == 0
+}
+
+/// What a Delete request does to a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletePlan {
+    /// Remove it from storage now.
+    Remove,
+    /// Keep it, marked with deletionTimestamp = `at` and this grace period:
+    /// finalizers or a node still have work to do.
+    Mark { at: Time, grace_seconds: i64 },
+    /// Already marked at least as strictly: nothing to write.
+    Unchanged,
+}
+
+/// Decides a delete. Pods bound to a node are deleted gracefully (the node's
+/// agent stops the containers and then deletes with grace 0); objects with
+/// finalizers wait for them; everything else goes at once.
+pub fn plan_delete(kind: &ResourceKind, obj: &ApiObject, requested_grace: Option<i64>, now: &Time) -> DeletePlan {
+    let m = &obj.metadata;
+    let has_finalizers = m.finalizers.as_ref().is_some_and(|f| !f.is_empty());
+    let grace = if kind.kind == "Pod" { pod_grace(obj, requested_grace) } else { 0 };
+    let existing_grace = m.deletion_grace_period_seconds;
+    if grace > 0 {
+        if m.deletion_timestamp.is_some() && existing_grace.is_some_and(|g| g <= grace) {
+            return DeletePlan::Unchanged;
+        }
+        let at = Time(now.0.checked_add(jiff_seconds(grace)).unwrap_or(now.0));
+        return DeletePlan::Mark { at, grace_seconds: grace };
+    }
+    if has_finalizers {
+        if m.deletion_timestamp.is_some() && existing_grace == Some(0) {
+            return DeletePlan::Unchanged;
+        }
+        return DeletePlan::Mark { at: now.clone(), grace_seconds: 0 };
+    }
+    DeletePlan::Remove
+}
+
+fn jiff_seconds(s: i64) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_secs(s)
+}
+
+/// The grace period of a pod delete: 0 for unbound or finished pods (nothing
+/// runs that could be stopped gracefully), else the request's value, else the
+/// pod's terminationGracePeriodSeconds, else 30.
+fn pod_grace(pod: &ApiObject, requested: Option<i64>) -> i64 {
+    let bound = pod.str_at(&["spec", "nodeName"]).is_some_and(|n| !n.is_empty());
+    let finished = matches!(pod.str_at(&["status", "phase"]), Some("Succeeded" | "Failed"));
+    if !bound || finished {
+        return 0;
+    }
+    let spec_grace = pod.body.get("spec").and_then(|s| s.get("terminationGracePeriodSeconds")).and_then(Value::as_i64);
+    requested.or(spec_grace).unwrap_or(30).max(0)
+}
+
+/// The allocation keys `obj` holds (cluster IPs, node ports, pod CIDRs).
+pub fn claims_of(kind: &ResourceKind, obj: &ApiObject) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let Some(spec) = obj.body.get("spec") else { return keys };
+    let strings = |field: &str| -> Vec<String> {
+        let mut out: Vec<String> = spec
+            .get(field)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        out.retain(|s| !s.is_empty());
+        out
+    };
+    let single = |field: &str| spec.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    match kind.kind {
+        "Service" => {
+            let mut ips = strings("clusterIPs");
+            ips.extend(single("clusterIP"));
+            for ip in ips.iter().filter_map(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+                keys.insert(format!("{SERVICE_IPS}{ip}"));
+            }
+            for p in spec.get("ports").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+                    keys.insert(format!("{NODE_PORTS}{np}"));
+                }
+            }
+        }
+        "Node" => {
+            let mut cidrs = strings("podCIDRs");
+            cidrs.extend(single("podCIDR"));
+            for c in cidrs.iter().filter_map(|c| c.parse::<ipnet::IpNet>().ok()) {
+                keys.insert(pod_cidr_key(&c));
+            }
+        }
+        _ => {}
+    }
+    keys
+}
+
+/// The allocation key of a pod CIDR (`/` is the key separator, so it becomes `-`).
+pub fn pod_cidr_key(c: &ipnet::IpNet) -> String {
+    format!("{POD_CIDRS}{}-{}", c.network(), c.prefix_len())
+}
+
+/// Parses a pod CIDR allocation key's last segment back.
+pub fn pod_cidr_from_key(key: &str) -> Option<ipnet::Ipv4Net> {
+    let (ip, len) = key.strip_prefix(POD_CIDRS)?.split_once('-')?;
+    ipnet::Ipv4Net::new(ip.parse().ok()?, len.parse().ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kind(k: &str) -> &'static ResourceKind {
+        ResourceKind::by_kind(k).expect("known kind")
+    }
+
+    fn obj(v: Value) -> ApiObject {
+        serde_json::from_value(v).expect("object")
+    }
+
+    fn t(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("time"))
+    }
+
+    #[test]
+    fn create_fills_server_fields() {
+        let ctx = CreateContext { now: t(100), uid: "u-1".into(), suffix: "x7k2q".into() };
+        let mut pod = obj(json!({"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-"},"spec":{}}));
+        prepare_create(kind("Pod"), &mut pod, &ctx).unwrap();
+        assert_eq!(pod.name(), "web-x7k2q");
+        assert_eq!(pod.namespace(), "default");
+        assert_eq!(pod.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(pod.metadata.generation, Some(1));
+        assert_eq!(pod.str_at(&["status", "phase"]), Some("Pending"));
+
+        let mut node = obj(json!({"kind":"Node","metadata":{"name":"n1","namespace":"x"}}));
+        prepare_create(kind("Node"), &mut node, &ctx).unwrap();
+        assert_eq!(node.metadata.namespace, None, "cluster-scoped objects have no namespace");
+
+        let mut with_rv = obj(json!({"kind":"Pod","metadata":{"name":"a","resourceVersion":"5"}}));
+        assert!(matches!(prepare_create(kind("Pod"), &mut with_rv, &ctx), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn update_keeps_status_and_bumps_generation_on_spec_change() {
+        let old = obj(json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default","uid":"u","generation":3},
+            "spec":{"replicas":1},"status":{"replicas":1}}));
+        let same = obj(json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default","labels":{"a":"b"}},
+            "spec":{"replicas":1},"status":{"replicas":9}}));
+        let m = merge_update(&old, same);
+        assert_eq!(m.metadata.generation, Some(3));
+        assert_eq!(m.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(m.body["status"], json!({"replicas":1}));
+        assert!(m.metadata.labels.is_some(), "metadata from the request");
+
+        let changed = obj(json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default"},"spec":{"replicas":2}}));
+        assert_eq!(merge_update(&old, changed).metadata.generation, Some(4));
+
+        let status = obj(json!({"kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":7},"status":{"replicas":2}}));
+        let s = merge_status(&old, &status);
+        assert_eq!(s.body["spec"], json!({"replicas":1}));
+        assert_eq!(s.body["status"], json!({"replicas":2}));
+    }
+
+    #[test]
+    fn delete_plans() {
+        let now = t(1000);
+        let bound = json!({"kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"node1","terminationGracePeriodSeconds":10}});
+        let mut marked = bound.clone();
+        marked["metadata"]["deletionTimestamp"] = json!("1970-01-01T00:16:50Z");
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(10);
+        let mut finished = bound.clone();
+        finished["status"] = json!({"phase":"Succeeded"});
+        let cases: Vec<(&str, &str, Value, Option<i64>, DeletePlan)> = vec![
+            ("unbound pod", "Pod", json!({"kind":"Pod","metadata":{"name":"p"},"spec":{}}), None, DeletePlan::Remove),
+            ("bound pod, pod grace", "Pod", bound.clone(), None, DeletePlan::Mark { at: t(1010), grace_seconds: 10 }),
+            ("bound pod, request grace", "Pod", bound.clone(), Some(5), DeletePlan::Mark { at: t(1005), grace_seconds: 5 }),
+            ("bound pod, grace 0", "Pod", bound.clone(), Some(0), DeletePlan::Remove),
+            ("already marked", "Pod", marked.clone(), None, DeletePlan::Unchanged),
+            ("marked, shorter grace", "Pod", marked, Some(1), DeletePlan::Mark { at: t(1001), grace_seconds: 1 }),
+            ("finished pod", "Pod", finished, None, DeletePlan::Remove),
+            ("configmap", "ConfigMap", json!({"kind":"ConfigMap","metadata":{"name":"c"}}), None, DeletePlan::Remove),
+            ("finalizers", "ConfigMap", json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["x"]}}), None,
+                DeletePlan::Mark { at: t(1000), grace_seconds: 0 }),
+        ];
+        for (name, k, o, grace, want) in cases {
+            assert_eq!(plan_delete(kind(k), &obj(o), grace, &now), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn delete_during_update_only_without_finalizers_and_grace() {
+        let cases = [
+            (json!({"name":"a"}), false),
+            (json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":0}), true),
+            (json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":0,"finalizers":["x"]}), false),
+            (json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":30}), false),
+        ];
+        for (meta, want) in cases {
+            assert_eq!(should_delete_on_update(&obj(json!({"kind":"Pod","metadata":meta.clone()}))), want, "{meta}");
+        }
+    }
+
+    #[test]
+    fn claims_and_patching() {
+        let svc = obj(json!({"kind":"Service","metadata":{"name":"s"},"spec":{"clusterIP":"10.96.0.5","clusterIPs":["10.96.0.5"],
+            "ports":[{"port":80,"nodePort":30080},{"port":81}]}}));
+        let want: BTreeSet<String> =
+            [format!("{SERVICE_IPS}10.96.0.5"), format!("{NODE_PORTS}30080")].into();
+        assert_eq!(claims_of(kind("Service"), &svc), want);
+        let headless = obj(json!({"kind":"Service","spec":{"clusterIP":"None"}}));
+        assert!(claims_of(kind("Service"), &headless).is_empty());
+        let node = obj(json!({"kind":"Node","spec":{"podCIDR":"10.244.1.0/24","podCIDRs":["10.244.1.0/24"]}}));
+        let key = format!("{POD_CIDRS}10.244.1.0-24");
+        assert_eq!(claims_of(kind("Node"), &node), [key.clone()].into());
+        assert_eq!(pod_cidr_from_key(&key), Some("10.244.1.0/24".parse().unwrap()));
+
+        let mut update = obj(json!({"kind":"Service","spec":{"ports":[{"port":80},{"port":82}]}}));
+        patch_allocated(kind("Service"), &svc, &mut update);
+        assert_eq!(update.str_at(&["spec", "clusterIP"]), Some("10.96.0.5"));
+        assert_eq!(update.body["spec"]["ports"][0]["nodePort"], json!(30080));
+        assert!(update.body["spec"]["ports"][1].get("nodePort").is_none());
+    }
+
+    #[test]
+    fn immutable_fields() {
+        let old = obj(json!({"kind":"Service","spec":{"clusterIP":"10.96.0.5"}}));
+        let new = obj(json!({"kind":"Service","spec":{"clusterIP":"10.96.0.6"}}));
+        assert_eq!(
+            immutable_changes(kind("Service"), &old, &new),
+            vec!["spec.clusterIPs[0]: Invalid value: \"10.96.0.6\": may not change once set".to_string()]
+        );
+        assert!(immutable_changes(kind("Service"), &old, &old).is_empty());
+    }
+}

@@ -1,0 +1,145 @@
+//! The typed envelope every stored object shares: apiVersion, kind and
+//! metadata typed, the kind-specific part (spec, status, data, ...) kept as
+//! JSON. The registry manipulates metadata through this, never by editing raw
+//! JSON; kind-specific logic goes through the k8s-openapi type (admission).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use weir_api::ResourceKind;
+
+use crate::error::ApiError;
+
+/// One API object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiObject {
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Everything else: spec, status, data, ...
+    #[serde(flatten)]
+    pub body: Map<String, Value>,
+}
+
+impl ApiObject {
+    /// Parses a request body and checks that it is an object of `kind`.
+    /// A missing apiVersion/kind is filled in; a different one is an error.
+    pub fn parse_for(kind: &ResourceKind, bytes: &[u8]) -> Result<Self, ApiError> {
+        let mut obj: ApiObject = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not a valid {} object: {e}", kind.kind)))?;
+        if obj.kind.is_empty() {
+            obj.kind = kind.kind.to_string();
+        } else if obj.kind != kind.kind {
+            return Err(ApiError::BadRequest(format!(
+                "the object's kind {:?} does not match the request's kind {:?}",
+                obj.kind, kind.kind
+            )));
+        }
+        if obj.api_version.is_empty() {
+            obj.api_version = kind.api_version.to_string();
+        } else if obj.api_version != kind.api_version {
+            return Err(ApiError::BadRequest(format!(
+                "apiVersion {:?} is not served for {}; use {:?}",
+                obj.api_version, kind.kind, kind.api_version
+            )));
+        }
+        Ok(obj)
+    }
+
+    /// Decodes a stored value and stamps its resourceVersion (not stored: it is
+    /// the etcd mod_revision).
+    pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Self, ApiError> {
+        let mut obj: ApiObject =
+            serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("corrupt stored object: {e}")))?;
+        obj.metadata.resource_version = Some(revision.to_string());
+        Ok(obj)
+    }
+
+    /// The form written to etcd (no resourceVersion).
+    pub fn to_stored(&self) -> Result<Vec<u8>, ApiError> {
+        let mut copy = self.clone();
+        copy.metadata.resource_version = None;
+        serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+    }
+
+    /// The form sent to clients.
+    pub fn to_json(&self) -> Result<Vec<u8>, ApiError> {
+        serde_json::to_vec(self).map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// A string field at a JSON path below the body, e.g. `["spec", "nodeName"]`.
+    pub fn str_at(&self, path: &[&str]) -> Option<&str> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.body.get(*first)?;
+        for p in rest {
+            v = v.get(p)?;
+        }
+        v.as_str()
+    }
+
+    /// The object without metadata and status: what "the spec changed" compares.
+    pub fn desired_state(&self) -> Map<String, Value> {
+        let mut m = self.body.clone();
+        m.remove("status");
+        m
+    }
+
+    /// Converts into a k8s-openapi type.
+    pub fn to_typed<K: serde::de::DeserializeOwned>(&self) -> Result<K, ApiError> {
+        let v = serde_json::to_value(self).map_err(|e| ApiError::Internal(e.to_string()))?;
+        serde_json::from_value(v)
+            .map_err(|e| ApiError::BadRequest(format!("the request body is not a valid {} object: {e}", self.kind)))
+    }
+
+    /// Converts from a k8s-openapi type.
+    pub fn from_typed<K: Serialize>(k: &K) -> Result<Self, ApiError> {
+        let v = serde_json::to_value(k).map_err(|e| ApiError::Internal(e.to_string()))?;
+        serde_json::from_value(v).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_kind() -> &'static ResourceKind {
+        ResourceKind::by_kind("Pod").expect("Pod is a kind")
+    }
+
+    #[test]
+    fn parse_checks_kind_and_version() {
+        let ok = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[]}}"#;
+        let o = ApiObject::parse_for(pod_kind(), ok).expect("valid");
+        assert_eq!(o.name(), "a");
+        assert!(o.body.contains_key("spec"));
+        let filled = ApiObject::parse_for(pod_kind(), br#"{"metadata":{"name":"a"}}"#).expect("valid");
+        assert_eq!((filled.api_version.as_str(), filled.kind.as_str()), ("v1", "Pod"));
+        for bad in [
+            &br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}"#[..],
+            br#"{"apiVersion":"apps/v1","kind":"Pod"}"#,
+            br#"not json"#,
+            br#"{"metadata":{"name":5}}"#,
+        ] {
+            assert!(matches!(ApiObject::parse_for(pod_kind(), bad), Err(ApiError::BadRequest(_))));
+        }
+    }
+
+    #[test]
+    fn resource_version_is_not_stored() {
+        let o = ApiObject::from_stored(br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}}"#, 42).unwrap();
+        assert_eq!(o.metadata.resource_version.as_deref(), Some("42"));
+        let stored = String::from_utf8(o.to_stored().unwrap()).unwrap();
+        assert!(!stored.contains("resourceVersion"), "{stored}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The gRPC `Resources` service: decodes requests, calls the registry,
+//! encodes objects. No object semantics live here.
+
+use tonic::{Request, Response, Status};
+use weir_client::proto::{
+    BindRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectList, WatchRequest, WriteRequest,
+};
+
+use crate::error::ApiError;
+use crate::filter::Filter;
+use crate::object::ApiObject;
+use crate::registry::{DeleteOptions, Registry, kind};
+use crate::watch;
+
+pub struct ResourcesService {
+    registry: Registry,
+}
+
+impl ResourcesService {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+fn object(kind: &str, obj: &ApiObject) -> Result<Response<Object>, Status> {
+    Ok(Response::new(Object { kind: kind.to_string(), json: obj.to_json()? }))
+}
+
+/// Logs failures worth an operator's attention (not client mistakes).
+fn log_err(op: &'static str, kind: &str, e: ApiError) -> Status {
+    if matches!(e, ApiError::Storage(_) | ApiError::Internal(_)) {
+        tracing::error!(error = %e, op, kind, "request failed");
+    }
+    e.into()
+}
+
+#[tonic::async_trait]
+impl weir_client::Resources for ResourcesService {
+    async fn create(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let obj = self.registry.create(k, &r.json, r.dry_run).await.map_err(|e| log_err("create", k.kind, e))?;
+        object(k.kind, &obj)
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<Object>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let obj = self.registry.get(k, &r.namespace, &r.name).await.map_err(|e| log_err("get", k.kind, e))?;
+        object(k.kind, &obj)
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ObjectList>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
+        let list = self
+            .registry
+            .list(k, &r.namespace, &filter, r.limit, &r.continue_token)
+            .await
+            .map_err(|e| log_err("list", k.kind, e))?;
+        let items = list.items.iter().map(ApiObject::to_json).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(ObjectList {
+            kind: k.kind.to_string(),
+            items,
+            resource_version: list.resource_version.to_string(),
+            continue_token: list.continue_token,
+        }))
+    }
+
+    async fn update(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let obj = self.registry.update(k, &r.json, r.dry_run).await.map_err(|e| log_err("update", k.kind, e))?;
+        object(k.kind, &obj)
+    }
+
+    async fn update_status(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let obj =
+            self.registry.update_status(k, &r.json, r.dry_run).await.map_err(|e| log_err("update_status", k.kind, e))?;
+        object(k.kind, &obj)
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let opts = DeleteOptions {
+            grace_period_seconds: r.grace_period_seconds,
+            resource_version: Some(r.resource_version).filter(|rv| !rv.is_empty()),
+        };
+        let obj = self.registry.delete(k, &r.namespace, &r.name, &opts).await.map_err(|e| log_err("delete", k.kind, e))?;
+        object(k.kind, &obj)
+    }
+
+    type WatchStream = watch::EventStream;
+
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
+        let stream = watch::start(&self.registry, k, &r.namespace, filter, &r.resource_version)
+            .await
+            .map_err(|e| log_err("watch", k.kind, e))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn bind(&self, req: Request<BindRequest>) -> Result<Response<Object>, Status> {
+        let r = req.into_inner();
+        let obj = self.registry.bind(&r.namespace, &r.name, &r.node_name).await.map_err(|e| log_err("bind", "Pod", e))?;
+        object("Pod", &obj)
+    }
+}
