@@ -475,3 +475,21 @@ fn reference_loopback_plugin_coexists() {
     );
     let _ = node.plugin("DEL", "c-lo-1", None, &node.config());
 }
+
+#[test]
+#[ignore = "privileged: creates network namespaces"]
+fn add_with_missing_netns_fails_and_allocates_nothing() {
+    let node = Node::new("nons");
+    let missing = PathBuf::from(format!("/run/netns/{}-missing", node.prefix));
+    let run = node.plugin("ADD", "c-nons-1", Some(&missing), &node.config());
+    assert_eq!(run.code, 111, "{}", run.stdout);
+    assert!(
+        run.reply["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("missing")),
+        "{}",
+        run.stdout
+    );
+    assert!(node.allocated().is_empty());
+    assert!(!node.ns.link_exists(&host_veth("c-nons-1")));
+}
