@@ -29,6 +29,8 @@ pub mod codes {
     pub const NETNS: u32 = 111;
     /// A sysctl (ip_forward) could not be read or set.
     pub const SYSCTL: u32 = 112;
+    /// CNI_IFNAME already exists in the pod namespace (and is not ours).
+    pub const IFNAME_TAKEN: u32 = 113;
     /// CHECK found the pod's networking different from what ADD set up.
     pub const CHECK_FAILED: u32 = 120;
 }
@@ -80,6 +82,16 @@ pub enum PluginError {
     #[error("network namespace {path}: {reason}")]
     Netns { path: PathBuf, reason: String },
 
+    #[error(
+        "interface {ifname} already exists in the pod network namespace; another plugin or an earlier attachment owns it"
+    )]
+    IfnameTaken { ifname: String },
+
+    #[error(
+        "link {name} disappeared while weir-cni was configuring it (concurrent ADD/DEL for the same container?)"
+    )]
+    LinkVanished { name: String },
+
     #[error("sysctl {key}: {source}")]
     Sysctl {
         key: &'static str,
@@ -113,7 +125,8 @@ impl PluginError {
             Self::Ipam(IpamError::LockTimeout { .. }) => TRY_AGAIN_LATER,
             Self::Ipam(IpamError::Exhausted { .. }) => IPAM_EXHAUSTED,
             Self::Ipam(IpamError::Store { .. }) => IPAM_STORE,
-            Self::Netlink { .. } => NETLINK,
+            Self::Netlink { .. } | Self::LinkVanished { .. } => NETLINK,
+            Self::IfnameTaken { .. } => IFNAME_TAKEN,
             Self::Netns { .. } => NETNS,
             Self::Sysctl { .. } => SYSCTL,
             Self::CheckFailed { .. } | Self::CheckNoAllocation { .. } => CHECK_FAILED,
@@ -132,7 +145,8 @@ impl PluginError {
             Self::Ipam(IpamError::LockTimeout { .. }) => "IPAM store busy, try again later",
             Self::Ipam(IpamError::Exhausted { .. }) => "no free address in podCIDR",
             Self::Ipam(IpamError::Store { .. }) => "IPAM store failure",
-            Self::Netlink { .. } => "netlink request failed",
+            Self::Netlink { .. } | Self::LinkVanished { .. } => "netlink request failed",
+            Self::IfnameTaken { .. } => "interface name already in use in the pod",
             Self::Netns { .. } => "cannot use the pod network namespace",
             Self::Sysctl { .. } => "cannot set sysctl",
             Self::CheckFailed { .. } | Self::CheckNoAllocation { .. } => {

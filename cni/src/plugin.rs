@@ -126,14 +126,8 @@ fn wire(
     let ifname = target.ifname.clone();
     let pod = sys::run_in_netns(netns, move || {
         net::with_netlink(|h| async move {
-            if let Some(existing) = net::link_by_name(&h, &ifname).await? {
-                return Err(PluginError::Netns {
-                    path: PathBuf::new(),
-                    reason: format!(
-                        "interface {} already exists in the pod namespace (index {})",
-                        ifname, existing.index
-                    ),
-                });
+            if net::link_by_name(&h, &ifname).await?.is_some() {
+                return Err(PluginError::IfnameTaken { ifname });
             }
             let peer = require_link(&h, &peer_name).await?;
             net::rename(&h, peer.index, &ifname, mtu).await?;
@@ -144,14 +138,7 @@ fn wire(
             require_link(&h, &ifname).await
         })
     })
-    .map_err(netns_err(netns))?
-    .map_err(|e| match e {
-        PluginError::Netns { reason, .. } => PluginError::Netns {
-            path: netns.to_path_buf(),
-            reason,
-        },
-        other => other,
-    })?;
+    .map_err(netns_err(netns))??;
 
     if sys::ensure_ip_forward().map_err(|source| PluginError::Sysctl {
         key: "net.ipv4.ip_forward",
@@ -172,9 +159,8 @@ fn wire(
 async fn require_link(h: &rtnetlink::Handle, name: &str) -> Result<LinkState, PluginError> {
     net::link_by_name(h, name)
         .await?
-        .ok_or_else(|| PluginError::Netns {
-            path: PathBuf::new(),
-            reason: format!("link {name} vanished while being configured"),
+        .ok_or_else(|| PluginError::LinkVanished {
+            name: name.to_owned(),
         })
 }
 

@@ -74,8 +74,7 @@ pub fn add_result(cni_version: &str, prev: Option<&Value>, out: &AddOutcome) -> 
     });
     reply.routes.push(Route {
         dst: IpNetwork::V4(
-            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0)
-                .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
+            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("a /0 prefix is always valid"),
         ),
         gw: Some(IpAddr::V4(out.gateway)),
     });

@@ -493,3 +493,30 @@ fn add_with_missing_netns_fails_and_allocates_nothing() {
     assert!(node.allocated().is_empty());
     assert!(!node.ns.link_exists(&host_veth("c-nons-1")));
 }
+
+/// A failure half-way through ADD (here: the pod already has an eth0) must
+/// undo the veth and the allocation.
+#[test]
+#[ignore = "privileged: creates network namespaces and veth pairs"]
+fn failed_add_cleans_up_after_itself() {
+    let node = Node::new("undo");
+    let pod = node.pod("p1");
+    pod.exec_stdout(&["ip", "link", "add", "eth0", "type", "dummy"]);
+    let run = node.plugin("ADD", "c-undo-1", Some(&pod.path()), &node.config());
+    assert_eq!(run.code, 113, "{}", run.stdout);
+    assert!(
+        !node.ns.link_exists(&host_veth("c-undo-1")),
+        "host veth left behind"
+    );
+    assert!(
+        node.allocated().is_empty(),
+        "address left allocated: {:?}",
+        node.allocated()
+    );
+    let pod_links = pod.exec_stdout(&["ip", "-o", "link"]);
+    assert_eq!(
+        pod_links.lines().count(),
+        2,
+        "only lo and the dummy eth0 expected: {pod_links}"
+    );
+}
