@@ -501,7 +501,10 @@ fn add_with_missing_netns_fails_and_allocates_nothing() {
 fn failed_add_cleans_up_after_itself() {
     let node = Node::new("undo");
     let pod = node.pod("p1");
-    pod.exec_stdout(&["ip", "link", "add", "eth0", "type", "dummy"]);
+    // (no dummy module on these kernels: a veth pair inside the pod stands in)
+    pod.exec_stdout(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
     let run = node.plugin("ADD", "c-undo-1", Some(&pod.path()), &node.config());
     assert_eq!(run.code, 113, "{}", run.stdout);
     assert!(
@@ -516,7 +519,7 @@ fn failed_add_cleans_up_after_itself() {
     let pod_links = pod.exec_stdout(&["ip", "-o", "link"]);
     assert_eq!(
         pod_links.lines().count(),
-        2,
-        "only lo and the dummy eth0 expected: {pod_links}"
+        3,
+        "only lo and the pre-existing eth0/eth0p expected: {pod_links}"
     );
 }
