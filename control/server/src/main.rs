@@ -64,6 +64,9 @@ struct Args {
 /// How often etcd history is compacted (as kube-apiserver's default).
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 
+/// How long open calls get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -124,11 +127,14 @@ async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
     shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    for s in servers {
-        match s.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "server ended with an error"),
-            Err(error) => tracing::warn!(%error, "server task failed"),
+    for mut s in servers {
+        // Graceful shutdown waits for open streams; watches never end by
+        // themselves, so give in-flight calls a moment and then cut them.
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut s).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "server ended with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "server task failed"),
+            Err(_) => s.abort(),
         }
     }
     let _ = std::fs::remove_file(&socket);
