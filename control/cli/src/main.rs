@@ -1,1 +1,570 @@
-fn main() {}
+//! `weir`: the command-line client of a weir cluster, shaped like kubectl
+//! (`apply -f`, `get`, `delete`) so the same habits and manifests work.
+//!
+//! The decisions (document splitting, kind mapping, apply merge, tables,
+//! server address) are pure functions in their own modules; this file does
+//! the I/O and turns errors into kubectl-style messages and exit codes.
+#![forbid(unsafe_code)]
+
+mod config;
+mod manifest;
+mod merge;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use weir_api::ResourceKind;
+use weir_api::selector::Selector;
+use weir_client::{Client, DeleteParams, Error, ListParams};
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Command-line client of a weir cluster (kubectl-like)")]
+struct Cli {
+    /// API server address (http://HOST:PORT or unix:///path); else $WEIR_SERVER,
+    /// else the config file ($WEIR_CONFIG or ~/.weir/config.yaml).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Namespace to work in (default: "default").
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create or update objects from manifests (multi-document YAML or JSON).
+    Apply {
+        /// File, directory (its *.yaml, *.yml, *.json) or "-" for stdin. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Descend into sub-directories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+    },
+    /// Show objects of a kind (pods, svc, deploy/web, ...).
+    Get {
+        /// Kind (any kubectl spelling), comma-separated kinds, or KIND/NAME.
+        kind: String,
+        names: Vec<String>,
+        /// List across all namespaces.
+        #[arg(short = 'A', long = "all-namespaces")]
+        all_namespaces: bool,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
+        /// Label selector, e.g. app=web,tier!=db.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Delete objects by kind and name, by selector, or from manifests.
+    Delete {
+        /// Kind (or KIND/NAME) when not using -f.
+        kind: Option<String>,
+        names: Vec<String>,
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Seconds the object gets to shut down; -1 uses the object's default, 0 deletes at once.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        grace_period: i64,
+        /// background (default), foreground or orphan (true/false are accepted too).
+        #[arg(long, default_value = "background")]
+        cascade: String,
+        /// Treat "not found" as success.
+        #[arg(long)]
+        ignore_not_found: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Wide,
+    Yaml,
+    Json,
+    Name,
+}
+
+/// A reported failure: the message is already in kubectl's words.
+struct Failed(String);
+
+type Res<T> = Result<T, Failed>;
+
+/// `deployment.apps` / `service`: the singular resource name kubectl prints.
+fn singular(k: &ResourceKind) -> String {
+    match k.api_version.split_once('/') {
+        Some((group, _)) => format!("{}.{group}", k.kind.to_ascii_lowercase()),
+        None => k.kind.to_ascii_lowercase(),
+    }
+}
+
+/// `deployments.apps` / `services`: the plural kubectl prints in errors.
+fn plural(k: &ResourceKind) -> String {
+    match k.api_version.split_once('/') {
+        Some((group, _)) => format!("{}.{group}", k.plural),
+        None => k.plural.to_string(),
+    }
+}
+
+/// An API error in kubectl's words.
+fn server_error(e: &Error, k: &ResourceKind, name: &str) -> Failed {
+    Failed(match e {
+        Error::NotFound(_) => format!("Error from server (NotFound): {} {name:?} not found", plural(k)),
+        Error::AlreadyExists(_) => format!("Error from server (AlreadyExists): {} {name:?} already exists", plural(k)),
+        Error::Conflict(m) => format!("Error from server (Conflict): {m}"),
+        Error::Invalid(m) => format!("The {} {name:?} is invalid: {m}", k.kind),
+        Error::Expired(m) => format!("Error from server (Expired): {m}"),
+        Error::Unimplemented(m) => format!("error: the server doesn't have a resource type {:?}: {m}", k.plural),
+        other => format!("error: {other}"),
+    })
+}
+
+fn lookup_kind(name: &str) -> Res<&'static ResourceKind> {
+    ResourceKind::lookup(name).ok_or_else(|| Failed(format!("error: the server doesn't have a resource type {name:?}")))
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// Expands -f arguments into (display name, contents) pairs.
+fn read_sources(args: &[String], recursive: bool) -> Vec<Res<(String, String)>> {
+    fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                if recursive {
+                    walk(&p, recursive, out)?;
+                }
+            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for a in args {
+        if a == "-" {
+            let mut s = String::new();
+            out.push(
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map(|_| ("-".to_string(), s))
+                    .map_err(|e| Failed(format!("error: reading stdin: {e}"))),
+            );
+            continue;
+        }
+        let p = Path::new(a);
+        if p.is_dir() {
+            let mut files = Vec::new();
+            if let Err(e) = walk(p, recursive, &mut files) {
+                out.push(Err(Failed(format!("error: reading directory {a}: {e}"))));
+            }
+            for f in files {
+                let name = f.display().to_string();
+                out.push(std::fs::read_to_string(&f).map(|s| (name.clone(), s)).map_err(|e| Failed(format!("error: {name}: {e}"))));
+            }
+        } else {
+            out.push(
+                std::fs::read_to_string(p)
+                    .map(|s| (a.clone(), s))
+                    .map_err(|e| Failed(format!("error: the path {a:?} cannot be read: {e}"))),
+            );
+        }
+    }
+    out
+}
+
+/// Parses every source completely before anything is sent; a file with any
+/// bad document contributes nothing.
+fn load_objects(cli: &Cli, files: &[String], recursive: bool, failed: &mut bool) -> Vec<(manifest::Object, String)> {
+    let mut objs = Vec::new();
+    for src in read_sources(files, recursive) {
+        let (name, text) = match src {
+            Ok(s) => s,
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                *failed = true;
+                continue;
+            }
+        };
+        let parsed = manifest::parse_stream(&text, &name).map_err(|e| format!("error: {e}")).and_then(|os| {
+            os.into_iter()
+                .map(|o| manifest::effective_namespace(&o, cli.namespace.as_deref()).map(|ns| (o, ns)).map_err(|e| format!("error: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match parsed {
+            Ok(os) => objs.extend(os),
+            Err(m) => {
+                eprintln!("{m}");
+                *failed = true;
+            }
+        }
+    }
+    objs
+}
+
+async fn apply_one(client: &Client, obj: &manifest::Object, ns: &str) -> Res<&'static str> {
+    let mut value = obj.value.clone();
+    if let Some(m) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        if obj.kind.namespaced {
+            m.insert("namespace".into(), Value::String(ns.to_string()));
+        } else {
+            m.remove("namespace");
+        }
+    }
+    // One retry on a write conflict: someone changed it between our get and update.
+    for attempt in 0..2 {
+        let stored = match client.get_json(obj.kind.kind, ns, &obj.name).await {
+            Ok(b) => Some(
+                serde_json::from_slice::<Value>(&b).map_err(|e| Failed(format!("error: decoding {} {:?}: {e}", obj.kind.kind, obj.name)))?,
+            ),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(server_error(&e, obj.kind, &obj.name)),
+        };
+        let r = match merge::plan(&value, stored.as_ref()) {
+            merge::ApplyPlan::Unchanged => return Ok("unchanged"),
+            merge::ApplyPlan::Create(v) => client.create_json(obj.kind.kind, json_bytes(&v), false).await.map(|_| "created"),
+            merge::ApplyPlan::Update(v) => client.update_json(obj.kind.kind, json_bytes(&v), false).await.map(|_| "configured"),
+        };
+        match r {
+            Ok(verb) => return Ok(verb),
+            Err(e) if e.is_conflict() && attempt == 0 => continue,
+            Err(e) => return Err(server_error(&e, obj.kind, &obj.name)),
+        }
+    }
+    Err(Failed(format!("error: {} {:?} kept changing; try again", obj.kind.kind, obj.name)))
+}
+
+fn json_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+async fn cmd_apply(cli: &Cli, client: &Client, files: &[String], recursive: bool) -> bool {
+    let mut failed = false;
+    for (obj, ns) in load_objects(cli, files, recursive, &mut failed) {
+        match apply_one(client, &obj, &ns).await {
+            Ok(verb) => println!("{}/{} {verb}", singular(obj.kind), obj.name),
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                failed = true;
+            }
+        }
+    }
+    !failed
+}
+
+/// Splits `deploy/web` into kind and name.
+fn split_kind_name(kind: &str, names: &[String]) -> (String, Vec<String>) {
+    match kind.split_once('/') {
+        Some((k, n)) => (k.to_string(), std::iter::once(n.to_string()).chain(names.iter().cloned()).collect()),
+        None => (kind.to_string(), names.to_vec()),
+    }
+}
+
+fn list_namespace(cli: &Cli, k: &ResourceKind, all: bool) -> String {
+    if !k.namespaced || all { String::new() } else { cli.namespace.clone().unwrap_or_else(|| "default".into()) }
+}
+
+async fn fetch(cli: &Cli, client: &Client, k: &'static ResourceKind, names: &[String], all: bool, sel: &Selector) -> (Vec<Value>, bool) {
+    let mut failed = false;
+    let mut objs = Vec::new();
+    if names.is_empty() {
+        let ns = list_namespace(cli, k, all);
+        match client.list_json(k.kind, &ns, &ListParams::default().labels(sel.to_string())).await {
+            Ok(l) => {
+                for b in &l.items {
+                    match serde_json::from_slice::<Value>(b) {
+                        Ok(v) => objs.push(v),
+                        Err(e) => {
+                            eprintln!("error: decoding a {} from the server: {e}", k.kind);
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{}", server_error(&e, k, "").0);
+                failed = true;
+            }
+        }
+        // The server filters too; filtering here keeps the CLI right against a server that does not.
+        objs.retain(|v| {
+            let labels = v.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
+            sel.matches(&labels)
+        });
+        objs.sort_by_key(|v| {
+            let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            (s("/metadata/namespace"), s("/metadata/name"))
+        });
+    } else {
+        let ns = list_namespace(cli, k, false);
+        for n in names {
+            match client.get_json(k.kind, &ns, n).await {
+                Ok(b) => match serde_json::from_slice::<Value>(&b) {
+                    Ok(v) => objs.push(v),
+                    Err(e) => {
+                        eprintln!("error: decoding {} {n:?}: {e}", k.kind);
+                        failed = true;
+                    }
+                },
+                Err(e) => {
+                    eprintln!("{}", server_error(&e, k, n).0);
+                    failed = true;
+                }
+            }
+        }
+    }
+    (objs, failed)
+}
+
+async fn cmd_get(cli: &Cli, client: &Client, kind: &str, names: &[String], all: bool, output: Option<Output>, selector: Option<&str>) -> bool {
+    let sel = match Selector::parse(selector.unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return false;
+        }
+    };
+    let (kind, names) = split_kind_name(kind, names);
+    let kinds: Vec<&str> = kind.split(',').filter(|k| !k.is_empty()).collect();
+    let mut failed = false;
+    let mut printed_any = false;
+    let mut all_objs: Vec<Value> = Vec::new();
+    for (i, kname) in kinds.iter().enumerate() {
+        let k = match lookup_kind(kname) {
+            Ok(k) => k,
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                failed = true;
+                continue;
+            }
+        };
+        let (objs, f) = fetch(cli, client, k, &names, all, &sel).await;
+        failed |= f;
+        match output {
+            Some(Output::Yaml) | Some(Output::Json) => all_objs.extend(objs),
+            Some(Output::Name) => {
+                for v in &objs {
+                    println!("{}/{}", singular(k), v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default());
+                }
+                printed_any |= !objs.is_empty();
+            }
+            _ if objs.is_empty() => {}
+            _ => {
+                if printed_any && i > 0 {
+                    println!();
+                }
+                let opts = table::TableOpts { wide: output == Some(Output::Wide), all_namespaces: all && k.namespaced };
+                print!("{}", table::table(k.kind, &objs, opts, now()));
+                printed_any = true;
+            }
+        }
+    }
+    match output {
+        Some(o @ (Output::Yaml | Output::Json)) => {
+            let doc = if all_objs.len() == 1 && !names.is_empty() {
+                all_objs.remove(0)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": all_objs, "metadata": {"resourceVersion": ""}})
+            };
+            let text = if o == Output::Yaml {
+                serde_yaml::to_string(&doc).unwrap_or_default()
+            } else {
+                serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+            };
+            print!("{text}");
+        }
+        _ if !printed_any && names.is_empty() && !failed => {
+            let scoped = kinds.iter().filter_map(|k| ResourceKind::lookup(k)).any(|k| k.namespaced);
+            if all || !scoped {
+                eprintln!("No resources found");
+            } else {
+                eprintln!("No resources found in {} namespace.", cli.namespace.as_deref().unwrap_or("default"));
+            }
+        }
+        _ => {}
+    }
+    !failed
+}
+
+fn delete_params(grace_period: i64, cascade: &str) -> Res<DeleteParams> {
+    let propagation = match cascade.to_ascii_lowercase().as_str() {
+        "background" | "true" => "Background",
+        "foreground" => "Foreground",
+        "orphan" | "false" => "Orphan",
+        other => {
+            return Err(Failed(format!(
+                "error: invalid cascade value ({other:?}). Must be \"background\", \"foreground\", or \"orphan\""
+            )));
+        }
+    };
+    Ok(DeleteParams {
+        propagation_policy: propagation.into(),
+        grace_period_seconds: (grace_period >= 0).then_some(grace_period),
+        resource_version: String::new(),
+    })
+}
+
+async fn delete_one(client: &Client, k: &ResourceKind, ns: &str, name: &str, p: &DeleteParams, ignore_not_found: bool) -> bool {
+    match client.delete_json(k.kind, ns, name, p).await {
+        Ok(_) => {
+            println!("{} {name:?} deleted", singular(k));
+            true
+        }
+        Err(Error::NotFound(_)) if ignore_not_found => true,
+        Err(e) => {
+            eprintln!("{}", server_error(&e, k, name).0);
+            false
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn cmd_delete(
+    cli: &Cli,
+    client: &Client,
+    kind: Option<&str>,
+    names: &[String],
+    files: &[String],
+    selector: Option<&str>,
+    grace_period: i64,
+    cascade: &str,
+    ignore_not_found: bool,
+) -> bool {
+    let params = match delete_params(grace_period, cascade) {
+        Ok(p) => p,
+        Err(Failed(m)) => {
+            eprintln!("{m}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    if !files.is_empty() {
+        let mut failed = false;
+        for (obj, ns) in load_objects(cli, files, false, &mut failed) {
+            ok &= delete_one(client, obj.kind, &ns, &obj.name, &params, ignore_not_found).await;
+        }
+        return ok && !failed;
+    }
+    let Some(kind) = kind else {
+        eprintln!("error: You must provide one or more resources by argument or filename.");
+        return false;
+    };
+    let (kind, mut names) = split_kind_name(kind, names);
+    let k = match lookup_kind(&kind) {
+        Ok(k) => k,
+        Err(Failed(m)) => {
+            eprintln!("{m}");
+            return false;
+        }
+    };
+    let ns = list_namespace(cli, k, false);
+    if let Some(sel) = selector {
+        let sel = match Selector::parse(sel) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return false;
+            }
+        };
+        let (objs, f) = fetch(cli, client, k, &[], false, &sel).await;
+        ok &= !f;
+        names.extend(objs.iter().filter_map(|v| v.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)));
+        if objs.is_empty() && !f {
+            eprintln!("No resources found");
+        }
+    } else if names.is_empty() {
+        eprintln!("error: resource(s) were provided, but no name was specified");
+        return false;
+    }
+    for n in &names {
+        ok &= delete_one(client, k, &ns, n, &params, ignore_not_found).await;
+    }
+    ok
+}
+
+/// Reads the environment and the config file once, then resolves the address.
+fn server_address(cli: &Cli) -> Result<String, String> {
+    let env = std::env::var("WEIR_SERVER").ok();
+    let path = std::env::var("WEIR_CONFIG")
+        .ok()
+        .map(PathBuf::from)
+        .or_else(|| std::env::var("HOME").ok().map(|h| Path::new(&h).join(".weir/config.yaml")));
+    let file = path.and_then(|p| std::fs::read_to_string(&p).ok().map(|t| (p.display().to_string(), t)));
+    config::resolve_server(cli.server.as_deref(), env.as_deref(), file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())))
+        .map_err(|e| format!("error: {e}"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let addr = match server_address(&cli) {
+        Ok(a) => a,
+        Err(m) => {
+            eprintln!("{m}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match Client::connect(&addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("The connection to the server {addr} was refused - did you specify the right host or port? ({e})");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ok = match &cli.cmd {
+        Cmd::Apply { files, recursive } => cmd_apply(&cli, &client, files, *recursive).await,
+        Cmd::Get { kind, names, all_namespaces, output, selector } => {
+            cmd_get(&cli, &client, kind, names, *all_namespaces, *output, selector.as_deref()).await
+        }
+        Cmd::Delete { kind, names, files, selector, grace_period, cascade, ignore_not_found } => {
+            cmd_delete(&cli, &client, kind.as_deref(), names, files, selector.as_deref(), *grace_period, cascade, *ignore_not_found).await
+        }
+    };
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names_like_kubectl() {
+        let d = ResourceKind::by_kind("Deployment").unwrap();
+        let s = ResourceKind::by_kind("Service").unwrap();
+        assert_eq!((singular(d), plural(d)), ("deployment.apps".to_string(), "deployments.apps".to_string()));
+        assert_eq!((singular(s), plural(s)), ("service".to_string(), "services".to_string()));
+        let e = server_error(&Error::NotFound("whatever".into()), ResourceKind::by_kind("Pod").unwrap(), "x");
+        assert_eq!(e.0, "Error from server (NotFound): pods \"x\" not found");
+    }
+
+    #[test]
+    fn kind_name_forms() {
+        assert_eq!(split_kind_name("deploy/web", &[]), ("deploy".to_string(), vec!["web".to_string()]));
+        assert_eq!(split_kind_name("pods", &["a".into()]), ("pods".to_string(), vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn cascade_table() {
+        let cases = [("background", Some("Background")), ("true", Some("Background")), ("Foreground", Some("Foreground")), ("orphan", Some("Orphan")), ("false", Some("Orphan")), ("x", None)];
+        for (c, want) in cases {
+            assert_eq!(delete_params(-1, c).ok().map(|p| p.propagation_policy), want.map(str::to_string), "{c}");
+        }
+        assert_eq!(delete_params(0, "background").ok().and_then(|p| p.grace_period_seconds), Some(0));
+        assert_eq!(delete_params(-1, "background").ok().and_then(|p| p.grace_period_seconds), None);
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c = Cli::try_parse_from(["weir", "get", "pods", "-A", "-o", "wide", "-l", "app=web"]).expect("parses");
+        assert!(matches!(c.cmd, Cmd::Get { all_namespaces: true, output: Some(Output::Wide), .. }));
+        let c = Cli::try_parse_from(["weir", "delete", "pod", "x", "--grace-period=0", "-n", "prod"]).expect("parses");
+        assert_eq!(c.namespace.as_deref(), Some("prod"));
+        assert!(Cli::try_parse_from(["weir", "apply"]).is_err(), "-f is required");
+    }
+}
