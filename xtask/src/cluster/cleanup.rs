@@ -211,7 +211,12 @@ fn delete_links(layout: &Layout) -> Result<()> {
     let out = cmd::output(&mut cmd("ip", ["-o", "link", "show"]))?;
     for link in parse_link_names(&String::from_utf8_lossy(&out.stdout)) {
         if owned_link(layout, &link) {
-            cmd::run_quiet(&mut cmd("ip", ["link", "delete", &link]))?;
+            // A veth vanishes by itself once its peer's netns is gone; that race is fine.
+            if let Err(e) = cmd::run_quiet(&mut cmd("ip", ["link", "delete", &link]))
+                && Path::new("/sys/class/net").join(&link).exists()
+            {
+                return Err(e);
+            }
         }
     }
     Ok(())

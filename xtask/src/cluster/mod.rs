@@ -4,6 +4,8 @@ pub mod cleanup;
 pub mod config;
 pub mod demo;
 pub mod exec;
+#[cfg(test)]
+mod infra_tests;
 pub mod procs;
 pub mod state;
 pub mod topology;

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -32,13 +32,43 @@ pub struct UpOptions {
 }
 
 /// A cluster being started: the layout, the state file contents, the live children.
-struct Starting<'a> {
+pub(crate) struct Starting<'a> {
     layout: &'a Layout,
-    state: ClusterState,
+    pub(crate) state: ClusterState,
     daemons: Vec<Daemon>,
 }
 
-impl Starting<'_> {
+impl<'a> Starting<'a> {
+    /// Creates the cluster's directories and its (empty) state file.
+    pub(crate) fn new(layout: &'a Layout, nodes: &[NodeLayout], bin_dir: &Path) -> Result<Starting<'a>> {
+        for d in [layout.logs_dir(), layout.control_state_dir(), layout.run_dir(), layout.registry_storage(), layout.cni_bin_dir()] {
+            fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        let s = Starting { layout, state: ClusterState::new(layout, nodes, bin_dir), daemons: Vec::new() };
+        s.state.save(&layout.state_file())?;
+        Ok(s)
+    }
+
+    /// Everything below the weir components: the underlay, the registries with
+    /// the test images, and each node's containerd.
+    pub(crate) fn start_infra(&mut self, nodes: &[NodeLayout]) -> Result<()> {
+        let layout = self.layout;
+        let built = images::build_all()?;
+        topology::create(layout, nodes)?;
+        // Registry in the host netns: the push target (and for users' own images).
+        step("starting the image registry");
+        fs::write(layout.registry_host_config(), config::registry(&layout.registry_storage(), layout.ports.registry))?;
+        fs::write(layout.registry_node_config(), config::registry(&layout.registry_storage(), NODE_REGISTRY_PORT))?;
+        self.start("registry/host", &layout.control_cgroup(), argv(["/usr/bin/docker-registry", "serve"], [&layout.registry_host_config()]))?;
+        let reg_port = layout.ports.registry;
+        self.wait_for("registry (host)", Duration::from_secs(30), || Ok(port_open(reg_port)))?;
+        images::push_all(&built, reg_port, &layout.registry_storage())?;
+        for n in nodes {
+            self.start_node_runtime(n)?;
+        }
+        Ok(())
+    }
+
     fn start(&mut self, name: &str, cgroup: &Path, argv: Vec<String>) -> Result<()> {
         let log = self.layout.logs_dir().join(format!("{}.log", name.replace('/', "-")));
         let d = procs::spawn(name, cgroup, &argv, &log)?;
@@ -101,24 +131,9 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
     }
     check_ports_free(layout)?;
 
-    let built = images::build_all()?;
     let nodes: Vec<NodeLayout> = (1..=opts.nodes).map(|i| layout.node(i)).collect();
-    for d in [layout.logs_dir(), layout.control_state_dir(), layout.run_dir(), layout.registry_storage(), layout.cni_bin_dir()] {
-        fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    let mut s = Starting { layout, state: ClusterState::new(layout, &nodes, &bins.dir), daemons: Vec::new() };
-    s.state.save(&layout.state_file())?;
-
-    topology::create(layout, &nodes)?;
-
-    // Registry in the host netns: the push target (and for users' own images).
-    step("starting the image registry");
-    fs::write(layout.registry_host_config(), config::registry(&layout.registry_storage(), layout.ports.registry))?;
-    fs::write(layout.registry_node_config(), config::registry(&layout.registry_storage(), NODE_REGISTRY_PORT))?;
-    s.start("registry/host", &layout.control_cgroup(), argv(["/usr/bin/docker-registry", "serve"], [&layout.registry_host_config()]))?;
-    let reg_port = layout.ports.registry;
-    s.wait_for("registry (host)", Duration::from_secs(30), || Ok(port_open(reg_port)))?;
-    images::push_all(&built, reg_port, &layout.registry_storage())?;
+    let mut s = Starting::new(layout, &nodes, &bins.dir)?;
+    s.start_infra(&nodes)?;
 
     step("starting weir-control");
     let control = vec![
@@ -137,10 +152,9 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
     s.wait_for("API server", Duration::from_secs(90), || Ok(api_answers(&server)))?;
 
     step("preparing the CNI bin dir");
-    link_cni_plugins(layout, bins)?;
-
+    link_cni_plugins(layout, Some(&bins.cni()))?;
     for n in &nodes {
-        start_node(&mut s, n, bins)?;
+        s.start_agent(n, bins)?;
     }
 
     wait_nodes_ready(&mut s, &nodes)?;
@@ -154,50 +168,56 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
     Ok(state)
 }
 
-fn start_node(s: &mut Starting<'_>, n: &NodeLayout, bins: &Binaries) -> Result<()> {
-    step(format!("starting {} (netns {}, {})", n.name, n.netns, n.ip));
-    for d in [&n.state_dir, &n.run_dir, &n.cni_conf_dir, &n.pod_log_dir, &n.ipam_dir, &n.containerd_root, &n.containerd_state] {
-        fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+impl Starting<'_> {
+    /// A node's registry (same storage as the host one) and containerd, both in its netns.
+    fn start_node_runtime(&mut self, n: &NodeLayout) -> Result<()> {
+        step(format!("starting the runtime of {} (netns {}, {})", n.name, n.netns, n.ip));
+        for d in [&n.state_dir, &n.run_dir, &n.cni_conf_dir, &n.pod_log_dir, &n.ipam_dir, &n.containerd_root, &n.containerd_state] {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        let net = format!("--net={}", topology::netns_path(&n.netns));
+        let layout = self.layout;
+
+        self.start(&format!("registry/{}", n.name), &n.daemon_cgroup, argv(["nsenter", &net, "/usr/bin/docker-registry", "serve"], [&layout.registry_node_config()]))?;
+        let probe_net = net.clone();
+        self.wait_for(&format!("registry in {}", n.netns), Duration::from_secs(30), || {
+            Ok(cmd::succeeds(&mut cmd("nsenter", [probe_net.as_str(), "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5000/v2/"])))
+        })?;
+
+        fs::write(&n.containerd_config, config::containerd(n, &layout.cni_bin_dir(), &Image::Pause.reference(NODE_REGISTRY_PORT)))?;
+        self.start(&format!("containerd/{}", n.name), &n.daemon_cgroup, argv(["nsenter", &net, "/usr/bin/containerd", "--config"], [&n.containerd_config]))?;
+        let sock = n.cri_socket.clone();
+        self.wait_for(&format!("containerd of {}", n.name), Duration::from_secs(30), || Ok(sock.exists()))
     }
-    let net = format!("--net={}", topology::netns_path(&n.netns));
-    let layout = s.layout;
 
-    s.start(&format!("registry/{}", n.name), &n.daemon_cgroup, argv(["nsenter", &net, "/usr/bin/docker-registry", "serve"], [&layout.registry_node_config()]))?;
-    let probe_net = net.clone();
-    s.wait_for(&format!("registry in {}", n.netns), Duration::from_secs(30), || {
-        Ok(cmd::succeeds(&mut cmd("nsenter", [probe_net.as_str(), "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5000/v2/"])))
-    })?;
-
-    fs::write(&n.containerd_config, config::containerd(n, &layout.cni_bin_dir(), &Image::Pause.reference(NODE_REGISTRY_PORT)))?;
-    s.start(&format!("containerd/{}", n.name), &n.daemon_cgroup, argv(["nsenter", &net, "/usr/bin/containerd", "--config"], [&n.containerd_config]))?;
-    let sock = n.cri_socket.clone();
-    s.wait_for(&format!("containerd of {}", n.name), Duration::from_secs(30), || Ok(sock.exists()))?;
-
-    let agent = vec![
-        bins.agent().display().to_string(),
-        "--node-name".into(),
-        n.name.clone(),
-        "--server".into(),
-        layout.agent_server_url(),
-        "--netns".into(),
-        topology::netns_path(&n.netns),
-        "--node-ip".into(),
-        n.ip.to_string(),
-        "--cri-socket".into(),
-        n.cri_socket.display().to_string(),
-        "--state-dir".into(),
-        n.state_dir.display().to_string(),
-        "--bpffs-dir".into(),
-        n.bpffs_dir.display().to_string(),
-        "--cgroup-parent".into(),
-        n.cgroup_parent.clone(),
-        "--cni-conf-dir".into(),
-        n.cni_conf_dir.display().to_string(),
-        "--pod-log-dir".into(),
-        n.pod_log_dir.display().to_string(),
-    ];
-    // The agent enters the node netns itself (setns before its runtime starts).
-    s.start(&format!("agent/{}", n.name), &n.daemon_cgroup, agent)
+    /// The node's weir-agent; it enters the node netns itself (setns before its runtime starts).
+    fn start_agent(&mut self, n: &NodeLayout, bins: &Binaries) -> Result<()> {
+        step(format!("starting the agent of {}", n.name));
+        let agent = vec![
+            bins.agent().display().to_string(),
+            "--node-name".into(),
+            n.name.clone(),
+            "--server".into(),
+            self.layout.agent_server_url(),
+            "--netns".into(),
+            topology::netns_path(&n.netns),
+            "--node-ip".into(),
+            n.ip.to_string(),
+            "--cri-socket".into(),
+            n.cri_socket.display().to_string(),
+            "--state-dir".into(),
+            n.state_dir.display().to_string(),
+            "--bpffs-dir".into(),
+            n.bpffs_dir.display().to_string(),
+            "--cgroup-parent".into(),
+            n.cgroup_parent.clone(),
+            "--cni-conf-dir".into(),
+            n.cni_conf_dir.display().to_string(),
+            "--pod-log-dir".into(),
+            n.pod_log_dir.display().to_string(),
+        ];
+        self.start(&format!("agent/{}", n.name), &n.daemon_cgroup, agent)
+    }
 }
 
 fn argv<const N: usize, const M: usize>(head: [&str; N], paths: [&Path; M]) -> Vec<String> {
@@ -205,9 +225,11 @@ fn argv<const N: usize, const M: usize>(head: [&str; N], paths: [&Path; M]) -> V
 }
 
 /// The CNI bin dir: weir-cni (a link to the built binary, so rebuilding updates it) and loopback.
-fn link_cni_plugins(layout: &Layout, bins: &Binaries) -> Result<()> {
+pub(crate) fn link_cni_plugins(layout: &Layout, weir_cni: Option<&Path>) -> Result<()> {
     let dir = layout.cni_bin_dir();
-    for (name, target) in [("weir-cni", bins.cni()), ("loopback", "/usr/lib/cni/loopback".into())] {
+    let mut plugins = vec![("loopback", PathBuf::from("/usr/lib/cni/loopback"))];
+    plugins.extend(weir_cni.map(|p| ("weir-cni", p.to_path_buf())));
+    for (name, target) in plugins {
         if !target.is_file() {
             bail!("{} is missing (cargo xtask deps installs containernetworking-plugins; cargo xtask build builds weir-cni)", target.display());
         }
