@@ -95,7 +95,7 @@ fn wire(
     cfg: &PluginConfig,
     target: &Target,
     netns: &std::path::Path,
-    ns_fd: i32,
+    ns_fd: std::os::fd::RawFd,
     ip: Ipv4Addr,
 ) -> Result<AddOutcome, PluginError> {
     let host_name = host_veth_name(&target.container_id);
