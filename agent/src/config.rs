@@ -51,6 +51,9 @@ pub struct Args {
     /// Seconds between full resyncs of pods against the runtime.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+    /// Milliseconds between a pod worker's polls of the runtime (container exits are found this way).
+    #[arg(long, default_value_t = 1000)]
+    pub pod_poll_ms: u64,
     /// Pod capacity reported in Node.status.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
@@ -75,6 +78,7 @@ pub struct Config {
     pub pod_log_dir: PathBuf,
     pub heartbeat: Duration,
     pub resync: Duration,
+    pub pod_poll: Duration,
     pub max_pods: u32,
     pub mtu: u32,
 }
@@ -95,6 +99,7 @@ impl From<Args> for Config {
             pod_log_dir: a.pod_log_dir,
             heartbeat: Duration::from_secs(a.heartbeat_seconds.max(1)),
             resync: Duration::from_secs(a.resync_seconds.max(1)),
+            pod_poll: Duration::from_millis(a.pod_poll_ms.max(100)),
             max_pods: a.max_pods,
             mtu: a.mtu,
         }

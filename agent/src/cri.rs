@@ -32,7 +32,7 @@ pub enum CriError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("CRI {op} failed: {status}")]
+    #[error("CRI {op} failed: {}", .status.message())]
     Call {
         op: &'static str,
         #[source]
@@ -46,6 +46,14 @@ impl CriError {
     /// The object the call named does not exist (already removed).
     pub fn is_not_found(&self) -> bool {
         matches!(self, CriError::Call { status, .. } if status.code() == tonic::Code::NotFound)
+    }
+
+    /// The runtime's own explanation (for pod status messages).
+    pub fn message(&self) -> String {
+        match self {
+            CriError::Call { status, .. } => status.message().to_string(),
+            other => other.to_string(),
+        }
     }
 }
 

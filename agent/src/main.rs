@@ -97,7 +97,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         env: NodeEnv { cgroup_parent: cfg.cgroup_parent.clone(), pod_log_dir: cfg.pod_log_dir.clone() },
         node_ip: cfg.node_ip.to_string(),
         network,
-        resync: cfg.resync,
+        poll: cfg.pod_poll,
     });
     let pods = tokio::spawn(pods::run(ctx, cfg.node_name.clone(), cfg.resync));
 

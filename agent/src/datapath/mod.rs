@@ -153,11 +153,6 @@ impl Datapath {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The names of the interfaces the pod programs are attached to.
-    pub fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
-        self.attached.keys().map(String::as_str)
-    }
-
     /// Reads the services and backends maps.
     pub fn read_state(&self) -> Result<MapState, DatapathError> {
         self.maps.read_state()

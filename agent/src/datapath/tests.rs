@@ -43,6 +43,11 @@ impl Drop for PinDir {
 }
 
 impl Datapath {
+    /// The names of the interfaces the pod programs are attached to.
+    fn attached_interfaces(&self) -> impl Iterator<Item = &str> {
+        self.attached.keys().map(String::as_str)
+    }
+
     fn from_pod(&self) -> &SchedClassifier {
         let program = self.ebpf.program(program_names::FROM_POD).expect("program in object");
         program.try_into().expect("a tc program")

@@ -35,8 +35,10 @@ pub struct WorkerContext {
     pub env: NodeEnv,
     pub node_ip: String,
     pub network: Arc<dyn NetworkHook>,
-    /// How often an idle worker re-checks its pod against the runtime.
-    pub resync: Duration,
+    /// How often a worker re-reads its pod's state from the runtime. containerd
+    /// 1.6 has no CRI event stream, so exits are found by polling (kubelet's
+    /// PLEG relists every second too).
+    pub poll: Duration,
 }
 
 /// A round failed; the worker retries after a pause.
@@ -83,12 +85,12 @@ pub async fn run_worker(ctx: Arc<WorkerContext>, uid: String, mut pod_rx: watch:
             Ok(Outcome::Again) => continue,
             Ok(Outcome::Idle) => {
                 failures = 0;
-                ctx.resync
+                ctx.poll
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
                 warn!(parent: &span, error = %error, failures, "pod round failed; will retry");
-                Duration::from_secs(1u64 << failures.min(5)).min(ctx.resync)
+                Duration::from_secs(1u64 << failures.min(5)).max(ctx.poll)
             }
         };
         tokio::select! {
@@ -225,7 +227,7 @@ impl WorkerState {
                     Ok(image_ref) => debug!(image_ref = %image_ref, "pulled"),
                     Err(error) => {
                         warn!(error = %error, image = %image, container = name, "image pull failed");
-                        self.record_pull_failure(name, error.to_string());
+                        self.record_pull_failure(name, error.message());
                         return Ok(());
                     }
                 }
