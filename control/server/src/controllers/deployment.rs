@@ -366,7 +366,7 @@ mod tests {
                 selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
                 strategy: Some(DeploymentStrategy {
                     type_: Some(strategy.into()),
-                    rolling_update: (strategy == "RollingUpdate").then(|| RollingUpdateDeployment {
+                    rolling_update: (strategy == "RollingUpdate").then_some(RollingUpdateDeployment {
                         max_surge: Some(IntOrString::Int(1)),
                         max_unavailable: Some(IntOrString::Int(0)),
                     }),
@@ -466,7 +466,8 @@ mod tests {
         // (deployment, owned ReplicaSets, expected ReplicaSet writes)
         let v1x5 = deploy(5, "img:v1", "RollingUpdate");
         let v1x1 = deploy(1, "img:v1", "RollingUpdate");
-        let cases: Vec<(&str, &Deployment, Vec<ReplicaSet>, Vec<(&str, &str, i32)>)> = vec![
+        type Case<'a> = (&'a str, &'a Deployment, Vec<ReplicaSet>, Vec<(&'a str, &'a str, i32)>);
+        let cases: Vec<Case> = vec![
             ("steady state: nothing to write", &v1, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![]),
             ("scale up", &v1x5, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![("update", &h1, 5)]),
             ("scale down", &v1x1, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![("update", &h1, 1)]),

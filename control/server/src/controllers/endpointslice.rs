@@ -21,6 +21,9 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
+/// Resolved ports of one endpoint group: (name, protocol, port) per Service port.
+type PortKey = Vec<(String, String, i32)>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Create(EndpointSlice),
@@ -93,7 +96,7 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointS
 
     // Group endpoints by their resolved port list (a named targetPort can map
     // to different numbers in different pods).
-    let mut groups: BTreeMap<Vec<(String, String, i32)>, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
+    let mut groups: BTreeMap<PortKey, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
     for pod in pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded") | Some("Failed")) {

@@ -64,7 +64,7 @@ mod tests {
         for (name, refs, deleting, want) in cases {
             let meta = ObjectMeta {
                 owner_references: Some(refs),
-                deletion_timestamp: deleting.then(|| Time(Timestamp::UNIX_EPOCH)),
+                deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
                 ..Default::default()
             };
             assert_eq!(is_orphan(&meta, state), want, "{name}");

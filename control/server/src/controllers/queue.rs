@@ -104,6 +104,7 @@ impl<T: Clone + Eq + Hash + Send + 'static> WorkQueue<T> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().queue.len()
     }

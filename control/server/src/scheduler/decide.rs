@@ -234,7 +234,8 @@ mod tests {
     fn schedule_table() {
         let counts = |c: &[(&str, usize)]| c.iter().map(|(n, c)| (n.to_string(), *c)).collect::<BTreeMap<_, _>>();
         // (case, nodes, pod counts, expected node or error message)
-        let cases: Vec<(&str, Vec<N>, BTreeMap<String, usize>, Result<&str, &str>)> = vec![
+        type Case<'a> = (&'a str, Vec<N>, BTreeMap<String, usize>, Result<&'a str, &'a str>);
+        let cases: Vec<Case> = vec![
             ("fewest pods wins", vec![N { name: "a", ..OK }, N { name: "b", ..OK }], counts(&[("a", 3), ("b", 1)]), Ok("b")),
             ("tie broken by name", vec![N { name: "b", ..OK }, N { name: "a", ..OK }], counts(&[]), Ok("a")),
             ("filtered node skipped", vec![N { name: "a", ready: false, ..OK }, N { name: "b", ..OK }], counts(&[("b", 9)]), Ok("b")),
