@@ -121,11 +121,17 @@ async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
     let client = weir_client::Client::connect(&format!("unix://{}", socket.display()))
         .await
         .context("cannot connect to our own API socket")?;
-    spawn_loop("controllers", controllers::run(client.clone()));
-    spawn_loop("scheduler", scheduler::run(client));
+    let components = [
+        spawn_loop("controllers", controllers::run(client.clone())),
+        spawn_loop("scheduler", scheduler::run(client)),
+    ];
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
+    // In-process clients first, so they do not retry against a closing server.
+    for c in &components {
+        c.abort();
+    }
     let _ = stop_tx.send(true);
     for mut s in servers {
         // Graceful shutdown waits for open streams; watches never end by
@@ -181,7 +187,7 @@ async fn serve(
     let unix = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
 
     let svc = || {
-        ResourcesServer::new(service::ResourcesService::new(registry.clone()))
+        ResourcesServer::new(service::ResourcesService::new(registry.clone(), stop.clone()))
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(256 << 20)
     };
@@ -203,13 +209,16 @@ async fn serve(
 
 /// Runs a background component; its failure is logged, not fatal, so the API
 /// stays up for the agents.
-fn spawn_loop(name: &'static str, fut: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+fn spawn_loop(
+    name: &'static str,
+    fut: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match fut.await {
             Ok(()) => tracing::info!(component = name, "stopped"),
             Err(error) => tracing::error!(component = name, error = format!("{error:#}"), "failed"),
         }
-    });
+    })
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

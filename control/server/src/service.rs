@@ -14,11 +14,13 @@ use crate::watch;
 
 pub struct ResourcesService {
     registry: Registry,
+    /// Turns true at shutdown; open watches end then.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ResourcesService {
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    pub fn new(registry: Registry, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { registry, stop }
     }
 }
 
@@ -100,7 +102,7 @@ impl weir_client::Resources for ResourcesService {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
         let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
-        let stream = watch::start(&self.registry, k, &r.namespace, filter, &r.resource_version)
+        let stream = watch::start(&self.registry, k, &r.namespace, filter, &r.resource_version, self.stop.clone())
             .await
             .map_err(|e| log_err("watch", k.kind, e))?;
         Ok(Response::new(stream))

@@ -43,6 +43,7 @@ pub async fn start(
     namespace: &str,
     filter: Filter,
     resource_version: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<EventStream, ApiError> {
     let ns = (kind.namespaced && !namespace.is_empty()).then_some(namespace);
     let prefix = kind.key_prefix(ns);
@@ -67,7 +68,13 @@ pub async fn start(
             }
         }
         let mut changes = std::pin::pin!(changes);
-        while let Some(batch) = changes.next().await {
+        loop {
+            // At server shutdown the stream just ends; clients re-watch elsewhere.
+            let batch = tokio::select! {
+                b = changes.next() => b,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let Some(batch) = batch else { return };
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
