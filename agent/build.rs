@@ -51,7 +51,15 @@ fn run() -> Result<(), String> {
     let target_dir = programs.join("target");
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&programs)
-        .args(["+nightly", "build", "--release", "--target", BPF_TARGET, "-Z", "build-std=core"])
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            BPF_TARGET,
+            "-Z",
+            "build-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     scrub_outer_cargo_env(&mut cmd);
@@ -62,7 +70,9 @@ fn run() -> Result<(), String> {
         "-C debuginfo=2 -C link-arg=--btf",
     );
 
-    let status = cmd.status().map_err(|e| format!("cannot run `cargo +nightly`: {e}; {HINT}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run `cargo +nightly`: {e}; {HINT}"))?;
     if !status.success() {
         return Err(format!(
             "`cargo +nightly build --target {BPF_TARGET}` in {} failed ({status}); \
@@ -71,10 +81,17 @@ fn run() -> Result<(), String> {
         ));
     }
 
-    let object = target_dir.join(BPF_TARGET).join("release").join("weir-ebpf");
+    let object = target_dir
+        .join(BPF_TARGET)
+        .join("release")
+        .join("weir-ebpf");
     let dest = out_dir.join("weir-ebpf.o");
     std::fs::copy(&object, &dest).map_err(|e| {
-        format!("cannot copy {} to {}: {e}", object.display(), dest.display())
+        format!(
+            "cannot copy {} to {}: {e}",
+            object.display(),
+            dest.display()
+        )
     })?;
     Ok(())
 }
@@ -144,7 +161,12 @@ fn scrub_outer_cargo_env(cmd: &mut Command) {
         "DEBUG",
         "NUM_JOBS",
     ];
-    const PREFIXES: &[&str] = &["CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "CARGO_PROFILE_"];
+    const PREFIXES: &[&str] = &[
+        "CARGO_CFG_",
+        "CARGO_FEATURE_",
+        "CARGO_PKG_",
+        "CARGO_PROFILE_",
+    ];
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         if EXACT.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p)) {

@@ -42,7 +42,10 @@ pub struct AttachPlan {
 
 /// Decides which pod veths need an attachment and which attachments are stale.
 pub fn plan(links: &[Link], attached: &BTreeMap<String, Attached>) -> AttachPlan {
-    plan_by_index(links, &attached.iter().map(|(n, a)| (n.clone(), a.index)).collect())
+    plan_by_index(
+        links,
+        &attached.iter().map(|(n, a)| (n.clone(), a.index)).collect(),
+    )
 }
 
 fn plan_by_index(links: &[Link], attached: &BTreeMap<String, u32>) -> AttachPlan {
@@ -59,7 +62,10 @@ fn plan_by_index(links: &[Link], attached: &BTreeMap<String, u32>) -> AttachPlan
     let attach = pods
         .iter()
         .filter(|(name, index)| attached.get(**name) != Some(index))
-        .map(|(name, index)| Link { index: *index, name: (*name).to_owned() })
+        .map(|(name, index)| Link {
+            index: *index,
+            name: (*name).to_owned(),
+        })
         .collect();
     AttachPlan { attach, forget }
 }
@@ -72,20 +78,26 @@ pub fn list_links() -> Result<Vec<Link>, DatapathError> {
         nix::net::if_::if_nameindex().map_err(|source| DatapathError::ListLinks { source })?;
     Ok(interfaces
         .iter()
-        .map(|i| Link { index: i.index(), name: i.name().to_string_lossy().into_owned() })
+        .map(|i| Link {
+            index: i.index(),
+            name: i.name().to_string_lossy().into_owned(),
+        })
         .collect())
 }
 
 /// Attaches the from-pod program at TCX ingress of `link` (packets leaving the pod).
 pub fn attach(program: &mut SchedClassifier, link: &Link) -> Result<Attached, DatapathError> {
-    let link_id = program.attach(&link.name, TcAttachType::Ingress).map_err(|source| {
-        DatapathError::Attach {
+    let link_id = program
+        .attach(&link.name, TcAttachType::Ingress)
+        .map_err(|source| DatapathError::Attach {
             program: program_names::FROM_POD,
             interface: link.name.clone(),
             source,
-        }
-    })?;
-    Ok(Attached { index: link.index, link_id })
+        })?;
+    Ok(Attached {
+        index: link.index,
+        link_id,
+    })
 }
 
 /// Drops a stale attachment. Errors are only logged: the interface is usually
@@ -102,7 +114,10 @@ mod tests {
     use super::*;
 
     fn link(index: u32, name: &str) -> Link {
-        Link { index, name: name.to_owned() }
+        Link {
+            index,
+            name: name.to_owned(),
+        }
     }
 
     #[test]
@@ -145,7 +160,11 @@ mod tests {
             },
         ];
         for case in cases {
-            let attached = case.attached.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect();
+            let attached = case
+                .attached
+                .iter()
+                .map(|(n, i)| ((*n).to_owned(), *i))
+                .collect();
             let got = plan_by_index(&case.links, &attached);
             let want = AttachPlan {
                 attach: case.want_attach,

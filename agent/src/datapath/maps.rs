@@ -17,7 +17,10 @@ impl ServiceMaps {
     /// Takes the maps out of a loaded object (the programs keep their own
     /// references, so this does not affect them).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
-        Ok(Self { services: take_hash(ebpf, map_names::SERVICES)?, backends: take_hash(ebpf, map_names::BACKENDS)? })
+        Ok(Self {
+            services: take_hash(ebpf, map_names::SERVICES)?,
+            backends: take_hash(ebpf, map_names::BACKENDS)?,
+        })
     }
 
     pub fn read_state(&self) -> Result<MapState, DatapathError> {
@@ -39,8 +42,12 @@ impl ServiceMaps {
         let (name, result) = match op {
             MapOp::PutBackend(k, v) => (map_names::BACKENDS, self.backends.insert(k, v, 0)),
             MapOp::PutService(k, v) => (map_names::SERVICES, self.services.insert(k, v, 0)),
-            MapOp::DeleteService(k) => (map_names::SERVICES, ignore_missing(self.services.remove(k))),
-            MapOp::DeleteBackend(k) => (map_names::BACKENDS, ignore_missing(self.backends.remove(k))),
+            MapOp::DeleteService(k) => {
+                (map_names::SERVICES, ignore_missing(self.services.remove(k)))
+            }
+            MapOp::DeleteBackend(k) => {
+                (map_names::BACKENDS, ignore_missing(self.backends.remove(k)))
+            }
         };
         result.map_err(|source| map_error(name, source))
     }
@@ -49,7 +56,9 @@ impl ServiceMaps {
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
         Err(MapError::KeyNotFound | MapError::ElementNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
         other => other,
     }
 }
@@ -62,6 +71,8 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, DatapathError> {
-    let map = ebpf.take_map(name).ok_or(DatapathError::Missing { what: "map", name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::Missing { what: "map", name })?;
     HashMap::try_from(map).map_err(|source| map_error(name, source))
 }

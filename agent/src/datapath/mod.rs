@@ -51,11 +51,15 @@ pub enum DatapathError {
     #[error("cannot load the eBPF object (maps pinned under {pin_dir}): {source}")]
     Load {
         pin_dir: PathBuf,
+        // Boxed: EbpfError is large and would bloat every Result.
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("the eBPF object has no {what} named {name}")]
-    Missing { what: &'static str, name: &'static str },
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("eBPF program {name}: {source}")]
     Program {
         name: &'static str,
@@ -96,7 +100,9 @@ pub struct Datapath {
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datapath").field("attached", &self.attached.keys()).finish_non_exhaustive()
+        f.debug_struct("Datapath")
+            .field("attached", &self.attached.keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,18 +115,29 @@ impl Datapath {
     }
 
     fn load_from(object: &[u8], pin_dir: &Path) -> Result<Datapath, DatapathError> {
-        std::fs::create_dir_all(pin_dir)
-            .map_err(|source| DatapathError::PinDir { path: pin_dir.to_owned(), source })?;
+        std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(object)
-            .map_err(|source| DatapathError::Load { pin_dir: pin_dir.to_owned(), source })?;
+            .map_err(|source| DatapathError::Load {
+                pin_dir: pin_dir.to_owned(),
+                source: Box::new(source),
+            })?;
         let name = program_names::FROM_POD;
         let program = from_pod_program_mut(&mut ebpf)?;
-        program.load().map_err(|source| DatapathError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })?;
         let maps = maps::ServiceMaps::take(&mut ebpf)?;
         tracing::info!(pin_dir = %pin_dir.display(), "eBPF datapath loaded");
-        Ok(Datapath { ebpf, maps, attached: BTreeMap::new() })
+        Ok(Datapath {
+            ebpf,
+            maps,
+            attached: BTreeMap::new(),
+        })
     }
 
     /// Attaches the pod programs to every host-side pod veth ("wr*") not
@@ -160,7 +177,11 @@ impl Datapath {
 
     /// Applies `ops` in order, mirroring each success into `state`. Stops at
     /// the first failure, leaving `state` equal to what the maps now hold.
-    pub fn apply(&mut self, ops: &[plan::MapOp], state: &mut MapState) -> Result<(), DatapathError> {
+    pub fn apply(
+        &mut self,
+        ops: &[plan::MapOp],
+        state: &mut MapState,
+    ) -> Result<(), DatapathError> {
         for op in ops {
             self.maps.apply(op)?;
             state.apply(op);
@@ -171,7 +192,11 @@ impl Datapath {
 
 fn from_pod_program_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
     let name = program_names::FROM_POD;
-    let program =
-        ebpf.program_mut(name).ok_or(DatapathError::Missing { what: "program", name })?;
-    program.try_into().map_err(|source| DatapathError::Program { name, source })
+    let program = ebpf.program_mut(name).ok_or(DatapathError::Missing {
+        what: "program",
+        name,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
 }

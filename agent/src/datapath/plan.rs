@@ -46,23 +46,43 @@ pub fn desired_services<'a>(
             continue;
         }
         let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
+        let Some(svc) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
         else {
             continue;
         };
-        slices_by_service.entry((ns, svc.as_str())).or_default().push(slice);
+        slices_by_service
+            .entry((ns, svc.as_str()))
+            .or_default()
+            .push(slice);
     }
 
     let mut desired = DesiredServices::new();
     for service in services {
-        let Some(cluster_ip) = cluster_ipv4(service) else { continue };
+        let Some(cluster_ip) = cluster_ipv4(service) else {
+            continue;
+        };
         let ns = service.metadata.namespace.as_deref().unwrap_or_default();
         let name = service.metadata.name.as_deref().unwrap_or_default();
-        let slices = slices_by_service.get(&(ns, name)).map(Vec::as_slice).unwrap_or_default();
-        let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let slices = slices_by_service
+            .get(&(ns, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let ports = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default();
         for port in ports {
-            let Some(proto) = protocol_number(port.protocol.as_deref()) else { continue };
-            let Ok(port_number) = u16::try_from(port.port) else { continue };
+            let Some(proto) = protocol_number(port.protocol.as_deref()) else {
+                continue;
+            };
+            let Ok(port_number) = u16::try_from(port.port) else {
+                continue;
+            };
             let key = ServiceKey::new(cluster_ip.octets(), port_number, proto);
             let port_name = port.name.as_deref().unwrap_or_default();
             desired.insert(key, backends_for_port(slices, port_name, proto));
@@ -75,8 +95,14 @@ pub fn desired_services<'a>(
 /// without one, and IPv6-only services.
 fn cluster_ipv4(service: &Service) -> Option<Ipv4Addr> {
     let spec = service.spec.as_ref()?;
-    let candidates = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.iter());
-    candidates.filter(|ip| ip.as_str() != "None").find_map(|ip| ip.parse::<Ipv4Addr>().ok())
+    let candidates = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter());
+    candidates
+        .filter(|ip| ip.as_str() != "None")
+        .find_map(|ip| ip.parse::<Ipv4Addr>().ok())
 }
 
 /// Maps a Kubernetes protocol name (default TCP) to the IP protocol number;
@@ -100,7 +126,9 @@ fn backends_for_port(slices: &[&EndpointSlice], port_name: &str, proto: u8) -> V
         }) else {
             continue;
         };
-        let Some(target_port) = port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+        let Some(target_port) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
         for endpoint in &slice.endpoints {
             let set = match readiness(endpoint) {
                 Readiness::Ready => &mut ready,
@@ -153,7 +181,14 @@ impl MapState {
     /// The complete backend list of `value`, or `None` if any index is missing.
     fn backends_of(&self, value: &ServiceValue) -> Option<Vec<Backend>> {
         (0..value.backend_count)
-            .map(|index| self.backends.get(&BackendKey { slot: value.backend_slot, index }).copied())
+            .map(|index| {
+                self.backends
+                    .get(&BackendKey {
+                        slot: value.backend_slot,
+                        index,
+                    })
+                    .copied()
+            })
             .collect()
     }
 
@@ -179,7 +214,12 @@ impl MapState {
     /// slot in use, so a freed slot is not reused right away (a packet that
     /// read the old service value a moment ago may still look it up).
     pub fn next_free_slot(&self) -> u32 {
-        let max_service = self.services.values().map(|v| v.backend_slot).max().unwrap_or(0);
+        let max_service = self
+            .services
+            .values()
+            .map(|v| v.backend_slot)
+            .max()
+            .unwrap_or(0);
         let max_backend = self.backends.keys().map(|k| k.slot).max().unwrap_or(0);
         max_service.max(max_backend).wrapping_add(1).max(1)
     }
@@ -238,9 +278,10 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
                 value
             }
         };
-        referenced.extend(
-            (0..value.backend_count).map(|index| BackendKey { slot: value.backend_slot, index }),
-        );
+        referenced.extend((0..value.backend_count).map(|index| BackendKey {
+            slot: value.backend_slot,
+            index,
+        }));
     }
     for key in current.services.keys() {
         if !desired.contains_key(key) {
@@ -253,7 +294,11 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
         .filter(|k| !referenced.contains(k))
         .map(|k| MapOp::DeleteBackend(*k));
 
-    put_backends.into_iter().chain(flips).chain(deletes).collect()
+    put_backends
+        .into_iter()
+        .chain(flips)
+        .chain(deletes)
+        .collect()
 }
 
 fn allocate_slot(next_slot: &mut u32, used: &mut BTreeSet<u32>) -> u32 {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::Metadata;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -31,10 +31,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Watches Services and EndpointSlices (all namespaces) and keeps the service
 /// and backend maps in sync, writing only the differences. Runs until a watch
 /// task stops (which only happens if it panics); API errors are retried.
-pub async fn run_service_sync(client: Client, dp: Arc<Mutex<Datapath>>) -> Result<(), DatapathError> {
+pub async fn run_service_sync(
+    client: Client,
+    dp: Arc<Mutex<Datapath>>,
+) -> Result<(), DatapathError> {
     let (tx, mut rx) = mpsc::channel(256);
-    let _services = AbortOnDrop(tokio::spawn(reflect::<Service>(client.clone(), tx.clone(), Update::Services)));
-    let _slices = AbortOnDrop(tokio::spawn(reflect::<EndpointSlice>(client, tx, Update::Slices)));
+    let _services = AbortOnDrop(tokio::spawn(reflect::<Service>(
+        client.clone(),
+        tx.clone(),
+        |e| Update::Services(Box::new(e)),
+    )));
+    let _slices = AbortOnDrop(tokio::spawn(reflect::<EndpointSlice>(client, tx, |e| {
+        Update::Slices(Box::new(e))
+    })));
 
     let mut services = Store::default();
     let mut slices = Store::default();
@@ -52,7 +61,9 @@ pub async fn run_service_sync(client: Client, dp: Arc<Mutex<Datapath>>) -> Resul
             None => rx.recv().await,
         };
         let Some(update) = update else {
-            return Err(DatapathError::WatchStopped { kind: "Service/EndpointSlice" });
+            return Err(DatapathError::WatchStopped {
+                kind: "Service/EndpointSlice",
+            });
         };
         let mut batch = vec![update];
         while let Ok(more) = rx.try_recv() {
@@ -60,8 +71,8 @@ pub async fn run_service_sync(client: Client, dp: Arc<Mutex<Datapath>>) -> Resul
         }
         for update in batch {
             match update {
-                Update::Services(e) => services.apply(e),
-                Update::Slices(e) => slices.apply(e),
+                Update::Services(e) => services.apply(*e),
+                Update::Slices(e) => slices.apply(*e),
                 Update::Retry => {}
             }
         }
@@ -98,10 +109,10 @@ fn lock(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
     dp.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One change reported by a reflector.
+/// One change reported by a reflector (boxed: the objects are large).
 enum Update {
-    Services(StoreEvent<Service>),
-    Slices(StoreEvent<EndpointSlice>),
+    Services(Box<StoreEvent<Service>>),
+    Slices(Box<StoreEvent<EndpointSlice>>),
     /// Time to retry a failed apply.
     Retry,
 }
@@ -122,7 +133,10 @@ struct Store<K> {
 
 impl<K> Default for Store<K> {
     fn default() -> Self {
-        Self { objects: BTreeMap::new(), synced: false }
+        Self {
+            objects: BTreeMap::new(),
+            synced: false,
+        }
     }
 }
 
@@ -150,7 +164,10 @@ impl<K: Metadata<Ty = ObjectMeta>> Store<K> {
 
 fn key_of<K: Metadata<Ty = ObjectMeta>>(o: &K) -> (String, String) {
     let m = o.metadata();
-    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
 }
 
 /// List, then watch from the list's revision; re-list on `Expired`; back off
@@ -176,7 +193,10 @@ where
             return;
         }
         loop {
-            let mut stream = match client.watch::<K>("", &WatchParams::default().from_version(rv.clone())).await {
+            let mut stream = match client
+                .watch::<K>("", &WatchParams::default().from_version(rv.clone()))
+                .await
+            {
                 Ok(stream) => stream,
                 Err(weir_client::Error::Expired(_)) => continue 'relist,
                 Err(error) => {
@@ -256,19 +276,41 @@ mod tests {
     }
 
     fn ips(store: &Store<Service>) -> Vec<String> {
-        store.objects().filter_map(|s| s.spec.as_ref()?.cluster_ip.clone()).collect()
+        store
+            .objects()
+            .filter_map(|s| s.spec.as_ref()?.cluster_ip.clone())
+            .collect()
     }
 
     #[test]
     fn store_applies_lists_and_events() {
         let mut store = Store::default();
-        store.apply(StoreEvent::Event(WatchEvent::Added(svc("a", "x", "10.96.0.1"))));
+        store.apply(StoreEvent::Event(WatchEvent::Added(svc(
+            "a",
+            "x",
+            "10.96.0.1",
+        ))));
         assert!(!store.synced, "events alone do not make a store synced");
-        store.apply(StoreEvent::Listed(vec![svc("a", "y", "10.96.0.2"), svc("b", "y", "10.96.0.3")]));
+        store.apply(StoreEvent::Listed(vec![
+            svc("a", "y", "10.96.0.2"),
+            svc("b", "y", "10.96.0.3"),
+        ]));
         assert!(store.synced);
-        assert_eq!(ips(&store), ["10.96.0.2", "10.96.0.3"], "a list replaces everything");
-        store.apply(StoreEvent::Event(WatchEvent::Modified(svc("a", "y", "10.96.0.9"))));
-        store.apply(StoreEvent::Event(WatchEvent::Deleted(svc("b", "y", "10.96.0.3"))));
+        assert_eq!(
+            ips(&store),
+            ["10.96.0.2", "10.96.0.3"],
+            "a list replaces everything"
+        );
+        store.apply(StoreEvent::Event(WatchEvent::Modified(svc(
+            "a",
+            "y",
+            "10.96.0.9",
+        ))));
+        store.apply(StoreEvent::Event(WatchEvent::Deleted(svc(
+            "b",
+            "y",
+            "10.96.0.3",
+        ))));
         store.apply(StoreEvent::Event(WatchEvent::Bookmark("7".into())));
         assert_eq!(ips(&store), ["10.96.0.9"]);
     }

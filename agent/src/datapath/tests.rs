@@ -32,7 +32,10 @@ impl PinDir {
     fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        Self(PathBuf::from(format!("/sys/fs/bpf/weir-test-dp-{}-{n}", std::process::id())))
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/weir-test-dp-{}-{n}",
+            std::process::id()
+        )))
     }
 }
 
@@ -48,13 +51,19 @@ impl Datapath {
         self.attached.keys().map(String::as_str)
     }
 
-    fn from_pod(&self) -> &SchedClassifier {
-        let program = self.ebpf.program(program_names::FROM_POD).expect("program in object");
+    fn pod_program(&self) -> &SchedClassifier {
+        let program = self
+            .ebpf
+            .program(program_names::FROM_POD)
+            .expect("program in object");
         program.try_into().expect("a tc program")
     }
 
     fn conntrack(&self) -> HashMap<&MapData, CtKey, CtValue> {
-        let map = self.ebpf.map(map_names::CONNTRACK).expect("conntrack map in object");
+        let map = self
+            .ebpf
+            .map(map_names::CONNTRACK)
+            .expect("conntrack map in object");
         HashMap::try_from(map).expect("a hash map")
     }
 
@@ -69,10 +78,15 @@ impl Datapath {
     /// Runs the from-pod program on `packet`: (verdict, output bytes).
     fn run(&self, packet: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; packet.len() + 256];
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(packet);
-        opts.data_out = Some(&mut out);
-        let result = self.from_pod().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let result = self
+            .pod_program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
     }
@@ -80,7 +94,10 @@ impl Datapath {
 
 fn load() -> (Datapath, PinDir) {
     let dir = PinDir::new();
-    let dp = Datapath::load(&DatapathConfig { bpffs_dir: dir.0.clone() }).expect("load datapath");
+    let dp = Datapath::load(&DatapathConfig {
+        bpffs_dir: dir.0.clone(),
+    })
+    .expect("load datapath");
     (dp, dir)
 }
 
@@ -94,10 +111,16 @@ const WEB_BACKENDS: [([u8; 4], u16); 2] = [([10, 244, 1, 5], 8080), ([10, 244, 1
 const DNS_BACKEND: ([u8; 4], u16) = ([10, 244, 1, 7], 5300);
 
 fn services() -> DesiredServices {
-    let web = WEB_BACKENDS.iter().map(|(ip, port)| Backend::new(*ip, *port)).collect();
+    let web = WEB_BACKENDS
+        .iter()
+        .map(|(ip, port)| Backend::new(*ip, *port))
+        .collect();
     BTreeMap::from([
         (ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), web),
-        (ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP), vec![Backend::new(DNS_BACKEND.0, DNS_BACKEND.1)]),
+        (
+            ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP),
+            vec![Backend::new(DNS_BACKEND.0, DNS_BACKEND.1)],
+        ),
         (ServiceKey::new(EMPTY_VIP, 80, IPPROTO_TCP), vec![]),
     ])
 }
@@ -113,7 +136,9 @@ fn csum_fold(mut sum: u32) -> u16 {
 }
 
 fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
 }
 
 fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
@@ -122,11 +147,21 @@ fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
 
 /// An Ethernet + IPv4 frame with correct checksums. `l4_csum_at` is the
 /// offset of the L4 checksum inside `l4` (None: leave it as given).
-fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, mut l4: Vec<u8>, l4_csum_at: Option<usize>) -> Vec<u8> {
+fn ipv4_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    mut l4: Vec<u8>,
+    l4_csum_at: Option<usize>,
+) -> Vec<u8> {
     if let Some(at) = l4_csum_at {
         l4[at..at + 2].copy_from_slice(&[0, 0]);
         let c = csum_fold(pseudo_sum(src, dst, proto, l4.len()) + sum16(&l4));
-        let c = if c == 0 && proto == IPPROTO_UDP { 0xffff } else { c };
+        let c = if c == 0 && proto == IPPROTO_UDP {
+            0xffff
+        } else {
+            c
+        };
         l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
     let total = (IP_HLEN + l4.len()) as u16;
@@ -191,7 +226,10 @@ fn check(frame: &[u8]) -> Seen {
         );
     }
     let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
-    Seen { src: (src, port(0)), dst: (dst, port(2)) }
+    Seen {
+        src: (src, port(0)),
+        dst: (dst, port(2)),
+    }
 }
 
 /// The bytes that NAT must not change: everything except the addresses,
@@ -199,8 +237,15 @@ fn check(frame: &[u8]) -> Seen {
 fn invariant_bytes(frame: &[u8]) -> Vec<u8> {
     let mut f = frame.to_vec();
     let l4 = ETH_HLEN + IP_HLEN;
-    let csum_at = if f[ETH_HLEN + 9] == IPPROTO_TCP { l4 + 16 } else { l4 + 6 };
-    for i in (ETH_HLEN + 10..ETH_HLEN + 20).chain(l4..l4 + 4).chain(csum_at..csum_at + 2) {
+    let csum_at = if f[ETH_HLEN + 9] == IPPROTO_TCP {
+        l4 + 16
+    } else {
+        l4 + 6
+    };
+    for i in (ETH_HLEN + 10..ETH_HLEN + 20)
+        .chain(l4..l4 + 4)
+        .chain(csum_at..csum_at + 2)
+    {
         f[i] = 0;
     }
     f
@@ -275,20 +320,48 @@ fn datapath_translates_service_connections_both_ways() {
         let seen = check(&out);
         assert_eq!(seen.src, client, "{}: source must not change", case.name);
         let backend = seen.dst;
-        assert!(case.backends.contains(&backend), "{}: {backend:?} is not a backend", case.name);
-        assert_eq!(invariant_bytes(&out), invariant_bytes(&request), "{}: other bytes changed", case.name);
+        assert!(
+            case.backends.contains(&backend),
+            "{}: {backend:?} is not a backend",
+            case.name
+        );
+        assert_eq!(
+            invariant_bytes(&out),
+            invariant_bytes(&request),
+            "{}: other bytes changed",
+            case.name
+        );
         if case.name.contains("without checksum") {
-            assert_eq!(out[ETH_HLEN + IP_HLEN + 6..ETH_HLEN + IP_HLEN + 8], [0, 0], "{}: zero UDP checksum must stay zero", case.name);
+            assert_eq!(
+                out[ETH_HLEN + IP_HLEN + 6..ETH_HLEN + IP_HLEN + 8],
+                [0, 0],
+                "{}: zero UDP checksum must stay zero",
+                case.name
+            );
         }
 
         // Conntrack: both directions recorded with the chosen backend.
         let ct = dp.conntrack();
-        let fwd = ct.get(&ct_key(client, case.vip, case.proto), 0).expect("forward conntrack entry");
+        let fwd = ct
+            .get(&ct_key(client, case.vip, case.proto), 0)
+            .expect("forward conntrack entry");
         assert_eq!(fwd.direction, CT_DIR_FORWARD, "{}", case.name);
-        assert_eq!((fwd.backend_addr, u16::from_be(fwd.backend_port)), (u32::from_ne_bytes(backend.0), backend.1));
-        assert_eq!((fwd.frontend_addr, u16::from_be(fwd.frontend_port)), (u32::from_ne_bytes(case.vip.0), case.vip.1));
-        assert!(fwd.created_ns > 0 && fwd.last_seen_ns >= fwd.created_ns, "{}: timestamps", case.name);
-        let rev = ct.get(&ct_key(backend, client, case.proto), 0).expect("reverse conntrack entry");
+        assert_eq!(
+            (fwd.backend_addr, u16::from_be(fwd.backend_port)),
+            (u32::from_ne_bytes(backend.0), backend.1)
+        );
+        assert_eq!(
+            (fwd.frontend_addr, u16::from_be(fwd.frontend_port)),
+            (u32::from_ne_bytes(case.vip.0), case.vip.1)
+        );
+        assert!(
+            fwd.created_ns > 0 && fwd.last_seen_ns >= fwd.created_ns,
+            "{}: timestamps",
+            case.name
+        );
+        let rev = ct
+            .get(&ct_key(backend, client, case.proto), 0)
+            .expect("reverse conntrack entry");
         assert_eq!(rev.direction, CT_DIR_REVERSE, "{}", case.name);
 
         // The same flow sticks to the same backend.
@@ -300,8 +373,21 @@ fn datapath_translates_service_connections_both_ways() {
         let (verdict, out) = dp.run(&reply);
         assert_eq!(verdict, TC_ACT_OK, "{}: reply verdict", case.name);
         let seen = check(&out);
-        assert_eq!(seen, Seen { src: case.vip, dst: client }, "{}: reply", case.name);
-        assert_eq!(invariant_bytes(&out), invariant_bytes(&reply), "{}: reply: other bytes changed", case.name);
+        assert_eq!(
+            seen,
+            Seen {
+                src: case.vip,
+                dst: client
+            },
+            "{}: reply",
+            case.name
+        );
+        assert_eq!(
+            invariant_bytes(&out),
+            invariant_bytes(&reply),
+            "{}: reply: other bytes changed",
+            case.name
+        );
     }
 }
 
@@ -320,9 +406,18 @@ fn datapath_leaves_other_packets_untouched() {
     let icmp = ipv4_frame(CLIENT, WEB_VIP, 1, vec![8, 0, 0, 0, 0, 1, 0, 1], None);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("TCP to a port the service does not have", tcp(CLIENT, 40003, WEB_VIP, 81, SYN)),
-        ("UDP to a TCP-only service port", udp(CLIENT, 40004, WEB_VIP, 80, true)),
-        ("TCP to an address that is no service", tcp(CLIENT, 40005, [10, 244, 1, 9], 80, SYN)),
+        (
+            "TCP to a port the service does not have",
+            tcp(CLIENT, 40003, WEB_VIP, 81, SYN),
+        ),
+        (
+            "UDP to a TCP-only service port",
+            udp(CLIENT, 40004, WEB_VIP, 80, true),
+        ),
+        (
+            "TCP to an address that is no service",
+            tcp(CLIENT, 40005, [10, 244, 1, 9], 80, SYN),
+        ),
         ("ICMP to a ClusterIP", icmp),
         ("IPv6", ipv6),
         ("IPv4 fragment to a ClusterIP", fragment),
@@ -334,8 +429,14 @@ fn datapath_leaves_other_packets_untouched() {
             p[ETH_HLEN] = 0x4f;
             p
         }),
-        ("truncated TCP header (ports but no checksum)", tcp(CLIENT, 40007, WEB_VIP, 80, SYN)[..ETH_HLEN + IP_HLEN + 10].to_vec()),
-        ("truncated UDP header", udp(CLIENT, 40008, DNS_VIP, 53, true)[..ETH_HLEN + IP_HLEN + 4].to_vec()),
+        (
+            "truncated TCP header (ports but no checksum)",
+            tcp(CLIENT, 40007, WEB_VIP, 80, SYN)[..ETH_HLEN + IP_HLEN + 10].to_vec(),
+        ),
+        (
+            "truncated UDP header",
+            udp(CLIENT, 40008, DNS_VIP, 53, true)[..ETH_HLEN + IP_HLEN + 4].to_vec(),
+        ),
         ("ARP", {
             let mut arp = vec![0xff; 6];
             arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x08, 0x06]);
@@ -349,7 +450,11 @@ fn datapath_leaves_other_packets_untouched() {
         assert_eq!(out, packet, "{name}: bytes changed");
     }
     let ct = dp.conntrack();
-    assert_eq!(ct.keys().count(), 0, "no conntrack entry for untranslated packets");
+    assert_eq!(
+        ct.keys().count(),
+        0,
+        "no conntrack entry for untranslated packets"
+    );
 }
 
 #[test]
@@ -373,29 +478,49 @@ fn datapath_backend_swap_keeps_established_connections() {
     // Replace the backend set with one new backend.
     let mut desired = services();
     let new_backend = ([10, 244, 1, 42], 9090);
-    desired.insert(ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), vec![Backend::new(new_backend.0, new_backend.1)]);
+    desired.insert(
+        ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP),
+        vec![Backend::new(new_backend.0, new_backend.1)],
+    );
     dp.seed(&desired);
     let state = dp.read_state().expect("read maps");
-    assert_eq!(state.backends.len(), 2, "old backend slots are deleted: {state:?}");
+    assert_eq!(
+        state.backends.len(),
+        2,
+        "old backend slots are deleted: {state:?}"
+    );
 
     let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, ACK));
-    assert_eq!(check(&out).dst, first, "an established connection keeps its backend");
+    assert_eq!(
+        check(&out).dst,
+        first,
+        "an established connection keeps its backend"
+    );
     let (_, out) = dp.run(&tcp(client.0, 41001, WEB_VIP, 80, SYN));
-    assert_eq!(check(&out).dst, new_backend, "a new connection uses the new set");
+    assert_eq!(
+        check(&out).dst,
+        new_backend,
+        "a new connection uses the new set"
+    );
 }
 
 #[test]
 #[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
 fn datapath_maps_survive_a_reload() {
     let dir = PinDir::new();
-    let cfg = DatapathConfig { bpffs_dir: dir.0.clone() };
+    let cfg = DatapathConfig {
+        bpffs_dir: dir.0.clone(),
+    };
     let mut dp = Datapath::load(&cfg).expect("load");
     dp.seed(&services());
     let before = dp.read_state().expect("read maps");
     drop(dp);
     let dp = Datapath::load(&cfg).expect("reload");
     assert_eq!(dp.read_state().expect("read maps"), before);
-    assert!(dir.0.join(map_names::CONNTRACK).exists(), "conntrack is pinned");
+    assert!(
+        dir.0.join(map_names::CONNTRACK).exists(),
+        "conntrack is pinned"
+    );
 }
 
 #[test]
@@ -408,7 +533,10 @@ fn datapath_attaches_to_pod_veths_idempotently() {
     let result = std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
         let ip = |args: &str| {
-            let status = std::process::Command::new("ip").args(args.split(' ')).status().expect("run ip");
+            let status = std::process::Command::new("ip")
+                .args(args.split(' '))
+                .status()
+                .expect("run ip");
             assert!(status.success(), "ip {args}");
         };
         ip("link add wrtestdp00001 type veth peer name ctdp1");
@@ -423,11 +551,14 @@ fn datapath_attaches_to_pod_veths_idempotently() {
         // What the kernel says is attached (TCX ingress of the first veth).
         let (_, programs) = SchedClassifier::query_tcx("wrtestdp00001", TcAttachType::Ingress)
             .expect("query TCX attachments");
-        let kernel_view: Vec<String> =
-            programs.iter().filter_map(|p| p.name_as_str().map(str::to_owned)).collect();
+        let kernel_view: Vec<String> = programs
+            .iter()
+            .filter_map(|p| p.name_as_str().map(str::to_owned))
+            .collect();
 
         ip("link del wrtestdp00002");
-        dp.attach_pod_interfaces().expect("attach after a veth vanished");
+        dp.attach_pod_interfaces()
+            .expect("attach after a veth vanished");
         let third: Vec<String> = dp.attached_interfaces().map(str::to_owned).collect();
         (first, second, third, kernel_view)
     })
@@ -437,5 +568,9 @@ fn datapath_attaches_to_pod_veths_idempotently() {
     assert_eq!(first, ["wrtestdp00001", "wrtestdp00002"]);
     assert_eq!(second, first, "attach is idempotent");
     assert_eq!(third, ["wrtestdp00001"], "a vanished veth is forgotten");
-    assert_eq!(kernel_view, [program_names::FROM_POD], "exactly one attachment, ours");
+    assert_eq!(
+        kernel_view,
+        [program_names::FROM_POD],
+        "exactly one attachment, ours"
+    );
 }

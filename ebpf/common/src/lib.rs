@@ -75,7 +75,12 @@ pub struct ServiceKey {
 impl ServiceKey {
     /// Builds a key from host-order values.
     pub const fn new(addr: [u8; 4], port: u16, proto: u8) -> Self {
-        Self { addr: u32::from_ne_bytes(addr), port: port.to_be(), proto, _pad: 0 }
+        Self {
+            addr: u32::from_ne_bytes(addr),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }
     }
 }
 
@@ -133,7 +138,12 @@ pub struct Backend {
 impl Backend {
     /// Builds a backend from host-order values.
     pub const fn new(addr: [u8; 4], port: u16) -> Self {
-        Self { addr: u32::from_ne_bytes(addr), port: port.to_be(), flags: 0, _pad: 0 }
+        Self {
+            addr: u32::from_ne_bytes(addr),
+            port: port.to_be(),
+            flags: 0,
+            _pad: 0,
+        }
     }
 }
 

@@ -57,9 +57,16 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<()> {
         proto: flow.proto,
         _pad: [0; 3],
     };
-    let reverse = CtValue { direction: CT_DIR_REVERSE, ..forward };
+    let reverse = CtValue {
+        direction: CT_DIR_REVERSE,
+        ..forward
+    };
     // Reverse first: once the forward entry exists, replies may arrive.
-    CONNTRACK.insert(reverse_key, reverse, u64::from(BPF_ANY)).ok()?;
-    CONNTRACK.insert(flow.ct_key(), forward, u64::from(BPF_ANY)).ok()?;
+    CONNTRACK
+        .insert(reverse_key, reverse, u64::from(BPF_ANY))
+        .ok()?;
+    CONNTRACK
+        .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
+        .ok()?;
     Some(())
 }

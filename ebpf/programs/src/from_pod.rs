@@ -36,9 +36,13 @@ pub fn weir_from_pod(ctx: TcContext) -> i32 {
 fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     if let Some(ct) = conntrack::lookup(flow) {
         let done = match ct.direction {
-            CT_DIR_FORWARD => {
-                nat::rewrite(ctx, flow, Side::Destination, ct.backend_addr, ct.backend_port)
-            }
+            CT_DIR_FORWARD => nat::rewrite(
+                ctx,
+                flow,
+                Side::Destination,
+                ct.backend_addr,
+                ct.backend_port,
+            ),
             CT_DIR_REVERSE => {
                 nat::rewrite(ctx, flow, Side::Source, ct.frontend_addr, ct.frontend_port)
             }
@@ -46,10 +50,19 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         };
         // A failed rewrite leaves a half-written packet: drop it rather than
         // deliver it with a wrong checksum or address.
-        return if done.is_some() { TC_ACT_OK } else { TC_ACT_SHOT };
+        return if done.is_some() {
+            TC_ACT_OK
+        } else {
+            TC_ACT_SHOT
+        };
     }
 
-    let key = ServiceKey { addr: flow.daddr, port: flow.dport, proto: flow.proto, _pad: 0 };
+    let key = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
     let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
         return TC_ACT_OK;
     };

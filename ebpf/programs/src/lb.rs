@@ -17,7 +17,13 @@ pub fn select_backend(svc: &ServiceValue, flow: &Flow) -> Option<Backend> {
         return None;
     }
     let index = flow_hash(flow) % svc.backend_count;
-    maps::get_copy(&maps::BACKENDS, &BackendKey { slot: svc.backend_slot, index })
+    maps::get_copy(
+        &maps::BACKENDS,
+        &BackendKey {
+            slot: svc.backend_slot,
+            index,
+        },
+    )
 }
 
 /// A cheap, well-mixed hash of the 5-tuple (murmur3's 32-bit finalizer over a

@@ -14,8 +14,7 @@ use weir_ebpf_common::{
 /// Service frontends (ClusterIP:port/proto) -> their current backend set.
 /// Written only by the agent.
 #[map(name = "WEIR_SERVICES")]
-pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
-    HashMap::pinned(SERVICES_MAX_ENTRIES, 0);
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(SERVICES_MAX_ENTRIES, 0);
 
 /// (backend set, index) -> backend address. Written only by the agent, which
 /// swaps whole sets (see `ServiceValue`).

@@ -52,12 +52,22 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr: u32, port: u16) -
         )
         .ok()?;
         if old_port != port {
-            ctx.l4_csum_replace(flow.l4_csum_off, u64::from(old_port), u64::from(port), mangled | 2)
-                .ok()?;
+            ctx.l4_csum_replace(
+                flow.l4_csum_off,
+                u64::from(old_port),
+                u64::from(port),
+                mangled | 2,
+            )
+            .ok()?;
         }
     }
-    ctx.l3_csum_replace(flow.l3_off + IP_CSUM_OFF, u64::from(old_addr), u64::from(addr), 4)
-        .ok()?;
+    ctx.l3_csum_replace(
+        flow.l3_off + IP_CSUM_OFF,
+        u64::from(old_addr),
+        u64::from(addr),
+        4,
+    )
+    .ok()?;
     write(ctx, flow.l3_off + addr_off, &addr)?;
     write(ctx, flow.l4_off + port_off, &port)?;
     Some(())

@@ -5,8 +5,10 @@ use serde_json::json;
 use super::*;
 
 fn service(ns: &str, name: &str, cluster_ip: Option<&str>, ports: &[(&str, u16, &str)]) -> Service {
-    let ports: Vec<_> =
-        ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect();
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto}))
+        .collect();
     let mut spec = json!({ "ports": ports });
     if let Some(ip) = cluster_ip {
         spec["clusterIP"] = json!(ip);
@@ -19,9 +21,17 @@ fn service(ns: &str, name: &str, cluster_ip: Option<&str>, ports: &[(&str, u16, 
 /// An endpoint: address and (ready, serving, terminating), each `None` = unset.
 type Ep<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);
 
-fn slice(ns: &str, svc: &str, family: &str, ports: &[(&str, u16, &str)], eps: &[Ep<'_>]) -> EndpointSlice {
-    let ports: Vec<_> =
-        ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect();
+fn slice(
+    ns: &str,
+    svc: &str,
+    family: &str,
+    ports: &[(&str, u16, &str)],
+    eps: &[Ep<'_>],
+) -> EndpointSlice {
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto}))
+        .collect();
     let endpoints: Vec<_> = eps
         .iter()
         .map(|(ip, ready, serving, terminating)| {
@@ -76,7 +86,10 @@ fn desired_services_table() {
             )],
             want: vec![(
                 web_key,
-                vec![Backend::new([10, 244, 1, 2], 8080), Backend::new([10, 244, 1, 3], 8080)],
+                vec![
+                    Backend::new([10, 244, 1, 2], 8080),
+                    Backend::new([10, 244, 1, 3], 8080),
+                ],
             )],
         },
         Case {
@@ -87,7 +100,11 @@ fn desired_services_table() {
                 "web",
                 "IPv4",
                 &[("http", 8080, "TCP")],
-                &[ep("10.244.1.2", READY), ep("10.244.1.3", NOT_READY), ep("10.244.1.4", TERMINATING)],
+                &[
+                    ep("10.244.1.2", READY),
+                    ep("10.244.1.3", NOT_READY),
+                    ep("10.244.1.4", TERMINATING),
+                ],
             )],
             want: vec![(web_key, vec![Backend::new([10, 244, 1, 2], 8080)])],
         },
@@ -110,7 +127,13 @@ fn desired_services_table() {
         Case {
             name: "unset conditions mean ready",
             services: vec![web()],
-            slices: vec![slice("default", "web", "IPv4", &[("http", 8080, "TCP")], &[ep("10.244.1.2", UNSET)])],
+            slices: vec![slice(
+                "default",
+                "web",
+                "IPv4",
+                &[("http", 8080, "TCP")],
+                &[ep("10.244.1.2", UNSET)],
+            )],
             want: vec![(web_key, vec![Backend::new([10, 244, 1, 2], 8080)])],
         },
         Case {
@@ -125,9 +148,13 @@ fn desired_services_table() {
                 service("default", "headless", Some("None"), &[("http", 80, "TCP")]),
                 service("default", "external", None, &[("http", 80, "TCP")]),
             ],
-            slices: vec![
-                slice("default", "headless", "IPv4", &[("http", 8080, "TCP")], &[ep("10.244.1.2", READY)]),
-            ],
+            slices: vec![slice(
+                "default",
+                "headless",
+                "IPv4",
+                &[("http", 8080, "TCP")],
+                &[ep("10.244.1.2", READY)],
+            )],
             want: vec![],
         },
         Case {
@@ -136,30 +163,76 @@ fn desired_services_table() {
                 "default",
                 "dns",
                 Some("10.96.0.53"),
-                &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("sig", 99, "SCTP")],
+                &[
+                    ("dns", 53, "UDP"),
+                    ("dns-tcp", 53, "TCP"),
+                    ("sig", 99, "SCTP"),
+                ],
             )],
             slices: vec![slice(
                 "default",
                 "dns",
                 "IPv4",
-                &[("dns-tcp", 5353, "TCP"), ("dns", 5300, "UDP"), ("sig", 99, "SCTP")],
+                &[
+                    ("dns-tcp", 5353, "TCP"),
+                    ("dns", 5300, "UDP"),
+                    ("sig", 99, "SCTP"),
+                ],
                 &[ep("10.244.1.7", READY)],
             )],
             want: vec![
-                (key([10, 96, 0, 53], 53, IPPROTO_TCP), vec![Backend::new([10, 244, 1, 7], 5353)]),
-                (key([10, 96, 0, 53], 53, IPPROTO_UDP), vec![Backend::new([10, 244, 1, 7], 5300)]),
+                (
+                    key([10, 96, 0, 53], 53, IPPROTO_TCP),
+                    vec![Backend::new([10, 244, 1, 7], 5353)],
+                ),
+                (
+                    key([10, 96, 0, 53], 53, IPPROTO_UDP),
+                    vec![Backend::new([10, 244, 1, 7], 5300)],
+                ),
             ],
         },
         Case {
             name: "unnamed ports match; slices of other namespaces and IPv6 slices are ignored; duplicates merge",
-            services: vec![service("prod", "api", Some("10.96.3.4"), &[("", 443, "TCP")])],
+            services: vec![service(
+                "prod",
+                "api",
+                Some("10.96.3.4"),
+                &[("", 443, "TCP")],
+            )],
             slices: vec![
-                slice("prod", "api", "IPv4", &[("", 8443, "TCP")], &[ep("10.244.2.2", READY)]),
-                slice("prod", "api", "IPv4", &[("", 8443, "TCP")], &[ep("10.244.2.2", READY)]),
-                slice("default", "api", "IPv4", &[("", 8443, "TCP")], &[ep("10.244.9.9", READY)]),
-                slice("prod", "api", "IPv6", &[("", 8443, "TCP")], &[ep("fd00::1", READY)]),
+                slice(
+                    "prod",
+                    "api",
+                    "IPv4",
+                    &[("", 8443, "TCP")],
+                    &[ep("10.244.2.2", READY)],
+                ),
+                slice(
+                    "prod",
+                    "api",
+                    "IPv4",
+                    &[("", 8443, "TCP")],
+                    &[ep("10.244.2.2", READY)],
+                ),
+                slice(
+                    "default",
+                    "api",
+                    "IPv4",
+                    &[("", 8443, "TCP")],
+                    &[ep("10.244.9.9", READY)],
+                ),
+                slice(
+                    "prod",
+                    "api",
+                    "IPv6",
+                    &[("", 8443, "TCP")],
+                    &[ep("fd00::1", READY)],
+                ),
             ],
-            want: vec![(key([10, 96, 3, 4], 443, IPPROTO_TCP), vec![Backend::new([10, 244, 2, 2], 8443)])],
+            want: vec![(
+                key([10, 96, 3, 4], 443, IPPROTO_TCP),
+                vec![Backend::new([10, 244, 2, 2], 8443)],
+            )],
         },
     ];
     for case in cases {
@@ -186,7 +259,8 @@ fn state(services: &[(ServiceKey, u32, &[Backend])]) -> MapState {
             },
         );
         for (index, backend) in (0u32..).zip(backends.iter()) {
-            s.backends.insert(BackendKey { slot: *slot, index }, *backend);
+            s.backends
+                .insert(BackendKey { slot: *slot, index }, *backend);
         }
     }
     s
@@ -209,7 +283,9 @@ fn diff_table() {
         want_counts: (usize, usize, usize, usize),
     }
     let mut orphaned = state(&[(a, 1, &[b(2, 80)])]);
-    orphaned.backends.insert(BackendKey { slot: 7, index: 0 }, b(9, 80));
+    orphaned
+        .backends
+        .insert(BackendKey { slot: 7, index: 0 }, b(9, 80));
     let mut torn = state(&[(a, 1, &[b(2, 80), b(3, 80)])]);
     torn.backends.remove(&BackendKey { slot: 1, index: 1 });
     let cases = vec![
@@ -268,7 +344,11 @@ fn diff_table() {
             count(|op| matches!(op, MapOp::DeleteService(..))),
             count(|op| matches!(op, MapOp::DeleteBackend(..))),
         );
-        assert_eq!(counts, case.want_counts, "case: {}: ops {ops:#?}", case.name);
+        assert_eq!(
+            counts, case.want_counts,
+            "case: {}: ops {ops:#?}",
+            case.name
+        );
 
         // Phase order: all backend puts, then service changes, then backend deletes.
         let phase = |op: &MapOp| match op {
@@ -276,7 +356,11 @@ fn diff_table() {
             MapOp::PutService(..) | MapOp::DeleteService(..) => 1,
             MapOp::DeleteBackend(..) => 2,
         };
-        assert!(ops.windows(2).all(|w| phase(&w[0]) <= phase(&w[1])), "case: {}: order", case.name);
+        assert!(
+            ops.windows(2).all(|w| phase(&w[0]) <= phase(&w[1])),
+            "case: {}: order",
+            case.name
+        );
 
         // No intermediate state shows a service with a partial backend set
         // (apart from a torn set the plan starts from).
@@ -289,14 +373,32 @@ fn diff_table() {
         }
         // The end state is the desired one, and nothing else is left.
         for (key, want) in &desired {
-            let value = s.services.get(key).unwrap_or_else(|| panic!("case: {}: {key:?} missing", case.name));
-            assert_eq!(s.backends_of(value).as_ref(), Some(want), "case: {}", case.name);
+            let value = s
+                .services
+                .get(key)
+                .unwrap_or_else(|| panic!("case: {}: {key:?} missing", case.name));
+            assert_eq!(
+                s.backends_of(value).as_ref(),
+                Some(want),
+                "case: {}",
+                case.name
+            );
         }
         assert_eq!(s.services.len(), desired.len(), "case: {}", case.name);
         let referenced: usize = s.services.values().map(|v| v.backend_count as usize).sum();
-        assert_eq!(s.backends.len(), referenced, "case: {}: stray backends", case.name);
+        assert_eq!(
+            s.backends.len(),
+            referenced,
+            "case: {}: stray backends",
+            case.name
+        );
         // Planning again from the result is a no-op.
-        assert_eq!(diff(&desired, &s, &mut next_slot), vec![], "case: {}: not idempotent", case.name);
+        assert_eq!(
+            diff(&desired, &s, &mut next_slot),
+            vec![],
+            "case: {}: not idempotent",
+            case.name
+        );
     }
 }
 
@@ -305,7 +407,9 @@ fn new_slots_never_reuse_slots_in_use_or_zero() {
     let a = key([10, 96, 0, 10], 80, IPPROTO_TCP);
     let c = key([10, 96, 0, 11], 80, IPPROTO_TCP);
     let current = state(&[(a, 1, &[b(2, 80)]), (c, 2, &[b(3, 80)])]);
-    let desired: DesiredServices = [(a, vec![b(4, 80)]), (c, vec![b(5, 80)])].into_iter().collect();
+    let desired: DesiredServices = [(a, vec![b(4, 80)]), (c, vec![b(5, 80)])]
+        .into_iter()
+        .collect();
     // A cursor that wrapped around to 0 must skip 0, 1 and 2.
     let mut next_slot = 0;
     let ops = diff(&desired, &current, &mut next_slot);
