@@ -102,7 +102,7 @@ impl weir_client::Resources for ResourcesService {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
         let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
-        let stream = watch::start(&self.registry, k, &r.namespace, filter, &r.resource_version, self.stop.clone())
+        let stream = watch::start(&self.registry, k, &r.namespace, filter, &r.resource_version, r.allow_bookmarks, self.stop.clone())
             .await
             .map_err(|e| log_err("watch", k.kind, e))?;
         Ok(Response::new(stream))

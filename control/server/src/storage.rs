@@ -64,6 +64,15 @@ pub struct Page {
     pub more: bool,
 }
 
+/// What a storage watch yields.
+#[derive(Debug)]
+pub enum WatchItem {
+    /// Changes of one revision (one transaction).
+    Changes(Vec<Change>),
+    /// Every change up to this revision has been delivered.
+    Progress(i64),
+}
+
 /// A change to one key, as seen by a watch.
 #[derive(Debug)]
 pub enum Change {
@@ -177,17 +186,33 @@ impl Storage {
 
     /// Watches keys under `prefix` from `start_revision` (inclusive), with the
     /// previous value of every changed key (so deletions carry the last state).
+    /// With `progress_every`, etcd is asked that often to confirm how far the
+    /// watch has caught up, which yields `WatchItem::Progress` (bookmarks).
     pub async fn watch(
         &self,
         prefix: &str,
         start_revision: i64,
-    ) -> Result<impl Stream<Item = Result<Vec<Change>, StorageError>> + Send + use<>, StorageError> {
+        progress_every: Option<Duration>,
+    ) -> Result<impl Stream<Item = Result<WatchItem, StorageError>> + Send + use<>, StorageError> {
         let opts = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start_revision);
         let stream = self.client.clone().watch(prefix, Some(opts)).await?;
-        Ok(futures::stream::unfold(Some(stream), move |state| async move {
-            let mut stream = state?;
+        // A period nobody waits for when progress is off.
+        let period = progress_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(futures::stream::unfold(Some((stream, ticker)), move |state| async move {
+            let (mut stream, mut ticker) = state?;
             loop {
-                let resp = match stream.message().await {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    _ = ticker.tick() => {
+                        if let Err(e) = stream.request_progress().await {
+                            return Some((Err(StorageError::Etcd(e)), None));
+                        }
+                        continue;
+                    }
+                };
+                let resp = match msg {
                     Ok(Some(r)) => r,
                     Ok(None) => return Some((Err(StorageError::WatchEnded("stream closed".into())), None)),
                     Err(e) => return Some((Err(StorageError::Etcd(e)), None)),
@@ -200,11 +225,18 @@ impl Storage {
                     };
                     return Some((Err(err), None));
                 }
-                if resp.events().is_empty() {
+                if resp.created() {
                     continue;
                 }
+                if resp.events().is_empty() {
+                    // A progress notification: everything up to this revision was sent.
+                    match resp.header().map(|h| h.revision()) {
+                        Some(rev) if rev > 0 => return Some((Ok(WatchItem::Progress(rev)), Some((stream, ticker)))),
+                        _ => continue,
+                    }
+                }
                 let changes = resp.events().iter().map(to_change).collect::<Result<Vec<_>, _>>();
-                return Some((changes, Some(stream)));
+                return Some((changes.map(WatchItem::Changes), Some((stream, ticker))));
             }
         })
         .boxed())
@@ -274,6 +306,64 @@ pub async fn run_compactor(storage: Storage, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A throwaway etcd through the real supervisor; stopped on drop of the guard.
+    async fn etcd() -> (Storage, crate::etcd_supervisor::Supervisor, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = loop {
+            let p = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+            if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let cfg = crate::etcd_supervisor::EtcdConfig {
+            binary: "/usr/bin/etcd".into(),
+            data_dir: dir.path().join("etcd"),
+            log_file: dir.path().join("etcd.log"),
+            client_port: port,
+            peer_port: port + 1,
+        };
+        let url = cfg.client_url();
+        let sup = crate::etcd_supervisor::Supervisor::spawn(cfg);
+        for _ in 0..300 {
+            if let Ok(s) = Storage::connect(std::slice::from_ref(&url)).await {
+                return (s, sup, dir);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("etcd did not start");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+    async fn txn_rules_claims_and_progress() {
+        let (s, sup, _dir) = etcd().await;
+        let claim = vec![("/registry/ranges/x/1".to_string(), b"o".to_vec())];
+        let Outcome::Committed { revision } = s.create("/registry/a/k", b"v1".to_vec(), &claim).await.unwrap() else {
+            panic!("create")
+        };
+        // Same key: fails with the current value; another key with the same claim: fails without.
+        assert!(matches!(s.create("/registry/a/k", b"v".to_vec(), &[]).await.unwrap(), Outcome::Failed { current: Some(_) }));
+        assert!(matches!(s.create("/registry/a/j", b"v".to_vec(), &claim).await.unwrap(), Outcome::Failed { current: None }));
+        assert!(matches!(s.update("/registry/a/k", b"v2".to_vec(), revision - 1, &[], &[]).await.unwrap(), Outcome::Failed { .. }));
+        let Outcome::Committed { revision: r2 } =
+            s.update("/registry/a/k", b"v2".to_vec(), revision, &[], &["/registry/ranges/x/1".into()]).await.unwrap()
+        else {
+            panic!("update")
+        };
+        assert_eq!(s.keys("/registry/ranges/x/").await.unwrap(), Vec::<String>::new(), "claim released");
+
+        let mut w = std::pin::pin!(s.watch("/registry/a/", r2, Some(Duration::from_millis(200))).await.unwrap());
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("in time").expect("item").unwrap() {
+            WatchItem::Changes(c) => assert!(matches!(&c[0], Change::Put { kv, prev: Some(p) } if kv.value == b"v2" && p.value == b"v1")),
+            other => panic!("expected the update first, got {other:?}"),
+        }
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("in time").expect("item").unwrap() {
+            WatchItem::Progress(rev) => assert!(rev >= r2),
+            other => panic!("expected progress, got {other:?}"),
+        }
+        sup.shutdown().await;
+    }
 
     #[test]
     fn prefix_end_cases() {

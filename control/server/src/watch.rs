@@ -16,10 +16,14 @@ use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::object::ApiObject;
 use crate::registry::Registry;
-use crate::storage::Change;
+use crate::storage::{Change, WatchItem};
 
 /// The stream handed to tonic.
 pub type EventStream = ReceiverStream<Result<WatchEvent, tonic::Status>>;
+
+/// How often a watch that asked for bookmarks gets one (so an idle watcher's
+/// resourceVersion stays recent and survives compaction).
+const BOOKMARK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How many events may wait for a slow client before the watch pauses.
 const BUFFER: usize = 256;
@@ -43,6 +47,7 @@ pub async fn start(
     namespace: &str,
     filter: Filter,
     resource_version: &str,
+    allow_bookmarks: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<EventStream, ApiError> {
     let ns = (kind.namespaced && !namespace.is_empty()).then_some(namespace);
@@ -59,7 +64,8 @@ pub async fn start(
         (Vec::new(), rv + 1)
     };
 
-    let changes = registry.storage().watch(&prefix, start_revision).await?;
+    let progress = allow_bookmarks.then_some(BOOKMARK_INTERVAL);
+    let changes = registry.storage().watch(&prefix, start_revision, progress).await?;
     tokio::spawn(async move {
         for obj in initial {
             let rv = obj.metadata.resource_version.clone().unwrap_or_default();
@@ -76,7 +82,13 @@ pub async fn start(
             };
             let Some(batch) = batch else { return };
             let batch = match batch {
-                Ok(b) => b,
+                Ok(WatchItem::Changes(b)) => b,
+                Ok(WatchItem::Progress(rev)) => {
+                    if send_bookmark(&tx, kind, rev).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, kind = kind.kind, "watch ended");
                     let _ = tx.send(Err(ApiError::Storage(e).into())).await;
@@ -147,6 +159,20 @@ async fn send(
         Err(e) => return tx.send(Err(e.into())).await.map_err(|_| ()),
     };
     let ev = WatchEvent { r#type: ty as i32, kind: kind.kind.to_string(), json, resource_version: rv };
+    tx.send(Ok(ev)).await.map_err(|_| ())
+}
+
+/// A BOOKMARK carries an object with only apiVersion, kind and resourceVersion.
+async fn send_bookmark(tx: &mpsc::Sender<Result<WatchEvent, tonic::Status>>, kind: &ResourceKind, rev: i64) -> Result<(), ()> {
+    let json = serde_json::json!({
+        "apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"resourceVersion": rev.to_string()}
+    });
+    let ev = WatchEvent {
+        r#type: Type::Bookmark as i32,
+        kind: kind.kind.to_string(),
+        json: json.to_string().into_bytes(),
+        resource_version: rev.to_string(),
+    };
     tx.send(Ok(ev)).await.map_err(|_| ())
 }
 
