@@ -124,16 +124,20 @@ pub async fn run(ctx: Arc<WorkerContext>, node: String, resync: Duration) {
         tokio::select! {
             event = rx.recv() => {
                 let Some(event) = event else { return };
+                let relisted = matches!(event, PodEvent::Sync(_));
                 for (uid, pod) in store.apply(event) {
                     dispatch(&ctx, &mut workers, uid, pod);
+                }
+                // After a full list the store is authoritative: clean up at once
+                // what the runtime holds for pods that no longer exist.
+                if relisted && let Err(error) = adopt_orphans(&ctx, &store, &mut workers).await {
+                    warn!(error = %error, "cannot list sandboxes to find orphans");
                 }
             }
             _ = tick.tick() => {
                 workers.retain(|_, w| !w.handle.is_finished());
-                if store.is_synced() {
-                    if let Err(error) = adopt_orphans(&ctx, &store, &mut workers).await {
-                        warn!(error = %error, "cannot list sandboxes to find orphans");
-                    }
+                if store.is_synced() && let Err(error) = adopt_orphans(&ctx, &store, &mut workers).await {
+                    warn!(error = %error, "cannot list sandboxes to find orphans");
                 }
             }
         }
