@@ -27,14 +27,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 pub enum SelectorError {
     /// The string form is malformed at `position` (a byte offset into `input`).
     #[error("unable to parse label selector {input:?} at position {position}: {message}")]
-    Syntax { input: String, position: usize, message: String },
+    Syntax {
+        input: String,
+        position: usize,
+        message: String,
+    },
     /// A key or value is not a valid label key/value.
     #[error("invalid label selector {part:?}: {message}")]
     InvalidPart { part: String, message: String },
     /// A matchExpressions entry is inconsistent (unknown operator, values where
     /// none are allowed, or none where some are required).
     #[error("invalid matchExpressions[{index}] (key {key:?}): {message}")]
-    Expression { index: usize, key: String, message: String },
+    Expression {
+        index: usize,
+        key: String,
+        message: String,
+    },
 }
 
 /// One condition on one label.
@@ -45,9 +53,15 @@ pub enum Requirement {
     /// `key!=value`: the label is absent or has another value.
     NotEquals { key: String, value: String },
     /// `key in (a,b)`: the label exists with one of these values.
-    In { key: String, values: BTreeSet<String> },
+    In {
+        key: String,
+        values: BTreeSet<String>,
+    },
     /// `key notin (a,b)`: the label is absent or has none of these values.
-    NotIn { key: String, values: BTreeSet<String> },
+    NotIn {
+        key: String,
+        values: BTreeSet<String>,
+    },
     /// `key`: the label exists.
     Exists { key: String },
     /// `!key`: the label does not exist.
@@ -73,7 +87,9 @@ impl Requirement {
             Requirement::Equals { key, value } => labels.get(key) == Some(value),
             Requirement::NotEquals { key, value } => labels.get(key) != Some(value),
             Requirement::In { key, values } => labels.get(key).is_some_and(|v| values.contains(v)),
-            Requirement::NotIn { key, values } => labels.get(key).is_none_or(|v| !values.contains(v)),
+            Requirement::NotIn { key, values } => {
+                labels.get(key).is_none_or(|v| !values.contains(v))
+            }
             Requirement::Exists { key } => labels.contains_key(key),
             Requirement::DoesNotExist { key } => !labels.contains_key(key),
         }
@@ -82,7 +98,8 @@ impl Requirement {
 
 impl fmt::Display for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let join = |v: &BTreeSet<String>| v.iter().map(String::as_str).collect::<Vec<_>>().join(",");
+        let join =
+            |v: &BTreeSet<String>| v.iter().map(String::as_str).collect::<Vec<_>>().join(",");
         match self {
             Requirement::Equals { key, value } => write!(f, "{key}={value}"),
             Requirement::NotEquals { key, value } => write!(f, "{key}!={value}"),
@@ -111,7 +128,10 @@ impl Selector {
         Self {
             requirements: labels
                 .iter()
-                .map(|(k, v)| Requirement::Equals { key: k.clone(), value: v.clone() })
+                .map(|(k, v)| Requirement::Equals {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
                 .collect(),
         }
     }
@@ -148,7 +168,10 @@ impl Selector {
         for (k, v) in ls.match_labels.iter().flatten() {
             validate_key(k)?;
             validate_value(v)?;
-            requirements.push(Requirement::Equals { key: k.clone(), value: v.clone() });
+            requirements.push(Requirement::Equals {
+                key: k.clone(),
+                value: v.clone(),
+            });
         }
         for (index, e) in ls.match_expressions.iter().flatten().enumerate() {
             let err = |message: &str| SelectorError::Expression {
@@ -169,7 +192,9 @@ impl Selector {
                 "In" => Requirement::In { key, values },
                 "NotIn" => Requirement::NotIn { key, values },
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(err("values must be empty for operators Exists and DoesNotExist"));
+                    return Err(err(
+                        "values must be empty for operators Exists and DoesNotExist",
+                    ));
                 }
                 "Exists" => Requirement::Exists { key },
                 "DoesNotExist" => Requirement::DoesNotExist { key },
@@ -207,18 +232,26 @@ impl std::str::FromStr for Selector {
 /// Checks a label key: optional DNS-subdomain prefix and `/`, then a name of
 /// at most 63 characters, alphanumeric at both ends, `-_.` inside.
 pub fn validate_key(key: &str) -> Result<(), SelectorError> {
-    let bad = |message: String| Err(SelectorError::InvalidPart { part: key.to_string(), message });
+    let bad = |message: String| {
+        Err(SelectorError::InvalidPart {
+            part: key.to_string(),
+            message,
+        })
+    };
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
     if let Some(p) = prefix {
         if p.is_empty() || p.len() > 253 {
-            return bad("the prefix before '/' must be a DNS subdomain of 1 to 253 characters".into());
+            return bad(
+                "the prefix before '/' must be a DNS subdomain of 1 to 253 characters".into(),
+            );
         }
         if !p.split('.').all(|l| {
             !l.is_empty()
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         }) {
@@ -228,7 +261,10 @@ pub fn validate_key(key: &str) -> Result<(), SelectorError> {
     if name.is_empty() {
         return bad("the name part must not be empty".into());
     }
-    check_name_chars(name).map_err(|message| SelectorError::InvalidPart { part: key.to_string(), message })
+    check_name_chars(name).map_err(|message| SelectorError::InvalidPart {
+        part: key.to_string(),
+        message,
+    })
 }
 
 /// Checks a label value: empty, or at most 63 characters, alphanumeric at both
@@ -237,12 +273,18 @@ pub fn validate_value(value: &str) -> Result<(), SelectorError> {
     if value.is_empty() {
         return Ok(());
     }
-    check_name_chars(value).map_err(|message| SelectorError::InvalidPart { part: value.to_string(), message })
+    check_name_chars(value).map_err(|message| SelectorError::InvalidPart {
+        part: value.to_string(),
+        message,
+    })
 }
 
 fn check_name_chars(s: &str) -> Result<(), String> {
     if s.len() > 63 {
-        return Err(format!("must be no more than 63 characters (has {})", s.len()));
+        return Err(format!(
+            "must be no more than 63 characters (has {})",
+            s.len()
+        ));
     }
     let ok_inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let first = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -340,7 +382,21 @@ impl<'a> Parser<'a> {
                     });
                 }
                 _ => {
-                    while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\n' | b'\r' | b'!' | b'=' | b'(' | b')' | b',' | b'<' | b'>') {
+                    while i < b.len()
+                        && !matches!(
+                            b[i],
+                            b' ' | b'\t'
+                                | b'\n'
+                                | b'\r'
+                                | b'!'
+                                | b'='
+                                | b'('
+                                | b')'
+                                | b','
+                                | b'<'
+                                | b'>'
+                        )
+                    {
                         i += 1;
                     }
                     // Splitting on ASCII bytes keeps UTF-8 boundaries intact.
@@ -350,7 +406,11 @@ impl<'a> Parser<'a> {
             toks.push((start, tok));
         }
         toks.push((input.len(), Tok::End));
-        Ok(Self { input, toks, pos: 0 })
+        Ok(Self {
+            input,
+            toks,
+            pos: 0,
+        })
     }
 
     fn peek(&self) -> &Tok {
@@ -366,7 +426,11 @@ impl<'a> Parser<'a> {
     }
 
     fn err(&self, position: usize, message: String) -> SelectorError {
-        SelectorError::Syntax { input: self.input.to_string(), position, message }
+        SelectorError::Syntax {
+            input: self.input.to_string(),
+            position,
+            message,
+        }
     }
 
     fn selector(mut self) -> Result<Selector, SelectorError> {
@@ -379,7 +443,9 @@ impl<'a> Parser<'a> {
             match self.next() {
                 (_, Tok::Comma) => continue,
                 (_, Tok::End) => break,
-                (p, t) => return Err(self.err(p, format!("expected ',' or end of input, found {t}"))),
+                (p, t) => {
+                    return Err(self.err(p, format!("expected ',' or end of input, found {t}")));
+                }
             }
         }
         Ok(Selector { requirements })
@@ -417,11 +483,20 @@ impl<'a> Parser<'a> {
             Tok::Ident(op) if op == "in" || op == "notin" => {
                 self.next();
                 let values = self.value_set()?;
-                Ok(if op == "in" { Requirement::In { key, values } } else { Requirement::NotIn { key, values } })
+                Ok(if op == "in" {
+                    Requirement::In { key, values }
+                } else {
+                    Requirement::NotIn { key, values }
+                })
             }
             t => {
                 let p = self.toks[self.pos].0;
-                Err(self.err(p, format!("expected an operator (=, ==, !=, in, notin) after key {key:?}, found {t}")))
+                Err(self.err(
+                    p,
+                    format!(
+                        "expected an operator (=, ==, !=, in, notin) after key {key:?}, found {t}"
+                    ),
+                ))
             }
         }
     }
@@ -454,12 +529,19 @@ impl<'a> Parser<'a> {
                     validate_value(&v)?;
                     values.insert(v);
                 }
-                (p, t) => return Err(self.err(p, format!("expected a value in the set, found {t}"))),
+                (p, t) => {
+                    return Err(self.err(p, format!("expected a value in the set, found {t}")));
+                }
             }
             match self.next() {
                 (_, Tok::Comma) => continue,
                 (_, Tok::Close) => break,
-                (p, t) => return Err(self.err(p, format!("expected ',' or ')' in the value set, found {t}"))),
+                (p, t) => {
+                    return Err(self.err(
+                        p,
+                        format!("expected ',' or ')' in the value set, found {t}"),
+                    ));
+                }
             }
         }
         Ok(values)
@@ -472,7 +554,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -562,18 +647,42 @@ mod tests {
     #[test]
     fn label_selector_table() {
         let ls = |ml: &[(&str, &str)], me: Vec<LabelSelectorRequirement>| LabelSelector {
-            match_labels: if ml.is_empty() { None } else { Some(labels(ml)) },
+            match_labels: if ml.is_empty() {
+                None
+            } else {
+                Some(labels(ml))
+            },
             match_expressions: if me.is_empty() { None } else { Some(me) },
         };
         // (selector, labels, expected match)
         let cases: Vec<(LabelSelector, &[(&str, &str)], bool)> = vec![
             (LabelSelector::default(), &[("a", "b")], true),
-            (ls(&[("app", "web")], vec![]), &[("app", "web"), ("x", "y")], true),
+            (
+                ls(&[("app", "web")], vec![]),
+                &[("app", "web"), ("x", "y")],
+                true,
+            ),
             (ls(&[("app", "web")], vec![]), &[("app", "db")], false),
-            (ls(&[], vec![expr("env", "In", Some(&["a", "b"]))]), &[("env", "b")], true),
-            (ls(&[], vec![expr("env", "NotIn", Some(&["a"]))]), &[("env", "a")], false),
-            (ls(&[], vec![expr("env", "Exists", None)]), &[("env", "a")], true),
-            (ls(&[], vec![expr("env", "DoesNotExist", Some(&[]))]), &[("env", "a")], false),
+            (
+                ls(&[], vec![expr("env", "In", Some(&["a", "b"]))]),
+                &[("env", "b")],
+                true,
+            ),
+            (
+                ls(&[], vec![expr("env", "NotIn", Some(&["a"]))]),
+                &[("env", "a")],
+                false,
+            ),
+            (
+                ls(&[], vec![expr("env", "Exists", None)]),
+                &[("env", "a")],
+                true,
+            ),
+            (
+                ls(&[], vec![expr("env", "DoesNotExist", Some(&[]))]),
+                &[("env", "a")],
+                false,
+            ),
             (
                 ls(&[("app", "web")], vec![expr("env", "Exists", None)]),
                 &[("app", "web")],
@@ -584,7 +693,11 @@ mod tests {
             let s = Selector::from_label_selector(&sel).unwrap();
             assert_eq!(s.matches(&labels(l)), want, "{sel:?} on {l:?}");
         }
-        assert!(Selector::from_label_selector(&LabelSelector::default()).unwrap().is_empty());
+        assert!(
+            Selector::from_label_selector(&LabelSelector::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -595,8 +708,13 @@ mod tests {
             (expr("env", "Gt", Some(&["1"])), "unknown operator"),
         ];
         for (e, frag) in cases {
-            let ls = LabelSelector { match_expressions: Some(vec![e]), ..Default::default() };
-            let err = Selector::from_label_selector(&ls).expect_err(frag).to_string();
+            let ls = LabelSelector {
+                match_expressions: Some(vec![e]),
+                ..Default::default()
+            };
+            let err = Selector::from_label_selector(&ls)
+                .expect_err(frag)
+                .to_string();
             assert!(err.contains(frag), "{err:?} lacks {frag:?}");
             assert!(err.contains("matchExpressions[0]"), "{err:?}");
         }

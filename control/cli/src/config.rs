@@ -17,27 +17,39 @@ pub struct ConfigFile {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("invalid config file {path}: {message} (expected a YAML mapping like `server: http://127.0.0.1:6443`)")]
+    #[error(
+        "invalid config file {path}: {message} (expected a YAML mapping like `server: http://127.0.0.1:6443`)"
+    )]
     Invalid { path: String, message: String },
     #[error("invalid server address {addr:?}: use http://HOST:PORT or unix:///path/to/socket")]
     BadAddress { addr: String },
 }
 
 /// Picks the server address. `config` is (path, contents) of the config file if one was found.
-pub fn resolve_server(flag: Option<&str>, env: Option<&str>, config: Option<(&str, &str)>) -> Result<String, ConfigError> {
+pub fn resolve_server(
+    flag: Option<&str>,
+    env: Option<&str>,
+    config: Option<(&str, &str)>,
+) -> Result<String, ConfigError> {
     let addr = if let Some(a) = flag.filter(|a| !a.is_empty()) {
         a.to_string()
     } else if let Some(a) = env.filter(|a| !a.is_empty()) {
         a.to_string()
     } else if let Some((path, text)) = config {
-        let cfg: ConfigFile = serde_yaml::from_str(text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_string(), message: e.to_string() })?;
+        let cfg: ConfigFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
         cfg.server
     } else {
         DEFAULT_SERVER.to_string()
     };
     // A bare host:port is what people type; accept it as http.
-    let addr = if addr.contains("://") { addr } else { format!("http://{addr}") };
+    let addr = if addr.contains("://") {
+        addr
+    } else {
+        format!("http://{addr}")
+    };
     if addr.starts_with("http://") || addr.starts_with("https://") || addr.starts_with("unix://") {
         Ok(addr)
     } else {
@@ -53,14 +65,39 @@ mod tests {
     fn precedence_table() {
         let file = Some(("/c.yaml", "server: http://10.0.0.1:1\n"));
         // (flag, env, file, expected)
-        let cases: Vec<(Option<&str>, Option<&str>, Option<(&str, &str)>, Result<&str, &str>)> = vec![
-            (Some("http://f:1"), Some("http://e:1"), file, Ok("http://f:1")),
+        let cases: Vec<(
+            Option<&str>,
+            Option<&str>,
+            Option<(&str, &str)>,
+            Result<&str, &str>,
+        )> = vec![
+            (
+                Some("http://f:1"),
+                Some("http://e:1"),
+                file,
+                Ok("http://f:1"),
+            ),
             (None, Some("http://e:1"), file, Ok("http://e:1")),
             (None, Some(""), file, Ok("http://10.0.0.1:1")),
             (None, None, None, Ok(DEFAULT_SERVER)),
-            (Some("127.0.0.1:7000"), None, None, Ok("http://127.0.0.1:7000")),
-            (Some("unix:///run/weir.sock"), None, None, Ok("unix:///run/weir.sock")),
-            (None, None, Some(("/c.yaml", "servr: x\n")), Err("invalid config file /c.yaml")),
+            (
+                Some("127.0.0.1:7000"),
+                None,
+                None,
+                Ok("http://127.0.0.1:7000"),
+            ),
+            (
+                Some("unix:///run/weir.sock"),
+                None,
+                None,
+                Ok("unix:///run/weir.sock"),
+            ),
+            (
+                None,
+                None,
+                Some(("/c.yaml", "servr: x\n")),
+                Err("invalid config file /c.yaml"),
+            ),
             (Some("ftp://x"), None, None, Err("invalid server address")),
         ];
         for (flag, env, file, want) in cases {

@@ -21,7 +21,11 @@ use weir_api::selector::Selector;
 use weir_client::{Client, DeleteParams, Error, ListParams};
 
 #[derive(Parser, Debug)]
-#[command(name = "weir", version, about = "Command-line client of a weir cluster (kubectl-like)")]
+#[command(
+    name = "weir",
+    version,
+    about = "Command-line client of a weir cluster (kubectl-like)"
+)]
 struct Cli {
     /// API server address (http://HOST:PORT or unix:///path); else $WEIR_SERVER,
     /// else the config file ($WEIR_CONFIG or ~/.weir/config.yaml).
@@ -112,36 +116,58 @@ fn plural(k: &ResourceKind) -> String {
 /// An API error in kubectl's words.
 fn server_error(e: &Error, k: &ResourceKind, name: &str) -> Failed {
     Failed(match e {
-        Error::NotFound(_) => format!("Error from server (NotFound): {} {name:?} not found", plural(k)),
-        Error::AlreadyExists(_) => format!("Error from server (AlreadyExists): {} {name:?} already exists", plural(k)),
+        Error::NotFound(_) => format!(
+            "Error from server (NotFound): {} {name:?} not found",
+            plural(k)
+        ),
+        Error::AlreadyExists(_) => format!(
+            "Error from server (AlreadyExists): {} {name:?} already exists",
+            plural(k)
+        ),
         Error::Conflict(m) => format!("Error from server (Conflict): {m}"),
         Error::Invalid(m) => format!("The {} {name:?} is invalid: {m}", k.kind),
         Error::Expired(m) => format!("Error from server (Expired): {m}"),
-        Error::Unimplemented(m) => format!("error: the server doesn't have a resource type {:?}: {m}", k.plural),
+        Error::Unimplemented(m) => format!(
+            "error: the server doesn't have a resource type {:?}: {m}",
+            k.plural
+        ),
         other => format!("error: {other}"),
     })
 }
 
 fn lookup_kind(name: &str) -> Res<&'static ResourceKind> {
-    ResourceKind::lookup(name).ok_or_else(|| Failed(format!("error: the server doesn't have a resource type {name:?}")))
+    ResourceKind::lookup(name).ok_or_else(|| {
+        Failed(format!(
+            "error: the server doesn't have a resource type {name:?}"
+        ))
+    })
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(d.as_secs()).unwrap_or(0)).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Expands -f arguments into (display name, contents) pairs.
 fn read_sources(args: &[String], recursive: bool) -> Vec<Res<(String, String)>> {
     fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {
                 if recursive {
                     walk(&p, recursive, out)?;
                 }
-            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "yaml" | "yml" | "json")) {
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+            {
                 out.push(p);
             }
         }
@@ -166,7 +192,11 @@ fn read_sources(args: &[String], recursive: bool) -> Vec<Res<(String, String)>> 
             }
             for f in files {
                 let name = f.display().to_string();
-                out.push(std::fs::read_to_string(&f).map(|s| (name.clone(), s)).map_err(|e| Failed(format!("error: {name}: {e}"))));
+                out.push(
+                    std::fs::read_to_string(&f)
+                        .map(|s| (name.clone(), s))
+                        .map_err(|e| Failed(format!("error: {name}: {e}"))),
+                );
             }
         } else {
             out.push(
@@ -181,7 +211,12 @@ fn read_sources(args: &[String], recursive: bool) -> Vec<Res<(String, String)>> 
 
 /// Parses every source completely before anything is sent; a file with any
 /// bad document contributes nothing.
-fn load_objects(cli: &Cli, files: &[String], recursive: bool, failed: &mut bool) -> Vec<(manifest::Object, String)> {
+fn load_objects(
+    cli: &Cli,
+    files: &[String],
+    recursive: bool,
+    failed: &mut bool,
+) -> Vec<(manifest::Object, String)> {
     let mut objs = Vec::new();
     for src in read_sources(files, recursive) {
         let (name, text) = match src {
@@ -192,11 +227,17 @@ fn load_objects(cli: &Cli, files: &[String], recursive: bool, failed: &mut bool)
                 continue;
             }
         };
-        let parsed = manifest::parse_stream(&text, &name).map_err(|e| format!("error: {e}")).and_then(|os| {
-            os.into_iter()
-                .map(|o| manifest::effective_namespace(&o, cli.namespace.as_deref()).map(|ns| (o, ns)).map_err(|e| format!("error: {e}")))
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let parsed = manifest::parse_stream(&text, &name)
+            .map_err(|e| format!("error: {e}"))
+            .and_then(|os| {
+                os.into_iter()
+                    .map(|o| {
+                        manifest::effective_namespace(&o, cli.namespace.as_deref())
+                            .map(|ns| (o, ns))
+                            .map_err(|e| format!("error: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
         match parsed {
             Ok(os) => objs.extend(os),
             Err(m) => {
@@ -220,16 +261,25 @@ async fn apply_one(client: &Client, obj: &manifest::Object, ns: &str) -> Res<&'s
     // One retry on a write conflict: someone changed it between our get and update.
     for attempt in 0..2 {
         let stored = match client.get_json(obj.kind.kind, ns, &obj.name).await {
-            Ok(b) => Some(
-                serde_json::from_slice::<Value>(&b).map_err(|e| Failed(format!("error: decoding {} {:?}: {e}", obj.kind.kind, obj.name)))?,
-            ),
+            Ok(b) => Some(serde_json::from_slice::<Value>(&b).map_err(|e| {
+                Failed(format!(
+                    "error: decoding {} {:?}: {e}",
+                    obj.kind.kind, obj.name
+                ))
+            })?),
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(server_error(&e, obj.kind, &obj.name)),
         };
         let r = match merge::plan(&value, stored.as_ref()) {
             merge::ApplyPlan::Unchanged => return Ok("unchanged"),
-            merge::ApplyPlan::Create(v) => client.create_json(obj.kind.kind, json_bytes(&v), false).await.map(|_| "created"),
-            merge::ApplyPlan::Update(v) => client.update_json(obj.kind.kind, json_bytes(&v), false).await.map(|_| "configured"),
+            merge::ApplyPlan::Create(v) => client
+                .create_json(obj.kind.kind, json_bytes(&v), false)
+                .await
+                .map(|_| "created"),
+            merge::ApplyPlan::Update(v) => client
+                .update_json(obj.kind.kind, json_bytes(&v), false)
+                .await
+                .map(|_| "configured"),
         };
         match r {
             Ok(verb) => return Ok(verb),
@@ -237,7 +287,10 @@ async fn apply_one(client: &Client, obj: &manifest::Object, ns: &str) -> Res<&'s
             Err(e) => return Err(server_error(&e, obj.kind, &obj.name)),
         }
     }
-    Err(Failed(format!("error: {} {:?} kept changing; try again", obj.kind.kind, obj.name)))
+    Err(Failed(format!(
+        "error: {} {:?} kept changing; try again",
+        obj.kind.kind, obj.name
+    )))
 }
 
 fn json_bytes(v: &Value) -> Vec<u8> {
@@ -261,21 +314,40 @@ async fn cmd_apply(cli: &Cli, client: &Client, files: &[String], recursive: bool
 /// Splits `deploy/web` into kind and name.
 fn split_kind_name(kind: &str, names: &[String]) -> (String, Vec<String>) {
     match kind.split_once('/') {
-        Some((k, n)) => (k.to_string(), std::iter::once(n.to_string()).chain(names.iter().cloned()).collect()),
+        Some((k, n)) => (
+            k.to_string(),
+            std::iter::once(n.to_string())
+                .chain(names.iter().cloned())
+                .collect(),
+        ),
         None => (kind.to_string(), names.to_vec()),
     }
 }
 
 fn list_namespace(cli: &Cli, k: &ResourceKind, all: bool) -> String {
-    if !k.namespaced || all { String::new() } else { cli.namespace.clone().unwrap_or_else(|| "default".into()) }
+    if !k.namespaced || all {
+        String::new()
+    } else {
+        cli.namespace.clone().unwrap_or_else(|| "default".into())
+    }
 }
 
-async fn fetch(cli: &Cli, client: &Client, k: &'static ResourceKind, names: &[String], all: bool, sel: &Selector) -> (Vec<Value>, bool) {
+async fn fetch(
+    cli: &Cli,
+    client: &Client,
+    k: &'static ResourceKind,
+    names: &[String],
+    all: bool,
+    sel: &Selector,
+) -> (Vec<Value>, bool) {
     let mut failed = false;
     let mut objs = Vec::new();
     if names.is_empty() {
         let ns = list_namespace(cli, k, all);
-        match client.list_json(k.kind, &ns, &ListParams::default().labels(sel.to_string())).await {
+        match client
+            .list_json(k.kind, &ns, &ListParams::default().labels(sel.to_string()))
+            .await
+        {
             Ok(l) => {
                 for b in &l.items {
                     match serde_json::from_slice::<Value>(b) {
@@ -294,11 +366,19 @@ async fn fetch(cli: &Cli, client: &Client, k: &'static ResourceKind, names: &[St
         }
         // The server filters too; filtering here keeps the CLI right against a server that does not.
         objs.retain(|v| {
-            let labels = v.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
+            let labels = v
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .unwrap_or_default();
             sel.matches(&labels)
         });
         objs.sort_by_key(|v| {
-            let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |p: &str| {
+                v.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             (s("/metadata/namespace"), s("/metadata/name"))
         });
     } else {
@@ -322,7 +402,15 @@ async fn fetch(cli: &Cli, client: &Client, k: &'static ResourceKind, names: &[St
     (objs, failed)
 }
 
-async fn cmd_get(cli: &Cli, client: &Client, kind: &str, names: &[String], all: bool, output: Option<Output>, selector: Option<&str>) -> bool {
+async fn cmd_get(
+    cli: &Cli,
+    client: &Client,
+    kind: &str,
+    names: &[String],
+    all: bool,
+    output: Option<Output>,
+    selector: Option<&str>,
+) -> bool {
     let sel = match Selector::parse(selector.unwrap_or_default()) {
         Ok(s) => s,
         Err(e) => {
@@ -350,7 +438,13 @@ async fn cmd_get(cli: &Cli, client: &Client, kind: &str, names: &[String], all: 
             Some(Output::Yaml) | Some(Output::Json) => all_objs.extend(objs),
             Some(Output::Name) => {
                 for v in &objs {
-                    println!("{}/{}", singular(k), v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default());
+                    println!(
+                        "{}/{}",
+                        singular(k),
+                        v.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                    );
                 }
                 printed_any |= !objs.is_empty();
             }
@@ -359,7 +453,10 @@ async fn cmd_get(cli: &Cli, client: &Client, kind: &str, names: &[String], all: 
                 if printed_any && i > 0 {
                     println!();
                 }
-                let opts = table::TableOpts { wide: output == Some(Output::Wide), all_namespaces: all && k.namespaced };
+                let opts = table::TableOpts {
+                    wide: output == Some(Output::Wide),
+                    all_namespaces: all && k.namespaced,
+                };
                 print!("{}", table::table(k.kind, &objs, opts, now()));
                 printed_any = true;
             }
@@ -380,11 +477,17 @@ async fn cmd_get(cli: &Cli, client: &Client, kind: &str, names: &[String], all: 
             print!("{text}");
         }
         _ if !printed_any && names.is_empty() && !failed => {
-            let scoped = kinds.iter().filter_map(|k| ResourceKind::lookup(k)).any(|k| k.namespaced);
+            let scoped = kinds
+                .iter()
+                .filter_map(|k| ResourceKind::lookup(k))
+                .any(|k| k.namespaced);
             if all || !scoped {
                 eprintln!("No resources found");
             } else {
-                eprintln!("No resources found in {} namespace.", cli.namespace.as_deref().unwrap_or("default"));
+                eprintln!(
+                    "No resources found in {} namespace.",
+                    cli.namespace.as_deref().unwrap_or("default")
+                );
             }
         }
         _ => {}
@@ -410,7 +513,14 @@ fn delete_params(grace_period: i64, cascade: &str) -> Res<DeleteParams> {
     })
 }
 
-async fn delete_one(client: &Client, k: &ResourceKind, ns: &str, name: &str, p: &DeleteParams, ignore_not_found: bool) -> bool {
+async fn delete_one(
+    client: &Client,
+    k: &ResourceKind,
+    ns: &str,
+    name: &str,
+    p: &DeleteParams,
+    ignore_not_found: bool,
+) -> bool {
     match client.delete_json(k.kind, ns, name, p).await {
         Ok(_) => {
             println!("{} {name:?} deleted", singular(k));
@@ -474,7 +584,11 @@ async fn cmd_delete(
         };
         let (objs, f) = fetch(cli, client, k, &[], false, &sel).await;
         ok &= !f;
-        names.extend(objs.iter().filter_map(|v| v.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)));
+        names.extend(objs.iter().filter_map(|v| {
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }));
         if objs.is_empty() && !f {
             eprintln!("No resources found");
         }
@@ -494,10 +608,22 @@ fn server_address(cli: &Cli) -> Result<String, String> {
     let path = std::env::var("WEIR_CONFIG")
         .ok()
         .map(PathBuf::from)
-        .or_else(|| std::env::var("HOME").ok().map(|h| Path::new(&h).join(".weir/config.yaml")));
-    let file = path.and_then(|p| std::fs::read_to_string(&p).ok().map(|t| (p.display().to_string(), t)));
-    config::resolve_server(cli.server.as_deref(), env.as_deref(), file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())))
-        .map_err(|e| format!("error: {e}"))
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|h| Path::new(&h).join(".weir/config.yaml"))
+        });
+    let file = path.and_then(|p| {
+        std::fs::read_to_string(&p)
+            .ok()
+            .map(|t| (p.display().to_string(), t))
+    });
+    config::resolve_server(
+        cli.server.as_deref(),
+        env.as_deref(),
+        file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+    )
+    .map_err(|e| format!("error: {e}"))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -513,20 +639,60 @@ async fn main() -> ExitCode {
     let client = match Client::connect(&addr).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("The connection to the server {addr} was refused - did you specify the right host or port? ({e})");
+            eprintln!(
+                "The connection to the server {addr} was refused - did you specify the right host or port? ({e})"
+            );
             return ExitCode::FAILURE;
         }
     };
     let ok = match &cli.cmd {
         Cmd::Apply { files, recursive } => cmd_apply(&cli, &client, files, *recursive).await,
-        Cmd::Get { kind, names, all_namespaces, output, selector } => {
-            cmd_get(&cli, &client, kind, names, *all_namespaces, *output, selector.as_deref()).await
+        Cmd::Get {
+            kind,
+            names,
+            all_namespaces,
+            output,
+            selector,
+        } => {
+            cmd_get(
+                &cli,
+                &client,
+                kind,
+                names,
+                *all_namespaces,
+                *output,
+                selector.as_deref(),
+            )
+            .await
         }
-        Cmd::Delete { kind, names, files, selector, grace_period, cascade, ignore_not_found } => {
-            cmd_delete(&cli, &client, kind.as_deref(), names, files, selector.as_deref(), *grace_period, cascade, *ignore_not_found).await
+        Cmd::Delete {
+            kind,
+            names,
+            files,
+            selector,
+            grace_period,
+            cascade,
+            ignore_not_found,
+        } => {
+            cmd_delete(
+                &cli,
+                &client,
+                kind.as_deref(),
+                names,
+                files,
+                selector.as_deref(),
+                *grace_period,
+                cascade,
+                *ignore_not_found,
+            )
+            .await
         }
     };
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]
@@ -537,34 +703,94 @@ mod tests {
     fn resource_names_like_kubectl() {
         let d = ResourceKind::by_kind("Deployment").unwrap();
         let s = ResourceKind::by_kind("Service").unwrap();
-        assert_eq!((singular(d), plural(d)), ("deployment.apps".to_string(), "deployments.apps".to_string()));
-        assert_eq!((singular(s), plural(s)), ("service".to_string(), "services".to_string()));
-        let e = server_error(&Error::NotFound("whatever".into()), ResourceKind::by_kind("Pod").unwrap(), "x");
+        assert_eq!(
+            (singular(d), plural(d)),
+            (
+                "deployment.apps".to_string(),
+                "deployments.apps".to_string()
+            )
+        );
+        assert_eq!(
+            (singular(s), plural(s)),
+            ("service".to_string(), "services".to_string())
+        );
+        let e = server_error(
+            &Error::NotFound("whatever".into()),
+            ResourceKind::by_kind("Pod").unwrap(),
+            "x",
+        );
         assert_eq!(e.0, "Error from server (NotFound): pods \"x\" not found");
     }
 
     #[test]
     fn kind_name_forms() {
-        assert_eq!(split_kind_name("deploy/web", &[]), ("deploy".to_string(), vec!["web".to_string()]));
-        assert_eq!(split_kind_name("pods", &["a".into()]), ("pods".to_string(), vec!["a".to_string()]));
+        assert_eq!(
+            split_kind_name("deploy/web", &[]),
+            ("deploy".to_string(), vec!["web".to_string()])
+        );
+        assert_eq!(
+            split_kind_name("pods", &["a".into()]),
+            ("pods".to_string(), vec!["a".to_string()])
+        );
     }
 
     #[test]
     fn cascade_table() {
-        let cases = [("background", Some("Background")), ("true", Some("Background")), ("Foreground", Some("Foreground")), ("orphan", Some("Orphan")), ("false", Some("Orphan")), ("x", None)];
+        let cases = [
+            ("background", Some("Background")),
+            ("true", Some("Background")),
+            ("Foreground", Some("Foreground")),
+            ("orphan", Some("Orphan")),
+            ("false", Some("Orphan")),
+            ("x", None),
+        ];
         for (c, want) in cases {
-            assert_eq!(delete_params(-1, c).ok().map(|p| p.propagation_policy), want.map(str::to_string), "{c}");
+            assert_eq!(
+                delete_params(-1, c).ok().map(|p| p.propagation_policy),
+                want.map(str::to_string),
+                "{c}"
+            );
         }
-        assert_eq!(delete_params(0, "background").ok().and_then(|p| p.grace_period_seconds), Some(0));
-        assert_eq!(delete_params(-1, "background").ok().and_then(|p| p.grace_period_seconds), None);
+        assert_eq!(
+            delete_params(0, "background")
+                .ok()
+                .and_then(|p| p.grace_period_seconds),
+            Some(0)
+        );
+        assert_eq!(
+            delete_params(-1, "background")
+                .ok()
+                .and_then(|p| p.grace_period_seconds),
+            None
+        );
     }
 
     #[test]
     fn cli_parses() {
-        let c = Cli::try_parse_from(["weir", "get", "pods", "-A", "-o", "wide", "-l", "app=web"]).expect("parses");
-        assert!(matches!(c.cmd, Cmd::Get { all_namespaces: true, output: Some(Output::Wide), .. }));
-        let c = Cli::try_parse_from(["weir", "delete", "pod", "x", "--grace-period=0", "-n", "prod"]).expect("parses");
+        let c = Cli::try_parse_from(["weir", "get", "pods", "-A", "-o", "wide", "-l", "app=web"])
+            .expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Get {
+                all_namespaces: true,
+                output: Some(Output::Wide),
+                ..
+            }
+        ));
+        let c = Cli::try_parse_from([
+            "weir",
+            "delete",
+            "pod",
+            "x",
+            "--grace-period=0",
+            "-n",
+            "prod",
+        ])
+        .expect("parses");
         assert_eq!(c.namespace.as_deref(), Some("prod"));
-        assert!(Cli::try_parse_from(["weir", "apply"]).is_err(), "-f is required");
+        assert!(
+            Cli::try_parse_from(["weir", "apply"]).is_err(),
+            "-f is required"
+        );
     }
 }

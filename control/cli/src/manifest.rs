@@ -20,14 +20,30 @@ pub struct RawDoc {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
     #[error("error parsing {source_name}: document {index} (line {line}): {message}")]
-    Yaml { source_name: String, index: usize, line: usize, message: String },
+    Yaml {
+        source_name: String,
+        index: usize,
+        line: usize,
+        message: String,
+    },
     #[error("error validating {source_name}: document {index} (line {line}): {message}")]
-    Shape { source_name: String, index: usize, line: usize, message: String },
+    Shape {
+        source_name: String,
+        index: usize,
+        line: usize,
+        message: String,
+    },
     #[error(
         "resource mapping not found for name: {name:?} namespace: {namespace:?} from {source_name:?}: \
          no matches for kind {kind:?} in version {api_version:?}\nensure CRDs are installed first"
     )]
-    UnknownKind { name: String, namespace: String, source_name: String, kind: String, api_version: String },
+    UnknownKind {
+        name: String,
+        namespace: String,
+        source_name: String,
+        kind: String,
+        api_version: String,
+    },
 }
 
 /// Whether `line` separates documents (`---`, optionally followed by a comment or content).
@@ -51,7 +67,11 @@ pub fn split_documents(stream: &str) -> Vec<RawDoc> {
     let mut start = 1;
     let push = |text: &mut String, first_line: usize, docs: &mut Vec<RawDoc>| {
         if !is_blank(text) {
-            docs.push(RawDoc { index: docs.len(), first_line, text: std::mem::take(text) });
+            docs.push(RawDoc {
+                index: docs.len(),
+                first_line,
+                text: std::mem::take(text),
+            });
         } else {
             text.clear();
         }
@@ -60,7 +80,11 @@ pub fn split_documents(stream: &str) -> Vec<RawDoc> {
         if is_separator(line) {
             push(&mut cur, start, &mut docs);
             // Content after "--- " on the same line belongs to the new document.
-            let rest = line.trim_end().strip_prefix("---").unwrap_or_default().trim_start();
+            let rest = line
+                .trim_end()
+                .strip_prefix("---")
+                .unwrap_or_default()
+                .trim_start();
             start = i + 1;
             if !rest.is_empty() && !rest.starts_with('#') {
                 cur.push_str(rest);
@@ -97,10 +121,17 @@ pub fn parse_stream(stream: &str, source_name: &str) -> Result<Vec<Object>, Mani
         let value: Value = serde_yaml::from_str(&doc.text).map_err(|e| ManifestError::Yaml {
             source_name: source_name.to_string(),
             index: doc.index,
-            line: doc.first_line + e.location().map(|l| l.line().saturating_sub(1)).unwrap_or(0),
+            line: doc.first_line
+                + e.location()
+                    .map(|l| l.line().saturating_sub(1))
+                    .unwrap_or(0),
             // serde_yaml's own "at line N column M" is relative to the document; our line is absolute.
             message: match e.location() {
-                Some(l) => e.to_string().replacen(&format!(" at line {} column {}", l.line(), l.column()), &format!(" (column {})", l.column()), 1),
+                Some(l) => e.to_string().replacen(
+                    &format!(" at line {} column {}", l.line(), l.column()),
+                    &format!(" (column {})", l.column()),
+                    1,
+                ),
                 None => e.to_string(),
             },
         })?;
@@ -114,27 +145,39 @@ pub fn parse_stream(stream: &str, source_name: &str) -> Result<Vec<Object>, Mani
             continue;
         }
         let Some(obj) = value.as_object() else {
-            return Err(shape("a document must be a mapping with apiVersion, kind and metadata".into()));
+            return Err(shape(
+                "a document must be a mapping with apiVersion, kind and metadata".into(),
+            ));
         };
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        let api_version = text(obj.get("apiVersion")).ok_or_else(|| shape("apiVersion not set".into()))?;
+        let api_version =
+            text(obj.get("apiVersion")).ok_or_else(|| shape("apiVersion not set".into()))?;
         let kind_name = text(obj.get("kind")).ok_or_else(|| shape("kind not set".into()))?;
         let meta = obj.get("metadata");
         let name = text(meta.and_then(|m| m.get("name"))).unwrap_or_default();
         if name.is_empty() {
-            return Err(shape(format!("{kind_name}: metadata.name: Required value: name is required")));
+            return Err(shape(format!(
+                "{kind_name}: metadata.name: Required value: name is required"
+            )));
         }
         let namespace = text(meta.and_then(|m| m.get("namespace"))).filter(|n| !n.is_empty());
-        let kind = ResourceKind::by_kind(&kind_name).filter(|k| k.api_version == api_version).ok_or_else(|| {
-            ManifestError::UnknownKind {
+        let kind = ResourceKind::by_kind(&kind_name)
+            .filter(|k| k.api_version == api_version)
+            .ok_or_else(|| ManifestError::UnknownKind {
                 name: name.clone(),
                 namespace: namespace.clone().unwrap_or_default(),
                 source_name: source_name.to_string(),
                 kind: kind_name.clone(),
                 api_version: api_version.clone(),
-            }
-        })?;
-        out.push(Object { index: doc.index, line: doc.first_line, kind, name, namespace, value });
+            })?;
+        out.push(Object {
+            index: doc.index,
+            line: doc.first_line,
+            kind,
+            name,
+            namespace,
+            value,
+        });
     }
     Ok(out)
 }
@@ -169,29 +212,65 @@ mod tests {
             ("a: 1\n", &[(1, "a: 1\n")]),
             ("---\na: 1\n", &[(2, "a: 1\n")]),
             ("a: 1\n---\nb: 2\n", &[(1, "a: 1\n"), (3, "b: 2\n")]),
-            ("a: 1\n---\n---\n# only a comment\n---\nb: 2\n", &[(1, "a: 1\n"), (6, "b: 2\n")]),
-            ("a: 1\n--- # comment\nb: 2\n", &[(1, "a: 1\n"), (3, "b: 2\n")]),
-            ("a: |\n  x\n  ---not a separator\n", &[(1, "a: |\n  x\n  ---not a separator\n")]),
-            ("a: 1\n---   \nb: 2\n...\n", &[(1, "a: 1\n"), (3, "b: 2\n...\n")]),
+            (
+                "a: 1\n---\n---\n# only a comment\n---\nb: 2\n",
+                &[(1, "a: 1\n"), (6, "b: 2\n")],
+            ),
+            (
+                "a: 1\n--- # comment\nb: 2\n",
+                &[(1, "a: 1\n"), (3, "b: 2\n")],
+            ),
+            (
+                "a: |\n  x\n  ---not a separator\n",
+                &[(1, "a: |\n  x\n  ---not a separator\n")],
+            ),
+            (
+                "a: 1\n---   \nb: 2\n...\n",
+                &[(1, "a: 1\n"), (3, "b: 2\n...\n")],
+            ),
         ];
         for (stream, want) in cases {
-            let got: Vec<(usize, String)> = split_documents(stream).into_iter().map(|d| (d.first_line, d.text)).collect();
-            let want: Vec<(usize, String)> = want.iter().map(|(l, t)| (*l, t.to_string())).collect();
+            let got: Vec<(usize, String)> = split_documents(stream)
+                .into_iter()
+                .map(|d| (d.first_line, d.text))
+                .collect();
+            let want: Vec<(usize, String)> =
+                want.iter().map(|(l, t)| (*l, t.to_string())).collect();
             assert_eq!(got, want, "{stream:?}");
         }
-        let idx: Vec<usize> = split_documents("a: 1\n---\n---\nb: 2\n").iter().map(|d| d.index).collect();
+        let idx: Vec<usize> = split_documents("a: 1\n---\n---\nb: 2\n")
+            .iter()
+            .map(|d| d.index)
+            .collect();
         assert_eq!(idx, vec![0, 1], "empty documents take no index");
     }
 
-    const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n";
+    const DEPLOY: &str =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n";
 
     #[test]
     fn parses_objects() {
-        let s = format!("{DEPLOY}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: prod\n");
+        let s = format!(
+            "{DEPLOY}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: prod\n"
+        );
         let objs = parse_stream(&s, "f.yaml").expect("valid");
         assert_eq!(objs.len(), 2);
-        assert_eq!((objs[0].kind.kind, objs[0].name.as_str(), objs[0].namespace.as_deref()), ("Deployment", "web", None));
-        assert_eq!((objs[1].kind.kind, objs[1].namespace.as_deref(), objs[1].line), ("Service", Some("prod"), 8));
+        assert_eq!(
+            (
+                objs[0].kind.kind,
+                objs[0].name.as_str(),
+                objs[0].namespace.as_deref()
+            ),
+            ("Deployment", "web", None)
+        );
+        assert_eq!(
+            (
+                objs[1].kind.kind,
+                objs[1].namespace.as_deref(),
+                objs[1].line
+            ),
+            ("Service", Some("prod"), 8)
+        );
         assert_eq!(objs[0].value["spec"]["replicas"], 3);
     }
 
@@ -199,19 +278,36 @@ mod tests {
     fn errors_table() {
         // (stream, fragment the message must contain)
         let cases = [
-            (format!("{DEPLOY}---\nkind: [unclosed\n"), "error parsing f.yaml: document 1 (line 9)"),
-            (format!("{DEPLOY}---\na: 1\nb: c: d\n"), "document 1 (line 9)"),
+            (
+                format!("{DEPLOY}---\nkind: [unclosed\n"),
+                "error parsing f.yaml: document 1 (line 9)",
+            ),
+            (
+                format!("{DEPLOY}---\na: 1\nb: c: d\n"),
+                "document 1 (line 9)",
+            ),
             ("- 1\n- 2\n".to_string(), "must be a mapping"),
-            ("kind: Pod\nmetadata: {name: x}\n".to_string(), "apiVersion not set"),
-            ("apiVersion: v1\nkind: Pod\nmetadata: {}\n".to_string(), "name is required"),
+            (
+                "kind: Pod\nmetadata: {name: x}\n".to_string(),
+                "apiVersion not set",
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {}\n".to_string(),
+                "name is required",
+            ),
             (
                 "apiVersion: v1\nkind: Frob\nmetadata: {name: x}\n".to_string(),
                 "resource mapping not found for name: \"x\" namespace: \"\" from \"f.yaml\": no matches for kind \"Frob\" in version \"v1\"",
             ),
-            ("apiVersion: v1\nkind: Deployment\nmetadata: {name: x}\n".to_string(), "no matches for kind \"Deployment\" in version \"v1\""),
+            (
+                "apiVersion: v1\nkind: Deployment\nmetadata: {name: x}\n".to_string(),
+                "no matches for kind \"Deployment\" in version \"v1\"",
+            ),
         ];
         for (stream, frag) in cases {
-            let e = parse_stream(&stream, "f.yaml").expect_err(&stream).to_string();
+            let e = parse_stream(&stream, "f.yaml")
+                .expect_err(&stream)
+                .to_string();
             assert!(e.contains(frag), "{stream:?}: {e:?} lacks {frag:?}");
         }
     }

@@ -23,10 +23,15 @@ pub enum ApplyPlan {
 pub fn with_last_applied(manifest: &Value) -> Value {
     let mut clean = manifest.clone();
     // The annotation never contains itself.
-    if let Some(a) = clean.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+    if let Some(a) = clean
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
         a.remove(LAST_APPLIED);
         if a.is_empty()
-            && let Some(m) = clean.pointer_mut("/metadata").and_then(Value::as_object_mut)
+            && let Some(m) = clean
+                .pointer_mut("/metadata")
+                .and_then(Value::as_object_mut)
         {
             m.remove("annotations");
         }
@@ -34,7 +39,9 @@ pub fn with_last_applied(manifest: &Value) -> Value {
     let text = serde_json::to_string(&clean).unwrap_or_default();
     let mut out = clean;
     if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-        let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+        let ann = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Some(a) = ann.as_object_mut() {
             a.insert(LAST_APPLIED.into(), Value::String(text));
         }
@@ -45,9 +52,21 @@ pub fn with_last_applied(manifest: &Value) -> Value {
 /// Decides create / update / unchanged for `manifest` given the stored object.
 pub fn plan(manifest: &Value, stored: Option<&Value>) -> ApplyPlan {
     let desired = with_last_applied(manifest);
-    let Some(stored) = stored else { return ApplyPlan::Create(desired) };
-    let new_text = desired.pointer(&format!("/metadata/annotations/{}", LAST_APPLIED.replace('/', "~1"))).cloned();
-    let old_text = stored.pointer(&format!("/metadata/annotations/{}", LAST_APPLIED.replace('/', "~1"))).cloned();
+    let Some(stored) = stored else {
+        return ApplyPlan::Create(desired);
+    };
+    let new_text = desired
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            LAST_APPLIED.replace('/', "~1")
+        ))
+        .cloned();
+    let old_text = stored
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            LAST_APPLIED.replace('/', "~1")
+        ))
+        .cloned();
     if new_text.is_some() && new_text == old_text {
         return ApplyPlan::Unchanged;
     }
@@ -62,7 +81,10 @@ pub fn plan(manifest: &Value, stored: Option<&Value>) -> ApplyPlan {
     if let (Some(m), Some(s)) = (merged.as_object_mut(), stored.get("status")) {
         m.insert("status".into(), s.clone());
     }
-    if let (Some(m), Some(rv)) = (merged.get_mut("metadata").and_then(Value::as_object_mut), stored.pointer("/metadata/resourceVersion")) {
+    if let (Some(m), Some(rv)) = (
+        merged.get_mut("metadata").and_then(Value::as_object_mut),
+        stored.pointer("/metadata/resourceVersion"),
+    ) {
         m.insert("resourceVersion".into(), rv.clone());
     }
     ApplyPlan::Update(merged)
@@ -102,11 +124,36 @@ mod tests {
     fn merge3_table() {
         // (stored, last applied, new manifest, expected)
         let cases = [
-            (json!({"a": 1, "s": 9}), json!({"a": 1}), json!({"a": 2}), json!({"a": 2, "s": 9})),
-            (json!({"a": 1, "b": 2}), json!({"a": 1, "b": 2}), json!({"a": 1}), json!({"a": 1})),
-            (json!({"spec": {"x": 1, "clusterIP": "10.96.0.5"}}), json!({"spec": {"x": 1}}), json!({"spec": {"x": 2}}), json!({"spec": {"x": 2, "clusterIP": "10.96.0.5"}})),
-            (json!({"l": [1, 2, 3]}), json!({"l": [1, 2, 3]}), json!({"l": [4]}), json!({"l": [4]})),
-            (json!({"m": {"a": 1, "b": 2}}), json!({"m": {"a": 1, "b": 2}}), json!({"m": {"a": 1}}), json!({"m": {"a": 1}})),
+            (
+                json!({"a": 1, "s": 9}),
+                json!({"a": 1}),
+                json!({"a": 2}),
+                json!({"a": 2, "s": 9}),
+            ),
+            (
+                json!({"a": 1, "b": 2}),
+                json!({"a": 1, "b": 2}),
+                json!({"a": 1}),
+                json!({"a": 1}),
+            ),
+            (
+                json!({"spec": {"x": 1, "clusterIP": "10.96.0.5"}}),
+                json!({"spec": {"x": 1}}),
+                json!({"spec": {"x": 2}}),
+                json!({"spec": {"x": 2, "clusterIP": "10.96.0.5"}}),
+            ),
+            (
+                json!({"l": [1, 2, 3]}),
+                json!({"l": [1, 2, 3]}),
+                json!({"l": [4]}),
+                json!({"l": [4]}),
+            ),
+            (
+                json!({"m": {"a": 1, "b": 2}}),
+                json!({"m": {"a": 1, "b": 2}}),
+                json!({"m": {"a": 1}}),
+                json!({"m": {"a": 1}}),
+            ),
         ];
         for (stored, last, new, want) in cases {
             let mut t = stored.clone();
@@ -120,8 +167,13 @@ mod tests {
         let m1 = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
         let m2 = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 81}]}});
         // Create: the manifest plus its own last-applied annotation.
-        let ApplyPlan::Create(created) = plan(&m1, None) else { panic!("create") };
-        let ann = created.pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration").and_then(Value::as_str).unwrap();
+        let ApplyPlan::Create(created) = plan(&m1, None) else {
+            panic!("create")
+        };
+        let ann = created
+            .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+            .and_then(Value::as_str)
+            .unwrap();
         assert_eq!(serde_json::from_str::<Value>(ann).unwrap(), m1);
         // What the server stored: defaults, allocations, status, resourceVersion.
         let mut stored = created.clone();
@@ -130,15 +182,23 @@ mod tests {
         stored["metadata"]["uid"] = json!("u1");
         stored["status"] = json!({"loadBalancer": {}});
         assert_eq!(plan(&m1, Some(&stored)), ApplyPlan::Unchanged);
-        let ApplyPlan::Update(u) = plan(&m2, Some(&stored)) else { panic!("update") };
+        let ApplyPlan::Update(u) = plan(&m2, Some(&stored)) else {
+            panic!("update")
+        };
         assert_eq!(u["spec"]["ports"], json!([{"port": 81}]));
-        assert_eq!(u["spec"]["clusterIP"], "10.96.0.7", "server-set fields survive");
+        assert_eq!(
+            u["spec"]["clusterIP"], "10.96.0.7",
+            "server-set fields survive"
+        );
         assert_eq!(u["metadata"]["resourceVersion"], "42");
         assert_eq!(u["metadata"]["uid"], "u1");
         assert_eq!(u["status"], json!({"loadBalancer": {}}));
         // An object created by something else (no annotation) is updated, not "unchanged".
         let mut foreign = stored.clone();
-        foreign["metadata"].as_object_mut().unwrap().remove("annotations");
+        foreign["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
         assert!(matches!(plan(&m1, Some(&foreign)), ApplyPlan::Update(_)));
     }
 }

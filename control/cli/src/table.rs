@@ -49,23 +49,39 @@ pub fn human_age(secs: i64) -> String {
         format!("{s}s")
     } else if m < 10 {
         let rs = s % 60;
-        if rs == 0 { format!("{m}m") } else { format!("{m}m{rs}s") }
+        if rs == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rs}s")
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
         let rm = m % 60;
-        if rm == 0 { format!("{h}h") } else { format!("{h}h{rm}m") }
+        if rm == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rm}m")
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
         let rh = h % 24;
-        if rh == 0 { format!("{d}d") } else { format!("{d}d{rh}h") }
+        if rh == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{rh}h")
+        }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else {
         let y = d / 365;
         let rd = d % 365;
-        if y < 8 && rd != 0 { format!("{y}y{rd}d") } else { format!("{y}y") }
+        if y < 8 && rd != 0 {
+            format!("{y}y{rd}d")
+        } else {
+            format!("{y}y")
+        }
     }
 }
 
@@ -89,20 +105,51 @@ fn selector_text(sel: Option<&LabelSelector>) -> String {
 fn containers_and_images(spec: Option<&PodSpec>) -> (String, String) {
     let cs = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
     (
-        cs.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(","),
-        cs.iter().map(|c| c.image.clone().unwrap_or_default()).collect::<Vec<_>>().join(","),
+        cs.iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(","),
+        cs.iter()
+            .map(|c| c.image.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(","),
     )
 }
 
 fn headers_for(kind: &str, wide: bool) -> Vec<&'static str> {
     let (base, extra): (&[&str], &[&str]) = match kind {
-        "Pod" => (&["NAME", "READY", "STATUS", "RESTARTS", "AGE"], &["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]),
-        "Service" => (&["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], &["SELECTOR"]),
-        "Deployment" => (&["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], &["CONTAINERS", "IMAGES", "SELECTOR"]),
-        "ReplicaSet" => (&["NAME", "DESIRED", "CURRENT", "READY", "AGE"], &["CONTAINERS", "IMAGES", "SELECTOR"]),
+        "Pod" => (
+            &["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+            &["IP", "NODE", "NOMINATED NODE", "READINESS GATES"],
+        ),
+        "Service" => (
+            &[
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ],
+            &["SELECTOR"],
+        ),
+        "Deployment" => (
+            &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+            &["CONTAINERS", "IMAGES", "SELECTOR"],
+        ),
+        "ReplicaSet" => (
+            &["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+            &["CONTAINERS", "IMAGES", "SELECTOR"],
+        ),
         "Node" => (
             &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
-            &["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
+            &[
+                "INTERNAL-IP",
+                "EXTERNAL-IP",
+                "OS-IMAGE",
+                "KERNEL-VERSION",
+                "CONTAINER-RUNTIME",
+            ],
         ),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
@@ -125,13 +172,24 @@ pub fn pod_status(p: &Pod) -> String {
         return "Terminating".into();
     }
     let st = p.status.clone().unwrap_or_default();
-    let mut reason = st.reason.clone().or(st.phase.clone()).unwrap_or_else(|| "Pending".into());
+    let mut reason = st
+        .reason
+        .clone()
+        .or(st.phase.clone())
+        .unwrap_or_else(|| "Pending".into());
     for cs in st.container_statuses.iter().flatten() {
         let state = cs.state.clone().unwrap_or_default();
-        if let Some(r) = state.waiting.and_then(|w| w.reason).filter(|r| !r.is_empty()) {
+        if let Some(r) = state
+            .waiting
+            .and_then(|w| w.reason)
+            .filter(|r| !r.is_empty())
+        {
             reason = r;
         } else if let Some(t) = state.terminated {
-            reason = t.reason.filter(|r| !r.is_empty()).unwrap_or_else(|| format!("ExitCode:{}", t.exit_code));
+            reason = t
+                .reason
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| format!("ExitCode:{}", t.exit_code));
         }
     }
     reason
@@ -140,8 +198,18 @@ pub fn pod_status(p: &Pod) -> String {
 fn pod_row(p: &Pod, wide: bool, now: Timestamp) -> Vec<String> {
     let st = p.status.clone().unwrap_or_default();
     let total = p.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
-    let ready = st.container_statuses.iter().flatten().filter(|c| c.ready).count();
-    let restarts: i32 = st.container_statuses.iter().flatten().map(|c| c.restart_count).sum();
+    let ready = st
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| c.ready)
+        .count();
+    let restarts: i32 = st
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .sum();
     let mut r = vec![
         p.metadata.name.clone().unwrap_or_default(),
         format!("{ready}/{total}"),
@@ -151,7 +219,12 @@ fn pod_row(p: &Pod, wide: bool, now: Timestamp) -> Vec<String> {
     ];
     if wide {
         r.push(or_none(st.pod_ip.unwrap_or_default()));
-        r.push(or_none(p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()));
+        r.push(or_none(
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+        ));
         r.push(or_none(st.nominated_node_name.unwrap_or_default()));
         r.push("<none>".into());
     }
@@ -166,7 +239,11 @@ fn service_row(s: &Service, wide: bool, now: Timestamp) -> Vec<String> {
         .as_ref()
         .and_then(|st| st.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
-        .map(|i| i.iter().filter_map(|i| i.ip.clone().or(i.hostname.clone())).collect())
+        .map(|i| {
+            i.iter()
+                .filter_map(|i| i.ip.clone().or(i.hostname.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     external.extend(spec.external_ips.clone().unwrap_or_default());
     let external = if !external.is_empty() {
@@ -200,7 +277,10 @@ fn service_row(s: &Service, wide: bool, now: Timestamp) -> Vec<String> {
         age(&s.metadata, now),
     ];
     if wide {
-        let sel = spec.selector.map(|m| weir_api::selector::Selector::from_map(&m).to_string()).unwrap_or_default();
+        let sel = spec
+            .selector
+            .map(|m| weir_api::selector::Selector::from_map(&m).to_string())
+            .unwrap_or_default();
         r.push(or_none(sel));
     }
     r
@@ -211,7 +291,11 @@ fn deployment_row(d: &Deployment, wide: bool, now: Timestamp) -> Vec<String> {
     let st = d.status.clone().unwrap_or_default();
     let mut r = vec![
         d.metadata.name.clone().unwrap_or_default(),
-        format!("{}/{}", st.ready_replicas.unwrap_or(0), spec.replicas.unwrap_or(1)),
+        format!(
+            "{}/{}",
+            st.ready_replicas.unwrap_or(0),
+            spec.replicas.unwrap_or(1)
+        ),
         st.updated_replicas.unwrap_or(0).to_string(),
         st.available_replicas.unwrap_or(0).to_string(),
         age(&d.metadata, now),
@@ -242,7 +326,12 @@ fn replicaset_row(rs: &ReplicaSet, wide: bool, now: Timestamp) -> Vec<String> {
 
 fn node_row(n: &Node, wide: bool, now: Timestamp) -> Vec<String> {
     let st = n.status.clone().unwrap_or_default();
-    let ready = st.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.clone());
+    let ready = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone());
     let mut status = match ready.as_deref() {
         Some("True") => "Ready".to_string(),
         Some("False") => "NotReady".to_string(),
@@ -256,7 +345,10 @@ fn node_row(n: &Node, wide: bool, now: Timestamp) -> Vec<String> {
         .labels
         .iter()
         .flatten()
-        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+        .filter_map(|(k, _)| {
+            k.strip_prefix("node-role.kubernetes.io/")
+                .map(str::to_string)
+        })
         .collect();
     let info = st.node_info.clone().unwrap_or_default();
     let mut r = vec![
@@ -268,7 +360,12 @@ fn node_row(n: &Node, wide: bool, now: Timestamp) -> Vec<String> {
     ];
     if wide {
         let addr = |t: &str| {
-            st.addresses.iter().flatten().find(|a| a.type_ == t).map(|a| a.address.clone()).unwrap_or_default()
+            st.addresses
+                .iter()
+                .flatten()
+                .find(|a| a.type_ == t)
+                .map(|a| a.address.clone())
+                .unwrap_or_default()
         };
         r.extend([
             or_none(addr("InternalIP")),
@@ -289,16 +386,36 @@ fn slice_row(s: &EndpointSlice, now: Timestamp) -> Vec<String> {
         .filter_map(|p| p.port.map(|n| n.to_string()))
         .collect::<Vec<_>>()
         .join(",");
-    let addrs: Vec<&String> = s.endpoints.iter().flat_map(|e| e.addresses.iter()).collect();
+    let addrs: Vec<&String> = s
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.iter())
+        .collect();
     let endpoints = match addrs.len() {
         0 => "<none>".to_string(),
-        n if n <= 3 => addrs.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","),
-        n => format!("{} + {} more...", addrs[..3].iter().map(|a| a.as_str()).collect::<Vec<_>>().join(","), n - 3),
+        n if n <= 3 => addrs
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        n => format!(
+            "{} + {} more...",
+            addrs[..3]
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            n - 3
+        ),
     };
     vec![
         s.metadata.name.clone().unwrap_or_default(),
         s.address_type.clone(),
-        if ports.is_empty() { "<unset>".into() } else { ports },
+        if ports.is_empty() {
+            "<unset>".into()
+        } else {
+            ports
+        },
         endpoints,
         age(&s.metadata, now),
     ]
@@ -319,8 +436,15 @@ fn row(kind: &str, v: &Value, wide: bool, now: Timestamp) -> Vec<String> {
         "ReplicaSet" => typed::<ReplicaSet>(v).map(|o| replicaset_row(&o, wide, now)),
         "Node" => typed::<Node>(v).map(|o| node_row(&o, wide, now)),
         "Namespace" => typed::<Namespace>(v).map(|o| {
-            let phase = o.status.and_then(|s| s.phase).unwrap_or_else(|| "Active".into());
-            vec![o.metadata.name.clone().unwrap_or_default(), phase, age(&o.metadata, now)]
+            let phase = o
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_else(|| "Active".into());
+            vec![
+                o.metadata.name.clone().unwrap_or_default(),
+                phase,
+                age(&o.metadata, now),
+            ]
         }),
         "EndpointSlice" => typed::<EndpointSlice>(v).map(|o| slice_row(&o, now)),
         _ => None,
@@ -332,12 +456,21 @@ fn row(kind: &str, v: &Value, wide: bool, now: Timestamp) -> Vec<String> {
 
 /// The table for a list of objects of one kind.
 pub fn table(kind: &str, objects: &[Value], opts: TableOpts, now: Timestamp) -> String {
-    let mut headers: Vec<String> = headers_for(kind, opts.wide).into_iter().map(str::to_string).collect();
-    let mut rows: Vec<Vec<String>> = objects.iter().map(|v| row(kind, v, opts.wide, now)).collect();
+    let mut headers: Vec<String> = headers_for(kind, opts.wide)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut rows: Vec<Vec<String>> = objects
+        .iter()
+        .map(|v| row(kind, v, opts.wide, now))
+        .collect();
     if opts.all_namespaces {
         headers.insert(0, "NAMESPACE".into());
         for (r, v) in rows.iter_mut().zip(objects) {
-            let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+            let ns = v
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             r.insert(0, ns.to_string());
         }
     }
@@ -381,8 +514,14 @@ mod tests {
     #[test]
     fn render_pads_like_kubectl() {
         let h = vec!["NAME".to_string(), "READY".to_string(), "AGE".to_string()];
-        let rows = vec![vec!["web-1".to_string(), "1/1".to_string(), "5s".to_string()], vec!["a".into(), "0/1".into(), "10m".into()]];
-        assert_eq!(render(&h, &rows), "NAME    READY   AGE\nweb-1   1/1     5s\na       0/1     10m\n");
+        let rows = vec![
+            vec!["web-1".to_string(), "1/1".to_string(), "5s".to_string()],
+            vec!["a".into(), "0/1".into(), "10m".into()],
+        ];
+        assert_eq!(
+            render(&h, &rows),
+            "NAME    READY   AGE\nweb-1   1/1     5s\na       0/1     10m\n"
+        );
     }
 
     #[test]
@@ -421,10 +560,21 @@ mod tests {
             "addressType": "IPv4", "ports": [{"port": 8080}],
             "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}, {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]
         });
-        let wide = TableOpts { wide: true, all_namespaces: false };
-        let narrow = TableOpts { wide: false, all_namespaces: false };
+        let wide = TableOpts {
+            wide: true,
+            all_namespaces: false,
+        };
+        let narrow = TableOpts {
+            wide: false,
+            all_namespaces: false,
+        };
         let cases = [
-            ("Pod", &pod, narrow, "NAME      READY   STATUS    RESTARTS   AGE\nweb-abc   1/1     Running   2          30s\n"),
+            (
+                "Pod",
+                &pod,
+                narrow,
+                "NAME      READY   STATUS    RESTARTS   AGE\nweb-abc   1/1     Running   2          30s\n",
+            ),
             (
                 "Pod",
                 &pod,
@@ -438,7 +588,12 @@ mod tests {
                 narrow,
                 "NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)        AGE\nweb    NodePort   10.96.0.10   <none>        80:30080/TCP   5m\n",
             ),
-            ("Deployment", &deploy, narrow, "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    2/3     3            2           60m\n"),
+            (
+                "Deployment",
+                &deploy,
+                narrow,
+                "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    2/3     3            2           60m\n",
+            ),
             (
                 "Node",
                 &node,
@@ -451,12 +606,29 @@ mod tests {
                 narrow,
                 "NAME    ADDRESSTYPE   PORTS   ENDPOINTS                                AGE\nweb-x   IPv4          8080    10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...   10s\n",
             ),
-            ("ConfigMap", &json!({"metadata": {"name": "cm", "creationTimestamp": created(5)}}), narrow, "NAME   AGE\ncm     5s\n"),
+            (
+                "ConfigMap",
+                &json!({"metadata": {"name": "cm", "creationTimestamp": created(5)}}),
+                narrow,
+                "NAME   AGE\ncm     5s\n",
+            ),
         ];
         for (kind, obj, opts, want) in cases {
-            assert_eq!(table(kind, std::slice::from_ref(obj), opts, now()), want, "{kind}");
+            assert_eq!(
+                table(kind, std::slice::from_ref(obj), opts, now()),
+                want,
+                "{kind}"
+            );
         }
-        let all = table("Pod", std::slice::from_ref(&pod), TableOpts { wide: false, all_namespaces: true }, now());
+        let all = table(
+            "Pod",
+            std::slice::from_ref(&pod),
+            TableOpts {
+                wide: false,
+                all_namespaces: true,
+            },
+            now(),
+        );
         assert!(all.starts_with("NAMESPACE   NAME "), "{all}");
         assert!(all.contains("\ndefault     web-abc "), "{all}");
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
-    PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition,
+    PodSpec, PodStatus, PodTemplateSpec, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -26,7 +26,10 @@ struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Server {
@@ -55,17 +58,27 @@ impl Server {
             {
                 break c;
             }
-            assert!(Instant::now() < deadline, "weir-control did not come up on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "weir-control did not come up on {addr}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        Server { child, client, _dir: dir }
+        Server {
+            child,
+            client,
+            _dir: dir,
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -101,17 +114,31 @@ fn labels() -> BTreeMap<String, String> {
 
 fn deployment(replicas: i32) -> Deployment {
     Deployment {
-        metadata: ObjectMeta { name: Some("web".into()), namespace: Some("default".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(labels()), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(labels()),
+                ..Default::default()
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels()),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![Container {
                         name: "hostname".into(),
                         image: Some("127.0.0.1:5000/weir/hostname:v1".into()),
-                        ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }]),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".into()),
+                            container_port: 8080,
+                            ..Default::default()
+                        }]),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -124,7 +151,10 @@ fn deployment(replicas: i32) -> Deployment {
 }
 
 async fn pods(c: &Client) -> Vec<Pod> {
-    c.list::<Pod>("default", &ListParams::default()).await.map(|l| l.items).unwrap_or_default()
+    c.list::<Pod>("default", &ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -134,17 +164,31 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
     let c = &s.client;
 
     // A node, Ready as its agent would report it.
-    let node = Node { metadata: ObjectMeta { name: Some("n1".into()), ..Default::default() }, ..Default::default() };
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("n1".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let mut node = c.create(&node).await.expect("create node");
     node.status = Some(NodeStatus {
-        conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]),
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
         ..Default::default()
     });
     c.update_status(&node).await.expect("node ready");
 
     c.create(&deployment(2)).await.expect("create deployment");
     let svc = Service {
-        metadata: ObjectMeta { name: Some("web".into()), namespace: Some("default".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
         spec: Some(ServiceSpec {
             selector: Some(labels()),
             ports: Some(vec![ServicePort {
@@ -162,17 +206,27 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
     // The controllers make a ReplicaSet and two pods; the scheduler binds them to n1.
     let bound = eventually("two pods bound to n1", || async {
         let ps = pods(c).await;
-        let n1 = ps.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1")).count();
+        let n1 = ps
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1"))
+            .count();
         (ps.len() == 2 && n1 == 2).then_some(ps)
     })
     .await;
-    let rs: Vec<ReplicaSet> = c.list("default", &ListParams::default()).await.expect("list rs").items;
+    let rs: Vec<ReplicaSet> = c
+        .list("default", &ListParams::default())
+        .await
+        .expect("list rs")
+        .items;
     assert_eq!(rs.len(), 1);
     let rs_name = rs[0].metadata.name.clone().unwrap_or_default();
     assert!(rs_name.starts_with("web-"), "{rs_name}");
     for p in &bound {
         let owner = &p.metadata.owner_references.as_ref().expect("owned")[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", rs_name.as_str()));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", rs_name.as_str())
+        );
     }
 
     // Play the agent: the pods run and become Ready.
@@ -181,7 +235,11 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
         p.status = Some(PodStatus {
             phase: Some("Running".into()),
             pod_ip: Some(format!("10.244.1.{}", 10 + i)),
-            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
         c.update_status(&p).await.expect("pod status");
@@ -194,37 +252,86 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
     })
     .await;
     let slice = eventually("a slice with two ready endpoints", || async {
-        let l = c.list::<EndpointSlice>("default", &ListParams::default()).await.ok()?;
+        let l = c
+            .list::<EndpointSlice>("default", &ListParams::default())
+            .await
+            .ok()?;
         l.items.into_iter().find(|s| {
-            s.endpoints.len() == 2 && s.endpoints.iter().all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            s.endpoints.len() == 2
+                && s.endpoints
+                    .iter()
+                    .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
         })
     })
     .await;
-    assert_eq!(slice.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str), Some("web"));
-    assert_eq!(slice.ports.as_ref().and_then(|p| p.first()).and_then(|p| p.port), Some(8080), "named targetPort resolved");
-    let mut ips: Vec<String> = slice.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
+    assert_eq!(
+        slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(
+        slice
+            .ports
+            .as_ref()
+            .and_then(|p| p.first())
+            .and_then(|p| p.port),
+        Some(8080),
+        "named targetPort resolved"
+    );
+    let mut ips: Vec<String> = slice
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
     ips.sort();
-    assert_eq!(ips, vec!["10.244.1.10".to_string(), "10.244.1.11".to_string()]);
+    assert_eq!(
+        ips,
+        vec!["10.244.1.10".to_string(), "10.244.1.11".to_string()]
+    );
 
     // Deleting the Deployment removes its ReplicaSet, then its pods (gracefully:
     // the test, as the agent, finishes the deletion of pods marked for it).
-    c.delete::<Deployment>("default", "web", &DeleteParams::default()).await.expect("delete deployment");
+    c.delete::<Deployment>("default", "web", &DeleteParams::default())
+        .await
+        .expect("delete deployment");
     eventually("replicaset collected", || async {
-        let l = c.list::<ReplicaSet>("default", &ListParams::default()).await.ok()?;
+        let l = c
+            .list::<ReplicaSet>("default", &ListParams::default())
+            .await
+            .ok()?;
         l.items.is_empty().then_some(())
     })
     .await;
     eventually("pods collected", || async {
         let ps = pods(c).await;
-        for p in ps.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+        for p in ps
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+        {
             let name = p.metadata.name.clone().unwrap_or_default();
-            let _ = c.delete::<Pod>("default", &name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+            let _ = c
+                .delete::<Pod>(
+                    "default",
+                    &name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
         }
         ps.is_empty().then_some(())
     })
     .await;
     eventually("slice emptied", || async {
-        let l = c.list::<EndpointSlice>("default", &ListParams::default()).await.ok()?;
+        let l = c
+            .list::<EndpointSlice>("default", &ListParams::default())
+            .await
+            .ok()?;
         l.items.iter().all(|s| s.endpoints.is_empty()).then_some(())
     })
     .await;
@@ -238,9 +345,15 @@ async fn pods_without_a_fitting_node_are_marked_unschedulable() {
     c.create(&deployment(1)).await.expect("create deployment");
     let cond = eventually("PodScheduled=False", || async {
         let p = pods(c).await.into_iter().next()?;
-        p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")
+        p.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled")
     })
     .await;
-    assert_eq!((cond.status.as_str(), cond.reason.as_deref()), ("False", Some("Unschedulable")));
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
     assert_eq!(cond.message.as_deref(), Some("0/0 nodes are available."));
 }

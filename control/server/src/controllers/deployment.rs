@@ -30,7 +30,10 @@ pub enum Action {
     CreateReplicaSet(ReplicaSet),
     /// Write spec/metadata of an existing ReplicaSet (replicas, revision).
     UpdateReplicaSet(ReplicaSet),
-    DeleteReplicaSet { namespace: String, name: String },
+    DeleteReplicaSet {
+        namespace: String,
+        name: String,
+    },
     /// Write the Deployment's metadata (its revision annotation).
     UpdateDeployment(Deployment),
     UpdateStatus(Deployment),
@@ -50,7 +53,11 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
 }
 
 fn revision_of(meta: &ObjectMeta) -> i64 {
-    meta.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|r| r.parse().ok()).unwrap_or(0)
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 fn spec_replicas(rs: &ReplicaSet) -> i32 {
@@ -60,19 +67,32 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
 fn status_of(rs: &ReplicaSet) -> (i32, i32, i32) {
     rs.status
         .as_ref()
-        .map(|s| (s.replicas, s.ready_replicas.unwrap_or(0), s.available_replicas.unwrap_or(0)))
+        .map(|s| {
+            (
+                s.replicas,
+                s.ready_replicas.unwrap_or(0),
+                s.available_replicas.unwrap_or(0),
+            )
+        })
         .unwrap_or((0, 0, 0))
 }
 
 /// Resolves maxSurge/maxUnavailable ("25%" or a count) against `desired`:
 /// surge rounds up, unavailable rounds down, and both zero means one
 /// unavailable so a rollout can progress (Kubernetes' rule).
-pub fn rolling_limits(surge: Option<&IntOrString>, unavailable: Option<&IntOrString>, desired: i32) -> (i32, i32) {
+pub fn rolling_limits(
+    surge: Option<&IntOrString>,
+    unavailable: Option<&IntOrString>,
+    desired: i32,
+) -> (i32, i32) {
     let resolve = |v: Option<&IntOrString>, round_up: bool| -> i32 {
         match v {
             None => resolve_percent(25, desired, round_up),
             Some(IntOrString::Int(n)) => (*n).max(0),
-            Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|p| p.trim().parse::<i32>().ok()) {
+            Some(IntOrString::String(s)) => match s
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
                 Some(p) => resolve_percent(p, desired, round_up),
                 // Validation rejects other strings; be conservative if one slips through.
                 None => s.parse::<i32>().map(|n| n.max(0)).unwrap_or(0),
@@ -86,7 +106,11 @@ pub fn rolling_limits(surge: Option<&IntOrString>, unavailable: Option<&IntOrStr
 
 fn resolve_percent(p: i32, desired: i32, round_up: bool) -> i32 {
     let num = i64::from(p.max(0)) * i64::from(desired.max(0));
-    let v = if round_up { (num + 99) / 100 } else { num / 100 };
+    let v = if round_up {
+        (num + 99) / 100
+    } else {
+        num / 100
+    };
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
@@ -95,17 +119,29 @@ fn new_replica_set(d: &Deployment, hash: &str, replicas: i32, revision: i64) -> 
     let spec = d.spec.clone().unwrap_or_default();
     let mut template = spec.template.clone();
     let tm = template.metadata.get_or_insert_with(Default::default);
-    tm.labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), hash.into());
+    tm.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.into());
     let labels = tm.labels.clone();
     let mut selector = spec.selector.clone();
-    selector.match_labels.get_or_insert_with(BTreeMap::new).insert(HASH_LABEL.into(), hash.into());
-    let name = format!("{}-{}", d.metadata.name.as_deref().unwrap_or_default(), hash);
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.into());
+    let name = format!(
+        "{}-{}",
+        d.metadata.name.as_deref().unwrap_or_default(),
+        hash
+    );
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: d.metadata.namespace.clone(),
             labels,
-            annotations: Some(BTreeMap::from([(REVISION.to_string(), revision.to_string())])),
+            annotations: Some(BTreeMap::from([(
+                REVISION.to_string(),
+                revision.to_string(),
+            )])),
             owner_references: Some(vec![controller_ref("apps/v1", "Deployment", &d.metadata)]),
             ..Default::default()
         },
@@ -126,29 +162,56 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
         // The garbage collector removes the ReplicaSets once it is gone.
         return actions;
     }
-    let Some(spec) = d.spec.as_ref() else { return actions };
+    let Some(spec) = d.spec.as_ref() else {
+        return actions;
+    };
     let desired = spec.replicas.unwrap_or(1).max(0);
     let collision = d.status.as_ref().and_then(|s| s.collision_count);
     let hash = template_hash(&spec.template, collision);
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
-    let ru = spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+    let ru = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
     let (max_surge, max_unavailable) = if recreate {
         (0, 0)
     } else {
-        rolling_limits(ru.and_then(|r| r.max_surge.as_ref()), ru.and_then(|r| r.max_unavailable.as_ref()), desired)
+        rolling_limits(
+            ru.and_then(|r| r.max_surge.as_ref()),
+            ru.and_then(|r| r.max_unavailable.as_ref()),
+            desired,
+        )
     };
 
     let is_new = |rs: &ReplicaSet| {
-        rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)).map(String::as_str) == Some(hash.as_str())
+        rs.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL))
+            .map(String::as_str)
+            == Some(hash.as_str())
     };
     // Planned state: every ReplicaSet with the replica count we are going to write.
-    let mut olds: Vec<(ReplicaSet, i32)> =
-        owned.iter().filter(|rs| !is_new(rs)).map(|rs| (rs.clone(), spec_replicas(rs))).collect();
+    let mut olds: Vec<(ReplicaSet, i32)> = owned
+        .iter()
+        .filter(|rs| !is_new(rs))
+        .map(|rs| (rs.clone(), spec_replicas(rs)))
+        .collect();
     olds.sort_by(|(a, _), (b, _)| {
-        (a.metadata.creation_timestamp.as_ref().map(|t| t.0), &a.metadata.name)
-            .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0), &b.metadata.name))
+        (
+            a.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            &a.metadata.name,
+        )
+            .cmp(&(
+                b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                &b.metadata.name,
+            ))
     });
-    let max_old_revision = olds.iter().map(|(rs, _)| revision_of(&rs.metadata)).max().unwrap_or(0);
+    let max_old_revision = olds
+        .iter()
+        .map(|(rs, _)| revision_of(&rs.metadata))
+        .max()
+        .unwrap_or(0);
     let old_spec_total: i32 = olds.iter().map(|(_, r)| *r).sum();
     let old_running: i32 = olds.iter().map(|(rs, _)| status_of(rs).0).sum();
 
@@ -157,26 +220,43 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
     match new_rs.as_mut() {
         None => {
             let initial = if recreate {
-                if old_spec_total == 0 && old_running == 0 { desired } else { 0 }
+                if old_spec_total == 0 && old_running == 0 {
+                    desired
+                } else {
+                    0
+                }
             } else if old_spec_total == 0 {
                 desired
             } else {
                 (desired + max_surge - old_spec_total).clamp(0, desired)
             };
             new_revision = max_old_revision + 1;
-            actions.push(Action::CreateReplicaSet(new_replica_set(d, &hash, initial, new_revision)));
+            actions.push(Action::CreateReplicaSet(new_replica_set(
+                d,
+                &hash,
+                initial,
+                new_revision,
+            )));
         }
         Some(rs) => {
             let mut changed = false;
             let current = spec_replicas(rs);
             let target = if recreate {
-                if old_spec_total == 0 && old_running == 0 { desired } else { current.min(desired) }
+                if old_spec_total == 0 && old_running == 0 {
+                    desired
+                } else {
+                    current.min(desired)
+                }
             } else if current > desired {
                 desired
             } else if current < desired {
                 let allowed = desired + max_surge;
                 let total = current + old_spec_total;
-                if total >= allowed { current } else { current + (allowed - total).min(desired - current) }
+                if total >= allowed {
+                    current
+                } else {
+                    current + (allowed - total).min(desired - current)
+                }
             } else {
                 current
             };
@@ -227,8 +307,12 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
             budget -= cut;
         }
         // Then scale down available old pods while availability stays above the floor.
-        let available_all: i32 =
-            new_available + owned.iter().filter(|rs| !is_new(rs)).map(|rs| status_of(rs).2).sum::<i32>();
+        let available_all: i32 = new_available
+            + owned
+                .iter()
+                .filter(|rs| !is_new(rs))
+                .map(|rs| status_of(rs).2)
+                .sum::<i32>();
         let mut scale_down = available_all - min_available;
         for (_, r) in olds.iter_mut() {
             if scale_down <= 0 {
@@ -248,8 +332,15 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
     }
 
     // Prune history: old, fully scaled-down ReplicaSets beyond the limit, oldest first.
-    let limit = spec.revision_history_limit.unwrap_or(DEFAULT_HISTORY_LIMIT).max(0) as usize;
-    let idle: Vec<&ReplicaSet> = olds.iter().filter(|(rs, r)| *r == 0 && status_of(rs).0 == 0).map(|(rs, _)| rs).collect();
+    let limit = spec
+        .revision_history_limit
+        .unwrap_or(DEFAULT_HISTORY_LIMIT)
+        .max(0) as usize;
+    let idle: Vec<&ReplicaSet> = olds
+        .iter()
+        .filter(|(rs, r)| *r == 0 && status_of(rs).0 == 0)
+        .map(|(rs, _)| rs)
+        .collect();
     if idle.len() > limit {
         for rs in &idle[..idle.len() - limit] {
             actions.push(Action::DeleteReplicaSet {
@@ -262,13 +353,28 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
     // The Deployment's own revision annotation follows its new ReplicaSet.
     if revision_of(&d.metadata) != new_revision {
         let mut nd = d.clone();
-        nd.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), new_revision.to_string());
+        nd.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(REVISION.into(), new_revision.to_string());
         nd.status = None;
         actions.push(Action::UpdateDeployment(nd));
     }
 
-    let new_name = format!("{}-{}", d.metadata.name.as_deref().unwrap_or_default(), hash);
-    let status = compute_status(d, new_rs.as_ref(), owned, desired, max_unavailable, &new_name, now);
+    let new_name = format!(
+        "{}-{}",
+        d.metadata.name.as_deref().unwrap_or_default(),
+        hash
+    );
+    let status = compute_status(
+        d,
+        new_rs.as_ref(),
+        owned,
+        desired,
+        max_unavailable,
+        &new_name,
+        now,
+    );
     if d.status.as_ref() != Some(&status) {
         let mut nd = d.clone();
         nd.status = Some(status);
@@ -286,7 +392,10 @@ fn compute_status(
     new_name: &str,
     now: Timestamp,
 ) -> DeploymentStatus {
-    let (replicas, ready, available) = owned.iter().map(status_of).fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
+    let (replicas, ready, available) = owned
+        .iter()
+        .map(status_of)
+        .fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
     let updated = new_rs.map(|rs| status_of(rs).0).unwrap_or(0);
     let old = d.status.clone().unwrap_or_default();
     let avail_ok = available >= desired - max_unavailable;
@@ -296,16 +405,33 @@ fn compute_status(
         &mut conditions,
         "Available",
         avail_ok,
-        if avail_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
-        if avail_ok { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." },
+        if avail_ok {
+            "MinimumReplicasAvailable"
+        } else {
+            "MinimumReplicasUnavailable"
+        },
+        if avail_ok {
+            "Deployment has minimum availability."
+        } else {
+            "Deployment does not have minimum availability."
+        },
         now,
     );
     let (reason, message) = if complete {
-        ("NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."))
+        (
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        )
     } else if new_rs.is_none() {
-        ("NewReplicaSetCreated", format!("Created new replica set \"{new_name}\""))
+        (
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{new_name}\""),
+        )
     } else {
-        ("ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."))
+        (
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+        )
     };
     set_condition(&mut conditions, "Progressing", true, reason, &message, now);
     let opt = |n: i32| if n == 0 { None } else { Some(n) };
@@ -323,7 +449,14 @@ fn compute_status(
 }
 
 /// Sets a condition, keeping its timestamps when nothing about it changed.
-fn set_condition(conds: &mut Vec<DeploymentCondition>, type_: &str, ok: bool, reason: &str, message: &str, now: Timestamp) {
+fn set_condition(
+    conds: &mut Vec<DeploymentCondition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
     let status = if ok { "True" } else { "False" };
     let fresh = DeploymentCondition {
         type_: type_.into(),
@@ -351,7 +484,9 @@ fn set_condition(conds: &mut Vec<DeploymentCondition>, type_: &str, ok: bool, re
 mod tests {
     use super::super::util::testing::{meta, ts};
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment};
+    use k8s_openapi::api::apps::v1::{
+        DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment,
+    };
     use k8s_openapi::api::core::v1::{Container, PodSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
@@ -363,18 +498,30 @@ mod tests {
             metadata: m,
             spec: Some(DeploymentSpec {
                 replicas: Some(replicas),
-                selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..Default::default()
+                },
                 strategy: Some(DeploymentStrategy {
                     type_: Some(strategy.into()),
-                    rolling_update: (strategy == "RollingUpdate").then_some(RollingUpdateDeployment {
-                        max_surge: Some(IntOrString::Int(1)),
-                        max_unavailable: Some(IntOrString::Int(0)),
-                    }),
+                    rolling_update: (strategy == "RollingUpdate").then_some(
+                        RollingUpdateDeployment {
+                            max_surge: Some(IntOrString::Int(1)),
+                            max_unavailable: Some(IntOrString::Int(0)),
+                        },
+                    ),
                 }),
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..Default::default()
+                    }),
                     spec: Some(PodSpec {
-                        containers: vec![Container { name: "c".into(), image: Some(image.into()), ..Default::default() }],
+                        containers: vec![Container {
+                            name: "c".into(),
+                            image: Some(image.into()),
+                            ..Default::default()
+                        }],
                         ..Default::default()
                     }),
                 },
@@ -385,7 +532,14 @@ mod tests {
     }
 
     /// The ReplicaSet `d` would own for its template, with replicas and observed counts.
-    fn rs_for(d: &Deployment, spec: i32, running: i32, available: i32, revision: i64, created: i64) -> ReplicaSet {
+    fn rs_for(
+        d: &Deployment,
+        spec: i32,
+        running: i32,
+        available: i32,
+        revision: i64,
+        created: i64,
+    ) -> ReplicaSet {
         let hash = template_hash(&d.spec.as_ref().unwrap().template, None);
         let mut rs = new_replica_set(d, &hash, spec, revision);
         rs.metadata.creation_timestamp = Some(Time(ts(created)));
@@ -407,7 +561,13 @@ mod tests {
                 Action::UpdateReplicaSet(rs) => Some(("update", rs)),
                 _ => None,
             })
-            .map(|(op, rs)| (op.to_string(), rs.metadata.name.clone().unwrap(), spec_replicas(rs)))
+            .map(|(op, rs)| {
+                (
+                    op.to_string(),
+                    rs.metadata.name.clone().unwrap(),
+                    spec_replicas(rs),
+                )
+            })
             .collect()
     }
 
@@ -415,19 +575,48 @@ mod tests {
     fn creates_named_owned_replica_set() {
         let d = deploy(3, "img:v1", "RollingUpdate");
         let actions = reconcile(&d, &[], ts(2000));
-        let Some(Action::CreateReplicaSet(rs)) = actions.first() else { panic!("{actions:?}") };
+        let Some(Action::CreateReplicaSet(rs)) = actions.first() else {
+            panic!("{actions:?}")
+        };
         let hash = template_hash(&d.spec.as_ref().unwrap().template, None);
-        assert_eq!(rs.metadata.name.as_deref(), Some(format!("web-{hash}").as_str()));
+        assert_eq!(
+            rs.metadata.name.as_deref(),
+            Some(format!("web-{hash}").as_str())
+        );
         assert_eq!(spec_replicas(rs), 3);
         let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller, owner.block_owner_deletion), ("Deployment", "d-uid", Some(true), Some(true)));
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.uid.as_str(),
+                owner.controller,
+                owner.block_owner_deletion
+            ),
+            ("Deployment", "d-uid", Some(true), Some(true))
+        );
         let spec = rs.spec.as_ref().unwrap();
-        assert_eq!(spec.selector.match_labels.as_ref().unwrap().get(HASH_LABEL), Some(&hash));
-        let tl = spec.template.as_ref().unwrap().metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(
+            spec.selector.match_labels.as_ref().unwrap().get(HASH_LABEL),
+            Some(&hash)
+        );
+        let tl = spec
+            .template
+            .as_ref()
+            .unwrap()
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
         assert_eq!(tl.get(HASH_LABEL), Some(&hash));
         assert_eq!(tl.get("app").map(String::as_str), Some("web"));
         assert_eq!(revision_of(&rs.metadata), 1);
-        assert!(actions.iter().any(|a| matches!(a, Action::UpdateDeployment(d) if revision_of(&d.metadata) == 1)));
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::UpdateDeployment(d) if revision_of(&d.metadata) == 1))
+        );
     }
 
     #[test]
@@ -438,7 +627,10 @@ mod tests {
         let h = |d: &Deployment| template_hash(&d.spec.as_ref().unwrap().template, None);
         assert_eq!(h(&a), h(&b));
         assert_ne!(h(&a), h(&c));
-        assert_ne!(template_hash(&a.spec.as_ref().unwrap().template, Some(1)), h(&a));
+        assert_ne!(
+            template_hash(&a.spec.as_ref().unwrap().template, Some(1)),
+            h(&a)
+        );
     }
 
     #[test]
@@ -449,11 +641,20 @@ mod tests {
             (None, None, 4, (1, 1)),
             (None, None, 3, (1, 0)),
             (s("50%"), s("50%"), 3, (2, 1)),
-            (Some(IntOrString::Int(0)), Some(IntOrString::Int(0)), 3, (0, 1)),
+            (
+                Some(IntOrString::Int(0)),
+                Some(IntOrString::Int(0)),
+                3,
+                (0, 1),
+            ),
             (Some(IntOrString::Int(2)), s("0%"), 10, (2, 0)),
         ];
         for (surge, unav, desired, want) in cases {
-            assert_eq!(rolling_limits(surge.as_ref(), unav.as_ref(), desired), want, "{surge:?} {unav:?} {desired}");
+            assert_eq!(
+                rolling_limits(surge.as_ref(), unav.as_ref(), desired),
+                want,
+                "{surge:?} {unav:?} {desired}"
+            );
         }
     }
 
@@ -461,18 +662,49 @@ mod tests {
     fn rollout_steps_table() {
         let v1 = deploy(3, "img:v1", "RollingUpdate");
         let v2 = deploy(3, "img:v2", "RollingUpdate");
-        let h1 = format!("web-{}", template_hash(&v1.spec.as_ref().unwrap().template, None));
-        let h2 = format!("web-{}", template_hash(&v2.spec.as_ref().unwrap().template, None));
+        let h1 = format!(
+            "web-{}",
+            template_hash(&v1.spec.as_ref().unwrap().template, None)
+        );
+        let h2 = format!(
+            "web-{}",
+            template_hash(&v2.spec.as_ref().unwrap().template, None)
+        );
         // (deployment, owned ReplicaSets, expected ReplicaSet writes)
         let v1x5 = deploy(5, "img:v1", "RollingUpdate");
         let v1x1 = deploy(1, "img:v1", "RollingUpdate");
-        type Case<'a> = (&'a str, &'a Deployment, Vec<ReplicaSet>, Vec<(&'a str, &'a str, i32)>);
+        type Case<'a> = (
+            &'a str,
+            &'a Deployment,
+            Vec<ReplicaSet>,
+            Vec<(&'a str, &'a str, i32)>,
+        );
         let cases: Vec<Case> = vec![
-            ("steady state: nothing to write", &v1, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![]),
-            ("scale up", &v1x5, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![("update", &h1, 5)]),
-            ("scale down", &v1x1, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![("update", &h1, 1)]),
+            (
+                "steady state: nothing to write",
+                &v1,
+                vec![rs_for(&v1, 3, 3, 3, 1, 10)],
+                vec![],
+            ),
+            (
+                "scale up",
+                &v1x5,
+                vec![rs_for(&v1, 3, 3, 3, 1, 10)],
+                vec![("update", &h1, 5)],
+            ),
+            (
+                "scale down",
+                &v1x1,
+                vec![rs_for(&v1, 3, 3, 3, 1, 10)],
+                vec![("update", &h1, 1)],
+            ),
             // maxSurge 1, maxUnavailable 0: one new pod at a time, old shrinks as new becomes available.
-            ("template change creates new with surge", &v2, vec![rs_for(&v1, 3, 3, 3, 1, 10)], vec![("create", &h2, 1)]),
+            (
+                "template change creates new with surge",
+                &v2,
+                vec![rs_for(&v1, 3, 3, 3, 1, 10)],
+                vec![("create", &h2, 1)],
+            ),
             (
                 "new pod not yet available: old keeps all",
                 &v2,
@@ -500,7 +732,10 @@ mod tests {
         ];
         for (name, d, owned, want) in cases {
             let got = rs_writes(&reconcile(d, &owned, ts(2000)));
-            let want: Vec<(String, String, i32)> = want.into_iter().map(|(a, b, c)| (a.into(), b.into(), c)).collect();
+            let want: Vec<(String, String, i32)> = want
+                .into_iter()
+                .map(|(a, b, c)| (a.into(), b.into(), c))
+                .collect();
             assert_eq!(got, want, "{name}");
         }
     }
@@ -509,17 +744,31 @@ mod tests {
     fn recreate_scales_old_to_zero_before_new() {
         let v1 = deploy(3, "img:v1", "Recreate");
         let v2 = deploy(3, "img:v2", "Recreate");
-        let h1 = format!("web-{}", template_hash(&v1.spec.as_ref().unwrap().template, None));
-        let h2 = format!("web-{}", template_hash(&v2.spec.as_ref().unwrap().template, None));
+        let h1 = format!(
+            "web-{}",
+            template_hash(&v1.spec.as_ref().unwrap().template, None)
+        );
+        let h2 = format!(
+            "web-{}",
+            template_hash(&v2.spec.as_ref().unwrap().template, None)
+        );
         let s = |a: &str, b: &String, c: i32| (a.to_string(), b.clone(), c);
         // Old still running: new created empty, old scaled to zero.
         let got = rs_writes(&reconcile(&v2, &[rs_for(&v1, 3, 3, 3, 1, 10)], ts(2000)));
         assert_eq!(got, vec![s("create", &h2, 0), s("update", &h1, 0)]);
         // Old pods still terminating: new stays empty.
-        let got = rs_writes(&reconcile(&v2, &[rs_for(&v1, 0, 2, 0, 1, 10), rs_for(&v2, 0, 0, 0, 2, 20)], ts(2000)));
+        let got = rs_writes(&reconcile(
+            &v2,
+            &[rs_for(&v1, 0, 2, 0, 1, 10), rs_for(&v2, 0, 0, 0, 2, 20)],
+            ts(2000),
+        ));
         assert_eq!(got, vec![]);
         // Old gone: new scaled up.
-        let got = rs_writes(&reconcile(&v2, &[rs_for(&v1, 0, 0, 0, 1, 10), rs_for(&v2, 0, 0, 0, 2, 20)], ts(2000)));
+        let got = rs_writes(&reconcile(
+            &v2,
+            &[rs_for(&v1, 0, 0, 0, 1, 10), rs_for(&v2, 0, 0, 0, 2, 20)],
+            ts(2000),
+        ));
         assert_eq!(got, vec![s("update", &h2, 3)]);
     }
 
@@ -528,9 +777,15 @@ mod tests {
         let v1 = deploy(3, "img:v1", "RollingUpdate");
         let v2 = deploy(3, "img:v2", "RollingUpdate");
         // Back on v1 while v2 (revision 2) is the newest.
-        let actions = reconcile(&v1, &[rs_for(&v1, 0, 0, 0, 1, 10), rs_for(&v2, 3, 3, 3, 2, 20)], ts(2000));
+        let actions = reconcile(
+            &v1,
+            &[rs_for(&v1, 0, 0, 0, 1, 10), rs_for(&v2, 3, 3, 3, 2, 20)],
+            ts(2000),
+        );
         let bumped = actions.iter().find_map(|a| match a {
-            Action::UpdateReplicaSet(rs) if revision_of(&rs.metadata) == 3 => Some(spec_replicas(rs)),
+            Action::UpdateReplicaSet(rs) if revision_of(&rs.metadata) == 3 => {
+                Some(spec_replicas(rs))
+            }
             _ => None,
         });
         assert_eq!(bumped, Some(1), "{actions:?}");
@@ -541,22 +796,55 @@ mod tests {
         let mut d = deploy(3, "img:v1", "RollingUpdate");
         d.metadata.annotations = Some(BTreeMap::from([(REVISION.to_string(), "1".to_string())]));
         let actions = reconcile(&d, &[rs_for(&d, 3, 3, 2, 1, 10)], ts(2000));
-        let Some(Action::UpdateStatus(nd)) = actions.last() else { panic!("{actions:?}") };
+        let Some(Action::UpdateStatus(nd)) = actions.last() else {
+            panic!("{actions:?}")
+        };
         let st = nd.status.as_ref().unwrap();
-        assert_eq!((st.replicas, st.updated_replicas, st.available_replicas, st.unavailable_replicas), (Some(3), Some(3), Some(2), Some(1)));
+        assert_eq!(
+            (
+                st.replicas,
+                st.updated_replicas,
+                st.available_replicas,
+                st.unavailable_replicas
+            ),
+            (Some(3), Some(3), Some(2), Some(1))
+        );
         assert_eq!(st.observed_generation, Some(3));
-        let avail = st.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Available").unwrap();
-        assert_eq!((avail.status.as_str(), avail.reason.as_deref()), ("False", Some("MinimumReplicasUnavailable")));
+        let avail = st
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Available")
+            .unwrap();
+        assert_eq!(
+            (avail.status.as_str(), avail.reason.as_deref()),
+            ("False", Some("MinimumReplicasUnavailable"))
+        );
         // Feeding the written status back in yields no further status write.
         let again = reconcile(nd, &[rs_for(&d, 3, 3, 2, 1, 10)], ts(3000));
-        assert!(again.iter().all(|a| !matches!(a, Action::UpdateStatus(_))), "{again:?}");
+        assert!(
+            again.iter().all(|a| !matches!(a, Action::UpdateStatus(_))),
+            "{again:?}"
+        );
     }
 
     #[test]
     fn prunes_history_beyond_limit() {
         let mut d = deploy(1, "img:v9", "RollingUpdate");
         d.spec.as_mut().unwrap().revision_history_limit = Some(1);
-        let mut owned: Vec<ReplicaSet> = (1..=3).map(|i| rs_for(&deploy(1, &format!("img:v{i}"), "RollingUpdate"), 0, 0, 0, i, i * 10)).collect();
+        let mut owned: Vec<ReplicaSet> = (1..=3)
+            .map(|i| {
+                rs_for(
+                    &deploy(1, &format!("img:v{i}"), "RollingUpdate"),
+                    0,
+                    0,
+                    0,
+                    i,
+                    i * 10,
+                )
+            })
+            .collect();
         owned.push(rs_for(&d, 1, 1, 1, 4, 100));
         let deleted: Vec<String> = reconcile(&d, &owned, ts(2000))
             .into_iter()
@@ -565,6 +853,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(deleted, vec![owned[0].metadata.name.clone().unwrap(), owned[1].metadata.name.clone().unwrap()]);
+        assert_eq!(
+            deleted,
+            vec![
+                owned[0].metadata.name.clone().unwrap(),
+                owned[1].metadata.name.clone().unwrap()
+            ]
+        );
     }
 }

@@ -39,7 +39,8 @@ pub fn managed_for(slice: &EndpointSlice, service: &str) -> bool {
 /// The Service a managed slice belongs to, if it is one of ours.
 pub fn owning_service(slice: &EndpointSlice) -> Option<&str> {
     let l = slice.metadata.labels.as_ref()?;
-    (l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)).then(|| l.get(SERVICE_NAME_LABEL).map(String::as_str))?
+    (l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+        .then(|| l.get(SERVICE_NAME_LABEL).map(String::as_str))?
 }
 
 /// Resolves a Service port's targetPort for one pod: a number is used as is
@@ -51,10 +52,16 @@ pub fn resolve_target_port(sp: &ServicePort, pod: &Pod) -> Option<i32> {
         Some(IntOrString::Int(n)) => Some(*n),
         Some(IntOrString::String(name)) => {
             let proto = sp.protocol.as_deref().unwrap_or("TCP");
-            pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(|cp| {
-                (cp.name.as_deref() == Some(name.as_str()) && cp.protocol.as_deref().unwrap_or("TCP") == proto)
-                    .then_some(cp.container_port)
-            })
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find_map(|cp| {
+                    (cp.name.as_deref() == Some(name.as_str())
+                        && cp.protocol.as_deref().unwrap_or("TCP") == proto)
+                        .then_some(cp.container_port)
+                })
         }
     }
 }
@@ -69,7 +76,11 @@ fn endpoint_for(pod: &Pod, ip: &str, publish_not_ready: bool) -> Endpoint {
             serving: Some(publish_not_ready || ready),
             terminating: Some(gone),
         }),
-        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        node_name: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: pod.metadata.namespace.clone(),
@@ -84,8 +95,12 @@ fn endpoint_for(pod: &Pod, ip: &str, publish_not_ready: bool) -> Endpoint {
 /// The slices the Service should have, by name.
 pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointSlice> {
     let mut out = BTreeMap::new();
-    let Some(spec) = svc.spec.as_ref() else { return out };
-    let Some(sel_map) = spec.selector.as_ref() else { return out };
+    let Some(spec) = svc.spec.as_ref() else {
+        return out;
+    };
+    let Some(sel_map) = spec.selector.as_ref() else {
+        return out;
+    };
     if spec.type_.as_deref() == Some("ExternalName") {
         return out;
     }
@@ -105,7 +120,12 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointS
         if !selector.matches(&pod.metadata.labels.clone().unwrap_or_default()) {
             continue;
         }
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()) else {
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        else {
             continue;
         };
         let ports: Vec<EndpointPort> = service_ports
@@ -121,9 +141,19 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointS
             .collect();
         let key = ports
             .iter()
-            .map(|p| (p.name.clone().unwrap_or_default(), p.protocol.clone().unwrap_or_default(), p.port.unwrap_or(0)))
+            .map(|p| {
+                (
+                    p.name.clone().unwrap_or_default(),
+                    p.protocol.clone().unwrap_or_default(),
+                    p.port.unwrap_or(0),
+                )
+            })
             .collect();
-        groups.entry(key).or_insert_with(|| (ports, Vec::new())).1.push(endpoint_for(pod, ip, publish_not_ready));
+        groups
+            .entry(key)
+            .or_insert_with(|| (ports, Vec::new()))
+            .1
+            .push(endpoint_for(pod, ip, publish_not_ready));
     }
     if groups.is_empty() {
         // A placeholder slice says "this Service has no endpoints" explicitly.
@@ -134,7 +164,11 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointS
             let n = |e: &Endpoint| e.target_ref.as_ref().and_then(|r| r.name.clone());
             n(a).cmp(&n(b))
         });
-        let key_text = key.iter().map(|(n, p, port)| format!("{n}/{p}/{port}")).collect::<Vec<_>>().join(",");
+        let key_text = key
+            .iter()
+            .map(|(n, p, port)| format!("{n}/{p}/{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let name = format!("{svc_name}-{}", safe_encode(fnv32a(key_text.as_bytes())));
         let slice = EndpointSlice {
             metadata: ObjectMeta {
@@ -167,11 +201,15 @@ pub fn reconcile(svc: &Service, pods: &[Pod], existing: &[EndpointSlice]) -> Vec
     for cur in existing {
         let name = cur.metadata.name.clone().unwrap_or_default();
         match desired.remove(&name) {
-            None => actions.push(Action::Delete { namespace: cur.metadata.namespace.clone().unwrap_or_default(), name }),
+            None => actions.push(Action::Delete {
+                namespace: cur.metadata.namespace.clone().unwrap_or_default(),
+                name,
+            }),
             Some(want) => {
-                let labels_ok = want.metadata.labels.iter().flatten().all(|(k, v)| {
-                    cur.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v)
-                });
+                let labels_ok =
+                    want.metadata.labels.iter().flatten().all(|(k, v)| {
+                        cur.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v)
+                    });
                 let same = labels_ok
                     && cur.address_type == want.address_type
                     && cur.endpoints == want.endpoints
@@ -205,7 +243,11 @@ mod tests {
         Service {
             metadata: meta("default", "web", "svc-uid"),
             spec: Some(ServiceSpec {
-                selector: selector.map(|s| s.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                selector: selector.map(|s| {
+                    s.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                }),
                 ports: Some(vec![ServicePort {
                     name: Some("http".into()),
                     port: 80,
@@ -220,11 +262,21 @@ mod tests {
     }
 
     fn web_pod(name: &str, ip: Option<&str>, ready: bool, named_port: Option<i32>) -> Pod {
-        let mut p = pod(name, &[("app", "web")], ip, Some("node1"), ready.then_some(10));
+        let mut p = pod(
+            name,
+            &[("app", "web")],
+            ip,
+            Some("node1"),
+            ready.then_some(10),
+        );
         if let Some(port) = named_port {
             p.spec.as_mut().unwrap().containers = vec![Container {
                 name: "c".into(),
-                ports: Some(vec![ContainerPort { name: Some("web".into()), container_port: port, ..Default::default() }]),
+                ports: Some(vec![ContainerPort {
+                    name: Some("web".into()),
+                    container_port: port,
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }];
         }
@@ -236,7 +288,12 @@ mod tests {
             .iter()
             .map(|e| {
                 let c = e.conditions.clone().unwrap_or_default();
-                (e.addresses.join(","), c.ready == Some(true), c.serving == Some(true), c.terminating == Some(true))
+                (
+                    e.addresses.join(","),
+                    c.ready == Some(true),
+                    c.serving == Some(true),
+                    c.terminating == Some(true),
+                )
             })
             .collect()
     }
@@ -245,7 +302,13 @@ mod tests {
     fn endpoints_table() {
         let mut leaving = web_pod("d", Some("10.244.1.4"), true, None);
         leaving.metadata.deletion_timestamp = Some(Time(ts(50)));
-        let mut other = pod("o", &[("app", "db")], Some("10.244.1.9"), Some("node1"), Some(1));
+        let mut other = pod(
+            "o",
+            &[("app", "db")],
+            Some("10.244.1.9"),
+            Some("node1"),
+            Some(1),
+        );
         other.metadata.namespace = Some("default".into());
         let pods = vec![
             web_pod("a", Some("10.244.1.2"), true, None),
@@ -267,16 +330,28 @@ mod tests {
             ]
         );
         let port = &s.ports.as_ref().unwrap()[0];
-        assert_eq!((port.name.as_deref(), port.port, port.protocol.as_deref()), (Some("http"), Some(8080), Some("TCP")));
+        assert_eq!(
+            (port.name.as_deref(), port.port, port.protocol.as_deref()),
+            (Some("http"), Some(8080), Some("TCP"))
+        );
         let l = s.metadata.labels.as_ref().unwrap();
         assert_eq!(l.get(SERVICE_NAME_LABEL).map(String::as_str), Some("web"));
-        assert_eq!(l.get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY));
+        assert_eq!(
+            l.get(MANAGED_BY_LABEL).map(String::as_str),
+            Some(MANAGED_BY)
+        );
         assert_eq!(s.address_type, "IPv4");
         assert!(s.metadata.name.as_deref().unwrap().starts_with("web-"));
         let e = &s.endpoints[0];
         assert_eq!(e.node_name.as_deref(), Some("node1"));
-        assert_eq!(e.target_ref.as_ref().and_then(|r| r.name.as_deref()), Some("a"));
-        assert_eq!(s.metadata.owner_references.as_ref().unwrap()[0].uid, "svc-uid");
+        assert_eq!(
+            e.target_ref.as_ref().and_then(|r| r.name.as_deref()),
+            Some("a")
+        );
+        assert_eq!(
+            s.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "svc-uid"
+        );
     }
 
     #[test]
@@ -293,10 +368,26 @@ mod tests {
         let cases = [
             (sp(None, None), &pod_without, Some(80)),
             (sp(Some(IntOrString::Int(0)), None), &pod_without, Some(80)),
-            (sp(Some(IntOrString::Int(8080)), None), &pod_without, Some(8080)),
-            (sp(Some(IntOrString::String("web".into())), None), &pod_with, Some(9090)),
-            (sp(Some(IntOrString::String("web".into())), Some("UDP")), &pod_with, None),
-            (sp(Some(IntOrString::String("web".into())), None), &pod_without, None),
+            (
+                sp(Some(IntOrString::Int(8080)), None),
+                &pod_without,
+                Some(8080),
+            ),
+            (
+                sp(Some(IntOrString::String("web".into())), None),
+                &pod_with,
+                Some(9090),
+            ),
+            (
+                sp(Some(IntOrString::String("web".into())), Some("UDP")),
+                &pod_with,
+                None,
+            ),
+            (
+                sp(Some(IntOrString::String("web".into())), None),
+                &pod_without,
+                None,
+            ),
         ];
         for (i, (sp, pod, want)) in cases.iter().enumerate() {
             assert_eq!(resolve_target_port(sp, pod), *want, "case {i}");
@@ -305,9 +396,18 @@ mod tests {
 
     #[test]
     fn named_ports_split_slices() {
-        let pods = vec![web_pod("a", Some("10.0.0.1"), true, Some(9090)), web_pod("b", Some("10.0.0.2"), true, Some(9091))];
-        let slices = desired_slices(&svc(Some(&[("app", "web")]), IntOrString::String("web".into())), &pods);
-        let mut ports: Vec<i32> = slices.values().map(|s| s.ports.as_ref().unwrap()[0].port.unwrap()).collect();
+        let pods = vec![
+            web_pod("a", Some("10.0.0.1"), true, Some(9090)),
+            web_pod("b", Some("10.0.0.2"), true, Some(9091)),
+        ];
+        let slices = desired_slices(
+            &svc(Some(&[("app", "web")]), IntOrString::String("web".into())),
+            &pods,
+        );
+        let mut ports: Vec<i32> = slices
+            .values()
+            .map(|s| s.ports.as_ref().unwrap()[0].port.unwrap())
+            .collect();
         ports.sort();
         assert_eq!(ports, vec![9090, 9091]);
     }
@@ -332,8 +432,18 @@ mod tests {
             ("nothing yet", s.clone(), vec![], vec!["create"]),
             ("up to date", s.clone(), vec![want.clone()], vec![]),
             ("stale content", s.clone(), vec![stale], vec!["update"]),
-            ("leftover slice", s.clone(), vec![want.clone(), foreign.clone()], vec!["delete"]),
-            ("selector removed: managed slices go", svc(None, IntOrString::Int(8080)), vec![want.clone()], vec!["delete"]),
+            (
+                "leftover slice",
+                s.clone(),
+                vec![want.clone(), foreign.clone()],
+                vec!["delete"],
+            ),
+            (
+                "selector removed: managed slices go",
+                svc(None, IntOrString::Int(8080)),
+                vec![want.clone()],
+                vec!["delete"],
+            ),
         ];
         for (name, svc, existing, expected) in cases {
             let got: Vec<&str> = reconcile(&svc, &pods, &existing).iter().map(kind).collect();
@@ -343,7 +453,9 @@ mod tests {
         let mut stale = want.clone();
         stale.endpoints.clear();
         stale.metadata.resource_version = Some("7".into());
-        let Some(Action::Update(u)) = reconcile(&s, &pods, &[stale]).pop() else { panic!("expected update") };
+        let Some(Action::Update(u)) = reconcile(&s, &pods, &[stale]).pop() else {
+            panic!("expected update")
+        };
         assert_eq!(u.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(u.endpoints, want.endpoints);
     }

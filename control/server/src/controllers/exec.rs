@@ -17,7 +17,11 @@ use super::store::ObjKey;
 use super::{Cache, Ctx, deployment, endpointslice, replicaset, util};
 
 /// Ends a reconcile: forget the key's failures, or retry it with back-off.
-fn finish<T: Clone + Eq + std::hash::Hash + Send + 'static>(q: &super::queue::WorkQueue<T>, key: T, r: Result<(), Error>) {
+fn finish<T: Clone + Eq + std::hash::Hash + Send + 'static>(
+    q: &super::queue::WorkQueue<T>,
+    key: T,
+    r: Result<(), Error>,
+) {
     match r {
         Ok(()) => q.forget(&key),
         Err(error) => {
@@ -49,7 +53,9 @@ pub async fn deployment_worker(ctx: Arc<Ctx>) {
     loop {
         let key = ctx.deployments.pop().await;
         let span = tracing::info_span!("reconcile", controller = "deployment", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_deployment(&ctx, &key).instrument(span.clone()).await;
+        let r = reconcile_deployment(&ctx, &key)
+            .instrument(span.clone())
+            .await;
         span.in_scope(|| finish(&ctx.deployments, key, r));
     }
 }
@@ -57,10 +63,16 @@ pub async fn deployment_worker(ctx: Arc<Ctx>) {
 async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let (d, owned) = {
         let c = ctx.read();
-        let Some(d) = c.deployments.get(key).cloned() else { return Ok(()) };
+        let Some(d) = c.deployments.get(key).cloned() else {
+            return Ok(());
+        };
         let uid = d.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<ReplicaSet> =
-            c.replicasets.in_namespace(&key.namespace).filter(|rs| util::controlled_by(&rs.metadata, &uid)).cloned().collect();
+        let owned: Vec<ReplicaSet> = c
+            .replicasets
+            .in_namespace(&key.namespace)
+            .filter(|rs| util::controlled_by(&rs.metadata, &uid))
+            .cloned()
+            .collect();
         (d, owned)
     };
     let actions = deployment::reconcile(&d, &owned, util::now());
@@ -70,7 +82,10 @@ async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     for a in actions {
         match a {
             deployment::Action::CreateReplicaSet(rs) => {
-                tracing::info!(replicaset = rs.metadata.name.as_deref().unwrap_or_default(), "creating ReplicaSet");
+                tracing::info!(
+                    replicaset = rs.metadata.name.as_deref().unwrap_or_default(),
+                    "creating ReplicaSet"
+                );
                 ignore_exists(ctx.client.create(&rs).await)?;
             }
             deployment::Action::UpdateReplicaSet(rs) => {
@@ -83,7 +98,11 @@ async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             }
             deployment::Action::DeleteReplicaSet { namespace, name } => {
                 tracing::info!(replicaset = %name, "deleting old ReplicaSet beyond revisionHistoryLimit");
-                ignore_not_found(ctx.client.delete::<ReplicaSet>(&namespace, &name, &DeleteParams::default()).await)?;
+                ignore_not_found(
+                    ctx.client
+                        .delete::<ReplicaSet>(&namespace, &name, &DeleteParams::default())
+                        .await,
+                )?;
             }
             deployment::Action::UpdateDeployment(nd) => {
                 let stored: Deployment = ctx.client.update(&nd).await?;
@@ -115,7 +134,9 @@ pub async fn replicaset_worker(ctx: Arc<Ctx>) {
     loop {
         let key = ctx.replicasets.pop().await;
         let span = tracing::info_span!("reconcile", controller = "replicaset", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_replicaset(&ctx, &key).instrument(span.clone()).await;
+        let r = reconcile_replicaset(&ctx, &key)
+            .instrument(span.clone())
+            .await;
         span.in_scope(|| finish(&ctx.replicasets, key, r));
     }
 }
@@ -123,19 +144,33 @@ pub async fn replicaset_worker(ctx: Arc<Ctx>) {
 async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     if !ctx.expectations.satisfied(key, Instant::now()) {
         // Our own creations/deletions are not in the cache yet; their events re-enqueue us.
-        ctx.replicasets.add_after(key.clone(), Duration::from_secs(1));
+        ctx.replicasets
+            .add_after(key.clone(), Duration::from_secs(1));
         return Ok(());
     }
     let (rs, pods) = {
         let c = ctx.read();
-        let Some(rs) = c.replicasets.get(key).cloned() else { return Ok(()) };
+        let Some(rs) = c.replicasets.get(key).cloned() else {
+            return Ok(());
+        };
         let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let pods: Vec<Pod> = c.pods.in_namespace(&key.namespace).filter(|p| util::controlled_by(&p.metadata, &uid)).cloned().collect();
+        let pods: Vec<Pod> = c
+            .pods
+            .in_namespace(&key.namespace)
+            .filter(|p| util::controlled_by(&p.metadata, &uid))
+            .cloned()
+            .collect();
         (rs, pods)
     };
     let actions = replicaset::reconcile(&rs, &pods, util::now(), &mut random_suffix);
-    let adds = actions.iter().filter(|a| matches!(a, replicaset::Action::CreatePod(_))).count() as i64;
-    let dels = actions.iter().filter(|a| matches!(a, replicaset::Action::DeletePod(_))).count() as i64;
+    let adds = actions
+        .iter()
+        .filter(|a| matches!(a, replicaset::Action::CreatePod(_)))
+        .count() as i64;
+    let dels = actions
+        .iter()
+        .filter(|a| matches!(a, replicaset::Action::DeletePod(_)))
+        .count() as i64;
     if adds > 0 || dels > 0 {
         ctx.expectations.expect(key, adds, dels, Instant::now());
     }
@@ -145,14 +180,20 @@ async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             replicaset::Action::CreatePod(p) => {
                 let r = ctx.client.create(&p).await;
                 match &r {
-                    Ok(created) => tracing::info!(pod = created.metadata.name.as_deref().unwrap_or_default(), "created pod"),
+                    Ok(created) => tracing::info!(
+                        pod = created.metadata.name.as_deref().unwrap_or_default(),
+                        "created pod"
+                    ),
                     Err(_) => ctx.expectations.lower(key, 1, 0),
                 }
                 r.map(|_| ())
             }
             replicaset::Action::DeletePod(k) => {
                 tracing::info!(pod = %k.name, "deleting surplus pod");
-                let r = ctx.client.delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default()).await;
+                let r = ctx
+                    .client
+                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
+                    .await;
                 if r.is_err() {
                     ctx.expectations.lower(key, 0, 1);
                 }
@@ -166,9 +207,20 @@ async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     }
     // Pods that are ready but not yet available for minReadySeconds need a
     // later look even if no event arrives.
-    let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
-    if min_ready > 0 && pods.iter().any(|p| util::pod_ready(p) && !util::pod_available(p, min_ready, util::now())) {
-        ctx.replicasets.add_after(key.clone(), Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)));
+    let min_ready = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    if min_ready > 0
+        && pods
+            .iter()
+            .any(|p| util::pod_ready(p) && !util::pod_available(p, min_ready, util::now()))
+    {
+        ctx.replicasets.add_after(
+            key.clone(),
+            Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)),
+        );
     }
     first_err.map_or(Ok(()), Err)
 }
@@ -186,26 +238,44 @@ async fn reconcile_service(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let (svc, pods, existing) = {
         let c = ctx.read();
         // A deleted Service's slices go with it through the garbage collector.
-        let Some(svc) = c.services.get(key).cloned() else { return Ok(()) };
+        let Some(svc) = c.services.get(key).cloned() else {
+            return Ok(());
+        };
         let pods: Vec<Pod> = c.pods.in_namespace(&key.namespace).cloned().collect();
-        let existing: Vec<EndpointSlice> =
-            c.slices.in_namespace(&key.namespace).filter(|s| endpointslice::managed_for(s, &key.name)).cloned().collect();
+        let existing: Vec<EndpointSlice> = c
+            .slices
+            .in_namespace(&key.namespace)
+            .filter(|s| endpointslice::managed_for(s, &key.name))
+            .cloned()
+            .collect();
         (svc, pods, existing)
     };
     for a in endpointslice::reconcile(&svc, &pods, &existing) {
         match a {
             endpointslice::Action::Create(s) => {
-                tracing::info!(slice = s.metadata.name.as_deref().unwrap_or_default(), endpoints = s.endpoints.len(), "creating EndpointSlice");
+                tracing::info!(
+                    slice = s.metadata.name.as_deref().unwrap_or_default(),
+                    endpoints = s.endpoints.len(),
+                    "creating EndpointSlice"
+                );
                 // AlreadyExists: the cache is behind; the slice's event brings us back.
                 ignore_exists(ctx.client.create(&s).await)?;
             }
             endpointslice::Action::Update(s) => {
-                tracing::info!(slice = s.metadata.name.as_deref().unwrap_or_default(), endpoints = s.endpoints.len(), "updating EndpointSlice");
+                tracing::info!(
+                    slice = s.metadata.name.as_deref().unwrap_or_default(),
+                    endpoints = s.endpoints.len(),
+                    "updating EndpointSlice"
+                );
                 ctx.client.update(&s).await?;
             }
             endpointslice::Action::Delete { namespace, name } => {
                 tracing::info!(slice = %name, "deleting EndpointSlice");
-                ignore_not_found(ctx.client.delete::<EndpointSlice>(&namespace, &name, &DeleteParams::default()).await)?;
+                ignore_not_found(
+                    ctx.client
+                        .delete::<EndpointSlice>(&namespace, &name, &DeleteParams::default())
+                        .await,
+                )?;
             }
         }
     }
@@ -231,14 +301,19 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
         "EndpointSlice" => c.slices.by_uid(namespace, &r.uid).is_some(),
         _ => return OwnerState::Unknown,
     };
-    if found { OwnerState::Exists } else { OwnerState::Gone }
+    if found {
+        OwnerState::Exists
+    } else {
+        OwnerState::Gone
+    }
 }
 
 async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
     let meta = {
         let c = ctx.read();
         if !c.all_synced() {
-            ctx.gc.add_after((*kind, key.clone()), Duration::from_secs(1));
+            ctx.gc
+                .add_after((*kind, key.clone()), Duration::from_secs(1));
             return Ok(());
         }
         let meta = match *kind {
@@ -261,7 +336,11 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             Ok(json) => {
                 let live: Option<String> = serde_json::from_slice::<serde_json::Value>(&json)
                     .ok()
-                    .and_then(|v| v.pointer("/metadata/uid").and_then(|u| u.as_str()).map(str::to_string));
+                    .and_then(|v| {
+                        v.pointer("/metadata/uid")
+                            .and_then(|u| u.as_str())
+                            .map(str::to_string)
+                    });
                 if gc::live_owner_matches(r, live.as_deref()) {
                     tracing::debug!(owner = %r.name, "owner still exists; keeping");
                     return Ok(());
@@ -272,6 +351,13 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
         }
     }
     tracing::info!("all owners gone; deleting");
-    let params = DeleteParams { propagation_policy: "Background".into(), ..Default::default() };
-    ignore_not_found(ctx.client.delete_json(kind, &key.namespace, &key.name, &params).await)
+    let params = DeleteParams {
+        propagation_policy: "Background".into(),
+        ..Default::default()
+    };
+    ignore_not_found(
+        ctx.client
+            .delete_json(kind, &key.namespace, &key.name, &params)
+            .await,
+    )
 }

@@ -24,7 +24,9 @@ pub enum OwnerState {
 /// being deleted, and every owner is gone.
 pub fn is_orphan(meta: &ObjectMeta, owner_state: impl Fn(&OwnerReference) -> OwnerState) -> bool {
     let refs = meta.owner_references.as_deref().unwrap_or_default();
-    meta.deletion_timestamp.is_none() && !refs.is_empty() && refs.iter().all(|r| owner_state(r) == OwnerState::Gone)
+    meta.deletion_timestamp.is_none()
+        && !refs.is_empty()
+        && refs.iter().all(|r| owner_state(r) == OwnerState::Gone)
 }
 
 /// Whether a live owner (as returned by the API server) is the one the
@@ -40,7 +42,13 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     fn owner(kind: &str, uid: &str) -> OwnerReference {
-        OwnerReference { api_version: "apps/v1".into(), kind: kind.into(), name: "x".into(), uid: uid.into(), ..Default::default() }
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: "x".into(),
+            uid: uid.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -54,12 +62,37 @@ mod tests {
         // (case, owners, being deleted, expected)
         let cases: Vec<(&str, Vec<OwnerReference>, bool, bool)> = vec![
             ("no owners: never collected", vec![], false, false),
-            ("owner alive", vec![owner("ReplicaSet", "live")], false, false),
+            (
+                "owner alive",
+                vec![owner("ReplicaSet", "live")],
+                false,
+                false,
+            ),
             ("owner gone", vec![owner("ReplicaSet", "dead")], false, true),
-            ("one of two owners alive", vec![owner("ReplicaSet", "dead"), owner("Deployment", "live")], false, false),
-            ("all owners gone", vec![owner("ReplicaSet", "dead"), owner("Deployment", "dead2")], false, true),
-            ("unknown owner kind", vec![owner("Job", "dead")], false, false),
-            ("already being deleted", vec![owner("ReplicaSet", "dead")], true, false),
+            (
+                "one of two owners alive",
+                vec![owner("ReplicaSet", "dead"), owner("Deployment", "live")],
+                false,
+                false,
+            ),
+            (
+                "all owners gone",
+                vec![owner("ReplicaSet", "dead"), owner("Deployment", "dead2")],
+                false,
+                true,
+            ),
+            (
+                "unknown owner kind",
+                vec![owner("Job", "dead")],
+                false,
+                false,
+            ),
+            (
+                "already being deleted",
+                vec![owner("ReplicaSet", "dead")],
+                true,
+                false,
+            ),
         ];
         for (name, refs, deleting, want) in cases {
             let meta = ObjectMeta {
@@ -75,7 +108,10 @@ mod tests {
     fn live_owner_must_match_uid() {
         let r = owner("ReplicaSet", "u1");
         assert!(live_owner_matches(&r, Some("u1")));
-        assert!(!live_owner_matches(&r, Some("u2")), "recreated under the same name is a different owner");
+        assert!(
+            !live_owner_matches(&r, Some("u2")),
+            "recreated under the same name is a different owner"
+        );
         assert!(!live_owner_matches(&r, None));
     }
 }

@@ -33,7 +33,13 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 5] = ["Deployment", "ReplicaSet", "Pod", "Service", "EndpointSlice"];
+pub const WATCHED: [&str; 5] = [
+    "Deployment",
+    "ReplicaSet",
+    "Pod",
+    "Service",
+    "EndpointSlice",
+];
 /// Every key is reconciled again this often, to heal anything an event missed.
 const RESYNC: Duration = Duration::from_secs(30);
 
@@ -96,7 +102,14 @@ impl Expectations {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub fn expect(&self, key: &ObjKey, adds: i64, dels: i64, now: Instant) {
-        self.lock().insert(key.clone(), Expectation { adds, dels, deadline: now + EXPECTATION_TTL });
+        self.lock().insert(
+            key.clone(),
+            Expectation {
+                adds,
+                dels,
+                deadline: now + EXPECTATION_TTL,
+            },
+        );
     }
     pub fn lower(&self, key: &ObjKey, adds: i64, dels: i64) {
         if let Some(e) = self.lock().get_mut(key) {
@@ -106,7 +119,9 @@ impl Expectations {
     }
     /// True when the cache has caught up with our own writes (or gave up waiting).
     pub fn satisfied(&self, key: &ObjKey, now: Instant) -> bool {
-        self.lock().get(key).is_none_or(|e| (e.adds <= 0 && e.dels <= 0) || now >= e.deadline)
+        self.lock()
+            .get(key)
+            .is_none_or(|e| (e.adds <= 0 && e.dels <= 0) || now >= e.deadline)
     }
 }
 
@@ -132,13 +147,33 @@ impl Ctx {
 
     /// Enqueues every object in the cache that names `uid` as an owner.
     fn enqueue_dependents(&self, owner: &ObjectMeta) {
-        let (Some(uid), ns) = (owner.uid.as_deref(), owner.namespace.as_deref().unwrap_or_default()) else { return };
+        let (Some(uid), ns) = (
+            owner.uid.as_deref(),
+            owner.namespace.as_deref().unwrap_or_default(),
+        ) else {
+            return;
+        };
         let c = self.read();
         let owned = |m: &ObjectMeta| m.owner_references.iter().flatten().any(|r| r.uid == uid);
         let mut keys: Vec<GcKey> = Vec::new();
-        keys.extend(c.replicasets.in_namespace(ns).filter(|o| owned(&o.metadata)).map(|o| ("ReplicaSet", ObjKey::of(o))));
-        keys.extend(c.pods.in_namespace(ns).filter(|o| owned(&o.metadata)).map(|o| ("Pod", ObjKey::of(o))));
-        keys.extend(c.slices.in_namespace(ns).filter(|o| owned(&o.metadata)).map(|o| ("EndpointSlice", ObjKey::of(o))));
+        keys.extend(
+            c.replicasets
+                .in_namespace(ns)
+                .filter(|o| owned(&o.metadata))
+                .map(|o| ("ReplicaSet", ObjKey::of(o))),
+        );
+        keys.extend(
+            c.pods
+                .in_namespace(ns)
+                .filter(|o| owned(&o.metadata))
+                .map(|o| ("Pod", ObjKey::of(o))),
+        );
+        keys.extend(
+            c.slices
+                .in_namespace(ns)
+                .filter(|o| owned(&o.metadata))
+                .map(|o| ("EndpointSlice", ObjKey::of(o))),
+        );
         drop(c);
         for k in keys {
             self.gc.add(k);
@@ -147,7 +182,10 @@ impl Ctx {
 
     fn enqueue_controller(&self, meta: &ObjectMeta, kind: &str, q: &WorkQueue<ObjKey>) {
         if let Some(r) = util::controller_of(meta).filter(|r| r.kind == kind) {
-            q.add(ObjKey::new(meta.namespace.clone().unwrap_or_default(), r.name.clone()));
+            q.add(ObjKey::new(
+                meta.namespace.clone().unwrap_or_default(),
+                r.name.clone(),
+            ));
         }
     }
 
@@ -205,7 +243,12 @@ impl Ctx {
             self.slices.add(k);
         }
         match (&ch.old, &ch.new) {
-            (_, Some(p)) if p.metadata.owner_references.as_ref().is_some_and(|r| !r.is_empty()) => {
+            (_, Some(p))
+                if p.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty()) =>
+            {
                 self.gc.add(("Pod", ObjKey::of(p)));
             }
             (Some(old), None) => self.enqueue_dependents(&old.metadata),
@@ -215,7 +258,10 @@ impl Ctx {
 
     fn observe(&self, pod: &Pod, adds: i64, dels: i64) {
         if let Some(r) = util::controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet") {
-            let key = ObjKey::new(pod.metadata.namespace.clone().unwrap_or_default(), r.name.clone());
+            let key = ObjKey::new(
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                r.name.clone(),
+            );
             self.expectations.lower(&key, adds, dels);
         }
     }
@@ -233,7 +279,10 @@ impl Ctx {
         if let Some(s) = ch.latest()
             && let Some(svc) = endpointslice::owning_service(s)
         {
-            self.slices.add(ObjKey::new(s.metadata.namespace.clone().unwrap_or_default(), svc));
+            self.slices.add(ObjKey::new(
+                s.metadata.namespace.clone().unwrap_or_default(),
+                svc,
+            ));
         }
         if let Some(s) = &ch.new {
             self.gc.add(("EndpointSlice", ObjKey::of(s)));
@@ -272,7 +321,11 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     macro_rules! reflect {
         ($t:ty, $handler:ident) => {{
             let c = ctx.clone();
-            tasks.spawn(reflector::reflect::<$t, _, _>(client.clone(), ctx.cache.clone(), move |ch| c.$handler(ch)));
+            tasks.spawn(reflector::reflect::<$t, _, _>(
+                client.clone(),
+                ctx.cache.clone(),
+                move |ch| c.$handler(ch),
+            ));
         }};
     }
     reflect!(Deployment, on_deployment);
@@ -316,6 +369,9 @@ mod tests {
         e.lower(&k, 0, 1);
         assert!(e.satisfied(&k, now));
         e.expect(&k, 1, 0, now);
-        assert!(e.satisfied(&k, now + EXPECTATION_TTL), "expired expectations stop blocking");
+        assert!(
+            e.satisfied(&k, now + EXPECTATION_TTL),
+            "expired expectations stop blocking"
+        );
     }
 }

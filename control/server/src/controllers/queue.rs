@@ -24,7 +24,10 @@ pub struct WorkQueue<T> {
 
 impl<T> Clone for WorkQueue<T> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), notify: self.notify.clone() }
+        Self {
+            inner: self.inner.clone(),
+            notify: self.notify.clone(),
+        }
     }
 }
 

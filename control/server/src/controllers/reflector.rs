@@ -31,7 +31,13 @@ enum Next {
 /// and calls `handle` for every change, outside the lock.
 pub async fn reflect<K, C, H>(client: Client, cache: Arc<RwLock<C>>, handle: H)
 where
-    K: k8s_openapi::Resource + Metadata<Ty = ObjectMeta> + DeserializeOwned + Clone + Send + Sync + 'static,
+    K: k8s_openapi::Resource
+        + Metadata<Ty = ObjectMeta>
+        + DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     C: Cached<K>,
     H: Fn(&Change<K>) + Send + Sync,
 {
@@ -73,13 +79,28 @@ where
 }
 
 /// One watch stream from `rv`. Returns what to do next and whether any event arrived.
-async fn watch_once<K, C, H>(client: &Client, cache: &Arc<RwLock<C>>, handle: &H, rv: &mut String) -> (Next, bool)
+async fn watch_once<K, C, H>(
+    client: &Client,
+    cache: &Arc<RwLock<C>>,
+    handle: &H,
+    rv: &mut String,
+) -> (Next, bool)
 where
-    K: k8s_openapi::Resource + Metadata<Ty = ObjectMeta> + DeserializeOwned + Clone + Send + Sync + 'static,
+    K: k8s_openapi::Resource
+        + Metadata<Ty = ObjectMeta>
+        + DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     C: Cached<K>,
     H: Fn(&Change<K>) + Send + Sync,
 {
-    let params = WatchParams { resource_version: rv.clone(), allow_bookmarks: true, ..Default::default() };
+    let params = WatchParams {
+        resource_version: rv.clone(),
+        allow_bookmarks: true,
+        ..Default::default()
+    };
     let mut stream = match client.watch::<K>("", &params).await {
         Ok(s) => s,
         Err(Error::Expired(_)) => return (Next::Relist, false),

@@ -24,9 +24,16 @@ pub enum Action {
 
 /// Decides what to do for one ReplicaSet given the pods it controls.
 /// `suffix` yields random 5-character name suffixes (randomness comes from the caller).
-pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: Timestamp, suffix: &mut dyn FnMut() -> String) -> Vec<Action> {
+pub fn reconcile(
+    rs: &ReplicaSet,
+    pods: &[Pod],
+    now: Timestamp,
+    suffix: &mut dyn FnMut() -> String,
+) -> Vec<Action> {
     let mut actions = Vec::new();
-    let Some(spec) = rs.spec.as_ref() else { return actions };
+    let Some(spec) = rs.spec.as_ref() else {
+        return actions;
+    };
     let desired = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
     let active: Vec<&Pod> = pods.iter().filter(|p| pod_active(p)).collect();
 
@@ -56,7 +63,11 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: Timestamp, suffix: &mut dyn
 
 /// Sort key: pods that sort first are deleted first.
 fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64, String) {
-    let scheduled = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+    let scheduled = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some_and(|n| !n.is_empty());
     let phase = match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
@@ -68,7 +79,12 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64, String) {
         .and_then(|s| s.container_statuses.as_ref())
         .map(|cs| cs.iter().map(|c| i64::from(c.restart_count)).sum())
         .unwrap_or(0);
-    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
     (
         u8::from(scheduled),
         phase,
@@ -84,7 +100,11 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64, String) {
 /// the API server fills generateName suffixes.
 pub fn pod_from_template(rs: &ReplicaSet, suffix: &str) -> Pod {
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
-    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
     let tm = template.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -103,9 +123,16 @@ pub fn pod_from_template(rs: &ReplicaSet, suffix: &str) -> Pod {
 
 fn compute_status(rs: &ReplicaSet, active: &[&Pod], now: Timestamp) -> ReplicaSetStatus {
     let spec = rs.spec.clone().unwrap_or_default();
-    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let count = |f: &dyn Fn(&Pod) -> bool| i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX);
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
     let opt = |n: i32| if n == 0 { None } else { Some(n) };
     let fully_labeled = count(&|p| {
         let l = p.metadata.labels.clone().unwrap_or_default();
@@ -140,9 +167,15 @@ mod tests {
             metadata: m,
             spec: Some(ReplicaSetSpec {
                 replicas: Some(replicas),
-                selector: LabelSelector { match_labels: Some(labels.clone()), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..Default::default()
+                },
                 template: Some(PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..Default::default()
+                    }),
                     spec: Some(Default::default()),
                 }),
                 min_ready_seconds: None,
@@ -152,7 +185,13 @@ mod tests {
     }
 
     fn p(name: &str, node: Option<&str>, ready: bool, created: i64) -> Pod {
-        let mut p = pod(name, &[("app", "web")], Some("10.0.0.1"), node, ready.then_some(100));
+        let mut p = pod(
+            name,
+            &[("app", "web")],
+            Some("10.0.0.1"),
+            node,
+            ready.then_some(100),
+        );
         p.metadata.creation_timestamp = Some(Time(ts(created)));
         p
     }
@@ -169,7 +208,10 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::CreatePod(p) => Some(format!("create {}", p.metadata.name.clone().unwrap_or_default())),
+                Action::CreatePod(p) => Some(format!(
+                    "create {}",
+                    p.metadata.name.clone().unwrap_or_default()
+                )),
                 Action::DeletePod(k) => Some(format!("delete {}", k.name)),
                 Action::UpdateStatus(_) => None,
             })
@@ -182,28 +224,53 @@ mod tests {
         terminating_pod.metadata.deletion_timestamp = Some(Time(ts(50)));
         // (name, replicas, pods, expected pod actions)
         let cases: Vec<(&str, i32, Vec<Pod>, Vec<&str>)> = vec![
-            ("from zero", 2, vec![], vec!["create web-abc-s1", "create web-abc-s2"]),
+            (
+                "from zero",
+                2,
+                vec![],
+                vec!["create web-abc-s1", "create web-abc-s2"],
+            ),
             ("enough", 1, vec![p("a", Some("n"), true, 10)], vec![]),
-            ("terminating pods do not count", 1, vec![terminating_pod], vec!["create web-abc-s1"]),
+            (
+                "terminating pods do not count",
+                1,
+                vec![terminating_pod],
+                vec!["create web-abc-s1"],
+            ),
             (
                 "unscheduled deleted before scheduled",
                 1,
-                vec![p("sched", Some("n"), true, 10), p("unsched", None, false, 5)],
+                vec![
+                    p("sched", Some("n"), true, 10),
+                    p("unsched", None, false, 5),
+                ],
                 vec!["delete unsched"],
             ),
             (
                 "not ready deleted before ready",
                 1,
-                vec![p("ready", Some("n"), true, 20), p("notready", Some("n"), false, 10)],
+                vec![
+                    p("ready", Some("n"), true, 20),
+                    p("notready", Some("n"), false, 10),
+                ],
                 vec!["delete notready"],
             ),
             (
                 "newest deleted first",
                 1,
-                vec![p("old", Some("n"), true, 10), p("new", Some("n"), true, 20), p("mid", Some("n"), true, 15)],
+                vec![
+                    p("old", Some("n"), true, 10),
+                    p("new", Some("n"), true, 20),
+                    p("mid", Some("n"), true, 15),
+                ],
                 vec!["delete new", "delete mid"],
             ),
-            ("scale to zero", 0, vec![p("a", Some("n"), true, 10)], vec!["delete a"]),
+            (
+                "scale to zero",
+                0,
+                vec![p("a", Some("n"), true, 10)],
+                vec!["delete a"],
+            ),
         ];
         for (name, replicas, pods, want) in cases {
             let got = summary(&reconcile(&rs(replicas), &pods, ts(1000), &mut counter()));
@@ -214,30 +281,56 @@ mod tests {
     #[test]
     fn created_pod_is_owned_and_labelled() {
         let actions = reconcile(&rs(1), &[], ts(1000), &mut counter());
-        let Some(Action::CreatePod(pod)) = actions.first() else { panic!("{actions:?}") };
+        let Some(Action::CreatePod(pod)) = actions.first() else {
+            panic!("{actions:?}")
+        };
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-abc-"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(pod.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str), Some("web"));
+        assert_eq!(
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app"))
+                .map(String::as_str),
+            Some("web")
+        );
         let r = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((r.kind.as_str(), r.name.as_str(), r.uid.as_str(), r.controller), ("ReplicaSet", "web-abc", "rs-uid", Some(true)));
+        assert_eq!(
+            (
+                r.kind.as_str(),
+                r.name.as_str(),
+                r.uid.as_str(),
+                r.controller
+            ),
+            ("ReplicaSet", "web-abc", "rs-uid", Some(true))
+        );
     }
 
     #[test]
     fn terminating_replica_set_creates_nothing() {
         let mut r = rs(3);
         r.metadata.deletion_timestamp = Some(Time(ts(10)));
-        assert_eq!(summary(&reconcile(&r, &[], ts(1000), &mut counter())), Vec::<String>::new());
+        assert_eq!(
+            summary(&reconcile(&r, &[], ts(1000), &mut counter())),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn status_counts() {
         let mut unlabeled = p("c", Some("n"), true, 10);
         unlabeled.metadata.labels = None;
-        let pods = vec![p("a", Some("n"), true, 10), p("b", Some("n"), false, 10), unlabeled];
+        let pods = vec![
+            p("a", Some("n"), true, 10),
+            p("b", Some("n"), false, 10),
+            unlabeled,
+        ];
         let mut r = rs(3);
         r.spec.as_mut().unwrap().min_ready_seconds = Some(10);
         let actions = reconcile(&r, &pods, ts(105), &mut counter());
-        let Some(Action::UpdateStatus(n)) = actions.last() else { panic!("{actions:?}") };
+        let Some(Action::UpdateStatus(n)) = actions.last() else {
+            panic!("{actions:?}")
+        };
         let st = n.status.as_ref().unwrap();
         assert_eq!(st.replicas, 3);
         assert_eq!(st.fully_labeled_replicas, Some(2));

@@ -17,13 +17,19 @@ pub struct ObjKey {
 
 impl ObjKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// The key of an object, from its metadata.
     pub fn of<K: Metadata<Ty = ObjectMeta>>(obj: &K) -> Self {
         let m = obj.metadata();
-        Self::new(m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+        Self::new(
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
     }
 }
 
@@ -60,7 +66,9 @@ pub struct Store<K> {
 
 impl<K> Default for Store<K> {
     fn default() -> Self {
-        Self { objects: BTreeMap::new() }
+        Self {
+            objects: BTreeMap::new(),
+        }
     }
 }
 
@@ -74,7 +82,10 @@ impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
             }
             WatchEvent::Deleted(o) => {
                 let old = self.objects.remove(&ObjKey::of(&o)).unwrap_or(o);
-                Some(Change { old: Some(old), new: None })
+                Some(Change {
+                    old: Some(old),
+                    new: None,
+                })
             }
             WatchEvent::Bookmark(_) => None,
         }
@@ -84,7 +95,8 @@ impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
     /// returns the changes, including deletions that happened while the watch
     /// was down (which no event reported).
     pub fn replace(&mut self, items: Vec<K>) -> Vec<Change<K>> {
-        let mut fresh: BTreeMap<ObjKey, K> = items.into_iter().map(|o| (ObjKey::of(&o), o)).collect();
+        let mut fresh: BTreeMap<ObjKey, K> =
+            items.into_iter().map(|o| (ObjKey::of(&o), o)).collect();
         let mut changes = Vec::new();
         for (k, old) in std::mem::take(&mut self.objects) {
             match fresh.remove(&k) {
@@ -92,15 +104,24 @@ impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
                     let same = old.metadata().resource_version == new.metadata().resource_version;
                     self.objects.insert(k, new.clone());
                     if !same {
-                        changes.push(Change { old: Some(old), new: Some(new) });
+                        changes.push(Change {
+                            old: Some(old),
+                            new: Some(new),
+                        });
                     }
                 }
-                None => changes.push(Change { old: Some(old), new: None }),
+                None => changes.push(Change {
+                    old: Some(old),
+                    new: None,
+                }),
             }
         }
         for (k, new) in fresh {
             self.objects.insert(k, new.clone());
-            changes.push(Change { old: None, new: Some(new) });
+            changes.push(Change {
+                old: None,
+                new: Some(new),
+            });
         }
         changes
     }
@@ -117,12 +138,16 @@ impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
     pub fn in_namespace(&self, ns: &str) -> impl Iterator<Item = &K> + '_ {
         let start = ObjKey::new(ns, "");
         let ns = ns.to_string();
-        self.objects.range(start..).take_while(move |(k, _)| k.namespace == ns).map(|(_, v)| v)
+        self.objects
+            .range(start..)
+            .take_while(move |(k, _)| k.namespace == ns)
+            .map(|(_, v)| v)
     }
 
     /// The object with this uid, if any (owner lookups).
     pub fn by_uid(&self, namespace: &str, uid: &str) -> Option<&K> {
-        self.in_namespace(namespace).find(|o| o.metadata().uid.as_deref() == Some(uid))
+        self.in_namespace(namespace)
+            .find(|o| o.metadata().uid.as_deref() == Some(uid))
     }
 }
 
@@ -146,12 +171,21 @@ mod tests {
     #[test]
     fn events_add_modify_delete() {
         let mut s = Store::default();
-        let c = s.apply_event(WatchEvent::Added(pod("a", "p", "1"))).expect("change");
+        let c = s
+            .apply_event(WatchEvent::Added(pod("a", "p", "1")))
+            .expect("change");
         assert!(c.old.is_none() && c.new.is_some());
-        let c = s.apply_event(WatchEvent::Modified(pod("a", "p", "2"))).expect("change");
-        assert_eq!(c.old.and_then(|p| p.metadata.resource_version).as_deref(), Some("1"));
+        let c = s
+            .apply_event(WatchEvent::Modified(pod("a", "p", "2")))
+            .expect("change");
+        assert_eq!(
+            c.old.and_then(|p| p.metadata.resource_version).as_deref(),
+            Some("1")
+        );
         assert!(s.apply_event(WatchEvent::Bookmark("3".into())).is_none());
-        let c = s.apply_event(WatchEvent::Deleted(pod("a", "p", "3"))).expect("change");
+        let c = s
+            .apply_event(WatchEvent::Deleted(pod("a", "p", "3")))
+            .expect("change");
         assert!(c.new.is_none());
         assert_eq!(s.iter().count(), 0);
     }
@@ -159,11 +193,25 @@ mod tests {
     #[test]
     fn replace_reports_missed_deletions_and_changes() {
         let mut s = Store::default();
-        s.replace(vec![pod("a", "keep", "1"), pod("a", "gone", "1"), pod("a", "mod", "1")]);
-        let changes = s.replace(vec![pod("a", "keep", "1"), pod("a", "mod", "2"), pod("a", "new", "5")]);
+        s.replace(vec![
+            pod("a", "keep", "1"),
+            pod("a", "gone", "1"),
+            pod("a", "mod", "1"),
+        ]);
+        let changes = s.replace(vec![
+            pod("a", "keep", "1"),
+            pod("a", "mod", "2"),
+            pod("a", "new", "5"),
+        ]);
         let summary: Vec<(Option<String>, bool, bool)> = changes
             .iter()
-            .map(|c| (c.latest().and_then(|p| p.metadata.name.clone()), c.old.is_some(), c.new.is_some()))
+            .map(|c| {
+                (
+                    c.latest().and_then(|p| p.metadata.name.clone()),
+                    c.old.is_some(),
+                    c.new.is_some(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,

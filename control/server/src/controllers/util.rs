@@ -15,8 +15,19 @@ pub fn pod_ready(pod: &Pod) -> bool {
 /// When the pod became Ready (None when it is not Ready). A Ready condition
 /// without a transition time counts as ready since the epoch.
 pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    let c = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
-    (c.status == "True").then(|| c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH))
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (c.status == "True").then(|| {
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    })
 }
 
 /// Whether the pod has been Ready for at least `min_ready_seconds` at `now`.
@@ -42,7 +53,10 @@ pub fn pod_active(pod: &Pod) -> bool {
 
 /// The controller owner reference of an object, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.iter().flatten().find(|r| r.controller == Some(true))
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
 /// Whether `meta` is controlled by the object with this uid.
@@ -94,7 +108,10 @@ pub fn safe_encode(mut h: u32) -> String {
 /// (the caller supplies the randomness, so decisions stay deterministic in tests).
 pub fn suffix_from(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// `t` as a Kubernetes `Time`.
@@ -106,9 +123,14 @@ pub fn time(t: Timestamp) -> Time {
 
 /// The current time. (jiff's own `now()` needs a feature k8s-openapi does not enable.)
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp::new(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i32::try_from(d.subsec_nanos()).unwrap_or(0))
-        .unwrap_or(Timestamp::UNIX_EPOCH)
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::new(
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    )
+    .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// Labels of an object as a map (absent = empty).
@@ -137,12 +159,26 @@ pub mod testing {
     }
 
     /// A pod; `ready_at` sets a Ready=True condition from that second.
-    pub fn pod(name: &str, labels: &[(&str, &str)], ip: Option<&str>, node: Option<&str>, ready_at: Option<i64>) -> Pod {
+    pub fn pod(
+        name: &str,
+        labels: &[(&str, &str)],
+        ip: Option<&str>,
+        node: Option<&str>,
+        ready_at: Option<i64>,
+    ) -> Pod {
         let mut m = meta("default", name, &format!("uid-{name}"));
-        m.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        m.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         Pod {
             metadata: m,
-            spec: Some(PodSpec { node_name: node.map(str::to_string), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: node.map(str::to_string),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(if node.is_some() { "Running" } else { "Pending" }.into()),
                 pod_ip: ip.map(str::to_string),
@@ -168,10 +204,19 @@ mod tests {
     #[test]
     fn availability_honours_min_ready_seconds() {
         // (ready since, minReadySeconds, now, available)
-        let cases = [(None, 0, 100, false), (Some(90), 0, 100, true), (Some(90), 10, 100, true), (Some(95), 10, 100, false)];
+        let cases = [
+            (None, 0, 100, false),
+            (Some(90), 0, 100, true),
+            (Some(90), 10, 100, true),
+            (Some(95), 10, 100, false),
+        ];
         for (ready_at, min, now, want) in cases {
             let p = pod("p", &[], None, None, ready_at);
-            assert_eq!(pod_available(&p, min, ts(now)), want, "{ready_at:?} {min} {now}");
+            assert_eq!(
+                pod_available(&p, min, ts(now)),
+                want,
+                "{ready_at:?} {min} {now}"
+            );
         }
     }
 

@@ -74,7 +74,11 @@ impl Sched {
         // Any node change may make a waiting pod fit.
         let pending: Vec<ObjKey> = {
             let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            c.pods.iter().filter(|p| decide::wants_scheduling(p)).map(ObjKey::of).collect()
+            c.pods
+                .iter()
+                .filter(|p| decide::wants_scheduling(p))
+                .map(ObjKey::of)
+                .collect()
         };
         for k in pending {
             self.queue.add(k);
@@ -84,11 +88,18 @@ impl Sched {
     async fn schedule_one(&self, key: &ObjKey) -> Result<(), Error> {
         let (pod, nodes, counts) = {
             let c = self.cache.read().unwrap_or_else(|p| p.into_inner());
-            let Some(pod) = c.pods.get(key).cloned() else { return Ok(()) };
+            let Some(pod) = c.pods.get(key).cloned() else {
+                return Ok(());
+            };
             let nodes: Vec<Node> = c.nodes.iter().cloned().collect();
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             for p in c.pods.iter().filter(|p| util::pod_active(p)) {
-                if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()) {
+                if let Some(n) = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .filter(|n| !n.is_empty())
+                {
                     *counts.entry(n).or_default() += 1;
                 }
             }
@@ -118,7 +129,9 @@ impl Sched {
             }
             Err(u) => {
                 tracing::info!(reason = %u.message, "pod unschedulable");
-                if let Some(cond) = decide::unschedulable_condition(&pod, &u, util::time(util::now())) {
+                if let Some(cond) =
+                    decide::unschedulable_condition(&pod, &u, util::time(util::now()))
+                {
                     let mut p = pod.clone();
                     let status = p.status.get_or_insert_with(Default::default);
                     status.phase.get_or_insert_with(|| "Pending".into());
@@ -148,14 +161,23 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     });
     let mut tasks = tokio::task::JoinSet::new();
     let h = s.clone();
-    tasks.spawn(reflector::reflect::<Node, _, _>(client.clone(), s.cache.clone(), move |ch| h.on_node(ch)));
+    tasks.spawn(reflector::reflect::<Node, _, _>(
+        client.clone(),
+        s.cache.clone(),
+        move |ch| h.on_node(ch),
+    ));
     let h = s.clone();
-    tasks.spawn(reflector::reflect::<Pod, _, _>(client.clone(), s.cache.clone(), move |ch| h.on_pod(ch)));
+    tasks.spawn(reflector::reflect::<Pod, _, _>(
+        client.clone(),
+        s.cache.clone(),
+        move |ch| h.on_pod(ch),
+    ));
     let w = s.clone();
     tasks.spawn(async move {
         loop {
             let key = w.queue.pop().await;
-            let span = tracing::info_span!("schedule", namespace = %key.namespace, name = %key.name);
+            let span =
+                tracing::info_span!("schedule", namespace = %key.namespace, name = %key.name);
             match w.schedule_one(&key).instrument(span.clone()).await {
                 Ok(()) => {}
                 Err(error) => {
