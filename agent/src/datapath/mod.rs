@@ -16,6 +16,8 @@ mod plan;
 mod sync;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod traffic_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

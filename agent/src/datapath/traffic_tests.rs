@@ -1,0 +1,170 @@
+//! Privileged test with real traffic: a node namespace and two pod namespaces
+//! wired the way weir-cni wires them (host-side veth "wr*" with the gateway
+//! address, /32 routes), the datapath attached in the node namespace, and a
+//! real TCP connection and UDP exchange from the client pod to ClusterIPs.
+//!
+//! This covers what BPF_PROG_TEST_RUN cannot: checksum offload
+//! (CHECKSUM_PARTIAL packets from local sockets), routing after the rewrite,
+//! and the reply path through the backend's veth.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use weir_ebpf_common::{Backend, IPPROTO_TCP, IPPROTO_UDP, ServiceKey};
+
+use super::{Datapath, DatapathConfig};
+
+/// Named network namespaces private to this test, deleted on drop (which
+/// also deletes their veths).
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn run(cmd: &str) {
+    let args: Vec<&str> = cmd.split(' ').collect();
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect("spawn");
+    assert!(status.success(), "`{cmd}` failed");
+}
+
+/// Runs `f` on a new thread that has entered network namespace `name`.
+fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = File::open(&path).expect("open netns");
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// Wires a pod namespace to the node namespace like weir-cni does.
+fn wire_pod(node: &str, pod: &str, veth: &str, ip: &str) {
+    run(&format!(
+        "ip -n {node} link add {veth} type veth peer name eth0 netns {pod}"
+    ));
+    run(&format!("ip -n {node} addr add 10.244.1.1/32 dev {veth}"));
+    run(&format!("ip -n {node} link set {veth} up"));
+    run(&format!("ip -n {node} route add {ip}/32 dev {veth}"));
+    run(&format!("ip -n {pod} addr add {ip}/32 dev eth0"));
+    run(&format!("ip -n {pod} link set eth0 up"));
+    run(&format!("ip -n {pod} link set lo up"));
+    run(&format!(
+        "ip -n {pod} route add 10.244.1.1 dev eth0 scope link"
+    ));
+    run(&format!(
+        "ip -n {pod} route add default via 10.244.1.1 dev eth0"
+    ));
+}
+
+#[test]
+#[ignore = "privileged: creates network namespaces and veths, loads and attaches BPF programs"]
+fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
+    let prefix = format!("weir-test-dp-{}", std::process::id());
+    let (node, client, server) = (
+        format!("{prefix}-node"),
+        format!("{prefix}-client"),
+        format!("{prefix}-server"),
+    );
+    let _netns = Netns(vec![node.clone(), client.clone(), server.clone()]);
+    for ns in [&node, &client, &server] {
+        run(&format!("ip netns add {ns}"));
+    }
+    run(&format!(
+        "ip netns exec {node} sysctl -q -w net.ipv4.ip_forward=1"
+    ));
+    wire_pod(&node, &client, "wrtestdpclnt", "10.244.1.2");
+    wire_pod(&node, &server, "wrtestdpsrvr", "10.244.1.3");
+
+    // Backends: a TCP server that answers one connection and a UDP echo.
+    let tcp_server = in_netns(&server, || {
+        let listener = TcpListener::bind("0.0.0.0:8080").expect("bind tcp");
+        let (mut conn, peer) = listener.accept().expect("accept");
+        conn.write_all(b"hello from the backend").expect("write");
+        peer
+    });
+    let udp_server = in_netns(&server, || {
+        let socket = UdpSocket::bind("0.0.0.0:5300").expect("bind udp");
+        let mut buf = [0u8; 64];
+        let (n, peer) = socket.recv_from(&mut buf).expect("recv");
+        socket.send_to(&buf[..n], peer).expect("send");
+        peer
+    });
+
+    // The datapath, loaded and attached in the node namespace.
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{prefix}-traffic"));
+    let cfg = DatapathConfig {
+        bpffs_dir: pin_dir.clone(),
+    };
+    let dp = in_netns(&node, move || {
+        let mut dp = Datapath::load(&cfg).expect("load");
+        dp.attach_pod_interfaces().expect("attach");
+        let desired = BTreeMap::from([
+            (
+                ServiceKey::new([10, 96, 0, 10], 80, IPPROTO_TCP),
+                vec![Backend::new([10, 244, 1, 3], 8080)],
+            ),
+            (
+                ServiceKey::new([10, 96, 0, 53], 53, IPPROTO_UDP),
+                vec![Backend::new([10, 244, 1, 3], 5300)],
+            ),
+        ]);
+        let mut state = dp.read_state().expect("read maps");
+        let mut next_slot = state.next_free_slot();
+        let ops = super::plan::diff(&desired, &state, &mut next_slot);
+        dp.apply(&ops, &mut state).expect("apply");
+        dp
+    })
+    .join()
+    .expect("node thread");
+
+    let result = in_netns(&client, || {
+        let timeout = Duration::from_secs(5);
+        let vip: SocketAddr = "10.96.0.10:80".parse().expect("addr");
+        let mut conn = TcpStream::connect_timeout(&vip, timeout).expect("connect to the ClusterIP");
+        conn.set_read_timeout(Some(timeout)).expect("timeout");
+        let mut body = String::new();
+        conn.read_to_string(&mut body).expect("read");
+
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket.set_read_timeout(Some(timeout)).expect("timeout");
+        socket.send_to(b"ping", "10.96.0.53:53").expect("send");
+        let mut buf = [0u8; 64];
+        let (n, from) = socket.recv_from(&mut buf).expect("UDP reply");
+        (body, buf[..n].to_vec(), from)
+    })
+    .join();
+    drop(dp);
+    let _ = std::fs::remove_dir_all(&pin_dir);
+    let (body, echo, from) = result.expect("client thread");
+
+    assert_eq!(body, "hello from the backend");
+    assert_eq!(echo, b"ping");
+    assert_eq!(
+        from,
+        "10.96.0.53:53".parse::<SocketAddr>().expect("addr"),
+        "reply comes from the VIP"
+    );
+    let tcp_peer = tcp_server.join().expect("tcp server");
+    assert_eq!(
+        tcp_peer.ip(),
+        Ipv4Addr::new(10, 244, 1, 2),
+        "the backend sees the client's own address"
+    );
+    let udp_peer = udp_server.join().expect("udp server");
+    assert_eq!(udp_peer.ip(), Ipv4Addr::new(10, 244, 1, 2));
+}
