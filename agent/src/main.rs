@@ -81,7 +81,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let facts = node::NodeFacts::gather(&cfg.node_name, &cfg.node_ip.to_string(), cfg.max_pods, &version);
     retry("registering the node", || node::register(&api, &facts)).await;
-    tokio::spawn(node::heartbeat(api.clone(), facts, cfg.heartbeat));
+    tokio::spawn(node::heartbeat(api.clone(), cri.clone(), facts, cfg.heartbeat));
 
     let pod_cidr = node::wait_for_pod_cidr(&api, &cfg.node_name).await?;
     let conflist = node::cni_conflist(pod_cidr, &cfg.ipam_dir(), cfg.mtu);

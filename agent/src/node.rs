@@ -114,8 +114,9 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &Time, pre
 }
 
 /// The Node status the agent reports: addresses, capacity, system info and
-/// conditions (Ready, no pressure), keeping transition times of unchanged conditions.
-pub fn node_status(facts: &NodeFacts, previous: Option<&NodeStatus>, now: &Time) -> NodeStatus {
+/// conditions, keeping transition times of unchanged conditions. The node is
+/// Ready unless `runtime_error` says the container runtime does not answer.
+pub fn node_status(facts: &NodeFacts, runtime_error: Option<&str>, previous: Option<&NodeStatus>, now: &Time) -> NodeStatus {
     let prev = previous.and_then(|s| s.conditions.clone()).unwrap_or_default();
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), Quantity(facts.cpus.to_string())),
@@ -134,7 +135,10 @@ pub fn node_status(facts: &NodeFacts, previous: Option<&NodeStatus>, now: &Time)
             condition("MemoryPressure", false, "KubeletHasSufficientMemory", "weir-agent has sufficient memory", now, &prev),
             condition("DiskPressure", false, "KubeletHasNoDiskPressure", "weir-agent has no disk pressure", now, &prev),
             condition("PIDPressure", false, "KubeletHasSufficientPID", "weir-agent has sufficient PID", now, &prev),
-            condition("Ready", true, "KubeletReady", "weir-agent is posting ready status", now, &prev),
+            match runtime_error {
+                None => condition("Ready", true, "KubeletReady", "weir-agent is posting ready status", now, &prev),
+                Some(e) => condition("Ready", false, "KubeletNotReady", &format!("container runtime is down: {e}"), now, &prev),
+            },
         ]),
         node_info: Some(NodeSystemInfo {
             architecture: go_arch().into(),
@@ -169,6 +173,10 @@ fn new_node(facts: &NodeFacts) -> Node {
 
 /// Creates the Node if needed and writes its status once.
 pub async fn register(api: &weir_client::Client, facts: &NodeFacts) -> Result<Node, NodeError> {
+    register_with(api, facts, None).await
+}
+
+async fn register_with(api: &weir_client::Client, facts: &NodeFacts, runtime_error: Option<&str>) -> Result<Node, NodeError> {
     let node = match api.get_opt::<Node>("", &facts.name).await? {
         Some(n) => n,
         None => match api.create(&new_node(facts)).await {
@@ -180,23 +188,34 @@ pub async fn register(api: &weir_client::Client, facts: &NodeFacts) -> Result<No
             Err(e) => return Err(e.into()),
         },
     };
-    write_status(api, node, facts).await
+    write_status(api, node, facts, runtime_error).await
 }
 
-async fn write_status(api: &weir_client::Client, mut node: Node, facts: &NodeFacts) -> Result<Node, NodeError> {
-    node.status = Some(node_status(facts, node.status.as_ref(), &crate::clock::now_time()));
+async fn write_status(
+    api: &weir_client::Client,
+    mut node: Node,
+    facts: &NodeFacts,
+    runtime_error: Option<&str>,
+) -> Result<Node, NodeError> {
+    node.status = Some(node_status(facts, runtime_error, node.status.as_ref(), &crate::clock::now_time()));
     Ok(api.update_status(&node).await?)
 }
 
-/// Posts the Node status every `every`; re-creates the Node if someone deleted it.
-pub async fn heartbeat(api: weir_client::Client, facts: NodeFacts, every: Duration) {
+/// Posts the Node status every `every` (Ready only while containerd answers);
+/// re-creates the Node if someone deleted it.
+pub async fn heartbeat(api: weir_client::Client, cri: crate::cri::CriClient, facts: NodeFacts, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let runtime_error = cri.version().await.err().map(|e| e.to_string());
+        if let Some(error) = &runtime_error {
+            warn!(error = %error, "container runtime does not answer; reporting the node not ready");
+        }
+        let runtime_error = runtime_error.as_deref();
         let result = match api.get_opt::<Node>("", &facts.name).await {
-            Ok(Some(node)) => write_status(&api, node, &facts).await.map(drop),
-            Ok(None) => register(&api, &facts).await.map(drop),
+            Ok(Some(node)) => write_status(&api, node, &facts, runtime_error).await.map(drop),
+            Ok(None) => register_with(&api, &facts, runtime_error).await.map(drop),
             Err(e) => Err(e.into()),
         };
         match result {
@@ -334,7 +353,7 @@ mod tests {
     #[test]
     fn status_reports_addresses_capacity_and_ready() {
         let t0 = Time(Timestamp::from_second(100).expect("t"));
-        let st = node_status(&facts(), None, &t0);
+        let st = node_status(&facts(), None, None, &t0);
         let addrs = st.addresses.clone().expect("addresses");
         assert_eq!(addrs[0], NodeAddress { type_: "InternalIP".into(), address: "172.30.0.11".into() });
         assert_eq!(addrs[1], NodeAddress { type_: "Hostname".into(), address: "node1".into() });
@@ -349,10 +368,19 @@ mod tests {
 
         // A later heartbeat moves lastHeartbeatTime but keeps lastTransitionTime.
         let t1 = Time(Timestamp::from_second(200).expect("t"));
-        let st2 = node_status(&facts(), Some(&st), &t1);
+        let st2 = node_status(&facts(), None, Some(&st), &t1);
         let ready2 = st2.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Ready").expect("Ready");
         assert_eq!(ready2.last_heartbeat_time, Some(t1));
         assert_eq!(ready2.last_transition_time, Some(t0));
+    }
+
+    #[test]
+    fn runtime_down_means_not_ready() {
+        let t0 = Time(Timestamp::from_second(100).expect("t"));
+        let st = node_status(&facts(), Some("connection refused"), None, &t0);
+        let ready = st.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Ready").expect("Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.message.as_deref(), Some("container runtime is down: connection refused"));
     }
 
     #[test]

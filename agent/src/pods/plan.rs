@@ -195,6 +195,13 @@ fn run(pod: &Pod, observed: &ObservedPod, pull_failures: &BTreeMap<String, PullF
         }
         let next_attempt = match latest {
             None => Some(0),
+            // The worker creates and starts in one step, so a container still
+            // only "created" when a round begins was left by a failed start or
+            // an agent that died in between: replace it.
+            Some(c) if c.state == RunState::Created => {
+                actions.push(Action::RemoveContainer { id: c.id.clone() });
+                Some(c.attempt + 1)
+            }
             Some(c) if c.state == RunState::Exited && should_restart(policy, c.exit_code) => {
                 let ran_for = Duration::from_nanos(c.finished_at.saturating_sub(c.started_at).max(0).unsigned_abs());
                 let due = c.finished_at.saturating_add(duration_ns(restart_backoff(c.attempt, ran_for)));
@@ -303,6 +310,9 @@ mod tests {
             ("running pod: nothing to do", Some(pod("Always", &["a"])),
                 obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Running, 0, 0)]), &no_failures,
                 vec![], false),
+            ("container left created by a failed start is replaced", Some(pod("Always", &["a"])),
+                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Created, 0, 0)]), &no_failures,
+                vec![RemoveContainer { id: "c0".into() }, start("s0", "a", 1)], false),
             ("first crash restarts at once", Some(pod("Always", &["a"])),
                 obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)]), &no_failures,
                 vec![start("s0", "a", 1)], false),

@@ -72,10 +72,16 @@ fn shares_pid_namespace(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.share_process_namespace).unwrap_or(false)
 }
 
+/// `spec.hostNetwork`: the pod shares the node's network namespace (no CNI, pod IP = node IP).
+pub fn uses_host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+}
+
 fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
     let pid = if shares_pid_namespace(pod) { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container };
+    let network = if uses_host_network(pod) { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
     cri::NamespaceOption {
-        network: cri::NamespaceMode::Pod as i32,
+        network: network as i32,
         pid: pid as i32,
         ipc: cri::NamespaceMode::Pod as i32,
         ..Default::default()
@@ -91,11 +97,12 @@ pub fn sandbox_config(pod: &Pod, r: &PodRef, env: &NodeEnv, attempt: u32) -> cri
             namespace: r.namespace.clone(),
             attempt,
         }),
-        hostname: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.hostname.clone())
-            .unwrap_or_else(|| r.name.clone()),
+        // A host-network pod has no UTS namespace of its own (runc refuses to set a hostname there).
+        hostname: if uses_host_network(pod) {
+            String::new()
+        } else {
+            pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| r.name.clone())
+        },
         log_directory: pod_log_directory(&env.pod_log_dir, r).to_string_lossy().into_owned(),
         dns_config: None,
         port_mappings: Vec::new(),
@@ -113,28 +120,112 @@ pub fn sandbox_config(pod: &Pod, r: &PodRef, env: &NodeEnv, attempt: u32) -> cri
     }
 }
 
-/// The configuration for `container`'s `attempt`-th instance.
-///
-/// Only literal `env[].value`s are passed; `valueFrom` needs the downward API
-/// and ConfigMaps, which the agent does not resolve yet.
-pub fn container_config(pod: &Pod, r: &PodRef, container: &Container, attempt: u32) -> cri::ContainerConfig {
+/// Values the downward API (`env[].valueFrom.fieldRef`) can read that are not in the Pod object yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeFields {
+    pub pod_ip: Option<String>,
+    pub host_ip: String,
+}
+
+/// The value of a `fieldRef` path, for the paths kubelet supports in env vars.
+fn field_value(pod: &Pod, r: &PodRef, fields: &RuntimeFields, path: &str) -> Option<String> {
+    let spec = pod.spec.as_ref();
+    match path {
+        "metadata.name" => Some(r.name.clone()),
+        "metadata.namespace" => Some(r.namespace.clone()),
+        "metadata.uid" => Some(r.uid.clone()),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
+        "status.hostIP" => Some(fields.host_ip.clone()),
+        "status.podIP" => fields.pod_ip.clone(),
+        _ => {
+            let key = path.strip_prefix("metadata.labels['")?.strip_suffix("']");
+            let annotation = path.strip_prefix("metadata.annotations['").and_then(|p| p.strip_suffix("']"));
+            match (key, annotation) {
+                (Some(k), _) => pod.metadata.labels.as_ref()?.get(k).cloned(),
+                (_, Some(a)) => pod.metadata.annotations.as_ref()?.get(a).cloned(),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Expands `$(VAR)` references with the variables defined so far, like
+/// kubelet: undefined references stay as written, `$$` is a literal `$`.
+pub fn expand(input: &str, vars: &[cri::KeyValue]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(name_end) = after.strip_prefix('(').and_then(|a| a.find(')')) {
+            let name = &after[1..=name_end];
+            match vars.iter().rev().find(|kv| kv.key == name) {
+                Some(kv) => out.push_str(&kv.value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &after[name_end + 2..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The container's environment: literal values (with `$(VAR)` expanded) and
+/// downward-API `fieldRef`s. Returns the names it could not resolve
+/// (ConfigMap/Secret/resource references are not supported yet).
+pub fn container_env(
+    pod: &Pod,
+    r: &PodRef,
+    container: &Container,
+    fields: &RuntimeFields,
+) -> (Vec<cri::KeyValue>, Vec<String>) {
+    let mut envs: Vec<cri::KeyValue> = Vec::new();
+    let mut unresolved = Vec::new();
+    for e in container.env.iter().flatten() {
+        let value = match (&e.value, &e.value_from) {
+            (Some(v), _) => Some(expand(v, &envs)),
+            (None, Some(from)) => from.field_ref.as_ref().and_then(|f| field_value(pod, r, fields, &f.field_path)),
+            (None, None) => Some(String::new()),
+        };
+        match value {
+            Some(value) => envs.push(cri::KeyValue { key: e.name.clone(), value }),
+            None => unresolved.push(e.name.clone()),
+        }
+    }
+    (envs, unresolved)
+}
+
+/// The configuration for `container`'s `attempt`-th instance, with `envs`
+/// from [`container_env`] (command and args have `$(VAR)` expanded with them).
+pub fn container_config(
+    pod: &Pod,
+    r: &PodRef,
+    container: &Container,
+    attempt: u32,
+    envs: Vec<cri::KeyValue>,
+) -> cri::ContainerConfig {
     let mut labels = HashMap::new();
     labels.insert(LABEL_POD_UID.to_string(), r.uid.clone());
     labels.insert(LABEL_POD_NAME.to_string(), r.name.clone());
     labels.insert(LABEL_POD_NAMESPACE.to_string(), r.namespace.clone());
     labels.insert(LABEL_CONTAINER_NAME.to_string(), container.name.clone());
-    let envs = container
-        .env
-        .iter()
-        .flatten()
-        .filter_map(|e| e.value.as_ref().map(|v| cri::KeyValue { key: e.name.clone(), value: v.clone() }))
-        .collect();
     let image = container.image.clone().unwrap_or_default();
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: container.name.clone(), attempt }),
         image: Some(cri::ImageSpec { image: image.clone(), user_specified_image: image, ..Default::default() }),
-        command: container.command.clone().unwrap_or_default(),
-        args: container.args.clone().unwrap_or_default(),
+        command: container.command.iter().flatten().map(|c| expand(c, &envs)).collect(),
+        args: container.args.iter().flatten().map(|a| expand(a, &envs)).collect(),
         working_dir: container.working_dir.clone().unwrap_or_default(),
         envs,
         labels,
@@ -174,7 +265,7 @@ mod tests {
                     name: "srv".into(),
                     image: Some("127.0.0.1:5000/weir/hostname:v1".into()),
                     command: Some(vec!["/hostname".into()]),
-                    args: Some(vec!["-p".into(), "8080".into()]),
+                    args: Some(vec!["-p".into(), "8080".into(), "--name=$(B)".into()]),
                     working_dir: Some("/tmp".into()),
                     env: Some(vec![
                         EnvVar { name: "A".into(), value: Some("1".into()), value_from: None },
@@ -222,15 +313,77 @@ mod tests {
     fn container_maps_command_args_env_and_log_path() {
         let (p, r) = pod();
         let spec = &p.spec.as_ref().expect("spec").containers[0];
-        let c = container_config(&p, &r, spec, 3);
+        let fields = RuntimeFields { pod_ip: Some("10.244.1.5".into()), host_ip: "172.30.0.11".into() };
+        let (envs, unresolved) = container_env(&p, &r, spec, &fields);
+        assert!(unresolved.is_empty());
+        let c = container_config(&p, &r, spec, 3, envs);
         assert_eq!(c.command, vec!["/hostname"]);
-        assert_eq!(c.args, vec!["-p", "8080"]);
+        assert_eq!(c.args, vec!["-p", "8080", "--name=web-1"]);
         assert_eq!(c.working_dir, "/tmp");
-        assert_eq!(c.envs, vec![cri::KeyValue { key: "A".into(), value: "1".into() }]);
+        assert_eq!(
+            c.envs,
+            vec![
+                cri::KeyValue { key: "A".into(), value: "1".into() },
+                cri::KeyValue { key: "B".into(), value: "web-1".into() },
+            ]
+        );
         assert_eq!(c.log_path, "srv/3.log");
         assert_eq!(c.metadata.expect("metadata").attempt, 3);
         assert_eq!(c.labels.get(LABEL_CONTAINER_NAME).map(String::as_str), Some("srv"));
         assert_eq!(c.labels.get(LABEL_POD_UID).map(String::as_str), Some("u-1"));
+    }
+
+    #[test]
+    fn downward_api_fields() {
+        let (mut p, r) = pod();
+        p.spec.as_mut().expect("spec").node_name = Some("node1".into());
+        let fields = RuntimeFields { pod_ip: Some("10.244.1.5".into()), host_ip: "172.30.0.11".into() };
+        let cases = [
+            ("metadata.name", Some("web-1")),
+            ("metadata.namespace", Some("default")),
+            ("metadata.uid", Some("u-1")),
+            ("spec.nodeName", Some("node1")),
+            ("status.podIP", Some("10.244.1.5")),
+            ("status.hostIP", Some("172.30.0.11")),
+            ("metadata.labels['app']", Some("web")),
+            ("metadata.labels['nope']", None),
+            ("spec.bogus", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(field_value(&p, &r, &fields, path).as_deref(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn expands_variable_references() {
+        let vars = vec![
+            cri::KeyValue { key: "A".into(), value: "x".into() },
+            cri::KeyValue { key: "B".into(), value: "y".into() },
+        ];
+        let cases = [
+            ("plain", "plain"),
+            ("$(A)", "x"),
+            ("a=$(A),b=$(B)", "a=x,b=y"),
+            ("$(C)", "$(C)"),
+            ("$$(A)", "$(A)"),
+            ("cost $5", "cost $5"),
+            ("$(unclosed", "$(unclosed"),
+            ("end$", "end$"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand(input, &vars), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn host_network_pods_use_the_node_namespace() {
+        let (mut p, r) = pod();
+        p.spec.as_mut().expect("spec").host_network = Some(true);
+        let c = sandbox_config(&p, &r, &env(), 0);
+        let ns = c.linux.and_then(|l| l.security_context).and_then(|s| s.namespace_options).expect("ns options");
+        assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
+        let c = sandbox_config(&p, &r, &env(), 0);
+        assert_eq!(c.hostname, "", "the node's UTS namespace keeps its hostname");
     }
 
     #[test]

@@ -189,7 +189,11 @@ pub fn pod_status(
     let phase = if terminal { old_phase.unwrap_or_default() } else { phase(&counts, restart_policy) };
     st.phase = Some(phase.into());
 
-    let ip = sandbox.filter(|s| s.ready).and_then(|s| s.ip.clone());
+    let ip = if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        sandbox.filter(|s| s.ready).map(|_| node_ip.to_string())
+    } else {
+        sandbox.filter(|s| s.ready).and_then(|s| s.ip.clone())
+    };
     match ip {
         Some(ip) => {
             st.pod_ip = Some(ip.clone());

@@ -15,7 +15,10 @@ use weir_client::DeleteParams;
 
 use super::observed::{LABEL_POD_UID, ObservedPod, container_from_cri, sandbox_from_cri};
 use super::plan::{Action, PullFailure, plan};
-use super::spec::{NodeEnv, PodRef, container_config, pod_cgroup_parent, pod_log_directory, sandbox_config};
+use super::spec::{
+    NodeEnv, PodRef, RuntimeFields, container_config, container_env, pod_cgroup_parent, pod_log_directory,
+    sandbox_config, uses_host_network,
+};
 use super::status::pod_status;
 use crate::cgroup::{CgroupError, Cgroups};
 use crate::clock::{now_ns, now_time};
@@ -117,9 +120,10 @@ impl WorkerState {
         }
         let pod_ref = pod.and_then(PodRef::of);
         let mut again = false;
+        let pod_ip = observed.latest_sandbox().filter(|s| s.ready).and_then(|s| s.ip.clone());
         for action in &plan.actions {
             debug!(?action, "executing");
-            match self.execute(ctx, uid, pod, pod_ref.as_ref(), action).await? {
+            match self.execute(ctx, uid, pod, pod_ref.as_ref(), pod_ip.as_deref(), action).await? {
                 Step::Continue => {}
                 Step::Replan => again = true,
             }
@@ -137,6 +141,7 @@ impl WorkerState {
         uid: &str,
         pod: Option<&Pod>,
         pod_ref: Option<&PodRef>,
+        pod_ip: Option<&str>,
         action: &Action,
     ) -> Result<Step, WorkerError> {
         match action {
@@ -155,7 +160,9 @@ impl WorkerState {
             }
             Action::StartContainer { sandbox_id, container, attempt } => {
                 let (Some(pod), Some(r)) = (pod, pod_ref) else { return Ok(Step::Continue) };
-                self.start_container(ctx, pod, r, sandbox_id, container, *attempt).await?;
+                let pod_ip = if uses_host_network(pod) { Some(ctx.node_ip.as_str()) } else { pod_ip };
+                let target = StartTarget { pod, r, sandbox_id, name: container, attempt: *attempt, pod_ip };
+                self.start_container(ctx, target).await?;
                 Ok(Step::Continue)
             }
             Action::StopContainer { id, timeout_secs } => {
@@ -196,15 +203,8 @@ impl WorkerState {
 
     /// Ensures the image (per imagePullPolicy), then creates and starts the container.
     /// A failed pull is remembered for the status and the back-off, not returned.
-    async fn start_container(
-        &mut self,
-        ctx: &WorkerContext,
-        pod: &Pod,
-        r: &PodRef,
-        sandbox_id: &str,
-        name: &str,
-        attempt: u32,
-    ) -> Result<(), WorkerError> {
+    async fn start_container(&mut self, ctx: &WorkerContext, t: StartTarget<'_>) -> Result<(), WorkerError> {
+        let StartTarget { pod, r, sandbox_id, name, attempt, pod_ip } = t;
         let spec = pod
             .spec
             .as_ref()
@@ -236,7 +236,13 @@ impl WorkerState {
         self.pull_failures.remove(name);
 
         create_dir(&pod_log_directory(&ctx.env.pod_log_dir, r).join(name))?;
-        let id = ctx.cri.create_container(sandbox_id, container_config(pod, r, spec, attempt), sandbox_cfg).await?;
+        let fields = RuntimeFields { pod_ip: pod_ip.map(str::to_string), host_ip: ctx.node_ip.clone() };
+        let (envs, unresolved) = container_env(pod, r, spec, &fields);
+        if !unresolved.is_empty() {
+            warn!(container = name, variables = ?unresolved, "environment variables left unset (only value and fieldRef are supported)");
+        }
+        let config = container_config(pod, r, spec, attempt, envs);
+        let id = ctx.cri.create_container(sandbox_id, config, sandbox_cfg).await?;
         if let Err(error) = ctx.cri.start_container(&id).await {
             // Do not leave a created-but-never-started instance behind.
             let _ = ctx.cri.remove_container(&id).await;
@@ -279,6 +285,17 @@ impl WorkerState {
         self.last_written = Some(status);
         Ok(())
     }
+}
+
+/// Which container instance to start, and where.
+struct StartTarget<'a> {
+    pod: &'a Pod,
+    r: &'a PodRef,
+    sandbox_id: &'a str,
+    name: &'a str,
+    attempt: u32,
+    /// For `status.podIP` in the downward API.
+    pod_ip: Option<&'a str>,
 }
 
 enum Step {
