@@ -148,6 +148,8 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
         layout.unix_socket().display().to_string(),
     ];
     s.start("control", &layout.control_cgroup(), control)?;
+    // weir-control writes its etcd's output next to the data; show it with the other logs.
+    let _ = std::os::unix::fs::symlink(layout.control_state_dir().join("etcd.log"), layout.logs_dir().join("etcd.log"));
     let server = layout.server_url();
     s.wait_for("API server", Duration::from_secs(90), || Ok(api_answers(&server)))?;
 
