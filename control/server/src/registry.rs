@@ -227,7 +227,9 @@ impl Registry {
     /// Replaces status only.
     pub async fn update_status(&self, kind: &ResourceKind, body: &[u8], dry_run: bool) -> Result<ApiObject, ApiError> {
         let new = ApiObject::parse_for(kind, body)?;
-        self.write_existing(kind, new, dry_run, |_, old, new| Ok(lifecycle::merge_status(old, new))).await
+        // Admission again: the status must decode as the kind's type (and is pruned by it).
+        self.write_existing(kind, new, dry_run, |kind, old, new| admission::admit(kind, lifecycle::merge_status(old, new)))
+            .await
     }
 
     /// Shared read-check-merge-write loop of Update and UpdateStatus.
@@ -362,14 +364,16 @@ impl Registry {
     /// Marks a namespace Terminating and starts removing its content; the
     /// namespace itself goes when it is empty.
     async fn delete_namespace(&self, mut ns: ApiObject, key: &str, mod_revision: i64) -> Result<ApiObject, ApiError> {
-        if ns.metadata.deletion_timestamp.is_none() {
-            ns.metadata.deletion_timestamp = Some(now());
-            ns.metadata.deletion_grace_period_seconds = Some(0);
-            ns.body.insert("status".into(), serde_json::json!({"phase": "Terminating"}));
-            match self.storage.update(key, ns.to_stored()?, mod_revision, &[], &[]).await? {
-                Outcome::Committed { revision } => ns.metadata.resource_version = Some(revision.to_string()),
-                Outcome::Failed { .. } => return Err(ApiError::modified("namespaces", ns.name())),
-            }
+        // Already terminating: its finalizer task is running (or resumes at start-up).
+        if ns.metadata.deletion_timestamp.is_some() {
+            return Ok(ns);
+        }
+        ns.metadata.deletion_timestamp = Some(now());
+        ns.metadata.deletion_grace_period_seconds = Some(0);
+        ns.body.insert("status".into(), serde_json::json!({"phase": "Terminating"}));
+        match self.storage.update(key, ns.to_stored()?, mod_revision, &[], &[]).await? {
+            Outcome::Committed { revision } => ns.metadata.resource_version = Some(revision.to_string()),
+            Outcome::Failed { .. } => return Err(ApiError::modified("namespaces", ns.name())),
         }
         let registry = self.clone();
         let name = ns.name().to_string();
