@@ -357,3 +357,194 @@ async fn pods_without_a_fitting_node_are_marked_unschedulable() {
     );
     assert_eq!(cond.message.as_deref(), Some("0/0 nodes are available."));
 }
+
+/// One pass of a fake agent: bound pods without an IP start and become
+/// Ready; pods marked for deletion are finished off.
+async fn agent_tick(c: &Client, next_ip: &mut u8) {
+    for p in pods(c).await {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if p.metadata.deletion_timestamp.is_some() {
+            let _ = c
+                .delete::<Pod>(
+                    "default",
+                    &name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            continue;
+        }
+        let bound = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        if bound && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none() {
+            let mut p = p.clone();
+            *next_ip = next_ip.wrapping_add(1);
+            p.status = Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some(format!("10.244.1.{next_ip}")),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            let _ = c.update_status(&p).await;
+        }
+    }
+}
+
+fn image_of(rs: &ReplicaSet) -> Option<String> {
+    rs.spec
+        .as_ref()?
+        .template
+        .as_ref()?
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn rolling_update_and_rollback() {
+    let s = Server::start().await;
+    let c = &s.client;
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("n1".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut node = c.create(&node).await.expect("create node");
+    node.status = Some(NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    c.update_status(&node).await.expect("node ready");
+    c.create(&deployment(3)).await.expect("create deployment");
+    let mut ip = 0u8;
+
+    // Rolls the Deployment to `image` and waits until only that template runs.
+    // With 3 replicas the default maxUnavailable (25%) rounds down to 0:
+    // once up, a rollout must never leave fewer than 3 ready pods.
+    async fn roll_to(c: &Client, image: &str, ip: &mut u8, keep_available: bool) -> Deployment {
+        loop {
+            let mut d: Deployment = c.get("default", "web").await.expect("get deployment");
+            if let Some(spec) = d.spec.as_mut()
+                && let Some(ps) = spec.template.spec.as_mut()
+            {
+                ps.containers[0].image = Some(image.to_string());
+            }
+            match c.update(&d).await {
+                Ok(_) => break,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => panic!("update deployment: {e}"),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            agent_tick(c, ip).await;
+            if keep_available {
+                let ready = pods(c)
+                    .await
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                assert!(
+                    ready >= 3,
+                    "rollout to {image} dropped to {ready} ready pods"
+                );
+            }
+            if let Some(d) = rolled_out(c, image).await {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "timed out rolling out {image}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The Deployment, once all 3 replicas run `image` and nothing else runs.
+    async fn rolled_out(c: &Client, image: &str) -> Option<Deployment> {
+        let d: Deployment = c.get("default", "web").await.ok()?;
+        let st = d.status.clone()?;
+        let rss: Vec<ReplicaSet> = c.list("default", &ListParams::default()).await.ok()?.items;
+        let old_running: i32 = rss
+            .iter()
+            .filter(|rs| image_of(rs).as_deref() != Some(image))
+            .map(|rs| {
+                rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+                    + rs.status.as_ref().map(|s| s.replicas).unwrap_or(0)
+            })
+            .sum();
+        let done = st.updated_replicas == Some(3)
+            && st.available_replicas == Some(3)
+            && st.replicas == Some(3)
+            && old_running == 0
+            && pods(c).await.len() == 3;
+        done.then_some(d)
+    }
+
+    let d = roll_to(c, "127.0.0.1:5000/weir/hostname:v1", &mut ip, false).await;
+    let rev = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+            .cloned()
+    };
+    assert_eq!(rev(&d).as_deref(), Some("1"));
+    let d = roll_to(c, "127.0.0.1:5000/weir/hostname:v2", &mut ip, true).await;
+    assert_eq!(rev(&d).as_deref(), Some("2"));
+    let rss: Vec<ReplicaSet> = c
+        .list("default", &ListParams::default())
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(
+        rss.len(),
+        2,
+        "the old ReplicaSet is kept, scaled to zero, for rollback"
+    );
+    // Rollback: the v1 ReplicaSet is reused and gets revision 3.
+    let d = roll_to(c, "127.0.0.1:5000/weir/hostname:v1", &mut ip, true).await;
+    assert_eq!(rev(&d).as_deref(), Some("3"));
+    let rss: Vec<ReplicaSet> = c
+        .list("default", &ListParams::default())
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(rss.len(), 2, "rollback reuses the old ReplicaSet");
+    let v1 = rss
+        .iter()
+        .find(|rs| image_of(rs).as_deref() == Some("127.0.0.1:5000/weir/hostname:v1"))
+        .expect("v1 rs");
+    assert_eq!(
+        v1.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+            .map(String::as_str),
+        Some("3")
+    );
+}

@@ -64,6 +64,13 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// Available pods a ReplicaSet may be credited with. Never more than its
+/// spec: pods above it are being deleted, and its status can lag behind the
+/// scale-down (crediting them let a rollout dip below maxUnavailable).
+fn available_of(rs: &ReplicaSet) -> i32 {
+    status_of(rs).2.min(spec_replicas(rs))
+}
+
 fn status_of(rs: &ReplicaSet) -> (i32, i32, i32) {
     rs.status
         .as_ref()
@@ -285,7 +292,7 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
     // Scale old ReplicaSets down.
     let (new_spec, new_available) = new_rs
         .as_ref()
-        .map(|rs| (spec_replicas(rs), status_of(rs).2))
+        .map(|rs| (spec_replicas(rs), available_of(rs)))
         .unwrap_or((0, 0));
     if recreate {
         for (_, r) in olds.iter_mut() {
@@ -301,7 +308,7 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
             if budget <= 0 {
                 break;
             }
-            let unhealthy = (*r - status_of(rs).2).max(0);
+            let unhealthy = (*r - available_of(rs)).max(0);
             let cut = unhealthy.min(budget);
             *r -= cut;
             budget -= cut;
@@ -311,7 +318,7 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
             + owned
                 .iter()
                 .filter(|rs| !is_new(rs))
-                .map(|rs| status_of(rs).2)
+                .map(available_of)
                 .sum::<i32>();
         let mut scale_down = available_all - min_available;
         for (_, r) in olds.iter_mut() {
@@ -721,6 +728,12 @@ mod tests {
                 "old shrunk: new grows by the freed surge",
                 &v2,
                 vec![rs_for(&v1, 2, 2, 2, 1, 10), rs_for(&v2, 1, 1, 1, 2, 20)],
+                vec![("update", &h2, 2)],
+            ),
+            (
+                "stale old status (3 available, spec already 2) is not credited",
+                &v2,
+                vec![rs_for(&v1, 2, 3, 3, 1, 10), rs_for(&v2, 1, 1, 1, 2, 20)],
                 vec![("update", &h2, 2)],
             ),
             (

@@ -52,7 +52,21 @@ pub fn reconcile(
         }
     }
 
-    let status = compute_status(rs, &active, now);
+    // Pods deleted just now no longer count, so the status written with the
+    // deletions does not credit them (the Deployment controller reads it).
+    let deleted: Vec<&ObjKey> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeletePod(k) => Some(k),
+            _ => None,
+        })
+        .collect();
+    let remaining: Vec<&Pod> = active
+        .iter()
+        .copied()
+        .filter(|p| !deleted.contains(&&ObjKey::of(*p)))
+        .collect();
+    let status = compute_status(rs, &remaining, now);
     if rs.status.as_ref() != Some(&status) {
         let mut n = rs.clone();
         n.status = Some(status);
