@@ -86,6 +86,11 @@ async fn main() -> anyhow::Result<()> {
             client_port: args.embedded_etcd_port,
             peer_port: args.embedded_etcd_port.checked_add(1).context("--embedded-etcd-port too large")?,
         };
+        // A busy port would make us talk to somebody else's etcd: refuse.
+        for port in [cfg.client_port, cfg.peer_port] {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .with_context(|| format!("embedded etcd port 127.0.0.1:{port} is not free (another etcd running?)"))?;
+        }
         let url = cfg.client_url();
         (vec![url], Some(Supervisor::spawn(cfg)))
     } else {
