@@ -127,6 +127,24 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "privileged: creates and removes cgroups under /sys/fs/cgroup (root)"]
+    fn real_hierarchies() {
+        let cg = Cgroups::detect(Path::new("/sys/fs/cgroup")).expect("detect");
+        assert!(!cg.hierarchies.is_empty());
+        let node = format!("/wagent-cgtest-{}", std::process::id());
+        let pod = format!("{node}/podu1");
+        cg.create(&pod).expect("create");
+        for h in &cg.hierarchies {
+            assert!(h.join(pod.trim_start_matches('/')).is_dir(), "{}", h.display());
+        }
+        cg.remove(&pod).expect("remove pod");
+        cg.remove(&node).expect("remove node parent");
+        for h in &cg.hierarchies {
+            assert!(!h.join(node.trim_start_matches('/')).exists(), "{}", h.display());
+        }
+    }
+
+    #[test]
     fn pure_cgroup2_root_is_one_hierarchy() {
         let root = std::env::temp_dir().join(format!("wagent-cgroup2-test-{}", std::process::id()));
         std::fs::create_dir_all(root.join("some.slice")).expect("dir");

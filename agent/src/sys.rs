@@ -40,3 +40,40 @@ pub fn enter_netns(path: &Path) -> Result<(), NetnsError> {
     let file = File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Setns { path: path.to_path_buf(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn ip(args: &[&str]) {
+        let status = Command::new("ip").args(args).status().expect("run ip");
+        assert!(status.success(), "ip {args:?}");
+    }
+
+    #[test]
+    #[ignore = "privileged: creates a network namespace (root)"]
+    fn enters_a_named_netns() {
+        let name = format!("wagent-sys-{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let path = PathBuf::from(format!("/run/netns/{name}"));
+        // setns affects only the calling thread: check from a throwaway one.
+        let (before, after, entered) = std::thread::spawn(move || {
+            let before = std::fs::read_link("/proc/thread-self/ns/net").expect("ns link");
+            let entered = enter_netns(&path);
+            let after = std::fs::read_link("/proc/thread-self/ns/net").expect("ns link");
+            (before, after, entered)
+        })
+        .join()
+        .expect("thread");
+        ip(&["netns", "del", &name]);
+        entered.expect("setns");
+        assert_ne!(before, after, "the thread moved to the new namespace");
+    }
+
+    #[test]
+    fn missing_netns_is_a_clear_error() {
+        let err = enter_netns(Path::new("/run/netns/wagent-does-not-exist")).expect_err("must fail");
+        assert!(matches!(err, NetnsError::Open { .. }), "{err}");
+    }
+}

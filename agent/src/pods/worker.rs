@@ -190,10 +190,17 @@ impl WorkerState {
             }
             Action::DeletePod => {
                 let Some(r) = pod_ref else { return Ok(Step::Continue) };
-                let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                // Only the version we tore down: never a same-named pod created since.
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    resource_version: pod.and_then(|p| p.metadata.resource_version.clone()).unwrap_or_default(),
+                    ..Default::default()
+                };
                 match ctx.api.delete::<Pod>(&r.namespace, &r.name, &params).await {
                     Ok(_) => info!("pod deleted"),
                     Err(e) if e.is_not_found() => {}
+                    // Changed meanwhile: the watch brings the new version, and the next round retries.
+                    Err(e) if e.is_conflict() => debug!(error = %e, "pod changed before its final delete"),
                     Err(e) => return Err(e.into()),
                 }
                 Ok(Step::Continue)
