@@ -82,6 +82,14 @@ enum Cmd {
         #[arg(long)]
         ignore_not_found: bool,
     },
+    /// Set the replica count of a Deployment, ReplicaSet or StatefulSet.
+    Scale {
+        /// Kind or KIND/NAME.
+        kind: String,
+        names: Vec<String>,
+        #[arg(long)]
+        replicas: i32,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -602,6 +610,95 @@ async fn cmd_delete(
     ok
 }
 
+/// Kinds whose size is `spec.replicas`.
+const SCALABLE: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "ReplicationController",
+];
+
+/// Sets `spec.replicas` of an object (pure; the caller writes it back).
+fn set_replicas(obj: &mut Value, replicas: i32) -> Result<(), String> {
+    if replicas < 0 {
+        return Err(format!(
+            "The --replicas={replicas} must be greater than or equal to 0"
+        ));
+    }
+    let spec = obj
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| "the object has no spec".to_string())?;
+    spec.insert("replicas".into(), Value::from(replicas));
+    Ok(())
+}
+
+async fn scale_one(
+    client: &Client,
+    k: &ResourceKind,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+) -> Res<()> {
+    for _ in 0..3 {
+        let mut v: Value = match client.get_json(k.kind, ns, name).await {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Failed(format!("error: decoding {} {name:?}: {e}", k.kind)))?,
+            Err(e) => return Err(server_error(&e, k, name)),
+        };
+        set_replicas(&mut v, replicas).map_err(|m| Failed(format!("error: {m}")))?;
+        match client.update_json(k.kind, json_bytes(&v), false).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(server_error(&e, k, name)),
+        }
+    }
+    Err(Failed(format!(
+        "error: {} {name:?} kept changing; try again",
+        k.kind
+    )))
+}
+
+async fn cmd_scale(
+    cli: &Cli,
+    client: &Client,
+    kind: &str,
+    names: &[String],
+    replicas: i32,
+) -> bool {
+    let (kind, names) = split_kind_name(kind, names);
+    let k = match lookup_kind(&kind) {
+        Ok(k) => k,
+        Err(Failed(m)) => {
+            eprintln!("{m}");
+            return false;
+        }
+    };
+    if !SCALABLE.contains(&k.kind) {
+        eprintln!(
+            "error: no scaler has been implemented for {{{} {}}}",
+            k.api_version, k.kind
+        );
+        return false;
+    }
+    if names.is_empty() {
+        eprintln!("error: resource(s) were provided, but no name was specified");
+        return false;
+    }
+    let ns = list_namespace(cli, k, false);
+    let mut ok = true;
+    for n in &names {
+        match scale_one(client, k, &ns, n, replicas).await {
+            Ok(()) => println!("{}/{n} scaled", singular(k)),
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
 /// Reads the environment and the config file once, then resolves the address.
 fn server_address(cli: &Cli) -> Result<String, String> {
     let env = std::env::var("WEIR_SERVER").ok();
@@ -687,6 +784,11 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Cmd::Scale {
+            kind,
+            names,
+            replicas,
+        } => cmd_scale(&cli, &client, kind, names, *replicas).await,
     };
     if ok {
         ExitCode::SUCCESS
@@ -720,6 +822,25 @@ mod tests {
             "x",
         );
         assert_eq!(e.0, "Error from server (NotFound): pods \"x\" not found");
+    }
+
+    #[test]
+    fn set_replicas_table() {
+        let mut d = serde_json::json!({"spec": {"replicas": 3, "template": {}}});
+        assert_eq!(set_replicas(&mut d, 5), Ok(()));
+        assert_eq!(d["spec"]["replicas"], 5);
+        assert_eq!(
+            d["spec"]["template"],
+            serde_json::json!({}),
+            "the rest of spec is kept"
+        );
+        let mut none = serde_json::json!({"metadata": {}});
+        assert!(set_replicas(&mut none, 1).is_err());
+        assert!(
+            set_replicas(&mut d, -1)
+                .expect_err("negative")
+                .contains("greater than or equal to 0")
+        );
     }
 
     #[test]
