@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Service, ServicePort,
 };
@@ -604,6 +605,65 @@ pub fn validate_replica_set(rs: &ReplicaSet) -> Vec<FieldError> {
     errs
 }
 
+/// Validates a DaemonSet.
+pub fn validate_daemon_set(ds: &DaemonSet) -> Vec<FieldError> {
+    let mut errs = validate_object_meta("DaemonSet", true, &ds.metadata);
+    let Some(spec) = &ds.spec else {
+        errs.push(FieldError::required("spec", ""));
+        return errs;
+    };
+    validate_selector_and_template(&mut errs, "daemonset", Some(&spec.selector), Some(&spec.template));
+    errs
+}
+
+/// Validates a StatefulSet.
+pub fn validate_stateful_set(ss: &StatefulSet) -> Vec<FieldError> {
+    let mut errs = validate_object_meta("StatefulSet", true, &ss.metadata);
+    let Some(spec) = &ss.spec else {
+        errs.push(FieldError::required("spec", ""));
+        return errs;
+    };
+    validate_replicas(&mut errs, spec.replicas);
+    validate_selector_and_template(&mut errs, "statefulset", Some(&spec.selector), Some(&spec.template));
+    if let Some(p) = spec.pod_management_policy.as_deref()
+        && !["OrderedReady", "Parallel"].contains(&p)
+    {
+        errs.push(FieldError::not_supported("spec.podManagementPolicy", p, &["OrderedReady", "Parallel"]));
+    }
+    errs
+}
+
+/// Validates a Job: its pods must not restart forever (`OnFailure` or `Never`).
+/// The selector is optional (Kubernetes generates one from the Job's uid).
+pub fn validate_job(job: &Job) -> Vec<FieldError> {
+    let mut errs = validate_object_meta("Job", true, &job.metadata);
+    let Some(spec) = &job.spec else {
+        errs.push(FieldError::required("spec", ""));
+        return errs;
+    };
+    for (field, v) in [
+        ("spec.parallelism", spec.parallelism),
+        ("spec.completions", spec.completions),
+        ("spec.backoffLimit", spec.backoff_limit),
+    ] {
+        if let Some(n) = v
+            && n < 0
+        {
+            errs.push(FieldError::invalid(field, n.to_string(), "must be greater than or equal to 0"));
+        }
+    }
+    match &spec.template.spec {
+        None => errs.push(FieldError::required("spec.template.spec", "")),
+        Some(ps) => {
+            if ps.restart_policy.is_none() {
+                errs.push(FieldError::required("spec.template.spec.restartPolicy", ""));
+            }
+            errs.extend(validate_pod_spec(ps, "spec.template.spec", &["OnFailure", "Never"]));
+        }
+    }
+    errs
+}
+
 /// Validates a Namespace.
 pub fn validate_namespace(ns: &Namespace) -> Vec<FieldError> {
     validate_object_meta("Namespace", false, &ns.metadata)
@@ -854,6 +914,48 @@ mod tests {
         for (name, d, want) in cases {
             assert_eq!(strings(&validate_deployment(&d)), want, "{name}");
         }
+    }
+
+    #[test]
+    fn other_workloads() {
+        use k8s_openapi::api::apps::v1::{DaemonSetSpec, StatefulSetSpec};
+        use k8s_openapi::api::batch::v1::JobSpec;
+        let template = |labels_: &[(&str, &str)], restart: Option<&str>| PodTemplateSpec {
+            metadata: Some(ObjectMeta { labels: Some(labels(labels_)), ..Default::default() }),
+            spec: Some(PodSpec { restart_policy: restart.map(Into::into), ..pod_spec(vec![container("c", Some("i"))]) }),
+        };
+        let sel = |l: &[(&str, &str)]| LabelSelector { match_labels: Some(labels(l)), ..Default::default() };
+        let ds = DaemonSet {
+            metadata: meta("ds"),
+            spec: Some(DaemonSetSpec { selector: sel(&[("a", "b")]), template: template(&[("a", "c")], None), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(
+            strings(&validate_daemon_set(&ds)),
+            vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"a\":\"c\"}: `selector` does not match template `labels`"]
+        );
+        let ss = StatefulSet {
+            metadata: meta("ss"),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(-2),
+                selector: sel(&[("a", "b")]),
+                template: template(&[("a", "b")], None),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(strings(&validate_stateful_set(&ss)), vec!["spec.replicas: Invalid value: -2: must be greater than or equal to 0"]);
+        let job = |restart: Option<&str>| Job {
+            metadata: meta("j"),
+            spec: Some(JobSpec { template: template(&[], restart), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(validate_job(&job(Some("Never"))).is_empty());
+        assert_eq!(strings(&validate_job(&job(None))), vec!["spec.template.spec.restartPolicy: Required value"]);
+        assert_eq!(
+            strings(&validate_job(&job(Some("Always")))),
+            vec!["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]
+        );
     }
 
     #[test]
