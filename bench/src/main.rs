@@ -1,1 +1,99 @@
-fn main() {}
+//! `weir-bench`: side-by-side datapath benchmarks (`cargo xtask bench datapath`).
+//!
+//! One binary plays every role so that every variant runs the very same code:
+//! `datapath` orchestrates; `serve` and `client` are started by it inside the
+//! benchmark's network namespaces; `weir-datapath` holds weir's eBPF datapath
+//! in the node netns. Results go to `target/bench/datapath.{md,json}`; see
+//! BENCHMARKS.md for how to read them.
+#![forbid(unsafe_code)]
+
+mod change;
+mod client;
+mod datapath;
+mod iptables;
+mod netns;
+mod plan;
+mod report;
+mod server;
+mod stats;
+mod weir;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir-bench", about = "weir datapath benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// ClusterIP short-connection rate and latency: direct vs weir vs iptables.
+    Datapath(datapath::DatapathArgs),
+    /// (internal) The TCP server, inside the server netns.
+    Serve {
+        #[arg(long)]
+        netns: String,
+        #[arg(long, default_value_t = plan::TARGET_PORT)]
+        port: u16,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Exit after this many seconds at the latest.
+        #[arg(long, default_value_t = 300.0)]
+        lifetime: f64,
+    },
+    /// (internal) The load generator, inside the client netns; prints JSON.
+    Client {
+        #[arg(long)]
+        netns: String,
+        #[arg(long, value_enum)]
+        targets: plan::TargetKind,
+        #[arg(long)]
+        services: u32,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 4.0)]
+        duration: f64,
+        /// Per-transaction timeout in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+        #[arg(long, default_value_t = 2_000_000)]
+        max_connections: u64,
+    },
+}
+
+fn secs(s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|e| anyhow::anyhow!("bad duration {s}: {e}"))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Datapath(args) => datapath::run(args),
+        Cmd::Serve { netns: ns, port, workers, lifetime } => {
+            netns::enter(&ns)?;
+            server::run(port, workers, secs(lifetime)?)
+        }
+        Cmd::Client { netns: ns, targets, services, concurrency, workers, warmup, duration, timeout_ms, max_connections } => {
+            netns::enter(&ns)?;
+            let report = client::run(client::ClientConfig {
+                targets: plan::targets(targets, services),
+                concurrency,
+                workers,
+                warmup: secs(warmup)?,
+                duration: secs(duration)?,
+                timeout: Duration::from_millis(timeout_ms),
+                max_connections,
+            })?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Service change -> datapath latency: on a node already holding N services,
+//! add one more and measure the time from the start of the change to the
+//! first successful connect to its VIP from the client netns.
+//!
+//! The prober is a thread of this process moved into the client netns (a
+//! netns switch is per thread), so both ends of the measurement read the
+//! same monotonic clock. Until the VIP is translated, the node answers SYNs
+//! to it with ICMP unreachable (an `unreachable` route, ICMP rate limits off
+//! for this netns), so a failed attempt costs microseconds, not a SYN timeout.
+
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::datapath::{Variant, spawn_ready, stop};
+use crate::netns::Topology;
+use crate::{iptables, plan};
+
+/// Changes measured per (variant, N).
+const CHANGES: u32 = 10;
+/// Give up on one change after this long.
+const PROBE_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeResult {
+    pub variant: Variant,
+    pub services: u32,
+    pub samples_ms: Vec<f64>,
+    pub method: String,
+}
+
+impl ChangeResult {
+    pub fn p50_ms(&self) -> f64 {
+        crate::stats::median(&self.samples_ms).unwrap_or(f64::NAN)
+    }
+    pub fn max_ms(&self) -> f64 {
+        self.samples_ms.iter().copied().fold(f64::NAN, f64::max)
+    }
+}
+
+/// Starts a prober thread in `netns` that connects to `target` until it
+/// succeeds; it sends the `Instant` of the first success.
+fn spawn_prober(netns: String, target: SocketAddrV4) -> mpsc::Receiver<Result<Instant>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            crate::netns::enter(&netns)?;
+            let deadline = Instant::now() + PROBE_LIMIT;
+            while Instant::now() < deadline {
+                if TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_millis(5)).is_ok() {
+                    return Ok(Instant::now());
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            bail!("{target} never became reachable within {PROBE_LIMIT:?}")
+        })();
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+fn iptables_restore(netns: &str, input: &str, noflush: bool) -> Result<()> {
+    use std::io::Write;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "iptables-legacy-restore"]);
+    if noflush {
+        cmd.arg("--noflush");
+    }
+    let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().context("cannot run iptables-legacy-restore")?;
+    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    anyhow::ensure!(child.wait()?.success(), "iptables-legacy-restore failed");
+    Ok(())
+}
+
+pub fn measure(variant: Variant, services: u32) -> Result<ChangeResult> {
+    anyhow::ensure!(services + CHANGES <= plan::MAX_SERVICES, "too many services for the change test");
+    let topo = Topology::create(&format!("chg{}{services}", &variant.name()[..3]))?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &topo.node, "sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=1000000"])
+        .status()?;
+    anyhow::ensure!(status.success(), "cannot lift the ICMP rate limits in {}", topo.node);
+    let server = spawn_ready(&["serve".into(), "--netns".into(), topo.server.clone(), "--workers".into(), "1".into(), "--lifetime".into(), "600".into()])?;
+    let mut samples_ms = Vec::new();
+    let method;
+    match variant {
+        Variant::Direct => bail!("direct has no services to change"),
+        Variant::Iptables => {
+            method = "kube-proxy partial sync: `iptables-legacy-restore --noflush` rewriting KUBE-SERVICES + the new chains".to_owned();
+            iptables_restore(&topo.node, &iptables::restore_input(services), false)?;
+            for k in 0..CHANGES {
+                let total = services + k + 1;
+                let input = iptables::restore_add_service(total);
+                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT));
+                std::thread::sleep(Duration::from_millis(20));
+                let started = Instant::now();
+                iptables_restore(&topo.node, &input, true)?;
+                let reached = probe.recv().context("prober vanished")??;
+                samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
+            }
+        }
+        Variant::Weir => {
+            method = crate::weir::CHANGE_METHOD.to_owned();
+            let (mut helper, _) = crate::weir::start(&topo, services, "600")?;
+            for k in 0..CHANGES {
+                let total = services + k + 1;
+                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT));
+                std::thread::sleep(Duration::from_millis(20));
+                let started = Instant::now();
+                crate::weir::set_services(&mut helper, total)?;
+                let reached = probe.recv().context("prober vanished")??;
+                samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
+            }
+            stop(helper);
+        }
+    }
+    stop(server);
+    drop(topo);
+    eprintln!("change {:>8} N={services}: {samples_ms:.2?} ms", variant.name());
+    Ok(ChangeResult { variant, services, samples_ms, method })
+}

@@ -1,0 +1,224 @@
+//! `weir-bench datapath`: the orchestrator. For every service count N and
+//! repetition it runs each variant on a fresh topology (never one topology
+//! twice: TCP and conntrack state of a run would leak into the next) with the
+//! same server, the same client, the same warm-up and the same duration, then
+//! reports medians and ratios.
+//!
+//! Variants:
+//! - `direct`: the client connects to the backend pod IPs; nothing on the node;
+//! - `weir`: the client connects to VIPs; weir's eBPF program on the `wr*`
+//!   veths translates (see `weir.rs`);
+//! - `iptables`: the client connects to VIPs; kube-proxy's rule structure
+//!   loaded with `iptables-legacy-restore` in the node netns.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::client::ClientReport;
+use crate::netns::Topology;
+use crate::plan::TargetKind;
+use crate::{iptables, report};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Direct,
+    Weir,
+    Iptables,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Direct => "direct",
+            Variant::Weir => "weir",
+            Variant::Iptables => "iptables",
+        }
+    }
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct DatapathArgs {
+    /// Service counts (each service has 4 endpoints).
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
+    pub services: Vec<u32>,
+    #[arg(long, value_delimiter = ',', default_value = "direct,weir,iptables")]
+    pub variants: Vec<Variant>,
+    /// Repetitions per (variant, N); variants are interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub reps: u32,
+    /// Warm-up seconds per run (not measured).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Measured seconds per run. Keep rate × (warm-up + duration + 10 s of
+    /// conntrack CLOSE timeout) well below nf_conntrack_max (262144 here).
+    #[arg(long, default_value_t = 4.0)]
+    pub duration: f64,
+    /// Concurrent connections in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Worker threads of the client and of the server (each).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where to write the JSON results and the markdown table.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
+    /// Skip the service-change -> datapath latency measurement.
+    #[arg(long)]
+    pub no_change_latency: bool,
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub variant: Variant,
+    pub services: u32,
+    pub rep: u32,
+    pub client: ClientReport,
+    /// Seconds to install the N services (restore, or map writes).
+    pub setup_seconds: f64,
+    /// Node conntrack entries after the run (iptables only uses them).
+    pub node_conntrack: Option<u64>,
+}
+
+/// Spawns `weir-bench <args>` and waits for its `ready` line.
+pub(crate) fn spawn_ready(args: &[String]) -> Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the weir-bench executable")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot spawn weir-bench {}", args.join(" ")))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("weir-bench {} did not start (said {line:?})", args.join(" "));
+    }
+    Ok(child)
+}
+
+/// Ends a helper we started: close its stdin (helpers exit on EOF), then
+/// kill it by its own PID if it is still there.
+pub(crate) fn stop(mut child: Child) {
+    drop(child.stdin.take());
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run_client(topo: &Topology, kind: TargetKind, services: u32, args: &DatapathArgs) -> Result<ClientReport> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args(["client", "--netns", &topo.client, "--services", &services.to_string()])
+        .args(["--targets", match kind { TargetKind::Vips => "vips", TargetKind::Backends => "backends" }])
+        .args(["--concurrency", &args.concurrency.to_string(), "--workers", &args.workers.to_string()])
+        .args(["--warmup", &args.warmup.to_string(), "--duration", &args.duration.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the client")?;
+    if !out.status.success() {
+        bail!("client failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).context("cannot parse the client's report")
+}
+
+/// Loads kube-proxy's rules for `services` into the node netns; returns the
+/// restore time.
+fn load_iptables(topo: &Topology, services: u32) -> Result<f64> {
+    let input = iptables::restore_input(services);
+    let started = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &topo.node, "iptables-legacy-restore"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run iptables-legacy-restore (apt-get install iptables)")?;
+    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("iptables-legacy-restore failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn one_run(variant: Variant, services: u32, rep: u32, args: &DatapathArgs) -> Result<RunResult> {
+    let tag = format!("{}{services}r{rep}", &variant.name()[..3]);
+    let topo = Topology::create(&tag)?;
+    let lifetime = (args.warmup + args.duration + 120.0).to_string();
+    let server = spawn_ready(&[
+        "serve".into(), "--netns".into(), topo.server.clone(),
+        "--workers".into(), args.workers.to_string(), "--lifetime".into(), lifetime.clone(),
+    ])?;
+    let mut helper = None;
+    let (kind, setup_seconds) = match variant {
+        Variant::Direct => (TargetKind::Backends, 0.0),
+        Variant::Iptables => (TargetKind::Vips, load_iptables(&topo, services)?),
+        Variant::Weir => {
+            let (child, seconds) = crate::weir::start(&topo, services, &lifetime)?;
+            helper = Some(child);
+            (TargetKind::Vips, seconds)
+        }
+    };
+    let client = run_client(&topo, kind, services, args);
+    let node_conntrack = topo.node_conntrack_count();
+    if let Some(h) = helper {
+        stop(h);
+    }
+    stop(server);
+    drop(topo);
+    let client = client?;
+    eprintln!(
+        "{:>8} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}%  errors {} timeouts {}  setup {:.2}s",
+        variant.name(), client.per_second, client.p50_us, client.p99_us, client.cpu_busy * 100.0,
+        client.errors, client.timeouts, setup_seconds
+    );
+    Ok(RunResult { variant, services, rep, client, setup_seconds, node_conntrack })
+}
+
+pub fn run(args: DatapathArgs) -> Result<()> {
+    crate::netns::remove_leftovers()?;
+    for &n in &args.services {
+        anyhow::ensure!((1..=crate::plan::MAX_SERVICES).contains(&n), "--services {n}: 1..={}", crate::plan::MAX_SERVICES);
+    }
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for &services in &args.services {
+        for rep in 0..args.reps {
+            for &variant in &args.variants {
+                results.push(one_run(variant, services, rep, &args)?);
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    if !args.no_change_latency {
+        for &services in &args.services {
+            for &variant in args.variants.iter().filter(|v| **v != Variant::Direct) {
+                changes.push(crate::change::measure(variant, services)?);
+            }
+        }
+    }
+    let table = report::markdown(&results, &changes, &report::Context::gather(&args, started.elapsed()));
+    std::fs::create_dir_all(&args.out_dir)?;
+    let json = args.out_dir.join("datapath.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&(&results, &changes))?)?;
+    let md = args.out_dir.join("datapath.md");
+    std::fs::write(&md, &table)?;
+    println!("{table}");
+    eprintln!("results: {} and {}", json.display(), md.display());
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The markdown report: medians over repetitions, ratios to direct and to
+//! iptables, and the issue's goals checked against them. Pure rendering.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::change::ChangeResult;
+use crate::datapath::{DatapathArgs, RunResult, Variant};
+use crate::stats::median;
+
+/// Facts about the machine and the run, printed above the tables.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    pub command: String,
+    pub date: String,
+    pub kernel: String,
+    pub cpu: String,
+    pub nproc: usize,
+    pub settings: String,
+    pub wall: Duration,
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Context {
+    pub fn gather(args: &DatapathArgs, wall: Duration) -> Context {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned();
+        Context {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            kernel: command_output("uname", &["-r"]),
+            cpu,
+            nproc: std::thread::available_parallelism().map_or(0, usize::from),
+            settings: format!(
+                "{} repetitions, {} s warm-up + {} s measured per run, {} connections in flight, client and server {} worker threads each",
+                args.reps, args.warmup, args.duration, args.concurrency, args.workers
+            ),
+            wall,
+        }
+    }
+}
+
+/// Median figures of one (variant, N) over its repetitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub per_second: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub cpu_busy: f64,
+    pub failures: u64,
+    pub setup_seconds: f64,
+    pub reps: usize,
+}
+
+pub fn summarize(results: &[RunResult]) -> BTreeMap<(u32, Variant), Summary> {
+    let mut groups: BTreeMap<(u32, Variant), Vec<&RunResult>> = BTreeMap::new();
+    for r in results {
+        groups.entry((r.services, r.variant)).or_default().push(r);
+    }
+    groups
+        .into_iter()
+        .map(|(key, runs)| {
+            let m = |f: &dyn Fn(&RunResult) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+            let summary = Summary {
+                per_second: m(&|r| r.client.per_second),
+                p50_us: m(&|r| f64::from(r.client.p50_us)),
+                p99_us: m(&|r| f64::from(r.client.p99_us)),
+                cpu_busy: m(&|r| r.client.cpu_busy),
+                failures: runs.iter().map(|r| r.client.errors + r.client.timeouts).sum(),
+                setup_seconds: m(&|r| r.setup_seconds),
+                reps: runs.len(),
+            };
+            (key, summary)
+        })
+        .collect()
+}
+
+fn ratio(a: Option<&Summary>, b: Option<&Summary>) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    (b.per_second > 0.0).then(|| a.per_second / b.per_second)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
+}
+
+pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) -> String {
+    let summaries = summarize(results);
+    let mut out = String::new();
+    let _ = writeln!(out, "Command: `{}`  ", ctx.command);
+    let _ = writeln!(out, "Date: {}; kernel {}; {} × {}; wall time {:.0} s  ", ctx.date, ctx.kernel, ctx.nproc, ctx.cpu, ctx.wall.as_secs_f64());
+    let _ = writeln!(out, "Settings: {}.\n", ctx.settings);
+    out.push_str("| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables | p50 µs | p99 µs | CPU busy | failed conns (all reps) | rules/maps load s |\n");
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let ns: Vec<u32> = summaries.keys().map(|(n, _)| *n).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for &n in &ns {
+        let direct = summaries.get(&(n, Variant::Direct));
+        let ipt = summaries.get(&(n, Variant::Iptables));
+        for variant in [Variant::Direct, Variant::Weir, Variant::Iptables] {
+            let Some(s) = summaries.get(&(n, variant)) else { continue };
+            let _ = writeln!(
+                out,
+                "| {n} | {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0}% | {} | {:.2} |",
+                variant.name(),
+                s.per_second,
+                fmt_ratio(ratio(Some(s), direct)),
+                fmt_ratio(ratio(Some(s), ipt)),
+                s.p50_us,
+                s.p99_us,
+                s.cpu_busy * 100.0,
+                s.failures,
+                s.setup_seconds
+            );
+        }
+    }
+    if !changes.is_empty() {
+        out.push_str("\nService change -> first successful connect to the new VIP:\n\n");
+        out.push_str("| N services | variant | changes | p50 ms | max ms | how the change is applied |\n|---:|---|---:|---:|---:|---|\n");
+        for c in changes {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.2} | {:.2} | {} |",
+                c.services, c.variant.name(), c.samples_ms.len(), c.p50_ms(), c.max_ms(), c.method
+            );
+        }
+    }
+    out.push_str("\nGoals (issue 3):\n\n");
+    for &n in &ns {
+        let weir = summaries.get(&(n, Variant::Weir));
+        if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Direct))) {
+            let _ = writeln!(out, "- N={n}: weir ClusterIP ≥ 0.95× direct: {r:.2}× — {}", verdict(r >= 0.95));
+        }
+        if n >= 10_000 {
+            if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Iptables))) {
+                let _ = writeln!(out, "- N={n}: weir ≥ 3× iptables: {r:.2}× — {}", verdict(r >= 3.0));
+            }
+        }
+    }
+    for c in changes.iter().filter(|c| c.variant == Variant::Weir && c.services >= 10_000) {
+        let _ = writeln!(
+            out,
+            "- N={}: service change -> datapath p99 ≤ 10 ms: max of {} changes {:.2} ms — {}",
+            c.services, c.samples_ms.len(), c.max_ms(), verdict(c.max_ms() <= 10.0)
+        );
+    }
+    out.push_str("- NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet (no NodePort datapath).\n");
+    out
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientReport;
+
+    fn run(variant: Variant, services: u32, rep: u32, per_second: f64) -> RunResult {
+        RunResult {
+            variant,
+            services,
+            rep,
+            client: ClientReport { per_second, p50_us: 100, p99_us: 900, cpu_busy: 0.97, ..Default::default() },
+            setup_seconds: 0.5,
+            node_conntrack: None,
+        }
+    }
+
+    #[test]
+    fn medians_ratios_and_goal_verdicts() {
+        let results = vec![
+            run(Variant::Direct, 10_000, 0, 40_000.0),
+            run(Variant::Direct, 10_000, 1, 44_000.0),
+            run(Variant::Direct, 10_000, 2, 42_000.0),
+            run(Variant::Weir, 10_000, 0, 39_000.0),
+            run(Variant::Weir, 10_000, 1, 41_000.0),
+            run(Variant::Weir, 10_000, 2, 40_000.0),
+            run(Variant::Iptables, 10_000, 0, 13_000.0),
+            run(Variant::Iptables, 10_000, 1, 12_000.0),
+            run(Variant::Iptables, 10_000, 2, 14_000.0),
+        ];
+        let s = summarize(&results);
+        assert_eq!(s[&(10_000, Variant::Direct)].per_second, 42_000.0);
+        assert_eq!(s[&(10_000, Variant::Weir)].reps, 3);
+        let md = markdown(&results, &[], &Context::default());
+        // 40k/42k = 0.95 (met); 40k/13k = 3.08 (met).
+        assert!(md.contains("| 10000 | weir | 40000 | 0.95× | 3.08× |"), "{md}");
+        assert!(md.contains("| 10000 | iptables | 13000 | 0.31× | 1.00× |"), "{md}");
+        assert!(md.contains("weir ClusterIP ≥ 0.95× direct: 0.95× — met"), "{md}");
+        assert!(md.contains("weir ≥ 3× iptables: 3.08× — met"), "{md}");
+        assert!(md.contains("NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet"));
+
+        let slower = vec![run(Variant::Direct, 1, 0, 50_000.0), run(Variant::Weir, 1, 0, 45_000.0)];
+        let md = markdown(&slower, &[], &Context::default());
+        assert!(md.contains("0.90× — **missed**"), "{md}");
+    }
+}
