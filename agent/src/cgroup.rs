@@ -45,9 +45,14 @@ impl Cgroups {
     /// hybrid host every directory below it is one (symlinks such as
     /// `cpu,cpuacct -> cpu` are skipped so nothing is visited twice).
     pub fn detect(root: &Path) -> Result<Self, CgroupError> {
-        let detect_err = |source| CgroupError::Detect { root: root.to_path_buf(), source };
+        let detect_err = |source| CgroupError::Detect {
+            root: root.to_path_buf(),
+            source,
+        };
         if root.join("cgroup.controllers").exists() {
-            return Ok(Cgroups { hierarchies: vec![root.to_path_buf()] });
+            return Ok(Cgroups {
+                hierarchies: vec![root.to_path_buf()],
+            });
         }
         let mut hierarchies = Vec::new();
         for entry in std::fs::read_dir(root).map_err(detect_err)? {
@@ -64,7 +69,8 @@ impl Cgroups {
     pub fn create(&self, rel: &str) -> Result<(), CgroupError> {
         for h in &self.hierarchies {
             let path = h.join(rel.trim_start_matches('/'));
-            std::fs::create_dir_all(&path).map_err(|source| CgroupError::Create { path, source })?;
+            std::fs::create_dir_all(&path)
+                .map_err(|source| CgroupError::Create { path, source })?;
         }
         Ok(())
     }
@@ -81,7 +87,10 @@ impl Cgroups {
 /// cgroup directories hold only kernel pseudo-files, which cannot be
 /// unlinked: a cgroup is removed with rmdir(2), children first.
 fn rmdir_tree(path: &Path) -> Result<(), CgroupError> {
-    let remove_err = |source| CgroupError::Remove { path: path.to_path_buf(), source };
+    let remove_err = |source| CgroupError::Remove {
+        path: path.to_path_buf(),
+        source,
+    };
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -120,9 +129,13 @@ mod tests {
         cg.remove("/weir-test/podu1").expect("remove");
         for h in ["cpu", "memory", "unified"] {
             assert!(!root.join(h).join("weir-test/podu1").exists(), "{h}");
-            assert!(root.join(h).join("weir-test").is_dir(), "node parent stays: {h}");
+            assert!(
+                root.join(h).join("weir-test").is_dir(),
+                "node parent stays: {h}"
+            );
         }
-        cg.remove("/weir-test/podu1").expect("removing twice is fine");
+        cg.remove("/weir-test/podu1")
+            .expect("removing twice is fine");
         std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
@@ -135,12 +148,20 @@ mod tests {
         let pod = format!("{node}/podu1");
         cg.create(&pod).expect("create");
         for h in &cg.hierarchies {
-            assert!(h.join(pod.trim_start_matches('/')).is_dir(), "{}", h.display());
+            assert!(
+                h.join(pod.trim_start_matches('/')).is_dir(),
+                "{}",
+                h.display()
+            );
         }
         cg.remove(&pod).expect("remove pod");
         cg.remove(&node).expect("remove node parent");
         for h in &cg.hierarchies {
-            assert!(!h.join(node.trim_start_matches('/')).exists(), "{}", h.display());
+            assert!(
+                !h.join(node.trim_start_matches('/')).exists(),
+                "{}",
+                h.display()
+            );
         }
     }
 

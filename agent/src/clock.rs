@@ -8,7 +8,9 @@ use k8s_openapi::jiff::Timestamp;
 
 fn since_epoch() -> std::time::Duration {
     // A clock before 1970 is a broken machine; treat it as the epoch.
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Now, in nanoseconds since the epoch (the CRI's unit).

@@ -14,8 +14,8 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use cri::{
-    Container, ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig, PodSandboxState,
-    PodSandboxStatus,
+    Container, ContainerConfig, ContainerState, ContainerStatus, PodSandbox, PodSandboxConfig,
+    PodSandboxState, PodSandboxStatus,
 };
 
 /// Ordinary calls answer in milliseconds; this bounds a hung runtime.
@@ -39,7 +39,10 @@ pub enum CriError {
         status: tonic::Status,
     },
     #[error("CRI {op} returned no {what}")]
-    Missing { op: &'static str, what: &'static str },
+    Missing {
+        op: &'static str,
+        what: &'static str,
+    },
 }
 
 impl CriError {
@@ -97,7 +100,10 @@ impl CriClient {
                 }
             }))
             .await
-            .map_err(|source| CriError::Connect { path: path.to_path_buf(), source })?;
+            .map_err(|source| CriError::Connect {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(CriClient {
             runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
@@ -108,11 +114,19 @@ impl CriClient {
         let r = self
             .runtime
             .clone()
-            .version(req(cri::VersionRequest { version: "v1".into() }, CALL_TIMEOUT))
+            .version(req(
+                cri::VersionRequest {
+                    version: "v1".into(),
+                },
+                CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("Version"))?
             .into_inner();
-        Ok(RuntimeVersion { runtime_name: r.runtime_name, runtime_version: r.runtime_version })
+        Ok(RuntimeVersion {
+            runtime_name: r.runtime_name,
+            runtime_version: r.runtime_version,
+        })
     }
 
     /// Creates and starts a sandbox (containerd runs the CNI ADD here).
@@ -121,7 +135,10 @@ impl CriClient {
             .runtime
             .clone()
             .run_pod_sandbox(req(
-                cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() },
+                cri::RunPodSandboxRequest {
+                    config: Some(config),
+                    runtime_handler: String::new(),
+                },
                 SLOW_CALL_TIMEOUT,
             ))
             .await
@@ -133,7 +150,12 @@ impl CriClient {
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .stop_pod_sandbox(req(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }, SLOW_CALL_TIMEOUT))
+            .stop_pod_sandbox(req(
+                cri::StopPodSandboxRequest {
+                    pod_sandbox_id: id.into(),
+                },
+                SLOW_CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("StopPodSandbox"))?;
         Ok(())
@@ -142,7 +164,12 @@ impl CriClient {
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .remove_pod_sandbox(req(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT))
+            .remove_pod_sandbox(req(
+                cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("RemovePodSandbox"))?;
         Ok(())
@@ -152,23 +179,40 @@ impl CriClient {
         self.runtime
             .clone()
             .pod_sandbox_status(req(
-                cri::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false },
+                cri::PodSandboxStatusRequest {
+                    pod_sandbox_id: id.into(),
+                    verbose: false,
+                },
                 CALL_TIMEOUT,
             ))
             .await
             .map_err(call_err("PodSandboxStatus"))?
             .into_inner()
             .status
-            .ok_or(CriError::Missing { op: "PodSandboxStatus", what: "status" })
+            .ok_or(CriError::Missing {
+                op: "PodSandboxStatus",
+                what: "status",
+            })
     }
 
     /// Lists sandboxes whose labels include every pair in `labels`.
-    pub async fn list_pod_sandboxes(&self, labels: HashMap<String, String>) -> Result<Vec<PodSandbox>> {
-        let filter = cri::PodSandboxFilter { label_selector: labels, ..Default::default() };
+    pub async fn list_pod_sandboxes(
+        &self,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<PodSandbox>> {
+        let filter = cri::PodSandboxFilter {
+            label_selector: labels,
+            ..Default::default()
+        };
         let r = self
             .runtime
             .clone()
-            .list_pod_sandbox(req(cri::ListPodSandboxRequest { filter: Some(filter) }, CALL_TIMEOUT))
+            .list_pod_sandbox(req(
+                cri::ListPodSandboxRequest {
+                    filter: Some(filter),
+                },
+                CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("ListPodSandbox"))?;
         Ok(r.into_inner().items)
@@ -176,11 +220,19 @@ impl CriClient {
 
     /// Lists containers whose labels include every pair in `labels`.
     pub async fn list_containers(&self, labels: HashMap<String, String>) -> Result<Vec<Container>> {
-        let filter = cri::ContainerFilter { label_selector: labels, ..Default::default() };
+        let filter = cri::ContainerFilter {
+            label_selector: labels,
+            ..Default::default()
+        };
         let r = self
             .runtime
             .clone()
-            .list_containers(req(cri::ListContainersRequest { filter: Some(filter) }, CALL_TIMEOUT))
+            .list_containers(req(
+                cri::ListContainersRequest {
+                    filter: Some(filter),
+                },
+                CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("ListContainers"))?;
         Ok(r.into_inner().containers)
@@ -190,14 +242,20 @@ impl CriClient {
         self.runtime
             .clone()
             .container_status(req(
-                cri::ContainerStatusRequest { container_id: id.into(), verbose: false },
+                cri::ContainerStatusRequest {
+                    container_id: id.into(),
+                    verbose: false,
+                },
                 CALL_TIMEOUT,
             ))
             .await
             .map_err(call_err("ContainerStatus"))?
             .into_inner()
             .status
-            .ok_or(CriError::Missing { op: "ContainerStatus", what: "status" })
+            .ok_or(CriError::Missing {
+                op: "ContainerStatus",
+                what: "status",
+            })
     }
 
     pub async fn create_container(
@@ -225,7 +283,12 @@ impl CriClient {
     pub async fn start_container(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .start_container(req(cri::StartContainerRequest { container_id: id.into() }, CALL_TIMEOUT))
+            .start_container(req(
+                cri::StartContainerRequest {
+                    container_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("StartContainer"))?;
         Ok(())
@@ -237,7 +300,10 @@ impl CriClient {
         self.runtime
             .clone()
             .stop_container(req(
-                cri::StopContainerRequest { container_id: id.into(), timeout: timeout_secs.max(0) },
+                cri::StopContainerRequest {
+                    container_id: id.into(),
+                    timeout: timeout_secs.max(0),
+                },
                 CALL_TIMEOUT + grace,
             ))
             .await
@@ -248,7 +314,12 @@ impl CriClient {
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         self.runtime
             .clone()
-            .remove_container(req(cri::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT))
+            .remove_container(req(
+                cri::RemoveContainerRequest {
+                    container_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            ))
             .await
             .map_err(call_err("RemoveContainer"))?;
         Ok(())
@@ -260,7 +331,10 @@ impl CriClient {
             .images
             .clone()
             .image_status(req(
-                cri::ImageStatusRequest { image: Some(image_spec(image)), verbose: false },
+                cri::ImageStatusRequest {
+                    image: Some(image_spec(image)),
+                    verbose: false,
+                },
                 CALL_TIMEOUT,
             ))
             .await
@@ -269,7 +343,11 @@ impl CriClient {
     }
 
     /// Pulls `image` and returns the runtime's reference for it.
-    pub async fn pull_image(&self, image: &str, sandbox_config: PodSandboxConfig) -> Result<String> {
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        sandbox_config: PodSandboxConfig,
+    ) -> Result<String> {
         let r = self
             .images
             .clone()
@@ -288,5 +366,9 @@ impl CriClient {
 }
 
 fn image_spec(image: &str) -> cri::ImageSpec {
-    cri::ImageSpec { image: image.to_string(), user_specified_image: image.to_string(), ..Default::default() }
+    cri::ImageSpec {
+        image: image.to_string(),
+        user_specified_image: image.to_string(),
+        ..Default::default()
+    }
 }

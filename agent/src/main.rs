@@ -74,14 +74,30 @@ where
 async fn run(cfg: Config) -> anyhow::Result<()> {
     node::enable_ip_forward().context("cannot enable IPv4 forwarding in the node's namespace")?;
 
-    let api = retry("connecting to the API server", || weir_client::Client::connect(&cfg.server)).await;
-    let cri = retry("connecting to containerd", || cri::CriClient::connect(&cfg.cri_socket)).await;
+    let api = retry("connecting to the API server", || {
+        weir_client::Client::connect(&cfg.server)
+    })
+    .await;
+    let cri = retry("connecting to containerd", || {
+        cri::CriClient::connect(&cfg.cri_socket)
+    })
+    .await;
     let version = retry("querying the CRI version", || cri.version()).await;
     info!(runtime = %version.runtime_name, version = %version.runtime_version, "connected to the container runtime");
 
-    let facts = node::NodeFacts::gather(&cfg.node_name, &cfg.node_ip.to_string(), cfg.max_pods, &version);
+    let facts = node::NodeFacts::gather(
+        &cfg.node_name,
+        &cfg.node_ip.to_string(),
+        cfg.max_pods,
+        &version,
+    );
     retry("registering the node", || node::register(&api, &facts)).await;
-    tokio::spawn(node::heartbeat(api.clone(), cri.clone(), facts, cfg.heartbeat));
+    tokio::spawn(node::heartbeat(
+        api.clone(),
+        cri.clone(),
+        facts,
+        cfg.heartbeat,
+    ));
 
     let pod_cidr = node::wait_for_pod_cidr(&api, &cfg.node_name).await?;
     let conflist = node::cni_conflist(pod_cidr, &cfg.ipam_dir(), cfg.mtu);
@@ -94,7 +110,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cri,
         api,
         cgroups: cgroup::Cgroups::detect(&cfg.cgroup_root)?,
-        env: NodeEnv { cgroup_parent: cfg.cgroup_parent.clone(), pod_log_dir: cfg.pod_log_dir.clone() },
+        env: NodeEnv {
+            cgroup_parent: cfg.cgroup_parent.clone(),
+            pod_log_dir: cfg.pod_log_dir.clone(),
+        },
         node_ip: cfg.node_ip.to_string(),
         network,
         poll: cfg.pod_poll,
@@ -129,8 +148,10 @@ impl NetworkHook for DatapathHook {
 /// (pods that survived an agent restart) and starts the Service sync.
 /// Without a datapath Services cannot work, so a load failure is fatal.
 fn start_datapath(cfg: &Config, api: &weir_client::Client) -> anyhow::Result<Arc<dyn NetworkHook>> {
-    let dp = datapath::Datapath::load(&datapath::DatapathConfig { bpffs_dir: cfg.bpffs_dir.clone() })
-        .context("cannot load the eBPF datapath")?;
+    let dp = datapath::Datapath::load(&datapath::DatapathConfig {
+        bpffs_dir: cfg.bpffs_dir.clone(),
+    })
+    .context("cannot load the eBPF datapath")?;
     let dp = Arc::new(Mutex::new(dp));
     let hook = DatapathHook(dp.clone());
     if let Err(error) = hook.sandbox_network_ready() {

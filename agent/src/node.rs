@@ -47,7 +47,9 @@ pub enum NodeError {
 }
 
 fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `PRETTY_NAME` from an os-release file.
@@ -80,23 +82,40 @@ pub fn go_arch() -> &'static str {
 
 impl NodeFacts {
     /// Reads the facts from /proc and /etc.
-    pub fn gather(name: &str, internal_ip: &str, max_pods: u32, runtime: &crate::cri::RuntimeVersion) -> NodeFacts {
+    pub fn gather(
+        name: &str,
+        internal_ip: &str,
+        max_pods: u32,
+        runtime: &crate::cri::RuntimeVersion,
+    ) -> NodeFacts {
         NodeFacts {
             name: name.to_string(),
             internal_ip: internal_ip.to_string(),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_kib: mem_total_kib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default()),
+            memory_kib: mem_total_kib(
+                &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+            ),
             max_pods,
             kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
             os_image: os_image(&std::fs::read_to_string("/etc/os-release").unwrap_or_default()),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             machine_id: read_trimmed("/etc/machine-id"),
-            container_runtime_version: format!("{}://{}", runtime.runtime_name, runtime.runtime_version),
+            container_runtime_version: format!(
+                "{}://{}",
+                runtime.runtime_name, runtime.runtime_version
+            ),
         }
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &Time, previous: &[NodeCondition]) -> NodeCondition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: &Time,
+    previous: &[NodeCondition],
+) -> NodeCondition {
     let status = if ok { "True" } else { "False" };
     let since = previous
         .iter()
@@ -116,28 +135,79 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &Time, pre
 /// The Node status the agent reports: addresses, capacity, system info and
 /// conditions, keeping transition times of unchanged conditions. The node is
 /// Ready unless `runtime_error` says the container runtime does not answer.
-pub fn node_status(facts: &NodeFacts, runtime_error: Option<&str>, previous: Option<&NodeStatus>, now: &Time) -> NodeStatus {
-    let prev = previous.and_then(|s| s.conditions.clone()).unwrap_or_default();
+pub fn node_status(
+    facts: &NodeFacts,
+    runtime_error: Option<&str>,
+    previous: Option<&NodeStatus>,
+    now: &Time,
+) -> NodeStatus {
+    let prev = previous
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), Quantity(facts.cpus.to_string())),
-        ("memory".to_string(), Quantity(format!("{}Ki", facts.memory_kib))),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}Ki", facts.memory_kib)),
+        ),
         ("pods".to_string(), Quantity(facts.max_pods.to_string())),
     ]
     .into();
     NodeStatus {
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: facts.internal_ip.clone() },
-            NodeAddress { type_: "Hostname".into(), address: facts.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: facts.internal_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: facts.name.clone(),
+            },
         ]),
         allocatable: Some(capacity.clone()),
         capacity: Some(capacity),
         conditions: Some(vec![
-            condition("MemoryPressure", false, "KubeletHasSufficientMemory", "weir-agent has sufficient memory", now, &prev),
-            condition("DiskPressure", false, "KubeletHasNoDiskPressure", "weir-agent has no disk pressure", now, &prev),
-            condition("PIDPressure", false, "KubeletHasSufficientPID", "weir-agent has sufficient PID", now, &prev),
+            condition(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "weir-agent has sufficient memory",
+                now,
+                &prev,
+            ),
+            condition(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "weir-agent has no disk pressure",
+                now,
+                &prev,
+            ),
+            condition(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "weir-agent has sufficient PID",
+                now,
+                &prev,
+            ),
             match runtime_error {
-                None => condition("Ready", true, "KubeletReady", "weir-agent is posting ready status", now, &prev),
-                Some(e) => condition("Ready", false, "KubeletNotReady", &format!("container runtime is down: {e}"), now, &prev),
+                None => condition(
+                    "Ready",
+                    true,
+                    "KubeletReady",
+                    "weir-agent is posting ready status",
+                    now,
+                    &prev,
+                ),
+                Some(e) => condition(
+                    "Ready",
+                    false,
+                    "KubeletNotReady",
+                    &format!("container runtime is down: {e}"),
+                    now,
+                    &prev,
+                ),
             },
         ]),
         node_info: Some(NodeSystemInfo {
@@ -165,7 +235,11 @@ fn new_node(facts: &NodeFacts) -> Node {
     ]
     .into();
     Node {
-        metadata: ObjectMeta { name: Some(facts.name.clone()), labels: Some(labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(facts.name.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
         spec: None,
         status: None,
     }
@@ -176,7 +250,11 @@ pub async fn register(api: &weir_client::Client, facts: &NodeFacts) -> Result<No
     register_with(api, facts, None).await
 }
 
-async fn register_with(api: &weir_client::Client, facts: &NodeFacts, runtime_error: Option<&str>) -> Result<Node, NodeError> {
+async fn register_with(
+    api: &weir_client::Client,
+    facts: &NodeFacts,
+    runtime_error: Option<&str>,
+) -> Result<Node, NodeError> {
     let node = match api.get_opt::<Node>("", &facts.name).await? {
         Some(n) => n,
         None => match api.create(&new_node(facts)).await {
@@ -197,13 +275,23 @@ async fn write_status(
     facts: &NodeFacts,
     runtime_error: Option<&str>,
 ) -> Result<Node, NodeError> {
-    node.status = Some(node_status(facts, runtime_error, node.status.as_ref(), &crate::clock::now_time()));
+    node.status = Some(node_status(
+        facts,
+        runtime_error,
+        node.status.as_ref(),
+        &crate::clock::now_time(),
+    ));
     Ok(api.update_status(&node).await?)
 }
 
 /// Posts the Node status every `every` (Ready only while containerd answers);
 /// re-creates the Node if someone deleted it.
-pub async fn heartbeat(api: weir_client::Client, cri: crate::cri::CriClient, facts: NodeFacts, every: Duration) {
+pub async fn heartbeat(
+    api: weir_client::Client,
+    cri: crate::cri::CriClient,
+    facts: NodeFacts,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -214,7 +302,9 @@ pub async fn heartbeat(api: weir_client::Client, cri: crate::cri::CriClient, fac
         }
         let runtime_error = runtime_error.as_deref();
         let result = match api.get_opt::<Node>("", &facts.name).await {
-            Ok(Some(node)) => write_status(&api, node, &facts, runtime_error).await.map(drop),
+            Ok(Some(node)) => write_status(&api, node, &facts, runtime_error)
+                .await
+                .map(drop),
             Ok(None) => register_with(&api, &facts, runtime_error).await.map(drop),
             Err(e) => Err(e.into()),
         };
@@ -226,19 +316,30 @@ pub async fn heartbeat(api: weir_client::Client, cri: crate::cri::CriClient, fac
 }
 
 /// Waits until weir-control has allocated the node's pod CIDR.
-pub async fn wait_for_pod_cidr(api: &weir_client::Client, node: &str) -> Result<ipnet::Ipv4Net, NodeError> {
+pub async fn wait_for_pod_cidr(
+    api: &weir_client::Client,
+    node: &str,
+) -> Result<ipnet::Ipv4Net, NodeError> {
     let mut logged = false;
     loop {
         match api.get_opt::<Node>("", node).await {
             Ok(Some(n)) => {
                 let spec = n.spec.unwrap_or_default();
-                let cidr = spec.pod_cidr.or_else(|| spec.pod_cidrs.and_then(|c| c.into_iter().next()));
+                let cidr = spec
+                    .pod_cidr
+                    .or_else(|| spec.pod_cidrs.and_then(|c| c.into_iter().next()));
                 if let Some(cidr) = cidr.filter(|c| !c.is_empty()) {
-                    return cidr.parse().map_err(|source| NodeError::BadPodCidr { node: node.into(), cidr, source });
+                    return cidr.parse().map_err(|source| NodeError::BadPodCidr {
+                        node: node.into(),
+                        cidr,
+                        source,
+                    });
                 }
             }
             Ok(None) => {}
-            Err(error) => warn!(error = %error, "cannot read the Node while waiting for its podCIDR"),
+            Err(error) => {
+                warn!(error = %error, "cannot read the Node while waiting for its podCIDR")
+            }
         }
         if !logged {
             info!(node, "waiting for weir-control to assign spec.podCIDR");
@@ -305,7 +406,10 @@ pub fn write_cni_conflist(dir: &Path, content: &str) -> Result<PathBuf, NodeErro
 /// /proc/sys/net follows the netns of the process that opens it).
 pub fn enable_ip_forward() -> Result<(), NodeError> {
     let path = Path::new("/proc/sys/net/ipv4/ip_forward");
-    std::fs::write(path, "1").map_err(|source| NodeError::Write { path: path.to_path_buf(), source })
+    std::fs::write(path, "1").map_err(|source| NodeError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -330,7 +434,11 @@ mod tests {
 
     #[test]
     fn conflist_matches_the_contract() {
-        let s = cni_conflist("10.244.1.0/24".parse().expect("cidr"), Path::new("/var/lib/weir/weir/node1/ipam"), 1500);
+        let s = cni_conflist(
+            "10.244.1.0/24".parse().expect("cidr"),
+            Path::new("/var/lib/weir/weir/node1/ipam"),
+            1500,
+        );
         let v: serde_json::Value = serde_json::from_str(&s).expect("json");
         let want = serde_json::json!({"cniVersion":"1.0.0","name":"weir","plugins":[{"type":"weir-cni",
             "podCIDR":"10.244.1.0/24","dataDir":"/var/lib/weir/weir/node1/ipam","mtu":1500}]});
@@ -355,21 +463,44 @@ mod tests {
         let t0 = Time(Timestamp::from_second(100).expect("t"));
         let st = node_status(&facts(), None, None, &t0);
         let addrs = st.addresses.clone().expect("addresses");
-        assert_eq!(addrs[0], NodeAddress { type_: "InternalIP".into(), address: "172.30.0.11".into() });
-        assert_eq!(addrs[1], NodeAddress { type_: "Hostname".into(), address: "node1".into() });
+        assert_eq!(
+            addrs[0],
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: "172.30.0.11".into()
+            }
+        );
+        assert_eq!(
+            addrs[1],
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: "node1".into()
+            }
+        );
         let cap = st.capacity.clone().expect("capacity");
         assert_eq!(cap.get("pods"), Some(&Quantity("110".into())));
         assert_eq!(cap.get("memory"), Some(&Quantity("4000000Ki".into())));
         assert_eq!(cap.get("cpu"), Some(&Quantity("2".into())));
         let info = st.node_info.clone().expect("info");
         assert_eq!(info.container_runtime_version, "containerd://1.6.20");
-        let ready = st.conditions.clone().expect("conditions").into_iter().find(|c| c.type_ == "Ready").expect("Ready");
+        let ready = st
+            .conditions
+            .clone()
+            .expect("conditions")
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
         assert_eq!(ready.status, "True");
 
         // A later heartbeat moves lastHeartbeatTime but keeps lastTransitionTime.
         let t1 = Time(Timestamp::from_second(200).expect("t"));
         let st2 = node_status(&facts(), None, Some(&st), &t1);
-        let ready2 = st2.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Ready").expect("Ready");
+        let ready2 = st2
+            .conditions
+            .expect("conditions")
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
         assert_eq!(ready2.last_heartbeat_time, Some(t1));
         assert_eq!(ready2.last_transition_time, Some(t0));
     }
@@ -378,16 +509,30 @@ mod tests {
     fn runtime_down_means_not_ready() {
         let t0 = Time(Timestamp::from_second(100).expect("t"));
         let st = node_status(&facts(), Some("connection refused"), None, &t0);
-        let ready = st.conditions.expect("conditions").into_iter().find(|c| c.type_ == "Ready").expect("Ready");
+        let ready = st
+            .conditions
+            .expect("conditions")
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready");
         assert_eq!(ready.status, "False");
-        assert_eq!(ready.message.as_deref(), Some("container runtime is down: connection refused"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("container runtime is down: connection refused")
+        );
     }
 
     #[test]
     fn parses_proc_and_os_release() {
-        assert_eq!(mem_total_kib("MemTotal:        8000000 kB\nMemFree: 1 kB\n"), 8_000_000);
+        assert_eq!(
+            mem_total_kib("MemTotal:        8000000 kB\nMemFree: 1 kB\n"),
+            8_000_000
+        );
         assert_eq!(mem_total_kib("garbage"), 0);
-        assert_eq!(os_image("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"), "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(
+            os_image("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
+            "Debian GNU/Linux 12 (bookworm)"
+        );
         assert_eq!(os_image(""), "Linux");
     }
 }

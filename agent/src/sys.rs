@@ -37,8 +37,14 @@ pub enum NetnsError {
 /// Must run while the process is still single-threaded: threads created
 /// earlier would stay in the old namespace.
 pub fn enter_netns(path: &Path) -> Result<(), NetnsError> {
-    let file = File::open(path).map_err(|source| NetnsError::Open { path: path.to_path_buf(), source })?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Setns { path: path.to_path_buf(), source })
+    let file = File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Setns {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -73,7 +79,8 @@ mod tests {
 
     #[test]
     fn missing_netns_is_a_clear_error() {
-        let err = enter_netns(Path::new("/run/netns/wagent-does-not-exist")).expect_err("must fail");
+        let err =
+            enter_netns(Path::new("/run/netns/wagent-does-not-exist")).expect_err("must fail");
         assert!(matches!(err, NetnsError::Open { .. }), "{err}");
     }
 }

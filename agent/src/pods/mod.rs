@@ -49,7 +49,10 @@ fn uid_of(pod: &Pod) -> Option<&str> {
 
 impl PodStore {
     pub fn new(node: impl Into<String>) -> Self {
-        PodStore { node: node.into(), ..Default::default() }
+        PodStore {
+            node: node.into(),
+            ..Default::default()
+        }
     }
 
     /// Whether `pod` is bound to this node (the server filters by field
@@ -74,14 +77,21 @@ impl PodStore {
                 let mut seen = HashSet::new();
                 let ours: Vec<Pod> = list.into_iter().filter(|p| self.is_ours(p)).collect();
                 for pod in ours {
-                    let Some(uid) = uid_of(&pod).map(str::to_string) else { continue };
+                    let Some(uid) = uid_of(&pod).map(str::to_string) else {
+                        continue;
+                    };
                     seen.insert(uid.clone());
                     if self.pods.get(&uid) != Some(&pod) {
                         self.pods.insert(uid.clone(), pod.clone());
                         changes.push((uid, Some(pod)));
                     }
                 }
-                let gone: Vec<String> = self.pods.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+                let gone: Vec<String> = self
+                    .pods
+                    .keys()
+                    .filter(|u| !seen.contains(*u))
+                    .cloned()
+                    .collect();
                 for uid in gone {
                     self.pods.remove(&uid);
                     changes.push((uid, None));
@@ -89,7 +99,9 @@ impl PodStore {
                 self.synced = true;
             }
             PodEvent::Applied(pod) => {
-                let Some(uid) = uid_of(&pod).map(str::to_string) else { return changes };
+                let Some(uid) = uid_of(&pod).map(str::to_string) else {
+                    return changes;
+                };
                 if self.is_ours(&pod) {
                     self.pods.insert(uid.clone(), pod.clone());
                     changes.push((uid, Some(pod)));
@@ -98,7 +110,9 @@ impl PodStore {
                 }
             }
             PodEvent::Deleted(pod) => {
-                let Some(uid) = uid_of(&pod).map(str::to_string) else { return changes };
+                let Some(uid) = uid_of(&pod).map(str::to_string) else {
+                    return changes;
+                };
                 if self.pods.remove(&uid).is_some() {
                     changes.push((uid, None));
                 }
@@ -145,7 +159,12 @@ pub async fn run(ctx: Arc<WorkerContext>, node: String, resync: Duration) {
 }
 
 /// Hands the pod's newest state to its worker, starting one if needed.
-fn dispatch(ctx: &Arc<WorkerContext>, workers: &mut HashMap<String, Worker>, uid: String, pod: Option<Pod>) {
+fn dispatch(
+    ctx: &Arc<WorkerContext>,
+    workers: &mut HashMap<String, Worker>,
+    uid: String,
+    pod: Option<Pod>,
+) {
     if let Some(w) = workers.get(&uid).filter(|w| !w.handle.is_finished()) {
         w.tx.send_replace(pod);
         return;
@@ -188,7 +207,9 @@ async fn watch_pods(api: weir_client::Client, node: String, tx: mpsc::Sender<Pod
                 info!("pod watch expired; re-listing");
                 continue;
             }
-            Err(weir_client::Error::Invalid(msg) | weir_client::Error::Unimplemented(msg)) if !field_selector.is_empty() => {
+            Err(weir_client::Error::Invalid(msg) | weir_client::Error::Unimplemented(msg))
+                if !field_selector.is_empty() =>
+            {
                 warn!(message = %msg, "server rejected the spec.nodeName field selector; filtering on the agent");
                 field_selector.clear();
                 continue;
@@ -208,16 +229,21 @@ async fn list_and_watch(
     tx: &mpsc::Sender<PodEvent>,
     backoff: &mut Duration,
 ) -> Result<(), weir_client::Error> {
-    let list = api.list::<Pod>("", &ListParams::default().fields(field_selector)).await?;
+    let list = api
+        .list::<Pod>("", &ListParams::default().fields(field_selector))
+        .await?;
     *backoff = Duration::from_millis(500);
     let mut rv = list.resource_version;
     if tx.send(PodEvent::Sync(list.items)).await.is_err() {
         return Ok(());
     }
     loop {
-        let params = WatchParams { allow_bookmarks: true, ..WatchParams::default() }
-            .fields(field_selector)
-            .from_version(rv.clone());
+        let params = WatchParams {
+            allow_bookmarks: true,
+            ..WatchParams::default()
+        }
+        .fields(field_selector)
+        .from_version(rv.clone());
         let mut stream = api.watch::<Pod>("", &params).await?;
         while let Some(item) = stream.next().await {
             let (event, version) = item?;
@@ -249,13 +275,19 @@ mod tests {
                 resource_version: Some(rv.into()),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: node.map(String::from), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: node.map(String::from),
+                ..Default::default()
+            }),
             status: None,
         }
     }
 
     fn uids(changes: &[(String, Option<Pod>)]) -> Vec<(&str, bool)> {
-        let mut v: Vec<(&str, bool)> = changes.iter().map(|(u, p)| (u.as_str(), p.is_some())).collect();
+        let mut v: Vec<(&str, bool)> = changes
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.is_some()))
+            .collect();
         v.sort();
         v
     }
@@ -264,7 +296,11 @@ mod tests {
     fn store_events() {
         let mut s = PodStore::new("node1");
         assert!(!s.is_synced());
-        let c = s.apply(PodEvent::Sync(vec![pod("a", Some("node1"), "1"), pod("b", Some("node2"), "1"), pod("c", None, "1")]));
+        let c = s.apply(PodEvent::Sync(vec![
+            pod("a", Some("node1"), "1"),
+            pod("b", Some("node2"), "1"),
+            pod("c", None, "1"),
+        ]));
         assert_eq!(uids(&c), vec![("a", true)], "only pods bound here");
         assert!(s.is_synced());
 
@@ -283,7 +319,10 @@ mod tests {
         // Re-list after an expired watch: a pod deleted meanwhile is reported gone,
         // an unchanged one is not re-dispatched.
         s.apply(PodEvent::Applied(pod("d", Some("node1"), "4")));
-        let c = s.apply(PodEvent::Sync(vec![pod("a", Some("node1"), "2"), pod("e", Some("node1"), "5")]));
+        let c = s.apply(PodEvent::Sync(vec![
+            pod("a", Some("node1"), "2"),
+            pod("e", Some("node1"), "5"),
+        ]));
         assert_eq!(uids(&c), vec![("d", false), ("e", true)]);
         assert!(s.contains("a") && s.contains("e") && !s.contains("d"));
     }

@@ -77,12 +77,15 @@ impl ObservedPod {
 
     /// The newest sandbox (highest attempt, then newest creation).
     pub fn latest_sandbox(&self) -> Option<&ObservedSandbox> {
-        self.sandboxes.iter().max_by_key(|s| (s.attempt, s.created_at))
+        self.sandboxes
+            .iter()
+            .max_by_key(|s| (s.attempt, s.created_at))
     }
 
     /// The newest instance of spec container `name` inside sandbox `sandbox_id`.
     pub fn latest_container(&self, sandbox_id: &str, name: &str) -> Option<&ObservedContainer> {
-        self.instances(sandbox_id, name).max_by_key(|c| (c.attempt, c.created_at))
+        self.instances(sandbox_id, name)
+            .max_by_key(|c| (c.attempt, c.created_at))
     }
 
     /// The instance that ran before the latest one, if the runtime still keeps it.
@@ -94,14 +97,23 @@ impl ObservedPod {
     }
 
     /// Every instance of spec container `name` inside sandbox `sandbox_id`.
-    pub fn instances(&self, sandbox_id: &str, name: &str) -> impl Iterator<Item = &ObservedContainer> + use<'_> {
+    pub fn instances(
+        &self,
+        sandbox_id: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &ObservedContainer> + use<'_> {
         let (sandbox_id, name) = (sandbox_id.to_owned(), name.to_owned());
-        self.containers.iter().filter(move |c| c.sandbox_id == sandbox_id && c.name == name)
+        self.containers
+            .iter()
+            .filter(move |c| c.sandbox_id == sandbox_id && c.name == name)
     }
 }
 
 /// Converts a sandbox listing (plus, for ready sandboxes, its status) into an [`ObservedSandbox`].
-pub fn sandbox_from_cri(s: &cri::PodSandbox, status: Option<&cri::PodSandboxStatus>) -> ObservedSandbox {
+pub fn sandbox_from_cri(
+    s: &cri::PodSandbox,
+    status: Option<&cri::PodSandboxStatus>,
+) -> ObservedSandbox {
     let ip = status
         .and_then(|st| st.network.as_ref())
         .map(|n| n.ip.clone())
@@ -116,7 +128,10 @@ pub fn sandbox_from_cri(s: &cri::PodSandbox, status: Option<&cri::PodSandboxStat
 }
 
 /// Converts a container listing (plus its status, when it could be read) into an [`ObservedContainer`].
-pub fn container_from_cri(c: &cri::Container, status: Option<&cri::ContainerStatus>) -> ObservedContainer {
+pub fn container_from_cri(
+    c: &cri::Container,
+    status: Option<&cri::ContainerStatus>,
+) -> ObservedContainer {
     let name = c
         .labels
         .get(LABEL_CONTAINER_NAME)

@@ -20,16 +20,31 @@ pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 pub enum Action {
     /// Create the pod's cgroup parents and log directory, run a sandbox
     /// (containerd runs CNI ADD) and attach the datapath to its veth.
-    CreateSandbox { attempt: u32 },
+    CreateSandbox {
+        attempt: u32,
+    },
     /// Pull the image if the pull policy asks for it, then create and start
     /// the container named `container` in `sandbox_id`.
-    StartContainer { sandbox_id: String, container: String, attempt: u32 },
+    StartContainer {
+        sandbox_id: String,
+        container: String,
+        attempt: u32,
+    },
     /// SIGTERM, then SIGKILL after `timeout_secs`.
-    StopContainer { id: String, timeout_secs: i64 },
-    RemoveContainer { id: String },
+    StopContainer {
+        id: String,
+        timeout_secs: i64,
+    },
+    RemoveContainer {
+        id: String,
+    },
     /// containerd runs CNI DEL here: the pod IP is released and the veth goes.
-    StopSandbox { id: String },
-    RemoveSandbox { id: String },
+    StopSandbox {
+        id: String,
+    },
+    RemoveSandbox {
+        id: String,
+    },
     /// Remove the pod's cgroup parents (runc leaves them behind) and its logs.
     RemovePodResources,
     /// Finish a graceful deletion: delete the Pod object with grace period 0.
@@ -49,7 +64,8 @@ pub struct PullFailure {
 impl PullFailure {
     /// The pull may be retried from this instant on.
     pub fn retry_at_ns(&self) -> i64 {
-        self.at_ns.saturating_add(duration_ns(pull_backoff(self.count)))
+        self.at_ns
+            .saturating_add(duration_ns(pull_backoff(self.count)))
     }
 }
 
@@ -70,7 +86,8 @@ pub fn restart_backoff(attempt: u32, ran_for: Duration) -> Duration {
 
 fn exponential(base: Duration, doublings: u32) -> Duration {
     let cap = Duration::from_secs(300);
-    base.checked_mul(1u32.checked_shl(doublings.min(16)).unwrap_or(u32::MAX)).map_or(cap, |d| d.min(cap))
+    base.checked_mul(1u32.checked_shl(doublings.min(16)).unwrap_or(u32::MAX))
+        .map_or(cap, |d| d.min(cap))
 }
 
 fn duration_ns(d: Duration) -> i64 {
@@ -92,13 +109,20 @@ pub fn grace_seconds(pod: Option<&Pod>) -> i64 {
     let Some(pod) = pod else { return 0 };
     pod.metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(DEFAULT_GRACE_SECONDS)
         .max(0)
 }
 
 fn is_terminal_phase(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// What one round should do, and whether the worker is finished.
@@ -122,28 +146,50 @@ pub fn plan(
     let Some(p) = pod else {
         let mut actions = teardown(observed, 0);
         actions.push(Action::RemovePodResources);
-        return Plan { actions, done: observed.is_empty() };
+        return Plan {
+            actions,
+            done: observed.is_empty(),
+        };
     };
     if p.metadata.deletion_timestamp.is_some() {
         let mut actions = teardown(observed, grace_seconds(pod));
         actions.push(Action::RemovePodResources);
         actions.push(Action::DeletePod);
-        return Plan { actions, done: false };
+        return Plan {
+            actions,
+            done: false,
+        };
     }
     if is_terminal_phase(p) {
         // A finished pod keeps its containers (for logs) but gives back its IP.
-        let actions = observed.sandboxes.iter().filter(|s| s.ready).map(|s| Action::StopSandbox { id: s.id.clone() });
-        return Plan { actions: actions.collect(), done: false };
+        let actions = observed
+            .sandboxes
+            .iter()
+            .filter(|s| s.ready)
+            .map(|s| Action::StopSandbox { id: s.id.clone() });
+        return Plan {
+            actions: actions.collect(),
+            done: false,
+        };
     }
-    Plan { actions: run(p, observed, pull_failures, now_ns), done: false }
+    Plan {
+        actions: run(p, observed, pull_failures, now_ns),
+        done: false,
+    }
 }
 
 /// Stops and removes everything the runtime holds for the pod.
 fn teardown(observed: &ObservedPod, grace: i64) -> Vec<Action> {
     let mut actions = Vec::new();
     for c in &observed.containers {
-        if matches!(c.state, RunState::Running | RunState::Created | RunState::Unknown) {
-            actions.push(Action::StopContainer { id: c.id.clone(), timeout_secs: grace });
+        if matches!(
+            c.state,
+            RunState::Running | RunState::Created | RunState::Unknown
+        ) {
+            actions.push(Action::StopContainer {
+                id: c.id.clone(),
+                timeout_secs: grace,
+            });
         }
     }
     for c in &observed.containers {
@@ -156,22 +202,43 @@ fn teardown(observed: &ObservedPod, grace: i64) -> Vec<Action> {
     actions
 }
 
-fn run(pod: &Pod, observed: &ObservedPod, pull_failures: &BTreeMap<String, PullFailure>, now_ns: i64) -> Vec<Action> {
+fn run(
+    pod: &Pod,
+    observed: &ObservedPod,
+    pull_failures: &BTreeMap<String, PullFailure>,
+    now_ns: i64,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     let latest = observed.latest_sandbox();
     let Some(sandbox) = latest.filter(|s| s.ready) else {
         // No usable sandbox: kill what is left in the dead one and make a new one.
-        for c in observed.containers.iter().filter(|c| c.state == RunState::Running) {
-            actions.push(Action::StopContainer { id: c.id.clone(), timeout_secs: grace_seconds(Some(pod)) });
+        for c in observed
+            .containers
+            .iter()
+            .filter(|c| c.state == RunState::Running)
+        {
+            actions.push(Action::StopContainer {
+                id: c.id.clone(),
+                timeout_secs: grace_seconds(Some(pod)),
+            });
         }
-        actions.push(Action::CreateSandbox { attempt: latest.map_or(0, |s| s.attempt + 1) });
+        actions.push(Action::CreateSandbox {
+            attempt: latest.map_or(0, |s| s.attempt + 1),
+        });
         return actions;
     };
 
     // Garbage of earlier sandboxes.
-    for c in observed.containers.iter().filter(|c| c.sandbox_id != sandbox.id) {
+    for c in observed
+        .containers
+        .iter()
+        .filter(|c| c.sandbox_id != sandbox.id)
+    {
         if c.state == RunState::Running {
-            actions.push(Action::StopContainer { id: c.id.clone(), timeout_secs: 0 });
+            actions.push(Action::StopContainer {
+                id: c.id.clone(),
+                timeout_secs: 0,
+            });
         }
         actions.push(Action::RemoveContainer { id: c.id.clone() });
     }
@@ -180,16 +247,24 @@ fn run(pod: &Pod, observed: &ObservedPod, pull_failures: &BTreeMap<String, PullF
         actions.push(Action::RemoveSandbox { id: s.id.clone() });
     }
 
-    let Some(spec) = pod.spec.as_ref() else { return actions };
+    let Some(spec) = pod.spec.as_ref() else {
+        return actions;
+    };
     let policy = spec.restart_policy.as_deref();
     for container in &spec.containers {
         let name = container.name.as_str();
-        let pull_blocked = pull_failures.get(name).is_some_and(|f| now_ns < f.retry_at_ns());
+        let pull_blocked = pull_failures
+            .get(name)
+            .is_some_and(|f| now_ns < f.retry_at_ns());
         let latest = observed.latest_container(&sandbox.id, name);
         // Keep the latest instance and the one before it (for `logs --previous`).
-        let previous = observed.previous_container(&sandbox.id, name).map(|c| c.id.as_str());
+        let previous = observed
+            .previous_container(&sandbox.id, name)
+            .map(|c| c.id.as_str());
         for old in observed.instances(&sandbox.id, name) {
-            if Some(old.id.as_str()) != latest.map(|c| c.id.as_str()) && Some(old.id.as_str()) != previous {
+            if Some(old.id.as_str()) != latest.map(|c| c.id.as_str())
+                && Some(old.id.as_str()) != previous
+            {
                 actions.push(Action::RemoveContainer { id: old.id.clone() });
             }
         }
@@ -203,8 +278,15 @@ fn run(pod: &Pod, observed: &ObservedPod, pull_failures: &BTreeMap<String, PullF
                 Some(c.attempt + 1)
             }
             Some(c) if c.state == RunState::Exited && should_restart(policy, c.exit_code) => {
-                let ran_for = Duration::from_nanos(c.finished_at.saturating_sub(c.started_at).max(0).unsigned_abs());
-                let due = c.finished_at.saturating_add(duration_ns(restart_backoff(c.attempt, ran_for)));
+                let ran_for = Duration::from_nanos(
+                    c.finished_at
+                        .saturating_sub(c.started_at)
+                        .max(0)
+                        .unsigned_abs(),
+                );
+                let due = c
+                    .finished_at
+                    .saturating_add(duration_ns(restart_backoff(c.attempt, ran_for)));
                 (now_ns >= due).then_some(c.attempt + 1)
             }
             Some(_) => None,
@@ -241,7 +323,11 @@ mod tests {
                 restart_policy: Some(restart.into()),
                 containers: containers
                     .iter()
-                    .map(|n| Container { name: n.to_string(), image: Some("img".into()), ..Default::default() })
+                    .map(|n| Container {
+                        name: n.to_string(),
+                        image: Some("img".into()),
+                        ..Default::default()
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -256,15 +342,32 @@ mod tests {
     }
 
     fn with_phase(mut p: Pod, phase: &str) -> Pod {
-        p.status = Some(PodStatus { phase: Some(phase.into()), ..Default::default() });
+        p.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            ..Default::default()
+        });
         p
     }
 
     fn sb(id: &str, attempt: u32, ready: bool) -> ObservedSandbox {
-        ObservedSandbox { id: id.into(), attempt, ready, created_at: i64::from(attempt), ip: None }
+        ObservedSandbox {
+            id: id.into(),
+            attempt,
+            ready,
+            created_at: i64::from(attempt),
+            ip: None,
+        }
     }
 
-    fn ctr(id: &str, sandbox: &str, name: &str, attempt: u32, state: RunState, exit: i32, finished: i64) -> ObservedContainer {
+    fn ctr(
+        id: &str,
+        sandbox: &str,
+        name: &str,
+        attempt: u32,
+        state: RunState,
+        exit: i32,
+        finished: i64,
+    ) -> ObservedContainer {
         ObservedContainer {
             id: id.into(),
             sandbox_id: sandbox.into(),
@@ -282,11 +385,18 @@ mod tests {
     }
 
     fn obs(sandboxes: Vec<ObservedSandbox>, containers: Vec<ObservedContainer>) -> ObservedPod {
-        ObservedPod { sandboxes, containers }
+        ObservedPod {
+            sandboxes,
+            containers,
+        }
     }
 
     fn start(sandbox: &str, container: &str, attempt: u32) -> Action {
-        Action::StartContainer { sandbox_id: sandbox.into(), container: container.into(), attempt }
+        Action::StartContainer {
+            sandbox_id: sandbox.into(),
+            container: container.into(),
+            attempt,
+        }
     }
 
     #[test]
@@ -295,78 +405,262 @@ mod tests {
         use RunState::*;
         let now = 1_000 * SEC;
         let no_failures = BTreeMap::new();
-        let failed_pull: BTreeMap<String, PullFailure> =
-            [("a".to_string(), PullFailure { at_ns: now - SEC, count: 1, message: "not found".into() })].into();
-        let old_failed_pull: BTreeMap<String, PullFailure> =
-            [("a".to_string(), PullFailure { at_ns: now - 60 * SEC, count: 1, message: "not found".into() })].into();
+        let failed_pull: BTreeMap<String, PullFailure> = [(
+            "a".to_string(),
+            PullFailure {
+                at_ns: now - SEC,
+                count: 1,
+                message: "not found".into(),
+            },
+        )]
+        .into();
+        let old_failed_pull: BTreeMap<String, PullFailure> = [(
+            "a".to_string(),
+            PullFailure {
+                at_ns: now - 60 * SEC,
+                count: 1,
+                message: "not found".into(),
+            },
+        )]
+        .into();
 
         #[allow(clippy::type_complexity)]
-        let cases: Vec<(&str, Option<Pod>, ObservedPod, &BTreeMap<String, PullFailure>, Vec<Action>, bool)> = vec![
-            ("new pod gets a sandbox", Some(pod("Always", &["a"])), ObservedPod::default(), &no_failures,
-                vec![CreateSandbox { attempt: 0 }], false),
-            ("ready sandbox: containers start in spec order", Some(pod("Always", &["a", "b"])),
-                obs(vec![sb("s0", 0, true)], vec![]), &no_failures,
-                vec![start("s0", "a", 0), start("s0", "b", 0)], false),
-            ("running pod: nothing to do", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Running, 0, 0)]), &no_failures,
-                vec![], false),
-            ("container left created by a failed start is replaced", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Created, 0, 0)]), &no_failures,
-                vec![RemoveContainer { id: "c0".into() }, start("s0", "a", 1)], false),
-            ("first crash restarts at once", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)]), &no_failures,
-                vec![start("s0", "a", 1)], false),
-            ("second crash waits for the back-off", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![
-                    ctr("c0", "s0", "a", 0, Exited, 1, now - 5 * SEC),
-                    ctr("c1", "s0", "a", 1, Exited, 1, now - SEC)]), &no_failures,
-                vec![], false),
-            ("back-off over: restart, drop instances older than the previous one", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![
-                    ctr("c0", "s0", "a", 0, Exited, 1, now - 100 * SEC),
-                    ctr("c1", "s0", "a", 1, Exited, 1, now - 50 * SEC),
-                    ctr("c2", "s0", "a", 2, Exited, 1, now - 30 * SEC)]), &no_failures,
-                vec![RemoveContainer { id: "c0".into() }, start("s0", "a", 3)], false),
-            ("OnFailure: exit 0 stays down", Some(pod("OnFailure", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Exited, 0, now - SEC)]), &no_failures,
-                vec![], false),
-            ("OnFailure: exit 1 restarts", Some(pod("OnFailure", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)]), &no_failures,
-                vec![start("s0", "a", 1)], false),
-            ("Never: exit 1 stays down", Some(pod("Never", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)]), &no_failures,
-                vec![], false),
-            ("pull failed recently: wait", Some(pod("Always", &["a", "b"])),
-                obs(vec![sb("s0", 0, true)], vec![]), &failed_pull,
-                vec![start("s0", "b", 0)], false),
-            ("pull back-off over: retry", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, true)], vec![]), &old_failed_pull,
-                vec![start("s0", "a", 0)], false),
-            ("dead sandbox: stop its containers, make the next one", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, false)], vec![ctr("c0", "s0", "a", 0, Running, 0, 0)]), &no_failures,
-                vec![StopContainer { id: "c0".into(), timeout_secs: 30 }, CreateSandbox { attempt: 1 }], false),
-            ("new sandbox ready: old one and its containers go", Some(pod("Always", &["a"])),
-                obs(vec![sb("s0", 0, false), sb("s1", 1, true)], vec![ctr("c0", "s0", "a", 0, Exited, 137, now - SEC)]),
+        let cases: Vec<(
+            &str,
+            Option<Pod>,
+            ObservedPod,
+            &BTreeMap<String, PullFailure>,
+            Vec<Action>,
+            bool,
+        )> = vec![
+            (
+                "new pod gets a sandbox",
+                Some(pod("Always", &["a"])),
+                ObservedPod::default(),
                 &no_failures,
-                vec![RemoveContainer { id: "c0".into() }, StopSandbox { id: "s0".into() },
-                     RemoveSandbox { id: "s0".into() }, start("s1", "a", 0)], false),
-            ("graceful delete: stop with the grace period, clean up, delete", Some(deleting(pod("Always", &["a"]), 7)),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Running, 0, 0)]), &no_failures,
-                vec![StopContainer { id: "c0".into(), timeout_secs: 7 }, RemoveContainer { id: "c0".into() },
-                     StopSandbox { id: "s0".into() }, RemoveSandbox { id: "s0".into() },
-                     RemovePodResources, DeletePod], false),
-            ("graceful delete with nothing left still deletes", Some(deleting(pod("Always", &["a"]), 30)),
-                ObservedPod::default(), &no_failures,
-                vec![RemovePodResources, DeletePod], false),
-            ("orphan: kill at once", None,
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Running, 0, 0)]), &no_failures,
-                vec![StopContainer { id: "c0".into(), timeout_secs: 0 }, RemoveContainer { id: "c0".into() },
-                     StopSandbox { id: "s0".into() }, RemoveSandbox { id: "s0".into() }, RemovePodResources], false),
-            ("gone and nothing left: done", None, ObservedPod::default(), &no_failures,
-                vec![RemovePodResources], true),
-            ("succeeded pod gives back its sandbox", Some(with_phase(pod("Never", &["a"]), "Succeeded")),
-                obs(vec![sb("s0", 0, true)], vec![ctr("c0", "s0", "a", 0, Exited, 0, now - SEC)]), &no_failures,
-                vec![StopSandbox { id: "s0".into() }], false),
+                vec![CreateSandbox { attempt: 0 }],
+                false,
+            ),
+            (
+                "ready sandbox: containers start in spec order",
+                Some(pod("Always", &["a", "b"])),
+                obs(vec![sb("s0", 0, true)], vec![]),
+                &no_failures,
+                vec![start("s0", "a", 0), start("s0", "b", 0)],
+                false,
+            ),
+            (
+                "running pod: nothing to do",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Running, 0, 0)],
+                ),
+                &no_failures,
+                vec![],
+                false,
+            ),
+            (
+                "container left created by a failed start is replaced",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Created, 0, 0)],
+                ),
+                &no_failures,
+                vec![RemoveContainer { id: "c0".into() }, start("s0", "a", 1)],
+                false,
+            ),
+            (
+                "first crash restarts at once",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)],
+                ),
+                &no_failures,
+                vec![start("s0", "a", 1)],
+                false,
+            ),
+            (
+                "second crash waits for the back-off",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![
+                        ctr("c0", "s0", "a", 0, Exited, 1, now - 5 * SEC),
+                        ctr("c1", "s0", "a", 1, Exited, 1, now - SEC),
+                    ],
+                ),
+                &no_failures,
+                vec![],
+                false,
+            ),
+            (
+                "back-off over: restart, drop instances older than the previous one",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![
+                        ctr("c0", "s0", "a", 0, Exited, 1, now - 100 * SEC),
+                        ctr("c1", "s0", "a", 1, Exited, 1, now - 50 * SEC),
+                        ctr("c2", "s0", "a", 2, Exited, 1, now - 30 * SEC),
+                    ],
+                ),
+                &no_failures,
+                vec![RemoveContainer { id: "c0".into() }, start("s0", "a", 3)],
+                false,
+            ),
+            (
+                "OnFailure: exit 0 stays down",
+                Some(pod("OnFailure", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Exited, 0, now - SEC)],
+                ),
+                &no_failures,
+                vec![],
+                false,
+            ),
+            (
+                "OnFailure: exit 1 restarts",
+                Some(pod("OnFailure", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)],
+                ),
+                &no_failures,
+                vec![start("s0", "a", 1)],
+                false,
+            ),
+            (
+                "Never: exit 1 stays down",
+                Some(pod("Never", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Exited, 1, now - SEC)],
+                ),
+                &no_failures,
+                vec![],
+                false,
+            ),
+            (
+                "pull failed recently: wait",
+                Some(pod("Always", &["a", "b"])),
+                obs(vec![sb("s0", 0, true)], vec![]),
+                &failed_pull,
+                vec![start("s0", "b", 0)],
+                false,
+            ),
+            (
+                "pull back-off over: retry",
+                Some(pod("Always", &["a"])),
+                obs(vec![sb("s0", 0, true)], vec![]),
+                &old_failed_pull,
+                vec![start("s0", "a", 0)],
+                false,
+            ),
+            (
+                "dead sandbox: stop its containers, make the next one",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, false)],
+                    vec![ctr("c0", "s0", "a", 0, Running, 0, 0)],
+                ),
+                &no_failures,
+                vec![
+                    StopContainer {
+                        id: "c0".into(),
+                        timeout_secs: 30,
+                    },
+                    CreateSandbox { attempt: 1 },
+                ],
+                false,
+            ),
+            (
+                "new sandbox ready: old one and its containers go",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, false), sb("s1", 1, true)],
+                    vec![ctr("c0", "s0", "a", 0, Exited, 137, now - SEC)],
+                ),
+                &no_failures,
+                vec![
+                    RemoveContainer { id: "c0".into() },
+                    StopSandbox { id: "s0".into() },
+                    RemoveSandbox { id: "s0".into() },
+                    start("s1", "a", 0),
+                ],
+                false,
+            ),
+            (
+                "graceful delete: stop with the grace period, clean up, delete",
+                Some(deleting(pod("Always", &["a"]), 7)),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Running, 0, 0)],
+                ),
+                &no_failures,
+                vec![
+                    StopContainer {
+                        id: "c0".into(),
+                        timeout_secs: 7,
+                    },
+                    RemoveContainer { id: "c0".into() },
+                    StopSandbox { id: "s0".into() },
+                    RemoveSandbox { id: "s0".into() },
+                    RemovePodResources,
+                    DeletePod,
+                ],
+                false,
+            ),
+            (
+                "graceful delete with nothing left still deletes",
+                Some(deleting(pod("Always", &["a"]), 30)),
+                ObservedPod::default(),
+                &no_failures,
+                vec![RemovePodResources, DeletePod],
+                false,
+            ),
+            (
+                "orphan: kill at once",
+                None,
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Running, 0, 0)],
+                ),
+                &no_failures,
+                vec![
+                    StopContainer {
+                        id: "c0".into(),
+                        timeout_secs: 0,
+                    },
+                    RemoveContainer { id: "c0".into() },
+                    StopSandbox { id: "s0".into() },
+                    RemoveSandbox { id: "s0".into() },
+                    RemovePodResources,
+                ],
+                false,
+            ),
+            (
+                "gone and nothing left: done",
+                None,
+                ObservedPod::default(),
+                &no_failures,
+                vec![RemovePodResources],
+                true,
+            ),
+            (
+                "succeeded pod gives back its sandbox",
+                Some(with_phase(pod("Never", &["a"]), "Succeeded")),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ctr("c0", "s0", "a", 0, Exited, 0, now - SEC)],
+                ),
+                &no_failures,
+                vec![StopSandbox { id: "s0".into() }],
+                false,
+            ),
         ];
         for (name, pod, observed, failures, want, done) in cases {
             let got = plan(pod.as_ref(), &observed, failures, now);
@@ -387,7 +681,11 @@ mod tests {
             (3, 700, 0),
         ];
         for (attempt, ran, want) in cases {
-            assert_eq!(restart_backoff(attempt, Duration::from_secs(ran)), Duration::from_secs(want), "attempt {attempt}");
+            assert_eq!(
+                restart_backoff(attempt, Duration::from_secs(ran)),
+                Duration::from_secs(want),
+                "attempt {attempt}"
+            );
         }
         assert_eq!(pull_backoff(1), Duration::from_secs(5));
         assert_eq!(pull_backoff(3), Duration::from_secs(20));

@@ -60,8 +60,13 @@ pub fn container_log_path(container: &str, attempt: u32) -> String {
 }
 
 fn pod_labels(pod: &Pod, r: &PodRef) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> =
-        pod.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+    let mut labels: HashMap<String, String> = pod
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     labels.insert(LABEL_POD_UID.into(), r.uid.clone());
     labels.insert(LABEL_POD_NAME.into(), r.name.clone());
     labels.insert(LABEL_POD_NAMESPACE.into(), r.namespace.clone());
@@ -69,17 +74,31 @@ fn pod_labels(pod: &Pod, r: &PodRef) -> HashMap<String, String> {
 }
 
 fn shares_pid_namespace(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.share_process_namespace).unwrap_or(false)
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false)
 }
 
 /// `spec.hostNetwork`: the pod shares the node's network namespace (no CNI, pod IP = node IP).
 pub fn uses_host_network(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
-    let pid = if shares_pid_namespace(pod) { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container };
-    let network = if uses_host_network(pod) { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
+    let pid = if shares_pid_namespace(pod) {
+        cri::NamespaceMode::Pod
+    } else {
+        cri::NamespaceMode::Container
+    };
+    let network = if uses_host_network(pod) {
+        cri::NamespaceMode::Node
+    } else {
+        cri::NamespaceMode::Pod
+    };
     cri::NamespaceOption {
         network: network as i32,
         pid: pid as i32,
@@ -101,13 +120,24 @@ pub fn sandbox_config(pod: &Pod, r: &PodRef, env: &NodeEnv, attempt: u32) -> cri
         hostname: if uses_host_network(pod) {
             String::new()
         } else {
-            pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| r.name.clone())
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .unwrap_or_else(|| r.name.clone())
         },
-        log_directory: pod_log_directory(&env.pod_log_dir, r).to_string_lossy().into_owned(),
+        log_directory: pod_log_directory(&env.pod_log_dir, r)
+            .to_string_lossy()
+            .into_owned(),
         dns_config: None,
         port_mappings: Vec::new(),
         labels: pod_labels(pod, r),
-        annotations: pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         linux: Some(cri::LinuxPodSandboxConfig {
             cgroup_parent: pod_cgroup_parent(&env.cgroup_parent, &r.uid),
             security_context: Some(cri::LinuxSandboxSecurityContext {
@@ -140,7 +170,9 @@ fn field_value(pod: &Pod, r: &PodRef, fields: &RuntimeFields, path: &str) -> Opt
         "status.podIP" => fields.pod_ip.clone(),
         _ => {
             let key = path.strip_prefix("metadata.labels['")?.strip_suffix("']");
-            let annotation = path.strip_prefix("metadata.annotations['").and_then(|p| p.strip_suffix("']"));
+            let annotation = path
+                .strip_prefix("metadata.annotations['")
+                .and_then(|p| p.strip_suffix("']"));
             match (key, annotation) {
                 (Some(k), _) => pod.metadata.labels.as_ref()?.get(k).cloned(),
                 (_, Some(a)) => pod.metadata.annotations.as_ref()?.get(a).cloned(),
@@ -195,11 +227,17 @@ pub fn container_env(
     for e in container.env.iter().flatten() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => Some(expand(v, &envs)),
-            (None, Some(from)) => from.field_ref.as_ref().and_then(|f| field_value(pod, r, fields, &f.field_path)),
+            (None, Some(from)) => from
+                .field_ref
+                .as_ref()
+                .and_then(|f| field_value(pod, r, fields, &f.field_path)),
             (None, None) => Some(String::new()),
         };
         match value {
-            Some(value) => envs.push(cri::KeyValue { key: e.name.clone(), value }),
+            Some(value) => envs.push(cri::KeyValue {
+                key: e.name.clone(),
+                value,
+            }),
             None => unresolved.push(e.name.clone()),
         }
     }
@@ -222,14 +260,37 @@ pub fn container_config(
     labels.insert(LABEL_CONTAINER_NAME.to_string(), container.name.clone());
     let image = container.image.clone().unwrap_or_default();
     cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata { name: container.name.clone(), attempt }),
-        image: Some(cri::ImageSpec { image: image.clone(), user_specified_image: image, ..Default::default() }),
-        command: container.command.iter().flatten().map(|c| expand(c, &envs)).collect(),
-        args: container.args.iter().flatten().map(|a| expand(a, &envs)).collect(),
+        metadata: Some(cri::ContainerMetadata {
+            name: container.name.clone(),
+            attempt,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.clone(),
+            user_specified_image: image,
+            ..Default::default()
+        }),
+        command: container
+            .command
+            .iter()
+            .flatten()
+            .map(|c| expand(c, &envs))
+            .collect(),
+        args: container
+            .args
+            .iter()
+            .flatten()
+            .map(|a| expand(a, &envs))
+            .collect(),
         working_dir: container.working_dir.clone().unwrap_or_default(),
         envs,
         labels,
-        annotations: pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         log_path: container_log_path(&container.name, attempt),
         tty: container.tty.unwrap_or(false),
         stdin: container.stdin.unwrap_or(false),
@@ -268,7 +329,11 @@ mod tests {
                     args: Some(vec!["-p".into(), "8080".into(), "--name=$(B)".into()]),
                     working_dir: Some("/tmp".into()),
                     env: Some(vec![
-                        EnvVar { name: "A".into(), value: Some("1".into()), value_from: None },
+                        EnvVar {
+                            name: "A".into(),
+                            value: Some("1".into()),
+                            value_from: None,
+                        },
                         EnvVar {
                             name: "B".into(),
                             value: None,
@@ -292,7 +357,10 @@ mod tests {
     }
 
     fn env() -> NodeEnv {
-        NodeEnv { cgroup_parent: "/weir-weir-node1".into(), pod_log_dir: "/var/log/weir/pods".into() }
+        NodeEnv {
+            cgroup_parent: "/weir-weir-node1".into(),
+            pod_log_dir: "/var/log/weir/pods".into(),
+        }
     }
 
     #[test]
@@ -300,10 +368,21 @@ mod tests {
         let (p, r) = pod();
         let c = sandbox_config(&p, &r, &env(), 2);
         let m = c.metadata.expect("metadata");
-        assert_eq!((m.name.as_str(), m.namespace.as_str(), m.uid.as_str(), m.attempt), ("web-1", "default", "u-1", 2));
+        assert_eq!(
+            (
+                m.name.as_str(),
+                m.namespace.as_str(),
+                m.uid.as_str(),
+                m.attempt
+            ),
+            ("web-1", "default", "u-1", 2)
+        );
         assert_eq!(c.hostname, "web-1");
         assert_eq!(c.log_directory, "/var/log/weir/pods/default_web-1_u-1");
-        assert_eq!(c.linux.expect("linux").cgroup_parent, "/weir-weir-node1/podu-1");
+        assert_eq!(
+            c.linux.expect("linux").cgroup_parent,
+            "/weir-weir-node1/podu-1"
+        );
         assert_eq!(c.labels.get(LABEL_POD_UID).map(String::as_str), Some("u-1"));
         assert_eq!(c.labels.get("app").map(String::as_str), Some("web"));
         assert!(c.port_mappings.is_empty());
@@ -313,7 +392,10 @@ mod tests {
     fn container_maps_command_args_env_and_log_path() {
         let (p, r) = pod();
         let spec = &p.spec.as_ref().expect("spec").containers[0];
-        let fields = RuntimeFields { pod_ip: Some("10.244.1.5".into()), host_ip: "172.30.0.11".into() };
+        let fields = RuntimeFields {
+            pod_ip: Some("10.244.1.5".into()),
+            host_ip: "172.30.0.11".into(),
+        };
         let (envs, unresolved) = container_env(&p, &r, spec, &fields);
         assert!(unresolved.is_empty());
         let c = container_config(&p, &r, spec, 3, envs);
@@ -323,13 +405,22 @@ mod tests {
         assert_eq!(
             c.envs,
             vec![
-                cri::KeyValue { key: "A".into(), value: "1".into() },
-                cri::KeyValue { key: "B".into(), value: "web-1".into() },
+                cri::KeyValue {
+                    key: "A".into(),
+                    value: "1".into()
+                },
+                cri::KeyValue {
+                    key: "B".into(),
+                    value: "web-1".into()
+                },
             ]
         );
         assert_eq!(c.log_path, "srv/3.log");
         assert_eq!(c.metadata.expect("metadata").attempt, 3);
-        assert_eq!(c.labels.get(LABEL_CONTAINER_NAME).map(String::as_str), Some("srv"));
+        assert_eq!(
+            c.labels.get(LABEL_CONTAINER_NAME).map(String::as_str),
+            Some("srv")
+        );
         assert_eq!(c.labels.get(LABEL_POD_UID).map(String::as_str), Some("u-1"));
     }
 
@@ -337,7 +428,10 @@ mod tests {
     fn downward_api_fields() {
         let (mut p, r) = pod();
         p.spec.as_mut().expect("spec").node_name = Some("node1".into());
-        let fields = RuntimeFields { pod_ip: Some("10.244.1.5".into()), host_ip: "172.30.0.11".into() };
+        let fields = RuntimeFields {
+            pod_ip: Some("10.244.1.5".into()),
+            host_ip: "172.30.0.11".into(),
+        };
         let cases = [
             ("metadata.name", Some("web-1")),
             ("metadata.namespace", Some("default")),
@@ -350,15 +444,25 @@ mod tests {
             ("spec.bogus", None),
         ];
         for (path, want) in cases {
-            assert_eq!(field_value(&p, &r, &fields, path).as_deref(), want, "{path}");
+            assert_eq!(
+                field_value(&p, &r, &fields, path).as_deref(),
+                want,
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn expands_variable_references() {
         let vars = vec![
-            cri::KeyValue { key: "A".into(), value: "x".into() },
-            cri::KeyValue { key: "B".into(), value: "y".into() },
+            cri::KeyValue {
+                key: "A".into(),
+                value: "x".into(),
+            },
+            cri::KeyValue {
+                key: "B".into(),
+                value: "y".into(),
+            },
         ];
         let cases = [
             ("plain", "plain"),
@@ -380,10 +484,17 @@ mod tests {
         let (mut p, r) = pod();
         p.spec.as_mut().expect("spec").host_network = Some(true);
         let c = sandbox_config(&p, &r, &env(), 0);
-        let ns = c.linux.and_then(|l| l.security_context).and_then(|s| s.namespace_options).expect("ns options");
+        let ns = c
+            .linux
+            .and_then(|l| l.security_context)
+            .and_then(|s| s.namespace_options)
+            .expect("ns options");
         assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
         let c = sandbox_config(&p, &r, &env(), 0);
-        assert_eq!(c.hostname, "", "the node's UTS namespace keeps its hostname");
+        assert_eq!(
+            c.hostname, "",
+            "the node's UTS namespace keeps its hostname"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
-    Pod, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -15,7 +15,8 @@ use super::plan::{PullFailure, should_restart};
 
 /// Converts runtime nanoseconds to an API time (seconds precision, like the API's JSON form).
 fn time_from_ns(ns: i64) -> Option<Time> {
-    (ns > 0).then(|| Time(Timestamp::from_second(ns / 1_000_000_000).unwrap_or(Timestamp::UNIX_EPOCH)))
+    (ns > 0)
+        .then(|| Time(Timestamp::from_second(ns / 1_000_000_000).unwrap_or(Timestamp::UNIX_EPOCH)))
 }
 
 fn terminated(c: &ObservedContainer) -> ContainerStateTerminated {
@@ -39,7 +40,10 @@ fn terminated(c: &ObservedContainer) -> ContainerStateTerminated {
 
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     ContainerState {
-        waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }),
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message,
+        }),
         ..Default::default()
     }
 }
@@ -51,7 +55,9 @@ enum Count {
     Pending,
     Running,
     /// Ran and stopped (terminated, or waiting to restart after exiting).
-    Stopped { succeeded: bool },
+    Stopped {
+        succeeded: bool,
+    },
 }
 
 /// The status of one spec container plus how it counts towards the phase.
@@ -65,7 +71,10 @@ fn container_status(
 ) -> (ContainerStatus, Count) {
     let last_state = |c: Option<&ObservedContainer>| {
         c.filter(|c| c.state == RunState::Exited)
-            .map(|c| ContainerState { terminated: Some(terminated(c)), ..Default::default() })
+            .map(|c| ContainerState {
+                terminated: Some(terminated(c)),
+                ..Default::default()
+            })
     };
     let (state, last, count) = match latest {
         None => {
@@ -79,7 +88,9 @@ fn container_status(
         Some(c) => match c.state {
             RunState::Running => (
                 ContainerState {
-                    running: Some(ContainerStateRunning { started_at: time_from_ns(c.started_at) }),
+                    running: Some(ContainerStateRunning {
+                        started_at: time_from_ns(c.started_at),
+                    }),
                     ..Default::default()
                 },
                 last_state(previous),
@@ -88,18 +99,34 @@ fn container_status(
             RunState::Exited if should_restart(restart_policy, c.exit_code) => (
                 waiting(
                     "CrashLoopBackOff",
-                    Some(format!("back-off restarting failed container {name} (exit code {})", c.exit_code)),
+                    Some(format!(
+                        "back-off restarting failed container {name} (exit code {})",
+                        c.exit_code
+                    )),
                 ),
                 last_state(Some(c)),
                 Count::Stopped { succeeded: false },
             ),
             RunState::Exited => (
-                ContainerState { terminated: Some(terminated(c)), ..Default::default() },
+                ContainerState {
+                    terminated: Some(terminated(c)),
+                    ..Default::default()
+                },
                 last_state(previous),
-                Count::Stopped { succeeded: c.exit_code == 0 },
+                Count::Stopped {
+                    succeeded: c.exit_code == 0,
+                },
             ),
-            RunState::Created => (waiting("ContainerCreating", None), last_state(previous), Count::Pending),
-            RunState::Unknown => (waiting("ContainerStatusUnknown", None), last_state(previous), Count::Pending),
+            RunState::Created => (
+                waiting("ContainerCreating", None),
+                last_state(previous),
+                Count::Pending,
+            ),
+            RunState::Unknown => (
+                waiting("ContainerStatusUnknown", None),
+                last_state(previous),
+                Count::Pending,
+            ),
         },
     };
     let running = count == Count::Running;
@@ -122,7 +149,10 @@ fn container_status(
 fn phase(counts: &[Count], restart_policy: Option<&str>) -> &'static str {
     let pending = counts.iter().filter(|c| **c == Count::Pending).count();
     let running = counts.iter().filter(|c| **c == Count::Running).count();
-    let succeeded = counts.iter().filter(|c| **c == Count::Stopped { succeeded: true }).count();
+    let succeeded = counts
+        .iter()
+        .filter(|c| **c == Count::Stopped { succeeded: true })
+        .count();
     if counts.is_empty() || pending > 0 {
         return "Pending";
     }
@@ -137,7 +167,13 @@ fn phase(counts: &[Count], restart_policy: Option<&str>) -> &'static str {
     }
 }
 
-fn condition(previous: &[PodCondition], type_: &str, ok: bool, reason: Option<String>, now: &Time) -> PodCondition {
+fn condition(
+    previous: &[PodCondition],
+    type_: &str,
+    ok: bool,
+    reason: Option<String>,
+    now: &Time,
+) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     let since = previous
         .iter()
@@ -174,22 +210,40 @@ pub fn pod_status(
     let mut statuses = Vec::new();
     for c in &spec.containers {
         let (latest, previous) = match sandbox {
-            Some(s) => (observed.latest_container(&s.id, &c.name), observed.previous_container(&s.id, &c.name)),
+            Some(s) => (
+                observed.latest_container(&s.id, &c.name),
+                observed.previous_container(&s.id, &c.name),
+            ),
             None => (None, None),
         };
         let image = c.image.clone().unwrap_or_default();
-        let (status, count) =
-            container_status(&c.name, &image, latest, previous, restart_policy, pull_failures.get(&c.name));
+        let (status, count) = container_status(
+            &c.name,
+            &image,
+            latest,
+            previous,
+            restart_policy,
+            pull_failures.get(&c.name),
+        );
         statuses.push(status);
         counts.push(count);
     }
 
     let old_phase = old.phase.as_deref();
     let terminal = matches!(old_phase, Some("Succeeded" | "Failed"));
-    let phase = if terminal { old_phase.unwrap_or_default() } else { phase(&counts, restart_policy) };
+    let phase = if terminal {
+        old_phase.unwrap_or_default()
+    } else {
+        phase(&counts, restart_policy)
+    };
     st.phase = Some(phase.into());
 
-    let ip = if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+    let ip = if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+    {
         sandbox.filter(|s| s.ready).map(|_| node_ip.to_string())
     } else {
         sandbox.filter(|s| s.ready).and_then(|s| s.ip.clone())
@@ -207,11 +261,17 @@ pub fn pod_status(
         }
     }
     st.host_ip = Some(node_ip.to_string());
-    st.host_ips = Some(vec![HostIP { ip: node_ip.to_string() }]);
+    st.host_ips = Some(vec![HostIP {
+        ip: node_ip.to_string(),
+    }]);
     st.start_time = old.start_time.clone().or_else(|| Some(now.clone()));
     st.qos_class = old.qos_class.clone().or_else(|| Some("BestEffort".into()));
 
-    let not_ready: Vec<&str> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
+    let not_ready: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
     let all_ready = not_ready.is_empty() && !statuses.is_empty() && phase == "Running";
     let why = if matches!(phase, "Succeeded" | "Failed") {
         "PodCompleted".to_string()
@@ -244,12 +304,20 @@ mod tests {
 
     fn pod(restart: &str, containers: &[&str]) -> Pod {
         Pod {
-            metadata: ObjectMeta { name: Some("p".into()), uid: Some("u".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
             spec: Some(PodSpec {
                 restart_policy: Some(restart.into()),
                 containers: containers
                     .iter()
-                    .map(|n| Container { name: n.to_string(), image: Some(format!("img-{n}")), ..Default::default() })
+                    .map(|n| Container {
+                        name: n.to_string(),
+                        image: Some(format!("img-{n}")),
+                        ..Default::default()
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -258,7 +326,13 @@ mod tests {
     }
 
     fn sandbox(ready: bool) -> ObservedSandbox {
-        ObservedSandbox { id: "s0".into(), attempt: 0, ready, created_at: 1, ip: Some("10.244.1.5".into()) }
+        ObservedSandbox {
+            id: "s0".into(),
+            attempt: 0,
+            ready,
+            created_at: 1,
+            ip: Some("10.244.1.5".into()),
+        }
     }
 
     fn ctr(id: &str, name: &str, attempt: u32, state: RunState, exit: i32) -> ObservedContainer {
@@ -270,7 +344,11 @@ mod tests {
             state,
             created_at: i64::from(attempt),
             started_at: 10 * SEC,
-            finished_at: if state == RunState::Exited { 20 * SEC } else { 0 },
+            finished_at: if state == RunState::Exited {
+                20 * SEC
+            } else {
+                0
+            },
             exit_code: exit,
             reason: String::new(),
             message: String::new(),
@@ -290,36 +368,138 @@ mod tests {
     fn phases_and_readiness() {
         use RunState::*;
         #[allow(clippy::type_complexity)]
-        let cases: Vec<(&str, &str, Vec<&str>, Option<bool>, Vec<ObservedContainer>, &str, &str, Option<&str>)> = vec![
-            ("nothing yet", "Always", vec!["a"], None, vec![], "Pending", "False", Some("ContainerCreating")),
-            ("sandbox, no container", "Always", vec!["a"], Some(true), vec![], "Pending", "False", Some("ContainerCreating")),
-            ("one of two running", "Always", vec!["a", "b"], Some(true), vec![ctr("c", "a", 0, Running, 0)],
-                "Pending", "False", None),
-            ("all running", "Always", vec!["a", "b"], Some(true),
-                vec![ctr("c", "a", 0, Running, 0), ctr("d", "b", 0, Running, 0)], "Running", "True", None),
-            ("crashed, Always", "Always", vec!["a"], Some(true), vec![ctr("c", "a", 2, Exited, 1)],
-                "Running", "False", Some("CrashLoopBackOff")),
-            ("exit 0, Never", "Never", vec!["a"], Some(true), vec![ctr("c", "a", 0, Exited, 0)],
-                "Succeeded", "False", None),
-            ("exit 1, Never", "Never", vec!["a"], Some(true), vec![ctr("c", "a", 0, Exited, 1)],
-                "Failed", "False", None),
-            ("exit 0, OnFailure", "OnFailure", vec!["a"], Some(true), vec![ctr("c", "a", 0, Exited, 0)],
-                "Succeeded", "False", None),
-            ("exit 1, OnFailure", "OnFailure", vec!["a"], Some(true), vec![ctr("c", "a", 0, Exited, 1)],
-                "Running", "False", Some("CrashLoopBackOff")),
-            ("one done one running, Never", "Never", vec!["a", "b"], Some(true),
-                vec![ctr("c", "a", 0, Exited, 0), ctr("d", "b", 0, Running, 0)], "Running", "False", None),
+        let cases: Vec<(
+            &str,
+            &str,
+            Vec<&str>,
+            Option<bool>,
+            Vec<ObservedContainer>,
+            &str,
+            &str,
+            Option<&str>,
+        )> = vec![
+            (
+                "nothing yet",
+                "Always",
+                vec!["a"],
+                None,
+                vec![],
+                "Pending",
+                "False",
+                Some("ContainerCreating"),
+            ),
+            (
+                "sandbox, no container",
+                "Always",
+                vec!["a"],
+                Some(true),
+                vec![],
+                "Pending",
+                "False",
+                Some("ContainerCreating"),
+            ),
+            (
+                "one of two running",
+                "Always",
+                vec!["a", "b"],
+                Some(true),
+                vec![ctr("c", "a", 0, Running, 0)],
+                "Pending",
+                "False",
+                None,
+            ),
+            (
+                "all running",
+                "Always",
+                vec!["a", "b"],
+                Some(true),
+                vec![ctr("c", "a", 0, Running, 0), ctr("d", "b", 0, Running, 0)],
+                "Running",
+                "True",
+                None,
+            ),
+            (
+                "crashed, Always",
+                "Always",
+                vec!["a"],
+                Some(true),
+                vec![ctr("c", "a", 2, Exited, 1)],
+                "Running",
+                "False",
+                Some("CrashLoopBackOff"),
+            ),
+            (
+                "exit 0, Never",
+                "Never",
+                vec!["a"],
+                Some(true),
+                vec![ctr("c", "a", 0, Exited, 0)],
+                "Succeeded",
+                "False",
+                None,
+            ),
+            (
+                "exit 1, Never",
+                "Never",
+                vec!["a"],
+                Some(true),
+                vec![ctr("c", "a", 0, Exited, 1)],
+                "Failed",
+                "False",
+                None,
+            ),
+            (
+                "exit 0, OnFailure",
+                "OnFailure",
+                vec!["a"],
+                Some(true),
+                vec![ctr("c", "a", 0, Exited, 0)],
+                "Succeeded",
+                "False",
+                None,
+            ),
+            (
+                "exit 1, OnFailure",
+                "OnFailure",
+                vec!["a"],
+                Some(true),
+                vec![ctr("c", "a", 0, Exited, 1)],
+                "Running",
+                "False",
+                Some("CrashLoopBackOff"),
+            ),
+            (
+                "one done one running, Never",
+                "Never",
+                vec!["a", "b"],
+                Some(true),
+                vec![ctr("c", "a", 0, Exited, 0), ctr("d", "b", 0, Running, 0)],
+                "Running",
+                "False",
+                None,
+            ),
         ];
         for (name, policy, containers, sb, ctrs, want_phase, want_ready, want_waiting) in cases {
             let p = pod(policy, &containers);
-            let observed = ObservedPod { sandboxes: sb.map(sandbox).into_iter().collect(), containers: ctrs };
+            let observed = ObservedPod {
+                sandboxes: sb.map(sandbox).into_iter().collect(),
+                containers: ctrs,
+            };
             let st = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
             assert_eq!(st.phase.as_deref(), Some(want_phase), "phase: {name}");
             assert_eq!(cond(&st, "Ready"), want_ready, "Ready: {name}");
-            assert_eq!(cond(&st, "ContainersReady"), want_ready, "ContainersReady: {name}");
+            assert_eq!(
+                cond(&st, "ContainersReady"),
+                want_ready,
+                "ContainersReady: {name}"
+            );
             assert_eq!(cond(&st, "PodScheduled"), "True", "PodScheduled: {name}");
             let first = &st.container_statuses.as_ref().expect("statuses")[0];
-            let waiting = first.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref());
+            let waiting = first
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref());
             assert_eq!(waiting, want_waiting, "waiting reason: {name}");
         }
     }
@@ -329,11 +509,19 @@ mod tests {
         let p = pod("Always", &["a"]);
         let observed = ObservedPod {
             sandboxes: vec![sandbox(true)],
-            containers: vec![ctr("old", "a", 0, RunState::Exited, 2), ctr("new", "a", 1, RunState::Running, 0)],
+            containers: vec![
+                ctr("old", "a", 0, RunState::Exited, 2),
+                ctr("new", "a", 1, RunState::Running, 0),
+            ],
         };
         let st = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
         assert_eq!(st.pod_ip.as_deref(), Some("10.244.1.5"));
-        assert_eq!(st.pod_ips, Some(vec![PodIP { ip: "10.244.1.5".into() }]));
+        assert_eq!(
+            st.pod_ips,
+            Some(vec![PodIP {
+                ip: "10.244.1.5".into()
+            }])
+        );
         assert_eq!(st.host_ip.as_deref(), Some("172.30.0.11"));
         assert_eq!(st.start_time, Some(now()));
         let c = &st.container_statuses.as_ref().expect("statuses")[0];
@@ -343,20 +531,38 @@ mod tests {
         assert_eq!(c.restart_count, 1);
         assert!(c.ready);
         assert_eq!(c.started, Some(true));
-        let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref()).expect("last state");
+        let last = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("last state");
         assert_eq!((last.exit_code, last.reason.as_deref()), (2, Some("Error")));
     }
 
     #[test]
     fn pull_failures_show_as_waiting_reasons() {
         let p = pod("Always", &["a"]);
-        let observed = ObservedPod { sandboxes: vec![sandbox(true)], containers: vec![] };
+        let observed = ObservedPod {
+            sandboxes: vec![sandbox(true)],
+            containers: vec![],
+        };
         for (count, want) in [(1, "ErrImagePull"), (2, "ImagePullBackOff")] {
-            let failures: BTreeMap<String, PullFailure> =
-                [("a".to_string(), PullFailure { at_ns: 0, count, message: "manifest unknown".into() })].into();
+            let failures: BTreeMap<String, PullFailure> = [(
+                "a".to_string(),
+                PullFailure {
+                    at_ns: 0,
+                    count,
+                    message: "manifest unknown".into(),
+                },
+            )]
+            .into();
             let st = pod_status(&p, &observed, &failures, "172.30.0.11", &now());
             let c = &st.container_statuses.as_ref().expect("statuses")[0];
-            let w = c.state.as_ref().and_then(|s| s.waiting.as_ref()).expect("waiting");
+            let w = c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .expect("waiting");
             assert_eq!(w.reason.as_deref(), Some(want));
             assert_eq!(w.message.as_deref(), Some("manifest unknown"));
             assert_eq!(st.phase.as_deref(), Some("Pending"));
@@ -366,19 +572,32 @@ mod tests {
     #[test]
     fn unchanged_observation_gives_unchanged_status() {
         let mut p = pod("Always", &["a"]);
-        let observed = ObservedPod { sandboxes: vec![sandbox(true)], containers: vec![ctr("c", "a", 0, RunState::Running, 0)] };
+        let observed = ObservedPod {
+            sandboxes: vec![sandbox(true)],
+            containers: vec![ctr("c", "a", 0, RunState::Running, 0)],
+        };
         let first = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
         p.status = Some(first.clone());
         let later = Time(Timestamp::from_second(2_000).expect("valid"));
         let second = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &later);
-        assert_eq!(first, second, "a resync with nothing new must not write the status again");
+        assert_eq!(
+            first, second,
+            "a resync with nothing new must not write the status again"
+        );
     }
 
     #[test]
     fn terminal_phase_is_sticky() {
         let mut p = pod("Never", &["a"]);
-        p.status = Some(PodStatus { phase: Some("Succeeded".into()), pod_ip: Some("10.244.1.5".into()), ..Default::default() });
-        let observed = ObservedPod { sandboxes: vec![sandbox(false)], containers: vec![] };
+        p.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            pod_ip: Some("10.244.1.5".into()),
+            ..Default::default()
+        });
+        let observed = ObservedPod {
+            sandboxes: vec![sandbox(false)],
+            containers: vec![],
+        };
         let st = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
         assert_eq!(st.phase.as_deref(), Some("Succeeded"));
         assert_eq!(st.pod_ip.as_deref(), Some("10.244.1.5"));

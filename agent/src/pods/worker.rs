@@ -16,8 +16,8 @@ use weir_client::DeleteParams;
 use super::observed::{LABEL_POD_UID, ObservedPod, container_from_cri, sandbox_from_cri};
 use super::plan::{Action, PullFailure, plan};
 use super::spec::{
-    NodeEnv, PodRef, RuntimeFields, container_config, container_env, pod_cgroup_parent, pod_log_directory,
-    sandbox_config, uses_host_network,
+    NodeEnv, PodRef, RuntimeFields, container_config, container_env, pod_cgroup_parent,
+    pod_log_directory, sandbox_config, uses_host_network,
 };
 use super::status::pod_status;
 use crate::cgroup::{CgroupError, Cgroups};
@@ -73,13 +73,20 @@ enum Outcome {
 }
 
 /// Runs until the pod is gone from the API and the runtime.
-pub async fn run_worker(ctx: Arc<WorkerContext>, uid: String, mut pod_rx: watch::Receiver<Option<Pod>>) {
+pub async fn run_worker(
+    ctx: Arc<WorkerContext>,
+    uid: String,
+    mut pod_rx: watch::Receiver<Option<Pod>>,
+) {
     let mut state = WorkerState::default();
     let mut failures = 0u32;
     loop {
         let pod = pod_rx.borrow_and_update().clone();
         let span = info_span!("pod", uid = %uid, pod = %pod.as_ref().and_then(PodRef::of).map(|r| r.to_string()).unwrap_or_default());
-        let result = state.round(&ctx, &uid, pod.as_ref()).instrument(span.clone()).await;
+        let result = state
+            .round(&ctx, &uid, pod.as_ref())
+            .instrument(span.clone())
+            .await;
         let pause = match result {
             Ok(Outcome::Done) => {
                 info!(parent: &span, "pod cleaned up");
@@ -112,7 +119,12 @@ struct WorkerState {
 }
 
 impl WorkerState {
-    async fn round(&mut self, ctx: &WorkerContext, uid: &str, pod: Option<&Pod>) -> Result<Outcome, WorkerError> {
+    async fn round(
+        &mut self,
+        ctx: &WorkerContext,
+        uid: &str,
+        pod: Option<&Pod>,
+    ) -> Result<Outcome, WorkerError> {
         let observed = observe(&ctx.cri, uid).await?;
         let plan = plan(pod, &observed, &self.pull_failures, now_ns());
         if plan.done {
@@ -120,16 +132,26 @@ impl WorkerState {
         }
         let pod_ref = pod.and_then(PodRef::of);
         let mut again = false;
-        let pod_ip = observed.latest_sandbox().filter(|s| s.ready).and_then(|s| s.ip.clone());
+        let pod_ip = observed
+            .latest_sandbox()
+            .filter(|s| s.ready)
+            .and_then(|s| s.ip.clone());
         for action in &plan.actions {
             debug!(?action, "executing");
-            match self.execute(ctx, uid, pod, pod_ref.as_ref(), pod_ip.as_deref(), action).await? {
+            match self
+                .execute(ctx, uid, pod, pod_ref.as_ref(), pod_ip.as_deref(), action)
+                .await?
+            {
                 Step::Continue => {}
                 Step::Replan => again = true,
             }
         }
         if let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) {
-            let observed = if plan.actions.is_empty() { observed } else { observe(&ctx.cri, uid).await? };
+            let observed = if plan.actions.is_empty() {
+                observed
+            } else {
+                observe(&ctx.cri, uid).await?
+            };
             self.report_status(ctx, pod, &observed).await?;
         }
         Ok(if again { Outcome::Again } else { Outcome::Idle })
@@ -146,11 +168,17 @@ impl WorkerState {
     ) -> Result<Step, WorkerError> {
         match action {
             Action::CreateSandbox { attempt } => {
-                let (Some(pod), Some(r)) = (pod, pod_ref) else { return Ok(Step::Continue) };
-                ctx.cgroups.create(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
+                let (Some(pod), Some(r)) = (pod, pod_ref) else {
+                    return Ok(Step::Continue);
+                };
+                ctx.cgroups
+                    .create(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
                 let log_dir = pod_log_directory(&ctx.env.pod_log_dir, r);
                 create_dir(&log_dir)?;
-                let id = ctx.cri.run_pod_sandbox(sandbox_config(pod, r, &ctx.env, *attempt)).await?;
+                let id = ctx
+                    .cri
+                    .run_pod_sandbox(sandbox_config(pod, r, &ctx.env, *attempt))
+                    .await?;
                 info!(sandbox = %id, attempt, "sandbox running");
                 // Attach the datapath before any container can send a packet.
                 if let Err(error) = ctx.network.sandbox_network_ready() {
@@ -158,10 +186,27 @@ impl WorkerState {
                 }
                 Ok(Step::Replan)
             }
-            Action::StartContainer { sandbox_id, container, attempt } => {
-                let (Some(pod), Some(r)) = (pod, pod_ref) else { return Ok(Step::Continue) };
-                let pod_ip = if uses_host_network(pod) { Some(ctx.node_ip.as_str()) } else { pod_ip };
-                let target = StartTarget { pod, r, sandbox_id, name: container, attempt: *attempt, pod_ip };
+            Action::StartContainer {
+                sandbox_id,
+                container,
+                attempt,
+            } => {
+                let (Some(pod), Some(r)) = (pod, pod_ref) else {
+                    return Ok(Step::Continue);
+                };
+                let pod_ip = if uses_host_network(pod) {
+                    Some(ctx.node_ip.as_str())
+                } else {
+                    pod_ip
+                };
+                let target = StartTarget {
+                    pod,
+                    r,
+                    sandbox_id,
+                    name: container,
+                    attempt: *attempt,
+                    pod_ip,
+                };
                 self.start_container(ctx, target).await?;
                 Ok(Step::Continue)
             }
@@ -184,23 +229,30 @@ impl WorkerState {
                 Ok(Step::Continue)
             }
             Action::RemovePodResources => {
-                ctx.cgroups.remove(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
+                ctx.cgroups
+                    .remove(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
                 remove_pod_logs(&ctx.env.pod_log_dir, uid)?;
                 Ok(Step::Continue)
             }
             Action::DeletePod => {
-                let Some(r) = pod_ref else { return Ok(Step::Continue) };
+                let Some(r) = pod_ref else {
+                    return Ok(Step::Continue);
+                };
                 // Only the version we tore down: never a same-named pod created since.
                 let params = DeleteParams {
                     grace_period_seconds: Some(0),
-                    resource_version: pod.and_then(|p| p.metadata.resource_version.clone()).unwrap_or_default(),
+                    resource_version: pod
+                        .and_then(|p| p.metadata.resource_version.clone())
+                        .unwrap_or_default(),
                     ..Default::default()
                 };
                 match ctx.api.delete::<Pod>(&r.namespace, &r.name, &params).await {
                     Ok(_) => info!("pod deleted"),
                     Err(e) if e.is_not_found() => {}
                     // Changed meanwhile: the watch brings the new version, and the next round retries.
-                    Err(e) if e.is_conflict() => debug!(error = %e, "pod changed before its final delete"),
+                    Err(e) if e.is_conflict() => {
+                        debug!(error = %e, "pod changed before its final delete")
+                    }
                     Err(e) => return Err(e.into()),
                 }
                 Ok(Step::Continue)
@@ -210,22 +262,43 @@ impl WorkerState {
 
     /// Ensures the image (per imagePullPolicy), then creates and starts the container.
     /// A failed pull is remembered for the status and the back-off, not returned.
-    async fn start_container(&mut self, ctx: &WorkerContext, t: StartTarget<'_>) -> Result<(), WorkerError> {
-        let StartTarget { pod, r, sandbox_id, name, attempt, pod_ip } = t;
+    async fn start_container(
+        &mut self,
+        ctx: &WorkerContext,
+        t: StartTarget<'_>,
+    ) -> Result<(), WorkerError> {
+        let StartTarget {
+            pod,
+            r,
+            sandbox_id,
+            name,
+            attempt,
+            pod_ip,
+        } = t;
         let spec = pod
             .spec
             .as_ref()
             .and_then(|s| s.containers.iter().find(|c| c.name == name))
             .ok_or_else(|| WorkerError::UnknownContainer(name.to_string()))?;
         let image = spec.image.clone().unwrap_or_default();
-        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).to_string());
+        let policy = spec
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&image).to_string());
         let sandbox_cfg = sandbox_config(pod, r, &ctx.env, 0);
 
-        let present = if policy == "Always" { false } else { ctx.cri.image_status(&image).await?.is_some() };
+        let present = if policy == "Always" {
+            false
+        } else {
+            ctx.cri.image_status(&image).await?.is_some()
+        };
         match pull_decision(&policy, present) {
             PullDecision::UseLocal => {}
             PullDecision::NeverPull => {
-                self.record_pull_failure(name, format!("image {image} is not present and imagePullPolicy is Never"));
+                self.record_pull_failure(
+                    name,
+                    format!("image {image} is not present and imagePullPolicy is Never"),
+                );
                 return Ok(());
             }
             PullDecision::Pull => {
@@ -243,13 +316,19 @@ impl WorkerState {
         self.pull_failures.remove(name);
 
         create_dir(&pod_log_directory(&ctx.env.pod_log_dir, r).join(name))?;
-        let fields = RuntimeFields { pod_ip: pod_ip.map(str::to_string), host_ip: ctx.node_ip.clone() };
+        let fields = RuntimeFields {
+            pod_ip: pod_ip.map(str::to_string),
+            host_ip: ctx.node_ip.clone(),
+        };
         let (envs, unresolved) = container_env(pod, r, spec, &fields);
         if !unresolved.is_empty() {
             warn!(container = name, variables = ?unresolved, "environment variables left unset (only value and fieldRef are supported)");
         }
         let config = container_config(pod, r, spec, attempt, envs);
-        let id = ctx.cri.create_container(sandbox_id, config, sandbox_cfg).await?;
+        let id = ctx
+            .cri
+            .create_container(sandbox_id, config, sandbox_cfg)
+            .await?;
         if let Err(error) = ctx.cri.start_container(&id).await {
             // Do not leave a created-but-never-started instance behind.
             let _ = ctx.cri.remove_container(&id).await;
@@ -261,11 +340,23 @@ impl WorkerState {
 
     fn record_pull_failure(&mut self, name: &str, message: String) {
         let count = self.pull_failures.get(name).map_or(0, |f| f.count) + 1;
-        self.pull_failures.insert(name.to_string(), PullFailure { at_ns: now_ns(), count, message });
+        self.pull_failures.insert(
+            name.to_string(),
+            PullFailure {
+                at_ns: now_ns(),
+                count,
+                message,
+            },
+        );
     }
 
     /// Writes the pod status when it differs from what the API shows.
-    async fn report_status(&mut self, ctx: &WorkerContext, pod: &Pod, observed: &ObservedPod) -> Result<(), WorkerError> {
+    async fn report_status(
+        &mut self,
+        ctx: &WorkerContext,
+        pod: &Pod,
+        observed: &ObservedPod,
+    ) -> Result<(), WorkerError> {
         let now = now_time();
         let status = pod_status(pod, observed, &self.pull_failures, &ctx.node_ip, &now);
         if pod.status.as_ref() == Some(&status) || self.last_written.as_ref() == Some(&status) {
@@ -277,8 +368,12 @@ impl WorkerState {
             Ok(_) => {}
             Err(e) if e.is_conflict() => {
                 // Someone else wrote the pod meanwhile: write onto the newest version once.
-                let Some(r) = PodRef::of(pod) else { return Ok(()) };
-                let Some(mut fresh) = ctx.api.get_opt::<Pod>(&r.namespace, &r.name).await? else { return Ok(()) };
+                let Some(r) = PodRef::of(pod) else {
+                    return Ok(());
+                };
+                let Some(mut fresh) = ctx.api.get_opt::<Pod>(&r.namespace, &r.name).await? else {
+                    return Ok(());
+                };
                 if fresh.metadata.uid != pod.metadata.uid {
                     return Ok(());
                 }
@@ -355,7 +450,9 @@ pub async fn observe(cri: &CriClient, uid: &str) -> Result<ObservedPod, CriError
         } else {
             None
         };
-        observed.sandboxes.push(sandbox_from_cri(&s, status.as_ref()));
+        observed
+            .sandboxes
+            .push(sandbox_from_cri(&s, status.as_ref()));
     }
     for c in cri.list_containers(labels).await? {
         match cri.container_status(&c.id).await {
@@ -375,13 +472,19 @@ fn ignore_not_found(r: Result<(), CriError>) -> Result<(), CriError> {
 }
 
 fn create_dir(path: &std::path::Path) -> Result<(), WorkerError> {
-    std::fs::create_dir_all(path).map_err(|source| WorkerError::Io { path: path.display().to_string(), source })
+    std::fs::create_dir_all(path).map_err(|source| WorkerError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Removes `<pod-log-dir>/<ns>_<name>_<uid>` (found by uid, so orphans whose
 /// name is unknown are cleaned too).
 fn remove_pod_logs(root: &std::path::Path, uid: &str) -> Result<(), WorkerError> {
-    let io_err = |source| WorkerError::Io { path: root.display().to_string(), source };
+    let io_err = |source| WorkerError::Io {
+        path: root.display().to_string(),
+        source,
+    };
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -427,7 +530,11 @@ mod tests {
             ("Never", false, NeverPull),
         ];
         for (policy, present, want) in cases {
-            assert_eq!(pull_decision(policy, present), want, "{policy} present={present}");
+            assert_eq!(
+                pull_decision(policy, present),
+                want,
+                "{policy} present={present}"
+            );
         }
     }
 }
