@@ -1,12 +1,21 @@
 //! Attaching the from-pod program to host-side pod veths.
 //!
-//! Attachment goes through TCX (kernel >= 6.6): the link lives as long as its
-//! file descriptor, which the agent holds. When a veth is deleted the kernel
-//! detaches the link by itself; we then only drop our bookkeeping.
+//! Attachments are TCX links (kernel >= 6.6) pinned at
+//! `<bpffs_dir>/links/<ifname>@<ifindex>`, so they outlive the agent: while
+//! an agent restarts, the old program keeps translating, and the new agent
+//! adopts each pinned link and swaps its own program in with one
+//! `BPF_LINK_UPDATE`. Together with the pinned maps this keeps established
+//! service connections alive across agent restarts.
+//!
+//! When a veth is deleted the kernel detaches its link; the agent then only
+//! removes the pin (which frees the defunct link) and its bookkeeping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use aya::programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::SchedClassifierLink;
+use aya::programs::{SchedClassifier, TcAttachType};
 use weir_ebpf_common::program_names;
 
 use super::DatapathError;
@@ -21,53 +30,76 @@ pub struct Link {
     pub name: String,
 }
 
+impl Link {
+    /// The pin file name of this interface's attachment. The index is part of
+    /// it because a veth re-created under the same name is a different device.
+    fn pin_name(&self) -> String {
+        format!("{}@{}", self.name, self.index)
+    }
+}
+
 /// An attachment the agent holds.
 #[derive(Debug)]
 pub struct Attached {
-    /// The ifindex at attach time: a veth re-created under the same name (a
-    /// new pod sandbox with the same id) gets a new index and needs a new
-    /// attachment.
+    /// The ifindex at attach time.
     pub index: u32,
-    link_id: SchedClassifierLinkId,
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// A TCX link pinned at `path`; `fd` is our handle on it.
+    Pinned { fd: FdLink, path: PathBuf },
+    /// A link that cannot be pinned (netlink tc on kernels before 6.6): it
+    /// lives as long as the agent.
+    Unpinned(SchedClassifierLink),
 }
 
 /// What [`plan`] decided.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct AttachPlan {
-    /// Interfaces to attach to.
+    /// Interfaces to attach to (or whose pinned link to adopt).
     pub attach: Vec<Link>,
     /// Names whose attachment is stale (interface gone or re-created).
     pub forget: Vec<String>,
+    /// Pin files of interfaces that no longer exist (left by a previous agent).
+    pub remove_pins: Vec<String>,
 }
 
-/// Decides which pod veths need an attachment and which attachments are stale.
-pub fn plan(links: &[Link], attached: &BTreeMap<String, Attached>) -> AttachPlan {
-    plan_by_index(
-        links,
-        &attached.iter().map(|(n, a)| (n.clone(), a.index)).collect(),
-    )
+/// Decides which pod veths need an attachment, which attachments are stale,
+/// and which pins belong to no current pod veth.
+pub fn plan(links: &[Link], attached: &BTreeMap<String, Attached>, pins: &[String]) -> AttachPlan {
+    let by_index = attached.iter().map(|(n, a)| (n.clone(), a.index)).collect();
+    plan_by_index(links, &by_index, pins)
 }
 
-fn plan_by_index(links: &[Link], attached: &BTreeMap<String, u32>) -> AttachPlan {
-    let pods: BTreeMap<&str, u32> = links
+fn plan_by_index(links: &[Link], attached: &BTreeMap<String, u32>, pins: &[String]) -> AttachPlan {
+    let pods: Vec<&Link> = links
         .iter()
         .filter(|l| l.name.starts_with(POD_VETH_PREFIX))
-        .map(|l| (l.name.as_str(), l.index))
         .collect();
-    let forget: Vec<String> = attached
+    let current: BTreeMap<&str, u32> = pods.iter().map(|l| (l.name.as_str(), l.index)).collect();
+    let forget = attached
         .iter()
-        .filter(|(name, index)| pods.get(name.as_str()) != Some(index))
+        .filter(|(name, index)| current.get(name.as_str()) != Some(index))
         .map(|(name, _)| name.clone())
         .collect();
     let attach = pods
         .iter()
-        .filter(|(name, index)| attached.get(**name) != Some(index))
-        .map(|(name, index)| Link {
-            index: *index,
-            name: (*name).to_owned(),
-        })
+        .filter(|l| attached.get(&l.name) != Some(&l.index))
+        .map(|l| (*l).clone())
         .collect();
-    AttachPlan { attach, forget }
+    let live_pins: BTreeSet<String> = pods.iter().map(|l| l.pin_name()).collect();
+    let remove_pins = pins
+        .iter()
+        .filter(|p| !live_pins.contains(*p))
+        .cloned()
+        .collect();
+    AttachPlan {
+        attach,
+        forget,
+        remove_pins,
+    }
 }
 
 /// Lists the interfaces of the current network namespace. Uses netlink
@@ -85,28 +117,138 @@ pub fn list_links() -> Result<Vec<Link>, DatapathError> {
         .collect())
 }
 
-/// Attaches the from-pod program at TCX ingress of `link` (packets leaving the pod).
-pub fn attach(program: &mut SchedClassifier, link: &Link) -> Result<Attached, DatapathError> {
-    let link_id = program
+/// The file names in the link pin directory (created if missing).
+pub fn list_pins(links_dir: &Path) -> Result<Vec<String>, DatapathError> {
+    let io_err = |source| DatapathError::PinDir {
+        path: links_dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(links_dir).map_err(io_err)?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(links_dir).map_err(io_err)? {
+        names.push(
+            entry
+                .map_err(io_err)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    Ok(names)
+}
+
+/// Removes a pin file; the kernel frees the (defunct) link with it.
+pub fn remove_pin(links_dir: &Path, name: &str) {
+    let path = links_dir.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::info!(pin = %path.display(), "removed the link pin of a vanished interface")
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(pin = %path.display(), %error, "cannot remove a stale link pin")
+        }
+    }
+}
+
+/// Attaches the from-pod program at TCX ingress of `link` (packets leaving
+/// the pod), adopting the link a previous agent pinned if there is one.
+pub fn attach(
+    program: &mut SchedClassifier,
+    link: &Link,
+    links_dir: &Path,
+) -> Result<Attached, DatapathError> {
+    let path = links_dir.join(link.pin_name());
+    if path.exists() {
+        match adopt(program, link, &path) {
+            Ok(attached) => return Ok(attached),
+            Err(error) => {
+                // Fall back to a fresh attachment; the old pin is useless.
+                tracing::warn!(interface = %link.name, %error, "cannot adopt the pinned link; re-attaching");
+                remove_pin(links_dir, &link.pin_name());
+            }
+        }
+    }
+    let attach_err = |source| DatapathError::Attach {
+        program: program_names::FROM_POD,
+        interface: link.name.clone(),
+        source,
+    };
+    let id = program
         .attach(&link.name, TcAttachType::Ingress)
-        .map_err(|source| DatapathError::Attach {
-            program: program_names::FROM_POD,
-            interface: link.name.clone(),
-            source,
-        })?;
+        .map_err(attach_err)?;
+    let owned = program.take_link(id).map_err(attach_err)?;
+    if <&FdLink>::try_from(&owned).is_err() {
+        // Netlink tc (kernel < 6.6): no link fd to pin.
+        return Ok(Attached {
+            index: link.index,
+            held: Held::Unpinned(owned),
+        });
+    }
+    let fd = FdLink::try_from(owned).map_err(|source| link_error(link, &path, source))?;
+    let pinned = fd.pin(&path).map_err(|source| DatapathError::PinLink {
+        interface: link.name.clone(),
+        path: path.clone(),
+        source,
+    })?;
     Ok(Attached {
         index: link.index,
-        link_id,
+        held: Held::Pinned {
+            fd: FdLink::from(pinned),
+            path,
+        },
     })
 }
 
-/// Drops a stale attachment. Errors are only logged: the interface is usually
-/// gone already, and with it the kernel side of the link.
-pub fn detach(program: &mut SchedClassifier, name: &str, attached: Attached) {
-    match program.detach(attached.link_id) {
-        Ok(()) => tracing::info!(interface = name, "forgot from-pod attachment"),
-        Err(error) => tracing::debug!(interface = name, %error, "detaching a stale attachment"),
+/// Takes over a link pinned by a previous agent and points it at our program.
+fn adopt(
+    program: &mut SchedClassifier,
+    link: &Link,
+    path: &Path,
+) -> Result<Attached, DatapathError> {
+    let pinned = PinnedLink::from_pin(path).map_err(|source| link_error(link, path, source))?;
+    let tc_link = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .map_err(|source| link_error(link, path, source))?;
+    let attach_err = |source| DatapathError::Attach {
+        program: program_names::FROM_POD,
+        interface: link.name.clone(),
+        source,
+    };
+    let id = program.attach_to_link(tc_link).map_err(attach_err)?;
+    let owned = program.take_link(id).map_err(attach_err)?;
+    let fd = FdLink::try_from(owned).map_err(|source| link_error(link, path, source))?;
+    tracing::info!(interface = %link.name, "adopted the pinned link");
+    Ok(Attached {
+        index: link.index,
+        held: Held::Pinned {
+            fd,
+            path: path.to_owned(),
+        },
+    })
+}
+
+fn link_error(link: &Link, path: &Path, source: aya::programs::links::LinkError) -> DatapathError {
+    DatapathError::Link {
+        interface: link.name.clone(),
+        path: path.to_owned(),
+        source,
     }
+}
+
+/// Drops a stale attachment: removes its pin and closes our handle.
+pub fn forget(name: &str, attached: Attached) {
+    match attached.held {
+        Held::Pinned { fd, path } => {
+            if let Err(error) = std::fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(pin = %path.display(), %error, "cannot remove a stale link pin");
+            }
+            drop(fd);
+        }
+        Held::Unpinned(link) => drop(link),
+    }
+    tracing::info!(interface = name, "forgot the from-pod attachment");
 }
 
 #[cfg(test)]
@@ -126,37 +268,56 @@ mod tests {
             name: &'static str,
             links: Vec<Link>,
             attached: Vec<(&'static str, u32)>,
+            pins: Vec<&'static str>,
             want_attach: Vec<Link>,
             want_forget: Vec<&'static str>,
+            want_remove_pins: Vec<&'static str>,
         }
         let cases = vec![
             Case {
                 name: "only wr* links are attached",
                 links: vec![link(1, "lo"), link(2, "eth0"), link(5, "wr0123456789ab")],
                 attached: vec![],
+                pins: vec![],
                 want_attach: vec![link(5, "wr0123456789ab")],
                 want_forget: vec![],
+                want_remove_pins: vec![],
             },
             Case {
                 name: "attached links are left alone (idempotent)",
                 links: vec![link(5, "wr0123456789ab"), link(6, "wrffffffffffff")],
                 attached: vec![("wr0123456789ab", 5)],
+                pins: vec!["wr0123456789ab@5"],
                 want_attach: vec![link(6, "wrffffffffffff")],
                 want_forget: vec![],
+                want_remove_pins: vec![],
             },
             Case {
                 name: "vanished links are forgotten",
                 links: vec![link(1, "lo")],
                 attached: vec![("wr0123456789ab", 5)],
+                pins: vec!["wr0123456789ab@5"],
                 want_attach: vec![],
                 want_forget: vec!["wr0123456789ab"],
+                want_remove_pins: vec!["wr0123456789ab@5"],
             },
             Case {
                 name: "a link re-created with a new index is re-attached",
                 links: vec![link(9, "wr0123456789ab")],
                 attached: vec![("wr0123456789ab", 5)],
+                pins: vec!["wr0123456789ab@5"],
                 want_attach: vec![link(9, "wr0123456789ab")],
                 want_forget: vec!["wr0123456789ab"],
+                want_remove_pins: vec!["wr0123456789ab@5"],
+            },
+            Case {
+                name: "after an agent restart, pins of live veths are kept for adoption",
+                links: vec![link(5, "wr0123456789ab")],
+                attached: vec![],
+                pins: vec!["wr0123456789ab@5", "wrdeadbeef0000@7"],
+                want_attach: vec![link(5, "wr0123456789ab")],
+                want_forget: vec![],
+                want_remove_pins: vec!["wrdeadbeef0000@7"],
             },
         ];
         for case in cases {
@@ -165,10 +326,16 @@ mod tests {
                 .iter()
                 .map(|(n, i)| ((*n).to_owned(), *i))
                 .collect();
-            let got = plan_by_index(&case.links, &attached);
+            let pins: Vec<String> = case.pins.iter().map(|p| (*p).to_owned()).collect();
+            let got = plan_by_index(&case.links, &attached, &pins);
             let want = AttachPlan {
                 attach: case.want_attach,
                 forget: case.want_forget.into_iter().map(str::to_owned).collect(),
+                remove_pins: case
+                    .want_remove_pins
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             };
             assert_eq!(got, want, "case: {}", case.name);
         }

@@ -29,6 +29,9 @@ use weir_ebpf_common::program_names;
 pub use plan::MapState;
 pub use sync::run_service_sync;
 
+/// Subdirectory of the bpffs directory holding the pinned TCX links.
+const LINKS_DIR: &str = "links";
+
 /// The compiled eBPF object (see `agent/build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
@@ -86,6 +89,20 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot pin the link of {interface} at {path}: {source}")]
+    PinLink {
+        interface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("link of {interface} (pinned at {path}): {source}")]
+    Link {
+        interface: String,
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
     #[error("the {kind} watch task stopped")]
     WatchStopped { kind: &'static str },
 }
@@ -98,6 +115,8 @@ pub struct Datapath {
     maps: maps::ServiceMaps,
     /// Host-side pod veths the from-pod program is attached to, by name.
     attached: BTreeMap<String, attach::Attached>,
+    /// Where the attachments are pinned (`<bpffs_dir>/links`).
+    links_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -139,32 +158,38 @@ impl Datapath {
             ebpf,
             maps,
             attached: BTreeMap::new(),
+            links_dir: pin_dir.join(LINKS_DIR),
         })
     }
 
     /// Attaches the pod programs to every host-side pod veth ("wr*") not
-    /// attached yet, and forgets veths that disappeared (their pod is gone; the
-    /// kernel already detached the program). Idempotent.
+    /// attached yet, adopting links pinned by a previous agent, and forgets
+    /// veths that disappeared (their pod is gone; the kernel already detached
+    /// the program). Idempotent.
     ///
     /// Tries every interface; returns the first attach error after that.
     pub fn attach_pod_interfaces(&mut self) -> Result<(), DatapathError> {
         let links = attach::list_links()?;
-        let plan = attach::plan(&links, &self.attached);
-        let program = from_pod_program_mut(&mut self.ebpf)?;
-        let mut first_error = None;
+        let pins = attach::list_pins(&self.links_dir)?;
+        let plan = attach::plan(&links, &self.attached, &pins);
         for name in plan.forget {
             if let Some(old) = self.attached.remove(&name) {
-                attach::detach(program, &name, old);
+                attach::forget(&name, old);
             }
         }
+        for pin in &plan.remove_pins {
+            attach::remove_pin(&self.links_dir, pin);
+        }
+        let program = from_pod_program_mut(&mut self.ebpf)?;
+        let mut first_error = None;
         for link in plan.attach {
-            match attach::attach(program, &link) {
+            match attach::attach(program, &link, &self.links_dir) {
                 Ok(attached) => {
-                    tracing::info!(interface = %link.name, ifindex = link.index, "attached from-pod program");
+                    tracing::info!(interface = %link.name, ifindex = link.index, "from-pod program attached");
                     self.attached.insert(link.name, attached);
                 }
                 Err(error) => {
-                    tracing::warn!(interface = %link.name, %error, "cannot attach from-pod program");
+                    tracing::warn!(interface = %link.name, %error, "cannot attach the from-pod program");
                     first_error.get_or_insert(error);
                 }
             }

@@ -18,7 +18,7 @@ use weir_ebpf_common::{
 };
 
 use super::plan::{self, DesiredServices};
-use super::{Datapath, DatapathConfig};
+use super::{Datapath, DatapathConfig, LINKS_DIR, attach};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -525,12 +525,14 @@ fn datapath_maps_survive_a_reload() {
 
 #[test]
 #[ignore = "privileged: creates a network namespace and veths, attaches tc programs"]
-fn datapath_attaches_to_pod_veths_idempotently() {
+fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
     let dir = PinDir::new();
-    let bpffs_dir = dir.0.clone();
-    // A thread of our own in a fresh network namespace: the namespace, its
-    // veths and TCX links vanish with the thread, nothing to clean up.
-    let result = std::thread::spawn(move || {
+    let cfg = DatapathConfig {
+        bpffs_dir: dir.0.clone(),
+    };
+    // A thread of our own in a fresh network namespace: the namespace and its
+    // veths vanish with the thread; the pinned links go with `dir`.
+    std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
         let ip = |args: &str| {
             let status = std::process::Command::new("ip")
@@ -539,38 +541,61 @@ fn datapath_attaches_to_pod_veths_idempotently() {
                 .expect("run ip");
             assert!(status.success(), "ip {args}");
         };
+        // What the kernel has attached at TCX ingress of a veth: program ids.
+        let kernel_view = |ifname: &str| -> Vec<(String, u32)> {
+            let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
+                .expect("query TCX attachments");
+            programs
+                .iter()
+                .map(|p| (p.name_as_str().unwrap_or_default().to_owned(), p.id()))
+                .collect()
+        };
+        let names = |dp: &Datapath| -> Vec<String> {
+            dp.attached_interfaces().map(str::to_owned).collect()
+        };
         ip("link add wrtestdp00001 type veth peer name ctdp1");
         ip("link add wrtestdp00002 type veth peer name ctdp2");
         ip("link add other0 type veth peer name ctdp3");
-        let mut dp = Datapath::load(&DatapathConfig { bpffs_dir }).expect("load");
 
+        let mut dp = Datapath::load(&cfg).expect("load");
         dp.attach_pod_interfaces().expect("attach");
-        let first: Vec<String> = dp.attached_interfaces().map(str::to_owned).collect();
+        assert_eq!(
+            names(&dp),
+            ["wrtestdp00001", "wrtestdp00002"],
+            "only wr* veths"
+        );
         dp.attach_pod_interfaces().expect("attach again");
-        let second: Vec<String> = dp.attached_interfaces().map(str::to_owned).collect();
-        // What the kernel says is attached (TCX ingress of the first veth).
-        let (_, programs) = SchedClassifier::query_tcx("wrtestdp00001", TcAttachType::Ingress)
-            .expect("query TCX attachments");
-        let kernel_view: Vec<String> = programs
-            .iter()
-            .filter_map(|p| p.name_as_str().map(str::to_owned))
-            .collect();
+        assert_eq!(names(&dp), ["wrtestdp00001", "wrtestdp00002"], "idempotent");
+        let before = kernel_view("wrtestdp00001");
+        assert_eq!(before.len(), 1, "exactly one attachment: {before:?}");
+        assert_eq!(before[0].0, program_names::FROM_POD);
 
+        // Agent restart: the pinned link keeps the old program attached...
+        drop(dp);
+        assert_eq!(
+            kernel_view("wrtestdp00001"),
+            before,
+            "still attached without an agent"
+        );
+        // ...until the new agent adopts the link and swaps its program in.
+        let mut dp = Datapath::load(&cfg).expect("reload");
+        dp.attach_pod_interfaces().expect("attach after restart");
+        let after = kernel_view("wrtestdp00001");
+        assert_eq!(after.len(), 1, "adopted, not attached twice: {after:?}");
+        assert_ne!(
+            after[0].1, before[0].1,
+            "the new program replaced the old one"
+        );
+
+        // A vanished veth is forgotten and its pin removed.
         ip("link del wrtestdp00002");
         dp.attach_pod_interfaces()
             .expect("attach after a veth vanished");
-        let third: Vec<String> = dp.attached_interfaces().map(str::to_owned).collect();
-        (first, second, third, kernel_view)
+        assert_eq!(names(&dp), ["wrtestdp00001"]);
+        let pins = attach::list_pins(&cfg.bpffs_dir.join(LINKS_DIR)).expect("list pins");
+        assert_eq!(pins.len(), 1, "one pin left: {pins:?}");
+        assert!(pins[0].starts_with("wrtestdp00001@"), "{pins:?}");
     })
     .join()
-    .expect("test thread");
-    let (first, second, third, kernel_view) = result;
-    assert_eq!(first, ["wrtestdp00001", "wrtestdp00002"]);
-    assert_eq!(second, first, "attach is idempotent");
-    assert_eq!(third, ["wrtestdp00001"], "a vanished veth is forgotten");
-    assert_eq!(
-        kernel_view,
-        [program_names::FROM_POD],
-        "exactly one attachment, ours"
-    );
+    .expect("the test thread panicked (see its message above)");
 }

@@ -1,7 +1,8 @@
 //! Privileged test with real traffic: a node namespace and two pod namespaces
 //! wired the way weir-cni wires them (host-side veth "wr*" with the gateway
 //! address, /32 routes), the datapath attached in the node namespace, and a
-//! real TCP connection and UDP exchange from the client pod to ClusterIPs.
+//! real TCP connection and UDP exchange from the client pod to ClusterIPs,
+//! with an agent restart in the middle of the TCP connection.
 //!
 //! This covers what BPF_PROG_TEST_RUN cannot: checksum offload
 //! (CHECKSUM_PARTIAL packets from local sockets), routing after the rewrite,
@@ -9,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -90,12 +91,13 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
     wire_pod(&node, &client, "wrtestdpclnt", "10.244.1.2");
     wire_pod(&node, &server, "wrtestdpsrvr", "10.244.1.3");
 
-    // Backends: a TCP server that answers one connection and a UDP echo.
-    let tcp_server = in_netns(&server, || {
+    // Backends: a TCP echo server (a thread per connection) and a UDP echo.
+    in_netns(&server, || {
         let listener = TcpListener::bind("0.0.0.0:8080").expect("bind tcp");
-        let (mut conn, peer) = listener.accept().expect("accept");
-        conn.write_all(b"hello from the backend").expect("write");
-        peer
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || echo_lines(conn));
+        }
     });
     let udp_server = in_netns(&server, || {
         let socket = UdpSocket::bind("0.0.0.0:5300").expect("bind udp");
@@ -107,64 +109,117 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
 
     // The datapath, loaded and attached in the node namespace.
     let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{prefix}-traffic"));
-    let cfg = DatapathConfig {
-        bpffs_dir: pin_dir.clone(),
+    let _pins = RemoveOnDrop(pin_dir.clone());
+    let cfg = DatapathConfig { bpffs_dir: pin_dir };
+    let start_agent = |cfg: DatapathConfig| {
+        in_netns(&node, move || {
+            let mut dp = Datapath::load(&cfg).expect("load");
+            dp.attach_pod_interfaces().expect("attach");
+            dp
+        })
+        .join()
+        .expect("node thread")
     };
-    let dp = in_netns(&node, move || {
-        let mut dp = Datapath::load(&cfg).expect("load");
-        dp.attach_pod_interfaces().expect("attach");
-        let desired = BTreeMap::from([
-            (
-                ServiceKey::new([10, 96, 0, 10], 80, IPPROTO_TCP),
-                vec![Backend::new([10, 244, 1, 3], 8080)],
-            ),
-            (
-                ServiceKey::new([10, 96, 0, 53], 53, IPPROTO_UDP),
-                vec![Backend::new([10, 244, 1, 3], 5300)],
-            ),
-        ]);
-        let mut state = dp.read_state().expect("read maps");
-        let mut next_slot = state.next_free_slot();
-        let ops = super::plan::diff(&desired, &state, &mut next_slot);
-        dp.apply(&ops, &mut state).expect("apply");
-        dp
-    })
-    .join()
-    .expect("node thread");
+    let mut dp = start_agent(cfg.clone());
+    let desired = BTreeMap::from([
+        (
+            ServiceKey::new([10, 96, 0, 10], 80, IPPROTO_TCP),
+            vec![Backend::new([10, 244, 1, 3], 8080)],
+        ),
+        (
+            ServiceKey::new([10, 96, 0, 53], 53, IPPROTO_UDP),
+            vec![Backend::new([10, 244, 1, 3], 5300)],
+        ),
+    ]);
+    let mut state = dp.read_state().expect("read maps");
+    let mut next_slot = state.next_free_slot();
+    let ops = super::plan::diff(&desired, &state, &mut next_slot);
+    dp.apply(&ops, &mut state).expect("apply");
 
-    let result = in_netns(&client, || {
-        let timeout = Duration::from_secs(5);
-        let vip: SocketAddr = "10.96.0.10:80".parse().expect("addr");
-        let mut conn = TcpStream::connect_timeout(&vip, timeout).expect("connect to the ClusterIP");
-        conn.set_read_timeout(Some(timeout)).expect("timeout");
-        let mut body = String::new();
-        conn.read_to_string(&mut body).expect("read");
-
+    // UDP: the reply must come from the VIP (the client's socket checks it).
+    let (echo, from) = in_netns(&client, || {
         let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        socket.set_read_timeout(Some(timeout)).expect("timeout");
+        socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         socket.send_to(b"ping", "10.96.0.53:53").expect("send");
         let mut buf = [0u8; 64];
         let (n, from) = socket.recv_from(&mut buf).expect("UDP reply");
-        (body, buf[..n].to_vec(), from)
+        (buf[..n].to_vec(), from)
     })
-    .join();
-    drop(dp);
-    let _ = std::fs::remove_dir_all(&pin_dir);
-    let (body, echo, from) = result.expect("client thread");
-
-    assert_eq!(body, "hello from the backend");
+    .join()
+    .expect("client thread");
     assert_eq!(echo, b"ping");
     assert_eq!(
         from,
         "10.96.0.53:53".parse::<SocketAddr>().expect("addr"),
         "reply comes from the VIP"
     );
-    let tcp_peer = tcp_server.join().expect("tcp server");
-    assert_eq!(
-        tcp_peer.ip(),
-        Ipv4Addr::new(10, 244, 1, 2),
-        "the backend sees the client's own address"
-    );
     let udp_peer = udp_server.join().expect("udp server");
-    assert_eq!(udp_peer.ip(), Ipv4Addr::new(10, 244, 1, 2));
+    assert_eq!(
+        udp_peer.ip(),
+        Ipv4Addr::new(10, 244, 1, 2),
+        "the backend sees the client's address"
+    );
+
+    // TCP through the ClusterIP, and the same connection across an agent restart.
+    let mut conn = in_netns(&client, || connect("10.96.0.10:80"))
+        .join()
+        .expect("client thread");
+    assert_eq!(exchange(&mut conn, "one"), "one");
+    drop(dp); // the agent exits: pinned links and maps keep working
+    assert_eq!(
+        exchange(&mut conn, "two"),
+        "two",
+        "established connection while no agent runs"
+    );
+    let _dp = start_agent(cfg);
+    assert_eq!(
+        exchange(&mut conn, "three"),
+        "three",
+        "established connection after the restart"
+    );
+    let mut fresh = in_netns(&client, || connect("10.96.0.10:80"))
+        .join()
+        .expect("client thread");
+    assert_eq!(
+        exchange(&mut fresh, "four"),
+        "four",
+        "new connection after the restart"
+    );
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let addr: SocketAddr = addr.parse().expect("addr");
+    let conn = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to the ClusterIP");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    conn
+}
+
+/// Sends one line and returns the echoed line.
+fn exchange(conn: &mut TcpStream, line: &str) -> String {
+    conn.write_all(format!("{line}\n").as_bytes())
+        .expect("write");
+    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("read the echo");
+    reply.trim_end().to_owned()
+}
+
+fn echo_lines(conn: TcpStream) {
+    let mut writer = conn.try_clone().expect("clone");
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { return };
+        if writer.write_all(format!("{line}\n").as_bytes()).is_err() {
+            return;
+        }
+    }
 }
