@@ -563,7 +563,8 @@ mod tests {
     #[test]
     fn parse_and_match_table() {
         // (selector, labels, expected match)
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        type Labels<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Labels, bool)] = &[
             ("", &[], true),
             ("", &[("a", "b")], true),
             ("app=web", &[("app", "web")], true),
@@ -655,7 +656,8 @@ mod tests {
             match_expressions: if me.is_empty() { None } else { Some(me) },
         };
         // (selector, labels, expected match)
-        let cases: Vec<(LabelSelector, &[(&str, &str)], bool)> = vec![
+        type Labels<'a> = &'a [(&'a str, &'a str)];
+        let cases: Vec<(LabelSelector, Labels, bool)> = vec![
             (LabelSelector::default(), &[("a", "b")], true),
             (
                 ls(&[("app", "web")], vec![]),

@@ -65,12 +65,13 @@ mod tests {
     fn precedence_table() {
         let file = Some(("/c.yaml", "server: http://10.0.0.1:1\n"));
         // (flag, env, file, expected)
-        let cases: Vec<(
-            Option<&str>,
-            Option<&str>,
-            Option<(&str, &str)>,
-            Result<&str, &str>,
-        )> = vec![
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<(&'a str, &'a str)>,
+            Result<&'a str, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 Some("http://f:1"),
                 Some("http://e:1"),
