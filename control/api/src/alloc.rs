@@ -19,14 +19,19 @@ pub const NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
 pub enum AllocError {
     #[error("failed to allocate IP {ip}: provided IP is already allocated")]
     IpInUse { ip: Ipv4Addr },
-    #[error("failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {range}")]
+    #[error(
+        "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {range}"
+    )]
     IpOutOfRange { ip: Ipv4Addr, range: Ipv4Net },
     #[error("failed to allocate a serviceIP: range is full")]
     IpRangeFull,
     #[error("provided port is already allocated")]
     PortInUse { port: u16 },
     #[error("provided port is not in the valid range. The range of valid ports is {}-{}", range.start(), range.end())]
-    PortOutOfRange { port: i32, range: RangeInclusive<u16> },
+    PortOutOfRange {
+        port: i32,
+        range: RangeInclusive<u16>,
+    },
     #[error("range is full")]
     PortRangeFull,
     #[error("no remaining CIDRs of size /{mask} in the cluster CIDR {cluster}")]
@@ -60,7 +65,9 @@ pub fn allocate_cluster_ip(
         }
         return Ok(ip);
     }
-    assignable(cidr).find(|ip| !used.contains(ip)).ok_or(AllocError::IpRangeFull)
+    assignable(cidr)
+        .find(|ip| !used.contains(ip))
+        .ok_or(AllocError::IpRangeFull)
 }
 
 /// Chooses a node port: the requested one (non-zero) if in range and free,
@@ -74,24 +81,36 @@ pub fn allocate_node_port(
         let p = u16::try_from(port)
             .ok()
             .filter(|p| range.contains(p))
-            .ok_or_else(|| AllocError::PortOutOfRange { port, range: range.clone() })?;
+            .ok_or_else(|| AllocError::PortOutOfRange {
+                port,
+                range: range.clone(),
+            })?;
         if used.contains(&p) {
             return Err(AllocError::PortInUse { port: p });
         }
         return Ok(p);
     }
-    range.into_iter().find(|p| !used.contains(p)).ok_or(AllocError::PortRangeFull)
+    range
+        .into_iter()
+        .find(|p| !used.contains(p))
+        .ok_or(AllocError::PortRangeFull)
 }
 
 /// Chooses the next free `/mask` block of the cluster CIDR for a node.
 ///
 /// The first block (e.g. 10.244.0.0/24) is never handed out, so the first node
 /// gets 10.244.1.0/24 and no pod address equals the cluster network address.
-pub fn allocate_pod_cidr(cluster: Ipv4Net, mask: u8, used: &BTreeSet<Ipv4Net>) -> Result<Ipv4Net, AllocError> {
+pub fn allocate_pod_cidr(
+    cluster: Ipv4Net,
+    mask: u8,
+    used: &BTreeSet<Ipv4Net>,
+) -> Result<Ipv4Net, AllocError> {
     if mask < cluster.prefix_len() || mask > 30 {
         return Err(AllocError::BadMask { cluster, mask });
     }
-    let blocks = cluster.subnets(mask).map_err(|_| AllocError::BadMask { cluster, mask })?;
+    let blocks = cluster
+        .subnets(mask)
+        .map_err(|_| AllocError::BadMask { cluster, mask })?;
     blocks
         .skip(1)
         .find(|b| !used.iter().any(|u| u.contains(b) || b.contains(u)))
@@ -115,17 +134,48 @@ mod tests {
         let cidr = net("10.96.0.0/16");
         let used: BTreeSet<Ipv4Addr> = [ip("10.96.0.2"), ip("10.96.0.5")].into();
         let cases: Vec<(&str, Option<&str>, Result<Ipv4Addr, AllocError>)> = vec![
-            ("lowest free skips network, .1 and used", None, Ok(ip("10.96.0.3"))),
+            (
+                "lowest free skips network, .1 and used",
+                None,
+                Ok(ip("10.96.0.3")),
+            ),
             ("requested free", Some("10.96.0.9"), Ok(ip("10.96.0.9"))),
-            ("requested in use", Some("10.96.0.5"), Err(AllocError::IpInUse { ip: ip("10.96.0.5") })),
-            ("out of range", Some("10.0.0.5"), Err(AllocError::IpOutOfRange { ip: ip("10.0.0.5"), range: cidr })),
-            ("network address", Some("10.96.0.0"), Err(AllocError::IpOutOfRange { ip: ip("10.96.0.0"), range: cidr })),
+            (
+                "requested in use",
+                Some("10.96.0.5"),
+                Err(AllocError::IpInUse {
+                    ip: ip("10.96.0.5"),
+                }),
+            ),
+            (
+                "out of range",
+                Some("10.0.0.5"),
+                Err(AllocError::IpOutOfRange {
+                    ip: ip("10.0.0.5"),
+                    range: cidr,
+                }),
+            ),
+            (
+                "network address",
+                Some("10.96.0.0"),
+                Err(AllocError::IpOutOfRange {
+                    ip: ip("10.96.0.0"),
+                    range: cidr,
+                }),
+            ),
         ];
         for (name, req, want) in cases {
-            assert_eq!(allocate_cluster_ip(cidr, &used, req.map(ip)), want, "{name}");
+            assert_eq!(
+                allocate_cluster_ip(cidr, &used, req.map(ip)),
+                want,
+                "{name}"
+            );
         }
         assert_eq!(
-            AllocError::IpInUse { ip: ip("10.96.0.5") }.to_string(),
+            AllocError::IpInUse {
+                ip: ip("10.96.0.5")
+            }
+            .to_string(),
             "failed to allocate IP 10.96.0.5: provided IP is already allocated"
         );
     }
@@ -133,9 +183,15 @@ mod tests {
     #[test]
     fn cluster_ip_range_full() {
         let cidr = net("10.96.0.0/30"); // .0 network, .1 reserved, .2 only, .3 broadcast
-        assert_eq!(allocate_cluster_ip(cidr, &BTreeSet::new(), None), Ok(ip("10.96.0.2")));
+        assert_eq!(
+            allocate_cluster_ip(cidr, &BTreeSet::new(), None),
+            Ok(ip("10.96.0.2"))
+        );
         let used = [ip("10.96.0.2")].into();
-        assert_eq!(allocate_cluster_ip(cidr, &used, None), Err(AllocError::IpRangeFull));
+        assert_eq!(
+            allocate_cluster_ip(cidr, &used, None),
+            Err(AllocError::IpRangeFull)
+        );
     }
 
     #[test]
@@ -146,15 +202,38 @@ mod tests {
             (Some(0), Ok(30002)),
             (Some(30080), Ok(30080)),
             (Some(30001), Err(AllocError::PortInUse { port: 30001 })),
-            (Some(80), Err(AllocError::PortOutOfRange { port: 80, range: NODE_PORT_RANGE })),
-            (Some(70000), Err(AllocError::PortOutOfRange { port: 70000, range: NODE_PORT_RANGE })),
+            (
+                Some(80),
+                Err(AllocError::PortOutOfRange {
+                    port: 80,
+                    range: NODE_PORT_RANGE,
+                }),
+            ),
+            (
+                Some(70000),
+                Err(AllocError::PortOutOfRange {
+                    port: 70000,
+                    range: NODE_PORT_RANGE,
+                }),
+            ),
         ];
         for (req, want) in cases {
-            assert_eq!(allocate_node_port(NODE_PORT_RANGE, &used, req), want, "{req:?}");
+            assert_eq!(
+                allocate_node_port(NODE_PORT_RANGE, &used, req),
+                want,
+                "{req:?}"
+            );
         }
-        assert_eq!(allocate_node_port(30000..=30001, &used, None), Err(AllocError::PortRangeFull));
         assert_eq!(
-            AllocError::PortOutOfRange { port: 80, range: NODE_PORT_RANGE }.to_string(),
+            allocate_node_port(30000..=30001, &used, None),
+            Err(AllocError::PortRangeFull)
+        );
+        assert_eq!(
+            AllocError::PortOutOfRange {
+                port: 80,
+                range: NODE_PORT_RANGE
+            }
+            .to_string(),
             "provided port is not in the valid range. The range of valid ports is 30000-32767"
         );
     }
@@ -164,7 +243,11 @@ mod tests {
         let cluster = net("10.244.0.0/16");
         let cases: Vec<(Vec<&str>, u8, Result<Ipv4Net, AllocError>)> = vec![
             (vec![], 24, Ok(net("10.244.1.0/24"))),
-            (vec!["10.244.1.0/24", "10.244.2.0/24"], 24, Ok(net("10.244.3.0/24"))),
+            (
+                vec!["10.244.1.0/24", "10.244.2.0/24"],
+                24,
+                Ok(net("10.244.3.0/24")),
+            ),
             (vec!["10.244.2.0/24"], 24, Ok(net("10.244.1.0/24"))),
             (vec![], 8, Err(AllocError::BadMask { cluster, mask: 8 })),
         ];
@@ -174,6 +257,12 @@ mod tests {
         }
         let small = net("10.244.0.0/23");
         let used = [net("10.244.1.0/24")].into();
-        assert_eq!(allocate_pod_cidr(small, 24, &used), Err(AllocError::CidrRangeFull { cluster: small, mask: 24 }));
+        assert_eq!(
+            allocate_pod_cidr(small, 24, &used),
+            Err(AllocError::CidrRangeFull {
+                cluster: small,
+                mask: 24
+            })
+        );
     }
 }

@@ -20,7 +20,10 @@ pub const SUFFIX_LEN: usize = 5;
 
 /// Maps random bytes to a generateName suffix.
 pub fn name_suffix(random: [u8; SUFFIX_LEN]) -> String {
-    random.iter().map(|b| SUFFIX_ALPHABET[usize::from(*b) % SUFFIX_ALPHABET.len()] as char).collect()
+    random
+        .iter()
+        .map(|b| SUFFIX_ALPHABET[usize::from(*b) % SUFFIX_ALPHABET.len()] as char)
+        .collect()
 }
 
 /// Turns `generateName` into `name` when no name was given.
@@ -47,10 +50,13 @@ pub fn image_pull_policy(image: &str) -> &'static str {
 
 fn default_container(c: &mut Container) {
     if c.image_pull_policy.is_none() {
-        c.image_pull_policy = Some(image_pull_policy(c.image.as_deref().unwrap_or_default()).to_string());
+        c.image_pull_policy =
+            Some(image_pull_policy(c.image.as_deref().unwrap_or_default()).to_string());
     }
-    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".to_string());
-    c.termination_message_policy.get_or_insert_with(|| "File".to_string());
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".to_string());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".to_string());
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".to_string());
     }
@@ -58,12 +64,19 @@ fn default_container(c: &mut Container) {
 
 /// Defaults a pod spec (also used for every workload's pod template).
 pub fn default_pod_spec(spec: &mut PodSpec) {
-    spec.restart_policy.get_or_insert_with(|| "Always".to_string());
+    spec.restart_policy
+        .get_or_insert_with(|| "Always".to_string());
     spec.termination_grace_period_seconds.get_or_insert(30);
-    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_string());
-    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".to_string());
+    spec.dns_policy
+        .get_or_insert_with(|| "ClusterFirst".to_string());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".to_string());
     spec.security_context.get_or_insert_with(Default::default);
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
         default_container(c);
     }
 }
@@ -84,9 +97,15 @@ pub fn default_pod(pod: &mut Pod) {
 /// Defaults a Service (allocation of cluster IPs and node ports happens later,
 /// in the API server, because it needs the set of addresses in use).
 pub fn default_service(svc: &mut Service) {
-    let Some(spec) = svc.spec.as_mut() else { return };
-    let ty = spec.type_.get_or_insert_with(|| "ClusterIP".to_string()).clone();
-    spec.session_affinity.get_or_insert_with(|| "None".to_string());
+    let Some(spec) = svc.spec.as_mut() else {
+        return;
+    };
+    let ty = spec
+        .type_
+        .get_or_insert_with(|| "ClusterIP".to_string())
+        .clone();
+    spec.session_affinity
+        .get_or_insert_with(|| "None".to_string());
     if ty == "ExternalName" {
         return;
     }
@@ -96,11 +115,15 @@ pub fn default_service(svc: &mut Service) {
             p.target_port = Some(IntOrString::Int(p.port));
         }
     }
-    spec.ip_families.get_or_insert_with(|| vec!["IPv4".to_string()]);
-    spec.ip_family_policy.get_or_insert_with(|| "SingleStack".to_string());
-    spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".to_string());
+    spec.ip_families
+        .get_or_insert_with(|| vec!["IPv4".to_string()]);
+    spec.ip_family_policy
+        .get_or_insert_with(|| "SingleStack".to_string());
+    spec.internal_traffic_policy
+        .get_or_insert_with(|| "Cluster".to_string());
     if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
-        spec.external_traffic_policy.get_or_insert_with(|| "Cluster".to_string());
+        spec.external_traffic_policy
+            .get_or_insert_with(|| "Cluster".to_string());
     }
     // `clusterIPs` mirrors `clusterIP` (Kubernetes keeps them in sync).
     if spec.cluster_ips.as_ref().is_none_or(Vec::is_empty)
@@ -122,12 +145,20 @@ pub fn default_deployment(d: &mut Deployment) {
     spec.replicas.get_or_insert(1);
     spec.revision_history_limit.get_or_insert(10);
     spec.progress_deadline_seconds.get_or_insert(600);
-    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
-    let ty = strategy.type_.get_or_insert_with(|| "RollingUpdate".to_string());
+    let strategy = spec
+        .strategy
+        .get_or_insert_with(DeploymentStrategy::default);
+    let ty = strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
     if ty == "RollingUpdate" {
-        let ru = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
-        ru.max_surge.get_or_insert_with(|| IntOrString::String("25%".to_string()));
-        ru.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".to_string()));
+        let ru = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDeployment::default);
+        ru.max_surge
+            .get_or_insert_with(|| IntOrString::String("25%".to_string()));
+        ru.max_unavailable
+            .get_or_insert_with(|| IntOrString::String("25%".to_string()));
     }
     default_template(&mut spec.template);
 }
@@ -153,7 +184,8 @@ pub fn default_daemon_set(ds: &mut DaemonSet) {
 pub fn default_stateful_set(ss: &mut StatefulSet) {
     if let Some(spec) = ss.spec.as_mut() {
         spec.replicas.get_or_insert(1);
-        spec.pod_management_policy.get_or_insert_with(|| "OrderedReady".to_string());
+        spec.pod_management_policy
+            .get_or_insert_with(|| "OrderedReady".to_string());
         spec.revision_history_limit.get_or_insert(10);
         default_template(&mut spec.template);
     }
@@ -222,7 +254,10 @@ mod tests {
                 containers: vec![Container {
                     name: "c".into(),
                     image: Some("img:v1".into()),
-                    ports: Some(vec![ContainerPort { container_port: 80, ..Default::default() }]),
+                    ports: Some(vec![ContainerPort {
+                        container_port: 80,
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }],
                 restart_policy: Some("Never".into()),
@@ -232,20 +267,33 @@ mod tests {
         };
         default_pod(&mut pod);
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.restart_policy.as_deref(), Some("Never"), "explicit value kept");
+        assert_eq!(
+            spec.restart_policy.as_deref(),
+            Some("Never"),
+            "explicit value kept"
+        );
         assert_eq!(spec.termination_grace_period_seconds, Some(30));
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
-        assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
-        assert_eq!(c.ports.as_ref().unwrap()[0].protocol.as_deref(), Some("TCP"));
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(
+            c.ports.as_ref().unwrap()[0].protocol.as_deref(),
+            Some("TCP")
+        );
     }
 
     #[test]
     fn service_defaults() {
         let mut svc = Service {
             spec: Some(ServiceSpec {
-                ports: Some(vec![ServicePort { port: 80, ..Default::default() }]),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -265,7 +313,10 @@ mod tests {
     fn deployment_defaults() {
         let mut d = Deployment {
             spec: Some(DeploymentSpec {
-                template: PodTemplateSpec { spec: Some(PodSpec::default()), ..Default::default() },
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec::default()),
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             ..Default::default()
@@ -280,6 +331,9 @@ mod tests {
         let ru = strategy.rolling_update.unwrap();
         assert_eq!(ru.max_surge, Some(IntOrString::String("25%".into())));
         assert_eq!(ru.max_unavailable, Some(IntOrString::String("25%".into())));
-        assert_eq!(spec.template.spec.unwrap().restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            spec.template.spec.unwrap().restart_policy.as_deref(),
+            Some("Always")
+        );
     }
 }

@@ -43,14 +43,32 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { error_type: ErrorType::Required, field: field.into(), value: String::new(), detail: detail.into() }
+        Self {
+            error_type: ErrorType::Required,
+            field: field.into(),
+            value: String::new(),
+            detail: detail.into(),
+        }
     }
-    pub fn invalid(field: impl Into<String>, value: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { error_type: ErrorType::Invalid, field: field.into(), value: value.into(), detail: detail.into() }
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            error_type: ErrorType::Invalid,
+            field: field.into(),
+            value: value.into(),
+            detail: detail.into(),
+        }
     }
     /// `supported` are the allowed values, unquoted.
     pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
-        let list = supported.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ");
+        let list = supported
+            .iter()
+            .map(|s| quote(s))
+            .collect::<Vec<_>>()
+            .join(", ");
         Self {
             error_type: ErrorType::NotSupported,
             field: field.into(),
@@ -59,21 +77,41 @@ impl FieldError {
         }
     }
     pub fn duplicate(field: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { error_type: ErrorType::Duplicate, field: field.into(), value: value.into(), detail: String::new() }
+        Self {
+            error_type: ErrorType::Duplicate,
+            field: field.into(),
+            value: value.into(),
+            detail: String::new(),
+        }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { error_type: ErrorType::Forbidden, field: field.into(), value: String::new(), detail: detail.into() }
+        Self {
+            error_type: ErrorType::Forbidden,
+            field: field.into(),
+            value: String::new(),
+            detail: detail.into(),
+        }
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.error_type {
-            ErrorType::Required if self.detail.is_empty() => write!(f, "{}: Required value", self.field),
+            ErrorType::Required if self.detail.is_empty() => {
+                write!(f, "{}: Required value", self.field)
+            }
             ErrorType::Required => write!(f, "{}: Required value: {}", self.field, self.detail),
-            ErrorType::Invalid => write!(f, "{}: Invalid value: {}: {}", self.field, self.value, self.detail),
+            ErrorType::Invalid => write!(
+                f,
+                "{}: Invalid value: {}: {}",
+                self.field, self.value, self.detail
+            ),
             ErrorType::NotSupported => {
-                write!(f, "{}: Unsupported value: {}: {}", self.field, self.value, self.detail)
+                write!(
+                    f,
+                    "{}: Unsupported value: {}: {}",
+                    self.field, self.value, self.detail
+                )
             }
             ErrorType::Duplicate => write!(f, "{}: Duplicate value: {}", self.field, self.value),
             ErrorType::Forbidden => write!(f, "{}: Forbidden: {}", self.field, self.detail),
@@ -105,7 +143,11 @@ pub fn quote(s: &str) -> String {
 
 /// Renders a label map as Go prints `map[string]string{...}`.
 pub fn render_map(m: &BTreeMap<String, String>) -> String {
-    let body = m.iter().map(|(k, v)| format!("{}:{}", quote(k), quote(v))).collect::<Vec<_>>().join(", ");
+    let body = m
+        .iter()
+        .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("map[string]string{{{body}}}")
 }
 
@@ -168,7 +210,9 @@ pub fn dns1035_label(s: &str) -> Vec<String> {
 
 fn name_part_ok(s: &str) -> bool {
     let inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    !s.is_empty() && s.chars().all(inner) && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+    !s.is_empty()
+        && s.chars().all(inner)
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
@@ -183,7 +227,11 @@ pub fn qualified_name(key: &str) -> Vec<String> {
         if p.is_empty() {
             errs.push("prefix part must be non-empty".to_string());
         } else {
-            errs.extend(dns1123_subdomain(p).into_iter().map(|e| format!("prefix part {e}")));
+            errs.extend(
+                dns1123_subdomain(p)
+                    .into_iter()
+                    .map(|e| format!("prefix part {e}")),
+            );
         }
     }
     if name.is_empty() {
@@ -218,7 +266,9 @@ pub fn port_name(s: &str) -> Vec<String> {
         errs.push("must be no more than 15 characters".to_string());
     }
     if !s.chars().all(|c| is_lower_alnum(c) || c == '-') {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if !s.chars().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_string());
@@ -233,12 +283,20 @@ pub fn port_name(s: &str) -> Vec<String> {
 }
 
 fn push_all(out: &mut Vec<FieldError>, field: &str, value: String, problems: Vec<String>) {
-    out.extend(problems.into_iter().map(|d| FieldError::invalid(field, value.clone(), d)));
+    out.extend(
+        problems
+            .into_iter()
+            .map(|d| FieldError::invalid(field, value.clone(), d)),
+    );
 }
 
 fn check_port_number(out: &mut Vec<FieldError>, field: &str, port: i32) {
     if !(1..=65535).contains(&port) {
-        out.push(FieldError::invalid(field, port.to_string(), "must be between 1 and 65535, inclusive"));
+        out.push(FieldError::invalid(
+            field,
+            port.to_string(),
+            "must be between 1 and 65535, inclusive",
+        ));
     }
 }
 
@@ -279,7 +337,10 @@ pub fn validate_object_meta(kind: &str, namespaced: bool, meta: &ObjectMeta) -> 
     let mut errs = Vec::new();
     match meta.name.as_deref() {
         None | Some("") => {
-            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+            errs.push(FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            ));
         }
         Some(name) => {
             let problems = match name_rule(kind) {
@@ -292,9 +353,17 @@ pub fn validate_object_meta(kind: &str, namespaced: bool, meta: &ObjectMeta) -> 
     }
     match (namespaced, meta.namespace.as_deref()) {
         (true, None | Some("")) => errs.push(FieldError::required("metadata.namespace", "")),
-        (true, Some(ns)) => push_all(&mut errs, "metadata.namespace", quote(ns), dns1123_label(ns)),
+        (true, Some(ns)) => push_all(
+            &mut errs,
+            "metadata.namespace",
+            quote(ns),
+            dns1123_label(ns),
+        ),
         (false, Some(ns)) if !ns.is_empty() => {
-            errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
+            errs.push(FieldError::forbidden(
+                "metadata.namespace",
+                "not allowed on this type",
+            ));
         }
         (false, _) => {}
     }
@@ -303,7 +372,12 @@ pub fn validate_object_meta(kind: &str, namespaced: bool, meta: &ObjectMeta) -> 
     }
     if let Some(annotations) = &meta.annotations {
         for k in annotations.keys() {
-            push_all(&mut errs, "metadata.annotations", quote(k), qualified_name(k));
+            push_all(
+                &mut errs,
+                "metadata.annotations",
+                quote(k),
+                qualified_name(k),
+            );
         }
     }
     errs
@@ -327,7 +401,11 @@ pub fn validate_labels(labels: &BTreeMap<String, String>, field: &str) -> Vec<Fi
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     let mut errs = validate_object_meta("Pod", true, &pod.metadata);
     match &pod.spec {
-        Some(spec) => errs.extend(validate_pod_spec(spec, "spec", &["Always", "OnFailure", "Never"])),
+        Some(spec) => errs.extend(validate_pod_spec(
+            spec,
+            "spec",
+            &["Always", "OnFailure", "Never"],
+        )),
         None => errs.push(FieldError::required("spec", "")),
     }
     errs
@@ -341,20 +419,36 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str, restart_policies: &[&str]) 
         errs.push(FieldError::required(format!("{path}.containers"), ""));
     }
     for (i, c) in spec.containers.iter().enumerate() {
-        errs.extend(validate_container(c, &format!("{path}.containers[{i}]"), &mut names));
+        errs.extend(validate_container(
+            c,
+            &format!("{path}.containers[{i}]"),
+            &mut names,
+        ));
     }
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        errs.extend(validate_container(c, &format!("{path}.initContainers[{i}]"), &mut names));
+        errs.extend(validate_container(
+            c,
+            &format!("{path}.initContainers[{i}]"),
+            &mut names,
+        ));
     }
     if let Some(rp) = spec.restart_policy.as_deref()
         && !restart_policies.contains(&rp)
     {
-        errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), rp, restart_policies));
+        errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            rp,
+            restart_policies,
+        ));
     }
     if let Some(dp) = spec.dns_policy.as_deref() {
         const DNS: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
         if !DNS.contains(&dp) {
-            errs.push(FieldError::not_supported(format!("{path}.dnsPolicy"), dp, DNS));
+            errs.push(FieldError::not_supported(
+                format!("{path}.dnsPolicy"),
+                dp,
+                DNS,
+            ));
         }
     }
     if let Some(g) = spec.termination_grace_period_seconds
@@ -369,7 +463,12 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str, restart_policies: &[&str]) 
     if let Some(node) = spec.node_name.as_deref()
         && !node.is_empty()
     {
-        push_all(&mut errs, &format!("{path}.nodeName"), quote(node), dns1123_subdomain(node));
+        push_all(
+            &mut errs,
+            &format!("{path}.nodeName"),
+            quote(node),
+            dns1123_subdomain(node),
+        );
     }
     errs
 }
@@ -379,9 +478,17 @@ fn validate_container(c: &Container, path: &str, names: &mut BTreeSet<String>) -
     if c.name.is_empty() {
         errs.push(FieldError::required(format!("{path}.name"), ""));
     } else {
-        push_all(&mut errs, &format!("{path}.name"), quote(&c.name), dns1123_label(&c.name));
+        push_all(
+            &mut errs,
+            &format!("{path}.name"),
+            quote(&c.name),
+            dns1123_label(&c.name),
+        );
         if !names.insert(c.name.clone()) {
-            errs.push(FieldError::duplicate(format!("{path}.name"), quote(&c.name)));
+            errs.push(FieldError::duplicate(
+                format!("{path}.name"),
+                quote(&c.name),
+            ));
         }
     }
     if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
@@ -390,19 +497,35 @@ fn validate_container(c: &Container, path: &str, names: &mut BTreeSet<String>) -
     if let Some(p) = c.image_pull_policy.as_deref() {
         const PULL: &[&str] = &["Always", "IfNotPresent", "Never"];
         if !PULL.contains(&p) {
-            errs.push(FieldError::not_supported(format!("{path}.imagePullPolicy"), p, PULL));
+            errs.push(FieldError::not_supported(
+                format!("{path}.imagePullPolicy"),
+                p,
+                PULL,
+            ));
         }
     }
     let mut port_names = BTreeSet::new();
     for (i, p) in c.ports.iter().flatten().enumerate() {
-        errs.extend(validate_container_port(p, &format!("{path}.ports[{i}]"), &mut port_names));
+        errs.extend(validate_container_port(
+            p,
+            &format!("{path}.ports[{i}]"),
+            &mut port_names,
+        ));
     }
     errs
 }
 
-fn validate_container_port(p: &ContainerPort, path: &str, names: &mut BTreeSet<String>) -> Vec<FieldError> {
+fn validate_container_port(
+    p: &ContainerPort,
+    path: &str,
+    names: &mut BTreeSet<String>,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    check_port_number(&mut errs, &format!("{path}.containerPort"), p.container_port);
+    check_port_number(
+        &mut errs,
+        &format!("{path}.containerPort"),
+        p.container_port,
+    );
     if let Some(hp) = p.host_port
         && hp != 0
     {
@@ -416,7 +539,11 @@ fn validate_container_port(p: &ContainerPort, path: &str, names: &mut BTreeSet<S
             errs.push(FieldError::duplicate(format!("{path}.name"), quote(n)));
         }
     }
-    check_protocol(&mut errs, &format!("{path}.protocol"), p.protocol.as_deref());
+    check_protocol(
+        &mut errs,
+        &format!("{path}.protocol"),
+        p.protocol.as_deref(),
+    );
     errs
 }
 
@@ -450,12 +577,20 @@ pub fn validate_service(svc: &Service) -> Vec<FieldError> {
         && ip != "None"
         && ip.parse::<std::net::IpAddr>().is_err()
     {
-        errs.push(FieldError::invalid("spec.clusterIPs[0]", quote(ip), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            quote(ip),
+            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+        ));
     }
     if let Some(aff) = spec.session_affinity.as_deref()
         && !["ClientIP", "None"].contains(&aff)
     {
-        errs.push(FieldError::not_supported("spec.sessionAffinity", aff, &["ClientIP", "None"]));
+        errs.push(FieldError::not_supported(
+            "spec.sessionAffinity",
+            aff,
+            &["ClientIP", "None"],
+        ));
     }
     if ty == "ExternalName" {
         if spec.external_name.as_deref().is_none_or(str::is_empty) {
@@ -469,7 +604,12 @@ pub fn validate_service(svc: &Service) -> Vec<FieldError> {
     }
     let mut names = BTreeSet::new();
     for (i, p) in ports.iter().enumerate() {
-        errs.extend(validate_service_port(p, &format!("spec.ports[{i}]"), ports.len() > 1, &mut names));
+        errs.extend(validate_service_port(
+            p,
+            &format!("spec.ports[{i}]"),
+            ports.len() > 1,
+            &mut names,
+        ));
         if ty == "ClusterIP" && p.node_port.is_some_and(|n| n != 0) {
             errs.push(FieldError::forbidden(
                 format!("spec.ports[{i}].nodePort"),
@@ -483,24 +623,45 @@ pub fn validate_service(svc: &Service) -> Vec<FieldError> {
     errs
 }
 
-fn validate_service_port(p: &ServicePort, path: &str, multi: bool, names: &mut BTreeSet<String>) -> Vec<FieldError> {
+fn validate_service_port(
+    p: &ServicePort,
+    path: &str,
+    multi: bool,
+    names: &mut BTreeSet<String>,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     match p.name.as_deref() {
         None | Some("") if multi => errs.push(FieldError::required(format!("{path}.name"), "")),
         None | Some("") => {}
         Some(n) => {
-            push_all(&mut errs, &format!("{path}.name"), quote(n), dns1123_label(n));
+            push_all(
+                &mut errs,
+                &format!("{path}.name"),
+                quote(n),
+                dns1123_label(n),
+            );
             if !names.insert(n.to_string()) {
                 errs.push(FieldError::duplicate(format!("{path}.name"), quote(n)));
             }
         }
     }
     check_port_number(&mut errs, &format!("{path}.port"), p.port);
-    check_protocol(&mut errs, &format!("{path}.protocol"), p.protocol.as_deref());
+    check_protocol(
+        &mut errs,
+        &format!("{path}.protocol"),
+        p.protocol.as_deref(),
+    );
     match &p.target_port {
-        Some(IntOrString::Int(t)) => check_port_number(&mut errs, &format!("{path}.targetPort"), *t),
+        Some(IntOrString::Int(t)) => {
+            check_port_number(&mut errs, &format!("{path}.targetPort"), *t)
+        }
         Some(IntOrString::String(s)) => {
-            push_all(&mut errs, &format!("{path}.targetPort"), quote(s), port_name(s));
+            push_all(
+                &mut errs,
+                &format!("{path}.targetPort"),
+                quote(s),
+                port_name(s),
+            );
         }
         None => {}
     }
@@ -520,7 +681,11 @@ fn validate_replicas(errs: &mut Vec<FieldError>, replicas: Option<i32>) {
     if let Some(r) = replicas
         && r < 0
     {
-        errs.push(FieldError::invalid("spec.replicas", r.to_string(), "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            "spec.replicas",
+            r.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -533,7 +698,10 @@ fn validate_selector_and_template(
     template: Option<&PodTemplateSpec>,
 ) {
     let empty_labels = BTreeMap::new();
-    let labels = template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.as_ref()).unwrap_or(&empty_labels);
+    let labels = template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .unwrap_or(&empty_labels);
     match selector {
         None => errs.push(FieldError::required("spec.selector", "")),
         Some(sel) => {
@@ -547,7 +715,11 @@ fn validate_selector_and_template(
                 ));
             } else {
                 match Selector::from_label_selector(sel) {
-                    Err(e) => errs.push(FieldError::invalid("spec.selector", quote(&format!("{sel:?}")), e.to_string())),
+                    Err(e) => errs.push(FieldError::invalid(
+                        "spec.selector",
+                        quote(&format!("{sel:?}")),
+                        e.to_string(),
+                    )),
                     Ok(s) if !s.matches(labels) => errs.push(FieldError::invalid(
                         "spec.template.metadata.labels",
                         render_map(labels),
@@ -564,7 +736,9 @@ fn validate_selector_and_template(
             errs.extend(validate_labels(labels, "spec.template.metadata.labels"));
             match &t.spec {
                 None => errs.push(FieldError::required("spec.template.spec", "")),
-                Some(spec) => errs.extend(validate_pod_spec(spec, "spec.template.spec", &["Always"])),
+                Some(spec) => {
+                    errs.extend(validate_pod_spec(spec, "spec.template.spec", &["Always"]))
+                }
             }
         }
     }
@@ -578,17 +752,30 @@ pub fn validate_deployment(d: &Deployment) -> Vec<FieldError> {
         return errs;
     };
     validate_replicas(&mut errs, spec.replicas);
-    validate_selector_and_template(&mut errs, "deployment", Some(&spec.selector), Some(&spec.template));
+    validate_selector_and_template(
+        &mut errs,
+        "deployment",
+        Some(&spec.selector),
+        Some(&spec.template),
+    );
     if let Some(s) = &spec.strategy
         && let Some(t) = s.type_.as_deref()
         && !["Recreate", "RollingUpdate"].contains(&t)
     {
-        errs.push(FieldError::not_supported("spec.strategy.type", t, &["Recreate", "RollingUpdate"]));
+        errs.push(FieldError::not_supported(
+            "spec.strategy.type",
+            t,
+            &["Recreate", "RollingUpdate"],
+        ));
     }
     if let Some(r) = spec.revision_history_limit
         && r < 0
     {
-        errs.push(FieldError::invalid("spec.revisionHistoryLimit", r.to_string(), "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            "spec.revisionHistoryLimit",
+            r.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
     errs
 }
@@ -601,7 +788,12 @@ pub fn validate_replica_set(rs: &ReplicaSet) -> Vec<FieldError> {
         return errs;
     };
     validate_replicas(&mut errs, spec.replicas);
-    validate_selector_and_template(&mut errs, "replicaset", Some(&spec.selector), spec.template.as_ref());
+    validate_selector_and_template(
+        &mut errs,
+        "replicaset",
+        Some(&spec.selector),
+        spec.template.as_ref(),
+    );
     errs
 }
 
@@ -612,7 +804,12 @@ pub fn validate_daemon_set(ds: &DaemonSet) -> Vec<FieldError> {
         errs.push(FieldError::required("spec", ""));
         return errs;
     };
-    validate_selector_and_template(&mut errs, "daemonset", Some(&spec.selector), Some(&spec.template));
+    validate_selector_and_template(
+        &mut errs,
+        "daemonset",
+        Some(&spec.selector),
+        Some(&spec.template),
+    );
     errs
 }
 
@@ -624,11 +821,20 @@ pub fn validate_stateful_set(ss: &StatefulSet) -> Vec<FieldError> {
         return errs;
     };
     validate_replicas(&mut errs, spec.replicas);
-    validate_selector_and_template(&mut errs, "statefulset", Some(&spec.selector), Some(&spec.template));
+    validate_selector_and_template(
+        &mut errs,
+        "statefulset",
+        Some(&spec.selector),
+        Some(&spec.template),
+    );
     if let Some(p) = spec.pod_management_policy.as_deref()
         && !["OrderedReady", "Parallel"].contains(&p)
     {
-        errs.push(FieldError::not_supported("spec.podManagementPolicy", p, &["OrderedReady", "Parallel"]));
+        errs.push(FieldError::not_supported(
+            "spec.podManagementPolicy",
+            p,
+            &["OrderedReady", "Parallel"],
+        ));
     }
     errs
 }
@@ -649,7 +855,11 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
         if let Some(n) = v
             && n < 0
         {
-            errs.push(FieldError::invalid(field, n.to_string(), "must be greater than or equal to 0"));
+            errs.push(FieldError::invalid(
+                field,
+                n.to_string(),
+                "must be greater than or equal to 0",
+            ));
         }
     }
     match &spec.template.spec {
@@ -658,7 +868,11 @@ pub fn validate_job(job: &Job) -> Vec<FieldError> {
             if ps.restart_policy.is_none() {
                 errs.push(FieldError::required("spec.template.spec.restartPolicy", ""));
             }
-            errs.extend(validate_pod_spec(ps, "spec.template.spec", &["OnFailure", "Never"]));
+            errs.extend(validate_pod_spec(
+                ps,
+                "spec.template.spec",
+                &["OnFailure", "Never"],
+            ));
         }
     }
     errs
@@ -676,7 +890,11 @@ pub fn validate_node(node: &Node) -> Vec<FieldError> {
         && !cidr.is_empty()
         && cidr.parse::<ipnet::IpNet>().is_err()
     {
-        errs.push(FieldError::invalid("spec.podCIDR", quote(cidr), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
+        errs.push(FieldError::invalid(
+            "spec.podCIDR",
+            quote(cidr),
+            "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+        ));
     }
     errs
 }
@@ -688,19 +906,33 @@ mod tests {
     use k8s_openapi::api::core::v1::ServiceSpec;
 
     fn meta(name: &str) -> ObjectMeta {
-        ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() }
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }
     }
 
     fn container(name: &str, image: Option<&str>) -> Container {
-        Container { name: name.into(), image: image.map(Into::into), ..Default::default() }
+        Container {
+            name: name.into(),
+            image: image.map(Into::into),
+            ..Default::default()
+        }
     }
 
     fn pod_spec(containers: Vec<Container>) -> PodSpec {
-        PodSpec { containers, ..Default::default() }
+        PodSpec {
+            containers,
+            ..Default::default()
+        }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn deployment(replicas: i32, sel: &[(&str, &str)], tmpl: &[(&str, &str)]) -> Deployment {
@@ -708,9 +940,15 @@ mod tests {
             metadata: meta("web"),
             spec: Some(DeploymentSpec {
                 replicas: Some(replicas),
-                selector: LabelSelector { match_labels: Some(labels(sel)), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(labels(sel)),
+                    ..Default::default()
+                },
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels(tmpl)), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(tmpl)),
+                        ..Default::default()
+                    }),
                     spec: Some(pod_spec(vec![container("c", Some("img"))])),
                 },
                 ..Default::default()
@@ -736,11 +974,18 @@ mod tests {
             ("", false, false, false),
         ];
         for (name, sub, label, l1035) in cases {
-            assert_eq!(dns1123_subdomain(name).is_empty(), *sub, "subdomain {name:?}");
+            assert_eq!(
+                dns1123_subdomain(name).is_empty(),
+                *sub,
+                "subdomain {name:?}"
+            );
             assert_eq!(dns1123_label(name).is_empty(), *label, "label {name:?}");
             assert_eq!(dns1035_label(name).is_empty(), *l1035, "1035 {name:?}");
         }
-        assert_eq!(dns1123_label(&"a".repeat(64)), vec!["must be no more than 63 characters".to_string()]);
+        assert_eq!(
+            dns1123_label(&"a".repeat(64)),
+            vec!["must be no more than 63 characters".to_string()]
+        );
     }
 
     #[test]
@@ -763,7 +1008,15 @@ mod tests {
 
     #[test]
     fn port_names() {
-        for (n, ok) in [("http", true), ("http-alt", true), ("80", false), ("a--b", false), ("-a", false), ("HTTP", false), ("averyveryverylongname", false)] {
+        for (n, ok) in [
+            ("http", true),
+            ("http-alt", true),
+            ("80", false),
+            ("a--b", false),
+            ("-a", false),
+            ("HTTP", false),
+            ("averyveryverylongname", false),
+        ] {
             assert_eq!(port_name(n).is_empty(), ok, "{n:?}");
         }
     }
@@ -771,14 +1024,32 @@ mod tests {
     #[test]
     fn metadata_errors_use_kubernetes_wording() {
         let errs = validate_object_meta("Pod", true, &meta("Foo_"));
-        assert_eq!(strings(&errs), vec![format!("metadata.name: Invalid value: \"Foo_\": {DNS1123_SUBDOMAIN_MSG}")]);
-        let errs = validate_object_meta("Pod", true, &ObjectMeta { namespace: Some("default".into()), ..Default::default() });
-        assert_eq!(strings(&errs), vec!["metadata.name: Required value: name or generateName is required"]);
+        assert_eq!(
+            strings(&errs),
+            vec![format!(
+                "metadata.name: Invalid value: \"Foo_\": {DNS1123_SUBDOMAIN_MSG}"
+            )]
+        );
+        let errs = validate_object_meta(
+            "Pod",
+            true,
+            &ObjectMeta {
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.name: Required value: name or generateName is required"]
+        );
         let errs = validate_object_meta("Service", true, &meta("1svc"));
         assert_eq!(errs.len(), 1);
         assert!(errs[0].to_string().contains("DNS-1035"));
         let errs = validate_object_meta("Node", false, &meta("n1"));
-        assert_eq!(strings(&errs), vec!["metadata.namespace: Forbidden: not allowed on this type"]);
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.namespace: Forbidden: not allowed on this type"]
+        );
     }
 
     #[test]
@@ -792,8 +1063,16 @@ mod tests {
             ..Default::default()
         }]);
         let cases: Vec<(&str, PodSpec, Vec<&str>)> = vec![
-            ("valid", pod_spec(vec![container("c", Some("busybox"))]), vec![]),
-            ("no containers", pod_spec(vec![]), vec!["spec.containers: Required value"]),
+            (
+                "valid",
+                pod_spec(vec![container("c", Some("busybox"))]),
+                vec![],
+            ),
+            (
+                "no containers",
+                pod_spec(vec![]),
+                vec!["spec.containers: Required value"],
+            ),
             (
                 "duplicate name, missing image, bad restart policy",
                 dup,
@@ -813,7 +1092,11 @@ mod tests {
             ),
         ];
         for (name, spec, want) in cases {
-            let pod = Pod { metadata: meta("p"), spec: Some(spec), ..Default::default() };
+            let pod = Pod {
+                metadata: meta("p"),
+                spec: Some(spec),
+                ..Default::default()
+            };
             assert_eq!(strings(&validate_pod(&pod)), want, "{name}");
         }
     }
@@ -831,27 +1114,65 @@ mod tests {
         }
     }
 
-    fn sport(name: Option<&str>, port: i32, target: Option<IntOrString>, node_port: Option<i32>) -> ServicePort {
-        ServicePort { name: name.map(Into::into), port, target_port: target, node_port, ..Default::default() }
+    fn sport(
+        name: Option<&str>,
+        port: i32,
+        target: Option<IntOrString>,
+        node_port: Option<i32>,
+    ) -> ServicePort {
+        ServicePort {
+            name: name.map(Into::into),
+            port,
+            target_port: target,
+            node_port,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn service_cases() {
         let cases: Vec<(&str, Service, Vec<&str>)> = vec![
-            ("valid", service(None, None, vec![sport(None, 80, Some(IntOrString::Int(8080)), None)]), vec![]),
-            ("headless without ports", service(None, Some("None"), vec![]), vec![]),
-            ("no ports", service(None, None, vec![]), vec!["spec.ports: Required value"]),
+            (
+                "valid",
+                service(
+                    None,
+                    None,
+                    vec![sport(None, 80, Some(IntOrString::Int(8080)), None)],
+                ),
+                vec![],
+            ),
+            (
+                "headless without ports",
+                service(None, Some("None"), vec![]),
+                vec![],
+            ),
+            (
+                "no ports",
+                service(None, None, vec![]),
+                vec!["spec.ports: Required value"],
+            ),
             (
                 "port out of range",
                 service(None, None, vec![sport(None, 70000, None, None)]),
-                vec!["spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"],
+                vec![
+                    "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                ],
             ),
             (
                 "named target port and unnamed multi port",
-                service(None, None, vec![
-                    sport(Some("http"), 80, Some(IntOrString::String("http-web".into())), None),
-                    sport(None, 81, Some(IntOrString::String("Bad_Name".into())), None),
-                ]),
+                service(
+                    None,
+                    None,
+                    vec![
+                        sport(
+                            Some("http"),
+                            80,
+                            Some(IntOrString::String("http-web".into())),
+                            None,
+                        ),
+                        sport(None, 81, Some(IntOrString::String("Bad_Name".into())), None),
+                    ],
+                ),
                 vec![
                     "spec.ports[1].name: Required value",
                     "spec.ports[1].targetPort: Invalid value: \"Bad_Name\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
@@ -859,18 +1180,32 @@ mod tests {
             ),
             (
                 "nodePort on ClusterIP",
-                service(Some("ClusterIP"), None, vec![sport(None, 80, None, Some(30080))]),
-                vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"],
+                service(
+                    Some("ClusterIP"),
+                    None,
+                    vec![sport(None, 80, None, Some(30080))],
+                ),
+                vec![
+                    "spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'",
+                ],
             ),
             (
                 "unknown type",
                 service(Some("Magic"), None, vec![sport(None, 80, None, None)]),
-                vec!["spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""],
+                vec![
+                    "spec.type: Unsupported value: \"Magic\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
+                ],
             ),
             (
                 "headless NodePort",
-                service(Some("NodePort"), Some("None"), vec![sport(None, 80, None, None)]),
-                vec!["spec.clusterIPs[0]: Invalid value: \"None\": may not be set to 'None' for NodePort services"],
+                service(
+                    Some("NodePort"),
+                    Some("None"),
+                    vec![sport(None, 80, None, None)],
+                ),
+                vec![
+                    "spec.clusterIPs[0]: Invalid value: \"None\": may not be set to 'None' for NodePort services",
+                ],
             ),
         ];
         for (name, svc, want) in cases {
@@ -885,11 +1220,19 @@ mod tests {
             s.selector = LabelSelector::default();
         }
         let mut bad_restart = deployment(1, &[("app", "x")], &[("app", "x")]);
-        if let Some(s) = bad_restart.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        if let Some(s) = bad_restart
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+        {
             s.restart_policy = Some("Never".into());
         }
         let cases: Vec<(&str, Deployment, Vec<&str>)> = vec![
-            ("valid", deployment(3, &[("app", "x")], &[("app", "x"), ("tier", "web")]), vec![]),
+            (
+                "valid",
+                deployment(3, &[("app", "x")], &[("app", "x"), ("tier", "web")]),
+                vec![],
+            ),
             (
                 "negative replicas",
                 deployment(-1, &[("app", "x")], &[("app", "x")]),
@@ -898,17 +1241,23 @@ mod tests {
             (
                 "selector does not match",
                 deployment(1, &[("app", "y")], &[("app", "x")]),
-                vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"],
+                vec![
+                    "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`",
+                ],
             ),
             (
                 "empty selector",
                 no_sel,
-                vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"],
+                vec![
+                    "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment",
+                ],
             ),
             (
                 "restart policy",
                 bad_restart,
-                vec!["spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""],
+                vec![
+                    "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+                ],
             ),
         ];
         for (name, d, want) in cases {
@@ -921,18 +1270,33 @@ mod tests {
         use k8s_openapi::api::apps::v1::{DaemonSetSpec, StatefulSetSpec};
         use k8s_openapi::api::batch::v1::JobSpec;
         let template = |labels_: &[(&str, &str)], restart: Option<&str>| PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some(labels(labels_)), ..Default::default() }),
-            spec: Some(PodSpec { restart_policy: restart.map(Into::into), ..pod_spec(vec![container("c", Some("i"))]) }),
+            metadata: Some(ObjectMeta {
+                labels: Some(labels(labels_)),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                restart_policy: restart.map(Into::into),
+                ..pod_spec(vec![container("c", Some("i"))])
+            }),
         };
-        let sel = |l: &[(&str, &str)]| LabelSelector { match_labels: Some(labels(l)), ..Default::default() };
+        let sel = |l: &[(&str, &str)]| LabelSelector {
+            match_labels: Some(labels(l)),
+            ..Default::default()
+        };
         let ds = DaemonSet {
             metadata: meta("ds"),
-            spec: Some(DaemonSetSpec { selector: sel(&[("a", "b")]), template: template(&[("a", "c")], None), ..Default::default() }),
+            spec: Some(DaemonSetSpec {
+                selector: sel(&[("a", "b")]),
+                template: template(&[("a", "c")], None),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(
             strings(&validate_daemon_set(&ds)),
-            vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"a\":\"c\"}: `selector` does not match template `labels`"]
+            vec![
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"a\":\"c\"}: `selector` does not match template `labels`"
+            ]
         );
         let ss = StatefulSet {
             metadata: meta("ss"),
@@ -944,17 +1308,28 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(strings(&validate_stateful_set(&ss)), vec!["spec.replicas: Invalid value: -2: must be greater than or equal to 0"]);
+        assert_eq!(
+            strings(&validate_stateful_set(&ss)),
+            vec!["spec.replicas: Invalid value: -2: must be greater than or equal to 0"]
+        );
         let job = |restart: Option<&str>| Job {
             metadata: meta("j"),
-            spec: Some(JobSpec { template: template(&[], restart), ..Default::default() }),
+            spec: Some(JobSpec {
+                template: template(&[], restart),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert!(validate_job(&job(Some("Never"))).is_empty());
-        assert_eq!(strings(&validate_job(&job(None))), vec!["spec.template.spec.restartPolicy: Required value"]);
+        assert_eq!(
+            strings(&validate_job(&job(None))),
+            vec!["spec.template.spec.restartPolicy: Required value"]
+        );
         assert_eq!(
             strings(&validate_job(&job(Some("Always")))),
-            vec!["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""]
+            vec![
+                "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+            ]
         );
     }
 

@@ -25,12 +25,28 @@ pub fn admit(kind: &ResourceKind, obj: ApiObject) -> Result<ApiObject, ApiError>
     match kind.kind {
         "Pod" => run::<Pod>(obj, defaults::default_pod, validation::validate_pod),
         "Service" => run::<Service>(obj, defaults::default_service, validation::validate_service),
-        "Deployment" => run::<Deployment>(obj, defaults::default_deployment, validation::validate_deployment),
-        "ReplicaSet" => run::<ReplicaSet>(obj, defaults::default_replica_set, validation::validate_replica_set),
+        "Deployment" => run::<Deployment>(
+            obj,
+            defaults::default_deployment,
+            validation::validate_deployment,
+        ),
+        "ReplicaSet" => run::<ReplicaSet>(
+            obj,
+            defaults::default_replica_set,
+            validation::validate_replica_set,
+        ),
         "Namespace" => run::<Namespace>(obj, |_| {}, validation::validate_namespace),
         "Node" => run::<Node>(obj, |_| {}, validation::validate_node),
-        "DaemonSet" => run::<DaemonSet>(obj, defaults::default_daemon_set, validation::validate_daemon_set),
-        "StatefulSet" => run::<StatefulSet>(obj, defaults::default_stateful_set, validation::validate_stateful_set),
+        "DaemonSet" => run::<DaemonSet>(
+            obj,
+            defaults::default_daemon_set,
+            validation::validate_daemon_set,
+        ),
+        "StatefulSet" => run::<StatefulSet>(
+            obj,
+            defaults::default_stateful_set,
+            validation::validate_stateful_set,
+        ),
         "Job" => run::<Job>(obj, defaults::default_job, validation::validate_job),
         "CronJob" => run::<CronJob>(obj, |_| {}, meta_only),
         "Endpoints" => run::<Endpoints>(obj, |_| {}, meta_only),
@@ -45,20 +61,36 @@ pub fn admit(kind: &ResourceKind, obj: ApiObject) -> Result<ApiObject, ApiError>
         "NetworkPolicy" => run::<NetworkPolicy>(obj, |_| {}, meta_only),
         "Ingress" => run::<Ingress>(obj, |_| {}, meta_only),
         "Lease" => run::<Lease>(obj, |_| {}, meta_only),
-        other => Err(ApiError::Unimplemented(format!("the server does not serve kind {other:?}"))),
+        other => Err(ApiError::Unimplemented(format!(
+            "the server does not serve kind {other:?}"
+        ))),
     }
 }
 
-fn run<K>(obj: ApiObject, default: fn(&mut K), validate: fn(&K) -> Vec<FieldError>) -> Result<ApiObject, ApiError>
+fn run<K>(
+    obj: ApiObject,
+    default: fn(&mut K),
+    validate: fn(&K) -> Vec<FieldError>,
+) -> Result<ApiObject, ApiError>
 where
-    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned,
+    K: k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = ObjectMeta>
+        + Serialize
+        + DeserializeOwned,
 {
     let mut typed: K = obj.to_typed()?;
     default(&mut typed);
     let errors = validate(&typed);
     if !errors.is_empty() {
         let name = typed.metadata().name.clone().unwrap_or_default();
-        return Err(ApiError::Invalid(Invalid { kind: K::KIND.to_string(), name, errors }.to_string()));
+        return Err(ApiError::Invalid(
+            Invalid {
+                kind: K::KIND.to_string(),
+                name,
+                errors,
+            }
+            .to_string(),
+        ));
     }
     ApiObject::from_typed(&typed)
 }
@@ -75,7 +107,14 @@ where
 /// Formats field errors of `obj` (used for errors found after admission, e.g.
 /// allocation and immutability) the same way as validation errors.
 pub fn invalid(obj: &ApiObject, errors: Vec<FieldError>) -> ApiError {
-    ApiError::Invalid(Invalid { kind: obj.kind.clone(), name: obj.name().to_string(), errors }.to_string())
+    ApiError::Invalid(
+        Invalid {
+            kind: obj.kind.clone(),
+            name: obj.name().to_string(),
+            errors,
+        }
+        .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -91,7 +130,11 @@ mod tests {
     #[test]
     fn every_kind_is_admitted() {
         for k in weir_api::KINDS {
-            let ns = if k.namespaced { json!("default") } else { json!(null) };
+            let ns = if k.namespaced {
+                json!("default")
+            } else {
+                json!(null)
+            };
             let v = json!({"apiVersion": k.api_version, "kind": k.kind, "metadata": {"name": "x", "namespace": ns}});
             match admit_json(k.kind, v) {
                 Ok(_) | Err(ApiError::Invalid(_)) => {}
@@ -105,7 +148,9 @@ mod tests {
         let d = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"default"},
             "spec":{"replicas":-1,"selector":{"matchLabels":{"app":"y"}},
                     "template":{"metadata":{"labels":{"app":"x"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}});
-        let Err(ApiError::Invalid(msg)) = admit_json("Deployment", d) else { panic!("expected Invalid") };
+        let Err(ApiError::Invalid(msg)) = admit_json("Deployment", d) else {
+            panic!("expected Invalid")
+        };
         assert_eq!(
             msg,
             "Deployment \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0\n\

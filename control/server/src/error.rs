@@ -55,13 +55,18 @@ impl From<ApiError> for tonic::Status {
             ApiError::Conflict(_) => Code::Aborted,
             ApiError::Invalid(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
             ApiError::Forbidden(_) => Code::FailedPrecondition,
-            ApiError::Expired(_) | ApiError::Storage(StorageError::Compacted { .. }) => Code::OutOfRange,
+            ApiError::Expired(_) | ApiError::Storage(StorageError::Compacted { .. }) => {
+                Code::OutOfRange
+            }
             ApiError::Unimplemented(_) => Code::Unimplemented,
             ApiError::Storage(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
         };
         let message = match &e {
-            ApiError::Storage(StorageError::Compacted { requested, compacted }) => {
+            ApiError::Storage(StorageError::Compacted {
+                requested,
+                compacted,
+            }) => {
                 format!("too old resource version: {requested} ({compacted})")
             }
             other => other.to_string(),

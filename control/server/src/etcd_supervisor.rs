@@ -75,7 +75,10 @@ impl Supervisor {
 
 fn start(cfg: &EtcdConfig) -> std::io::Result<Child> {
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let log = OpenOptions::new().create(true).append(true).open(&cfg.log_file)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.log_file)?;
     let log2 = log.try_clone()?;
     Command::new(&cfg.binary)
         .args(cfg.args())
@@ -153,10 +156,23 @@ mod tests {
             peer_port: 2380,
         };
         let args = cfg.args();
-        let value = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].clone());
-        assert_eq!(value("--listen-client-urls").as_deref(), Some("http://127.0.0.1:2379"));
-        assert_eq!(value("--listen-peer-urls").as_deref(), Some("http://127.0.0.1:2380"));
-        assert_eq!(value("--initial-cluster").as_deref(), Some("weir=http://127.0.0.1:2380"));
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|i| args[i + 1].clone())
+        };
+        assert_eq!(
+            value("--listen-client-urls").as_deref(),
+            Some("http://127.0.0.1:2379")
+        );
+        assert_eq!(
+            value("--listen-peer-urls").as_deref(),
+            Some("http://127.0.0.1:2380")
+        );
+        assert_eq!(
+            value("--initial-cluster").as_deref(),
+            Some("weir=http://127.0.0.1:2380")
+        );
         assert_eq!(value("--data-dir").as_deref(), Some("/tmp/x/etcd"));
     }
 }

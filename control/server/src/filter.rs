@@ -56,7 +56,9 @@ pub struct FieldRequirement {
 pub enum FieldSelectorError {
     #[error("field label not supported: {0}")]
     UnsupportedField(String),
-    #[error("invalid field selector term {0:?}: expected field=value, field==value or field!=value")]
+    #[error(
+        "invalid field selector term {0:?}: expected field=value, field==value or field!=value"
+    )]
     Malformed(String),
 }
 
@@ -80,14 +82,21 @@ impl FieldSelector {
                 return Err(FieldSelectorError::Malformed(term.to_string()));
             };
             let field = field.trim();
-            let field = Field::parse(field).ok_or_else(|| FieldSelectorError::UnsupportedField(field.to_string()))?;
-            requirements.push(FieldRequirement { field, equal, value: value.trim().to_string() });
+            let field = Field::parse(field)
+                .ok_or_else(|| FieldSelectorError::UnsupportedField(field.to_string()))?;
+            requirements.push(FieldRequirement {
+                field,
+                equal,
+                value: value.trim().to_string(),
+            });
         }
         Ok(Self { requirements })
     }
 
     pub fn matches(&self, obj: &ApiObject) -> bool {
-        self.requirements.iter().all(|r| (r.field.value(obj) == r.value) == r.equal)
+        self.requirements
+            .iter()
+            .all(|r| (r.field.value(obj) == r.value) == r.equal)
     }
 }
 
@@ -103,13 +112,16 @@ impl Filter {
     pub fn parse(label_selector: &str, field_selector: &str) -> Result<Self, ApiError> {
         let labels = Selector::parse(label_selector)
             .map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?;
-        let fields = FieldSelector::parse(field_selector).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let fields = FieldSelector::parse(field_selector)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(Self { labels, fields })
     }
 
     pub fn matches(&self, obj: &ApiObject) -> bool {
         let empty = BTreeMap::new();
-        self.labels.matches(obj.metadata.labels.as_ref().unwrap_or(&empty)) && self.fields.matches(obj)
+        self.labels
+            .matches(obj.metadata.labels.as_ref().unwrap_or(&empty))
+            && self.fields.matches(obj)
     }
 }
 
@@ -157,8 +169,14 @@ mod tests {
             FieldSelector::parse("spec.foo=x"),
             Err(FieldSelectorError::UnsupportedField("spec.foo".into()))
         );
-        assert_eq!(FieldSelector::parse("nonsense"), Err(FieldSelectorError::Malformed("nonsense".into())));
-        assert_eq!(FieldSelectorError::UnsupportedField("x".into()).to_string(), "field label not supported: x");
+        assert_eq!(
+            FieldSelector::parse("nonsense"),
+            Err(FieldSelectorError::Malformed("nonsense".into()))
+        );
+        assert_eq!(
+            FieldSelectorError::UnsupportedField("x".into()).to_string(),
+            "field label not supported: x"
+        );
     }
 
     #[test]
@@ -167,6 +185,9 @@ mod tests {
         assert!(f.matches(&pod("a", Some("node1"), "Running", "web")));
         assert!(!f.matches(&pod("a", Some("node1"), "Running", "db")));
         assert!(!f.matches(&pod("a", Some("node2"), "Running", "web")));
-        assert!(matches!(Filter::parse("app in (", ""), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            Filter::parse("app in (", ""),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

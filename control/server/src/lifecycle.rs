@@ -29,9 +29,20 @@ pub struct CreateContext {
 
 /// Fills in what the server owns on create: namespace default, name from
 /// generateName, uid, creationTimestamp, generation; rejects a resourceVersion.
-pub fn prepare_create(kind: &ResourceKind, obj: &mut ApiObject, ctx: &CreateContext) -> Result<(), ApiError> {
-    if obj.metadata.resource_version.as_deref().is_some_and(|rv| !rv.is_empty()) {
-        return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
+pub fn prepare_create(
+    kind: &ResourceKind,
+    obj: &mut ApiObject,
+    ctx: &CreateContext,
+) -> Result<(), ApiError> {
+    if obj
+        .metadata
+        .resource_version
+        .as_deref()
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return Err(ApiError::BadRequest(
+            "resourceVersion should not be set on objects to be created".into(),
+        ));
     }
     let m = &mut obj.metadata;
     if kind.namespaced {
@@ -48,7 +59,8 @@ pub fn prepare_create(kind: &ResourceKind, obj: &mut ApiObject, ctx: &CreateCont
     m.deletion_timestamp = None;
     m.deletion_grace_period_seconds = None;
     if kind.kind == "Pod" && !obj.body.contains_key("status") {
-        obj.body.insert("status".into(), serde_json::json!({"phase": "Pending"}));
+        obj.body
+            .insert("status".into(), serde_json::json!({"phase": "Pending"}));
     }
     Ok(())
 }
@@ -90,14 +102,19 @@ fn carry_server_metadata(old: &ApiObject, new: &mut ApiObject) {
 /// Generation counts changes of the desired state (everything but metadata and status).
 fn next_generation(old: &ApiObject, new: &ApiObject) -> i64 {
     let g = old.metadata.generation.unwrap_or(1);
-    if old.desired_state() == new.desired_state() { g } else { g + 1 }
+    if old.desired_state() == new.desired_state() {
+        g
+    } else {
+        g + 1
+    }
 }
 
 /// Kubernetes fills allocated values that an update leaves out (clusterIP,
 /// node ports, podCIDR) from the stored object, so `apply` of the original
 /// manifest does not try to change them.
 pub fn patch_allocated(kind: &ResourceKind, old: &ApiObject, new: &mut ApiObject) {
-    let (Some(Value::Object(old_spec)), Some(Value::Object(new_spec))) = (old.body.get("spec"), new.body.get_mut("spec"))
+    let (Some(Value::Object(old_spec)), Some(Value::Object(new_spec))) =
+        (old.body.get("spec"), new.body.get_mut("spec"))
     else {
         return;
     };
@@ -118,7 +135,11 @@ pub fn patch_allocated(kind: &ResourceKind, old: &ApiObject, new: &mut ApiObject
             keep("clusterIPs", new_spec);
             keep("healthCheckNodePort", new_spec);
             // Node ports by (port, protocol) of the old ports.
-            let old_ports = old_spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            let old_ports = old_spec
+                .get("ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if let Some(Value::Array(ports)) = new_spec.get_mut("ports") {
                 for p in ports.iter_mut() {
                     if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
@@ -129,7 +150,11 @@ pub fn patch_allocated(kind: &ResourceKind, old: &ApiObject, new: &mut ApiObject
                             && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
                                 == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
                     };
-                    if let Some(np) = old_ports.iter().find(same).and_then(|o| o.get("nodePort")).cloned()
+                    if let Some(np) = old_ports
+                        .iter()
+                        .find(same)
+                        .and_then(|o| o.get("nodePort"))
+                        .cloned()
                         && let Value::Object(pm) = p
                     {
                         pm.insert("nodePort".into(), np);
@@ -156,7 +181,9 @@ pub fn immutable_changes(kind: &ResourceKind, old: &ApiObject, new: &ApiObject) 
     match kind.kind {
         "Service" => {
             if let Some((_, n)) = changed(&["spec", "clusterIP"]) {
-                errs.push(format!("spec.clusterIPs[0]: Invalid value: {n:?}: may not change once set"));
+                errs.push(format!(
+                    "spec.clusterIPs[0]: Invalid value: {n:?}: may not change once set"
+                ));
             }
         }
         "Node" => {
@@ -196,23 +223,38 @@ pub enum DeletePlan {
 /// Decides a delete. Pods bound to a node are deleted gracefully (the node's
 /// agent stops the containers and then deletes with grace 0); objects with
 /// finalizers wait for them; everything else goes at once.
-pub fn plan_delete(kind: &ResourceKind, obj: &ApiObject, requested_grace: Option<i64>, now: &Time) -> DeletePlan {
+pub fn plan_delete(
+    kind: &ResourceKind,
+    obj: &ApiObject,
+    requested_grace: Option<i64>,
+    now: &Time,
+) -> DeletePlan {
     let m = &obj.metadata;
     let has_finalizers = m.finalizers.as_ref().is_some_and(|f| !f.is_empty());
-    let grace = if kind.kind == "Pod" { pod_grace(obj, requested_grace) } else { 0 };
+    let grace = if kind.kind == "Pod" {
+        pod_grace(obj, requested_grace)
+    } else {
+        0
+    };
     let existing_grace = m.deletion_grace_period_seconds;
     if grace > 0 {
         if m.deletion_timestamp.is_some() && existing_grace.is_some_and(|g| g <= grace) {
             return DeletePlan::Unchanged;
         }
         let at = Time(now.0.checked_add(jiff_seconds(grace)).unwrap_or(now.0));
-        return DeletePlan::Mark { at, grace_seconds: grace };
+        return DeletePlan::Mark {
+            at,
+            grace_seconds: grace,
+        };
     }
     if has_finalizers {
         if m.deletion_timestamp.is_some() && existing_grace == Some(0) {
             return DeletePlan::Unchanged;
         }
-        return DeletePlan::Mark { at: now.clone(), grace_seconds: 0 };
+        return DeletePlan::Mark {
+            at: now.clone(),
+            grace_seconds: 0,
+        };
     }
     DeletePlan::Remove
 }
@@ -225,38 +267,71 @@ fn jiff_seconds(s: i64) -> k8s_openapi::jiff::SignedDuration {
 /// runs that could be stopped gracefully), else the request's value, else the
 /// pod's terminationGracePeriodSeconds, else 30.
 fn pod_grace(pod: &ApiObject, requested: Option<i64>) -> i64 {
-    let bound = pod.str_at(&["spec", "nodeName"]).is_some_and(|n| !n.is_empty());
-    let finished = matches!(pod.str_at(&["status", "phase"]), Some("Succeeded" | "Failed"));
+    let bound = pod
+        .str_at(&["spec", "nodeName"])
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.str_at(&["status", "phase"]),
+        Some("Succeeded" | "Failed")
+    );
     if !bound || finished {
         return 0;
     }
-    let spec_grace = pod.body.get("spec").and_then(|s| s.get("terminationGracePeriodSeconds")).and_then(Value::as_i64);
+    let spec_grace = pod
+        .body
+        .get("spec")
+        .and_then(|s| s.get("terminationGracePeriodSeconds"))
+        .and_then(Value::as_i64);
     requested.or(spec_grace).unwrap_or(30).max(0)
 }
 
 /// The allocation keys `obj` holds (cluster IPs, node ports, pod CIDRs).
 pub fn claims_of(kind: &ResourceKind, obj: &ApiObject) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
-    let Some(spec) = obj.body.get("spec") else { return keys };
+    let Some(spec) = obj.body.get("spec") else {
+        return keys;
+    };
     let strings = |field: &str| -> Vec<String> {
         let mut out: Vec<String> = spec
             .get(field)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         out.retain(|s| !s.is_empty());
         out
     };
-    let single = |field: &str| spec.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let single = |field: &str| {
+        spec.get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     match kind.kind {
         "Service" => {
             let mut ips = strings("clusterIPs");
             ips.extend(single("clusterIP"));
-            for ip in ips.iter().filter_map(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+            for ip in ips
+                .iter()
+                .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+            {
                 keys.insert(format!("{SERVICE_IPS}{ip}"));
             }
-            for p in spec.get("ports").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+            for p in spec
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(np) = p
+                    .get("nodePort")
+                    .and_then(Value::as_i64)
+                    .filter(|n| *n != 0)
+                {
                     keys.insert(format!("{NODE_PORTS}{np}"));
                 }
             }
@@ -303,8 +378,14 @@ mod tests {
 
     #[test]
     fn create_fills_server_fields() {
-        let ctx = CreateContext { now: t(100), uid: "u-1".into(), suffix: "x7k2q".into() };
-        let mut pod = obj(json!({"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-"},"spec":{}}));
+        let ctx = CreateContext {
+            now: t(100),
+            uid: "u-1".into(),
+            suffix: "x7k2q".into(),
+        };
+        let mut pod = obj(
+            json!({"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-"},"spec":{}}),
+        );
         prepare_create(kind("Pod"), &mut pod, &ctx).unwrap();
         assert_eq!(pod.name(), "web-x7k2q");
         assert_eq!(pod.namespace(), "default");
@@ -314,28 +395,42 @@ mod tests {
 
         let mut node = obj(json!({"kind":"Node","metadata":{"name":"n1","namespace":"x"}}));
         prepare_create(kind("Node"), &mut node, &ctx).unwrap();
-        assert_eq!(node.metadata.namespace, None, "cluster-scoped objects have no namespace");
+        assert_eq!(
+            node.metadata.namespace, None,
+            "cluster-scoped objects have no namespace"
+        );
 
         let mut with_rv = obj(json!({"kind":"Pod","metadata":{"name":"a","resourceVersion":"5"}}));
-        assert!(matches!(prepare_create(kind("Pod"), &mut with_rv, &ctx), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            prepare_create(kind("Pod"), &mut with_rv, &ctx),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 
     #[test]
     fn update_keeps_status_and_bumps_generation_on_spec_change() {
-        let old = obj(json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default","uid":"u","generation":3},
-            "spec":{"replicas":1},"status":{"replicas":1}}));
-        let same = obj(json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default","labels":{"a":"b"}},
-            "spec":{"replicas":1},"status":{"replicas":9}}));
+        let old = obj(
+            json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default","uid":"u","generation":3},
+            "spec":{"replicas":1},"status":{"replicas":1}}),
+        );
+        let same = obj(
+            json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default","labels":{"a":"b"}},
+            "spec":{"replicas":1},"status":{"replicas":9}}),
+        );
         let m = merge_update(&old, same);
         assert_eq!(m.metadata.generation, Some(3));
         assert_eq!(m.metadata.uid.as_deref(), Some("u"));
         assert_eq!(m.body["status"], json!({"replicas":1}));
         assert!(m.metadata.labels.is_some(), "metadata from the request");
 
-        let changed = obj(json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default"},"spec":{"replicas":2}}));
+        let changed = obj(
+            json!({"kind":"Deployment","metadata":{"name":"d","namespace":"default"},"spec":{"replicas":2}}),
+        );
         assert_eq!(merge_update(&old, changed).metadata.generation, Some(4));
 
-        let status = obj(json!({"kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":7},"status":{"replicas":2}}));
+        let status = obj(
+            json!({"kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":7},"status":{"replicas":2}}),
+        );
         let s = merge_status(&old, &status);
         assert_eq!(s.body["spec"], json!({"replicas":1}));
         assert_eq!(s.body["status"], json!({"replicas":2}));
@@ -351,16 +446,75 @@ mod tests {
         let mut finished = bound.clone();
         finished["status"] = json!({"phase":"Succeeded"});
         let cases: Vec<(&str, &str, Value, Option<i64>, DeletePlan)> = vec![
-            ("unbound pod", "Pod", json!({"kind":"Pod","metadata":{"name":"p"},"spec":{}}), None, DeletePlan::Remove),
-            ("bound pod, pod grace", "Pod", bound.clone(), None, DeletePlan::Mark { at: t(1010), grace_seconds: 10 }),
-            ("bound pod, request grace", "Pod", bound.clone(), Some(5), DeletePlan::Mark { at: t(1005), grace_seconds: 5 }),
-            ("bound pod, grace 0", "Pod", bound.clone(), Some(0), DeletePlan::Remove),
-            ("already marked", "Pod", marked.clone(), None, DeletePlan::Unchanged),
-            ("marked, shorter grace", "Pod", marked, Some(1), DeletePlan::Mark { at: t(1001), grace_seconds: 1 }),
+            (
+                "unbound pod",
+                "Pod",
+                json!({"kind":"Pod","metadata":{"name":"p"},"spec":{}}),
+                None,
+                DeletePlan::Remove,
+            ),
+            (
+                "bound pod, pod grace",
+                "Pod",
+                bound.clone(),
+                None,
+                DeletePlan::Mark {
+                    at: t(1010),
+                    grace_seconds: 10,
+                },
+            ),
+            (
+                "bound pod, request grace",
+                "Pod",
+                bound.clone(),
+                Some(5),
+                DeletePlan::Mark {
+                    at: t(1005),
+                    grace_seconds: 5,
+                },
+            ),
+            (
+                "bound pod, grace 0",
+                "Pod",
+                bound.clone(),
+                Some(0),
+                DeletePlan::Remove,
+            ),
+            (
+                "already marked",
+                "Pod",
+                marked.clone(),
+                None,
+                DeletePlan::Unchanged,
+            ),
+            (
+                "marked, shorter grace",
+                "Pod",
+                marked,
+                Some(1),
+                DeletePlan::Mark {
+                    at: t(1001),
+                    grace_seconds: 1,
+                },
+            ),
             ("finished pod", "Pod", finished, None, DeletePlan::Remove),
-            ("configmap", "ConfigMap", json!({"kind":"ConfigMap","metadata":{"name":"c"}}), None, DeletePlan::Remove),
-            ("finalizers", "ConfigMap", json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["x"]}}), None,
-                DeletePlan::Mark { at: t(1000), grace_seconds: 0 }),
+            (
+                "configmap",
+                "ConfigMap",
+                json!({"kind":"ConfigMap","metadata":{"name":"c"}}),
+                None,
+                DeletePlan::Remove,
+            ),
+            (
+                "finalizers",
+                "ConfigMap",
+                json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["x"]}}),
+                None,
+                DeletePlan::Mark {
+                    at: t(1000),
+                    grace_seconds: 0,
+                },
+            ),
         ];
         for (name, k, o, grace, want) in cases {
             assert_eq!(plan_delete(kind(k), &obj(o), grace, &now), want, "{name}");
@@ -371,28 +525,51 @@ mod tests {
     fn delete_during_update_only_without_finalizers_and_grace() {
         let cases = [
             (json!({"name":"a"}), false),
-            (json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":0}), true),
-            (json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":0,"finalizers":["x"]}), false),
-            (json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":30}), false),
+            (
+                json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":0}),
+                true,
+            ),
+            (
+                json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":0,"finalizers":["x"]}),
+                false,
+            ),
+            (
+                json!({"name":"a","deletionTimestamp":"2026-01-01T00:00:00Z","deletionGracePeriodSeconds":30}),
+                false,
+            ),
         ];
         for (meta, want) in cases {
-            assert_eq!(should_delete_on_update(&obj(json!({"kind":"Pod","metadata":meta.clone()}))), want, "{meta}");
+            assert_eq!(
+                should_delete_on_update(&obj(json!({"kind":"Pod","metadata":meta.clone()}))),
+                want,
+                "{meta}"
+            );
         }
     }
 
     #[test]
     fn claims_and_patching() {
-        let svc = obj(json!({"kind":"Service","metadata":{"name":"s"},"spec":{"clusterIP":"10.96.0.5","clusterIPs":["10.96.0.5"],
-            "ports":[{"port":80,"nodePort":30080},{"port":81}]}}));
-        let want: BTreeSet<String> =
-            [format!("{SERVICE_IPS}10.96.0.5"), format!("{NODE_PORTS}30080")].into();
+        let svc = obj(
+            json!({"kind":"Service","metadata":{"name":"s"},"spec":{"clusterIP":"10.96.0.5","clusterIPs":["10.96.0.5"],
+            "ports":[{"port":80,"nodePort":30080},{"port":81}]}}),
+        );
+        let want: BTreeSet<String> = [
+            format!("{SERVICE_IPS}10.96.0.5"),
+            format!("{NODE_PORTS}30080"),
+        ]
+        .into();
         assert_eq!(claims_of(kind("Service"), &svc), want);
         let headless = obj(json!({"kind":"Service","spec":{"clusterIP":"None"}}));
         assert!(claims_of(kind("Service"), &headless).is_empty());
-        let node = obj(json!({"kind":"Node","spec":{"podCIDR":"10.244.1.0/24","podCIDRs":["10.244.1.0/24"]}}));
+        let node = obj(
+            json!({"kind":"Node","spec":{"podCIDR":"10.244.1.0/24","podCIDRs":["10.244.1.0/24"]}}),
+        );
         let key = format!("{POD_CIDRS}10.244.1.0-24");
         assert_eq!(claims_of(kind("Node"), &node), [key.clone()].into());
-        assert_eq!(pod_cidr_from_key(&key), Some("10.244.1.0/24".parse().unwrap()));
+        assert_eq!(
+            pod_cidr_from_key(&key),
+            Some("10.244.1.0/24".parse().unwrap())
+        );
 
         let mut update = obj(json!({"kind":"Service","spec":{"ports":[{"port":80},{"port":82}]}}));
         patch_allocated(kind("Service"), &svc, &mut update);
@@ -407,7 +584,10 @@ mod tests {
         let new = obj(json!({"kind":"Service","spec":{"clusterIP":"10.96.0.6"}}));
         assert_eq!(
             immutable_changes(kind("Service"), &old, &new),
-            vec!["spec.clusterIPs[0]: Invalid value: \"10.96.0.6\": may not change once set".to_string()]
+            vec![
+                "spec.clusterIPs[0]: Invalid value: \"10.96.0.6\": may not change once set"
+                    .to_string()
+            ]
         );
         assert!(immutable_changes(kind("Service"), &old, &old).is_empty());
     }

@@ -33,7 +33,11 @@ use crate::storage::Storage;
 
 /// Command-line configuration.
 #[derive(Debug, Parser)]
-#[command(name = "weir-control", version, about = "weir API server, scheduler and controllers")]
+#[command(
+    name = "weir-control",
+    version,
+    about = "weir API server, scheduler and controllers"
+)]
 struct Args {
     /// Directory for the embedded etcd's data and the default socket.
     #[arg(long)]
@@ -84,12 +88,16 @@ async fn main() -> anyhow::Result<()> {
             data_dir: args.state_dir.join("etcd"),
             log_file: args.state_dir.join("etcd.log"),
             client_port: args.embedded_etcd_port,
-            peer_port: args.embedded_etcd_port.checked_add(1).context("--embedded-etcd-port too large")?,
+            peer_port: args
+                .embedded_etcd_port
+                .checked_add(1)
+                .context("--embedded-etcd-port too large")?,
         };
         // A busy port would make us talk to somebody else's etcd: refuse.
         for port in [cfg.client_port, cfg.peer_port] {
-            std::net::TcpListener::bind(("127.0.0.1", port))
-                .with_context(|| format!("embedded etcd port 127.0.0.1:{port} is not free (another etcd running?)"))?;
+            std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+                format!("embedded etcd port 127.0.0.1:{port} is not free (another etcd running?)")
+            })?;
         }
         let url = cfg.client_url();
         (vec![url], Some(Supervisor::spawn(cfg)))
@@ -114,11 +122,20 @@ async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
     };
     let registry = Registry::new(storage, ranges);
     for ns in ["default", "kube-system"] {
-        registry.ensure_namespace(ns).await.with_context(|| format!("cannot create namespace {ns}"))?;
+        registry
+            .ensure_namespace(ns)
+            .await
+            .with_context(|| format!("cannot create namespace {ns}"))?;
     }
-    registry.resume_namespace_deletions().await.context("cannot resume namespace deletions")?;
+    registry
+        .resume_namespace_deletions()
+        .await
+        .context("cannot resume namespace deletions")?;
 
-    let socket = args.unix_socket.clone().unwrap_or_else(|| args.state_dir.join("weir.sock"));
+    let socket = args
+        .unix_socket
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("weir.sock"));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let servers = serve(registry, args.listen, &socket, stop_rx).await?;
     tracing::info!(listen = %args.listen, socket = %socket.display(), "API server ready");
@@ -166,7 +183,10 @@ async fn connect_etcd(endpoints: &[String]) -> anyhow::Result<Storage> {
                 tracing::debug!(%error, "etcd not ready yet");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(error) => return Err(error).context(format!("etcd at {endpoints:?} did not answer within 60s")),
+            Err(error) => {
+                return Err(error)
+                    .context(format!("etcd at {endpoints:?} did not answer within 60s"));
+            }
         }
     }
 }
@@ -180,21 +200,30 @@ async fn serve(
     socket: &std::path::Path,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<ServerTask>> {
-    let tcp = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let tcp = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     match std::fs::remove_file(socket) {
         Ok(()) => tracing::info!(socket = %socket.display(), "removed stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", socket.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", socket.display()));
+        }
     }
-    let unix = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let unix = UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
 
     let svc = || {
-        ResourcesServer::new(service::ResourcesService::new(registry.clone(), stop.clone()))
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(256 << 20)
+        ResourcesServer::new(service::ResourcesService::new(
+            registry.clone(),
+            stop.clone(),
+        ))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(256 << 20)
     };
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

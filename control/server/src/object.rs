@@ -28,8 +28,12 @@ impl ApiObject {
     /// Parses a request body and checks that it is an object of `kind`.
     /// A missing apiVersion/kind is filled in; a different one is an error.
     pub fn parse_for(kind: &ResourceKind, bytes: &[u8]) -> Result<Self, ApiError> {
-        let mut obj: ApiObject = serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::BadRequest(format!("the request body is not a valid {} object: {e}", kind.kind)))?;
+        let mut obj: ApiObject = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the request body is not a valid {} object: {e}",
+                kind.kind
+            ))
+        })?;
         if obj.kind.is_empty() {
             obj.kind = kind.kind.to_string();
         } else if obj.kind != kind.kind {
@@ -52,8 +56,8 @@ impl ApiObject {
     /// Decodes a stored value and stamps its resourceVersion (not stored: it is
     /// the etcd mod_revision).
     pub fn from_stored(bytes: &[u8], revision: i64) -> Result<Self, ApiError> {
-        let mut obj: ApiObject =
-            serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("corrupt stored object: {e}")))?;
+        let mut obj: ApiObject = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::Internal(format!("corrupt stored object: {e}")))?;
         obj.metadata.resource_version = Some(revision.to_string());
         Ok(obj)
     }
@@ -62,12 +66,14 @@ impl ApiObject {
     pub fn to_stored(&self) -> Result<Vec<u8>, ApiError> {
         let mut copy = self.clone();
         copy.metadata.resource_version = None;
-        serde_json::to_vec(&copy).map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+        serde_json::to_vec(&copy)
+            .map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
     }
 
     /// The form sent to clients.
     pub fn to_json(&self) -> Result<Vec<u8>, ApiError> {
-        serde_json::to_vec(self).map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
     }
 
     pub fn name(&self) -> &str {
@@ -98,8 +104,12 @@ impl ApiObject {
     /// Converts into a k8s-openapi type.
     pub fn to_typed<K: serde::de::DeserializeOwned>(&self) -> Result<K, ApiError> {
         let v = serde_json::to_value(self).map_err(|e| ApiError::Internal(e.to_string()))?;
-        serde_json::from_value(v)
-            .map_err(|e| ApiError::BadRequest(format!("the request body is not a valid {} object: {e}", self.kind)))
+        serde_json::from_value(v).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the request body is not a valid {} object: {e}",
+                self.kind
+            ))
+        })
     }
 
     /// Converts from a k8s-openapi type.
@@ -119,25 +129,37 @@ mod tests {
 
     #[test]
     fn parse_checks_kind_and_version() {
-        let ok = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[]}}"#;
+        let ok =
+            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[]}}"#;
         let o = ApiObject::parse_for(pod_kind(), ok).expect("valid");
         assert_eq!(o.name(), "a");
         assert!(o.body.contains_key("spec"));
-        let filled = ApiObject::parse_for(pod_kind(), br#"{"metadata":{"name":"a"}}"#).expect("valid");
-        assert_eq!((filled.api_version.as_str(), filled.kind.as_str()), ("v1", "Pod"));
+        let filled =
+            ApiObject::parse_for(pod_kind(), br#"{"metadata":{"name":"a"}}"#).expect("valid");
+        assert_eq!(
+            (filled.api_version.as_str(), filled.kind.as_str()),
+            ("v1", "Pod")
+        );
         for bad in [
             &br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}"#[..],
             br#"{"apiVersion":"apps/v1","kind":"Pod"}"#,
             br#"not json"#,
             br#"{"metadata":{"name":5}}"#,
         ] {
-            assert!(matches!(ApiObject::parse_for(pod_kind(), bad), Err(ApiError::BadRequest(_))));
+            assert!(matches!(
+                ApiObject::parse_for(pod_kind(), bad),
+                Err(ApiError::BadRequest(_))
+            ));
         }
     }
 
     #[test]
     fn resource_version_is_not_stored() {
-        let o = ApiObject::from_stored(br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}}"#, 42).unwrap();
+        let o = ApiObject::from_stored(
+            br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}}"#,
+            42,
+        )
+        .unwrap();
         assert_eq!(o.metadata.resource_version.as_deref(), Some("42"));
         let stored = String::from_utf8(o.to_stored().unwrap()).unwrap();
         assert!(!stored.contains("resourceVersion"), "{stored}");

@@ -61,11 +61,15 @@ pub struct Registry {
 
 /// Looks up a kind the server serves.
 pub fn kind(name: &str) -> Result<&'static ResourceKind, ApiError> {
-    ResourceKind::by_kind(name).ok_or_else(|| ApiError::Unimplemented(format!("the server does not serve kind {name:?}")))
+    ResourceKind::by_kind(name)
+        .ok_or_else(|| ApiError::Unimplemented(format!("the server does not serve kind {name:?}")))
 }
 
 fn now() -> Time {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     let ts = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or_default())
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     Time(ts)
@@ -83,12 +87,25 @@ fn new_uid() -> Result<String, ApiError> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 /// The namespace a request addresses: namespaced kinds default to "default".
 fn request_namespace(kind: &ResourceKind, ns: &str) -> Option<String> {
-    kind.namespaced.then(|| if ns.is_empty() { "default".to_string() } else { ns.to_string() })
+    kind.namespaced.then(|| {
+        if ns.is_empty() {
+            "default".to_string()
+        } else {
+            ns.to_string()
+        }
+    })
 }
 
 /// Continue tokens carry the revision of the first page and the next key,
@@ -116,9 +133,18 @@ impl Registry {
         &self.storage
     }
 
-    pub async fn get(&self, kind: &ResourceKind, ns: &str, name: &str) -> Result<ApiObject, ApiError> {
+    pub async fn get(
+        &self,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+    ) -> Result<ApiObject, ApiError> {
         let key = kind.key(request_namespace(kind, ns).as_deref(), name);
-        let kv = self.storage.get(&key).await?.ok_or_else(|| ApiError::not_found(kind.plural, name))?;
+        let kv = self
+            .storage
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found(kind.plural, name))?;
         ApiObject::from_stored(&kv.value, kv.mod_revision)
     }
 
@@ -142,7 +168,11 @@ impl Registry {
         let page_size = if limit > 0 { limit.max(100) } else { 0 };
         let mut items = Vec::new();
         loop {
-            let page = match self.storage.list(&prefix, start.as_deref(), revision, page_size).await {
+            let page = match self
+                .storage
+                .list(&prefix, start.as_deref(), revision, page_size)
+                .await
+            {
                 Err(crate::storage::StorageError::Compacted { .. }) => {
                     return Err(ApiError::Expired(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
@@ -163,21 +193,40 @@ impl Registry {
                     let more_here = i + 1 < page.kvs.len();
                     if more_here || page.more {
                         let next = format!("{}\0", kv.key);
-                        return Ok(ListResult { items, resource_version: revision, continue_token: encode_continue(revision, &next) });
+                        return Ok(ListResult {
+                            items,
+                            resource_version: revision,
+                            continue_token: encode_continue(revision, &next),
+                        });
                     }
                 }
             }
             match (page.more, last_key) {
                 (true, Some(k)) => start = Some(format!("{k}\0")),
-                _ => return Ok(ListResult { items, resource_version: revision, continue_token: String::new() }),
+                _ => {
+                    return Ok(ListResult {
+                        items,
+                        resource_version: revision,
+                        continue_token: String::new(),
+                    });
+                }
             }
         }
     }
 
-    pub async fn create(&self, kind: &ResourceKind, body: &[u8], dry_run: bool) -> Result<ApiObject, ApiError> {
+    pub async fn create(
+        &self,
+        kind: &ResourceKind,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<ApiObject, ApiError> {
         let mut obj = ApiObject::parse_for(kind, body)?;
         let suffix = weir_api::defaults::name_suffix(random_bytes()?);
-        let ctx = CreateContext { now: now(), uid: new_uid()?, suffix };
+        let ctx = CreateContext {
+            now: now(),
+            uid: new_uid()?,
+            suffix,
+        };
         lifecycle::prepare_create(kind, &mut obj, &ctx)?;
         let obj = admission::admit(kind, obj)?;
         if kind.namespaced {
@@ -198,17 +247,28 @@ impl Registry {
                     return Ok(obj);
                 }
                 Outcome::Failed { current: Some(_) } => {
-                    return Err(ApiError::AlreadyExists(format!("{} {:?} already exists", kind.plural, obj.name())));
+                    return Err(ApiError::AlreadyExists(format!(
+                        "{} {:?} already exists",
+                        kind.plural,
+                        obj.name()
+                    )));
                 }
                 // An allocation key was taken concurrently: allocate again.
                 Outcome::Failed { current: None } => continue,
             }
         }
-        Err(ApiError::Internal("allocation kept conflicting with concurrent writes; retry".into()))
+        Err(ApiError::Internal(
+            "allocation kept conflicting with concurrent writes; retry".into(),
+        ))
     }
 
     /// Replaces metadata and spec (status is kept).
-    pub async fn update(&self, kind: &ResourceKind, body: &[u8], dry_run: bool) -> Result<ApiObject, ApiError> {
+    pub async fn update(
+        &self,
+        kind: &ResourceKind,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<ApiObject, ApiError> {
         let new = ApiObject::parse_for(kind, body)?;
         self.write_existing(kind, new, dry_run, |kind, old, new| {
             let mut merged = lifecycle::merge_update(old, new.clone());
@@ -217,7 +277,11 @@ impl Registry {
             let errs = lifecycle::immutable_changes(kind, old, &merged);
             if !errs.is_empty() {
                 let name = merged.name().to_string();
-                return Err(ApiError::Invalid(format!("{} {name:?} is invalid: {}", kind.kind, errs.join("\n"))));
+                return Err(ApiError::Invalid(format!(
+                    "{} {name:?} is invalid: {}",
+                    kind.kind,
+                    errs.join("\n")
+                )));
             }
             Ok(merged)
         })
@@ -225,11 +289,18 @@ impl Registry {
     }
 
     /// Replaces status only.
-    pub async fn update_status(&self, kind: &ResourceKind, body: &[u8], dry_run: bool) -> Result<ApiObject, ApiError> {
+    pub async fn update_status(
+        &self,
+        kind: &ResourceKind,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<ApiObject, ApiError> {
         let new = ApiObject::parse_for(kind, body)?;
         // Admission again: the status must decode as the kind's type (and is pruned by it).
-        self.write_existing(kind, new, dry_run, |kind, old, new| admission::admit(kind, lifecycle::merge_status(old, new)))
-            .await
+        self.write_existing(kind, new, dry_run, |kind, old, new| {
+            admission::admit(kind, lifecycle::merge_status(old, new))
+        })
+        .await
     }
 
     /// Shared read-check-merge-write loop of Update and UpdateStatus.
@@ -242,21 +313,32 @@ impl Registry {
     ) -> Result<ApiObject, ApiError> {
         let name = new.name().to_string();
         if name.is_empty() {
-            return Err(admission::invalid(&new, vec![FieldError::required("metadata.name", "name is required")]));
+            return Err(admission::invalid(
+                &new,
+                vec![FieldError::required("metadata.name", "name is required")],
+            ));
         }
         let requested_rv = match new.metadata.resource_version.as_deref() {
             Some(rv) if !rv.is_empty() => rv.to_string(),
             _ => {
                 return Err(admission::invalid(
                     &new,
-                    vec![FieldError::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                    vec![FieldError::invalid(
+                        "metadata.resourceVersion",
+                        "0x0",
+                        "must be specified for an update",
+                    )],
                 ));
             }
         };
         let ns = request_namespace(kind, new.namespace());
         let key = kind.key(ns.as_deref(), &name);
         for _ in 0..MAX_ATTEMPTS {
-            let cur = self.storage.get(&key).await?.ok_or_else(|| ApiError::not_found(kind.plural, &name))?;
+            let cur = self
+                .storage
+                .get(&key)
+                .await?
+                .ok_or_else(|| ApiError::not_found(kind.plural, &name))?;
             if requested_rv != cur.mod_revision.to_string() {
                 return Err(ApiError::modified(kind.plural, &name));
             }
@@ -269,7 +351,11 @@ impl Registry {
             let old_claims = lifecycle::claims_of(kind, &old);
             if lifecycle::should_delete_on_update(&obj) {
                 let releases: Vec<String> = old_claims.into_iter().collect();
-                match self.storage.delete(&key, cur.mod_revision, &releases).await? {
+                match self
+                    .storage
+                    .delete(&key, cur.mod_revision, &releases)
+                    .await?
+                {
                     Outcome::Committed { .. } => return Ok(obj),
                     Outcome::Failed { .. } => return Err(ApiError::modified(kind.plural, &name)),
                 }
@@ -277,29 +363,45 @@ impl Registry {
             let new_claims = lifecycle::claims_of(kind, &obj);
             let claims = claim_values(&obj, &new_claims.difference(&old_claims).cloned().collect());
             let releases: Vec<String> = old_claims.difference(&new_claims).cloned().collect();
-            match self.storage.update(&key, obj.to_stored()?, cur.mod_revision, &claims, &releases).await? {
+            match self
+                .storage
+                .update(&key, obj.to_stored()?, cur.mod_revision, &claims, &releases)
+                .await?
+            {
                 Outcome::Committed { revision } => {
                     obj.metadata.resource_version = Some(revision.to_string());
                     return Ok(obj);
                 }
-                Outcome::Failed { current: None } => return Err(ApiError::not_found(kind.plural, &name)),
+                Outcome::Failed { current: None } => {
+                    return Err(ApiError::not_found(kind.plural, &name));
+                }
                 Outcome::Failed { current: Some(kv) } if kv.mod_revision != cur.mod_revision => {
                     return Err(ApiError::modified(kind.plural, &name));
                 }
                 Outcome::Failed { .. } => continue,
             }
         }
-        Err(ApiError::Internal("update kept conflicting with concurrent allocations; retry".into()))
+        Err(ApiError::Internal(
+            "update kept conflicting with concurrent allocations; retry".into(),
+        ))
     }
 
     /// Deletes an object; returns its last state (marked with a
     /// deletionTimestamp when it stays for finalizers or a graceful stop).
-    pub async fn delete(&self, kind: &ResourceKind, ns: &str, name: &str, opts: &DeleteOptions) -> Result<ApiObject, ApiError> {
+    pub async fn delete(
+        &self,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<ApiObject, ApiError> {
         if kind.kind != "Namespace" {
             return self.delete_object(kind, ns, name, opts).await;
         }
         if matches!(name, "default" | "kube-system") {
-            return Err(ApiError::Forbidden(format!("namespaces {name:?} is forbidden: this namespace may not be deleted")));
+            return Err(ApiError::Forbidden(format!(
+                "namespaces {name:?} is forbidden: this namespace may not be deleted"
+            )));
         }
         let key = kind.key(None, name);
         let (mod_revision, obj) = self.read_for_delete(kind, &key, name, opts).await?;
@@ -314,7 +416,11 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<(i64, ApiObject), ApiError> {
-        let cur = self.storage.get(key).await?.ok_or_else(|| ApiError::not_found(kind.plural, name))?;
+        let cur = self
+            .storage
+            .get(key)
+            .await?
+            .ok_or_else(|| ApiError::not_found(kind.plural, name))?;
         if let Some(rv) = opts.resource_version.as_deref().filter(|rv| !rv.is_empty())
             && rv != cur.mod_revision.to_string()
         {
@@ -323,37 +429,53 @@ impl Registry {
                 kind.plural, cur.mod_revision
             )));
         }
-        Ok((cur.mod_revision, ApiObject::from_stored(&cur.value, cur.mod_revision)?))
+        Ok((
+            cur.mod_revision,
+            ApiObject::from_stored(&cur.value, cur.mod_revision)?,
+        ))
     }
 
     /// Delete of anything but a Namespace.
-    async fn delete_object(&self, kind: &ResourceKind, ns: &str, name: &str, opts: &DeleteOptions) -> Result<ApiObject, ApiError> {
+    async fn delete_object(
+        &self,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<ApiObject, ApiError> {
         let ns = request_namespace(kind, ns);
         let key = kind.key(ns.as_deref(), name);
         for _ in 0..MAX_ATTEMPTS {
             let (mod_revision, mut obj) = self.read_for_delete(kind, &key, name, opts).await?;
-            let outcome = match lifecycle::plan_delete(kind, &obj, opts.grace_period_seconds, &now()) {
-                DeletePlan::Unchanged => return Ok(obj),
-                DeletePlan::Mark { at, grace_seconds } => {
-                    obj.metadata.deletion_timestamp = Some(at);
-                    obj.metadata.deletion_grace_period_seconds = Some(grace_seconds);
-                    let outcome = self.storage.update(&key, obj.to_stored()?, mod_revision, &[], &[]).await?;
-                    if let Outcome::Committed { revision } = outcome {
-                        obj.metadata.resource_version = Some(revision.to_string());
+            let outcome =
+                match lifecycle::plan_delete(kind, &obj, opts.grace_period_seconds, &now()) {
+                    DeletePlan::Unchanged => return Ok(obj),
+                    DeletePlan::Mark { at, grace_seconds } => {
+                        obj.metadata.deletion_timestamp = Some(at);
+                        obj.metadata.deletion_grace_period_seconds = Some(grace_seconds);
+                        let outcome = self
+                            .storage
+                            .update(&key, obj.to_stored()?, mod_revision, &[], &[])
+                            .await?;
+                        if let Outcome::Committed { revision } = outcome {
+                            obj.metadata.resource_version = Some(revision.to_string());
+                        }
+                        outcome
                     }
-                    outcome
-                }
-                DeletePlan::Remove => {
-                    let releases: Vec<String> = lifecycle::claims_of(kind, &obj).into_iter().collect();
-                    self.storage.delete(&key, mod_revision, &releases).await?
-                }
-            };
+                    DeletePlan::Remove => {
+                        let releases: Vec<String> =
+                            lifecycle::claims_of(kind, &obj).into_iter().collect();
+                        self.storage.delete(&key, mod_revision, &releases).await?
+                    }
+                };
             match outcome {
                 Outcome::Committed { .. } => {
                     tracing::debug!(kind = kind.kind, key, "deleted or marked for deletion");
                     return Ok(obj);
                 }
-                Outcome::Failed { current: None } => return Err(ApiError::not_found(kind.plural, name)),
+                Outcome::Failed { current: None } => {
+                    return Err(ApiError::not_found(kind.plural, name));
+                }
                 // Changed since we read it: decide again on the new state.
                 Outcome::Failed { .. } => continue,
             }
@@ -363,16 +485,28 @@ impl Registry {
 
     /// Marks a namespace Terminating and starts removing its content; the
     /// namespace itself goes when it is empty.
-    async fn delete_namespace(&self, mut ns: ApiObject, key: &str, mod_revision: i64) -> Result<ApiObject, ApiError> {
+    async fn delete_namespace(
+        &self,
+        mut ns: ApiObject,
+        key: &str,
+        mod_revision: i64,
+    ) -> Result<ApiObject, ApiError> {
         // Already terminating: its finalizer task is running (or resumes at start-up).
         if ns.metadata.deletion_timestamp.is_some() {
             return Ok(ns);
         }
         ns.metadata.deletion_timestamp = Some(now());
         ns.metadata.deletion_grace_period_seconds = Some(0);
-        ns.body.insert("status".into(), serde_json::json!({"phase": "Terminating"}));
-        match self.storage.update(key, ns.to_stored()?, mod_revision, &[], &[]).await? {
-            Outcome::Committed { revision } => ns.metadata.resource_version = Some(revision.to_string()),
+        ns.body
+            .insert("status".into(), serde_json::json!({"phase": "Terminating"}));
+        match self
+            .storage
+            .update(key, ns.to_stored()?, mod_revision, &[], &[])
+            .await?
+        {
+            Outcome::Committed { revision } => {
+                ns.metadata.resource_version = Some(revision.to_string())
+            }
             Outcome::Failed { .. } => return Err(ApiError::modified("namespaces", ns.name())),
         }
         let registry = self.clone();
@@ -398,8 +532,13 @@ impl Registry {
                     }
                 };
                 remaining += items.len();
-                for obj in items.iter().filter(|o| o.metadata.deletion_timestamp.is_none()) {
-                    if let Err(error) = self.delete_object(kind, name, obj.name(), &DeleteOptions::default()).await
+                for obj in items
+                    .iter()
+                    .filter(|o| o.metadata.deletion_timestamp.is_none())
+                {
+                    if let Err(error) = self
+                        .delete_object(kind, name, obj.name(), &DeleteOptions::default())
+                        .await
                         && !matches!(error, ApiError::NotFound(_))
                     {
                         tracing::warn!(%error, namespace = name, kind = kind.kind, object = obj.name(), "cannot delete");
@@ -415,7 +554,9 @@ impl Registry {
                             return;
                         }
                         Ok(Outcome::Failed { .. }) => {}
-                        Err(error) => tracing::warn!(%error, namespace = name, "cannot remove namespace"),
+                        Err(error) => {
+                            tracing::warn!(%error, namespace = name, "cannot remove namespace")
+                        }
                     },
                     Ok(None) => return,
                     Err(error) => tracing::warn!(%error, namespace = name, "cannot read namespace"),
@@ -443,7 +584,10 @@ impl Registry {
     /// Creates a namespace unless it exists.
     pub async fn ensure_namespace(&self, name: &str) -> Result<(), ApiError> {
         let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match self.create(kind("Namespace")?, body.to_string().as_bytes(), false).await {
+        match self
+            .create(kind("Namespace")?, body.to_string().as_bytes(), false)
+            .await
+        {
             Ok(_) | Err(ApiError::AlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -451,7 +595,11 @@ impl Registry {
 
     async fn check_namespace_open(&self, ns: &str) -> Result<(), ApiError> {
         let key = kind("Namespace")?.key(None, ns);
-        let kv = self.storage.get(&key).await?.ok_or_else(|| ApiError::not_found("namespaces", ns))?;
+        let kv = self
+            .storage
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
         let obj = ApiObject::from_stored(&kv.value, kv.mod_revision)?;
         if obj.metadata.deletion_timestamp.is_some() {
             return Err(ApiError::Forbidden(format!(
@@ -469,17 +617,25 @@ impl Registry {
             return Err(ApiError::BadRequest("target.name: Required value".into()));
         }
         for _ in 0..MAX_ATTEMPTS {
-            let cur = self.storage.get(&key).await?.ok_or_else(|| ApiError::not_found("pods", name))?;
+            let cur = self
+                .storage
+                .get(&key)
+                .await?
+                .ok_or_else(|| ApiError::not_found("pods", name))?;
             let obj = ApiObject::from_stored(&cur.value, cur.mod_revision)?;
             if obj.metadata.deletion_timestamp.is_some() {
-                return Err(ApiError::Conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+                return Err(ApiError::Conflict(format!(
+                    "pod {name} is being deleted, cannot be assigned to a host"
+                )));
             }
             let mut pod: Pod = obj.to_typed()?;
             let spec = pod.spec.get_or_insert_with(Default::default);
             match spec.node_name.as_deref() {
                 Some(n) if n == node => return Ok(obj),
                 Some(n) if !n.is_empty() => {
-                    return Err(ApiError::Conflict(format!("pod {name} is already assigned to node {n:?}")));
+                    return Err(ApiError::Conflict(format!(
+                        "pod {name} is already assigned to node {n:?}"
+                    )));
                 }
                 _ => {}
             }
@@ -494,7 +650,11 @@ impl Registry {
                 ..Default::default()
             });
             let mut bound = ApiObject::from_typed(&pod)?;
-            match self.storage.update(&key, bound.to_stored()?, cur.mod_revision, &[], &[]).await? {
+            match self
+                .storage
+                .update(&key, bound.to_stored()?, cur.mod_revision, &[], &[])
+                .await?
+            {
                 Outcome::Committed { revision } => {
                     bound.metadata.resource_version = Some(revision.to_string());
                     return Ok(bound);
@@ -508,8 +668,15 @@ impl Registry {
 
     /// Fills in cluster IPs, node ports and pod CIDRs the object needs and does
     /// not hold yet. Values already held by `old` are kept as they are.
-    async fn allocate(&self, kind: &ResourceKind, obj: &mut ApiObject, old: Option<&ApiObject>) -> Result<(), ApiError> {
-        let held = old.map(|o| lifecycle::claims_of(kind, o)).unwrap_or_default();
+    async fn allocate(
+        &self,
+        kind: &ResourceKind,
+        obj: &mut ApiObject,
+        old: Option<&ApiObject>,
+    ) -> Result<(), ApiError> {
+        let held = old
+            .map(|o| lifecycle::claims_of(kind, o))
+            .unwrap_or_default();
         match kind.kind {
             "Service" => self.allocate_service(obj, &held).await,
             "Node" => self.allocate_node(obj, &held).await,
@@ -517,14 +684,28 @@ impl Registry {
         }
     }
 
-    async fn allocate_service(&self, obj: &mut ApiObject, held: &BTreeSet<String>) -> Result<(), ApiError> {
-        let Some(Value::Object(spec)) = obj.body.get("spec").cloned() else { return Ok(()) };
+    async fn allocate_service(
+        &self,
+        obj: &mut ApiObject,
+        held: &BTreeSet<String>,
+    ) -> Result<(), ApiError> {
+        let Some(Value::Object(spec)) = obj.body.get("spec").cloned() else {
+            return Ok(());
+        };
         let mut spec = spec;
-        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let ty = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         if ty == "ExternalName" {
             return Ok(());
         }
-        let requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or_default().to_string();
+        let requested = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if requested == "None" {
             spec.insert("clusterIPs".into(), serde_json::json!(["None"]));
         } else if requested.is_empty() || !held.contains(&format!("{SERVICE_IPS}{requested}")) {
@@ -532,7 +713,14 @@ impl Registry {
                 None
             } else {
                 Some(requested.parse::<Ipv4Addr>().map_err(|_| {
-                    admission::invalid(obj, vec![FieldError::invalid("spec.clusterIPs", format!("[{requested:?}]"), "must be a valid IPv4 address")])
+                    admission::invalid(
+                        obj,
+                        vec![FieldError::invalid(
+                            "spec.clusterIPs",
+                            format!("[{requested:?}]"),
+                            "must be a valid IPv4 address",
+                        )],
+                    )
                 })?)
             };
             let used: BTreeSet<Ipv4Addr> = self
@@ -542,10 +730,21 @@ impl Registry {
                 .iter()
                 .filter_map(|k| k.strip_prefix(SERVICE_IPS)?.parse().ok())
                 .collect();
-            let ip = alloc::allocate_cluster_ip(self.ranges.service_cidr, &used, req_ip).map_err(|e| match e {
-                AllocError::IpRangeFull => ApiError::Internal(format!("Internal error occurred: {e}")),
-                e => admission::invalid(obj, vec![FieldError::invalid("spec.clusterIPs", format!("[{requested:?}]"), e.to_string())]),
-            })?;
+            let ip = alloc::allocate_cluster_ip(self.ranges.service_cidr, &used, req_ip).map_err(
+                |e| match e {
+                    AllocError::IpRangeFull => {
+                        ApiError::Internal(format!("Internal error occurred: {e}"))
+                    }
+                    e => admission::invalid(
+                        obj,
+                        vec![FieldError::invalid(
+                            "spec.clusterIPs",
+                            format!("[{requested:?}]"),
+                            e.to_string(),
+                        )],
+                    ),
+                },
+            )?;
             spec.insert("clusterIP".into(), Value::String(ip.to_string()));
             spec.insert("clusterIPs".into(), serde_json::json!([ip.to_string()]));
         }
@@ -559,21 +758,30 @@ impl Registry {
                 .collect();
             if let Some(Value::Array(ports)) = spec.get_mut("ports") {
                 for (i, p) in ports.iter_mut().enumerate() {
-                    let req = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0);
+                    let req = p
+                        .get("nodePort")
+                        .and_then(Value::as_i64)
+                        .filter(|n| *n != 0);
                     if let Some(n) = req
                         && held.contains(&format!("{NODE_PORTS}{n}"))
                     {
                         continue;
                     }
                     let req32 = req.map(|n| i32::try_from(n).unwrap_or(-1));
-                    let port = alloc::allocate_node_port(alloc::NODE_PORT_RANGE, &used, req32).map_err(|e| match e {
-                        AllocError::PortRangeFull => ApiError::Internal(format!("Internal error occurred: failed to allocate a nodePort: {e}")),
-                        e => admission::invalid(obj, vec![FieldError::invalid(
-                            format!("spec.ports[{i}].nodePort"),
-                            req.unwrap_or_default().to_string(),
-                            e.to_string(),
-                        )]),
-                    })?;
+                    let port = alloc::allocate_node_port(alloc::NODE_PORT_RANGE, &used, req32)
+                        .map_err(|e| match e {
+                            AllocError::PortRangeFull => ApiError::Internal(format!(
+                                "Internal error occurred: failed to allocate a nodePort: {e}"
+                            )),
+                            e => admission::invalid(
+                                obj,
+                                vec![FieldError::invalid(
+                                    format!("spec.ports[{i}].nodePort"),
+                                    req.unwrap_or_default().to_string(),
+                                    e.to_string(),
+                                )],
+                            ),
+                        })?;
                     used.insert(port);
                     if let Value::Object(pm) = p {
                         pm.insert("nodePort".into(), Value::from(port));
@@ -585,12 +793,29 @@ impl Registry {
         Ok(())
     }
 
-    async fn allocate_node(&self, obj: &mut ApiObject, held: &BTreeSet<String>) -> Result<(), ApiError> {
-        let spec = obj.body.entry("spec").or_insert_with(|| serde_json::json!({}));
-        let Value::Object(spec) = spec else { return Ok(()) };
-        let current = spec.get("podCIDR").and_then(Value::as_str).unwrap_or_default().to_string();
+    async fn allocate_node(
+        &self,
+        obj: &mut ApiObject,
+        held: &BTreeSet<String>,
+    ) -> Result<(), ApiError> {
+        let spec = obj
+            .body
+            .entry("spec")
+            .or_insert_with(|| serde_json::json!({}));
+        let Value::Object(spec) = spec else {
+            return Ok(());
+        };
+        let current = spec
+            .get("podCIDR")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if !current.is_empty() {
-            if spec.get("podCIDRs").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+            if spec
+                .get("podCIDRs")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
                 spec.insert("podCIDRs".into(), serde_json::json!([current]));
             }
             let taken_by_other = match current.parse::<ipnet::IpNet>() {
@@ -601,19 +826,30 @@ impl Registry {
                 Err(_) => false,
             };
             if taken_by_other {
-                return Err(admission::invalid(obj, vec![FieldError::invalid(
-                    "spec.podCIDR",
-                    format!("{current:?}"),
-                    "the CIDR is already allocated to another node",
-                )]));
+                return Err(admission::invalid(
+                    obj,
+                    vec![FieldError::invalid(
+                        "spec.podCIDR",
+                        format!("{current:?}"),
+                        "the CIDR is already allocated to another node",
+                    )],
+                ));
             }
             return Ok(());
         }
-        let used: BTreeSet<Ipv4Net> =
-            self.storage.keys(POD_CIDRS).await?.iter().filter_map(|k| lifecycle::pod_cidr_from_key(k)).collect();
-        let cidr = alloc::allocate_pod_cidr(self.ranges.cluster_cidr, self.ranges.node_cidr_mask, &used)
-            .map_err(|e| ApiError::Internal(format!("cannot allocate a pod CIDR: {e}")))?;
-        let Some(Value::Object(spec)) = obj.body.get_mut("spec") else { return Ok(()) };
+        let used: BTreeSet<Ipv4Net> = self
+            .storage
+            .keys(POD_CIDRS)
+            .await?
+            .iter()
+            .filter_map(|k| lifecycle::pod_cidr_from_key(k))
+            .collect();
+        let cidr =
+            alloc::allocate_pod_cidr(self.ranges.cluster_cidr, self.ranges.node_cidr_mask, &used)
+                .map_err(|e| ApiError::Internal(format!("cannot allocate a pod CIDR: {e}")))?;
+        let Some(Value::Object(spec)) = obj.body.get_mut("spec") else {
+            return Ok(());
+        };
         spec.insert("podCIDR".into(), Value::String(cidr.to_string()));
         spec.insert("podCIDRs".into(), serde_json::json!([cidr.to_string()]));
         Ok(())
@@ -641,7 +877,10 @@ mod tests {
     #[test]
     fn continue_tokens_round_trip_and_stay_in_prefix() {
         let t = encode_continue(42, "/registry/pods/default/b\0");
-        assert_eq!(decode_continue(&t, "/registry/pods/").unwrap(), (42, "/registry/pods/default/b\0".to_string()));
+        assert_eq!(
+            decode_continue(&t, "/registry/pods/").unwrap(),
+            (42, "/registry/pods/default/b\0".to_string())
+        );
         assert!(decode_continue(&t, "/registry/secrets/").is_err());
         assert!(decode_continue("garbage", "/registry/pods/").is_err());
     }

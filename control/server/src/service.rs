@@ -3,7 +3,8 @@
 
 use tonic::{Request, Response, Status};
 use weir_client::proto::{
-    BindRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectList, WatchRequest, WriteRequest,
+    BindRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectList, WatchRequest,
+    WriteRequest,
 };
 
 use crate::error::ApiError;
@@ -25,7 +26,10 @@ impl ResourcesService {
 }
 
 fn object(kind: &str, obj: &ApiObject) -> Result<Response<Object>, Status> {
-    Ok(Response::new(Object { kind: kind.to_string(), json: obj.to_json()? }))
+    Ok(Response::new(Object {
+        kind: kind.to_string(),
+        json: obj.to_json()?,
+    }))
 }
 
 /// Logs failures worth an operator's attention (not client mistakes).
@@ -41,14 +45,22 @@ impl weir_client::Resources for ResourcesService {
     async fn create(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
-        let obj = self.registry.create(k, &r.json, r.dry_run).await.map_err(|e| log_err("create", k.kind, e))?;
+        let obj = self
+            .registry
+            .create(k, &r.json, r.dry_run)
+            .await
+            .map_err(|e| log_err("create", k.kind, e))?;
         object(k.kind, &obj)
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<Object>, Status> {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
-        let obj = self.registry.get(k, &r.namespace, &r.name).await.map_err(|e| log_err("get", k.kind, e))?;
+        let obj = self
+            .registry
+            .get(k, &r.namespace, &r.name)
+            .await
+            .map_err(|e| log_err("get", k.kind, e))?;
         object(k.kind, &obj)
     }
 
@@ -61,7 +73,11 @@ impl weir_client::Resources for ResourcesService {
             .list(k, &r.namespace, &filter, r.limit, &r.continue_token)
             .await
             .map_err(|e| log_err("list", k.kind, e))?;
-        let items = list.items.iter().map(ApiObject::to_json).collect::<Result<Vec<_>, _>>()?;
+        let items = list
+            .items
+            .iter()
+            .map(ApiObject::to_json)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(ObjectList {
             kind: k.kind.to_string(),
             items,
@@ -73,15 +89,22 @@ impl weir_client::Resources for ResourcesService {
     async fn update(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
-        let obj = self.registry.update(k, &r.json, r.dry_run).await.map_err(|e| log_err("update", k.kind, e))?;
+        let obj = self
+            .registry
+            .update(k, &r.json, r.dry_run)
+            .await
+            .map_err(|e| log_err("update", k.kind, e))?;
         object(k.kind, &obj)
     }
 
     async fn update_status(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
-        let obj =
-            self.registry.update_status(k, &r.json, r.dry_run).await.map_err(|e| log_err("update_status", k.kind, e))?;
+        let obj = self
+            .registry
+            .update_status(k, &r.json, r.dry_run)
+            .await
+            .map_err(|e| log_err("update_status", k.kind, e))?;
         object(k.kind, &obj)
     }
 
@@ -92,25 +115,44 @@ impl weir_client::Resources for ResourcesService {
             grace_period_seconds: r.grace_period_seconds,
             resource_version: Some(r.resource_version).filter(|rv| !rv.is_empty()),
         };
-        let obj = self.registry.delete(k, &r.namespace, &r.name, &opts).await.map_err(|e| log_err("delete", k.kind, e))?;
+        let obj = self
+            .registry
+            .delete(k, &r.namespace, &r.name, &opts)
+            .await
+            .map_err(|e| log_err("delete", k.kind, e))?;
         object(k.kind, &obj)
     }
 
     type WatchStream = watch::EventStream;
 
-    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
         let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
-        let stream = watch::start(&self.registry, k, &r.namespace, filter, &r.resource_version, r.allow_bookmarks, self.stop.clone())
-            .await
-            .map_err(|e| log_err("watch", k.kind, e))?;
+        let stream = watch::start(
+            &self.registry,
+            k,
+            &r.namespace,
+            filter,
+            &r.resource_version,
+            r.allow_bookmarks,
+            self.stop.clone(),
+        )
+        .await
+        .map_err(|e| log_err("watch", k.kind, e))?;
         Ok(Response::new(stream))
     }
 
     async fn bind(&self, req: Request<BindRequest>) -> Result<Response<Object>, Status> {
         let r = req.into_inner();
-        let obj = self.registry.bind(&r.namespace, &r.name, &r.node_name).await.map_err(|e| log_err("bind", "Pod", e))?;
+        let obj = self
+            .registry
+            .bind(&r.namespace, &r.name, &r.node_name)
+            .await
+            .map_err(|e| log_err("bind", "Pod", e))?;
         object("Pod", &obj)
     }
 }

@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use futures::{Stream, StreamExt};
 
 /// A storage failure.
@@ -76,8 +78,15 @@ pub enum WatchItem {
 /// A change to one key, as seen by a watch.
 #[derive(Debug)]
 pub enum Change {
-    Put { kv: Kv, prev: Option<Kv> },
-    Delete { key: String, revision: i64, prev: Option<Kv> },
+    Put {
+        kv: Kv,
+        prev: Option<Kv>,
+    },
+    Delete {
+        key: String,
+        revision: i64,
+        prev: Option<Kv>,
+    },
 }
 
 /// The etcd-backed store. Cheap to clone.
@@ -116,7 +125,13 @@ impl Storage {
 
     /// Reads keys under `prefix` in key order, starting at `start` (inclusive;
     /// default: the prefix), at `revision` (0: latest), at most `limit` keys (0: all).
-    pub async fn list(&self, prefix: &str, start: Option<&str>, revision: i64, limit: i64) -> Result<Page, StorageError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        revision: i64,
+        limit: i64,
+    ) -> Result<Page, StorageError> {
         let mut opts = GetOptions::new().with_range(prefix_end(prefix));
         if revision > 0 {
             opts = opts.with_revision(revision);
@@ -124,21 +139,46 @@ impl Storage {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let resp = self.client.clone().get(start.unwrap_or(prefix), Some(opts)).await.map_err(|e| compacted(e, revision))?;
-        let kvs = resp.kvs().iter().map(to_kv).collect::<Result<Vec<_>, _>>()?;
+        let resp = self
+            .client
+            .clone()
+            .get(start.unwrap_or(prefix), Some(opts))
+            .await
+            .map_err(|e| compacted(e, revision))?;
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(to_kv)
+            .collect::<Result<Vec<_>, _>>()?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        Ok(Page { kvs, revision, more: resp.more() })
+        Ok(Page {
+            kvs,
+            revision,
+            more: resp.more(),
+        })
     }
 
     /// The keys under `prefix` (no values), for deriving allocation sets.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let opts = GetOptions::new().with_prefix().with_keys_only();
         let resp = self.client.clone().get(prefix, Some(opts)).await?;
-        resp.kvs().iter().map(|kv| kv.key_str().map(str::to_string).map_err(|_| StorageError::BadKey)).collect()
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                kv.key_str()
+                    .map(str::to_string)
+                    .map_err(|_| StorageError::BadKey)
+            })
+            .collect()
     }
 
     /// Creates `key` and every claim key; fails if any of them exists.
-    pub async fn create(&self, key: &str, value: Vec<u8>, claims: &[(String, Vec<u8>)]) -> Result<Outcome, StorageError> {
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        claims: &[(String, Vec<u8>)],
+    ) -> Result<Outcome, StorageError> {
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let mut ops = vec![TxnOp::put(key, value, None)];
         add_claims(&mut when, &mut ops, claims);
@@ -163,15 +203,28 @@ impl Storage {
     }
 
     /// Removes `key` if its mod_revision is still `expected`, with its claims.
-    pub async fn delete(&self, key: &str, expected: i64, releases: &[String]) -> Result<Outcome, StorageError> {
+    pub async fn delete(
+        &self,
+        key: &str,
+        expected: i64,
+        releases: &[String],
+    ) -> Result<Outcome, StorageError> {
         let when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
         let mut ops = vec![TxnOp::delete(key, None)];
         ops.extend(releases.iter().map(|r| TxnOp::delete(r.as_str(), None)));
         self.txn(key, when, ops).await
     }
 
-    async fn txn(&self, key: &str, when: Vec<Compare>, ops: Vec<TxnOp>) -> Result<Outcome, StorageError> {
-        let txn = Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::get(key, None)]);
+    async fn txn(
+        &self,
+        key: &str,
+        when: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<Outcome, StorageError> {
+        let txn = Txn::new()
+            .when(when)
+            .and_then(ops)
+            .or_else(vec![TxnOp::get(key, None)]);
         let resp = self.client.clone().txn(txn).await?;
         if resp.succeeded() {
             let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
@@ -193,53 +246,73 @@ impl Storage {
         prefix: &str,
         start_revision: i64,
         progress_every: Option<Duration>,
-    ) -> Result<impl Stream<Item = Result<WatchItem, StorageError>> + Send + use<>, StorageError> {
-        let opts = WatchOptions::new().with_prefix().with_prev_key().with_start_revision(start_revision);
+    ) -> Result<impl Stream<Item = Result<WatchItem, StorageError>> + Send + use<>, StorageError>
+    {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(start_revision);
         let stream = self.client.clone().watch(prefix, Some(opts)).await?;
         // A period nobody waits for when progress is off.
         let period = progress_every.unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(futures::stream::unfold(Some((stream, ticker)), move |state| async move {
-            let (mut stream, mut ticker) = state?;
-            loop {
-                let msg = tokio::select! {
-                    m = stream.message() => m,
-                    _ = ticker.tick() => {
-                        if let Err(e) = stream.request_progress().await {
-                            return Some((Err(StorageError::Etcd(e)), None));
+        Ok(
+            futures::stream::unfold(Some((stream, ticker)), move |state| async move {
+                let (mut stream, mut ticker) = state?;
+                loop {
+                    let msg = tokio::select! {
+                        m = stream.message() => m,
+                        _ = ticker.tick() => {
+                            if let Err(e) = stream.request_progress().await {
+                                return Some((Err(StorageError::Etcd(e)), None));
+                            }
+                            continue;
                         }
+                    };
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => {
+                            return Some((
+                                Err(StorageError::WatchEnded("stream closed".into())),
+                                None,
+                            ));
+                        }
+                        Err(e) => return Some((Err(StorageError::Etcd(e)), None)),
+                    };
+                    if resp.canceled() {
+                        let err = if resp.compact_revision() > 0 {
+                            StorageError::Compacted {
+                                requested: start_revision,
+                                compacted: resp.compact_revision(),
+                            }
+                        } else {
+                            StorageError::WatchEnded(resp.cancel_reason().to_string())
+                        };
+                        return Some((Err(err), None));
+                    }
+                    if resp.created() {
                         continue;
                     }
-                };
-                let resp = match msg {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Some((Err(StorageError::WatchEnded("stream closed".into())), None)),
-                    Err(e) => return Some((Err(StorageError::Etcd(e)), None)),
-                };
-                if resp.canceled() {
-                    let err = if resp.compact_revision() > 0 {
-                        StorageError::Compacted { requested: start_revision, compacted: resp.compact_revision() }
-                    } else {
-                        StorageError::WatchEnded(resp.cancel_reason().to_string())
-                    };
-                    return Some((Err(err), None));
-                }
-                if resp.created() {
-                    continue;
-                }
-                if resp.events().is_empty() {
-                    // A progress notification: everything up to this revision was sent.
-                    match resp.header().map(|h| h.revision()) {
-                        Some(rev) if rev > 0 => return Some((Ok(WatchItem::Progress(rev)), Some((stream, ticker)))),
-                        _ => continue,
+                    if resp.events().is_empty() {
+                        // A progress notification: everything up to this revision was sent.
+                        match resp.header().map(|h| h.revision()) {
+                            Some(rev) if rev > 0 => {
+                                return Some((Ok(WatchItem::Progress(rev)), Some((stream, ticker))));
+                            }
+                            _ => continue,
+                        }
                     }
+                    let changes = resp
+                        .events()
+                        .iter()
+                        .map(to_change)
+                        .collect::<Result<Vec<_>, _>>();
+                    return Some((changes.map(WatchItem::Changes), Some((stream, ticker))));
                 }
-                let changes = resp.events().iter().map(to_change).collect::<Result<Vec<_>, _>>();
-                return Some((changes.map(WatchItem::Changes), Some((stream, ticker))));
-            }
-        })
-        .boxed())
+            })
+            .boxed(),
+        )
     }
 
     /// Compacts history older than `revision` (keeps etcd's size bounded).
@@ -250,7 +323,11 @@ impl Storage {
 
     /// The current store revision.
     pub async fn revision(&self) -> Result<i64, StorageError> {
-        let resp = self.client.clone().get("/registry/", Some(GetOptions::new().with_count_only())).await?;
+        let resp = self
+            .client
+            .clone()
+            .get("/registry/", Some(GetOptions::new().with_count_only()))
+            .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
 }
@@ -264,9 +341,14 @@ fn add_claims(when: &mut Vec<Compare>, ops: &mut Vec<TxnOp>, claims: &[(String, 
 
 fn to_change(ev: &etcd_client::Event) -> Result<Change, StorageError> {
     let prev = ev.prev_kv().map(to_kv).transpose()?;
-    let kv = ev.kv().ok_or_else(|| StorageError::WatchEnded("event without key".into()))?;
+    let kv = ev
+        .kv()
+        .ok_or_else(|| StorageError::WatchEnded("event without key".into()))?;
     Ok(match ev.event_type() {
-        etcd_client::EventType::Put => Change::Put { kv: to_kv(kv)?, prev },
+        etcd_client::EventType::Put => Change::Put {
+            kv: to_kv(kv)?,
+            prev,
+        },
         etcd_client::EventType::Delete => Change::Delete {
             key: kv.key_str().map_err(|_| StorageError::BadKey)?.to_string(),
             revision: kv.mod_revision(),
@@ -279,7 +361,10 @@ fn to_change(ev: &etcd_client::Event) -> Result<Change, StorageError> {
 fn compacted(e: etcd_client::Error, requested: i64) -> StorageError {
     match &e {
         etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange => {
-            StorageError::Compacted { requested, compacted: 0 }
+            StorageError::Compacted {
+                requested,
+                compacted: 0,
+            }
         }
         _ => StorageError::Etcd(e),
     }
@@ -308,10 +393,17 @@ mod tests {
     use super::*;
 
     /// A throwaway etcd through the real supervisor; stopped on drop of the guard.
-    async fn etcd() -> (Storage, crate::etcd_supervisor::Supervisor, tempfile::TempDir) {
+    async fn etcd() -> (
+        Storage,
+        crate::etcd_supervisor::Supervisor,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = loop {
-            let p = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+            let p = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("port")
+                .port();
             if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
                 break p;
             }
@@ -339,26 +431,71 @@ mod tests {
     async fn txn_rules_claims_and_progress() {
         let (s, sup, _dir) = etcd().await;
         let claim = vec![("/registry/ranges/x/1".to_string(), b"o".to_vec())];
-        let Outcome::Committed { revision } = s.create("/registry/a/k", b"v1".to_vec(), &claim).await.unwrap() else {
+        let Outcome::Committed { revision } = s
+            .create("/registry/a/k", b"v1".to_vec(), &claim)
+            .await
+            .unwrap()
+        else {
             panic!("create")
         };
         // Same key: fails with the current value; another key with the same claim: fails without.
-        assert!(matches!(s.create("/registry/a/k", b"v".to_vec(), &[]).await.unwrap(), Outcome::Failed { current: Some(_) }));
-        assert!(matches!(s.create("/registry/a/j", b"v".to_vec(), &claim).await.unwrap(), Outcome::Failed { current: None }));
-        assert!(matches!(s.update("/registry/a/k", b"v2".to_vec(), revision - 1, &[], &[]).await.unwrap(), Outcome::Failed { .. }));
-        let Outcome::Committed { revision: r2 } =
-            s.update("/registry/a/k", b"v2".to_vec(), revision, &[], &["/registry/ranges/x/1".into()]).await.unwrap()
+        assert!(matches!(
+            s.create("/registry/a/k", b"v".to_vec(), &[]).await.unwrap(),
+            Outcome::Failed { current: Some(_) }
+        ));
+        assert!(matches!(
+            s.create("/registry/a/j", b"v".to_vec(), &claim)
+                .await
+                .unwrap(),
+            Outcome::Failed { current: None }
+        ));
+        assert!(matches!(
+            s.update("/registry/a/k", b"v2".to_vec(), revision - 1, &[], &[])
+                .await
+                .unwrap(),
+            Outcome::Failed { .. }
+        ));
+        let Outcome::Committed { revision: r2 } = s
+            .update(
+                "/registry/a/k",
+                b"v2".to_vec(),
+                revision,
+                &[],
+                &["/registry/ranges/x/1".into()],
+            )
+            .await
+            .unwrap()
         else {
             panic!("update")
         };
-        assert_eq!(s.keys("/registry/ranges/x/").await.unwrap(), Vec::<String>::new(), "claim released");
+        assert_eq!(
+            s.keys("/registry/ranges/x/").await.unwrap(),
+            Vec::<String>::new(),
+            "claim released"
+        );
 
-        let mut w = std::pin::pin!(s.watch("/registry/a/", r2, Some(Duration::from_millis(200))).await.unwrap());
-        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("in time").expect("item").unwrap() {
-            WatchItem::Changes(c) => assert!(matches!(&c[0], Change::Put { kv, prev: Some(p) } if kv.value == b"v2" && p.value == b"v1")),
+        let mut w = std::pin::pin!(
+            s.watch("/registry/a/", r2, Some(Duration::from_millis(200)))
+                .await
+                .unwrap()
+        );
+        match tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("in time")
+            .expect("item")
+            .unwrap()
+        {
+            WatchItem::Changes(c) => assert!(
+                matches!(&c[0], Change::Put { kv, prev: Some(p) } if kv.value == b"v2" && p.value == b"v1")
+            ),
             other => panic!("expected the update first, got {other:?}"),
         }
-        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("in time").expect("item").unwrap() {
+        match tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("in time")
+            .expect("item")
+            .unwrap()
+        {
             WatchItem::Progress(rev) => assert!(rev >= r2),
             other => panic!("expected progress, got {other:?}"),
         }

@@ -58,14 +58,17 @@ pub async fn start(
         let list = registry.list(kind, namespace, &filter, 0, "").await?;
         (list.items, list.resource_version + 1)
     } else {
-        let rv: i64 = resource_version
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {resource_version:?}")))?;
+        let rv: i64 = resource_version.parse().map_err(|_| {
+            ApiError::BadRequest(format!("invalid resourceVersion {resource_version:?}"))
+        })?;
         (Vec::new(), rv + 1)
     };
 
     let progress = allow_bookmarks.then_some(BOOKMARK_INTERVAL);
-    let changes = registry.storage().watch(&prefix, start_revision, progress).await?;
+    let changes = registry
+        .storage()
+        .watch(&prefix, start_revision, progress)
+        .await?;
     tokio::spawn(async move {
         for obj in initial {
             let rv = obj.metadata.resource_version.clone().unwrap_or_default();
@@ -103,7 +106,9 @@ pub async fn start(
                         }
                     }
                     Ok(None) => {}
-                    Err(error) => tracing::warn!(%error, kind = kind.kind, "skipping undecodable watch event"),
+                    Err(error) => {
+                        tracing::warn!(%error, kind = kind.kind, "skipping undecodable watch event")
+                    }
                 }
             }
         }
@@ -112,12 +117,17 @@ pub async fn start(
 }
 
 /// Turns one storage change into the event this watch sends, if any.
-fn translate(filter: &Filter, change: Change) -> Result<Option<(Type, ApiObject, String)>, ApiError> {
+fn translate(
+    filter: &Filter,
+    change: Change,
+) -> Result<Option<(Type, ApiObject, String)>, ApiError> {
     match change {
         Change::Put { kv, prev } => {
             let cur = ApiObject::from_stored(&kv.value, kv.mod_revision)?;
             let cur_match = filter.matches(&cur);
-            let prev_obj = prev.map(|p| ApiObject::from_stored(&p.value, p.mod_revision)).transpose()?;
+            let prev_obj = prev
+                .map(|p| ApiObject::from_stored(&p.value, p.mod_revision))
+                .transpose()?;
             let prev_match = match &prev_obj {
                 Some(p) => Some(filter.matches(p)),
                 None if kv.create_revision == kv.mod_revision => None,
@@ -134,7 +144,11 @@ fn translate(filter: &Filter, change: Change) -> Result<Option<(Type, ApiObject,
                 None => None,
             })
         }
-        Change::Delete { key, revision, prev } => {
+        Change::Delete {
+            key,
+            revision,
+            prev,
+        } => {
             let Some(prev) = prev else {
                 tracing::warn!(key, "delete event without previous state; not sent");
                 return Ok(None);
@@ -158,12 +172,21 @@ async fn send(
         Ok(j) => j,
         Err(e) => return tx.send(Err(e.into())).await.map_err(|_| ()),
     };
-    let ev = WatchEvent { r#type: ty as i32, kind: kind.kind.to_string(), json, resource_version: rv };
+    let ev = WatchEvent {
+        r#type: ty as i32,
+        kind: kind.kind.to_string(),
+        json,
+        resource_version: rv,
+    };
     tx.send(Ok(ev)).await.map_err(|_| ())
 }
 
 /// A BOOKMARK carries an object with only apiVersion, kind and resourceVersion.
-async fn send_bookmark(tx: &mpsc::Sender<Result<WatchEvent, tonic::Status>>, kind: &ResourceKind, rev: i64) -> Result<(), ()> {
+async fn send_bookmark(
+    tx: &mpsc::Sender<Result<WatchEvent, tonic::Status>>,
+    kind: &ResourceKind,
+    rev: i64,
+) -> Result<(), ()> {
     let json = serde_json::json!({
         "apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"resourceVersion": rev.to_string()}
     });
@@ -200,24 +223,51 @@ mod tests {
 
     fn kv(name: &str, app: &str, create: i64, rev: i64) -> Kv {
         let v = serde_json::json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name,"namespace":"default","labels":{"app":app}}});
-        Kv { key: format!("/registry/pods/default/{name}"), value: v.to_string().into_bytes(), mod_revision: rev, create_revision: create }
+        Kv {
+            key: format!("/registry/pods/default/{name}"),
+            value: v.to_string().into_bytes(),
+            mod_revision: rev,
+            create_revision: create,
+        }
     }
 
     #[test]
     fn relabel_out_of_selector_is_deleted_with_previous_state() {
         let filter = Filter::parse("app=web", "").unwrap();
-        let change = Change::Put { kv: kv("a", "db", 5, 9), prev: Some(kv("a", "web", 5, 7)) };
+        let change = Change::Put {
+            kv: kv("a", "db", 5, 9),
+            prev: Some(kv("a", "web", 5, 7)),
+        };
         let (ty, obj, rv) = translate(&filter, change).unwrap().unwrap();
         assert_eq!(ty, Type::Deleted);
         assert_eq!(obj.metadata.labels.unwrap()["app"], "web");
-        assert_eq!((rv.as_str(), obj.metadata.resource_version.as_deref()), ("9", Some("9")));
+        assert_eq!(
+            (rv.as_str(), obj.metadata.resource_version.as_deref()),
+            ("9", Some("9"))
+        );
 
-        let created = Change::Put { kv: kv("b", "web", 10, 10), prev: None };
-        assert_eq!(translate(&filter, created).unwrap().map(|e| e.0), Some(Type::Added));
-        let other = Change::Put { kv: kv("c", "db", 11, 11), prev: None };
+        let created = Change::Put {
+            kv: kv("b", "web", 10, 10),
+            prev: None,
+        };
+        assert_eq!(
+            translate(&filter, created).unwrap().map(|e| e.0),
+            Some(Type::Added)
+        );
+        let other = Change::Put {
+            kv: kv("c", "db", 11, 11),
+            prev: None,
+        };
         assert!(translate(&filter, other).unwrap().is_none());
-        let deleted = Change::Delete { key: "k".into(), revision: 12, prev: Some(kv("b", "web", 10, 10)) };
+        let deleted = Change::Delete {
+            key: "k".into(),
+            revision: 12,
+            prev: Some(kv("b", "web", 10, 10)),
+        };
         let (ty, obj, _) = translate(&filter, deleted).unwrap().unwrap();
-        assert_eq!((ty, obj.metadata.resource_version.as_deref()), (Type::Deleted, Some("12")));
+        assert_eq!(
+            (ty, obj.metadata.resource_version.as_deref()),
+            (Type::Deleted, Some("12"))
+        );
     }
 }

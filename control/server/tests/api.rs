@@ -9,7 +9,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Node, Pod, PodSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, Node, Pod, PodSpec, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_client::{Client, DeleteParams, Error, ListParams, WatchEvent, WatchParams};
 
@@ -22,7 +24,10 @@ struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A free port whose successor is free too (etcd's peer port).
@@ -56,17 +61,28 @@ impl Server {
             {
                 break c;
             }
-            assert!(Instant::now() < deadline, "weir-control did not come up on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "weir-control did not come up on {addr}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        Server { child, client, etcd_url: format!("http://127.0.0.1:{etcd_port}"), _dir: dir }
+        Server {
+            child,
+            client,
+            etcd_url: format!("http://127.0.0.1:{etcd_port}"),
+            _dir: dir,
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -84,7 +100,12 @@ fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: Some("default".into()),
-        labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -101,7 +122,11 @@ fn pod(name: &str) -> Pod {
     Pod {
         metadata: meta(name, &[("app", "web")]),
         spec: Some(PodSpec {
-            containers: vec![Container { name: "c".into(), image: Some("img:v1".into()), ..Default::default() }],
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("img:v1".into()),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         ..Default::default()
@@ -118,24 +143,57 @@ async fn crud_conflicts_selectors_and_status() {
     let s = Server::start().await;
     let c = &s.client;
 
-    let created = c.create(&config_map("a", &[("app", "web")])).await.expect("create");
+    let created = c
+        .create(&config_map("a", &[("app", "web")]))
+        .await
+        .expect("create");
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     assert_eq!(created.metadata.generation, Some(1));
-    assert!(matches!(c.create(&config_map("a", &[])).await, Err(Error::AlreadyExists(_))));
-    c.create(&config_map("b", &[("app", "db")])).await.expect("create b");
+    assert!(matches!(
+        c.create(&config_map("a", &[])).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    c.create(&config_map("b", &[("app", "db")]))
+        .await
+        .expect("create b");
 
     let got: ConfigMap = c.get("default", "a").await.expect("get");
-    assert_eq!(got.metadata.resource_version, created.metadata.resource_version);
-    assert!(matches!(c.get::<ConfigMap>("default", "zzz").await, Err(Error::NotFound(_))));
+    assert_eq!(
+        got.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert!(matches!(
+        c.get::<ConfigMap>("default", "zzz").await,
+        Err(Error::NotFound(_))
+    ));
 
     // Label selector and limit/continue.
-    let web = c.list::<ConfigMap>("default", &ListParams::default().labels("app=web")).await.expect("list");
+    let web = c
+        .list::<ConfigMap>("default", &ListParams::default().labels("app=web"))
+        .await
+        .expect("list");
     assert_eq!(web.items.len(), 1);
-    let page1 = c.list::<ConfigMap>("", &ListParams { limit: 1, ..Default::default() }).await.expect("page 1");
+    let page1 = c
+        .list::<ConfigMap>(
+            "",
+            &ListParams {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page 1");
     assert_eq!(page1.items.len(), 1);
     assert!(!page1.continue_token.is_empty());
     let page2 = c
-        .list::<ConfigMap>("", &ListParams { limit: 1, continue_token: page1.continue_token.clone(), ..Default::default() })
+        .list::<ConfigMap>(
+            "",
+            &ListParams {
+                limit: 1,
+                continue_token: page1.continue_token.clone(),
+                ..Default::default()
+            },
+        )
         .await
         .expect("page 2");
     assert_eq!(page2.items.len(), 1);
@@ -145,18 +203,33 @@ async fn crud_conflicts_selectors_and_status() {
     let mut first = got.clone();
     first.data = Some(BTreeMap::from([("k".to_string(), "v2".to_string())]));
     let updated = c.update(&first).await.expect("update");
-    assert_ne!(updated.metadata.resource_version, got.metadata.resource_version);
+    assert_ne!(
+        updated.metadata.resource_version,
+        got.metadata.resource_version
+    );
     assert_eq!(updated.metadata.generation, Some(2));
     let stale = c.update(&got).await;
-    assert!(matches!(stale, Err(Error::Conflict(ref m)) if m.contains("the object has been modified")), "{stale:?}");
+    assert!(
+        matches!(stale, Err(Error::Conflict(ref m)) if m.contains("the object has been modified")),
+        "{stale:?}"
+    );
     let mut no_rv = updated.clone();
     no_rv.metadata.resource_version = None;
-    assert!(matches!(c.update(&no_rv).await, Err(Error::Invalid(m)) if m.contains("must be specified for an update")));
+    assert!(
+        matches!(c.update(&no_rv).await, Err(Error::Invalid(m)) if m.contains("must be specified for an update"))
+    );
 
     // Status is separate from spec.
     let p = c.create(&pod("p1")).await.expect("create pod");
-    assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
-    assert_eq!(p.spec.as_ref().and_then(|s| s.restart_policy.as_deref()), Some("Always"), "defaulted");
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert_eq!(
+        p.spec.as_ref().and_then(|s| s.restart_policy.as_deref()),
+        Some("Always"),
+        "defaulted"
+    );
     // The scheduler in the same process may write the pod's status too: retry on conflict.
     let p = loop {
         let mut p: Pod = c.get("default", "p1").await.unwrap();
@@ -167,14 +240,31 @@ async fn crud_conflicts_selectors_and_status() {
             other => break other.expect("update status"),
         }
     };
-    assert_eq!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
-    assert_eq!(p.spec.as_ref().and_then(|s| s.active_deadline_seconds), None, "spec ignored by update_status");
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+    assert_eq!(
+        p.spec.as_ref().and_then(|s| s.active_deadline_seconds),
+        None,
+        "spec ignored by update_status"
+    );
     let mut p2 = p.clone();
     p2.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
     p2.metadata.labels = Some(BTreeMap::from([("app".to_string(), "other".to_string())]));
     let p2 = c.update(&p2).await.expect("update");
-    assert_eq!(p2.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"), "status ignored by update");
-    let running = c.list::<Pod>("", &ListParams::default().fields("status.phase=Running,metadata.name=p1")).await.unwrap();
+    assert_eq!(
+        p2.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running"),
+        "status ignored by update"
+    );
+    let running = c
+        .list::<Pod>(
+            "",
+            &ListParams::default().fields("status.phase=Running,metadata.name=p1"),
+        )
+        .await
+        .unwrap();
     assert_eq!(running.items.len(), 1);
     assert!(matches!(
         c.list::<Pod>("", &ListParams::default().fields("spec.bogus=x")).await,
@@ -182,16 +272,30 @@ async fn crud_conflicts_selectors_and_status() {
     ));
 
     // Delete with a stale precondition, then for real.
-    let del = DeleteParams { resource_version: got.metadata.resource_version.clone().unwrap(), ..Default::default() };
-    assert!(matches!(c.delete::<ConfigMap>("default", "a", &del).await, Err(Error::Conflict(_))));
-    let last = c.delete::<ConfigMap>("default", "a", &DeleteParams::default()).await.expect("delete");
+    let del = DeleteParams {
+        resource_version: got.metadata.resource_version.clone().unwrap(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.delete::<ConfigMap>("default", "a", &del).await,
+        Err(Error::Conflict(_))
+    ));
+    let last = c
+        .delete::<ConfigMap>("default", "a", &DeleteParams::default())
+        .await
+        .expect("delete");
     assert_eq!(last.data, first.data);
-    assert!(matches!(c.get::<ConfigMap>("default", "a").await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        c.get::<ConfigMap>("default", "a").await,
+        Err(Error::NotFound(_))
+    ));
 
     // Writes into a namespace that does not exist.
     let mut elsewhere = config_map("x", &[]);
     elsewhere.metadata.namespace = Some("nope".into());
-    assert!(matches!(c.create(&elsewhere).await, Err(Error::NotFound(m)) if m == "namespaces \"nope\" not found"));
+    assert!(
+        matches!(c.create(&elsewhere).await, Err(Error::NotFound(m)) if m == "namespaces \"nope\" not found")
+    );
 }
 
 #[tokio::test]
@@ -201,56 +305,120 @@ async fn validation_and_allocation() {
     let c = &s.client;
 
     let mut bad = pod("Bad_Name");
-    bad.spec.as_mut().unwrap().containers.push(Container { name: "c".into(), ..Default::default() });
-    let Err(Error::Invalid(msg)) = c.create(&bad).await else { panic!("expected Invalid") };
-    assert!(msg.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""), "{msg}");
-    assert!(msg.contains("\nspec.containers[1].name: Duplicate value: \"c\""), "{msg}");
-    assert!(msg.contains("\nspec.containers[1].image: Required value"), "{msg}");
-    assert!(c.get_opt::<Pod>("default", "Bad_Name").await.unwrap().is_none(), "nothing stored");
+    bad.spec.as_mut().unwrap().containers.push(Container {
+        name: "c".into(),
+        ..Default::default()
+    });
+    let Err(Error::Invalid(msg)) = c.create(&bad).await else {
+        panic!("expected Invalid")
+    };
+    assert!(
+        msg.starts_with("Pod \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\nspec.containers[1].name: Duplicate value: \"c\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("\nspec.containers[1].image: Required value"),
+        "{msg}"
+    );
+    assert!(
+        c.get_opt::<Pod>("default", "Bad_Name")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing stored"
+    );
 
     let svc = |name: &str, ip: Option<&str>, ty: &str| Service {
         metadata: meta(name, &[]),
         spec: Some(ServiceSpec {
             type_: Some(ty.into()),
             cluster_ip: ip.map(Into::into),
-            ports: Some(vec![ServicePort { port: 80, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
     };
     let a = c.create(&svc("a", None, "ClusterIP")).await.expect("svc a");
-    assert_eq!(a.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("10.96.0.2"));
-    let b = c.create(&svc("b", Some("10.96.0.50"), "NodePort")).await.expect("svc b");
+    assert_eq!(
+        a.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("10.96.0.2")
+    );
+    let b = c
+        .create(&svc("b", Some("10.96.0.50"), "NodePort"))
+        .await
+        .expect("svc b");
     let bspec = b.spec.as_ref().unwrap();
     assert_eq!(bspec.cluster_ips, Some(vec!["10.96.0.50".to_string()]));
-    let np = bspec.ports.as_ref().unwrap()[0].node_port.expect("node port");
+    let np = bspec.ports.as_ref().unwrap()[0]
+        .node_port
+        .expect("node port");
     assert!((30000..=32767).contains(&np));
-    let Err(Error::Invalid(msg)) = c.create(&svc("c", Some("10.96.0.50"), "ClusterIP")).await else { panic!() };
+    let Err(Error::Invalid(msg)) = c.create(&svc("c", Some("10.96.0.50"), "ClusterIP")).await
+    else {
+        panic!()
+    };
     assert!(
         msg.ends_with("spec.clusterIPs: Invalid value: [\"10.96.0.50\"]: failed to allocate IP 10.96.0.50: provided IP is already allocated"),
         "{msg}"
     );
-    let headless = c.create(&svc("h", Some("None"), "ClusterIP")).await.expect("headless");
-    assert_eq!(headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"));
+    let headless = c
+        .create(&svc("h", Some("None"), "ClusterIP"))
+        .await
+        .expect("headless");
+    assert_eq!(
+        headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
     // Update without clusterIP keeps it; delete releases it.
     let mut a2 = a.clone();
     a2.spec.as_mut().unwrap().cluster_ip = None;
     a2.spec.as_mut().unwrap().cluster_ips = None;
     let a2 = c.update(&a2).await.expect("update svc");
-    assert_eq!(a2.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("10.96.0.2"));
-    c.delete::<Service>("default", "b", &DeleteParams::default()).await.expect("delete b");
-    c.create(&svc("c", Some("10.96.0.50"), "ClusterIP")).await.expect("IP free again");
+    assert_eq!(
+        a2.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("10.96.0.2")
+    );
+    c.delete::<Service>("default", "b", &DeleteParams::default())
+        .await
+        .expect("delete b");
+    c.create(&svc("c", Some("10.96.0.50"), "ClusterIP"))
+        .await
+        .expect("IP free again");
 
-    let node = |name: &str| Node { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    let node = |name: &str| Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let n1 = c.create(&node("node1")).await.expect("node1");
     let n2 = c.create(&node("node2")).await.expect("node2");
-    assert_eq!(n1.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()), Some("10.244.1.0/24"));
-    assert_eq!(n2.spec.as_ref().and_then(|s| s.pod_cidrs.clone()), Some(vec!["10.244.2.0/24".to_string()]));
+    assert_eq!(
+        n1.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()),
+        Some("10.244.1.0/24")
+    );
+    assert_eq!(
+        n2.spec.as_ref().and_then(|s| s.pod_cidrs.clone()),
+        Some(vec!["10.244.2.0/24".to_string()])
+    );
 }
 
 /// The next watch item, failing the test after 10 s.
-async fn next(w: &mut weir_client::WatchStream<ConfigMap>) -> weir_client::Result<(WatchEvent<ConfigMap>, String)> {
-    tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("event in time").expect("stream open")
+async fn next(
+    w: &mut weir_client::WatchStream<ConfigMap>,
+) -> weir_client::Result<(WatchEvent<ConfigMap>, String)> {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("event in time")
+        .expect("stream open")
 }
 
 #[tokio::test]
@@ -258,10 +426,15 @@ async fn next(w: &mut weir_client::WatchStream<ConfigMap>) -> weir_client::Resul
 async fn watch_replay_resume_selectors_and_expiry() {
     let s = Server::start().await;
     let c = &s.client;
-    c.create(&config_map("w1", &[("app", "web")])).await.unwrap();
+    c.create(&config_map("w1", &[("app", "web")]))
+        .await
+        .unwrap();
 
     // Replay then changes, with a selector.
-    let mut w = c.watch::<ConfigMap>("default", &WatchParams::default().labels("app=web")).await.unwrap();
+    let mut w = c
+        .watch::<ConfigMap>("default", &WatchParams::default().labels("app=web"))
+        .await
+        .unwrap();
     let (ev, _) = next(&mut w).await.unwrap();
     assert!(matches!(ev, WatchEvent::Added(ref o) if o.metadata.name.as_deref() == Some("w1")));
     c.create(&config_map("w2", &[("app", "db")])).await.unwrap();
@@ -269,32 +442,71 @@ async fn watch_replay_resume_selectors_and_expiry() {
     w1.metadata.labels = Some(BTreeMap::from([("app".to_string(), "db".to_string())]));
     let w1 = c.update(&w1).await.unwrap();
     let (ev, rv) = next(&mut w).await.unwrap();
-    let WatchEvent::Deleted(gone) = ev else { panic!("relabel out of the selector is DELETED, got {ev:?}") };
-    assert_eq!(gone.metadata.labels.unwrap()["app"], "web", "previous state");
+    let WatchEvent::Deleted(gone) = ev else {
+        panic!("relabel out of the selector is DELETED, got {ev:?}")
+    };
+    assert_eq!(
+        gone.metadata.labels.unwrap()["app"],
+        "web",
+        "previous state"
+    );
     assert_eq!(rv, rv_of(&w1.metadata));
     let mut w2 = c.get::<ConfigMap>("default", "w2").await.unwrap();
     w2.metadata.labels = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
     c.update(&w2).await.unwrap();
     let (ev, _) = next(&mut w).await.unwrap();
-    assert!(matches!(ev, WatchEvent::Added(ref o) if o.metadata.name.as_deref() == Some("w2")), "{ev:?}");
+    assert!(
+        matches!(ev, WatchEvent::Added(ref o) if o.metadata.name.as_deref() == Some("w2")),
+        "{ev:?}"
+    );
     drop(w);
 
     // Resume from a revision: exactly the changes after it.
-    let mut w = c.watch::<ConfigMap>("default", &WatchParams::default().from_version(rv_of(&w1.metadata))).await.unwrap();
+    let mut w = c
+        .watch::<ConfigMap>(
+            "default",
+            &WatchParams::default().from_version(rv_of(&w1.metadata)),
+        )
+        .await
+        .unwrap();
     let (ev, _) = next(&mut w).await.unwrap();
-    assert!(matches!(ev, WatchEvent::Modified(ref o) if o.metadata.name.as_deref() == Some("w2")), "{ev:?}");
-    c.delete::<ConfigMap>("default", "w2", &DeleteParams::default()).await.unwrap();
+    assert!(
+        matches!(ev, WatchEvent::Modified(ref o) if o.metadata.name.as_deref() == Some("w2")),
+        "{ev:?}"
+    );
+    c.delete::<ConfigMap>("default", "w2", &DeleteParams::default())
+        .await
+        .unwrap();
     let (ev, _) = next(&mut w).await.unwrap();
-    assert!(matches!(ev, WatchEvent::Deleted(ref o) if o.data.is_some()), "deleted carries last state: {ev:?}");
+    assert!(
+        matches!(ev, WatchEvent::Deleted(ref o) if o.data.is_some()),
+        "deleted carries last state: {ev:?}"
+    );
     drop(w);
 
     // Compaction makes old revisions expire.
-    let mut etcd = etcd_client::Client::connect([s.etcd_url.as_str()], None).await.unwrap();
-    let head = etcd.get("/", None).await.unwrap().header().unwrap().revision();
+    let mut etcd = etcd_client::Client::connect([s.etcd_url.as_str()], None)
+        .await
+        .unwrap();
+    let head = etcd
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     etcd.compact(head, None).await.unwrap();
-    let mut w = c.watch::<ConfigMap>("default", &WatchParams::default().from_version("2")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("answer in time");
-    assert!(matches!(got, Some(Err(Error::Expired(ref m))) if m.contains("too old resource version")), "{got:?}");
+    let mut w = c
+        .watch::<ConfigMap>("default", &WatchParams::default().from_version("2"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("answer in time");
+    assert!(
+        matches!(got, Some(Err(Error::Expired(ref m))) if m.contains("too old resource version")),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -305,49 +517,94 @@ async fn bind_graceful_delete_and_namespaces() {
 
     c.create(&pod("p")).await.unwrap();
     c.bind("default", "p", "node1").await.expect("bind");
-    c.bind("default", "p", "node1").await.expect("bind again to the same node is fine");
-    assert!(matches!(c.bind("default", "p", "node2").await, Err(Error::Conflict(_))));
+    c.bind("default", "p", "node1")
+        .await
+        .expect("bind again to the same node is fine");
+    assert!(matches!(
+        c.bind("default", "p", "node2").await,
+        Err(Error::Conflict(_))
+    ));
     let bound: Pod = c.get("default", "p").await.unwrap();
-    assert_eq!(bound.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some("node1"));
+    assert_eq!(
+        bound.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some("node1")
+    );
 
     // Bound pod: marked, stays until deleted with grace 0 (the agent's job).
-    let marked = c.delete::<Pod>("default", "p", &DeleteParams::default()).await.unwrap();
+    let marked = c
+        .delete::<Pod>("default", "p", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
     assert!(c.get_opt::<Pod>("default", "p").await.unwrap().is_some());
-    let zero = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    let zero = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
     c.delete::<Pod>("default", "p", &zero).await.unwrap();
     assert!(c.get_opt::<Pod>("default", "p").await.unwrap().is_none());
 
     // Unbound pod: gone at once.
     c.create(&pod("q")).await.unwrap();
-    c.delete::<Pod>("default", "q", &DeleteParams::default()).await.unwrap();
+    c.delete::<Pod>("default", "q", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(c.get_opt::<Pod>("default", "q").await.unwrap().is_none());
 
     // Finalizers hold an object until an update removes them.
     let mut f = config_map("f", &[]);
     f.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     c.create(&f).await.unwrap();
-    let held = c.delete::<ConfigMap>("default", "f", &DeleteParams::default()).await.unwrap();
+    let held = c
+        .delete::<ConfigMap>("default", "f", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());
     let mut release = c.get::<ConfigMap>("default", "f").await.unwrap();
     release.metadata.finalizers = None;
     c.update(&release).await.unwrap();
-    assert!(c.get_opt::<ConfigMap>("default", "f").await.unwrap().is_none());
+    assert!(
+        c.get_opt::<ConfigMap>("default", "f")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Namespace deletion removes its content, then itself.
-    let ns = Namespace { metadata: ObjectMeta { name: Some("team".into()), ..Default::default() }, ..Default::default() };
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("team".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     c.create(&ns).await.unwrap();
     let mut cm = config_map("in-team", &[]);
     cm.metadata.namespace = Some("team".into());
     c.create(&cm).await.unwrap();
-    let terminating = c.delete::<Namespace>("", "team", &DeleteParams::default()).await.unwrap();
-    assert_eq!(terminating.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
+    let terminating = c
+        .delete::<Namespace>("", "team", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while c.get_opt::<Namespace>("", "team").await.unwrap().is_some() {
         assert!(Instant::now() < deadline, "namespace not removed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(c.get_opt::<ConfigMap>("team", "in-team").await.unwrap().is_none());
-    assert!(matches!(c.delete::<Namespace>("", "default", &DeleteParams::default()).await, Err(Error::Server { .. })));
+    assert!(
+        c.get_opt::<ConfigMap>("team", "in-team")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        c.delete::<Namespace>("", "default", &DeleteParams::default())
+            .await,
+        Err(Error::Server { .. })
+    ));
 }
