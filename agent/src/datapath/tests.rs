@@ -502,6 +502,10 @@ fn datapath_backend_swap_keeps_established_connections() {
         new_backend,
         "a new connection uses the new set"
     );
+    // A new connection that reuses the old source port must not follow the
+    // stale conntrack entry to the removed backend.
+    let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
+    assert_eq!(check(&out).dst, new_backend, "a SYN is balanced afresh");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! - A packet to a service frontend (ClusterIP:port/proto in `WEIR_SERVICES`)
 //!   gets its destination rewritten to a backend, chosen once per connection
 //!   and remembered in conntrack; the stack then routes it to the backend.
+//!   A TCP SYN is always balanced afresh (see `handle`).
 //! - A reply from a backend (a reverse conntrack entry matches) gets its
 //!   source rewritten back to the frontend the client used.
 //! - Everything else (non-IPv4, not TCP/UDP, fragments, truncated headers,
@@ -34,7 +35,16 @@ pub fn weir_from_pod(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
-    if let Some(ct) = conntrack::lookup(flow) {
+    // A SYN starts a new connection even when its tuple has an entry: the
+    // client reused a source port, and the old entry may name a backend that
+    // is gone. It is balanced afresh (and, for retransmitted SYNs, the hash
+    // picks the same backend again as long as the set is unchanged).
+    let existing = if flow.tcp_syn {
+        None
+    } else {
+        conntrack::lookup(flow)
+    };
+    if let Some(ct) = existing {
         let done = match ct.direction {
             CT_DIR_FORWARD => nat::rewrite(
                 ctx,

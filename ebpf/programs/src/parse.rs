@@ -20,7 +20,10 @@ pub const IP_DADDR_OFF: usize = 16;
 /// Offsets inside the L4 header (same for TCP and UDP).
 pub const L4_SPORT_OFF: usize = 0;
 pub const L4_DPORT_OFF: usize = 2;
+const TCP_FLAGS_OFF: usize = 13;
 const TCP_CSUM_OFF: usize = 16;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
 const UDP_CSUM_OFF: usize = 6;
 
 /// The fixed part of an IPv4 header, as on the wire.
@@ -55,6 +58,8 @@ pub struct Flow {
     pub l4_csum_off: usize,
     /// UDP with a zero checksum ("no checksum", RFC 768): must stay zero.
     pub udp_no_csum: bool,
+    /// A TCP SYN without ACK: the first packet of a new connection.
+    pub tcp_syn: bool,
 }
 
 impl Flow {
@@ -104,6 +109,10 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Option<Flow> {
     // Reading the checksum also proves the L4 header is there up to it, so a
     // truncated header is never half rewritten.
     let l4_csum: u16 = read(ctx, l4_csum_off)?;
+    let tcp_syn = ip.proto == IPPROTO_TCP && {
+        let flags: u8 = read(ctx, l4_off + TCP_FLAGS_OFF)?;
+        flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+    };
     Some(Flow {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -114,5 +123,6 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Option<Flow> {
         l4_off,
         l4_csum_off,
         udp_no_csum: ip.proto == IPPROTO_UDP && l4_csum == 0,
+        tcp_syn,
     })
 }
