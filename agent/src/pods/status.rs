@@ -68,6 +68,7 @@ fn container_status(
     previous: Option<&ObservedContainer>,
     restart_policy: Option<&str>,
     pull_failure: Option<&PullFailure>,
+    sandbox_error: Option<&str>,
 ) -> (ContainerStatus, Count) {
     let last_state = |c: Option<&ObservedContainer>| {
         c.filter(|c| c.state == RunState::Exited)
@@ -81,7 +82,10 @@ fn container_status(
             let state = match pull_failure {
                 Some(f) if f.count <= 1 => waiting("ErrImagePull", Some(f.message.clone())),
                 Some(f) => waiting("ImagePullBackOff", Some(f.message.clone())),
-                None => waiting("ContainerCreating", None),
+                None => waiting(
+                    "ContainerCreating",
+                    sandbox_error.map(|e| format!("FailedCreatePodSandBox: {e}")),
+                ),
             };
             (state, None, Count::Pending)
         }
@@ -197,6 +201,7 @@ pub fn pod_status(
     pod: &Pod,
     observed: &ObservedPod,
     pull_failures: &BTreeMap<String, PullFailure>,
+    sandbox_error: Option<&str>,
     node_ip: &str,
     now: &Time,
 ) -> PodStatus {
@@ -224,6 +229,7 @@ pub fn pod_status(
             previous,
             restart_policy,
             pull_failures.get(&c.name),
+            sandbox_error,
         );
         statuses.push(status);
         counts.push(count);
@@ -485,7 +491,7 @@ mod tests {
                 sandboxes: sb.map(sandbox).into_iter().collect(),
                 containers: ctrs,
             };
-            let st = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
+            let st = pod_status(&p, &observed, &BTreeMap::new(), None, "172.30.0.11", &now());
             assert_eq!(st.phase.as_deref(), Some(want_phase), "phase: {name}");
             assert_eq!(cond(&st, "Ready"), want_ready, "Ready: {name}");
             assert_eq!(
@@ -514,7 +520,7 @@ mod tests {
                 ctr("new", "a", 1, RunState::Running, 0),
             ],
         };
-        let st = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
+        let st = pod_status(&p, &observed, &BTreeMap::new(), None, "172.30.0.11", &now());
         assert_eq!(st.pod_ip.as_deref(), Some("10.244.1.5"));
         assert_eq!(
             st.pod_ips,
@@ -556,7 +562,7 @@ mod tests {
                 },
             )]
             .into();
-            let st = pod_status(&p, &observed, &failures, "172.30.0.11", &now());
+            let st = pod_status(&p, &observed, &failures, None, "172.30.0.11", &now());
             let c = &st.container_statuses.as_ref().expect("statuses")[0];
             let w = c
                 .state
@@ -570,16 +576,41 @@ mod tests {
     }
 
     #[test]
+    fn sandbox_failure_shows_on_waiting_containers() {
+        let p = pod("Always", &["a"]);
+        let st = pod_status(
+            &p,
+            &ObservedPod::default(),
+            &BTreeMap::new(),
+            Some("CNI ADD failed"),
+            "172.30.0.11",
+            &now(),
+        );
+        let c = &st.container_statuses.as_ref().expect("statuses")[0];
+        let w = c
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
+        assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+        assert_eq!(
+            w.message.as_deref(),
+            Some("FailedCreatePodSandBox: CNI ADD failed")
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+    }
+
+    #[test]
     fn unchanged_observation_gives_unchanged_status() {
         let mut p = pod("Always", &["a"]);
         let observed = ObservedPod {
             sandboxes: vec![sandbox(true)],
             containers: vec![ctr("c", "a", 0, RunState::Running, 0)],
         };
-        let first = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
+        let first = pod_status(&p, &observed, &BTreeMap::new(), None, "172.30.0.11", &now());
         p.status = Some(first.clone());
         let later = Time(Timestamp::from_second(2_000).expect("valid"));
-        let second = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &later);
+        let second = pod_status(&p, &observed, &BTreeMap::new(), None, "172.30.0.11", &later);
         assert_eq!(
             first, second,
             "a resync with nothing new must not write the status again"
@@ -598,7 +629,7 @@ mod tests {
             sandboxes: vec![sandbox(false)],
             containers: vec![],
         };
-        let st = pod_status(&p, &observed, &BTreeMap::new(), "172.30.0.11", &now());
+        let st = pod_status(&p, &observed, &BTreeMap::new(), None, "172.30.0.11", &now());
         assert_eq!(st.phase.as_deref(), Some("Succeeded"));
         assert_eq!(st.pod_ip.as_deref(), Some("10.244.1.5"));
     }

@@ -114,6 +114,8 @@ pub async fn run_worker(
 struct WorkerState {
     /// Image pull failures by container name.
     pull_failures: BTreeMap<String, PullFailure>,
+    /// Why the last RunPodSandbox failed, until one succeeds (shown in the status).
+    sandbox_error: Option<String>,
     /// The last status this worker wrote (guards against write loops).
     last_written: Option<PodStatus>,
 }
@@ -136,16 +138,22 @@ impl WorkerState {
             .latest_sandbox()
             .filter(|s| s.ready)
             .and_then(|s| s.ip.clone());
+        let mut failed = None;
         for action in &plan.actions {
             debug!(?action, "executing");
             match self
                 .execute(ctx, uid, pod, pod_ref.as_ref(), pod_ip.as_deref(), action)
-                .await?
+                .await
             {
-                Step::Continue => {}
-                Step::Replan => again = true,
+                Ok(Step::Continue) => {}
+                Ok(Step::Replan) => again = true,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
+        // Report the status even after a failed step, so the failure shows on the pod.
         if let Some(pod) = pod.filter(|p| p.metadata.deletion_timestamp.is_none()) {
             let observed = if plan.actions.is_empty() {
                 observed
@@ -154,7 +162,11 @@ impl WorkerState {
             };
             self.report_status(ctx, pod, &observed).await?;
         }
-        Ok(if again { Outcome::Again } else { Outcome::Idle })
+        match failed {
+            Some(e) => Err(e),
+            None if again => Ok(Outcome::Again),
+            None => Ok(Outcome::Idle),
+        }
     }
 
     async fn execute(
@@ -175,10 +187,18 @@ impl WorkerState {
                     .create(&pod_cgroup_parent(&ctx.env.cgroup_parent, uid))?;
                 let log_dir = pod_log_directory(&ctx.env.pod_log_dir, r);
                 create_dir(&log_dir)?;
-                let id = ctx
+                let id = match ctx
                     .cri
                     .run_pod_sandbox(sandbox_config(pod, r, &ctx.env, *attempt))
-                    .await?;
+                    .await
+                {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.sandbox_error = Some(e.message());
+                        return Err(e.into());
+                    }
+                };
+                self.sandbox_error = None;
                 info!(sandbox = %id, attempt, "sandbox running");
                 // Attach the datapath before any container can send a packet.
                 if let Err(error) = ctx.network.sandbox_network_ready() {
@@ -358,7 +378,14 @@ impl WorkerState {
         observed: &ObservedPod,
     ) -> Result<(), WorkerError> {
         let now = now_time();
-        let status = pod_status(pod, observed, &self.pull_failures, &ctx.node_ip, &now);
+        let status = pod_status(
+            pod,
+            observed,
+            &self.pull_failures,
+            self.sandbox_error.as_deref(),
+            &ctx.node_ip,
+            &now,
+        );
         if pod.status.as_ref() == Some(&status) || self.last_written.as_ref() == Some(&status) {
             return Ok(());
         }
