@@ -134,7 +134,13 @@ pub fn patch_allocated(kind: &ResourceKind, old: &ApiObject, new: &mut ApiObject
             keep("clusterIP", new_spec);
             keep("clusterIPs", new_spec);
             keep("healthCheckNodePort", new_spec);
-            // Node ports by (port, protocol) of the old ports.
+            // Node ports, matched by (port, protocol): kept when the new type
+            // needs them, dropped when the type no longer does (Kubernetes'
+            // dropTypeDependentFields), so switching type needs no manual edit.
+            let needs_node_ports = matches!(
+                new_spec.get("type").and_then(Value::as_str),
+                Some("NodePort" | "LoadBalancer")
+            );
             let old_ports = old_spec
                 .get("ports")
                 .and_then(Value::as_array)
@@ -142,22 +148,27 @@ pub fn patch_allocated(kind: &ResourceKind, old: &ApiObject, new: &mut ApiObject
                 .unwrap_or_default();
             if let Some(Value::Array(ports)) = new_spec.get_mut("ports") {
                 for p in ports.iter_mut() {
-                    if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
-                        continue;
-                    }
                     let same = |o: &&Value| {
                         o.get("port") == p.get("port")
                             && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
                                 == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
                     };
-                    if let Some(np) = old_ports
+                    let old_np = old_ports
                         .iter()
                         .find(same)
                         .and_then(|o| o.get("nodePort"))
-                        .cloned()
-                        && let Value::Object(pm) = p
-                    {
-                        pm.insert("nodePort".into(), np);
+                        .and_then(Value::as_i64)
+                        .filter(|n| *n != 0);
+                    let new_np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+                    let Value::Object(pm) = p else { continue };
+                    match (needs_node_ports, old_np) {
+                        (true, Some(np)) if new_np == 0 => {
+                            pm.insert("nodePort".into(), Value::from(np));
+                        }
+                        (false, Some(np)) if new_np == np => {
+                            pm.remove("nodePort");
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -571,11 +582,24 @@ mod tests {
             Some("10.244.1.0/24".parse().unwrap())
         );
 
-        let mut update = obj(json!({"kind":"Service","spec":{"ports":[{"port":80},{"port":82}]}}));
+        let mut update = obj(
+            json!({"kind":"Service","spec":{"type":"NodePort","ports":[{"port":80},{"port":82}]}}),
+        );
         patch_allocated(kind("Service"), &svc, &mut update);
         assert_eq!(update.str_at(&["spec", "clusterIP"]), Some("10.96.0.5"));
         assert_eq!(update.body["spec"]["ports"][0]["nodePort"], json!(30080));
         assert!(update.body["spec"]["ports"][1].get("nodePort").is_none());
+
+        // Back to ClusterIP: the node port read from the old object is dropped.
+        let mut to_cluster_ip = obj(
+            json!({"kind":"Service","spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":30080}]}}),
+        );
+        patch_allocated(kind("Service"), &svc, &mut to_cluster_ip);
+        assert!(
+            to_cluster_ip.body["spec"]["ports"][0]
+                .get("nodePort")
+                .is_none()
+        );
     }
 
     #[test]

@@ -385,6 +385,21 @@ async fn validation_and_allocation() {
         a2.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
         Some("10.96.0.2")
     );
+    // NodePort -> ClusterIP drops and releases the node port.
+    let mut b2 = b.clone();
+    b2.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    let b2 = c.update(&b2).await.expect("type change");
+    assert_eq!(
+        b2.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port,
+        None
+    );
+    let mut d = svc("d", None, "NodePort");
+    d.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(np);
+    let d = c
+        .create(&d)
+        .await
+        .expect("released node port is free again");
+    assert_eq!(d.spec.unwrap().ports.unwrap()[0].node_port, Some(np));
     c.delete::<Service>("default", "b", &DeleteParams::default())
         .await
         .expect("delete b");
