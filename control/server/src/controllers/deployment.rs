@@ -198,6 +198,27 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
             .map(String::as_str)
             == Some(hash.as_str())
     };
+    let new_name = format!(
+        "{}-{}",
+        d.metadata.name.as_deref().unwrap_or_default(),
+        hash
+    );
+    if spec.paused == Some(true) {
+        // Paused: no rollout and no scaling until resumed; only the status is kept true.
+        let new_rs = owned.iter().find(|rs| is_new(rs));
+        let goal = Goal {
+            desired,
+            max_unavailable,
+            paused: true,
+        };
+        let status = compute_status(d, new_rs, owned, goal, &new_name, now);
+        if d.status.as_ref() != Some(&status) {
+            let mut nd = d.clone();
+            nd.status = Some(status);
+            actions.push(Action::UpdateStatus(nd));
+        }
+        return actions;
+    }
     // Planned state: every ReplicaSet with the replica count we are going to write.
     let mut olds: Vec<(ReplicaSet, i32)> = owned
         .iter()
@@ -368,20 +389,12 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
         actions.push(Action::UpdateDeployment(nd));
     }
 
-    let new_name = format!(
-        "{}-{}",
-        d.metadata.name.as_deref().unwrap_or_default(),
-        hash
-    );
-    let status = compute_status(
-        d,
-        new_rs.as_ref(),
-        owned,
+    let goal = Goal {
         desired,
         max_unavailable,
-        &new_name,
-        now,
-    );
+        paused: false,
+    };
+    let status = compute_status(d, new_rs.as_ref(), owned, goal, &new_name, now);
     if d.status.as_ref() != Some(&status) {
         let mut nd = d.clone();
         nd.status = Some(status);
@@ -390,15 +403,27 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet], now: Timestamp) -> Vec<Ac
     actions
 }
 
+/// What the Deployment asks for, as the status computation needs it.
+#[derive(Debug, Clone, Copy)]
+struct Goal {
+    desired: i32,
+    max_unavailable: i32,
+    paused: bool,
+}
+
 fn compute_status(
     d: &Deployment,
     new_rs: Option<&ReplicaSet>,
     owned: &[ReplicaSet],
-    desired: i32,
-    max_unavailable: i32,
+    goal: Goal,
     new_name: &str,
     now: Timestamp,
 ) -> DeploymentStatus {
+    let Goal {
+        desired,
+        max_unavailable,
+        paused,
+    } = goal;
     let (replicas, ready, available) = owned
         .iter()
         .map(status_of)
@@ -411,7 +436,7 @@ fn compute_status(
     set_condition(
         &mut conditions,
         "Available",
-        avail_ok,
+        if avail_ok { "True" } else { "False" },
         if avail_ok {
             "MinimumReplicasAvailable"
         } else {
@@ -424,23 +449,39 @@ fn compute_status(
         },
         now,
     );
-    let (reason, message) = if complete {
+    let (status, reason, message) = if paused {
         (
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".to_string(),
+        )
+    } else if complete {
+        (
+            "True",
             "NewReplicaSetAvailable",
             format!("ReplicaSet \"{new_name}\" has successfully progressed."),
         )
     } else if new_rs.is_none() {
         (
+            "True",
             "NewReplicaSetCreated",
             format!("Created new replica set \"{new_name}\""),
         )
     } else {
         (
+            "True",
             "ReplicaSetUpdated",
             format!("ReplicaSet \"{new_name}\" is progressing."),
         )
     };
-    set_condition(&mut conditions, "Progressing", true, reason, &message, now);
+    set_condition(
+        &mut conditions,
+        "Progressing",
+        status,
+        reason,
+        &message,
+        now,
+    );
     let opt = |n: i32| if n == 0 { None } else { Some(n) };
     DeploymentStatus {
         replicas: opt(replicas),
@@ -459,12 +500,11 @@ fn compute_status(
 fn set_condition(
     conds: &mut Vec<DeploymentCondition>,
     type_: &str,
-    ok: bool,
+    status: &str,
     reason: &str,
     message: &str,
     now: Timestamp,
 ) {
-    let status = if ok { "True" } else { "False" };
     let fresh = DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -839,6 +879,36 @@ mod tests {
         assert!(
             again.iter().all(|a| !matches!(a, Action::UpdateStatus(_))),
             "{again:?}"
+        );
+    }
+
+    #[test]
+    fn paused_deployment_does_not_roll_out() {
+        let v1 = deploy(3, "img:v1", "RollingUpdate");
+        let mut v2 = deploy(5, "img:v2", "RollingUpdate");
+        v2.spec.as_mut().unwrap().paused = Some(true);
+        let actions = reconcile(&v2, &[rs_for(&v1, 3, 3, 3, 1, 10)], ts(2000));
+        assert_eq!(
+            rs_writes(&actions),
+            vec![],
+            "no new ReplicaSet, no scaling while paused"
+        );
+        let Some(Action::UpdateStatus(nd)) = actions.last() else {
+            panic!("{actions:?}")
+        };
+        let progressing = nd
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .unwrap();
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_deref()),
+            ("Unknown", Some("DeploymentPaused"))
         );
     }
 
