@@ -1,8 +1,10 @@
-//! Typed access to the pinned service and backend maps.
+//! Typed access to the pinned maps the agent reads and writes.
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, MapError};
-use weir_ebpf_common::{Backend, BackendKey, ServiceKey, ServiceValue, map_names};
+use weir_ebpf_common::{
+    Backend, BackendKey, CtKey, CtValue, IPPROTO_UDP, ServiceKey, ServiceValue, map_names,
+};
 
 use super::DatapathError;
 use super::plan::{MapOp, MapState};
@@ -11,6 +13,8 @@ use super::plan::{MapOp, MapState};
 pub struct ServiceMaps {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: HashMap<MapData, BackendKey, Backend>,
+    /// Written by the datapath; the agent only prunes stale UDP entries.
+    pub(super) conntrack: HashMap<MapData, CtKey, CtValue>,
 }
 
 impl ServiceMaps {
@@ -20,6 +24,7 @@ impl ServiceMaps {
         Ok(Self {
             services: take_hash(ebpf, map_names::SERVICES)?,
             backends: take_hash(ebpf, map_names::BACKENDS)?,
+            conntrack: take_hash(ebpf, map_names::CONNTRACK)?,
         })
     }
 
@@ -34,6 +39,27 @@ impl ServiceMaps {
             state.backends.insert(k, v);
         }
         Ok(state)
+    }
+
+    /// The UDP conntrack entries (both directions).
+    pub fn udp_conntrack(&self) -> Result<Vec<(CtKey, CtValue)>, DatapathError> {
+        let mut entries = Vec::new();
+        for entry in self.conntrack.iter() {
+            let (k, v) = entry.map_err(|source| map_error(map_names::CONNTRACK, source))?;
+            if k.proto == IPPROTO_UDP {
+                entries.push((k, v));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes conntrack entries; entries already gone (evicted) are fine.
+    pub fn delete_conntrack(&mut self, keys: &[CtKey]) -> Result<(), DatapathError> {
+        for key in keys {
+            ignore_missing(self.conntrack.remove(key))
+                .map_err(|source| map_error(map_names::CONNTRACK, source))?;
+        }
+        Ok(())
     }
 
     /// Applies one op. Deleting a key that is already gone is a success: the

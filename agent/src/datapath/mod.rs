@@ -202,6 +202,17 @@ impl Datapath {
         self.maps.read_state()
     }
 
+    /// Deletes the UDP conntrack entries whose backend `desired` no longer
+    /// has (see [`plan::stale_udp_conntrack`]); returns how many.
+    pub fn purge_stale_udp_conntrack(
+        &mut self,
+        desired: &plan::DesiredServices,
+    ) -> Result<usize, DatapathError> {
+        let stale = plan::stale_udp_conntrack(self.maps.udp_conntrack()?, desired);
+        self.maps.delete_conntrack(&stale)?;
+        Ok(stale.len())
+    }
+
     /// Applies `ops` in order, mirroring each success into `state`. Stops at
     /// the first failure, leaving `state` equal to what the maps now hold.
     pub fn apply(

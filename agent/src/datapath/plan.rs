@@ -15,7 +15,9 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use weir_ebpf_common::{Backend, BackendKey, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceValue};
+use weir_ebpf_common::{
+    Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceValue,
+};
 
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -298,6 +300,38 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
         .into_iter()
         .chain(flips)
         .chain(deletes)
+        .collect()
+}
+
+/// The UDP conntrack entries (either direction) whose backend is no longer a
+/// backend of their frontend.
+///
+/// UDP has no handshake that marks a new flow, so a client that keeps sending
+/// from one port would otherwise stick to a removed backend forever (kube-proxy
+/// clears UDP conntrack for the same reason). TCP entries are left alone: a
+/// terminating backend still serves its established connections, and a new
+/// TCP connection (SYN) is balanced afresh by the datapath anyway.
+pub fn stale_udp_conntrack(
+    entries: impl IntoIterator<Item = (CtKey, CtValue)>,
+    desired: &DesiredServices,
+) -> Vec<CtKey> {
+    entries
+        .into_iter()
+        .filter(|(key, _)| key.proto == IPPROTO_UDP)
+        .filter(|(_, ct)| {
+            let frontend = ServiceKey {
+                addr: ct.frontend_addr,
+                port: ct.frontend_port,
+                proto: IPPROTO_UDP,
+                _pad: 0,
+            };
+            !desired.get(&frontend).is_some_and(|backends| {
+                backends
+                    .iter()
+                    .any(|b| b.addr == ct.backend_addr && b.port == ct.backend_port)
+            })
+        })
+        .map(|(key, _)| key)
         .collect()
 }
 

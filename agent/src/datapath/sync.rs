@@ -91,6 +91,19 @@ pub async fn run_service_sync(
         match lock(&dp).apply(&ops, &mut current) {
             Ok(()) => {
                 tracing::info!("service maps updated");
+                let removed = ops.iter().any(|op| {
+                    matches!(
+                        op,
+                        plan::MapOp::DeleteBackend(_) | plan::MapOp::DeleteService(_)
+                    )
+                });
+                if removed {
+                    match lock(&dp).purge_stale_udp_conntrack(&desired) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(entries = n, "purged stale UDP conntrack"),
+                        Err(error) => tracing::warn!(%error, "cannot purge stale UDP conntrack"),
+                    }
+                }
                 retry = None;
                 backoff.reset();
             }

@@ -59,12 +59,8 @@ impl Datapath {
         program.try_into().expect("a tc program")
     }
 
-    fn conntrack(&self) -> HashMap<&MapData, CtKey, CtValue> {
-        let map = self
-            .ebpf
-            .map(map_names::CONNTRACK)
-            .expect("conntrack map in object");
-        HashMap::try_from(map).expect("a hash map")
+    fn conntrack(&self) -> &HashMap<MapData, CtKey, CtValue> {
+        &self.maps.conntrack
     }
 
     /// Seeds the service maps the way the agent does: plan + apply.
@@ -602,4 +598,31 @@ fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
     })
     .join()
     .expect("the test thread panicked (see its message above)");
+}
+
+#[test]
+#[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+fn datapath_udp_flows_move_off_removed_backends() {
+    let (mut dp, _dir) = load();
+    dp.seed(&services());
+    let client = (CLIENT, 6000);
+    let (_, out) = dp.run(&udp(client.0, client.1, DNS_VIP, 53, true));
+    assert_eq!(check(&out).dst, DNS_BACKEND);
+
+    let moved = ([10, 244, 1, 43], 5300);
+    let mut desired = services();
+    desired.insert(
+        ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP),
+        vec![Backend::new(moved.0, moved.1)],
+    );
+    dp.seed(&desired);
+    let purged = dp.purge_stale_udp_conntrack(&desired).expect("purge");
+    assert_eq!(purged, 2, "forward and reverse entries of the flow");
+
+    let (_, out) = dp.run(&udp(client.0, client.1, DNS_VIP, 53, true));
+    assert_eq!(
+        check(&out).dst,
+        moved,
+        "the same UDP flow now reaches the new backend"
+    );
 }

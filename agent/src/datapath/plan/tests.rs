@@ -423,3 +423,61 @@ fn new_slots_never_reuse_slots_in_use_or_zero() {
     assert_eq!(slots, BTreeSet::from([3, 4]));
     assert_eq!(current.next_free_slot(), 3);
 }
+
+#[test]
+fn stale_udp_conntrack_table() {
+    let dns = key([10, 96, 0, 53], 53, IPPROTO_UDP);
+    let web = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    let desired: DesiredServices = [(dns, vec![b(7, 5300)]), (web, vec![b(8, 8080)])]
+        .into_iter()
+        .collect();
+    let entry = |n: u8, frontend: ServiceKey, backend: Backend| {
+        let key = CtKey {
+            saddr: u32::from_ne_bytes([10, 244, 1, 100 + n]),
+            daddr: frontend.addr,
+            sport: 4000u16.to_be(),
+            dport: frontend.port,
+            proto: frontend.proto,
+            _pad: [0; 3],
+        };
+        let value = CtValue {
+            frontend_addr: frontend.addr,
+            frontend_port: frontend.port,
+            backend_addr: backend.addr,
+            backend_port: backend.port,
+            ..CtValue::default()
+        };
+        (key, value)
+    };
+    let cases = [
+        (
+            "UDP entry whose backend is still there",
+            entry(1, dns, b(7, 5300)),
+            false,
+        ),
+        (
+            "UDP entry whose backend is gone",
+            entry(2, dns, b(9, 5300)),
+            true,
+        ),
+        (
+            "UDP entry whose backend changed port",
+            entry(3, dns, b(7, 5301)),
+            true,
+        ),
+        (
+            "UDP entry of a deleted service",
+            entry(4, key([10, 96, 0, 54], 53, IPPROTO_UDP), b(7, 5300)),
+            true,
+        ),
+        (
+            "TCP entry whose backend is gone is kept",
+            entry(5, web, b(9, 8080)),
+            false,
+        ),
+    ];
+    for (name, e, want_stale) in cases {
+        let got = stale_udp_conntrack([e], &desired);
+        assert_eq!(got == vec![e.0], want_stale, "case: {name}: {got:?}");
+    }
+}
