@@ -350,9 +350,11 @@ impl WorkerState {
             .create_container(sandbox_id, config, sandbox_cfg)
             .await?;
         if let Err(error) = ctx.cri.start_container(&id).await {
-            // Do not leave a created-but-never-started instance behind.
-            let _ = ctx.cri.remove_container(&id).await;
-            return Err(error.into());
+            // containerd marks an instance that failed to start as exited
+            // (reason StartError, exit code 128): keep it, so the status shows
+            // why and the restart policy and back-off apply as for a crash.
+            warn!(error = %error, container = name, id = %id, "container failed to start");
+            return Ok(());
         }
         info!(container = name, id = %id, attempt, "container started");
         Ok(())
