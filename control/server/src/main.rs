@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod allocation;
 mod controllers;
 mod error;
 mod etcd_supervisor;
@@ -27,8 +28,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use weir_client::ResourcesServer;
 
+use crate::allocation::Ranges;
 use crate::etcd_supervisor::{EtcdConfig, Supervisor};
-use crate::registry::{Ranges, Registry};
+use crate::registry::Registry;
 use crate::storage::Storage;
 
 /// Command-line configuration.

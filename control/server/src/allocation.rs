@@ -1,0 +1,238 @@
+//! Allocation of cluster resources on the write path: cluster IPs and node
+//! ports of Services, pod CIDRs of Nodes.
+//!
+//! The used sets are read from the allocation keys in etcd; the choice is made
+//! by the pure allocators in `weir_api::alloc`; the registry then writes the
+//! object together with its allocation keys in one transaction (a lost race
+//! fails that transaction and the registry allocates again).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use weir_api::ResourceKind;
+use weir_api::alloc::{self, AllocError};
+use weir_api::validation::FieldError;
+
+use crate::admission;
+use crate::error::ApiError;
+use crate::lifecycle::{self, NODE_PORTS, POD_CIDRS, SERVICE_IPS};
+use crate::object::ApiObject;
+use crate::storage::Storage;
+
+/// Cluster-wide ranges the allocators hand out from.
+#[derive(Debug, Clone)]
+pub struct Ranges {
+    pub service_cidr: Ipv4Net,
+    pub cluster_cidr: Ipv4Net,
+    pub node_cidr_mask: u8,
+}
+
+/// Reads used sets and fills in allocated values. Cheap to clone.
+#[derive(Clone)]
+pub struct Allocator {
+    storage: Storage,
+    ranges: Ranges,
+}
+
+impl Allocator {
+    pub fn new(storage: Storage, ranges: Ranges) -> Self {
+        Self { storage, ranges }
+    }
+
+    /// Fills in cluster IPs, node ports and pod CIDRs the object needs and does
+    /// not hold yet. Values already held by `old` are kept as they are.
+    pub async fn allocate(
+        &self,
+        kind: &ResourceKind,
+        obj: &mut ApiObject,
+        old: Option<&ApiObject>,
+    ) -> Result<(), ApiError> {
+        let held = old
+            .map(|o| lifecycle::claims_of(kind, o))
+            .unwrap_or_default();
+        match kind.kind {
+            "Service" => self.allocate_service(obj, &held).await,
+            "Node" => self.allocate_node(obj, &held).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn allocate_service(
+        &self,
+        obj: &mut ApiObject,
+        held: &BTreeSet<String>,
+    ) -> Result<(), ApiError> {
+        let Some(Value::Object(spec)) = obj.body.get("spec").cloned() else {
+            return Ok(());
+        };
+        let mut spec = spec;
+        let ty = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
+        if ty == "ExternalName" {
+            return Ok(());
+        }
+        let requested = spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if requested == "None" {
+            spec.insert("clusterIPs".into(), serde_json::json!(["None"]));
+        } else if requested.is_empty() || !held.contains(&format!("{SERVICE_IPS}{requested}")) {
+            let req_ip = if requested.is_empty() {
+                None
+            } else {
+                Some(requested.parse::<Ipv4Addr>().map_err(|_| {
+                    admission::invalid(
+                        obj,
+                        vec![FieldError::invalid(
+                            "spec.clusterIPs",
+                            format!("[{requested:?}]"),
+                            "must be a valid IPv4 address",
+                        )],
+                    )
+                })?)
+            };
+            let used: BTreeSet<Ipv4Addr> = self
+                .storage
+                .keys(SERVICE_IPS)
+                .await?
+                .iter()
+                .filter_map(|k| k.strip_prefix(SERVICE_IPS)?.parse().ok())
+                .collect();
+            let ip = alloc::allocate_cluster_ip(self.ranges.service_cidr, &used, req_ip).map_err(
+                |e| match e {
+                    AllocError::IpRangeFull => {
+                        ApiError::Internal(format!("Internal error occurred: {e}"))
+                    }
+                    e => admission::invalid(
+                        obj,
+                        vec![FieldError::invalid(
+                            "spec.clusterIPs",
+                            format!("[{requested:?}]"),
+                            e.to_string(),
+                        )],
+                    ),
+                },
+            )?;
+            spec.insert("clusterIP".into(), Value::String(ip.to_string()));
+            spec.insert("clusterIPs".into(), serde_json::json!([ip.to_string()]));
+        }
+        if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
+            let mut used: BTreeSet<u16> = self
+                .storage
+                .keys(NODE_PORTS)
+                .await?
+                .iter()
+                .filter_map(|k| k.strip_prefix(NODE_PORTS)?.parse().ok())
+                .collect();
+            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+                for (i, p) in ports.iter_mut().enumerate() {
+                    let req = p
+                        .get("nodePort")
+                        .and_then(Value::as_i64)
+                        .filter(|n| *n != 0);
+                    if let Some(n) = req
+                        && held.contains(&format!("{NODE_PORTS}{n}"))
+                    {
+                        continue;
+                    }
+                    let req32 = req.map(|n| i32::try_from(n).unwrap_or(-1));
+                    let port = alloc::allocate_node_port(alloc::NODE_PORT_RANGE, &used, req32)
+                        .map_err(|e| match e {
+                            AllocError::PortRangeFull => ApiError::Internal(format!(
+                                "Internal error occurred: failed to allocate a nodePort: {e}"
+                            )),
+                            e => admission::invalid(
+                                obj,
+                                vec![FieldError::invalid(
+                                    format!("spec.ports[{i}].nodePort"),
+                                    req.unwrap_or_default().to_string(),
+                                    e.to_string(),
+                                )],
+                            ),
+                        })?;
+                    used.insert(port);
+                    if let Value::Object(pm) = p {
+                        pm.insert("nodePort".into(), Value::from(port));
+                    }
+                }
+            }
+        }
+        obj.body.insert("spec".into(), Value::Object(spec));
+        Ok(())
+    }
+
+    async fn allocate_node(
+        &self,
+        obj: &mut ApiObject,
+        held: &BTreeSet<String>,
+    ) -> Result<(), ApiError> {
+        let spec = obj
+            .body
+            .entry("spec")
+            .or_insert_with(|| serde_json::json!({}));
+        let Value::Object(spec) = spec else {
+            return Ok(());
+        };
+        let current = spec
+            .get("podCIDR")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if !current.is_empty() {
+            if spec
+                .get("podCIDRs")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                spec.insert("podCIDRs".into(), serde_json::json!([current]));
+            }
+            let taken_by_other = match current.parse::<ipnet::IpNet>() {
+                Ok(c) => {
+                    let k = lifecycle::pod_cidr_key(&c);
+                    !held.contains(&k) && self.storage.get(&k).await?.is_some()
+                }
+                Err(_) => false,
+            };
+            if taken_by_other {
+                return Err(admission::invalid(
+                    obj,
+                    vec![FieldError::invalid(
+                        "spec.podCIDR",
+                        format!("{current:?}"),
+                        "the CIDR is already allocated to another node",
+                    )],
+                ));
+            }
+            return Ok(());
+        }
+        let used: BTreeSet<Ipv4Net> = self
+            .storage
+            .keys(POD_CIDRS)
+            .await?
+            .iter()
+            .filter_map(|k| lifecycle::pod_cidr_from_key(k))
+            .collect();
+        let cidr =
+            alloc::allocate_pod_cidr(self.ranges.cluster_cidr, self.ranges.node_cidr_mask, &used)
+                .map_err(|e| ApiError::Internal(format!("cannot allocate a pod CIDR: {e}")))?;
+        let Some(Value::Object(spec)) = obj.body.get_mut("spec") else {
+            return Ok(());
+        };
+        spec.insert("podCIDR".into(), Value::String(cidr.to_string()));
+        spec.insert("podCIDRs".into(), serde_json::json!([cidr.to_string()]));
+        Ok(())
+    }
+}
+
+/// Allocation keys with their values (the owner's namespace/name, for debugging).
+pub fn claim_values(obj: &ApiObject, keys: &BTreeSet<String>) -> Vec<(String, Vec<u8>)> {
+    let owner = format!("{}/{}/{}", obj.kind, obj.namespace(), obj.name()).into_bytes();
+    keys.iter().map(|k| (k.clone(), owner.clone())).collect()
+}
