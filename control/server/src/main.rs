@@ -1,6 +1,14 @@
 //! weir-control: the API server (gRPC over etcd) plus the scheduler and the
 //! controllers in one process, k3s-style. Without `--etcd` it runs its own
 //! single-member etcd under `--state-dir`.
+//!
+//! A write flows: `service` (gRPC) -> `registry` (read, decide, write, retry)
+//! -> `lifecycle` (pure: server-owned metadata, update merge, delete plan,
+//! allocation keys) + `admission` (typed defaulting and validation from
+//! `weir_api`) + `allocation` (cluster IPs, node ports, pod CIDRs) ->
+//! `storage` (the only module that talks to etcd; one transaction per write).
+//! Reads and watches: `registry::list` / `watch` with `filter` (label and field
+//! selectors). `etcd_supervisor` runs the embedded etcd.
 #![forbid(unsafe_code)]
 
 mod admission;

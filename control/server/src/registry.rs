@@ -203,6 +203,7 @@ impl Registry {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = kind.kind, dry_run))]
     pub async fn create(
         &self,
         kind: &ResourceKind,
@@ -252,6 +253,7 @@ impl Registry {
     }
 
     /// Replaces metadata and spec (status is kept).
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = kind.kind, dry_run))]
     pub async fn update(
         &self,
         kind: &ResourceKind,
@@ -278,6 +280,7 @@ impl Registry {
     }
 
     /// Replaces status only.
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = kind.kind, dry_run))]
     pub async fn update_status(
         &self,
         kind: &ResourceKind,
@@ -380,6 +383,7 @@ impl Registry {
 
     /// Deletes an object; returns its last state (marked with a
     /// deletionTimestamp when it stays for finalizers or a graceful stop).
+    #[tracing::instrument(level = "debug", skip(self, kind, opts), fields(kind = kind.kind))]
     pub async fn delete(
         &self,
         kind: &ResourceKind,
@@ -509,6 +513,7 @@ impl Registry {
 
     /// Deletes everything in a terminating namespace, then the namespace.
     /// Graceful pods are waited for (their agents finish them).
+    #[tracing::instrument(level = "info", skip(self))]
     pub async fn finalize_namespace(&self, name: &str) {
         let ns_kind = ResourceKind::by_kind("Namespace").expect("Namespace is a served kind");
         let everything = Filter::parse("", "").expect("empty selectors parse");
@@ -602,6 +607,7 @@ impl Registry {
     }
 
     /// Binds a pod to a node (the pods/binding subresource).
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn bind(&self, ns: &str, name: &str, node: &str) -> Result<ApiObject, ApiError> {
         let pods = kind("Pod")?;
         let key = pods.key(request_namespace(pods, ns).as_deref(), name);
