@@ -80,6 +80,9 @@ pub async fn run_worker(
 ) {
     let mut state = WorkerState::default();
     let mut failures = 0u32;
+    // Replan at once after a new sandbox, but only once in a row: a sandbox
+    // that dies as soon as it starts must not be recreated in a tight loop.
+    let mut replanned = false;
     loop {
         let pod = pod_rx.borrow_and_update().clone();
         let span = info_span!("pod", uid = %uid, pod = %pod.as_ref().and_then(PodRef::of).map(|r| r.to_string()).unwrap_or_default());
@@ -92,8 +95,11 @@ pub async fn run_worker(
                 info!(parent: &span, "pod cleaned up");
                 return;
             }
-            Ok(Outcome::Again) => continue,
-            Ok(Outcome::Idle) => {
+            Ok(Outcome::Again) if !replanned => {
+                replanned = true;
+                continue;
+            }
+            Ok(Outcome::Again | Outcome::Idle) => {
                 failures = 0;
                 ctx.poll
             }
@@ -103,6 +109,7 @@ pub async fn run_worker(
                 Duration::from_secs(1u64 << failures.min(5)).max(ctx.poll)
             }
         };
+        replanned = false;
         tokio::select! {
             changed = pod_rx.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(pause) => {}
@@ -116,8 +123,8 @@ struct WorkerState {
     pull_failures: BTreeMap<String, PullFailure>,
     /// Why the last RunPodSandbox failed, until one succeeds (shown in the status).
     sandbox_error: Option<String>,
-    /// The last status this worker wrote (guards against write loops).
-    last_written: Option<PodStatus>,
+    /// The last status this worker wrote and the resourceVersion it got.
+    last_written: Option<Written>,
 }
 
 impl WorkerState {
@@ -388,13 +395,13 @@ impl WorkerState {
             &ctx.node_ip,
             &now,
         );
-        if pod.status.as_ref() == Some(&status) || self.last_written.as_ref() == Some(&status) {
+        if !needs_status_write(pod, &status, self.last_written.as_ref()) {
             return Ok(());
         }
         let mut updated = pod.clone();
         updated.status = Some(status.clone());
-        match ctx.api.update_status(&updated).await {
-            Ok(_) => {}
+        let written = match ctx.api.update_status(&updated).await {
+            Ok(p) => p,
             Err(e) if e.is_conflict() => {
                 // Someone else wrote the pod meanwhile: write onto the newest version once.
                 let Some(r) = PodRef::of(pod) else {
@@ -407,14 +414,47 @@ impl WorkerState {
                     return Ok(());
                 }
                 fresh.status = Some(status.clone());
-                ctx.api.update_status(&fresh).await?;
+                ctx.api.update_status(&fresh).await?
             }
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
-        }
+        };
         debug!(phase = ?status.phase, "status written");
-        self.last_written = Some(status);
+        self.last_written = Some(Written {
+            status,
+            version: resource_version(&written),
+        });
         Ok(())
+    }
+}
+
+/// A status the worker wrote, and the pod's resourceVersion after the write.
+#[derive(Debug, Clone, PartialEq)]
+struct Written {
+    status: PodStatus,
+    version: u64,
+}
+
+/// resourceVersions are etcd revisions: numbers that only grow. 0 if absent.
+fn resource_version(pod: &Pod) -> u64 {
+    pod.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Should `computed` be written? Not if the pod already shows it, nor if this
+/// worker wrote it and the pod in hand predates (or is) that write — the watch
+/// just has not caught up, or the server normalised what was written. Yes if
+/// someone else changed the status after our write.
+fn needs_status_write(pod: &Pod, computed: &PodStatus, last: Option<&Written>) -> bool {
+    if pod.status.as_ref() == Some(computed) {
+        return false;
+    }
+    match last {
+        Some(w) if &w.status == computed => resource_version(pod) > w.version,
+        _ => true,
     }
 }
 
@@ -532,6 +572,68 @@ fn remove_pod_logs(root: &std::path::Path, uid: &str) -> Result<(), WorkerError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_writes() {
+        let status = |phase: &str| PodStatus {
+            phase: Some(phase.into()),
+            ..Default::default()
+        };
+        let pod = |phase: Option<&str>, rv: &str| Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: None,
+            status: phase.map(status),
+        };
+        let wrote_running_at_10 = Written {
+            status: status("Running"),
+            version: 10,
+        };
+        let cases = [
+            (
+                "pod already shows it",
+                pod(Some("Running"), "12"),
+                None,
+                false,
+            ),
+            ("first write", pod(Some("Pending"), "5"), None, true),
+            (
+                "watch lags behind our write",
+                pod(Some("Pending"), "9"),
+                Some(&wrote_running_at_10),
+                false,
+            ),
+            (
+                "server normalised our write",
+                pod(Some("Pending"), "10"),
+                Some(&wrote_running_at_10),
+                false,
+            ),
+            (
+                "someone changed it after us",
+                pod(Some("Pending"), "11"),
+                Some(&wrote_running_at_10),
+                true,
+            ),
+        ];
+        for (name, p, last, want) in cases {
+            assert_eq!(
+                needs_status_write(&p, &status("Running"), last),
+                want,
+                "{name}"
+            );
+        }
+        let other = Written {
+            status: status("Pending"),
+            version: 10,
+        };
+        assert!(
+            needs_status_write(&pod(Some("Pending"), "9"), &status("Running"), Some(&other)),
+            "a new status is written"
+        );
+    }
 
     #[test]
     fn default_pull_policies() {
