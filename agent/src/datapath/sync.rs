@@ -87,33 +87,47 @@ pub async fn run_service_sync(
             continue;
         }
         let span = tracing::info_span!("service_sync", frontends = desired.len(), ops = ops.len());
-        let _entered = span.enter();
-        match lock(&dp).apply(&ops, &mut current) {
+        match span.in_scope(|| apply_plan(&dp, &ops, &desired, &mut current)) {
             Ok(()) => {
-                tracing::info!("service maps updated");
-                let removed = ops.iter().any(|op| {
-                    matches!(
-                        op,
-                        plan::MapOp::DeleteBackend(_) | plan::MapOp::DeleteService(_)
-                    )
-                });
-                if removed {
-                    match lock(&dp).purge_stale_udp_conntrack(&desired) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(entries = n, "purged stale UDP conntrack"),
-                        Err(error) => tracing::warn!(%error, "cannot purge stale UDP conntrack"),
-                    }
-                }
                 retry = None;
                 backoff.reset();
             }
             Err(error) => {
                 let delay = backoff.next();
-                tracing::warn!(%error, retry_in = ?delay, "cannot update service maps");
+                tracing::warn!(parent: &span, %error, retry_in = ?delay, "cannot update service maps");
                 retry = Some(tokio::time::Instant::now() + delay);
             }
         }
     }
+}
+
+/// Applies a plan under one lock of the datapath: the map ops, then, if the
+/// plan removed backends or services, the purge of stale UDP conntrack.
+/// Synchronous on purpose: a `std::sync::Mutex` guard must not live across an
+/// `.await`, and taking the lock twice in one statement would deadlock.
+pub(super) fn apply_plan(
+    dp: &Mutex<Datapath>,
+    ops: &[plan::MapOp],
+    desired: &plan::DesiredServices,
+    current: &mut plan::MapState,
+) -> Result<(), DatapathError> {
+    let mut dp = lock(dp);
+    dp.apply(ops, current)?;
+    tracing::info!("service maps updated");
+    let removes = |op: &plan::MapOp| {
+        matches!(
+            op,
+            plan::MapOp::DeleteBackend(_) | plan::MapOp::DeleteService(_)
+        )
+    };
+    if ops.iter().any(removes) {
+        match dp.purge_stale_udp_conntrack(desired) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "purged stale UDP conntrack"),
+            Err(error) => tracing::warn!(%error, "cannot purge stale UDP conntrack"),
+        }
+    }
+    Ok(())
 }
 
 fn lock(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {

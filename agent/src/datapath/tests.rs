@@ -626,3 +626,36 @@ fn datapath_udp_flows_move_off_removed_backends() {
         "the same UDP flow now reaches the new backend"
     );
 }
+
+#[test]
+#[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+fn datapath_sync_applies_a_plan_with_removals_under_one_lock() {
+    use std::sync::{Arc, Mutex};
+    let (dp, _dir) = load();
+    let dp = Arc::new(Mutex::new(dp));
+    let shared = Arc::clone(&dp);
+    // Runs on its own thread so that a deadlock fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut current = shared
+            .lock()
+            .expect("lock")
+            .read_state()
+            .expect("read maps");
+        let mut next_slot = current.next_free_slot();
+        let mut desired = services();
+        let ops = plan::diff(&desired, &current, &mut next_slot);
+        let first = super::sync::apply_plan(&shared, &ops, &desired, &mut current);
+        desired.remove(&ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP));
+        let ops = plan::diff(&desired, &current, &mut next_slot);
+        let second = super::sync::apply_plan(&shared, &ops, &desired, &mut current);
+        let _ = tx.send((first.is_ok(), second.is_ok(), current));
+    });
+    let (first, second, current) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("apply_plan returned (no deadlock)");
+    assert!(first && second);
+    let kernel = dp.lock().expect("lock").read_state().expect("read maps");
+    assert_eq!(kernel, current, "the mirror matches the maps");
+    assert_eq!(kernel.services.len(), 2);
+}
