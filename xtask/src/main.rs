@@ -84,8 +84,19 @@ enum Task {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().task {
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain, without the backtrace RUST_BACKTRACE=1 would add.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
         Task::Deps => deps::run(),
         Task::Build { release } => build::run(release).map(|_| ()),
         Task::Images => images::build_all().map(|_| ()),

@@ -39,14 +39,14 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     let mut results: Vec<(&str, Result<()>)> = Vec::new();
     if want(1) {
         step("tier 1: unit tests (cargo test --workspace)");
-        results.push(("tier 1 (unit)", cmd::run(cmd::cargo().args(["test", "--workspace"]).current_dir(cmd::workspace_root()))));
+        results.push(("tier 1 (unit)", cmd::run(cmd::cargo().args(["test", "--workspace", "--no-fail-fast"]).current_dir(cmd::workspace_root()))));
     }
     if want(2) {
         step("tier 2: privileged tests (cargo test --workspace --exclude weir-e2e -- --ignored)");
         let r = cmd::require_root("test").and_then(|()| {
             cmd::run(
                 cmd::cargo()
-                    .args(["test", "--workspace", "--exclude", "weir-e2e", "--", "--ignored"])
+                    .args(["test", "--workspace", "--no-fail-fast", "--exclude", "weir-e2e", "--", "--ignored"])
                     .current_dir(cmd::workspace_root()),
             )
         });
