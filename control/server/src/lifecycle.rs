@@ -197,6 +197,11 @@ pub fn immutable_changes(kind: &ResourceKind, old: &ApiObject, new: &ApiObject) 
                 ));
             }
         }
+        "Pod" => {
+            if pod_spec_mutable_view(old) != pod_spec_mutable_view(new) {
+                errs.push(POD_SPEC_FORBIDDEN.to_string());
+            }
+        }
         "Node" => {
             if let Some((_, n)) = changed(&["spec", "podCIDR"]) {
                 errs.push(format!(
@@ -207,6 +212,33 @@ pub fn immutable_changes(kind: &ResourceKind, old: &ApiObject, new: &ApiObject) 
         _ => {}
     }
     errs
+}
+
+const POD_SPEC_FORBIDDEN: &str = "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations)";
+
+/// A pod's spec without the fields an update may change (container images,
+/// activeDeadlineSeconds, tolerations): two specs with the same view differ
+/// only in allowed ways. Pods are immutable otherwise because the node agent
+/// has already acted on the spec.
+fn pod_spec_mutable_view(pod: &ApiObject) -> Option<Value> {
+    let mut spec = pod.body.get("spec")?.clone();
+    if let Value::Object(m) = &mut spec {
+        m.remove("activeDeadlineSeconds");
+        m.remove("tolerations");
+        for list in ["containers", "initContainers"] {
+            for c in m
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Value::Object(cm) = c {
+                    cm.remove("image");
+                }
+            }
+        }
+    }
+    Some(spec)
 }
 
 /// Whether an update of an object marked for deletion completes the deletion:
@@ -600,6 +632,23 @@ mod tests {
                 .get("nodePort")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn pod_spec_is_immutable_but_images() {
+        let pod = |image: &str, restart: &str| {
+            obj(json!({"kind":"Pod","metadata":{"name":"p"},
+                "spec":{"restartPolicy":restart,"containers":[{"name":"c","image":image}]}}))
+        };
+        let old = pod("a:v1", "Always");
+        assert!(immutable_changes(kind("Pod"), &old, &pod("a:v2", "Always")).is_empty());
+        assert_eq!(
+            immutable_changes(kind("Pod"), &old, &pod("a:v1", "Never")),
+            vec![POD_SPEC_FORBIDDEN.to_string()]
+        );
+        let mut relabelled = old.clone();
+        relabelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(immutable_changes(kind("Pod"), &old, &relabelled).is_empty());
     }
 
     #[test]
