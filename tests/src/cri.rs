@@ -23,27 +23,48 @@ impl Cri {
         let channel = Endpoint::from_static("http://cri.invalid")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let sock = sock.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(sock).await?,
+                    ))
+                }
             }))
             .await
             .with_context(|| format!("cannot connect to CRI at {}", socket.display()))?;
-        Ok(Cri { runtime: RuntimeServiceClient::new(channel) })
+        Ok(Cri {
+            runtime: RuntimeServiceClient::new(channel),
+        })
     }
 
     /// Every pod sandbox containerd knows (ready or not).
     pub async fn sandboxes(&self) -> Result<Vec<PodSandbox>> {
-        let r = self.runtime.clone().list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.context("ListPodSandbox")?;
+        let r = self
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .context("ListPodSandbox")?;
         Ok(r.into_inner().items)
     }
 
     /// Every container containerd knows (running or not).
     pub async fn containers(&self) -> Result<Vec<Container>> {
-        let r = self.runtime.clone().list_containers(cri::ListContainersRequest { filter: None }).await.context("ListContainers")?;
+        let r = self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .context("ListContainers")?;
         Ok(r.into_inner().containers)
     }
 
     /// The sandboxes of the pod with `uid` (from the CRI metadata the agent sets).
     pub async fn sandboxes_of(&self, uid: &str) -> Result<Vec<PodSandbox>> {
-        Ok(self.sandboxes().await?.into_iter().filter(|s| s.metadata.as_ref().is_some_and(|m| m.uid == uid)).collect())
+        Ok(self
+            .sandboxes()
+            .await?
+            .into_iter()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.uid == uid))
+            .collect())
     }
 }

@@ -78,13 +78,28 @@ impl From<Output> for CliOutput {
 impl Cluster {
     /// Reads the state file and connects to the API server.
     pub async fn connect() -> Result<Cluster> {
-        let file = std::env::var_os("WEIR_E2E_CLUSTER_FILE").map(PathBuf::from).unwrap_or_else(|| DEFAULT_CLUSTER_FILE.into());
-        let bytes = std::fs::read(&file)
-            .with_context(|| format!("cannot read {} — is the e2e cluster up? (`cargo xtask test --tier 3`)", file.display()))?;
-        let info: ClusterInfo = serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", file.display()))?;
-        let client = Client::connect(&info.server).await.with_context(|| format!("cannot connect to {}", info.server))?;
-        let weir_bin = std::env::var_os("WEIR_BIN").map(PathBuf::from).unwrap_or_else(default_weir_bin);
-        Ok(Cluster { info, client, weir_bin })
+        let file = std::env::var_os("WEIR_E2E_CLUSTER_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_CLUSTER_FILE.into());
+        let bytes = std::fs::read(&file).with_context(|| {
+            format!(
+                "cannot read {} — is the e2e cluster up? (`cargo xtask test --tier 3`)",
+                file.display()
+            )
+        })?;
+        let info: ClusterInfo = serde_json::from_slice(&bytes)
+            .with_context(|| format!("cannot parse {}", file.display()))?;
+        let client = Client::connect(&info.server)
+            .await
+            .with_context(|| format!("cannot connect to {}", info.server))?;
+        let weir_bin = std::env::var_os("WEIR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_weir_bin);
+        Ok(Cluster {
+            info,
+            client,
+            weir_bin,
+        })
     }
 
     /// Runs the `weir` CLI against this cluster.
@@ -99,7 +114,11 @@ impl Cluster {
 
     /// `weir apply -f FILE` with `yaml` written to a temporary file.
     pub fn apply(&self, yaml: &str) -> Result<CliOutput> {
-        let path = std::env::temp_dir().join(format!("weir-e2e-{}-{}.yaml", std::process::id(), unique_suffix()));
+        let path = std::env::temp_dir().join(format!(
+            "weir-e2e-{}-{}.yaml",
+            std::process::id(),
+            unique_suffix()
+        ));
         std::fs::write(&path, yaml)?;
         let out = self.weir(&["apply", "-f", &path.display().to_string()]);
         let _ = std::fs::remove_file(&path);
@@ -110,18 +129,30 @@ impl Cluster {
     pub fn apply_ok(&self, yaml: &str) -> Result<()> {
         let out = self.apply(yaml)?;
         if !out.success {
-            bail!("weir apply failed:\nstdout: {}\nstderr: {}\nmanifest:\n{yaml}", out.stdout, out.stderr);
+            bail!(
+                "weir apply failed:\nstdout: {}\nstderr: {}\nmanifest:\n{yaml}",
+                out.stdout,
+                out.stderr
+            );
         }
         Ok(())
     }
 
     pub fn node(&self, name: &str) -> Result<&NodeInfo> {
-        self.info.nodes.iter().find(|n| n.name == name).with_context(|| format!("no node {name} in the cluster file"))
+        self.info
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no node {name} in the cluster file"))
     }
 
     /// The node a pod is bound to.
     pub fn node_of(&self, pod: &Pod) -> Result<&NodeInfo> {
-        let name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).context("pod is not bound to a node")?;
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .context("pod is not bound to a node")?;
         self.node(name)
     }
 
@@ -139,7 +170,10 @@ fn default_weir_bin() -> PathBuf {
 
 /// A suffix that makes object names unique per run (tests may re-run on a kept cluster).
 pub fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{:x}", (nanos / 1_000_000) % 0xff_ffff)
 }
 
@@ -162,7 +196,10 @@ where
     loop {
         let last = match probe().await {
             Ok(Check::Done(v)) => {
-                eprintln!("[e2e] {what}: done after {:.1}s", t0.elapsed().as_secs_f32());
+                eprintln!(
+                    "[e2e] {what}: done after {:.1}s",
+                    t0.elapsed().as_secs_f32()
+                );
                 return Ok(v);
             }
             Ok(Check::Waiting(seen)) => seen,
@@ -177,5 +214,8 @@ where
 
 /// The phase of a pod ("" when it has no status yet).
 pub fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }

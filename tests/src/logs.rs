@@ -14,7 +14,9 @@ pub fn parse_cri_log(raw: &str) -> String {
     let mut out = String::new();
     for line in raw.lines() {
         let mut parts = line.splitn(4, ' ');
-        let (Some(_time), Some(stream), Some(tag), text) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(_time), Some(stream), Some(tag), text) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             out.push_str(line);
             out.push('\n');
             continue;
@@ -53,9 +55,16 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
 /// The log of every container of the pod with `uid`, found under `pod_log_dir`
 /// by the uid in the pod directory's name.
 pub fn read_pod_log(pod_log_dir: &Path, uid: &str) -> Result<String> {
-    let rd = fs::read_dir(pod_log_dir).with_context(|| format!("cannot list {}", pod_log_dir.display()))?;
-    let Some(dir) = rd.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(uid))) else {
-        bail!("no log directory for pod uid {uid} under {}", pod_log_dir.display());
+    let rd = fs::read_dir(pod_log_dir)
+        .with_context(|| format!("cannot list {}", pod_log_dir.display()))?;
+    let Some(dir) = rd.flatten().map(|e| e.path()).find(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(uid))
+    }) else {
+        bail!(
+            "no log directory for pod uid {uid} under {}",
+            pod_log_dir.display()
+        );
     };
     let mut all = String::new();
     for f in files_below(&dir) {
@@ -73,7 +82,10 @@ mod tests {
     fn parses_cri_log_lines() {
         let cases = [
             ("2026-11-24T21:00:00.1Z stdout F hello\n", "hello\n"),
-            ("2026-11-24T21:00:00.1Z stdout P hel\n2026-11-24T21:00:00.2Z stdout F lo\n", "hello\n"),
+            (
+                "2026-11-24T21:00:00.1Z stdout P hel\n2026-11-24T21:00:00.2Z stdout F lo\n",
+                "hello\n",
+            ),
             ("2026-11-24T21:00:00.1Z stderr F oops: a b\n", "oops: a b\n"),
             ("2026-11-24T21:00:00.1Z stdout F \n", "\n"),
             ("not a cri line\n", "not a cri line\n"),

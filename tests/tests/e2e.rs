@@ -75,14 +75,21 @@ spec:
 /// Runs a client pod to completion and returns its log.
 async fn run_client(c: &Cluster, name: &str, script: &str) -> Result<String> {
     c.apply_ok(&client_pod(name, script))?;
-    let pod = wait_for(&format!("client pod {name} to finish"), POD_TIMEOUT, || async {
-        let p: Pod = c.client.get(NS, name).await?;
-        Ok(match phase(&p) {
-            "Succeeded" => Check::Done(p),
-            "Failed" => bail!("client pod {name} failed; its log:\n{}", c.pod_log(&p).unwrap_or_default()),
-            other => Check::Waiting(format!("phase {other:?}")),
-        })
-    })
+    let pod = wait_for(
+        &format!("client pod {name} to finish"),
+        POD_TIMEOUT,
+        || async {
+            let p: Pod = c.client.get(NS, name).await?;
+            Ok(match phase(&p) {
+                "Succeeded" => Check::Done(p),
+                "Failed" => bail!(
+                    "client pod {name} failed; its log:\n{}",
+                    c.pod_log(&p).unwrap_or_default()
+                ),
+                other => Check::Waiting(format!("phase {other:?}")),
+            })
+        },
+    )
     .await?;
     let log = c.pod_log(&pod)?;
     eprintln!("[e2e] log of {name}:\n{log}");
@@ -91,13 +98,26 @@ async fn run_client(c: &Cluster, name: &str, script: &str) -> Result<String> {
 
 /// Pods of the Deployment that are Running and not being deleted.
 async fn running_pods(c: &Cluster, app: &str) -> Result<Vec<Pod>> {
-    let pods = c.client.list::<Pod>(NS, &ListParams::default().labels(format!("app={app}"))).await?.items;
-    Ok(pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none() && phase(p) == "Running").collect())
+    let pods = c
+        .client
+        .list::<Pod>(NS, &ListParams::default().labels(format!("app={app}")))
+        .await?
+        .items;
+    Ok(pods
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && phase(p) == "Running")
+        .collect())
 }
 
 async fn ready_endpoints(c: &Cluster, svc: &str) -> Result<Vec<String>> {
-    let slices =
-        c.client.list::<EndpointSlice>(NS, &ListParams::default().labels(format!("kubernetes.io/service-name={svc}"))).await?.items;
+    let slices = c
+        .client
+        .list::<EndpointSlice>(
+            NS,
+            &ListParams::default().labels(format!("kubernetes.io/service-name={svc}")),
+        )
+        .await?
+        .items;
     Ok(slices
         .iter()
         .flat_map(|s| s.endpoints.iter())
@@ -107,7 +127,10 @@ async fn ready_endpoints(c: &Cluster, svc: &str) -> Result<Vec<String>> {
 }
 
 fn answers(log: &str) -> Vec<&str> {
-    log.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
+    log.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[tokio::test]
@@ -120,19 +143,40 @@ async fn e2e_deployment_behind_clusterip() -> Result<()> {
     // Three Running pods, and an EndpointSlice with their three addresses ready.
     let pods = wait_for("3 Running hostname pods", POD_TIMEOUT, || async {
         let pods = running_pods(&c, &name).await?;
-        Ok(if pods.len() == 3 { Check::Done(pods) } else { Check::Waiting(format!("{} running", pods.len())) })
+        Ok(if pods.len() == 3 {
+            Check::Done(pods)
+        } else {
+            Check::Waiting(format!("{} running", pods.len()))
+        })
     })
     .await?;
-    let pod_names: BTreeSet<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
-    let pod_ips: BTreeSet<String> = pods.iter().filter_map(|p| p.status.as_ref()?.pod_ip.clone()).collect();
+    let pod_names: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let pod_ips: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
     ensure!(pod_ips.len() == 3, "every pod has its own IP: {pod_ips:?}");
-    wait_for("EndpointSlice with the 3 pod IPs ready", Duration::from_secs(60), || async {
-        let ready: BTreeSet<String> = ready_endpoints(&c, &name).await?.into_iter().collect();
-        Ok(if ready == pod_ips { Check::Done(()) } else { Check::Waiting(format!("ready {ready:?}, pods {pod_ips:?}")) })
-    })
+    wait_for(
+        "EndpointSlice with the 3 pod IPs ready",
+        Duration::from_secs(60),
+        || async {
+            let ready: BTreeSet<String> = ready_endpoints(&c, &name).await?.into_iter().collect();
+            Ok(if ready == pod_ips {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("ready {ready:?}, pods {pod_ips:?}"))
+            })
+        },
+    )
     .await?;
     let svc: Service = c.client.get(NS, &name).await?;
-    let vip = svc.spec.and_then(|s| s.cluster_ip).context("Service has no clusterIP")?;
+    let vip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("Service has no clusterIP")?;
 
     // 40 requests to the ClusterIP from a client pod: every answer is one of the
     // pods' names, and all three pods answer.
@@ -142,12 +186,22 @@ async fn e2e_deployment_behind_clusterip() -> Result<()> {
     );
     let log = run_client(&c, &format!("{name}-client"), &script).await?;
     let got = answers(&log);
-    ensure!(got.len() == 40, "expected 40 answers, got {}: {got:?}", got.len());
+    ensure!(
+        got.len() == 40,
+        "expected 40 answers, got {}: {got:?}",
+        got.len()
+    );
     let failed = got.iter().filter(|a| **a == "FAILED").count();
     ensure!(failed == 0, "{failed} of 40 requests to {vip} failed");
     let seen: BTreeSet<String> = got.iter().map(|s| s.to_string()).collect();
-    ensure!(seen.is_subset(&pod_names), "answers {seen:?} not all from the pods {pod_names:?}");
-    ensure!(seen == pod_names, "not every pod answered: {seen:?} of {pod_names:?}");
+    ensure!(
+        seen.is_subset(&pod_names),
+        "answers {seen:?} not all from the pods {pod_names:?}"
+    );
+    ensure!(
+        seen == pod_names,
+        "not every pod answered: {seen:?} of {pod_names:?}"
+    );
 
     // What containerd runs for these pods, before deletion.
     let mut sandbox_ids = Vec::new();
@@ -163,59 +217,114 @@ async fn e2e_deployment_behind_clusterip() -> Result<()> {
     // Delete the Deployment: the pods go from the API, their sandboxes and
     // containers from containerd, their addresses from the IPAM store, and the
     // Service stops answering.
-    c.client.delete::<Deployment>(NS, &name, &DeleteParams::default()).await?;
+    c.client
+        .delete::<Deployment>(NS, &name, &DeleteParams::default())
+        .await?;
     let uids: BTreeSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-    wait_for("the Deployment's pods to be gone from the API", Duration::from_secs(120), || async {
-        let left: Vec<String> = c
-            .client
-            .list::<Pod>(NS, &ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| uids.contains(u)))
-            .filter_map(|p| p.metadata.name)
-            .collect();
-        Ok(if left.is_empty() { Check::Done(()) } else { Check::Waiting(format!("still there: {left:?}")) })
-    })
+    wait_for(
+        "the Deployment's pods to be gone from the API",
+        Duration::from_secs(120),
+        || async {
+            let left: Vec<String> = c
+                .client
+                .list::<Pod>(NS, &ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| uids.contains(u)))
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            Ok(if left.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("still there: {left:?}"))
+            })
+        },
+    )
     .await?;
-    wait_for("their sandboxes and containers to be gone from containerd", Duration::from_secs(60), || async {
-        let mut left = Vec::new();
-        for (node, id) in &sandbox_ids {
-            let cri = Cri::connect(&c.node(node)?.cri_socket).await?;
-            if cri.sandboxes().await?.iter().any(|s| &s.id == id) {
-                left.push(format!("sandbox {id}"));
+    wait_for(
+        "their sandboxes and containers to be gone from containerd",
+        Duration::from_secs(60),
+        || async {
+            let mut left = Vec::new();
+            for (node, id) in &sandbox_ids {
+                let cri = Cri::connect(&c.node(node)?.cri_socket).await?;
+                if cri.sandboxes().await?.iter().any(|s| &s.id == id) {
+                    left.push(format!("sandbox {id}"));
+                }
+                left.extend(
+                    cri.containers()
+                        .await?
+                        .into_iter()
+                        .filter(|k| &k.pod_sandbox_id == id)
+                        .map(|k| format!("container {}", k.id)),
+                );
             }
-            left.extend(cri.containers().await?.into_iter().filter(|k| &k.pod_sandbox_id == id).map(|k| format!("container {}", k.id)));
-        }
-        Ok(if left.is_empty() { Check::Done(()) } else { Check::Waiting(left.join(", ")) })
-    })
+            Ok(if left.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Waiting(left.join(", "))
+            })
+        },
+    )
     .await?;
     for p in &pods {
         let node = c.node_of(p)?;
         for ip in &pod_ips {
             let f = node.ipam_dir.join(ip);
-            ensure!(!f.exists(), "IPAM allocation {} of a deleted pod is still there", f.display());
+            ensure!(
+                !f.exists(),
+                "IPAM allocation {} of a deleted pod is still there",
+                f.display()
+            );
         }
     }
     for (node, id) in &sandbox_ids {
         let dir = &c.node(node)?.ipam_dir;
-        for e in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))?.flatten() {
+        for e in std::fs::read_dir(dir)
+            .with_context(|| format!("list {}", dir.display()))?
+            .flatten()
+        {
             let content = std::fs::read_to_string(e.path()).unwrap_or_default();
-            ensure!(!content.contains(id.as_str()), "IPAM file {} still names deleted sandbox {id}", e.path().display());
+            ensure!(
+                !content.contains(id.as_str()),
+                "IPAM file {} still names deleted sandbox {id}",
+                e.path().display()
+            );
         }
     }
-    let after = format!("if timeout 5 wget -q -O - http://{vip}/; then echo GOT-ANSWER; else echo NO-ANSWER; fi");
+    let after = format!(
+        "if timeout 5 wget -q -O - http://{vip}/; then echo GOT-ANSWER; else echo NO-ANSWER; fi"
+    );
     let log = run_client(&c, &format!("{name}-after"), &after).await?;
-    ensure!(log.contains("NO-ANSWER") && !log.contains("GOT-ANSWER"), "the Service without endpoints still answered:\n{log}");
+    ensure!(
+        log.contains("NO-ANSWER") && !log.contains("GOT-ANSWER"),
+        "the Service without endpoints still answered:\n{log}"
+    );
     for p in &pod_names {
-        ensure!(!log.contains(p.as_str()), "deleted pod {p} answered:\n{log}");
+        ensure!(
+            !log.contains(p.as_str()),
+            "deleted pod {p} answered:\n{log}"
+        );
     }
 
     // Clean up (the cluster may be kept for debugging).
     for pod in [format!("{name}-client"), format!("{name}-after")] {
-        let _ = c.client.delete::<Pod>(NS, &pod, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+        let _ = c
+            .client
+            .delete::<Pod>(
+                NS,
+                &pod,
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await;
     }
-    c.client.delete::<Service>(NS, &name, &DeleteParams::default()).await?;
+    c.client
+        .delete::<Service>(NS, &name, &DeleteParams::default())
+        .await?;
     Ok(())
 }
 
@@ -247,7 +356,9 @@ async fn e2e_bad_input_changes_nothing() -> Result<()> {
         },
         BadCase {
             what: "unknown kind",
-            yaml: format!("apiVersion: example.com/v1\nkind: Frobnicator\nmetadata:\n  name: e2e-frob-{sfx}\n"),
+            yaml: format!(
+                "apiVersion: example.com/v1\nkind: Frobnicator\nmetadata:\n  name: e2e-frob-{sfx}\n"
+            ),
             mentions: &["Frobnicator"],
             absent: vec![],
         },
@@ -274,13 +385,31 @@ async fn e2e_bad_input_changes_nothing() -> Result<()> {
     let mut problems = Vec::new();
     for case in &cases {
         let out = c.apply(&case.yaml)?;
-        eprintln!("[e2e] {}: exit ok={} stderr: {}", case.what, out.success, out.stderr.trim());
+        eprintln!(
+            "[e2e] {}: exit ok={} stderr: {}",
+            case.what,
+            out.success,
+            out.stderr.trim()
+        );
         if out.success {
-            problems.push(format!("{}: weir apply succeeded (stdout: {})", case.what, out.stdout.trim()));
+            problems.push(format!(
+                "{}: weir apply succeeded (stdout: {})",
+                case.what,
+                out.stdout.trim()
+            ));
         }
         let msg = format!("{}{}", out.stderr, out.stdout).to_lowercase();
-        if !case.mentions.iter().any(|m| msg.contains(&m.to_lowercase())) {
-            problems.push(format!("{}: the error does not mention any of {:?}: {}", case.what, case.mentions, out.stderr.trim()));
+        if !case
+            .mentions
+            .iter()
+            .any(|m| msg.contains(&m.to_lowercase()))
+        {
+            problems.push(format!(
+                "{}: the error does not mention any of {:?}: {}",
+                case.what,
+                case.mentions,
+                out.stderr.trim()
+            ));
         }
         for (kind, name) in &case.absent {
             let stored = match *kind {
@@ -293,7 +422,11 @@ async fn e2e_bad_input_changes_nothing() -> Result<()> {
             }
         }
     }
-    ensure!(problems.is_empty(), "bad input was not rejected cleanly:\n  {}", problems.join("\n  "));
+    ensure!(
+        problems.is_empty(),
+        "bad input was not rejected cleanly:\n  {}",
+        problems.join("\n  ")
+    );
     Ok(())
 }
 

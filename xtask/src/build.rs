@@ -21,7 +21,9 @@ impl Binaries {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| cmd::workspace_root().join("target"));
-        Binaries { dir: target.join(if release { "release" } else { "debug" }) }
+        Binaries {
+            dir: target.join(if release { "release" } else { "debug" }),
+        }
     }
     pub fn control(&self) -> PathBuf {
         self.dir.join("weir-control")
@@ -44,14 +46,21 @@ impl Binaries {
             .map(|p| p.display().to_string())
             .collect();
         if !missing.is_empty() {
-            bail!("missing binaries: {} (run `cargo xtask build`)", missing.join(", "));
+            bail!(
+                "missing binaries: {} (run `cargo xtask build`)",
+                missing.join(", ")
+            );
         }
         Ok(())
     }
 }
 
 pub fn run(release: bool) -> Result<Binaries> {
-    step(format!("building {} ({})", PACKAGES.join(", "), if release { "release" } else { "debug" }));
+    step(format!(
+        "building {} ({})",
+        PACKAGES.join(", "),
+        if release { "release" } else { "debug" }
+    ));
     let mut c = cmd::cargo();
     c.arg("build").current_dir(cmd::workspace_root());
     for p in PACKAGES {

@@ -35,7 +35,9 @@ fn describe(cmd: &Command) -> String {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let d = describe(cmd);
     info(format!("$ {d}"));
-    let status = cmd.status().with_context(|| format!("cannot start `{d}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{d}`"))?;
     if !status.success() {
         bail!("`{d}` failed: {status}");
     }
@@ -45,9 +47,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Runs a command quietly and returns its output; fails with its stderr if it exits non-zero.
 pub fn output(cmd: &mut Command) -> Result<Output> {
     let d = describe(cmd);
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{d}`"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{d}`"))?;
     if !out.status.success() {
-        bail!("`{d}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{d}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -60,7 +69,11 @@ pub fn run_quiet(cmd: &mut Command) -> Result<Output> {
 
 /// Runs a command and reports only whether it succeeded (for probes).
 pub fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Shorthand for `Command::new(prog).args(args)`.
@@ -87,7 +100,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// Finds a program on PATH (and in ~/.cargo/bin, where `cargo install` puts things).
 pub fn which(prog: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
@@ -97,7 +112,9 @@ pub fn which(prog: &str) -> Option<PathBuf> {
 /// Fails unless we run as root (the cluster needs netns, cgroups, mounts, BPF).
 pub fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("`cargo xtask {what}` needs root (network namespaces, cgroups, mounts, BPF); run it with sudo");
+        bail!(
+            "`cargo xtask {what}` needs root (network namespaces, cgroups, mounts, BPF); run it with sudo"
+        );
     }
     Ok(())
 }

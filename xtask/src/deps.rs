@@ -9,19 +9,37 @@ use crate::cmd::{self, cmd, info, step};
 
 /// Debian packages, each with why weir needs it.
 pub const APT_PACKAGES: &[(&str, &str)] = &[
-    ("etcd-server", "the API server's store (weir-control runs it embedded)"),
-    ("containerd", "the container runtime, one per node, driven through CRI"),
+    (
+        "etcd-server",
+        "the API server's store (weir-control runs it embedded)",
+    ),
+    (
+        "containerd",
+        "the container runtime, one per node, driven through CRI",
+    ),
     ("runc", "containerd's OCI runtime"),
-    ("protobuf-compiler", "protoc, for the etcd-client and CRI stubs"),
-    ("llvm-22-dev", "bpf-linker links the eBPF programs against LLVM 22"),
+    (
+        "protobuf-compiler",
+        "protoc, for the etcd-client and CRI stubs",
+    ),
+    (
+        "llvm-22-dev",
+        "bpf-linker links the eBPF programs against LLVM 22",
+    ),
     ("umoci", "builds the test OCI images"),
     ("skopeo", "pushes the test images into the local registry"),
     ("docker-registry", "the local image registry"),
     ("busybox-static", "the userland of the test images"),
     ("bpftool", "inspecting loaded eBPF programs and maps"),
     ("iproute2", "ip: bridge, veths, network namespaces"),
-    ("containernetworking-plugins", "the reference `loopback` CNI plugin"),
-    ("util-linux", "nsenter: starts containerd inside a node's netns"),
+    (
+        "containernetworking-plugins",
+        "the reference `loopback` CNI plugin",
+    ),
+    (
+        "util-linux",
+        "nsenter: starts containerd inside a node's netns",
+    ),
     ("gcc", "builds the static pause binary"),
     ("libc6-dev", "static libc for the pause binary"),
 ];
@@ -43,7 +61,11 @@ fn installed_packages(dpkg_output: &str) -> Vec<&str> {
 /// The packages of `wanted` that are not installed, given dpkg-query's output.
 fn missing_packages<'a>(wanted: &[&'a str], dpkg_output: &str) -> Vec<&'a str> {
     let installed = installed_packages(dpkg_output);
-    wanted.iter().copied().filter(|p| !installed.contains(p)).collect()
+    wanted
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect()
 }
 
 pub fn run() -> Result<()> {
@@ -69,28 +91,48 @@ fn apt() -> Result<()> {
         return Ok(());
     }
     for p in &missing {
-        let why = APT_PACKAGES.iter().find(|(n, _)| n == p).map(|(_, w)| *w).unwrap_or("");
+        let why = APT_PACKAGES
+            .iter()
+            .find(|(n, _)| n == p)
+            .map(|(_, w)| *w)
+            .unwrap_or("");
         info(format!("missing {p}: {why}"));
     }
     cmd::require_root("deps")?;
     cmd::run(cmd("apt-get", ["update"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     cmd::run(
-        cmd("apt-get", ["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        cmd("apt-get", ["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
     Ok(())
 }
 
 fn rust_toolchain() -> Result<()> {
     let toolchains = cmd::output(&mut cmd("rustup", ["toolchain", "list"]))?;
-    let has_nightly = String::from_utf8_lossy(&toolchains.stdout).lines().any(|l| l.starts_with("nightly"));
+    let has_nightly = String::from_utf8_lossy(&toolchains.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly"));
     if !has_nightly {
         info("missing the nightly toolchain (the eBPF programs build with -Z build-std)");
-        cmd::run(&mut cmd("rustup", ["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        cmd::run(&mut cmd(
+            "rustup",
+            ["toolchain", "install", "nightly", "--profile", "minimal"],
+        ))?;
     }
-    let comps = cmd::output(&mut cmd("rustup", ["component", "list", "--toolchain", "nightly", "--installed"]))?;
-    if !String::from_utf8_lossy(&comps.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    let comps = cmd::output(&mut cmd(
+        "rustup",
+        ["component", "list", "--toolchain", "nightly", "--installed"],
+    ))?;
+    if !String::from_utf8_lossy(&comps.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         info("missing rust-src for nightly (needed by -Z build-std=core)");
-        cmd::run(&mut cmd("rustup", ["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        cmd::run(&mut cmd(
+            "rustup",
+            ["component", "add", "rust-src", "--toolchain", "nightly"],
+        ))?;
     } else {
         info("rust: nightly with rust-src installed");
     }
@@ -102,11 +144,19 @@ fn bpf_linker() -> Result<()> {
         info(format!("bpf-linker: {}", p.display()));
         return Ok(());
     }
-    info("missing bpf-linker (links the eBPF programs); building it against LLVM 22 (a few minutes)");
+    info(
+        "missing bpf-linker (links the eBPF programs); building it against LLVM 22 (a few minutes)",
+    );
     // Plain `cargo install bpf-linker` defaults to LLVM 23, which Debian 12 does not have.
     cmd::run(
         cmd::cargo()
-            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("LLVM_PREFIX", LLVM_PREFIX),
     )
 }
@@ -132,6 +182,10 @@ mod tests {
 
     #[test]
     fn every_package_says_why() {
-        assert!(APT_PACKAGES.iter().all(|(p, why)| !p.is_empty() && !why.is_empty()));
+        assert!(
+            APT_PACKAGES
+                .iter()
+                .all(|(p, why)| !p.is_empty() && !why.is_empty())
+        );
     }
 }

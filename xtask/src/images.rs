@@ -90,7 +90,9 @@ fn inputs_hash(image: Image, busybox: &[u8], recipe_files: &[Vec<u8>]) -> String
 /// Builds every image whose inputs changed since the last build.
 pub fn build_all() -> Result<Vec<Built>> {
     step("building test images (umoci, busybox-static)");
-    let busybox = fs::read(BUSYBOX).with_context(|| format!("cannot read {BUSYBOX} (cargo xtask deps installs busybox-static)"))?;
+    let busybox = fs::read(BUSYBOX).with_context(|| {
+        format!("cannot read {BUSYBOX} (cargo xtask deps installs busybox-static)")
+    })?;
     let dir = images_dir();
     fs::create_dir_all(&dir)?;
     let mut built = Vec::new();
@@ -103,14 +105,20 @@ pub fn build_all() -> Result<Vec<Built>> {
         let hash = inputs_hash(image, &busybox, &recipe_files);
         let layout = dir.join(image.name());
         let hash_file = dir.join(format!("{}.hash", image.name()));
-        if fs::read_to_string(&hash_file).is_ok_and(|h| h.trim() == hash) && layout.join("index.json").is_file() {
+        if fs::read_to_string(&hash_file).is_ok_and(|h| h.trim() == hash)
+            && layout.join("index.json").is_file()
+        {
             info(format!("{}: up to date ({hash})", image.repository()));
         } else {
             build_one(image, &layout, &dir)?;
             fs::write(&hash_file, &hash)?;
             info(format!("{}: built ({hash})", image.repository()));
         }
-        built.push(Built { image, layout, hash });
+        built.push(Built {
+            image,
+            layout,
+            hash,
+        });
     }
     Ok(built)
 }
@@ -134,7 +142,11 @@ fn build_one(image: Image, layout: &Path, work: &Path) -> Result<()> {
     let entrypoint: Vec<&str> = match image {
         Image::Pause => {
             let out = rootfs.join("pause");
-            cmd::run_quiet(cmd("gcc", ["-static", "-Os", "-s", "-Wall", "-o"]).arg(&out).arg(recipe_dir().join("pause.c")))?;
+            cmd::run_quiet(
+                cmd("gcc", ["-static", "-Os", "-s", "-Wall", "-o"])
+                    .arg(&out)
+                    .arg(recipe_dir().join("pause.c")),
+            )?;
             vec!["/pause"]
         }
         Image::Hostname => {
@@ -150,7 +162,18 @@ fn build_one(image: Image, layout: &Path, work: &Path) -> Result<()> {
         }
     };
     cmd::run_quiet(cmd("umoci", ["repack", "--image", &img]).arg(&bundle))?;
-    let mut config = cmd("umoci", ["config", "--image", &img, "--config.env", PATH_ENV, "--config.workingdir", "/"]);
+    let mut config = cmd(
+        "umoci",
+        [
+            "config",
+            "--image",
+            &img,
+            "--config.env",
+            PATH_ENV,
+            "--config.workingdir",
+            "/",
+        ],
+    );
     match entrypoint.first() {
         Some(ep) => config.args(["--config.entrypoint", ep]),
         // The client has no entrypoint: pods give a command, a bare run gets a shell.
@@ -182,7 +205,9 @@ fn install_busybox(rootfs: &Path) -> Result<()> {
 
 /// Marker recording which build of an image the registry storage holds.
 fn pushed_marker(storage: &Path, image: Image) -> PathBuf {
-    storage.join("weir-pushed").join(format!("{}.hash", image.name()))
+    storage
+        .join("weir-pushed")
+        .join(format!("{}.hash", image.name()))
 }
 
 /// Pushes the built images into the registry listening on 127.0.0.1:`port`
@@ -192,12 +217,18 @@ pub fn push_all(built: &[Built], port: u16, storage: &Path) -> Result<()> {
     for b in built {
         let marker = pushed_marker(storage, b.image);
         if fs::read_to_string(&marker).is_ok_and(|h| h.trim() == b.hash) {
-            info(format!("{}: already in the registry", b.image.reference(port)));
+            info(format!(
+                "{}: already in the registry",
+                b.image.reference(port)
+            ));
             continue;
         }
         let src = format!("oci:{}:{TAG}", b.layout.display());
         let dst = format!("docker://{}", b.image.reference(port));
-        cmd::run_quiet(&mut cmd("skopeo", ["copy", "--quiet", "--dest-tls-verify=false", &src, &dst]))?;
+        cmd::run_quiet(&mut cmd(
+            "skopeo",
+            ["copy", "--quiet", "--dest-tls-verify=false", &src, &dst],
+        ))?;
         if let Some(parent) = marker.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -212,15 +243,24 @@ mod tests {
 
     #[test]
     fn references_follow_the_contract() {
-        assert_eq!(Image::Hostname.reference(5000), "127.0.0.1:5000/weir/hostname:v1");
-        assert_eq!(Image::Client.reference(5000), "127.0.0.1:5000/weir/client:v1");
+        assert_eq!(
+            Image::Hostname.reference(5000),
+            "127.0.0.1:5000/weir/hostname:v1"
+        );
+        assert_eq!(
+            Image::Client.reference(5000),
+            "127.0.0.1:5000/weir/client:v1"
+        );
         assert_eq!(Image::Pause.reference(5000), "127.0.0.1:5000/weir/pause:v1");
     }
 
     #[test]
     fn hash_changes_with_each_input() {
         let base = inputs_hash(Image::Hostname, b"busybox", &[b"script".to_vec()]);
-        assert_eq!(base, inputs_hash(Image::Hostname, b"busybox", &[b"script".to_vec()]));
+        assert_eq!(
+            base,
+            inputs_hash(Image::Hostname, b"busybox", &[b"script".to_vec()])
+        );
         let variants = [
             inputs_hash(Image::Client, b"busybox", &[b"script".to_vec()]),
             inputs_hash(Image::Hostname, b"busybox2", &[b"script".to_vec()]),
@@ -231,6 +271,9 @@ mod tests {
             assert_ne!(base, v);
         }
         // The pause image does not contain busybox, so busybox updates do not rebuild it.
-        assert_eq!(inputs_hash(Image::Pause, b"a", &[]), inputs_hash(Image::Pause, b"b", &[]));
+        assert_eq!(
+            inputs_hash(Image::Pause, b"a", &[]),
+            inputs_hash(Image::Pause, b"b", &[])
+        );
     }
 }

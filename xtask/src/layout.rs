@@ -50,7 +50,11 @@ impl Ports {
             "weirtest" => 1,
             other => 2 + (fnv1a(other.as_bytes()) % 60) as u16,
         };
-        Ports { api: 6443 + slot * 100, etcd: 2379 + slot * 100, registry: 5000 + slot }
+        Ports {
+            api: 6443 + slot * 100,
+            etcd: 2379 + slot * 100,
+            registry: 5000 + slot,
+        }
     }
 }
 
@@ -68,7 +72,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// Checks a cluster name. Names end up in link names (at most 15 bytes:
 /// `<name>-n<i>`), netns names, cgroup names and paths, so they stay short and plain.
 pub fn validate_cluster_name(name: &str) -> Result<()> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     let starts_alpha = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
     if name.is_empty() || name.len() > 10 || !ok_chars || !starts_alpha {
         bail!(
@@ -77,7 +83,9 @@ pub fn validate_cluster_name(name: &str) -> Result<()> {
         );
     }
     if name.starts_with("wr") {
-        bail!("invalid cluster name {name:?}: names starting with \"wr\" collide with pod veth names");
+        bail!(
+            "invalid cluster name {name:?}: names starting with \"wr\" collide with pod veth names"
+        );
     }
     Ok(())
 }
@@ -122,7 +130,10 @@ pub struct NodeLayout {
 impl Layout {
     pub fn new(name: &str) -> Result<Layout> {
         validate_cluster_name(name)?;
-        Ok(Layout { name: name.to_string(), ports: Ports::for_cluster(name) })
+        Ok(Layout {
+            name: name.to_string(),
+            ports: Ports::for_cluster(name),
+        })
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -206,7 +217,8 @@ impl Layout {
             ipam_dir: state_dir.join("ipam"),
             bpffs_dir: self.bpffs_dir().join(&name),
             cgroup_parent: format!("/weir-{}-{name}", self.name),
-            daemon_cgroup: PathBuf::from(CGROUP2_ROOT).join(format!("weir-{}-{name}-daemons", self.name)),
+            daemon_cgroup: PathBuf::from(CGROUP2_ROOT)
+                .join(format!("weir-{}-{name}-daemons", self.name)),
             state_dir,
             run_dir,
             name,
@@ -239,7 +251,9 @@ impl Layout {
             return false;
         };
         rest == "ext"
-            || rest.strip_prefix("node").is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            || rest
+                .strip_prefix("node")
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
     }
 }
 
@@ -249,8 +263,22 @@ mod tests {
 
     #[test]
     fn ports_are_fixed_for_known_clusters_and_distinct() {
-        assert_eq!(Ports::for_cluster("weir"), Ports { api: 6443, etcd: 2379, registry: 5000 });
-        assert_eq!(Ports::for_cluster("weirtest"), Ports { api: 6543, etcd: 2479, registry: 5001 });
+        assert_eq!(
+            Ports::for_cluster("weir"),
+            Ports {
+                api: 6443,
+                etcd: 2379,
+                registry: 5000
+            }
+        );
+        assert_eq!(
+            Ports::for_cluster("weirtest"),
+            Ports {
+                api: 6543,
+                etcd: 2479,
+                registry: 5001
+            }
+        );
         let other = Ports::for_cluster("demo");
         assert_ne!(other, Ports::for_cluster("weir"));
         assert_ne!(other, Ports::for_cluster("weirtest"));
@@ -282,7 +310,10 @@ mod tests {
         let n = l.node(1);
         assert_eq!(n.netns, "weir-node1");
         assert_eq!(n.ip, Ipv4Addr::new(172, 30, 0, 11));
-        assert_eq!(n.cri_socket, PathBuf::from("/run/weir/weir/node1/containerd.sock"));
+        assert_eq!(
+            n.cri_socket,
+            PathBuf::from("/run/weir/weir/node1/containerd.sock")
+        );
         assert_eq!(n.state_dir, PathBuf::from("/var/lib/weir/weir/node1"));
         assert_eq!(n.bpffs_dir, PathBuf::from("/sys/fs/bpf/weir/weir/node1"));
         assert_eq!(n.cgroup_parent, "/weir-weir-node1");

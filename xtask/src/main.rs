@@ -100,21 +100,41 @@ fn run(task: Task) -> Result<()> {
         Task::Deps => deps::run(),
         Task::Build { release } => build::run(release).map(|_| ()),
         Task::Images => images::build_all().map(|_| ()),
-        Task::Up { nodes, name, release, no_demo } => {
+        Task::Up {
+            nodes,
+            name,
+            release,
+            no_demo,
+        } => {
             let layout = layout::Layout::new(&name)?;
             deps::run()?;
             let bins = build::run(release)?;
             let dev = name == "weir";
-            let opts = cluster::up::UpOptions { nodes, demo: !no_demo, write_cli_config: dev };
+            let opts = cluster::up::UpOptions {
+                nodes,
+                demo: !no_demo,
+                write_cli_config: dev,
+            };
             let state = cluster::up::up(&layout, &bins, &opts)?;
             println!("{}", cluster::demo::usage(&state, &layout, !no_demo));
             Ok(())
         }
         Task::Down { name } => cluster::cleanup::down(&layout::Layout::new(&name)?),
         Task::Status { name } => cluster::status(&layout::Layout::new(&name)?),
-        Task::Exec { name, namespace, pod, command } => {
-            cluster::exec::exec(&layout::Layout::new(&name)?, &namespace, &pod, &command)
-        }
-        Task::Test { tiers, keep_cluster, e2e_args } => test::run(&test::TestOptions { tiers, keep_cluster, e2e_args }),
+        Task::Exec {
+            name,
+            namespace,
+            pod,
+            command,
+        } => cluster::exec::exec(&layout::Layout::new(&name)?, &namespace, &pod, &command),
+        Task::Test {
+            tiers,
+            keep_cluster,
+            e2e_args,
+        } => test::run(&test::TestOptions {
+            tiers,
+            keep_cluster,
+            e2e_args,
+        }),
     }
 }

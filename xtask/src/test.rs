@@ -39,14 +39,29 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     let mut results: Vec<(&str, Result<()>)> = Vec::new();
     if want(1) {
         step("tier 1: unit tests (cargo test --workspace)");
-        results.push(("tier 1 (unit)", cmd::run(cmd::cargo().args(["test", "--workspace", "--no-fail-fast"]).current_dir(cmd::workspace_root()))));
+        results.push((
+            "tier 1 (unit)",
+            cmd::run(
+                cmd::cargo()
+                    .args(["test", "--workspace", "--no-fail-fast"])
+                    .current_dir(cmd::workspace_root()),
+            ),
+        ));
     }
     if want(2) {
         step("tier 2: privileged tests (cargo test --workspace --exclude weir-e2e -- --ignored)");
         let r = cmd::require_root("test").and_then(|()| {
             cmd::run(
                 cmd::cargo()
-                    .args(["test", "--workspace", "--no-fail-fast", "--exclude", "weir-e2e", "--", "--ignored"])
+                    .args([
+                        "test",
+                        "--workspace",
+                        "--no-fail-fast",
+                        "--exclude",
+                        "weir-e2e",
+                        "--",
+                        "--ignored",
+                    ])
                     .current_dir(cmd::workspace_root()),
             )
         });
@@ -77,14 +92,33 @@ fn e2e(opts: &TestOptions) -> Result<()> {
     cmd::require_root("test")?;
     let bins = build::run(false)?;
     let layout = Layout::new(E2E_CLUSTER)?;
-    let up_opts = up::UpOptions { nodes: 1, demo: false, write_cli_config: false };
+    // Always a fresh cluster: one kept from an earlier run may run older binaries.
+    if layout.state_dir().exists() {
+        cleanup::down(&layout)?;
+    }
+    let up_opts = up::UpOptions {
+        nodes: 1,
+        demo: false,
+        write_cli_config: false,
+    };
     let result = up::up(&layout, &bins, &up_opts).and_then(|_| {
         step("running weir-e2e");
         // Build the test binary first so its compile time is not mistaken for a hang.
-        cmd::run(cmd::cargo().args(["test", "-p", "weir-e2e", "--no-run"]).current_dir(cmd::workspace_root()))?;
         cmd::run(
             cmd::cargo()
-                .args(["test", "-p", "weir-e2e", "--", "--ignored", "--test-threads=1"])
+                .args(["test", "-p", "weir-e2e", "--no-run"])
+                .current_dir(cmd::workspace_root()),
+        )?;
+        cmd::run(
+            cmd::cargo()
+                .args([
+                    "test",
+                    "-p",
+                    "weir-e2e",
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
                 .args(&opts.e2e_args)
                 .env("WEIR_E2E_CLUSTER_FILE", layout.state_file())
                 .env("WEIR_BIN", bins.cli())
@@ -96,7 +130,9 @@ fn e2e(opts: &TestOptions) -> Result<()> {
         print_log_tails(&kept, 50);
     }
     if opts.keep_cluster {
-        info(format!("--keep-cluster: cluster {E2E_CLUSTER:?} left running; `cargo xtask down --name {E2E_CLUSTER}` removes it"));
+        info(format!(
+            "--keep-cluster: cluster {E2E_CLUSTER:?} left running; `cargo xtask down --name {E2E_CLUSTER}` removes it"
+        ));
         return result;
     }
     let down = cleanup::down(&layout);
@@ -106,7 +142,10 @@ fn e2e(opts: &TestOptions) -> Result<()> {
 
 /// Copies the cluster's logs out of its state dir (which `down` removes).
 fn keep_logs(layout: &Layout) -> PathBuf {
-    let dest = cmd::workspace_root().join("target").join("xtask").join(format!("logs-{}", layout.name));
+    let dest = cmd::workspace_root()
+        .join("target")
+        .join("xtask")
+        .join(format!("logs-{}", layout.name));
     let _ = fs::remove_dir_all(&dest);
     if fs::create_dir_all(&dest).is_ok() {
         if let Ok(rd) = fs::read_dir(layout.logs_dir()) {

@@ -34,7 +34,10 @@ pub fn down(layout: &Layout) -> Result<()> {
     // 2. Whatever is left in our cgroups (shims, containers, etcd) or netns.
     note("kill leftover processes", kill_leftovers(layout));
     // 3. Mounts (container rootfs, pod netns, shm) under the cluster's dirs.
-    note("unmount", unmount_under(&[layout.state_dir(), layout.run_dir()]));
+    note(
+        "unmount",
+        unmount_under(&[layout.state_dir(), layout.run_dir()]),
+    );
     // 4. Network namespaces and links.
     note("delete netns", delete_netns(layout));
     note("delete links", delete_links(layout));
@@ -48,7 +51,11 @@ pub fn down(layout: &Layout) -> Result<()> {
         info(format!("cluster {:?} removed", layout.name));
         Ok(())
     } else {
-        anyhow::bail!("cluster {:?} partly removed: {}", layout.name, problems.join("; "))
+        anyhow::bail!(
+            "cluster {:?} partly removed: {}",
+            layout.name,
+            problems.join("; ")
+        )
     }
 }
 
@@ -66,12 +73,20 @@ fn stop_rank(name: &str) -> u8 {
 /// The cluster's top-level cgroup directories, in every hierarchy.
 fn owned_cgroups(layout: &Layout) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(hierarchies) = fs::read_dir(CGROUP_ROOT) else { return out };
+    let Ok(hierarchies) = fs::read_dir(CGROUP_ROOT) else {
+        return out;
+    };
     for h in hierarchies.flatten() {
-        let Ok(children) = fs::read_dir(h.path()) else { continue };
+        let Ok(children) = fs::read_dir(h.path()) else {
+            continue;
+        };
         for c in children.flatten() {
             let is_dir = c.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && c.file_name().to_str().is_some_and(|n| layout.owns_cgroup(n)) {
+            if is_dir
+                && c.file_name()
+                    .to_str()
+                    .is_some_and(|n| layout.owns_cgroup(n))
+            {
                 out.push(c.path());
             }
         }
@@ -101,26 +116,44 @@ fn pids_in_cgroup_tree(root: &Path) -> Vec<i32> {
     dirs_deepest_first(root)
         .iter()
         .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-        .flat_map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
         .collect()
 }
 
 fn owned_netns(layout: &Layout) -> Vec<String> {
-    let out = cmd::output(&mut cmd("ip", ["netns", "list"])).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    parse_netns_list(&out.unwrap_or_default()).into_iter().filter(|n| layout.owns_netns(n)).collect()
+    let out = cmd::output(&mut cmd("ip", ["netns", "list"]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    parse_netns_list(&out.unwrap_or_default())
+        .into_iter()
+        .filter(|n| layout.owns_netns(n))
+        .collect()
 }
 
 /// Names from `ip netns list` ("name" or "name (id: 3)").
 fn parse_netns_list(out: &str) -> Vec<String> {
-    out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 fn kill_leftovers(layout: &Layout) -> Result<()> {
     for _ in 0..5 {
-        let mut pids: Vec<i32> = owned_cgroups(layout).iter().flat_map(|c| pids_in_cgroup_tree(c)).collect();
+        let mut pids: Vec<i32> = owned_cgroups(layout)
+            .iter()
+            .flat_map(|c| pids_in_cgroup_tree(c))
+            .collect();
         for ns in owned_netns(layout) {
             if let Ok(o) = cmd::output(&mut cmd("ip", ["netns", "pids", &ns])) {
-                pids.extend(String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                pids.extend(
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .filter_map(|l| l.trim().parse::<i32>().ok()),
+                );
             }
         }
         let me = std::process::id() as i32;
@@ -130,7 +163,10 @@ fn kill_leftovers(layout: &Layout) -> Result<()> {
         if pids.is_empty() {
             return Ok(());
         }
-        info(format!("killing {} leftover processes (containers, shims, etcd)", pids.len()));
+        info(format!(
+            "killing {} leftover processes (containers, shims, etcd)",
+            pids.len()
+        ));
         // Survivors (e.g. a process forked meanwhile) are caught by the next round.
         let _ = procs::kill_all(&pids, Duration::from_secs(5));
     }
@@ -143,7 +179,10 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -162,7 +201,12 @@ fn mounts_under(mountinfo: &str, roots: &[PathBuf]) -> Vec<PathBuf> {
         .map(|p| PathBuf::from(unescape_mount_path(p)))
         .filter(|p| roots.iter().any(|r| p.starts_with(r)))
         .collect();
-    found.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then_with(|| a.cmp(b)));
+    found.sort_by(|a, b| {
+        b.components()
+            .count()
+            .cmp(&a.components().count())
+            .then_with(|| a.cmp(b))
+    });
     found.dedup();
     found
 }
@@ -195,8 +239,14 @@ fn delete_netns(layout: &Layout) -> Result<()> {
 
 /// Links in the host netns that belong to the cluster: its bridge and the host ends of the veths.
 fn owned_link(layout: &Layout, link: &str) -> bool {
-    let Some(rest) = link.strip_prefix(&format!("{}-", layout.name)) else { return false };
-    rest == "br" || rest == "x" || rest.strip_prefix('n').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    let Some(rest) = link.strip_prefix(&format!("{}-", layout.name)) else {
+        return false;
+    };
+    rest == "br"
+        || rest == "x"
+        || rest
+            .strip_prefix('n')
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Link names from `ip -o link show` ("3: name@peer: <...>").
@@ -271,13 +321,20 @@ mod tests {
 303 29 0:52 / /run/weir/weirtest/node1/x rw - tmpfs tmpfs rw
 304 29 0:53 / /run/weir/weir rw - tmpfs tmpfs rw
 ";
-        let roots = [PathBuf::from("/var/lib/weir/weir"), PathBuf::from("/run/weir/weir")];
+        let roots = [
+            PathBuf::from("/var/lib/weir/weir"),
+            PathBuf::from("/run/weir/weir"),
+        ];
         let got = mounts_under(mi, &roots);
         assert_eq!(
             got,
             vec![
-                PathBuf::from("/run/weir/weir/node1/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs"),
-                PathBuf::from("/run/weir/weir/node1/containerd/io.containerd.grpc.v1.cri/netns/cni-1"),
+                PathBuf::from(
+                    "/run/weir/weir/node1/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs"
+                ),
+                PathBuf::from(
+                    "/run/weir/weir/node1/containerd/io.containerd.grpc.v1.cri/netns/cni-1"
+                ),
                 PathBuf::from("/var/lib/weir/weir/with space"),
                 PathBuf::from("/run/weir/weir"),
             ]
@@ -286,7 +343,13 @@ mod tests {
 
     #[test]
     fn unescapes_octal() {
-        let cases = [("a\\040b", "a b"), ("plain", "plain"), ("tab\\011", "tab\t"), ("bad\\09", "bad\\09"), ("end\\04", "end\\04")];
+        let cases = [
+            ("a\\040b", "a b"),
+            ("plain", "plain"),
+            ("tab\\011", "tab\t"),
+            ("bad\\09", "bad\\09"),
+            ("end\\04", "end\\04"),
+        ];
         for (input, want) in cases {
             assert_eq!(unescape_mount_path(input), want, "{input}");
         }
@@ -320,8 +383,23 @@ mod tests {
 
     #[test]
     fn daemons_stop_agents_first_control_last() {
-        let mut names = vec!["control", "registry/host", "containerd/node1", "agent/node1", "registry/node1"];
+        let mut names = vec![
+            "control",
+            "registry/host",
+            "containerd/node1",
+            "agent/node1",
+            "registry/node1",
+        ];
         names.sort_by_key(|n| stop_rank(n));
-        assert_eq!(names, vec!["agent/node1", "containerd/node1", "registry/host", "registry/node1", "control"]);
+        assert_eq!(
+            names,
+            vec![
+                "agent/node1",
+                "containerd/node1",
+                "registry/host",
+                "registry/node1",
+                "control"
+            ]
+        );
     }
 }

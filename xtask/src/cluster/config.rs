@@ -89,7 +89,11 @@ mod tests {
     #[test]
     fn containerd_config_is_per_node() {
         let l = Layout::new("weir").unwrap();
-        let c = containerd(&l.node(2), Path::new("/var/lib/weir/weir/cni-bin"), "127.0.0.1:5000/weir/pause:v1");
+        let c = containerd(
+            &l.node(2),
+            Path::new("/var/lib/weir/weir/cni-bin"),
+            "127.0.0.1:5000/weir/pause:v1",
+        );
         for want in [
             r#"root = "/var/lib/weir/weir/node2/containerd""#,
             r#"state = "/run/weir/weir/node2/containerd""#,
@@ -112,6 +116,9 @@ mod tests {
         let c = registry(Path::new("/var/lib/weir/weir/registry"), 5001);
         assert!(c.contains("addr: 127.0.0.1:5001"));
         assert!(c.contains("rootdirectory: /var/lib/weir/weir/registry"));
-        assert!(!c.contains("cache"), "registries sharing storage must not cache");
+        assert!(
+            !c.contains("cache"),
+            "registries sharing storage must not cache"
+        );
     }
 }

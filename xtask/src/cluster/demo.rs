@@ -67,12 +67,20 @@ pub fn apply(layout: &Layout, bins: &Binaries) -> Result<()> {
     step("applying the demo: Deployment hostname (3 pods), Service hostname, Pod client");
     let path = layout.state_dir().join("demo.yaml");
     fs::write(&path, manifest())?;
-    cmd::run(cmd::cmd(&bins.cli().display().to_string(), ["apply", "-f"]).arg(&path).env("WEIR_SERVER", layout.server_url()))
+    cmd::run(
+        cmd::cmd(&bins.cli().display().to_string(), ["apply", "-f"])
+            .arg(&path)
+            .env("WEIR_SERVER", layout.server_url()),
+    )
 }
 
 /// How to use the cluster, printed at the end of `up`.
 pub fn usage(state: &ClusterState, layout: &Layout, demo: bool) -> String {
-    let name_flag = if layout.name == "weir" { String::new() } else { format!(" --name {}", layout.name) };
+    let name_flag = if layout.name == "weir" {
+        String::new()
+    } else {
+        format!(" --name {}", layout.name)
+    };
     let server_hint = if layout.name == "weir" {
         "(~/.weir/config.yaml points the CLI at it)".to_string()
     } else {
@@ -90,7 +98,8 @@ pub fn usage(state: &ClusterState, layout: &Layout, demo: bool) -> String {
         state.bin_dir.display(),
     );
     if demo {
-        let ip = cluster_ip(&state.server, "hostname").unwrap_or_else(|| "<CLUSTER-IP of svc/hostname>".into());
+        let ip = cluster_ip(&state.server, "hostname")
+            .unwrap_or_else(|| "<CLUSTER-IP of svc/hostname>".into());
         s.push_str(&format!(
             "\n  # call the hostname Service from the client pod (each answer is the name of the pod that served it):\n\
              \x20 cargo xtask exec{name_flag} client -- wget -q -O - http://{ip}/\n"

@@ -31,7 +31,10 @@ fn pod_pids(parent: &Path, uid: &str) -> Vec<i32> {
         let Ok(rd) = fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let inside = in_pod || e.file_name().to_str().is_some_and(|n| is_pod_cgroup(n, uid));
+                let inside = in_pod
+                    || e.file_name()
+                        .to_str()
+                        .is_some_and(|n| is_pod_cgroup(n, uid));
                 stack.push((e.path(), inside));
             }
         }
@@ -44,7 +47,8 @@ pub fn exec(layout: &Layout, namespace: &str, pod: &str, command: &[String]) -> 
     if command.is_empty() {
         bail!("no command given: cargo xtask exec POD -- CMD [ARGS...]");
     }
-    let state = ClusterState::load(&layout.state_file())?.with_context(|| format!("cluster {:?} is not up", layout.name))?;
+    let state = ClusterState::load(&layout.state_file())?
+        .with_context(|| format!("cluster {:?} is not up", layout.name))?;
     let server = state.server.clone();
     let (ns, name) = (namespace.to_string(), pod.to_string());
     let p: Pod = block_on(async move {
@@ -53,19 +57,48 @@ pub fn exec(layout: &Layout, namespace: &str, pod: &str, command: &[String]) -> 
     })?
     .with_context(|| format!("cannot get pod {namespace}/{pod}"))?;
     let uid = p.metadata.uid.clone().context("pod has no uid")?;
-    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).with_context(|| format!("pod {namespace}/{pod} is not scheduled yet"))?;
-    let ns_state = state.nodes.iter().find(|n| n.name == node).with_context(|| format!("pod runs on unknown node {node}"))?;
+    let node = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .with_context(|| format!("pod {namespace}/{pod} is not scheduled yet"))?;
+    let ns_state = state
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .with_context(|| format!("pod runs on unknown node {node}"))?;
     let parent = Path::new(CGROUP2_ROOT).join(ns_state.cgroup_parent.trim_start_matches('/'));
     // The sandbox's pause process shares only the network; pick a container process.
     let pid = pod_pids(&parent, &uid)
         .into_iter()
-        .find(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() != "pause"))
-        .with_context(|| format!("no running container of pod {namespace}/{pod} found under {}", parent.display()))?;
+        .find(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() != "pause")
+        })
+        .with_context(|| {
+            format!(
+                "no running container of pod {namespace}/{pod} found under {}",
+                parent.display()
+            )
+        })?;
     let target = pid.to_string();
-    let status = cmd("nsenter", ["-t", target.as_str(), "-n", "-m", "-p", "-u", "-i", "-r", "-w", "--"])
-        .args(command)
-        .status()
-        .context("cannot run nsenter")?;
+    let status = cmd(
+        "nsenter",
+        [
+            "-t",
+            target.as_str(),
+            "-n",
+            "-m",
+            "-p",
+            "-u",
+            "-i",
+            "-r",
+            "-w",
+            "--",
+        ],
+    )
+    .args(command)
+    .status()
+    .context("cannot run nsenter")?;
     if !status.success() {
         bail!("command exited with {status}");
     }
@@ -79,7 +112,12 @@ mod tests {
     #[test]
     fn pod_cgroup_names() {
         let uid = "0f6c-11";
-        let cases = [("pod0f6c-11", true), ("pod0f6c_11", true), ("kubepods-pod0f6c_11.slice", true), ("pod0f6c-12", false)];
+        let cases = [
+            ("pod0f6c-11", true),
+            ("pod0f6c_11", true),
+            ("kubepods-pod0f6c_11.slice", true),
+            ("pod0f6c-12", false),
+        ];
         for (dir, want) in cases {
             assert_eq!(is_pod_cgroup(dir, uid), want, "{dir}");
         }

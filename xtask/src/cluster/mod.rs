@@ -20,14 +20,34 @@ use state::ClusterState;
 /// `cargo xtask status`: what runs, and what the API server says about nodes and pods.
 pub fn status(layout: &Layout) -> Result<()> {
     let Some(state) = ClusterState::load(&layout.state_file())? else {
-        println!("cluster {:?}: not up (no {})", layout.name, layout.state_file().display());
+        println!(
+            "cluster {:?}: not up (no {})",
+            layout.name,
+            layout.state_file().display()
+        );
         return Ok(());
     };
-    println!("cluster {:?}: API server {}, registry {}, logs {}", state.name, state.server, state.registry, state.logs_dir.display());
+    println!(
+        "cluster {:?}: API server {}, registry {}, logs {}",
+        state.name,
+        state.server,
+        state.registry,
+        state.logs_dir.display()
+    );
     println!("{:<22} {:>8}  {:<8} LOG", "PROCESS", "PID", "STATE");
     for p in &state.processes {
-        let alive = if procs::is_alive(p) { "running" } else { "DEAD" };
-        println!("{:<22} {:>8}  {:<8} {}", p.name, p.pid, alive, p.log.display());
+        let alive = if procs::is_alive(p) {
+            "running"
+        } else {
+            "DEAD"
+        };
+        println!(
+            "{:<22} {:>8}  {:<8} {}",
+            p.name,
+            p.pid,
+            alive,
+            p.log.display()
+        );
     }
     let server = state.server.clone();
     let listed = up::block_on(async move {
@@ -43,8 +63,16 @@ pub fn status(layout: &Layout) -> Result<()> {
                     Ok(()) => "Ready".to_string(),
                     Err(e) => e,
                 };
-                let on_node = pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&n.name)).count();
-                println!("node {:<8} {:<15} {:<24} pods: {on_node}", n.name, n.ip, ready);
+                let on_node = pods
+                    .iter()
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&n.name)
+                    })
+                    .count();
+                println!(
+                    "node {:<8} {:<15} {:<24} pods: {on_node}",
+                    n.name, n.ip, ready
+                );
             }
         }
         Err(e) => println!("API server not answering: {e}"),

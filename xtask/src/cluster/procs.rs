@@ -50,7 +50,11 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
 
 /// Parses the state letter (field 3) of /proc/PID/stat.
 pub fn parse_state(stat: &str) -> Option<char> {
-    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 fn read_stat(pid: i32) -> Option<String> {
@@ -59,7 +63,8 @@ fn read_stat(pid: i32) -> Option<String> {
 
 /// Whether the recorded process still runs (same PID *and* start time, not a zombie).
 pub fn is_alive(p: &Process) -> bool {
-    read_stat(p.pid).is_some_and(|s| parse_start_time(&s) == Some(p.start_time) && parse_state(&s) != Some('Z'))
+    read_stat(p.pid)
+        .is_some_and(|s| parse_start_time(&s) == Some(p.start_time) && parse_state(&s) != Some('Z'))
 }
 
 /// Whether a bare PID runs (not a zombie).
@@ -72,8 +77,13 @@ pub fn pid_alive(pid: i32) -> bool {
 /// program, so the PID we record is the daemon's own and all its children
 /// inherit the cgroup.
 pub fn spawn(name: &str, cgroup: &Path, argv: &[String], log: &Path) -> Result<Daemon> {
-    fs::create_dir_all(cgroup).with_context(|| format!("cannot create cgroup {}", cgroup.display()))?;
-    let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("cannot open {}", log.display()))?;
+    fs::create_dir_all(cgroup)
+        .with_context(|| format!("cannot create cgroup {}", cgroup.display()))?;
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
     info(format!("$ {} >{} 2>&1 &", argv.join(" "), log.display()));
     let mut c = Command::new("sh");
@@ -88,8 +98,18 @@ pub fn spawn(name: &str, cgroup: &Path, argv: &[String], log: &Path) -> Result<D
         .process_group(0);
     let child = c.spawn().with_context(|| format!("cannot start {name}"))?;
     let pid = child.id() as i32;
-    let start_time = read_stat(pid).and_then(|s| parse_start_time(&s)).context("cannot read the new process's start time")?;
-    Ok(Daemon { record: Process { name: name.to_string(), pid, start_time, log: log.to_path_buf() }, child })
+    let start_time = read_stat(pid)
+        .and_then(|s| parse_start_time(&s))
+        .context("cannot read the new process's start time")?;
+    Ok(Daemon {
+        record: Process {
+            name: name.to_string(),
+            pid,
+            start_time,
+            log: log.to_path_buf(),
+        },
+        child,
+    })
 }
 
 /// Sends SIGTERM to the live ones of `procs`, waits up to `grace`, then SIGKILLs the rest.
@@ -104,7 +124,10 @@ pub fn terminate(procs: &[Process], grace: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
     for p in live.iter().filter(|p| is_alive(p)) {
-        info(format!("{} (pid {}) ignored SIGTERM for {grace:?}: SIGKILL", p.name, p.pid));
+        info(format!(
+            "{} (pid {}) ignored SIGTERM for {grace:?}: SIGKILL",
+            p.name, p.pid
+        ));
         let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
     }
 }
@@ -127,7 +150,9 @@ pub fn kill_all(pids: &[i32], timeout: Duration) -> Result<()> {
 
 /// The last `n` lines of a log file (empty if unreadable).
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -139,9 +164,17 @@ mod tests {
     #[test]
     fn parses_proc_stat() {
         let cases = [
-            ("1234 (containerd) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 12 0 987654 123 456", Some(987654), Some('S')),
+            (
+                "1234 (containerd) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 12 0 987654 123 456",
+                Some(987654),
+                Some('S'),
+            ),
             // A command name with spaces and a ')' must not shift the fields.
-            ("77 (a b) c) Z 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 42 0 0", Some(42), Some('Z')),
+            (
+                "77 (a b) c) Z 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 42 0 0",
+                Some(42),
+                Some('Z'),
+            ),
             ("garbage", None, None),
             ("5 (x) R 1", None, Some('R')),
         ];
@@ -155,8 +188,16 @@ mod tests {
     fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {
         let pid = std::process::id() as i32;
         let start = read_stat(pid).and_then(|s| parse_start_time(&s)).unwrap();
-        let me = Process { name: "me".into(), pid, start_time: start, log: PathBuf::new() };
+        let me = Process {
+            name: "me".into(),
+            pid,
+            start_time: start,
+            log: PathBuf::new(),
+        };
         assert!(is_alive(&me));
-        assert!(!is_alive(&Process { start_time: start + 1, ..me }));
+        assert!(!is_alive(&Process {
+            start_time: start + 1,
+            ..me
+        }));
     }
 }

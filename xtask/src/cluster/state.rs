@@ -80,7 +80,9 @@ impl ClusterState {
     /// Reads the state file; `Ok(None)` when there is none.
     pub fn load(path: &Path) -> Result<Option<ClusterState>> {
         match fs::read(path) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("corrupt state file {}", path.display()))?)),
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!("corrupt state file {}", path.display())
+            })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -102,10 +104,18 @@ mod tests {
     fn state_round_trips_through_json() {
         let l = Layout::new("weirtest").unwrap();
         let mut s = ClusterState::new(&l, &[l.node(1)], Path::new("/w/target/debug"));
-        s.processes.push(Process { name: "containerd/node1".into(), pid: 42, start_time: 7, log: "/l".into() });
+        s.processes.push(Process {
+            name: "containerd/node1".into(),
+            pid: 42,
+            start_time: 7,
+            log: "/l".into(),
+        });
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.server, "http://127.0.0.1:6543");
-        assert_eq!(back.nodes[0].ipam_dir, PathBuf::from("/var/lib/weir/weirtest/node1/ipam"));
+        assert_eq!(
+            back.nodes[0].ipam_dir,
+            PathBuf::from("/var/lib/weir/weirtest/node1/ipam")
+        );
     }
 }

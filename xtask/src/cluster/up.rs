@@ -40,11 +40,25 @@ pub(crate) struct Starting<'a> {
 
 impl<'a> Starting<'a> {
     /// Creates the cluster's directories and its (empty) state file.
-    pub(crate) fn new(layout: &'a Layout, nodes: &[NodeLayout], bin_dir: &Path) -> Result<Starting<'a>> {
-        for d in [layout.logs_dir(), layout.control_state_dir(), layout.run_dir(), layout.registry_storage(), layout.cni_bin_dir()] {
+    pub(crate) fn new(
+        layout: &'a Layout,
+        nodes: &[NodeLayout],
+        bin_dir: &Path,
+    ) -> Result<Starting<'a>> {
+        for d in [
+            layout.logs_dir(),
+            layout.control_state_dir(),
+            layout.run_dir(),
+            layout.registry_storage(),
+            layout.cni_bin_dir(),
+        ] {
             fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
         }
-        let s = Starting { layout, state: ClusterState::new(layout, nodes, bin_dir), daemons: Vec::new() };
+        let s = Starting {
+            layout,
+            state: ClusterState::new(layout, nodes, bin_dir),
+            daemons: Vec::new(),
+        };
         s.state.save(&layout.state_file())?;
         Ok(s)
     }
@@ -57,11 +71,26 @@ impl<'a> Starting<'a> {
         topology::create(layout, nodes)?;
         // Registry in the host netns: the push target (and for users' own images).
         step("starting the image registry");
-        fs::write(layout.registry_host_config(), config::registry(&layout.registry_storage(), layout.ports.registry))?;
-        fs::write(layout.registry_node_config(), config::registry(&layout.registry_storage(), NODE_REGISTRY_PORT))?;
-        self.start("registry/host", &layout.control_cgroup(), argv(["/usr/bin/docker-registry", "serve"], [&layout.registry_host_config()]))?;
+        fs::write(
+            layout.registry_host_config(),
+            config::registry(&layout.registry_storage(), layout.ports.registry),
+        )?;
+        fs::write(
+            layout.registry_node_config(),
+            config::registry(&layout.registry_storage(), NODE_REGISTRY_PORT),
+        )?;
+        self.start(
+            "registry/host",
+            &layout.control_cgroup(),
+            argv(
+                ["/usr/bin/docker-registry", "serve"],
+                [&layout.registry_host_config()],
+            ),
+        )?;
         let reg_port = layout.ports.registry;
-        self.wait_for("registry (host)", Duration::from_secs(30), || Ok(port_open(reg_port)))?;
+        self.wait_for("registry (host)", Duration::from_secs(30), || {
+            Ok(port_open(reg_port))
+        })?;
         images::push_all(&built, reg_port, &layout.registry_storage())?;
         for n in nodes {
             self.start_node_runtime(n)?;
@@ -70,7 +99,10 @@ impl<'a> Starting<'a> {
     }
 
     fn start(&mut self, name: &str, cgroup: &Path, argv: Vec<String>) -> Result<()> {
-        let log = self.layout.logs_dir().join(format!("{}.log", name.replace('/', "-")));
+        let log = self
+            .layout
+            .logs_dir()
+            .join(format!("{}.log", name.replace('/', "-")));
         let d = procs::spawn(name, cgroup, &argv, &log)?;
         self.state.processes.push(d.record.clone());
         self.daemons.push(d);
@@ -93,16 +125,27 @@ impl<'a> Starting<'a> {
     }
 
     /// Polls `probe` until it succeeds, failing early if a daemon dies.
-    fn wait_for(&mut self, what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<bool>) -> Result<()> {
+    fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
         let t0 = Instant::now();
         loop {
             self.check_alive()?;
             if probe()? {
-                info(format!("{what}: ready after {:.1}s", t0.elapsed().as_secs_f32()));
+                info(format!(
+                    "{what}: ready after {:.1}s",
+                    t0.elapsed().as_secs_f32()
+                ));
                 return Ok(());
             }
             if t0.elapsed() > timeout {
-                bail!("{what}: not ready after {timeout:?} (logs in {})", self.layout.logs_dir().display());
+                bail!(
+                    "{what}: not ready after {timeout:?} (logs in {})",
+                    self.layout.logs_dir().display()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -122,11 +165,19 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
         bail!("--nodes must be between 1 and 50 (got {})", opts.nodes);
     }
     if let Some(state) = running(layout) {
-        step(format!("cluster {:?} is already up ({} nodes); `cargo xtask down --name {}` first to rebuild it", layout.name, state.nodes.len(), layout.name));
+        step(format!(
+            "cluster {:?} is already up ({} nodes); `cargo xtask down --name {}` first to rebuild it",
+            layout.name,
+            state.nodes.len(),
+            layout.name
+        ));
         return Ok(state);
     }
     // Leftovers of an earlier run (crash, partial up) would collide with everything below.
-    if layout.state_dir().exists() || layout.run_dir().exists() || Path::new(&format!("/run/netns/{}-node1", layout.name)).exists() {
+    if layout.state_dir().exists()
+        || layout.run_dir().exists()
+        || Path::new(&format!("/run/netns/{}-node1", layout.name)).exists()
+    {
         cleanup::down(layout)?;
     }
     check_ports_free(layout)?;
@@ -149,9 +200,14 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
     ];
     s.start("control", &layout.control_cgroup(), control)?;
     // weir-control writes its etcd's output next to the data; show it with the other logs.
-    let _ = std::os::unix::fs::symlink(layout.control_state_dir().join("etcd.log"), layout.logs_dir().join("etcd.log"));
+    let _ = std::os::unix::fs::symlink(
+        layout.control_state_dir().join("etcd.log"),
+        layout.logs_dir().join("etcd.log"),
+    );
     let server = layout.server_url();
-    s.wait_for("API server", Duration::from_secs(90), || Ok(api_answers(&server)))?;
+    s.wait_for("API server", Duration::from_secs(90), || {
+        Ok(api_answers(&server))
+    })?;
 
     step("preparing the CNI bin dir");
     link_cni_plugins(layout, Some(&bins.cni()))?;
@@ -173,23 +229,74 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
 impl Starting<'_> {
     /// A node's registry (same storage as the host one) and containerd, both in its netns.
     fn start_node_runtime(&mut self, n: &NodeLayout) -> Result<()> {
-        step(format!("starting the runtime of {} (netns {}, {})", n.name, n.netns, n.ip));
-        for d in [&n.state_dir, &n.run_dir, &n.cni_conf_dir, &n.pod_log_dir, &n.ipam_dir, &n.containerd_root, &n.containerd_state] {
+        step(format!(
+            "starting the runtime of {} (netns {}, {})",
+            n.name, n.netns, n.ip
+        ));
+        for d in [
+            &n.state_dir,
+            &n.run_dir,
+            &n.cni_conf_dir,
+            &n.pod_log_dir,
+            &n.ipam_dir,
+            &n.containerd_root,
+            &n.containerd_state,
+        ] {
             fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         let net = format!("--net={}", topology::netns_path(&n.netns));
         let layout = self.layout;
 
-        self.start(&format!("registry/{}", n.name), &n.daemon_cgroup, argv(["nsenter", &net, "/usr/bin/docker-registry", "serve"], [&layout.registry_node_config()]))?;
+        self.start(
+            &format!("registry/{}", n.name),
+            &n.daemon_cgroup,
+            argv(
+                ["nsenter", &net, "/usr/bin/docker-registry", "serve"],
+                [&layout.registry_node_config()],
+            ),
+        )?;
         let probe_net = net.clone();
-        self.wait_for(&format!("registry in {}", n.netns), Duration::from_secs(30), || {
-            Ok(cmd::succeeds(&mut cmd("nsenter", [probe_net.as_str(), "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:5000/v2/"])))
-        })?;
+        self.wait_for(
+            &format!("registry in {}", n.netns),
+            Duration::from_secs(30),
+            || {
+                Ok(cmd::succeeds(&mut cmd(
+                    "nsenter",
+                    [
+                        probe_net.as_str(),
+                        "/bin/busybox",
+                        "wget",
+                        "-q",
+                        "-O",
+                        "/dev/null",
+                        "http://127.0.0.1:5000/v2/",
+                    ],
+                )))
+            },
+        )?;
 
-        fs::write(&n.containerd_config, config::containerd(n, &layout.cni_bin_dir(), &Image::Pause.reference(NODE_REGISTRY_PORT)))?;
-        self.start(&format!("containerd/{}", n.name), &n.daemon_cgroup, argv(["nsenter", &net, "/usr/bin/containerd", "--config"], [&n.containerd_config]))?;
+        fs::write(
+            &n.containerd_config,
+            config::containerd(
+                n,
+                &layout.cni_bin_dir(),
+                &Image::Pause.reference(NODE_REGISTRY_PORT),
+            ),
+        )?;
+        self.start(
+            &format!("containerd/{}", n.name),
+            &n.daemon_cgroup,
+            argv(
+                ["nsenter", &net, "/usr/bin/containerd", "--config"],
+                [&n.containerd_config],
+            ),
+        )?;
         let sock = n.cri_socket.clone();
-        self.wait_for(&format!("containerd of {}", n.name), Duration::from_secs(30), || Ok(sock.exists()))
+        self.wait_for(
+            &format!("containerd of {}", n.name),
+            Duration::from_secs(30),
+            || Ok(sock.exists()),
+        )
     }
 
     /// The node's weir-agent; it enters the node netns itself (setns before its runtime starts).
@@ -223,7 +330,10 @@ impl Starting<'_> {
 }
 
 fn argv<const N: usize, const M: usize>(head: [&str; N], paths: [&Path; M]) -> Vec<String> {
-    head.iter().map(|s| s.to_string()).chain(paths.iter().map(|p| p.display().to_string())).collect()
+    head.iter()
+        .map(|s| s.to_string())
+        .chain(paths.iter().map(|p| p.display().to_string()))
+        .collect()
 }
 
 /// The CNI bin dir: weir-cni (a link to the built binary, so rebuilding updates it) and loopback.
@@ -233,11 +343,15 @@ pub(crate) fn link_cni_plugins(layout: &Layout, weir_cni: Option<&Path>) -> Resu
     plugins.extend(weir_cni.map(|p| ("weir-cni", p.to_path_buf())));
     for (name, target) in plugins {
         if !target.is_file() {
-            bail!("{} is missing (cargo xtask deps installs containernetworking-plugins; cargo xtask build builds weir-cni)", target.display());
+            bail!(
+                "{} is missing (cargo xtask deps installs containernetworking-plugins; cargo xtask build builds weir-cni)",
+                target.display()
+            );
         }
         let link = dir.join(name);
         let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link).with_context(|| format!("cannot link {}", link.display()))?;
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
         info(format!("{} -> {}", link.display(), target.display()));
     }
     Ok(())
@@ -245,7 +359,12 @@ pub(crate) fn link_cni_plugins(layout: &Layout, weir_cni: Option<&Path>) -> Resu
 
 fn check_ports_free(layout: &Layout) -> Result<()> {
     let p = layout.ports;
-    for (port, what) in [(p.api, "API server"), (p.etcd, "etcd client"), (p.etcd + 1, "etcd peer"), (p.registry, "registry")] {
+    for (port, what) in [
+        (p.api, "API server"),
+        (p.etcd, "etcd client"),
+        (p.etcd + 1, "etcd peer"),
+        (p.registry, "registry"),
+    ] {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
             bail!(
                 "port 127.0.0.1:{port} ({what} of cluster {:?}) is in use by another process; \
@@ -259,18 +378,23 @@ fn check_ports_free(layout: &Layout) -> Result<()> {
 }
 
 fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300))
+        .is_ok()
 }
 
 /// Runs a future on a throwaway runtime (xtask is synchronous elsewhere).
 pub fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     Ok(rt.block_on(f))
 }
 
 fn api_answers(server: &str) -> bool {
     block_on(async {
-        let Ok(c) = weir_client::Client::connect(server).await else { return false };
+        let Ok(c) = weir_client::Client::connect(server).await else {
+            return false;
+        };
         c.list::<Node>("", &Default::default()).await.is_ok()
     })
     .unwrap_or(false)
@@ -278,13 +402,20 @@ fn api_answers(server: &str) -> bool {
 
 /// Readiness of each expected node: `Ok(ready)` or a short reason.
 pub fn node_readiness(nodes: &[Node], name: &str) -> Result<(), String> {
-    let Some(n) = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name)) else {
+    let Some(n) = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+    else {
         return Err("not registered".into());
     };
     let conds = n.status.as_ref().and_then(|s| s.conditions.as_ref());
     match conds.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
         Some(c) if c.status == "True" => Ok(()),
-        Some(c) => Err(format!("Ready={} {}", c.status, c.reason.as_deref().unwrap_or(""))),
+        Some(c) => Err(format!(
+            "Ready={} {}",
+            c.status,
+            c.reason.as_deref().unwrap_or("")
+        )),
         None => Err("no Ready condition yet".into()),
     }
 }
@@ -306,11 +437,17 @@ fn wait_nodes_ready(s: &mut Starting<'_>, nodes: &[NodeLayout]) -> Result<()> {
                 return Ok(false);
             }
         };
-        let status: Vec<(String, Result<(), String>)> = names.iter().map(|n| (n.clone(), node_readiness(&items, n))).collect();
+        let status: Vec<(String, Result<(), String>)> = names
+            .iter()
+            .map(|n| (n.clone(), node_readiness(&items, n)))
+            .collect();
         let all = status.iter().all(|(_, r)| r.is_ok());
         if !all && last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
-            let line: Vec<String> = status.iter().map(|(n, r)| format!("{n}: {}", r.as_ref().err().map_or("Ready", |e| e.as_str()))).collect();
+            let line: Vec<String> = status
+                .iter()
+                .map(|(n, r)| format!("{n}: {}", r.as_ref().err().map_or("Ready", |e| e.as_str())))
+                .collect();
             info(line.join(", "));
         }
         Ok(all)
@@ -323,7 +460,10 @@ fn write_cli_config(server: &str) -> Result<()> {
     let dir = Path::new(&home).join(".weir");
     fs::create_dir_all(&dir)?;
     let path = dir.join("config.yaml");
-    fs::write(&path, format!("# written by `cargo xtask up`\nserver: {server}\n"))?;
+    fs::write(
+        &path,
+        format!("# written by `cargo xtask up`\nserver: {server}\n"),
+    )?;
     info(format!("wrote {}", path.display()));
     Ok(())
 }
@@ -336,9 +476,16 @@ mod tests {
 
     fn node(name: &str, ready: Option<&str>) -> Node {
         Node {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             status: ready.map(|r| NodeStatus {
-                conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: r.into(), ..Default::default() }]),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: r.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -347,10 +494,24 @@ mod tests {
 
     #[test]
     fn node_readiness_table() {
-        let nodes = vec![node("node1", Some("True")), node("node2", Some("False")), node("node3", None)];
+        let nodes = vec![
+            node("node1", Some("True")),
+            node("node2", Some("False")),
+            node("node3", None),
+        ];
         assert_eq!(node_readiness(&nodes, "node1"), Ok(()));
-        assert!(node_readiness(&nodes, "node2").unwrap_err().contains("Ready=False"));
-        assert_eq!(node_readiness(&nodes, "node3"), Err("no Ready condition yet".into()));
-        assert_eq!(node_readiness(&nodes, "node4"), Err("not registered".into()));
+        assert!(
+            node_readiness(&nodes, "node2")
+                .unwrap_err()
+                .contains("Ready=False")
+        );
+        assert_eq!(
+            node_readiness(&nodes, "node3"),
+            Err("no Ready condition yet".into())
+        );
+        assert_eq!(
+            node_readiness(&nodes, "node4"),
+            Err("not registered".into())
+        );
     }
 }
