@@ -308,8 +308,144 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
     }
 }
 
+/// The dependents of `owner` in the cache, with whether each is being deleted.
+fn dependents_of(c: &Cache, namespace: &str, uid: &str) -> Vec<(super::GcKey, bool)> {
+    let owned = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.owner_references.iter().flatten().any(|r| r.uid == uid)
+    };
+    let mut out: Vec<(super::GcKey, bool)> = Vec::new();
+    out.extend(
+        c.replicasets
+            .in_namespace(namespace)
+            .filter(|o| owned(&o.metadata))
+            .map(|o| {
+                (
+                    ("ReplicaSet", ObjKey::of(o)),
+                    util::terminating(&o.metadata),
+                )
+            }),
+    );
+    out.extend(
+        c.pods
+            .in_namespace(namespace)
+            .filter(|o| owned(&o.metadata))
+            .map(|o| (("Pod", ObjKey::of(o)), util::terminating(&o.metadata))),
+    );
+    out.extend(
+        c.slices
+            .in_namespace(namespace)
+            .filter(|o| owned(&o.metadata))
+            .map(|o| {
+                (
+                    ("EndpointSlice", ObjKey::of(o)),
+                    util::terminating(&o.metadata),
+                )
+            }),
+    );
+    out
+}
+
+/// Reads an object as JSON, lets `edit` change it, and writes it back.
+async fn edit_json(
+    ctx: &Ctx,
+    kind: &str,
+    key: &ObjKey,
+    edit: impl Fn(&mut serde_json::Value),
+) -> Result<(), Error> {
+    let bytes = match ctx.client.get_json(kind, &key.namespace, &key.name).await {
+        Ok(b) => b,
+        Err(Error::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
+            kind: kind.to_string(),
+            source,
+        })?;
+    edit(&mut v);
+    ignore_not_found(
+        ctx.client
+            .update_json(kind, serde_json::to_vec(&v).unwrap_or_default(), false)
+            .await,
+    )
+}
+
+/// Carries out Orphan/Foreground propagation for an owner being deleted.
+async fn finalize(
+    ctx: &Ctx,
+    kind: &'static str,
+    key: &ObjKey,
+    step: gc::FinalizeStep,
+    owner_uid: &str,
+) -> Result<(), Error> {
+    match step {
+        gc::FinalizeStep::Orphan(deps) => {
+            for (dk, dkey) in deps {
+                tracing::info!(dependent = %dkey, dependent_kind = dk, "orphaning dependent");
+                edit_json(ctx, dk, &dkey, |v| {
+                    if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                        let refs = meta
+                            .get_mut("ownerReferences")
+                            .and_then(|r| r.as_array_mut());
+                        let empty = refs.is_some_and(|refs| {
+                            refs.retain(|r| {
+                                r.get("uid").and_then(|u| u.as_str()) != Some(owner_uid)
+                            });
+                            refs.is_empty()
+                        });
+                        if empty {
+                            meta.remove("ownerReferences");
+                        }
+                    }
+                })
+                .await?;
+            }
+            ctx.gc
+                .add_after((kind, key.clone()), Duration::from_millis(500));
+        }
+        gc::FinalizeStep::DeleteDependents(deps) => {
+            let params = DeleteParams {
+                propagation_policy: "Foreground".into(),
+                ..Default::default()
+            };
+            for (dk, dkey) in deps {
+                tracing::info!(dependent = %dkey, dependent_kind = dk, "deleting dependent before its owner");
+                ignore_not_found(
+                    ctx.client
+                        .delete_json(dk, &dkey.namespace, &dkey.name, &params)
+                        .await,
+                )?;
+            }
+            ctx.gc
+                .add_after((kind, key.clone()), Duration::from_secs(1));
+        }
+        gc::FinalizeStep::RemoveFinalizer(f) => {
+            tracing::info!(finalizer = f, "dependents handled; removing finalizer");
+            edit_json(ctx, kind, key, |v| {
+                if let Some(fs) = v
+                    .pointer_mut("/metadata/finalizers")
+                    .and_then(|r| r.as_array_mut())
+                {
+                    fs.retain(|x| x.as_str() != Some(f));
+                }
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What the garbage collector found out about one object from the cache.
+enum GcPlan {
+    Nothing,
+    /// The object is being deleted with Orphan/Foreground propagation.
+    Finalize(gc::FinalizeStep, String),
+    /// Every owner (these references) seems gone: confirm, then delete.
+    Collect(Vec<OwnerReference>),
+}
+
 async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
-    let meta = {
+    let plan = {
         let c = ctx.read();
         if !c.all_synced() {
             ctx.gc
@@ -324,14 +460,28 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             "Service" => c.services.get(key).map(|o| o.metadata.clone()),
             _ => None,
         };
-        let Some(meta) = meta else { return Ok(()) };
-        if !gc::is_orphan(&meta, |r| owner_state(&c, &key.namespace, r)) {
-            return Ok(());
+        match meta {
+            None => GcPlan::Nothing,
+            Some(meta) if meta.deletion_timestamp.is_some() => {
+                let uid = meta.uid.clone().unwrap_or_default();
+                match gc::finalize_step(&meta, &dependents_of(&c, &key.namespace, &uid)) {
+                    Some(step) => GcPlan::Finalize(step, uid),
+                    None => GcPlan::Nothing,
+                }
+            }
+            Some(meta) if gc::is_orphan(&meta, |r| owner_state(&c, &key.namespace, r)) => {
+                GcPlan::Collect(meta.owner_references.unwrap_or_default())
+            }
+            Some(_) => GcPlan::Nothing,
         }
-        meta
+    };
+    let owners = match plan {
+        GcPlan::Nothing => return Ok(()),
+        GcPlan::Finalize(step, uid) => return finalize(ctx, kind, key, step, &uid).await,
+        GcPlan::Collect(owners) => owners,
     };
     // Confirm with the API server: the cache may not have seen a new owner yet.
-    for r in meta.owner_references.iter().flatten() {
+    for r in &owners {
         match ctx.client.get_json(&r.kind, &key.namespace, &r.name).await {
             Ok(json) => {
                 let live: Option<String> = serde_json::from_slice::<serde_json::Value>(&json)

@@ -9,6 +9,52 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use super::GcKey;
+
+/// Finalizer the API server puts on an owner deleted with propagationPolicy=Orphan.
+pub const ORPHAN: &str = "orphan";
+/// Finalizer the API server puts on an owner deleted with propagationPolicy=Foreground.
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+/// The next step in finishing an owner's Orphan or Foreground deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalizeStep {
+    /// Drop the owner's reference from each dependent, so they outlive it.
+    Orphan(Vec<GcKey>),
+    /// Delete these dependents first; the owner waits for them.
+    DeleteDependents(Vec<GcKey>),
+    /// Nothing depends on the owner any more: remove this finalizer so the
+    /// API server completes the deletion.
+    RemoveFinalizer(&'static str),
+}
+
+/// Decides the next step for an owner being deleted, given its dependents
+/// (each with whether it is already being deleted). None: nothing to do now.
+pub fn finalize_step(owner: &ObjectMeta, dependents: &[(GcKey, bool)]) -> Option<FinalizeStep> {
+    owner.deletion_timestamp.as_ref()?;
+    let has = |f: &str| owner.finalizers.iter().flatten().any(|x| x == f);
+    if has(ORPHAN) {
+        return Some(if dependents.is_empty() {
+            FinalizeStep::RemoveFinalizer(ORPHAN)
+        } else {
+            FinalizeStep::Orphan(dependents.iter().map(|(k, _)| k.clone()).collect())
+        });
+    }
+    if has(FOREGROUND) {
+        if dependents.is_empty() {
+            return Some(FinalizeStep::RemoveFinalizer(FOREGROUND));
+        }
+        let live: Vec<GcKey> = dependents
+            .iter()
+            .filter(|(_, gone)| !gone)
+            .map(|(k, _)| k.clone())
+            .collect();
+        // Only terminating dependents left: wait for them to go.
+        return (!live.is_empty()).then_some(FinalizeStep::DeleteDependents(live));
+    }
+    None
+}
+
 /// What the cache knows about one owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnerState {
@@ -101,6 +147,66 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(is_orphan(&meta, state), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn finalize_table() {
+        use super::super::store::ObjKey;
+        let owner = |fins: &[&str], deleting: bool| ObjectMeta {
+            finalizers: Some(fins.iter().map(|f| f.to_string()).collect()),
+            deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
+            ..Default::default()
+        };
+        let a: GcKey = ("ReplicaSet", ObjKey::new("default", "a"));
+        let b: GcKey = ("ReplicaSet", ObjKey::new("default", "b"));
+        // (case, owner, dependents (key, terminating), expected)
+        let cases = vec![
+            (
+                "not being deleted",
+                owner(&[ORPHAN], false),
+                vec![(a.clone(), false)],
+                None,
+            ),
+            (
+                "no propagation finalizer",
+                owner(&["x"], true),
+                vec![(a.clone(), false)],
+                None,
+            ),
+            (
+                "orphan with dependents",
+                owner(&[ORPHAN], true),
+                vec![(a.clone(), false)],
+                Some(FinalizeStep::Orphan(vec![a.clone()])),
+            ),
+            (
+                "orphan done",
+                owner(&[ORPHAN], true),
+                vec![],
+                Some(FinalizeStep::RemoveFinalizer(ORPHAN)),
+            ),
+            (
+                "foreground deletes live dependents",
+                owner(&[FOREGROUND], true),
+                vec![(a.clone(), false), (b.clone(), true)],
+                Some(FinalizeStep::DeleteDependents(vec![a.clone()])),
+            ),
+            (
+                "foreground waits for terminating dependents",
+                owner(&[FOREGROUND], true),
+                vec![(b.clone(), true)],
+                None,
+            ),
+            (
+                "foreground done",
+                owner(&[FOREGROUND], true),
+                vec![],
+                Some(FinalizeStep::RemoveFinalizer(FOREGROUND)),
+            ),
+        ];
+        for (name, o, deps, want) in cases {
+            assert_eq!(finalize_step(&o, &deps), want, "{name}");
         }
     }
 

@@ -180,6 +180,38 @@ impl Ctx {
         }
     }
 
+    /// Enqueues an owner being deleted with Orphan/Foreground propagation,
+    /// and the owners of a dependent that went away (a Foreground owner may
+    /// now be free to go).
+    fn enqueue_propagation(
+        &self,
+        kind: &'static str,
+        ch: &Change<impl k8s_openapi::Metadata<Ty = ObjectMeta>>,
+    ) {
+        if let Some(n) = &ch.new {
+            let m = n.metadata();
+            let pending = m
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == gc::ORPHAN || f == gc::FOREGROUND);
+            if m.deletion_timestamp.is_some() && pending {
+                self.gc.add((kind, store::ObjKey::of(n)));
+            }
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            let m = old.metadata();
+            for r in m.owner_references.iter().flatten() {
+                if let Some(k) = WATCHED.iter().find(|k| **k == r.kind) {
+                    self.gc.add((
+                        k,
+                        ObjKey::new(m.namespace.clone().unwrap_or_default(), r.name.clone()),
+                    ));
+                }
+            }
+        }
+    }
+
     fn enqueue_controller(&self, meta: &ObjectMeta, kind: &str, q: &WorkQueue<ObjKey>) {
         if let Some(r) = util::controller_of(meta).filter(|r| r.kind == kind) {
             q.add(ObjKey::new(
@@ -190,6 +222,7 @@ impl Ctx {
     }
 
     fn on_deployment(&self, ch: &Change<Deployment>) {
+        self.enqueue_propagation("Deployment", ch);
         if let Some(d) = ch.latest() {
             self.deployments.add(ObjKey::of(d));
         }
@@ -199,6 +232,7 @@ impl Ctx {
     }
 
     fn on_replicaset(&self, ch: &Change<ReplicaSet>) {
+        self.enqueue_propagation("ReplicaSet", ch);
         for rs in ch.old.iter().chain(ch.new.iter()) {
             self.enqueue_controller(&rs.metadata, "Deployment", &self.deployments);
         }
@@ -212,6 +246,7 @@ impl Ctx {
     }
 
     fn on_pod(&self, ch: &Change<Pod>) {
+        self.enqueue_propagation("Pod", ch);
         // Expectations first, so the ReplicaSet reconcile this triggers sees them met.
         let gone = |p: &Pod| util::terminating(&p.metadata);
         match (&ch.old, &ch.new) {
@@ -267,6 +302,7 @@ impl Ctx {
     }
 
     fn on_service(&self, ch: &Change<Service>) {
+        self.enqueue_propagation("Service", ch);
         if let Some(s) = ch.latest() {
             self.slices.add(ObjKey::of(s));
         }
@@ -276,6 +312,7 @@ impl Ctx {
     }
 
     fn on_slice(&self, ch: &Change<EndpointSlice>) {
+        self.enqueue_propagation("EndpointSlice", ch);
         if let Some(s) = ch.latest()
             && let Some(svc) = endpointslice::owning_service(s)
         {
