@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datapath::{Variant, spawn_ready, stop};
 use crate::netns::Topology;
+use crate::weir::WeirCluster;
 use crate::{iptables, plan};
 
 /// Changes measured per (variant, N).
@@ -43,24 +44,29 @@ impl ChangeResult {
 }
 
 /// Starts a prober thread in `netns` that connects to `target` until it
-/// succeeds; it sends the `Instant` of the first success.
-fn spawn_prober(netns: String, target: SocketAddrV4) -> mpsc::Receiver<Result<Instant>> {
+/// succeeds or `limit` passes; it sends the `Instant` of the first success.
+fn spawn_prober(netns: String, target: SocketAddrV4, limit: Duration) -> mpsc::Receiver<Result<Instant>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let result = (|| {
             crate::netns::enter(&netns)?;
-            let deadline = Instant::now() + PROBE_LIMIT;
+            let deadline = Instant::now() + limit;
             while Instant::now() < deadline {
                 if TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_millis(5)).is_ok() {
                     return Ok(Instant::now());
                 }
                 std::thread::sleep(Duration::from_micros(100));
             }
-            bail!("{target} never became reachable within {PROBE_LIMIT:?}")
+            bail!("{target} never became reachable within {limit:?}")
         })();
         let _ = tx.send(result);
     });
     rx
+}
+
+/// Blocks until `target` accepts a connection from `netns`.
+pub fn wait_reachable(netns: &str, target: SocketAddrV4, limit: Duration) -> Result<Instant> {
+    spawn_prober(netns.to_owned(), target, limit).recv().context("prober vanished")?
 }
 
 fn iptables_restore(netns: &str, input: &str, noflush: bool) -> Result<()> {
@@ -76,7 +82,7 @@ fn iptables_restore(netns: &str, input: &str, noflush: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn measure(variant: Variant, services: u32) -> Result<ChangeResult> {
+pub fn measure(variant: Variant, services: u32, weir: Option<&mut WeirCluster>) -> Result<ChangeResult> {
     anyhow::ensure!(services + CHANGES <= plan::MAX_SERVICES, "too many services for the change test");
     let topo = Topology::create(&format!("chg{}{services}", &variant.name()[..3]))?;
     let status = Command::new("ip")
@@ -94,7 +100,7 @@ pub fn measure(variant: Variant, services: u32) -> Result<ChangeResult> {
             for k in 0..CHANGES {
                 let total = services + k + 1;
                 let input = iptables::restore_add_service(total);
-                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT));
+                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT), PROBE_LIMIT);
                 std::thread::sleep(Duration::from_millis(20));
                 let started = Instant::now();
                 iptables_restore(&topo.node, &input, true)?;
@@ -104,17 +110,19 @@ pub fn measure(variant: Variant, services: u32) -> Result<ChangeResult> {
         }
         Variant::Weir => {
             method = crate::weir::CHANGE_METHOD.to_owned();
-            let (mut helper, _) = crate::weir::start(&topo, services, "600")?;
-            for k in 0..CHANGES {
-                let total = services + k + 1;
-                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT));
+            let cluster = weir.context("the weir variant needs the weir cluster")?;
+            anyhow::ensure!(cluster.services() == services, "weir holds {} services, not {services}", cluster.services());
+            let (agent, _) = cluster.start_agent(&topo, &format!("chg{services}"))?;
+            for _ in 0..CHANGES {
+                let index = cluster.services();
+                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(index), plan::SERVICE_PORT), PROBE_LIMIT);
                 std::thread::sleep(Duration::from_millis(20));
                 let started = Instant::now();
-                crate::weir::set_services(&mut helper, total)?;
+                cluster.add_one_service()?;
                 let reached = probe.recv().context("prober vanished")??;
                 samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
             }
-            stop(helper);
+            drop(agent);
         }
     }
     stop(server);

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::ClientReport;
 use crate::netns::Topology;
 use crate::plan::TargetKind;
+use crate::weir::WeirCluster;
 use crate::{iptables, report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -71,6 +72,9 @@ pub struct DatapathArgs {
     /// Skip the service-change -> datapath latency measurement.
     #[arg(long)]
     pub no_change_latency: bool,
+    /// Directory holding weir-control and weir-agent (default: next to weir-bench).
+    #[arg(long)]
+    pub weir_bin_dir: Option<PathBuf>,
 }
 
 /// One measured run.
@@ -156,29 +160,28 @@ fn load_iptables(topo: &Topology, services: u32) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn one_run(variant: Variant, services: u32, rep: u32, args: &DatapathArgs) -> Result<RunResult> {
+fn one_run(variant: Variant, services: u32, rep: u32, args: &DatapathArgs, weir: Option<&WeirCluster>) -> Result<RunResult> {
     let tag = format!("{}{services}r{rep}", &variant.name()[..3]);
     let topo = Topology::create(&tag)?;
-    let lifetime = (args.warmup + args.duration + 120.0).to_string();
+    let lifetime = (args.warmup + args.duration + 300.0).to_string();
     let server = spawn_ready(&[
         "serve".into(), "--netns".into(), topo.server.clone(),
         "--workers".into(), args.workers.to_string(), "--lifetime".into(), lifetime.clone(),
     ])?;
-    let mut helper = None;
+    let mut agent_guard = None;
     let (kind, setup_seconds) = match variant {
         Variant::Direct => (TargetKind::Backends, 0.0),
         Variant::Iptables => (TargetKind::Vips, load_iptables(&topo, services)?),
         Variant::Weir => {
-            let (child, seconds) = crate::weir::start(&topo, services, &lifetime)?;
-            helper = Some(child);
+            let cluster = weir.context("the weir variant needs the weir cluster")?;
+            let (agent, seconds) = cluster.start_agent(&topo, &tag)?;
+            agent_guard = Some(agent);
             (TargetKind::Vips, seconds)
         }
     };
     let client = run_client(&topo, kind, services, args);
     let node_conntrack = topo.node_conntrack_count();
-    if let Some(h) = helper {
-        stop(h);
-    }
+    drop(agent_guard);
     stop(server);
     drop(topo);
     let client = client?;
@@ -196,22 +199,37 @@ pub fn run(args: DatapathArgs) -> Result<()> {
         anyhow::ensure!((1..=crate::plan::MAX_SERVICES).contains(&n), "--services {n}: 1..={}", crate::plan::MAX_SERVICES);
     }
     let started = Instant::now();
+    let mut services_list = args.services.clone();
+    services_list.sort_unstable();
+    services_list.dedup();
+    let mut weir = if args.variants.contains(&Variant::Weir) {
+        let bin_dir = match &args.weir_bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()?.parent().context("weir-bench has no directory")?.to_owned(),
+        };
+        Some(WeirCluster::start(&bin_dir)?)
+    } else {
+        None
+    };
     let mut results = Vec::new();
-    for &services in &args.services {
+    let mut changes = Vec::new();
+    for &services in &services_list {
+        if let Some(cluster) = weir.as_mut() {
+            let seconds = cluster.ensure_services(services)?;
+            eprintln!("weir-control: {services} services with their EndpointSlices ({seconds:.1} s of API writes)");
+        }
         for rep in 0..args.reps {
             for &variant in &args.variants {
-                results.push(one_run(variant, services, rep, &args)?);
+                results.push(one_run(variant, services, rep, &args, weir.as_ref())?);
             }
         }
-    }
-    let mut changes = Vec::new();
-    if !args.no_change_latency {
-        for &services in &args.services {
+        if !args.no_change_latency {
             for &variant in args.variants.iter().filter(|v| **v != Variant::Direct) {
-                changes.push(crate::change::measure(variant, services)?);
+                changes.push(crate::change::measure(variant, services, weir.as_mut())?);
             }
         }
     }
+    drop(weir);
     let table = report::markdown(&results, &changes, &report::Context::gather(&args, started.elapsed()));
     std::fs::create_dir_all(&args.out_dir)?;
     let json = args.out_dir.join("datapath.json");

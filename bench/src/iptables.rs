@@ -166,7 +166,7 @@ pub fn restore_input(services: u32) -> String {
         "-A KUBE-POSTROUTING{} -j MASQUERADE --random-fully",
         comment("kubernetes service traffic requiring SNAT")
     );
-    out.push_str("-A KUBE-MARK-MASQ -j MARK --or-set-mark 0x4000\n");
+    out.push_str("-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n");
     out.push_str(&service_jumps);
     out.push_str(&nodeports_jump(comments));
     out.push_str(&rules);

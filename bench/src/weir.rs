@@ -1,17 +1,292 @@
-//! The weir variant (placeholder until the agent's datapath is a library).
+//! The weir variant, measured as the product runs: a real `weir-control`
+//! (API server + controllers over its embedded etcd) holds the N Services
+//! (no selector, explicit ClusterIP) and their hand-written EndpointSlices; a
+//! real `weir-agent` runs in each topology's node netns, attaches weir's eBPF
+//! program to the `wr*` veths at start exactly as it does to pod veths,
+//! watches Services/EndpointSlices and fills the maps through its planner.
+//!
+//! The agent insists on a container runtime, so one containerd (own root,
+//! state and socket; no pods are ever created) runs for the whole benchmark.
+//! Control plane and containerd are started once; each topology gets a fresh
+//! agent with a fresh bpffs pin directory.
 
-use std::process::Child;
+use std::fs::File;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
 
 use crate::netns::Topology;
+use crate::plan;
 
-pub const CHANGE_METHOD: &str = "not available";
+pub const CHANGE_METHOD: &str = "weir: create Service + EndpointSlice through weir-control's API -> etcd -> agent watch -> planner -> eBPF maps";
 
-pub fn start(_topo: &Topology, _services: u32, _lifetime: &str) -> Result<(Child, f64)> {
-    bail!("the weir variant needs weir-agent's datapath as a library")
+/// State of the control plane and containerd of one benchmark run.
+const STATE_DIR: &str = "/tmp/wbench-weir";
+const BPFFS_DIR: &str = "/sys/fs/bpf/wbench";
+const ETCD_PORT: u16 = 23790;
+const API_ADDR: &str = "127.0.0.1:26443";
+const NAMESPACE: &str = "default";
+/// Node name the benchmark's agents register.
+const NODE: &str = "wbench";
+
+/// weir-control + containerd, and how many benchmark services exist.
+pub struct WeirCluster {
+    bin_dir: PathBuf,
+    dir: PathBuf,
+    control: Option<Child>,
+    containerd: Option<Child>,
+    runtime: tokio::runtime::Runtime,
+    client: weir_client::Client,
+    /// Services `0..services` exist in the API.
+    services: u32,
 }
 
-pub fn set_services(_helper: &mut Child, _total: u32) -> Result<()> {
-    bail!("the weir variant needs weir-agent's datapath as a library")
+fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
+    Ok(Stdio::from(File::create(dir.join(name)).with_context(|| format!("cannot create {name}"))?))
+}
+
+fn containerd_config(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    SystemdCgroup = false
+    Root = "{d}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni-bin"
+    conf_dir = "{d}/cni"
+"#
+    )
+}
+
+fn terminate(child: &mut Option<Child>) {
+    let Some(mut child) = child.take() else { return };
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    for _ in 0..100 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn service_json(i: u32) -> serde_json::Value {
+    let vip = plan::vip(i).to_string();
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": NAMESPACE},
+        "spec": {"type": "ClusterIP", "clusterIP": vip, "clusterIPs": [vip],
+                 "ports": [{"name": "http", "port": plan::SERVICE_PORT, "targetPort": plan::TARGET_PORT, "protocol": "TCP"}]}
+    })
+}
+
+fn slice_json(i: u32) -> serde_json::Value {
+    let endpoints: Vec<_> = (0..plan::ENDPOINTS_PER_SERVICE)
+        .map(|j| json!({"addresses": [plan::backend(i, j).to_string()], "conditions": {"ready": true}}))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i}-bench"), "namespace": NAMESPACE,
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": plan::TARGET_PORT, "protocol": "TCP"}]
+    })
+}
+
+async fn create_service(client: &weir_client::Client, i: u32) -> Result<()> {
+    client
+        .create_json("Service", serde_json::to_vec(&service_json(i))?, false)
+        .await
+        .with_context(|| format!("cannot create Service svc-{i}"))?;
+    client
+        .create_json("EndpointSlice", serde_json::to_vec(&slice_json(i))?, false)
+        .await
+        .with_context(|| format!("cannot create EndpointSlice svc-{i}-bench"))?;
+    Ok(())
+}
+
+impl WeirCluster {
+    /// Starts containerd and weir-control (binaries from `bin_dir`) with
+    /// fresh state, and waits for the API.
+    pub fn start(bin_dir: &Path) -> Result<WeirCluster> {
+        let dir = PathBuf::from(STATE_DIR);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        for sub in ["cni", "cni-bin", "agent", "logs", "containerd"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        std::fs::write(dir.join("containerd.toml"), containerd_config(&dir))?;
+        let containerd = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("containerd.toml"))
+            .stdout(log_file(&dir, "containerd.log")?)
+            .stderr(log_file(&dir, "containerd.err.log")?)
+            .spawn()
+            .context("cannot start containerd")?;
+        let control = Command::new(bin_dir.join("weir-control"))
+            .arg("--state-dir")
+            .arg(dir.join("control"))
+            .args(["--embedded-etcd-port", &ETCD_PORT.to_string(), "--listen", API_ADDR])
+            .arg("--unix-socket")
+            .arg(dir.join("weir.sock"))
+            .args(["--cluster-cidr", "10.240.0.0/12", "--service-cidr", plan::SERVICE_CIDR])
+            .stdout(log_file(&dir, "control.log")?)
+            .stderr(log_file(&dir, "control.err.log")?)
+            .spawn()
+            .with_context(|| format!("cannot start {}/weir-control", bin_dir.display()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let server = format!("unix://{}/weir.sock", dir.display());
+        let mut cluster = WeirCluster {
+            bin_dir: bin_dir.to_owned(),
+            dir,
+            control: Some(control),
+            containerd: Some(containerd),
+            client: runtime.block_on(Self::wait_for_api(&server))?,
+            runtime,
+            services: 0,
+        };
+        let sock = cluster.dir.join("containerd.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sock.exists() {
+            anyhow::ensure!(Instant::now() < deadline, "containerd did not create {}", sock.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster.services = 0;
+        Ok(cluster)
+    }
+
+    async fn wait_for_api(server: &str) -> Result<weir_client::Client> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(client) = weir_client::Client::connect(server).await {
+                let probe = client.list_json("Service", "", &weir_client::ListParams::default()).await;
+                if probe.is_ok() {
+                    return Ok(client);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("weir-control did not answer on {server} within 90 s (see {STATE_DIR}/control*.log)");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Creates services until `0..n` exist (each with its EndpointSlice).
+    pub fn ensure_services(&mut self, n: u32) -> Result<f64> {
+        let started = Instant::now();
+        let client = self.client.clone();
+        let range = self.services..n;
+        self.runtime.block_on(async move {
+            let mut creates = futures::stream::iter(range.map(|i| {
+                let client = client.clone();
+                async move { create_service(&client, i).await }
+            }))
+            .buffer_unordered(16);
+            while let Some(result) = creates.next().await {
+                result?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        self.services = self.services.max(n);
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    pub fn services(&self) -> u32 {
+        self.services
+    }
+
+    /// Adds service number `services()` and returns when the API accepted
+    /// both objects; the caller timed the start.
+    pub fn add_one_service(&mut self) -> Result<()> {
+        let i = self.services;
+        self.runtime.block_on(create_service(&self.client, i))?;
+        self.services += 1;
+        Ok(())
+    }
+
+    /// Starts a weir-agent in `topo`'s node netns and waits until the first
+    /// and last service VIP answer from the client netns. Returns the agent
+    /// and the seconds from its start to that point.
+    pub fn start_agent(&self, topo: &Topology, tag: &str) -> Result<(Agent, f64)> {
+        let bpffs = PathBuf::from(BPFFS_DIR).join(tag);
+        let started = Instant::now();
+        let child = Command::new(self.bin_dir.join("weir-agent"))
+            .args(["--node-name", NODE])
+            .arg("--server")
+            .arg(format!("unix://{}/weir.sock", self.dir.display()))
+            .arg("--netns")
+            .arg(format!("/run/netns/{}", topo.node))
+            .args(["--node-ip", &plan::CLIENT_GATEWAY.to_string()])
+            .arg("--cri-socket")
+            .arg(self.dir.join("containerd.sock"))
+            .arg("--state-dir")
+            .arg(self.dir.join("agent"))
+            .arg("--bpffs-dir")
+            .arg(&bpffs)
+            .args(["--cgroup-parent", "/wbench"])
+            .arg("--cni-conf-dir")
+            .arg(self.dir.join("cni"))
+            .arg("--pod-log-dir")
+            .arg(self.dir.join("logs"))
+            .stdout(log_file(&self.dir, &format!("agent-{tag}.log"))?)
+            .stderr(log_file(&self.dir, &format!("agent-{tag}.err.log"))?)
+            .spawn()
+            .context("cannot start weir-agent")?;
+        let agent = Agent { child: Some(child), bpffs };
+        for i in [0, self.services.saturating_sub(1)] {
+            let target = SocketAddrV4::new(plan::vip(i), plan::SERVICE_PORT);
+            crate::change::wait_reachable(&topo.client, target, Duration::from_secs(120))
+                .with_context(|| format!("weir-agent never served {target} (see {STATE_DIR}/agent-{tag}*.log)"))?;
+        }
+        Ok((agent, started.elapsed().as_secs_f64()))
+    }
+}
+
+impl Drop for WeirCluster {
+    fn drop(&mut self) {
+        terminate(&mut self.control);
+        terminate(&mut self.containerd);
+        let _ = std::fs::remove_dir(BPFFS_DIR);
+    }
+}
+
+/// One running weir-agent; stopped and its pins removed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    bpffs: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+        // Pinned maps and TCX links live until unpinned.
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+    }
 }
