@@ -15,6 +15,7 @@ mod cri;
 mod datapath;
 mod node;
 mod pods;
+mod routes;
 mod sys;
 
 use std::fmt::Display;
@@ -105,6 +106,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(pod_cidr = %pod_cidr, path = %path.display(), "CNI configuration written");
 
     let network = start_datapath(&cfg, &api)?;
+    let (routes_api, node_name) = (api.clone(), cfg.node_name.clone());
+    tokio::spawn(async move {
+        if let Err(error) = routes::run_route_sync(routes_api, node_name).await {
+            error!(error = %error, "cannot manage routes to other nodes' pods");
+        }
+    });
 
     let ctx = Arc::new(WorkerContext {
         cri,
