@@ -251,52 +251,108 @@ pub fn should_delete_on_update(obj: &ApiObject) -> bool {
         && m.deletion_grace_period_seconds.unwrap_or(0) == 0
 }
 
+/// A delete's propagationPolicy: what happens to the objects the deleted one
+/// owns (through their ownerReferences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// The object goes now; the garbage collector removes dependents later.
+    #[default]
+    Background,
+    /// The object stays (finalizer `foregroundDeletion`) until the garbage
+    /// collector has deleted its dependents.
+    Foreground,
+    /// The object stays (finalizer `orphan`) until the garbage collector has
+    /// removed the owner reference from its dependents, which survive.
+    Orphan,
+}
+
+impl Propagation {
+    /// Parses the request field; empty means Background.
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "" | "Background" => Ok(Self::Background),
+            "Foreground" => Ok(Self::Foreground),
+            "Orphan" => Ok(Self::Orphan),
+            other => Err(ApiError::BadRequest(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Background\", \"Foreground\", \"Orphan\""
+            ))),
+        }
+    }
+
+    /// The finalizer that makes the garbage collector finish this policy.
+    pub fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Self::Background => None,
+            Self::Foreground => Some("foregroundDeletion"),
+            Self::Orphan => Some("orphan"),
+        }
+    }
+}
+
 /// What a Delete request does to a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeletePlan {
     /// Remove it from storage now.
     Remove,
-    /// Keep it, marked with deletionTimestamp = `at` and this grace period:
-    /// finalizers or a node still have work to do.
-    Mark { at: Time, grace_seconds: i64 },
+    /// Keep it, marked with deletionTimestamp = `at` and this grace period,
+    /// adding `add_finalizer` if set: finalizers or a node still have work to do.
+    Mark {
+        at: Time,
+        grace_seconds: i64,
+        add_finalizer: Option<&'static str>,
+    },
     /// Already marked at least as strictly: nothing to write.
     Unchanged,
 }
 
 /// Decides a delete. Pods bound to a node are deleted gracefully (the node's
 /// agent stops the containers and then deletes with grace 0); objects with
-/// finalizers wait for them; everything else goes at once.
+/// finalizers (including the one a Foreground/Orphan policy adds) wait for
+/// them; everything else goes at once.
 pub fn plan_delete(
     kind: &ResourceKind,
     obj: &ApiObject,
     requested_grace: Option<i64>,
+    propagation: Propagation,
     now: &Time,
 ) -> DeletePlan {
     let m = &obj.metadata;
+    let has = |f: &str| m.finalizers.iter().flatten().any(|x| x == f);
     let has_finalizers = m.finalizers.as_ref().is_some_and(|f| !f.is_empty());
+    let add_finalizer = propagation.finalizer().filter(|f| !has(f));
     let grace = if kind.kind == "Pod" {
         pod_grace(obj, requested_grace)
     } else {
         0
     };
-    let existing_grace = m.deletion_grace_period_seconds;
+    let marked = m
+        .deletion_timestamp
+        .clone()
+        .zip(m.deletion_grace_period_seconds);
     if grace > 0 {
-        if m.deletion_timestamp.is_some() && existing_grace.is_some_and(|g| g <= grace) {
-            return DeletePlan::Unchanged;
-        }
-        let at = Time(now.0.checked_add(jiff_seconds(grace)).unwrap_or(now.0));
-        return DeletePlan::Mark {
-            at,
-            grace_seconds: grace,
+        return match (marked, add_finalizer) {
+            // A pending graceful delete may only be shortened.
+            (Some((_, g)), None) if g <= grace => DeletePlan::Unchanged,
+            (Some((at, g)), Some(_)) if g <= grace => DeletePlan::Mark {
+                at,
+                grace_seconds: g,
+                add_finalizer,
+            },
+            _ => DeletePlan::Mark {
+                at: Time(now.0.checked_add(jiff_seconds(grace)).unwrap_or(now.0)),
+                grace_seconds: grace,
+                add_finalizer,
+            },
         };
     }
-    if has_finalizers {
-        if m.deletion_timestamp.is_some() && existing_grace == Some(0) {
-            return DeletePlan::Unchanged;
-        }
-        return DeletePlan::Mark {
-            at: now.clone(),
-            grace_seconds: 0,
+    if has_finalizers || add_finalizer.is_some() {
+        return match marked {
+            Some((_, 0)) if add_finalizer.is_none() => DeletePlan::Unchanged,
+            _ => DeletePlan::Mark {
+                at: m.deletion_timestamp.clone().unwrap_or_else(|| now.clone()),
+                grace_seconds: 0,
+                add_finalizer,
+            },
         };
     }
     DeletePlan::Remove
@@ -481,19 +537,31 @@ mod tests {
 
     #[test]
     fn delete_plans() {
+        use Propagation::{Background, Foreground, Orphan};
         let now = t(1000);
+        let mark =
+            |at: i64, grace_seconds: i64, add_finalizer: Option<&'static str>| DeletePlan::Mark {
+                at: t(at),
+                grace_seconds,
+                add_finalizer,
+            };
         let bound = json!({"kind":"Pod","metadata":{"name":"p"},"spec":{"nodeName":"node1","terminationGracePeriodSeconds":10}});
         let mut marked = bound.clone();
         marked["metadata"]["deletionTimestamp"] = json!("1970-01-01T00:16:50Z");
         marked["metadata"]["deletionGracePeriodSeconds"] = json!(10);
         let mut finished = bound.clone();
         finished["status"] = json!({"phase":"Succeeded"});
-        let cases: Vec<(&str, &str, Value, Option<i64>, DeletePlan)> = vec![
+        let cm = json!({"kind":"ConfigMap","metadata":{"name":"c"}});
+        let held = json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["x"]}});
+        let held_marked = json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["orphan"],
+            "deletionTimestamp":"1970-01-01T00:15:00Z","deletionGracePeriodSeconds":0}});
+        let cases: Vec<(&str, &str, Value, Option<i64>, Propagation, DeletePlan)> = vec![
             (
                 "unbound pod",
                 "Pod",
                 json!({"kind":"Pod","metadata":{"name":"p"},"spec":{}}),
                 None,
+                Background,
                 DeletePlan::Remove,
             ),
             (
@@ -501,67 +569,123 @@ mod tests {
                 "Pod",
                 bound.clone(),
                 None,
-                DeletePlan::Mark {
-                    at: t(1010),
-                    grace_seconds: 10,
-                },
+                Background,
+                mark(1010, 10, None),
             ),
             (
                 "bound pod, request grace",
                 "Pod",
                 bound.clone(),
                 Some(5),
-                DeletePlan::Mark {
-                    at: t(1005),
-                    grace_seconds: 5,
-                },
+                Background,
+                mark(1005, 5, None),
             ),
             (
                 "bound pod, grace 0",
                 "Pod",
                 bound.clone(),
                 Some(0),
+                Background,
                 DeletePlan::Remove,
+            ),
+            (
+                "bound pod, foreground",
+                "Pod",
+                bound.clone(),
+                None,
+                Foreground,
+                mark(1010, 10, Some("foregroundDeletion")),
             ),
             (
                 "already marked",
                 "Pod",
                 marked.clone(),
                 None,
+                Background,
                 DeletePlan::Unchanged,
             ),
             (
                 "marked, shorter grace",
                 "Pod",
-                marked,
+                marked.clone(),
                 Some(1),
-                DeletePlan::Mark {
-                    at: t(1001),
-                    grace_seconds: 1,
-                },
+                Background,
+                mark(1001, 1, None),
             ),
-            ("finished pod", "Pod", finished, None, DeletePlan::Remove),
+            (
+                "marked, orphan added, grace kept",
+                "Pod",
+                marked,
+                None,
+                Orphan,
+                mark(1010, 10, Some("orphan")),
+            ),
+            (
+                "finished pod",
+                "Pod",
+                finished,
+                None,
+                Background,
+                DeletePlan::Remove,
+            ),
             (
                 "configmap",
                 "ConfigMap",
-                json!({"kind":"ConfigMap","metadata":{"name":"c"}}),
+                cm.clone(),
                 None,
+                Background,
                 DeletePlan::Remove,
+            ),
+            (
+                "configmap, orphan",
+                "ConfigMap",
+                cm.clone(),
+                None,
+                Orphan,
+                mark(1000, 0, Some("orphan")),
+            ),
+            (
+                "configmap, foreground",
+                "ConfigMap",
+                cm,
+                None,
+                Foreground,
+                mark(1000, 0, Some("foregroundDeletion")),
             ),
             (
                 "finalizers",
                 "ConfigMap",
-                json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["x"]}}),
+                held,
                 None,
-                DeletePlan::Mark {
-                    at: t(1000),
-                    grace_seconds: 0,
-                },
+                Background,
+                mark(1000, 0, None),
+            ),
+            (
+                "finalizers, already marked",
+                "ConfigMap",
+                held_marked.clone(),
+                None,
+                Orphan,
+                DeletePlan::Unchanged,
+            ),
+            (
+                "marked, foreground added",
+                "ConfigMap",
+                held_marked,
+                None,
+                Foreground,
+                mark(900, 0, Some("foregroundDeletion")),
             ),
         ];
-        for (name, k, o, grace, want) in cases {
-            assert_eq!(plan_delete(kind(k), &obj(o), grace, &now), want, "{name}");
+        for (name, k, o, grace, prop, want) in cases {
+            assert_eq!(
+                plan_delete(kind(k), &obj(o), grace, prop, &now),
+                want,
+                "{name}"
+            );
         }
+        assert!(Propagation::parse("Sideways").is_err());
+        assert_eq!(Propagation::parse("").unwrap(), Background);
     }
 
     #[test]

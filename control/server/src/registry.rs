@@ -17,7 +17,7 @@ use crate::admission;
 use crate::allocation::{self, Allocator, Ranges};
 use crate::error::ApiError;
 use crate::filter::Filter;
-use crate::lifecycle::{self, CreateContext, DeletePlan};
+use crate::lifecycle::{self, CreateContext, DeletePlan, Propagation};
 use crate::object::ApiObject;
 use crate::storage::{Outcome, Storage};
 
@@ -28,6 +28,7 @@ const MAX_ATTEMPTS: usize = 8;
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
+    pub propagation: Propagation,
     /// Precondition: delete only at this resourceVersion.
     pub resource_version: Option<String>,
 }
@@ -443,27 +444,42 @@ impl Registry {
         let key = kind.key(ns.as_deref(), name);
         for _ in 0..MAX_ATTEMPTS {
             let (mod_revision, mut obj) = self.read_for_delete(kind, &key, name, opts).await?;
-            let outcome =
-                match lifecycle::plan_delete(kind, &obj, opts.grace_period_seconds, &now()) {
-                    DeletePlan::Unchanged => return Ok(obj),
-                    DeletePlan::Mark { at, grace_seconds } => {
-                        obj.metadata.deletion_timestamp = Some(at);
-                        obj.metadata.deletion_grace_period_seconds = Some(grace_seconds);
-                        let outcome = self
-                            .storage
-                            .update(&key, obj.to_stored()?, mod_revision, &[], &[])
-                            .await?;
-                        if let Outcome::Committed { revision } = outcome {
-                            obj.metadata.resource_version = Some(revision.to_string());
-                        }
-                        outcome
+            let outcome = match lifecycle::plan_delete(
+                kind,
+                &obj,
+                opts.grace_period_seconds,
+                opts.propagation,
+                &now(),
+            ) {
+                DeletePlan::Unchanged => return Ok(obj),
+                DeletePlan::Mark {
+                    at,
+                    grace_seconds,
+                    add_finalizer,
+                } => {
+                    obj.metadata.deletion_timestamp = Some(at);
+                    obj.metadata.deletion_grace_period_seconds = Some(grace_seconds);
+                    if let Some(f) = add_finalizer {
+                        obj.metadata
+                            .finalizers
+                            .get_or_insert_with(Vec::new)
+                            .push(f.to_string());
                     }
-                    DeletePlan::Remove => {
-                        let releases: Vec<String> =
-                            lifecycle::claims_of(kind, &obj).into_iter().collect();
-                        self.storage.delete(&key, mod_revision, &releases).await?
+                    let outcome = self
+                        .storage
+                        .update(&key, obj.to_stored()?, mod_revision, &[], &[])
+                        .await?;
+                    if let Outcome::Committed { revision } = outcome {
+                        obj.metadata.resource_version = Some(revision.to_string());
                     }
-                };
+                    outcome
+                }
+                DeletePlan::Remove => {
+                    let releases: Vec<String> =
+                        lifecycle::claims_of(kind, &obj).into_iter().collect();
+                    self.storage.delete(&key, mod_revision, &releases).await?
+                }
+            };
             match outcome {
                 Outcome::Committed { .. } => {
                     tracing::debug!(kind = kind.kind, key, "deleted or marked for deletion");

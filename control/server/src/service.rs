@@ -9,6 +9,7 @@ use weir_client::proto::{
 
 use crate::error::ApiError;
 use crate::filter::Filter;
+use crate::lifecycle::Propagation;
 use crate::object::ApiObject;
 use crate::registry::{DeleteOptions, Registry, kind};
 use crate::watch;
@@ -113,6 +114,7 @@ impl weir_client::Resources for ResourcesService {
         let k = kind(&r.kind)?;
         let opts = DeleteOptions {
             grace_period_seconds: r.grace_period_seconds,
+            propagation: Propagation::parse(&r.propagation_policy)?,
             resource_version: Some(r.resource_version).filter(|rv| !rv.is_empty()),
         };
         let obj = self

@@ -586,6 +586,39 @@ async fn bind_graceful_delete_and_namespaces() {
             .is_none()
     );
 
+    // Orphan propagation: the server adds the `orphan` finalizer for the garbage
+    // collector and keeps the object until the finalizer is gone.
+    c.create(&config_map("o", &[])).await.unwrap();
+    let orphan = DeleteParams {
+        propagation_policy: "Orphan".into(),
+        ..Default::default()
+    };
+    let kept = c
+        .delete::<ConfigMap>("default", "o", &orphan)
+        .await
+        .unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_some());
+    assert_eq!(kept.metadata.finalizers, Some(vec!["orphan".to_string()]));
+    loop {
+        // The in-process garbage collector may finish it first.
+        let Some(mut o) = c.get_opt::<ConfigMap>("default", "o").await.unwrap() else {
+            break;
+        };
+        o.metadata.finalizers = None;
+        match c.update(&o).await {
+            Ok(_) | Err(Error::NotFound(_) | Error::Conflict(_)) => {}
+            Err(e) => panic!("removing the finalizer: {e}"),
+        }
+    }
+    let bad = DeleteParams {
+        propagation_policy: "Sideways".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.delete::<Pod>("default", "x", &bad).await,
+        Err(Error::Invalid(_))
+    ));
+
     // Namespace deletion removes its content, then itself.
     let ns = Namespace {
         metadata: ObjectMeta {
