@@ -45,14 +45,20 @@ impl ChangeResult {
 
 /// Starts a prober thread in `netns` that connects to `target` until it
 /// succeeds or `limit` passes; it sends the `Instant` of the first success.
-fn spawn_prober(netns: String, target: SocketAddrV4, limit: Duration) -> mpsc::Receiver<Result<Instant>> {
+fn spawn_prober(
+    netns: String,
+    target: SocketAddrV4,
+    limit: Duration,
+) -> mpsc::Receiver<Result<Instant>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let result = (|| {
             crate::netns::enter(&netns)?;
             let deadline = Instant::now() + limit;
             while Instant::now() < deadline {
-                if TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_millis(5)).is_ok() {
+                if TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_millis(5))
+                    .is_ok()
+                {
                     return Ok(Instant::now());
                 }
                 std::thread::sleep(Duration::from_micros(100));
@@ -66,7 +72,9 @@ fn spawn_prober(netns: String, target: SocketAddrV4, limit: Duration) -> mpsc::R
 
 /// Blocks until `target` accepts a connection from `netns`.
 pub fn wait_reachable(netns: &str, target: SocketAddrV4, limit: Duration) -> Result<Instant> {
-    spawn_prober(netns.to_owned(), target, limit).recv().context("prober vanished")?
+    spawn_prober(netns.to_owned(), target, limit)
+        .recv()
+        .context("prober vanished")?
 }
 
 fn iptables_restore(netns: &str, input: &str, noflush: bool) -> Result<()> {
@@ -76,20 +84,55 @@ fn iptables_restore(netns: &str, input: &str, noflush: bool) -> Result<()> {
     if noflush {
         cmd.arg("--noflush");
     }
-    let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().context("cannot run iptables-legacy-restore")?;
-    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run iptables-legacy-restore")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
     anyhow::ensure!(child.wait()?.success(), "iptables-legacy-restore failed");
     Ok(())
 }
 
-pub fn measure(variant: Variant, services: u32, weir: Option<&mut WeirCluster>) -> Result<ChangeResult> {
-    anyhow::ensure!(services + CHANGES <= plan::MAX_SERVICES, "too many services for the change test");
+pub fn measure(
+    variant: Variant,
+    services: u32,
+    weir: Option<&mut WeirCluster>,
+) -> Result<ChangeResult> {
+    anyhow::ensure!(
+        services + CHANGES <= plan::MAX_SERVICES,
+        "too many services for the change test"
+    );
     let topo = Topology::create(&format!("chg{}{services}", &variant.name()[..3]))?;
     let status = Command::new("ip")
-        .args(["netns", "exec", &topo.node, "sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=1000000"])
+        .args([
+            "netns",
+            "exec",
+            &topo.node,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.icmp_ratelimit=0",
+            "net.ipv4.icmp_msgs_per_sec=1000000",
+        ])
         .status()?;
-    anyhow::ensure!(status.success(), "cannot lift the ICMP rate limits in {}", topo.node);
-    let server = spawn_ready(&["serve".into(), "--netns".into(), topo.server.clone(), "--workers".into(), "1".into(), "--lifetime".into(), "600".into()])?;
+    anyhow::ensure!(
+        status.success(),
+        "cannot lift the ICMP rate limits in {}",
+        topo.node
+    );
+    let server = spawn_ready(&[
+        "serve".into(),
+        "--netns".into(),
+        topo.server.clone(),
+        "--workers".into(),
+        "1".into(),
+        "--lifetime".into(),
+        "600".into(),
+    ])?;
     let mut samples_ms = Vec::new();
     let method;
     match variant {
@@ -100,7 +143,11 @@ pub fn measure(variant: Variant, services: u32, weir: Option<&mut WeirCluster>) 
             for k in 0..CHANGES {
                 let total = services + k + 1;
                 let input = iptables::restore_add_service(total);
-                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT), PROBE_LIMIT);
+                let probe = spawn_prober(
+                    topo.client.clone(),
+                    SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT),
+                    PROBE_LIMIT,
+                );
                 std::thread::sleep(Duration::from_millis(20));
                 let started = Instant::now();
                 iptables_restore(&topo.node, &input, true)?;
@@ -111,11 +158,19 @@ pub fn measure(variant: Variant, services: u32, weir: Option<&mut WeirCluster>) 
         Variant::Weir => {
             method = crate::weir::CHANGE_METHOD.to_owned();
             let cluster = weir.context("the weir variant needs the weir cluster")?;
-            anyhow::ensure!(cluster.services() == services, "weir holds {} services, not {services}", cluster.services());
+            anyhow::ensure!(
+                cluster.services() == services,
+                "weir holds {} services, not {services}",
+                cluster.services()
+            );
             let (agent, _) = cluster.start_agent(&topo, &format!("chg{services}"))?;
             for _ in 0..CHANGES {
                 let index = cluster.services();
-                let probe = spawn_prober(topo.client.clone(), SocketAddrV4::new(plan::vip(index), plan::SERVICE_PORT), PROBE_LIMIT);
+                let probe = spawn_prober(
+                    topo.client.clone(),
+                    SocketAddrV4::new(plan::vip(index), plan::SERVICE_PORT),
+                    PROBE_LIMIT,
+                );
                 std::thread::sleep(Duration::from_millis(20));
                 let started = Instant::now();
                 cluster.add_one_service()?;
@@ -127,6 +182,14 @@ pub fn measure(variant: Variant, services: u32, weir: Option<&mut WeirCluster>) 
     }
     stop(server);
     drop(topo);
-    eprintln!("change {:>8} N={services}: {samples_ms:.2?} ms", variant.name());
-    Ok(ChangeResult { variant, services, samples_ms, method })
+    eprintln!(
+        "change {:>8} N={services}: {samples_ms:.2?} ms",
+        variant.name()
+    );
+    Ok(ChangeResult {
+        variant,
+        services,
+        samples_ms,
+        method,
+    })
 }

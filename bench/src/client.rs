@@ -118,7 +118,9 @@ async fn drive(cfg: ClientConfig) -> Result<ClientReport> {
         let before = read_cpu();
         tokio::time::sleep_until(window_end.into()).await;
         let after = read_cpu();
-        before.zip(after).and_then(|(b, a)| stats::busy_fraction(b, a))
+        before
+            .zip(after)
+            .and_then(|(b, a)| stats::busy_fraction(b, a))
     });
 
     let mut tasks = Vec::with_capacity(cfg.concurrency);
@@ -132,8 +134,11 @@ async fn drive(cfg: ClientConfig) -> Result<ClientReport> {
             let mut result = TaskResult::default();
             loop {
                 let begin = Instant::now();
-                let granted =
-                    budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1)).is_ok();
+                let granted = budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok();
                 if begin >= window_end || !granted {
                     break;
                 }
@@ -145,7 +150,8 @@ async fn drive(cfg: ClientConfig) -> Result<ClientReport> {
                 }
                 match outcome {
                     Outcome::Done => {
-                        let us = u32::try_from(end.duration_since(begin).as_micros()).unwrap_or(u32::MAX);
+                        let us = u32::try_from(end.duration_since(begin).as_micros())
+                            .unwrap_or(u32::MAX);
                         result.latencies_us.push(us);
                     }
                     Outcome::Error => result.errors += 1,

@@ -25,7 +25,9 @@ use crate::plan::TargetKind;
 use crate::weir::WeirCluster;
 use crate::{iptables, report};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     Direct,
@@ -60,9 +62,15 @@ pub struct DatapathArgs {
     /// conntrack CLOSE timeout) well below nf_conntrack_max (262144 here).
     #[arg(long, default_value_t = 4.0)]
     pub duration: f64,
-    /// Concurrent connections in flight.
+    /// Connections in flight in the load runs (enough to saturate the CPUs).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Connections in flight in the latency runs (unloaded latency); 0 skips them.
+    #[arg(long, default_value_t = 1)]
+    pub latency_concurrency: usize,
+    /// Measured seconds of each latency run.
+    #[arg(long, default_value_t = 2.0)]
+    pub latency_duration: f64,
     /// Worker threads of the client and of the server (each).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -77,10 +85,21 @@ pub struct DatapathArgs {
     pub weir_bin_dir: Option<PathBuf>,
 }
 
+/// What a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Many connections in flight: the rate the machine sustains.
+    Load,
+    /// Few in flight: per-transaction latency without queueing.
+    Latency,
+}
+
 /// One measured run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunResult {
     pub variant: Variant,
+    pub mode: Mode,
     pub services: u32,
     pub rep: u32,
     pub client: ClientReport,
@@ -106,7 +125,10 @@ pub(crate) fn spawn_ready(args: &[String]) -> Result<Child> {
     if line.trim() != "ready" {
         let _ = child.kill();
         let _ = child.wait();
-        bail!("weir-bench {} did not start (said {line:?})", args.join(" "));
+        bail!(
+            "weir-bench {} did not start (said {line:?})",
+            args.join(" ")
+        );
     }
     Ok(child)
 }
@@ -125,13 +147,45 @@ pub(crate) fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn run_client(topo: &Topology, kind: TargetKind, services: u32, args: &DatapathArgs) -> Result<ClientReport> {
+fn run_client(
+    topo: &Topology,
+    kind: TargetKind,
+    services: u32,
+    mode: Mode,
+    args: &DatapathArgs,
+) -> Result<ClientReport> {
+    let (concurrency, duration) = match mode {
+        Mode::Load => (args.concurrency, args.duration),
+        Mode::Latency => (args.latency_concurrency, args.latency_duration),
+    };
     let exe = std::env::current_exe()?;
     let out = Command::new(exe)
-        .args(["client", "--netns", &topo.client, "--services", &services.to_string()])
-        .args(["--targets", match kind { TargetKind::Vips => "vips", TargetKind::Backends => "backends" }])
-        .args(["--concurrency", &args.concurrency.to_string(), "--workers", &args.workers.to_string()])
-        .args(["--warmup", &args.warmup.to_string(), "--duration", &args.duration.to_string()])
+        .args([
+            "client",
+            "--netns",
+            &topo.client,
+            "--services",
+            &services.to_string(),
+        ])
+        .args([
+            "--targets",
+            match kind {
+                TargetKind::Vips => "vips",
+                TargetKind::Backends => "backends",
+            },
+        ])
+        .args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--workers",
+            &args.workers.to_string(),
+        ])
+        .args([
+            "--warmup",
+            &args.warmup.to_string(),
+            "--duration",
+            &duration.to_string(),
+        ])
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run the client")?;
@@ -152,21 +206,44 @@ fn load_iptables(topo: &Topology, services: u32) -> Result<f64> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run iptables-legacy-restore (apt-get install iptables)")?;
-    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("iptables-legacy-restore failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "iptables-legacy-restore failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn one_run(variant: Variant, services: u32, rep: u32, args: &DatapathArgs, weir: Option<&WeirCluster>) -> Result<RunResult> {
-    let tag = format!("{}{services}r{rep}", &variant.name()[..3]);
+fn one_run(
+    variant: Variant,
+    mode: Mode,
+    services: u32,
+    rep: u32,
+    args: &DatapathArgs,
+    weir: Option<&WeirCluster>,
+) -> Result<RunResult> {
+    let m = match mode {
+        Mode::Load => "",
+        Mode::Latency => "l",
+    };
+    let tag = format!("{}{services}r{rep}{m}", &variant.name()[..3]);
     let topo = Topology::create(&tag)?;
     let lifetime = (args.warmup + args.duration + 300.0).to_string();
     let server = spawn_ready(&[
-        "serve".into(), "--netns".into(), topo.server.clone(),
-        "--workers".into(), args.workers.to_string(), "--lifetime".into(), lifetime.clone(),
+        "serve".into(),
+        "--netns".into(),
+        topo.server.clone(),
+        "--workers".into(),
+        args.workers.to_string(),
+        "--lifetime".into(),
+        lifetime.clone(),
     ])?;
     let mut agent_guard = None;
     let (kind, setup_seconds) = match variant {
@@ -179,24 +256,42 @@ fn one_run(variant: Variant, services: u32, rep: u32, args: &DatapathArgs, weir:
             (TargetKind::Vips, seconds)
         }
     };
-    let client = run_client(&topo, kind, services, args);
+    let client = run_client(&topo, kind, services, mode, args);
     let node_conntrack = topo.node_conntrack_count();
     drop(agent_guard);
     stop(server);
     drop(topo);
     let client = client?;
     eprintln!(
-        "{:>8} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}%  errors {} timeouts {}  setup {:.2}s",
-        variant.name(), client.per_second, client.p50_us, client.p99_us, client.cpu_busy * 100.0,
-        client.errors, client.timeouts, setup_seconds
+        "{:>8} {mode:?} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}%  errors {} timeouts {}  setup {:.2}s",
+        variant.name(),
+        client.per_second,
+        client.p50_us,
+        client.p99_us,
+        client.cpu_busy * 100.0,
+        client.errors,
+        client.timeouts,
+        setup_seconds
     );
-    Ok(RunResult { variant, services, rep, client, setup_seconds, node_conntrack })
+    Ok(RunResult {
+        variant,
+        mode,
+        services,
+        rep,
+        client,
+        setup_seconds,
+        node_conntrack,
+    })
 }
 
 pub fn run(args: DatapathArgs) -> Result<()> {
     crate::netns::remove_leftovers()?;
     for &n in &args.services {
-        anyhow::ensure!((1..=crate::plan::MAX_SERVICES).contains(&n), "--services {n}: 1..={}", crate::plan::MAX_SERVICES);
+        anyhow::ensure!(
+            (1..=crate::plan::MAX_SERVICES).contains(&n),
+            "--services {n}: 1..={}",
+            crate::plan::MAX_SERVICES
+        );
     }
     let started = Instant::now();
     let mut services_list = args.services.clone();
@@ -205,7 +300,10 @@ pub fn run(args: DatapathArgs) -> Result<()> {
     let mut weir = if args.variants.contains(&Variant::Weir) {
         let bin_dir = match &args.weir_bin_dir {
             Some(dir) => dir.clone(),
-            None => std::env::current_exe()?.parent().context("weir-bench has no directory")?.to_owned(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("weir-bench has no directory")?
+                .to_owned(),
         };
         Some(WeirCluster::start(&bin_dir)?)
     } else {
@@ -216,11 +314,30 @@ pub fn run(args: DatapathArgs) -> Result<()> {
     for &services in &services_list {
         if let Some(cluster) = weir.as_mut() {
             let seconds = cluster.ensure_services(services)?;
-            eprintln!("weir-control: {services} services with their EndpointSlices ({seconds:.1} s of API writes)");
+            eprintln!(
+                "weir-control: {services} services with their EndpointSlices ({seconds:.1} s of API writes)"
+            );
         }
         for rep in 0..args.reps {
             for &variant in &args.variants {
-                results.push(one_run(variant, services, rep, &args, weir.as_ref())?);
+                results.push(one_run(
+                    variant,
+                    Mode::Load,
+                    services,
+                    rep,
+                    &args,
+                    weir.as_ref(),
+                )?);
+                if args.latency_concurrency > 0 {
+                    results.push(one_run(
+                        variant,
+                        Mode::Latency,
+                        services,
+                        rep,
+                        &args,
+                        weir.as_ref(),
+                    )?);
+                }
             }
         }
         if !args.no_change_latency {
@@ -230,7 +347,11 @@ pub fn run(args: DatapathArgs) -> Result<()> {
         }
     }
     drop(weir);
-    let table = report::markdown(&results, &changes, &report::Context::gather(&args, started.elapsed()));
+    let table = report::markdown(
+        &results,
+        &changes,
+        &report::Context::gather(&args, started.elapsed()),
+    );
     std::fs::create_dir_all(&args.out_dir)?;
     let json = args.out_dir.join("datapath.json");
     std::fs::write(&json, serde_json::to_vec_pretty(&(&results, &changes))?)?;

@@ -29,20 +29,30 @@ fn chain_name(prefix: &str, seed: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     // Two FNV-1a 64 passes with different offsets give 80+ bits for 16 chars.
     let fnv = |offset: u64| {
-        seed.bytes().fold(offset, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        seed.bytes().fold(offset, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
     };
     let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
     let mut name = String::with_capacity(prefix.len() + 16);
     name.push_str(prefix);
     for i in 0..16 {
-        let bits = if i < 8 { a >> (i * 5) } else { b >> ((i - 8) * 5) };
+        let bits = if i < 8 {
+            a >> (i * 5)
+        } else {
+            b >> ((i - 8) * 5)
+        };
         name.push(char::from(ALPHABET[(bits & 31) as usize]));
     }
     name
 }
 
 fn comment(comments: bool, text: &str) -> String {
-    if comments { format!(" -m comment --comment \"{text}\"") } else { String::new() }
+    if comments {
+        format!(" -m comment --comment \"{text}\"")
+    } else {
+        String::new()
+    }
 }
 
 fn uses_comments(services: u32) -> bool {
@@ -53,7 +63,10 @@ fn uses_comments(services: u32) -> bool {
 fn nodeports_jump(comments: bool) -> String {
     format!(
         "-A KUBE-SERVICES{} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n",
-        comment(comments, "kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+        comment(
+            comments,
+            "kubernetes service nodeports; NOTE: this must be the last rule in this chain"
+        )
     )
 }
 
@@ -88,15 +101,34 @@ fn service_chains(i: u32, comments: bool) -> ServiceChains {
         let _ = writeln!(declarations, ":{sep_chain} - [0:0]");
         let remaining = ENDPOINTS_PER_SERVICE - j;
         let statistic = if remaining > 1 {
-            format!(" -m statistic --mode random --probability {:.10}", 1.0 / f64::from(remaining))
+            format!(
+                " -m statistic --mode random --probability {:.10}",
+                1.0 / f64::from(remaining)
+            )
         } else {
             String::new()
         };
-        let _ = writeln!(rules, "-A {svc_chain}{}{statistic} -j {sep_chain}", comment(&format!("{name} -> {ep}:{TARGET_PORT}")));
-        let _ = writeln!(rules, "-A {sep_chain}{} -s {ep}/32 -j KUBE-MARK-MASQ", comment(&name));
-        let _ = writeln!(rules, "-A {sep_chain}{} -m tcp -p tcp -j DNAT --to-destination {ep}:{TARGET_PORT}", comment(&name));
+        let _ = writeln!(
+            rules,
+            "-A {svc_chain}{}{statistic} -j {sep_chain}",
+            comment(&format!("{name} -> {ep}:{TARGET_PORT}"))
+        );
+        let _ = writeln!(
+            rules,
+            "-A {sep_chain}{} -s {ep}/32 -j KUBE-MARK-MASQ",
+            comment(&name)
+        );
+        let _ = writeln!(
+            rules,
+            "-A {sep_chain}{} -m tcp -p tcp -j DNAT --to-destination {ep}:{TARGET_PORT}",
+            comment(&name)
+        );
     }
-    ServiceChains { declarations, jump, rules }
+    ServiceChains {
+        declarations,
+        jump,
+        rules,
+    }
 }
 
 /// `iptables-legacy-restore --noflush` input that adds service `total - 1`
@@ -126,26 +158,84 @@ pub fn restore_input(services: u32) -> String {
     let mut out = String::with_capacity(services as usize * 900 + 4096);
 
     out.push_str("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
-    for chain in ["KUBE-PROXY-FIREWALL", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-SERVICES", "KUBE-FORWARD"] {
+    for chain in [
+        "KUBE-PROXY-FIREWALL",
+        "KUBE-NODEPORTS",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-SERVICES",
+        "KUBE-FORWARD",
+    ] {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
     let new = "-m conntrack --ctstate NEW";
-    let _ = writeln!(out, "-A INPUT {new}{} -j KUBE-PROXY-FIREWALL", comment("kubernetes load balancer firewall"));
-    let _ = writeln!(out, "-A INPUT{} -j KUBE-NODEPORTS", comment("kubernetes health check service ports"));
-    let _ = writeln!(out, "-A INPUT {new}{} -j KUBE-EXTERNAL-SERVICES", comment("kubernetes externally-visible service portals"));
-    let _ = writeln!(out, "-A FORWARD {new}{} -j KUBE-PROXY-FIREWALL", comment("kubernetes load balancer firewall"));
-    let _ = writeln!(out, "-A FORWARD{} -j KUBE-FORWARD", comment("kubernetes forwarding rules"));
-    let _ = writeln!(out, "-A FORWARD {new}{} -j KUBE-SERVICES", comment("kubernetes service portals"));
-    let _ = writeln!(out, "-A FORWARD {new}{} -j KUBE-EXTERNAL-SERVICES", comment("kubernetes externally-visible service portals"));
-    let _ = writeln!(out, "-A OUTPUT {new}{} -j KUBE-PROXY-FIREWALL", comment("kubernetes load balancer firewall"));
-    let _ = writeln!(out, "-A OUTPUT {new}{} -j KUBE-SERVICES", comment("kubernetes service portals"));
-    let _ = writeln!(out, "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP");
-    let _ = writeln!(out, "-A KUBE-FORWARD{} -m mark --mark 0x4000/0x4000 -j ACCEPT", comment("kubernetes forwarding rules"));
-    let _ = writeln!(out, "-A KUBE-FORWARD{} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", comment("kubernetes forwarding conntrack rule"));
+    let _ = writeln!(
+        out,
+        "-A INPUT {new}{} -j KUBE-PROXY-FIREWALL",
+        comment("kubernetes load balancer firewall")
+    );
+    let _ = writeln!(
+        out,
+        "-A INPUT{} -j KUBE-NODEPORTS",
+        comment("kubernetes health check service ports")
+    );
+    let _ = writeln!(
+        out,
+        "-A INPUT {new}{} -j KUBE-EXTERNAL-SERVICES",
+        comment("kubernetes externally-visible service portals")
+    );
+    let _ = writeln!(
+        out,
+        "-A FORWARD {new}{} -j KUBE-PROXY-FIREWALL",
+        comment("kubernetes load balancer firewall")
+    );
+    let _ = writeln!(
+        out,
+        "-A FORWARD{} -j KUBE-FORWARD",
+        comment("kubernetes forwarding rules")
+    );
+    let _ = writeln!(
+        out,
+        "-A FORWARD {new}{} -j KUBE-SERVICES",
+        comment("kubernetes service portals")
+    );
+    let _ = writeln!(
+        out,
+        "-A FORWARD {new}{} -j KUBE-EXTERNAL-SERVICES",
+        comment("kubernetes externally-visible service portals")
+    );
+    let _ = writeln!(
+        out,
+        "-A OUTPUT {new}{} -j KUBE-PROXY-FIREWALL",
+        comment("kubernetes load balancer firewall")
+    );
+    let _ = writeln!(
+        out,
+        "-A OUTPUT {new}{} -j KUBE-SERVICES",
+        comment("kubernetes service portals")
+    );
+    let _ = writeln!(
+        out,
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"
+    );
+    let _ = writeln!(
+        out,
+        "-A KUBE-FORWARD{} -m mark --mark 0x4000/0x4000 -j ACCEPT",
+        comment("kubernetes forwarding rules")
+    );
+    let _ = writeln!(
+        out,
+        "-A KUBE-FORWARD{} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        comment("kubernetes forwarding conntrack rule")
+    );
     out.push_str("COMMIT\n");
 
     out.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
-    for chain in ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"] {
+    for chain in [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ] {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
     let mut rules = String::with_capacity(services as usize * 800);
@@ -156,9 +246,21 @@ pub fn restore_input(services: u32) -> String {
         service_jumps.push_str(&chains.jump);
         rules.push_str(&chains.rules);
     }
-    let _ = writeln!(out, "-A PREROUTING{} -j KUBE-SERVICES", comment("kubernetes service portals"));
-    let _ = writeln!(out, "-A OUTPUT{} -j KUBE-SERVICES", comment("kubernetes service portals"));
-    let _ = writeln!(out, "-A POSTROUTING{} -j KUBE-POSTROUTING", comment("kubernetes postrouting rules"));
+    let _ = writeln!(
+        out,
+        "-A PREROUTING{} -j KUBE-SERVICES",
+        comment("kubernetes service portals")
+    );
+    let _ = writeln!(
+        out,
+        "-A OUTPUT{} -j KUBE-SERVICES",
+        comment("kubernetes service portals")
+    );
+    let _ = writeln!(
+        out,
+        "-A POSTROUTING{} -j KUBE-POSTROUTING",
+        comment("kubernetes postrouting rules")
+    );
     out.push_str("-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n");
     out.push_str("-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n");
     let _ = writeln!(
@@ -195,18 +297,33 @@ mod tests {
         let svc_rules = lines_matching(&text, &format!("-A {svc}"));
         assert_eq!(svc_rules.len(), 5);
         assert!(svc_rules[0].contains("! -s 10.240.0.0/12 -j KUBE-MARK-MASQ"));
-        for (rule, p) in svc_rules[1..4].iter().zip(["0.2500000000", "0.3333333333", "0.5000000000"]) {
-            assert!(rule.contains(&format!("--probability {p} -j KUBE-SEP-")), "{rule}");
+        for (rule, p) in
+            svc_rules[1..4]
+                .iter()
+                .zip(["0.2500000000", "0.3333333333", "0.5000000000"])
+        {
+            assert!(
+                rule.contains(&format!("--probability {p} -j KUBE-SEP-")),
+                "{rule}"
+            );
         }
         assert!(!svc_rules[4].contains("statistic") && svc_rules[4].contains("-j KUBE-SEP-"));
         // Each endpoint: hairpin mark + DNAT to its own address.
         let dnats = lines_matching(&text, "-j DNAT");
-        let want = ["10.245.0.1:8080", "10.245.0.2:8080", "10.245.0.3:8080", "10.245.0.4:8080"];
+        let want = [
+            "10.245.0.1:8080",
+            "10.245.0.2:8080",
+            "10.245.0.3:8080",
+            "10.245.0.4:8080",
+        ];
         assert_eq!(dnats.len(), 4);
         for (rule, ep) in dnats.iter().zip(want) {
             assert!(rule.ends_with(&format!("--to-destination {ep}")), "{rule}");
         }
-        assert_eq!(lines_matching(&text, "-j MASQUERADE --random-fully").len(), 1);
+        assert_eq!(
+            lines_matching(&text, "-j MASQUERADE --random-fully").len(),
+            1
+        );
         assert_eq!(text.matches("COMMIT").count(), 2);
         assert!(text.contains("--comment"), "small clusters keep comments");
     }
@@ -217,7 +334,11 @@ mod tests {
         let jumps = lines_matching(&text, "-A KUBE-SERVICES");
         assert_eq!(jumps.len(), 4, "3 VIPs + the NodePort catch-all");
         assert!(jumps[3].contains("KUBE-NODEPORTS"));
-        assert_eq!(lines_matching(&text, "-j DNAT").len(), 4, "only the new service's endpoints");
+        assert_eq!(
+            lines_matching(&text, "-j DNAT").len(),
+            4,
+            "only the new service's endpoints"
+        );
         assert!(lines_matching(&text, "-j DNAT")[0].contains("10.245.0.9:8080"));
         assert!(text.starts_with("*nat\n:KUBE-SERVICES - [0:0]\n") && text.ends_with("COMMIT\n"));
         // Same rule text as a full restore of 3 services (so the result is identical).

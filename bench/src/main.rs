@@ -77,11 +77,26 @@ fn secs(s: f64) -> Result<Duration> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Datapath(args) => datapath::run(args),
-        Cmd::Serve { netns: ns, port, workers, lifetime } => {
+        Cmd::Serve {
+            netns: ns,
+            port,
+            workers,
+            lifetime,
+        } => {
             netns::enter(&ns)?;
             server::run(port, workers, secs(lifetime)?)
         }
-        Cmd::Client { netns: ns, targets, services, concurrency, workers, warmup, duration, timeout_ms, max_connections } => {
+        Cmd::Client {
+            netns: ns,
+            targets,
+            services,
+            concurrency,
+            workers,
+            warmup,
+            duration,
+            timeout_ms,
+            max_connections,
+        } => {
             netns::enter(&ns)?;
             let report = client::run(client::ClientConfig {
                 targets: plan::targets(targets, services),

@@ -30,7 +30,8 @@ pub const PREFIX: &str = "wbench-";
 pub fn enter(name: &str) -> Result<()> {
     let path = format!("/run/netns/{name}");
     let file = File::open(&path).with_context(|| format!("cannot open {path}"))?;
-    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("cannot enter netns {name}"))?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("cannot enter netns {name}"))?;
     Ok(())
 }
 
@@ -43,9 +44,16 @@ pub struct Topology {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -63,10 +71,17 @@ fn ip_batch(netns: Option<&str>, lines: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run ip (iproute2)")?;
-    child.stdin.take().context("ip stdin")?.write_all(lines.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("ip stdin")?
+        .write_all(lines.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("ip -batch failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip -batch failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -74,7 +89,8 @@ fn ip_batch(netns: Option<&str>, lines: &str) -> Result<()> {
 /// Sets sysctls inside a netns (`/proc/sys/net` is per network namespace).
 fn sysctls(netns: &str, settings: &[&str]) -> Result<()> {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", netns, "sysctl", "-q", "-w"]).args(settings);
+    cmd.args(["netns", "exec", netns, "sysctl", "-q", "-w"])
+        .args(settings);
     run(&mut cmd)
 }
 
@@ -91,15 +107,28 @@ impl Topology {
             run(Command::new("ip").args(["netns", "add", ns]))?;
         }
         let (n, c, s) = (&topo.node, &topo.client, &topo.server);
-        ip_batch(None, &format!(
-            "link add wrcli0 netns {n} type veth peer name eth0 netns {c}\n\
+        ip_batch(
+            None,
+            &format!(
+                "link add wrcli0 netns {n} type veth peer name eth0 netns {c}\n\
              link add wrsrv0 netns {n} type veth peer name eth0 netns {s}\n"
-        ))?;
+            ),
+        )?;
         let mut node = String::from("link set lo up\n");
-        node.push_str(&format!("addr add {}/24 dev wrcli0\n", plan::CLIENT_GATEWAY));
-        node.push_str(&format!("addr add {}/24 dev wrsrv0\n", plan::SERVER_GATEWAY));
+        node.push_str(&format!(
+            "addr add {}/24 dev wrcli0\n",
+            plan::CLIENT_GATEWAY
+        ));
+        node.push_str(&format!(
+            "addr add {}/24 dev wrsrv0\n",
+            plan::SERVER_GATEWAY
+        ));
         node.push_str("link set wrcli0 up\nlink set wrsrv0 up\n");
-        node.push_str(&format!("route add {} via {}\n", plan::BACKEND_CIDR, plan::SERVER_ADDR));
+        node.push_str(&format!(
+            "route add {} via {}\n",
+            plan::BACKEND_CIDR,
+            plan::SERVER_ADDR
+        ));
         // No route to the VIPs: only a service translation makes them
         // reachable, and an unconfigured VIP fails fast instead of timing out.
         node.push_str(&format!("route add unreachable {}\n", plan::SERVICE_CIDR));
@@ -108,24 +137,39 @@ impl Topology {
         for k in 0..plan::SOURCES {
             client.push_str(&format!("addr add {}/24 dev eth0\n", plan::source(k)));
         }
-        client.push_str(&format!("link set eth0 up\nroute add default via {}\n", plan::CLIENT_GATEWAY));
+        client.push_str(&format!(
+            "link set eth0 up\nroute add default via {}\n",
+            plan::CLIENT_GATEWAY
+        ));
         ip_batch(Some(c), &client)?;
         let mut server = String::from("link set lo up\n");
-        server.push_str(&format!("addr add {}/24 dev eth0\nlink set eth0 up\n", plan::SERVER_ADDR));
+        server.push_str(&format!(
+            "addr add {}/24 dev eth0\nlink set eth0 up\n",
+            plan::SERVER_ADDR
+        ));
         server.push_str(&format!("route add default via {}\n", plan::SERVER_GATEWAY));
         server.push_str(&format!("route add local {} dev lo\n", plan::BACKEND_CIDR));
         ip_batch(Some(s), &server)?;
-        sysctls(n, &[
-            "net.ipv4.ip_forward=1",
-            // Replies are reverse-translated to a VIP source before routing;
-            // strict reverse-path filtering would drop them (no route to VIPs).
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-            "net.ipv4.conf.wrcli0.rp_filter=0",
-            "net.ipv4.conf.wrsrv0.rp_filter=0",
-        ])?;
+        sysctls(
+            n,
+            &[
+                "net.ipv4.ip_forward=1",
+                // Replies are reverse-translated to a VIP source before routing;
+                // strict reverse-path filtering would drop them (no route to VIPs).
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv4.conf.wrcli0.rp_filter=0",
+                "net.ipv4.conf.wrsrv0.rp_filter=0",
+            ],
+        )?;
         sysctls(c, &["net.ipv4.ip_local_port_range=1024 65000"])?;
-        sysctls(s, &["net.core.somaxconn=8192", "net.ipv4.tcp_max_syn_backlog=8192"])?;
+        sysctls(
+            s,
+            &[
+                "net.core.somaxconn=8192",
+                "net.ipv4.tcp_max_syn_backlog=8192",
+            ],
+        )?;
         Ok(topo)
     }
 
@@ -133,7 +177,13 @@ impl Topology {
     /// conntrack is not active there).
     pub fn node_conntrack_count(&self) -> Option<u64> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.node, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"])
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                "cat",
+                "/proc/sys/net/netfilter/nf_conntrack_count",
+            ])
             .output()
             .ok()?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -144,16 +194,24 @@ impl Drop for Topology {
     fn drop(&mut self) {
         for ns in [&self.client, &self.server, &self.node] {
             // Deleting a netns deletes its veths; a missing one is fine.
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
 
 /// Deletes namespaces left behind by an interrupted earlier run.
 pub fn remove_leftovers() -> Result<()> {
-    let out = Command::new("ip").args(["netns", "list"]).output().context("cannot run ip netns list")?;
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .context("cannot run ip netns list")?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else { continue };
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
         if name.starts_with(PREFIX) {
             run(Command::new("ip").args(["netns", "del", name]))?;
         }

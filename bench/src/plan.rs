@@ -55,7 +55,9 @@ pub fn source(k: u32) -> Ipv4Addr {
 }
 
 /// What the client connects to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     /// Every backend pod IP directly (variant "direct").
@@ -68,9 +70,14 @@ pub enum TargetKind {
 /// backend:8080. Both sets spread connections evenly over the same backends.
 pub fn targets(kind: TargetKind, services: u32) -> Vec<SocketAddrV4> {
     match kind {
-        TargetKind::Vips => (0..services).map(|i| SocketAddrV4::new(vip(i), SERVICE_PORT)).collect(),
+        TargetKind::Vips => (0..services)
+            .map(|i| SocketAddrV4::new(vip(i), SERVICE_PORT))
+            .collect(),
         TargetKind::Backends => (0..services)
-            .flat_map(|i| (0..ENDPOINTS_PER_SERVICE).map(move |j| SocketAddrV4::new(backend(i, j), TARGET_PORT)))
+            .flat_map(|i| {
+                (0..ENDPOINTS_PER_SERVICE)
+                    .map(move |j| SocketAddrV4::new(backend(i, j), TARGET_PORT))
+            })
             .collect(),
     }
 }

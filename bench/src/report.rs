@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::change::ChangeResult;
-use crate::datapath::{DatapathArgs, RunResult, Variant};
+use crate::datapath::{DatapathArgs, Mode, RunResult, Variant};
 use crate::stats::median;
 
 /// Facts about the machine and the run, printed above the tables.
@@ -46,8 +46,16 @@ impl Context {
             cpu,
             nproc: std::thread::available_parallelism().map_or(0, usize::from),
             settings: format!(
-                "{} repetitions, {} s warm-up + {} s measured per run, {} connections in flight, client and server {} worker threads each",
-                args.reps, args.warmup, args.duration, args.concurrency, args.workers
+                "{} repetitions; load runs: {} s warm-up + {} s measured, {} connections in flight; \
+                 latency runs: {} s warm-up + {} s measured, {} in flight; client and server {} worker threads each",
+                args.reps,
+                args.warmup,
+                args.duration,
+                args.concurrency,
+                args.warmup,
+                args.latency_duration,
+                args.latency_concurrency,
+                args.workers
             ),
             wall,
         }
@@ -66,21 +74,29 @@ pub struct Summary {
     pub reps: usize,
 }
 
-pub fn summarize(results: &[RunResult]) -> BTreeMap<(u32, Variant), Summary> {
-    let mut groups: BTreeMap<(u32, Variant), Vec<&RunResult>> = BTreeMap::new();
+pub fn summarize(results: &[RunResult]) -> BTreeMap<(u32, Variant, Mode), Summary> {
+    let mut groups: BTreeMap<(u32, Variant, Mode), Vec<&RunResult>> = BTreeMap::new();
     for r in results {
-        groups.entry((r.services, r.variant)).or_default().push(r);
+        groups
+            .entry((r.services, r.variant, r.mode))
+            .or_default()
+            .push(r);
     }
     groups
         .into_iter()
         .map(|(key, runs)| {
-            let m = |f: &dyn Fn(&RunResult) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+            let m = |f: &dyn Fn(&RunResult) -> f64| {
+                median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+            };
             let summary = Summary {
                 per_second: m(&|r| r.client.per_second),
                 p50_us: m(&|r| f64::from(r.client.p50_us)),
                 p99_us: m(&|r| f64::from(r.client.p99_us)),
                 cpu_busy: m(&|r| r.client.cpu_busy),
-                failures: runs.iter().map(|r| r.client.errors + r.client.timeouts).sum(),
+                failures: runs
+                    .iter()
+                    .map(|r| r.client.errors + r.client.timeouts)
+                    .sum(),
                 setup_seconds: m(&|r| r.setup_seconds),
                 reps: runs.len(),
             };
@@ -102,27 +118,49 @@ pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) 
     let summaries = summarize(results);
     let mut out = String::new();
     let _ = writeln!(out, "Command: `{}`  ", ctx.command);
-    let _ = writeln!(out, "Date: {}; kernel {}; {} × {}; wall time {:.0} s  ", ctx.date, ctx.kernel, ctx.nproc, ctx.cpu, ctx.wall.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "Date: {}; kernel {}; {} × {}; wall time {:.0} s  ",
+        ctx.date,
+        ctx.kernel,
+        ctx.nproc,
+        ctx.cpu,
+        ctx.wall.as_secs_f64()
+    );
     let _ = writeln!(out, "Settings: {}.\n", ctx.settings);
-    out.push_str("| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables | p50 µs | p99 µs | CPU busy | failed conns (all reps) | rules/maps load s |\n");
+    out.push_str("| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables | CPU busy | p50 / p99 µs loaded | p50 / p99 µs unloaded | failed conns | setup s |\n");
     out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let ns: Vec<u32> = summaries.keys().map(|(n, _)| *n).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let ns: Vec<u32> = summaries
+        .keys()
+        .map(|(n, _, _)| *n)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     for &n in &ns {
-        let direct = summaries.get(&(n, Variant::Direct));
-        let ipt = summaries.get(&(n, Variant::Iptables));
+        let direct = summaries.get(&(n, Variant::Direct, Mode::Load));
+        let ipt = summaries.get(&(n, Variant::Iptables, Mode::Load));
         for variant in [Variant::Direct, Variant::Weir, Variant::Iptables] {
-            let Some(s) = summaries.get(&(n, variant)) else { continue };
+            let Some(s) = summaries.get(&(n, variant, Mode::Load)) else {
+                continue;
+            };
+            let unloaded = summaries.get(&(n, variant, Mode::Latency)).map_or_else(
+                || "–".to_owned(),
+                |l| format!("{:.0} / {:.0}", l.p50_us, l.p99_us),
+            );
+            let failures = s.failures
+                + summaries
+                    .get(&(n, variant, Mode::Latency))
+                    .map_or(0, |l| l.failures);
             let _ = writeln!(
                 out,
-                "| {n} | {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0}% | {} | {:.2} |",
+                "| {n} | {} | {:.0} | {} | {} | {:.0}% | {:.0} / {:.0} | {unloaded} | {failures} | {:.2} |",
                 variant.name(),
                 s.per_second,
                 fmt_ratio(ratio(Some(s), direct)),
                 fmt_ratio(ratio(Some(s), ipt)),
+                s.cpu_busy * 100.0,
                 s.p50_us,
                 s.p99_us,
-                s.cpu_busy * 100.0,
-                s.failures,
                 s.setup_seconds
             );
         }
@@ -134,30 +172,51 @@ pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) 
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.2} | {:.2} | {} |",
-                c.services, c.variant.name(), c.samples_ms.len(), c.p50_ms(), c.max_ms(), c.method
+                c.services,
+                c.variant.name(),
+                c.samples_ms.len(),
+                c.p50_ms(),
+                c.max_ms(),
+                c.method
             );
         }
     }
     out.push_str("\nGoals (issue 3):\n\n");
     for &n in &ns {
-        let weir = summaries.get(&(n, Variant::Weir));
-        if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Direct))) {
-            let _ = writeln!(out, "- N={n}: weir ClusterIP ≥ 0.95× direct: {r:.2}× — {}", verdict(r >= 0.95));
+        let weir = summaries.get(&(n, Variant::Weir, Mode::Load));
+        if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Direct, Mode::Load))) {
+            let _ = writeln!(
+                out,
+                "- N={n}: weir ClusterIP ≥ 0.95× direct: {r:.2}× — {}",
+                verdict(r >= 0.95)
+            );
         }
-        if n >= 10_000 {
-            if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Iptables))) {
-                let _ = writeln!(out, "- N={n}: weir ≥ 3× iptables: {r:.2}× — {}", verdict(r >= 3.0));
-            }
+        if n >= 10_000
+            && let Some(r) = ratio(weir, summaries.get(&(n, Variant::Iptables, Mode::Load)))
+        {
+            let _ = writeln!(
+                out,
+                "- N={n}: weir ≥ 3× iptables: {r:.2}× — {}",
+                verdict(r >= 3.0)
+            );
         }
     }
-    for c in changes.iter().filter(|c| c.variant == Variant::Weir && c.services >= 10_000) {
+    for c in changes
+        .iter()
+        .filter(|c| c.variant == Variant::Weir && c.services >= 10_000)
+    {
         let _ = writeln!(
             out,
             "- N={}: service change -> datapath p99 ≤ 10 ms: max of {} changes {:.2} ms — {}",
-            c.services, c.samples_ms.len(), c.max_ms(), verdict(c.max_ms() <= 10.0)
+            c.services,
+            c.samples_ms.len(),
+            c.max_ms(),
+            verdict(c.max_ms() <= 10.0)
         );
     }
-    out.push_str("- NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet (no NodePort datapath).\n");
+    out.push_str(
+        "- NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet (no NodePort datapath).\n",
+    );
     out
 }
 
@@ -173,9 +232,16 @@ mod tests {
     fn run(variant: Variant, services: u32, rep: u32, per_second: f64) -> RunResult {
         RunResult {
             variant,
+            mode: Mode::Load,
             services,
             rep,
-            client: ClientReport { per_second, p50_us: 100, p99_us: 900, cpu_busy: 0.97, ..Default::default() },
+            client: ClientReport {
+                per_second,
+                p50_us: 100,
+                p99_us: 900,
+                cpu_busy: 0.97,
+                ..Default::default()
+            },
             setup_seconds: 0.5,
             node_conntrack: None,
         }
@@ -195,17 +261,39 @@ mod tests {
             run(Variant::Iptables, 10_000, 2, 14_000.0),
         ];
         let s = summarize(&results);
-        assert_eq!(s[&(10_000, Variant::Direct)].per_second, 42_000.0);
-        assert_eq!(s[&(10_000, Variant::Weir)].reps, 3);
-        let md = markdown(&results, &[], &Context::default());
-        // 40k/42k = 0.95 (met); 40k/13k = 3.08 (met).
-        assert!(md.contains("| 10000 | weir | 40000 | 0.95× | 3.08× |"), "{md}");
-        assert!(md.contains("| 10000 | iptables | 13000 | 0.31× | 1.00× |"), "{md}");
-        assert!(md.contains("weir ClusterIP ≥ 0.95× direct: 0.95× — met"), "{md}");
+        assert_eq!(
+            s[&(10_000, Variant::Direct, Mode::Load)].per_second,
+            42_000.0
+        );
+        assert_eq!(s[&(10_000, Variant::Weir, Mode::Load)].reps, 3);
+        let mut with_latency = results.clone();
+        with_latency.push(RunResult {
+            mode: Mode::Latency,
+            ..run(Variant::Weir, 10_000, 0, 5_000.0)
+        });
+        let md = markdown(&with_latency, &[], &Context::default());
+        // 40k/42k = 0.95 (met); 40k/13k = 3.08 (met); latency runs do not enter ratios.
+        assert!(
+            md.contains(
+                "| 10000 | weir | 40000 | 0.95× | 3.08× | 97% | 100 / 900 | 100 / 900 | 0 | 0.50 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 10000 | iptables | 13000 | 0.31× | 1.00× | 97% | 100 / 900 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("weir ClusterIP ≥ 0.95× direct: 0.95× — met"),
+            "{md}"
+        );
         assert!(md.contains("weir ≥ 3× iptables: 3.08× — met"), "{md}");
         assert!(md.contains("NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet"));
 
-        let slower = vec![run(Variant::Direct, 1, 0, 50_000.0), run(Variant::Weir, 1, 0, 45_000.0)];
+        let slower = vec![
+            run(Variant::Direct, 1, 0, 50_000.0),
+            run(Variant::Weir, 1, 0, 45_000.0),
+        ];
         let md = markdown(&slower, &[], &Context::default());
         assert!(md.contains("0.90× — **missed**"), "{md}");
     }

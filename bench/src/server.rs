@@ -44,7 +44,9 @@ fn listen(port: u16) -> Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
-    socket.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).with_context(|| format!("cannot bind port {port}"))?;
+    socket
+        .bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        .with_context(|| format!("cannot bind port {port}"))?;
     Ok(socket.listen(BACKLOG)?)
 }
 

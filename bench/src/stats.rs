@@ -21,7 +21,11 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
 }
 
 /// CPU time counters of `/proc/stat`'s aggregate "cpu" line, in ticks.
@@ -35,14 +39,22 @@ pub struct CpuTimes {
 /// busy = everything else except guest time (already counted in user).
 pub fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let fields: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>().ok()?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
     // user nice system idle iowait irq softirq steal [guest guest_nice]
     if fields.len() < 8 {
         return None;
     }
     let total: u64 = fields[..8].iter().sum();
     let idle = fields[3] + fields[4];
-    Some(CpuTimes { busy: total - idle, total })
+    Some(CpuTimes {
+        busy: total - idle,
+        total,
+    })
 }
 
 /// Fraction of CPU time busy between two samples (0.0..=1.0).
@@ -91,9 +103,24 @@ mod tests {
     fn proc_stat_busy_fraction() {
         let before = parse_proc_stat("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n");
         let after = parse_proc_stat("cpu  250 0 250 750 150 0 0 0 0 0\n");
-        assert_eq!(before, Some(CpuTimes { busy: 200, total: 1000 }));
-        assert_eq!(after, Some(CpuTimes { busy: 500, total: 1400 }));
-        assert_eq!(busy_fraction(before.unwrap_or_default(), after.unwrap_or_default()), Some(0.75));
+        assert_eq!(
+            before,
+            Some(CpuTimes {
+                busy: 200,
+                total: 1000
+            })
+        );
+        assert_eq!(
+            after,
+            Some(CpuTimes {
+                busy: 500,
+                total: 1400
+            })
+        );
+        assert_eq!(
+            busy_fraction(before.unwrap_or_default(), after.unwrap_or_default()),
+            Some(0.75)
+        );
         assert_eq!(parse_proc_stat("cpu0 1 2 3\n"), None);
         assert_eq!(parse_proc_stat("cpu  1 2 x 4 5 6 7 8\n"), None);
     }
