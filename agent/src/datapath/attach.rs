@@ -1,7 +1,8 @@
-//! Attaching the from-pod program to host-side pod veths.
+//! Attaching the pod programs to host-side pod veths: from-pod at TCX ingress
+//! (packets leaving the pod), to-pod at TCX egress (packets delivered to it).
 //!
 //! Attachments are TCX links (kernel >= 6.6) pinned at
-//! `<bpffs_dir>/links/<ifname>@<ifindex>`, so they outlive the agent: while
+//! `<bpffs_dir>/links/<ifname>@<ifindex>-<ingress|egress>`, so they outlive the agent: while
 //! an agent restarts, the old program keeps translating, and the new agent
 //! adopts each pinned link and swaps its own program in with one
 //! `BPF_LINK_UPDATE`. Together with the pinned maps this keeps established
@@ -23,6 +24,41 @@ use super::DatapathError;
 /// Prefix of host-side pod veth names (weir-cni: "wr" + 12 hex chars).
 pub const POD_VETH_PREFIX: &str = "wr";
 
+/// A tc hook the datapath attaches to every pod veth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// TCX ingress: packets leaving the pod (service DNAT, local reverse NAT).
+    FromPod,
+    /// TCX egress: packets delivered to the pod (reverse NAT for remote backends).
+    ToPod,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
+
+    /// The program attached at this hook.
+    pub const fn program(self) -> &'static str {
+        match self {
+            Hook::FromPod => program_names::FROM_POD,
+            Hook::ToPod => program_names::TO_POD,
+        }
+    }
+
+    const fn attach_type(self) -> TcAttachType {
+        match self {
+            Hook::FromPod => TcAttachType::Ingress,
+            Hook::ToPod => TcAttachType::Egress,
+        }
+    }
+
+    const fn pin_suffix(self) -> &'static str {
+        match self {
+            Hook::FromPod => "ingress",
+            Hook::ToPod => "egress",
+        }
+    }
+}
+
 /// A network interface of the current network namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -31,23 +67,31 @@ pub struct Link {
 }
 
 impl Link {
-    /// The pin file name of this interface's attachment. The index is part of
-    /// it because a veth re-created under the same name is a different device.
-    fn pin_name(&self) -> String {
-        format!("{}@{}", self.name, self.index)
+    /// The pin file name of this interface's attachment at `hook`. The index
+    /// is part of it because a veth re-created under the same name is a
+    /// different device. (No '.': bpffs refuses names with dots, EPERM.)
+    fn pin_name(&self, hook: Hook) -> String {
+        format!("{}@{}-{}", self.name, self.index, hook.pin_suffix())
     }
 }
 
-/// An attachment the agent holds.
+/// The attachments the agent holds for one interface (one per hook).
 #[derive(Debug)]
 pub struct Attached {
     /// The ifindex at attach time.
     pub index: u32,
-    held: Held,
+    held: Vec<Held>,
 }
 
+impl Attached {
+    pub fn new(index: u32, held: Vec<Held>) -> Self {
+        Self { index, held }
+    }
+}
+
+/// One attachment.
 #[derive(Debug)]
-enum Held {
+pub enum Held {
     /// A TCX link pinned at `path`; `fd` is our handle on it.
     Pinned { fd: FdLink, path: PathBuf },
     /// A link that cannot be pinned (netlink tc on kernels before 6.6): it
@@ -89,7 +133,10 @@ fn plan_by_index(links: &[Link], attached: &BTreeMap<String, u32>, pins: &[Strin
         .filter(|l| attached.get(&l.name) != Some(&l.index))
         .map(|l| (*l).clone())
         .collect();
-    let live_pins: BTreeSet<String> = pods.iter().map(|l| l.pin_name()).collect();
+    let live_pins: BTreeSet<String> = pods
+        .iter()
+        .flat_map(|l| Hook::ALL.map(|hook| l.pin_name(hook)))
+        .collect();
     let remove_pins = pins
         .iter()
         .filter(|p| !live_pins.contains(*p))
@@ -151,39 +198,34 @@ pub fn remove_pin(links_dir: &Path, name: &str) {
     }
 }
 
-/// Attaches the from-pod program at TCX ingress of `link` (packets leaving
-/// the pod), adopting the link a previous agent pinned if there is one.
+/// Attaches `program` at `hook` of `link`, adopting the link a previous
+/// agent pinned there if there is one.
 pub fn attach(
     program: &mut SchedClassifier,
+    hook: Hook,
     link: &Link,
     links_dir: &Path,
-) -> Result<Attached, DatapathError> {
-    let path = links_dir.join(link.pin_name());
+) -> Result<Held, DatapathError> {
+    let pin_name = link.pin_name(hook);
+    let path = links_dir.join(&pin_name);
     if path.exists() {
-        match adopt(program, link, &path) {
-            Ok(attached) => return Ok(attached),
+        match adopt(program, hook, link, &path) {
+            Ok(held) => return Ok(held),
             Err(error) => {
                 // Fall back to a fresh attachment; the old pin is useless.
                 tracing::warn!(interface = %link.name, %error, "cannot adopt the pinned link; re-attaching");
-                remove_pin(links_dir, &link.pin_name());
+                remove_pin(links_dir, &pin_name);
             }
         }
     }
-    let attach_err = |source| DatapathError::Attach {
-        program: program_names::FROM_POD,
-        interface: link.name.clone(),
-        source,
-    };
+    let attach_err = |source| attach_error(hook, link, source);
     let id = program
-        .attach(&link.name, TcAttachType::Ingress)
+        .attach(&link.name, hook.attach_type())
         .map_err(attach_err)?;
     let owned = program.take_link(id).map_err(attach_err)?;
     if <&FdLink>::try_from(&owned).is_err() {
         // Netlink tc (kernel < 6.6): no link fd to pin.
-        return Ok(Attached {
-            index: link.index,
-            held: Held::Unpinned(owned),
-        });
+        return Ok(Held::Unpinned(owned));
     }
     let fd = FdLink::try_from(owned).map_err(|source| link_error(link, &path, source))?;
     let pinned = fd.pin(&path).map_err(|source| DatapathError::PinLink {
@@ -191,40 +233,39 @@ pub fn attach(
         path: path.clone(),
         source,
     })?;
-    Ok(Attached {
-        index: link.index,
-        held: Held::Pinned {
-            fd: FdLink::from(pinned),
-            path,
-        },
+    Ok(Held::Pinned {
+        fd: FdLink::from(pinned),
+        path,
     })
 }
 
 /// Takes over a link pinned by a previous agent and points it at our program.
 fn adopt(
     program: &mut SchedClassifier,
+    hook: Hook,
     link: &Link,
     path: &Path,
-) -> Result<Attached, DatapathError> {
+) -> Result<Held, DatapathError> {
     let pinned = PinnedLink::from_pin(path).map_err(|source| link_error(link, path, source))?;
     let tc_link = SchedClassifierLink::try_from(FdLink::from(pinned))
         .map_err(|source| link_error(link, path, source))?;
-    let attach_err = |source| DatapathError::Attach {
-        program: program_names::FROM_POD,
-        interface: link.name.clone(),
-        source,
-    };
+    let attach_err = |source| attach_error(hook, link, source);
     let id = program.attach_to_link(tc_link).map_err(attach_err)?;
     let owned = program.take_link(id).map_err(attach_err)?;
     let fd = FdLink::try_from(owned).map_err(|source| link_error(link, path, source))?;
-    tracing::info!(interface = %link.name, "adopted the pinned link");
-    Ok(Attached {
-        index: link.index,
-        held: Held::Pinned {
-            fd,
-            path: path.to_owned(),
-        },
+    tracing::info!(interface = %link.name, program = hook.program(), "adopted the pinned link");
+    Ok(Held::Pinned {
+        fd,
+        path: path.to_owned(),
     })
+}
+
+fn attach_error(hook: Hook, link: &Link, source: aya::programs::ProgramError) -> DatapathError {
+    DatapathError::Attach {
+        program: hook.program(),
+        interface: link.name.clone(),
+        source,
+    }
 }
 
 fn link_error(link: &Link, path: &Path, source: aya::programs::links::LinkError) -> DatapathError {
@@ -235,9 +276,17 @@ fn link_error(link: &Link, path: &Path, source: aya::programs::links::LinkError)
     }
 }
 
-/// Drops a stale attachment: removes its pin and closes our handle.
+/// Drops the stale attachments of an interface.
 pub fn forget(name: &str, attached: Attached) {
-    match attached.held {
+    for held in attached.held {
+        release(held);
+    }
+    tracing::info!(interface = name, "forgot the pod program attachments");
+}
+
+/// Drops one attachment: removes its pin and closes our handle.
+pub fn release(held: Held) {
+    match held {
         Held::Pinned { fd, path } => {
             if let Err(error) = std::fs::remove_file(&path)
                 && error.kind() != std::io::ErrorKind::NotFound
@@ -248,7 +297,6 @@ pub fn forget(name: &str, attached: Attached) {
         }
         Held::Unpinned(link) => drop(link),
     }
-    tracing::info!(interface = name, "forgot the from-pod attachment");
 }
 
 #[cfg(test)]
@@ -287,7 +335,7 @@ mod tests {
                 name: "attached links are left alone (idempotent)",
                 links: vec![link(5, "wr0123456789ab"), link(6, "wrffffffffffff")],
                 attached: vec![("wr0123456789ab", 5)],
-                pins: vec!["wr0123456789ab@5"],
+                pins: vec!["wr0123456789ab@5-ingress", "wr0123456789ab@5-egress"],
                 want_attach: vec![link(6, "wrffffffffffff")],
                 want_forget: vec![],
                 want_remove_pins: vec![],
@@ -296,28 +344,28 @@ mod tests {
                 name: "vanished links are forgotten",
                 links: vec![link(1, "lo")],
                 attached: vec![("wr0123456789ab", 5)],
-                pins: vec!["wr0123456789ab@5"],
+                pins: vec!["wr0123456789ab@5-ingress", "wr0123456789ab@5-egress"],
                 want_attach: vec![],
                 want_forget: vec!["wr0123456789ab"],
-                want_remove_pins: vec!["wr0123456789ab@5"],
+                want_remove_pins: vec!["wr0123456789ab@5-ingress", "wr0123456789ab@5-egress"],
             },
             Case {
                 name: "a link re-created with a new index is re-attached",
                 links: vec![link(9, "wr0123456789ab")],
                 attached: vec![("wr0123456789ab", 5)],
-                pins: vec!["wr0123456789ab@5"],
+                pins: vec!["wr0123456789ab@5-ingress", "wr0123456789ab@5-egress"],
                 want_attach: vec![link(9, "wr0123456789ab")],
                 want_forget: vec!["wr0123456789ab"],
-                want_remove_pins: vec!["wr0123456789ab@5"],
+                want_remove_pins: vec!["wr0123456789ab@5-ingress", "wr0123456789ab@5-egress"],
             },
             Case {
                 name: "after an agent restart, pins of live veths are kept for adoption",
                 links: vec![link(5, "wr0123456789ab")],
                 attached: vec![],
-                pins: vec!["wr0123456789ab@5", "wrdeadbeef0000@7"],
+                pins: vec!["wr0123456789ab@5-ingress", "wrdeadbeef0000@7-ingress"],
                 want_attach: vec![link(5, "wr0123456789ab")],
                 want_forget: vec![],
-                want_remove_pins: vec!["wrdeadbeef0000@7"],
+                want_remove_pins: vec!["wrdeadbeef0000@7-ingress"],
             },
         ];
         for case in cases {

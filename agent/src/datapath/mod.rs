@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
-use weir_ebpf_common::program_names;
 
 pub use plan::MapState;
 pub use sync::run_service_sync;
@@ -147,11 +146,12 @@ impl Datapath {
                 pin_dir: pin_dir.to_owned(),
                 source: Box::new(source),
             })?;
-        let name = program_names::FROM_POD;
-        let program = from_pod_program_mut(&mut ebpf)?;
-        program
-            .load()
-            .map_err(|source| DatapathError::Program { name, source })?;
+        for hook in attach::Hook::ALL {
+            let name = hook.program();
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
         let maps = maps::ServiceMaps::take(&mut ebpf)?;
         tracing::info!(pin_dir = %pin_dir.display(), "eBPF datapath loaded");
         Ok(Datapath {
@@ -180,19 +180,36 @@ impl Datapath {
         for pin in &plan.remove_pins {
             attach::remove_pin(&self.links_dir, pin);
         }
-        let program = from_pod_program_mut(&mut self.ebpf)?;
+        // Attach every hook of every new interface; keep an interface only if
+        // all its hooks attached, so a partial failure is retried next time.
         let mut first_error = None;
-        for link in plan.attach {
-            match attach::attach(program, &link, &self.links_dir) {
-                Ok(attached) => {
-                    tracing::info!(interface = %link.name, ifindex = link.index, "from-pod program attached");
-                    self.attached.insert(link.name, attached);
+        let mut held: BTreeMap<String, Vec<attach::Held>> = BTreeMap::new();
+        let mut failed = std::collections::BTreeSet::new();
+        for hook in attach::Hook::ALL {
+            let program = program_mut(&mut self.ebpf, hook.program())?;
+            for link in &plan.attach {
+                if failed.contains(&link.name) {
+                    continue;
                 }
-                Err(error) => {
-                    tracing::warn!(interface = %link.name, %error, "cannot attach the from-pod program");
-                    first_error.get_or_insert(error);
+                match attach::attach(program, hook, link, &self.links_dir) {
+                    Ok(h) => held.entry(link.name.clone()).or_default().push(h),
+                    Err(error) => {
+                        tracing::warn!(interface = %link.name, %error, "cannot attach a pod program");
+                        failed.insert(link.name.clone());
+                        first_error.get_or_insert(error);
+                    }
                 }
             }
+        }
+        for link in plan.attach {
+            let holds = held.remove(&link.name).unwrap_or_default();
+            if failed.contains(&link.name) {
+                holds.into_iter().for_each(attach::release);
+                continue;
+            }
+            tracing::info!(interface = %link.name, ifindex = link.index, "pod programs attached");
+            self.attached
+                .insert(link.name, attach::Attached::new(link.index, holds));
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -228,8 +245,10 @@ impl Datapath {
     }
 }
 
-fn from_pod_program_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DatapathError> {
-    let name = program_names::FROM_POD;
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
     let program = ebpf.program_mut(name).ok_or(DatapathError::Missing {
         what: "program",
         name,

@@ -51,11 +51,8 @@ impl Datapath {
         self.attached.keys().map(String::as_str)
     }
 
-    fn pod_program(&self) -> &SchedClassifier {
-        let program = self
-            .ebpf
-            .program(program_names::FROM_POD)
-            .expect("program in object");
+    fn program(&self, name: &str) -> &SchedClassifier {
+        let program = self.ebpf.program(name).expect("program in object");
         program.try_into().expect("a tc program")
     }
 
@@ -73,6 +70,11 @@ impl Datapath {
 
     /// Runs the from-pod program on `packet`: (verdict, output bytes).
     fn run(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+        self.run_program(program_names::FROM_POD, packet)
+    }
+
+    /// Runs program `name` on `packet`: (verdict, output bytes).
+    fn run_program(&self, name: &str, packet: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; packet.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(packet),
@@ -80,7 +82,7 @@ impl Datapath {
             ..Default::default()
         };
         let result = self
-            .pod_program()
+            .program(name)
             .test_run(opts)
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
@@ -542,9 +544,9 @@ fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
             assert!(status.success(), "ip {args}");
         };
         // What the kernel has attached at TCX ingress of a veth: program ids.
-        let kernel_view = |ifname: &str| -> Vec<(String, u32)> {
-            let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
-                .expect("query TCX attachments");
+        let kernel_view = |ifname: &str, at: TcAttachType| -> Vec<(String, u32)> {
+            let (_, programs) =
+                SchedClassifier::query_tcx(ifname, at).expect("query TCX attachments");
             programs
                 .iter()
                 .map(|p| (p.name_as_str().unwrap_or_default().to_owned(), p.id()))
@@ -566,21 +568,24 @@ fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
         );
         dp.attach_pod_interfaces().expect("attach again");
         assert_eq!(names(&dp), ["wrtestdp00001", "wrtestdp00002"], "idempotent");
-        let before = kernel_view("wrtestdp00001");
+        let before = kernel_view("wrtestdp00001", TcAttachType::Ingress);
         assert_eq!(before.len(), 1, "exactly one attachment: {before:?}");
         assert_eq!(before[0].0, program_names::FROM_POD);
+        let egress = kernel_view("wrtestdp00001", TcAttachType::Egress);
+        assert_eq!(egress.len(), 1, "exactly one egress attachment: {egress:?}");
+        assert_eq!(egress[0].0, program_names::TO_POD);
 
         // Agent restart: the pinned link keeps the old program attached...
         drop(dp);
         assert_eq!(
-            kernel_view("wrtestdp00001"),
+            kernel_view("wrtestdp00001", TcAttachType::Ingress),
             before,
             "still attached without an agent"
         );
         // ...until the new agent adopts the link and swaps its program in.
         let mut dp = Datapath::load(&cfg).expect("reload");
         dp.attach_pod_interfaces().expect("attach after restart");
-        let after = kernel_view("wrtestdp00001");
+        let after = kernel_view("wrtestdp00001", TcAttachType::Ingress);
         assert_eq!(after.len(), 1, "adopted, not attached twice: {after:?}");
         assert_ne!(
             after[0].1, before[0].1,
@@ -593,8 +598,15 @@ fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
             .expect("attach after a veth vanished");
         assert_eq!(names(&dp), ["wrtestdp00001"]);
         let pins = attach::list_pins(&cfg.bpffs_dir.join(LINKS_DIR)).expect("list pins");
-        assert_eq!(pins.len(), 1, "one pin left: {pins:?}");
-        assert!(pins[0].starts_with("wrtestdp00001@"), "{pins:?}");
+        assert_eq!(
+            pins.len(),
+            2,
+            "the two pins of the remaining veth: {pins:?}"
+        );
+        assert!(
+            pins.iter().all(|p| p.starts_with("wrtestdp00001@")),
+            "{pins:?}"
+        );
     })
     .join()
     .expect("the test thread panicked (see its message above)");
@@ -658,4 +670,56 @@ fn datapath_sync_applies_a_plan_with_removals_under_one_lock() {
     let kernel = dp.lock().expect("lock").read_state().expect("read maps");
     assert_eq!(kernel, current, "the mirror matches the maps");
     assert_eq!(kernel.services.len(), 2);
+}
+
+#[test]
+#[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+fn datapath_to_pod_reverse_translates_replies_of_remote_backends_only() {
+    let (mut dp, _dir) = load();
+    dp.seed(&services());
+    // The client's connection is translated on this node (from-pod hook)...
+    let client = (CLIENT, 42000);
+    let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
+    let backend = check(&out).dst;
+
+    let to_pod = program_names::TO_POD;
+    // ...the backend's reply arrives from another node, untranslated, and is
+    // mapped back to the VIP on its way into the client pod.
+    let reply = tcp(backend.0, backend.1, client.0, client.1, SYN | ACK);
+    let (verdict, out) = dp.run_program(to_pod, &reply);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        check(&out),
+        Seen {
+            src: (WEB_VIP, 80),
+            dst: client
+        }
+    );
+    assert_eq!(invariant_bytes(&out), invariant_bytes(&reply));
+
+    // Untouched: a reply a local backend's veth already translated, the
+    // DNAT-ed request on its way into the backend pod, and unrelated traffic.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "already translated reply",
+            tcp(WEB_VIP, 80, client.0, client.1, ACK),
+        ),
+        (
+            "translated request into the backend",
+            tcp(client.0, client.1, backend.0, backend.1, SYN),
+        ),
+        (
+            "pod-to-pod traffic",
+            tcp([10, 244, 1, 9], 5000, client.0, 6000, SYN),
+        ),
+        (
+            "UDP with no conntrack entry",
+            udp(DNS_BACKEND.0, DNS_BACKEND.1, client.0, 7000, true),
+        ),
+    ];
+    for (name, packet) in cases {
+        let (verdict, out) = dp.run_program(to_pod, &packet);
+        assert_eq!(verdict, TC_ACT_OK, "{name}: verdict");
+        assert_eq!(out, packet, "{name}: bytes changed");
+    }
 }

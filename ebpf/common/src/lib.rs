@@ -41,6 +41,9 @@ pub mod program_names {
     /// tc program attached at TCX ingress of every host-side pod veth, i.e. on
     /// packets leaving a pod.
     pub const FROM_POD: &str = "weir_from_pod";
+    /// tc program attached at TCX egress of every host-side pod veth, i.e. on
+    /// packets the node delivers to a pod.
+    pub const TO_POD: &str = "weir_to_pod";
 }
 
 /// Capacity of the services map: one entry per (ClusterIP, port, protocol).
