@@ -61,20 +61,40 @@ pub async fn deployment_worker(ctx: Arc<Ctx>) {
 }
 
 async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
-    let (d, owned) = {
+    let (d, owned, adopt) = {
         let c = ctx.read();
         let Some(d) = c.deployments.get(key).cloned() else {
             return Ok(());
         };
         let uid = d.metadata.uid.clone().unwrap_or_default();
-        let owned: Vec<ReplicaSet> = c
+        let in_ns: Vec<ReplicaSet> = c
             .replicasets
             .in_namespace(&key.namespace)
-            .filter(|rs| util::controlled_by(&rs.metadata, &uid))
             .cloned()
             .collect();
-        (d, owned)
+        let selector = d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let adopt = util::adoptable(&d.metadata, "apps/v1", "Deployment", &selector, &in_ns);
+        let owned = in_ns
+            .into_iter()
+            .filter(|rs| util::controlled_by(&rs.metadata, &uid))
+            .collect::<Vec<_>>();
+        (d, owned, adopt)
     };
+    if !adopt.is_empty() {
+        // Orphans first (e.g. left by `delete --cascade=orphan`); their events bring us back.
+        for rs in adopt {
+            tracing::info!(
+                replicaset = rs.metadata.name.as_deref().unwrap_or_default(),
+                "adopting ReplicaSet"
+            );
+            ctx.client.update(&rs).await?;
+        }
+        return Ok(());
+    }
     let actions = deployment::reconcile(&d, &owned, util::now());
     // The Deployment's resourceVersion moves when we write its metadata; the
     // status write that follows must carry the new one.
@@ -148,20 +168,35 @@ async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             .add_after(key.clone(), Duration::from_secs(1));
         return Ok(());
     }
-    let (rs, pods) = {
+    let (rs, pods, adopt) = {
         let c = ctx.read();
         let Some(rs) = c.replicasets.get(key).cloned() else {
             return Ok(());
         };
         let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let pods: Vec<Pod> = c
-            .pods
-            .in_namespace(&key.namespace)
+        let in_ns: Vec<Pod> = c.pods.in_namespace(&key.namespace).cloned().collect();
+        let selector = rs
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let adopt = util::adoptable(&rs.metadata, "apps/v1", "ReplicaSet", &selector, &in_ns);
+        let pods = in_ns
+            .into_iter()
             .filter(|p| util::controlled_by(&p.metadata, &uid))
-            .cloned()
-            .collect();
-        (rs, pods)
+            .collect::<Vec<_>>();
+        (rs, pods, adopt)
     };
+    if !adopt.is_empty() {
+        for p in adopt {
+            tracing::info!(
+                pod = p.metadata.name.as_deref().unwrap_or_default(),
+                "adopting pod"
+            );
+            ignore_not_found(ctx.client.update(&p).await)?;
+        }
+        return Ok(());
+    }
     let actions = replicaset::reconcile(&rs, &pods, util::now(), &mut random_suffix);
     let adds = actions
         .iter()

@@ -3,9 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use weir_api::selector::Selector;
 
 /// Whether the pod's Ready condition is True.
 pub fn pod_ready(pod: &Pod) -> bool {
@@ -74,6 +78,44 @@ pub fn controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> Owne
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// The orphans among `candidates` that `owner` should adopt: no controller,
+/// not being deleted, labels matched by the owner's selector. Each comes
+/// back with a controller reference to `owner` added. An owner being deleted,
+/// or with an empty or invalid selector, adopts nothing (an empty selector
+/// would claim every object in the namespace).
+pub fn adoptable<K: Metadata<Ty = ObjectMeta> + Clone>(
+    owner: &ObjectMeta,
+    api_version: &str,
+    kind: &str,
+    selector: &LabelSelector,
+    candidates: &[K],
+) -> Vec<K> {
+    let Ok(sel) = Selector::from_label_selector(selector) else {
+        return Vec::new();
+    };
+    if sel.is_empty() || terminating(owner) {
+        return Vec::new();
+    }
+    candidates
+        .iter()
+        .filter(|c| {
+            let m = c.metadata();
+            controller_of(m).is_none()
+                && !terminating(m)
+                && m.namespace == owner.namespace
+                && sel.matches(&labels(m))
+        })
+        .map(|c| {
+            let mut c = c.clone();
+            c.metadata_mut()
+                .owner_references
+                .get_or_insert_with(Vec::new)
+                .push(controller_ref(api_version, kind, owner));
+            c
+        })
+        .collect()
 }
 
 /// 32-bit FNV-1a: small, stable across releases and platforms (unlike
@@ -218,6 +260,50 @@ mod tests {
                 "{ready_at:?} {min} {now}"
             );
         }
+    }
+
+    #[test]
+    fn adoption_table() {
+        let owner = meta("default", "web", "rs-uid");
+        let sel = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+            ..Default::default()
+        };
+        let mut owned_elsewhere = pod("owned", &[("app", "web")], None, None, None);
+        owned_elsewhere.metadata.owner_references = Some(vec![controller_ref(
+            "apps/v1",
+            "ReplicaSet",
+            &meta("default", "other", "u2"),
+        )]);
+        let mut leaving = pod("leaving", &[("app", "web")], None, None, None);
+        leaving.metadata.deletion_timestamp = Some(Time(ts(1)));
+        let mut elsewhere = pod("elsewhere", &[("app", "web")], None, None, None);
+        elsewhere.metadata.namespace = Some("prod".into());
+        let candidates = vec![
+            pod("orphan", &[("app", "web")], None, None, None),
+            pod("other-app", &[("app", "db")], None, None, None),
+            owned_elsewhere,
+            leaving,
+            elsewhere,
+        ];
+        let adopted = adoptable(&owner, "apps/v1", "ReplicaSet", &sel, &candidates);
+        let names: Vec<_> = adopted
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        assert_eq!(names, vec!["orphan".to_string()]);
+        assert!(controlled_by(&adopted[0].metadata, "rs-uid"));
+        assert!(
+            adoptable(
+                &owner,
+                "apps/v1",
+                "ReplicaSet",
+                &LabelSelector::default(),
+                &candidates
+            )
+            .is_empty(),
+            "empty selector adopts nothing"
+        );
     }
 
     #[test]
