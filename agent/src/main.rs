@@ -139,6 +139,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the bpf file system is conventionally mounted.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
 /// Attaches the datapath's pod programs to new pod veths.
 struct DatapathHook(Arc<Mutex<datapath::Datapath>>);
 
@@ -155,6 +158,10 @@ impl NetworkHook for DatapathHook {
 /// (pods that survived an agent restart) and starts the Service sync.
 /// Without a datapath Services cannot work, so a load failure is fatal.
 fn start_datapath(cfg: &Config, api: &weir_client::Client) -> anyhow::Result<Arc<dyn NetworkHook>> {
+    let bpffs = std::path::Path::new(BPFFS_ROOT);
+    if cfg.bpffs_dir.starts_with(bpffs) && sys::ensure_bpffs(bpffs)? {
+        info!(path = BPFFS_ROOT, "mounted the bpf file system");
+    }
     let dp = datapath::Datapath::load(&datapath::DatapathConfig {
         bpffs_dir: cfg.bpffs_dir.clone(),
     })

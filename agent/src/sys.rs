@@ -47,6 +47,54 @@ pub fn enter_netns(path: &Path) -> Result<(), NetnsError> {
     })
 }
 
+/// The bpf file system could not be checked or mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum BpffsError {
+    #[error("cannot inspect {path}: {source}")]
+    Statfs {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot mount the bpf file system on {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Mounts the bpf file system on `root` (normally /sys/fs/bpf) unless one is
+/// there already, like cilium-agent does: pinned maps need it, and a freshly
+/// booted machine may not have it. Returns whether it mounted.
+///
+/// The agent only setns()es its network namespace, so this is the host's
+/// mount namespace and the mount outlives the agent (as it should: pins
+/// survive agent restarts).
+pub fn ensure_bpffs(root: &Path) -> Result<bool, BpffsError> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+    let st = statfs(root).map_err(|source| BpffsError::Statfs {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if st.filesystem_type() == BPF_FS_MAGIC {
+        return Ok(false);
+    }
+    mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|source| BpffsError::Mount {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +123,20 @@ mod tests {
         ip(&["netns", "del", &name]);
         entered.expect("setns");
         assert_ne!(before, after, "the thread moved to the new namespace");
+    }
+
+    #[test]
+    #[ignore = "privileged: mounts a bpf file system (root)"]
+    fn mounts_bpffs_once() {
+        let dir = std::env::temp_dir().join(format!("wagent-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let first = ensure_bpffs(&dir);
+        let second = ensure_bpffs(&dir);
+        let unmounted = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        std::fs::remove_dir(&dir).expect("cleanup");
+        assert!(first.expect("mount"), "mounted the first time");
+        assert!(!second.expect("check"), "already a bpffs the second time");
+        unmounted.expect("umount");
     }
 
     #[test]
