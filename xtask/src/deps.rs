@@ -44,6 +44,13 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("libc6-dev", "static libc for the pause binary"),
 ];
 
+/// Extra packages only the benchmarks need (kept out of `deps`: installing
+/// iptables can switch the system's `iptables` alternative).
+pub const BENCH_APT_PACKAGES: &[(&str, &str)] = &[(
+    "iptables",
+    "the kube-proxy (iptables-legacy) baseline of the benchmarks",
+)];
+
 /// The LLVM that bpf-linker is built against (matches `llvm-22-dev`).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -70,15 +77,20 @@ fn missing_packages<'a>(wanted: &[&'a str], dpkg_output: &str) -> Vec<&'a str> {
 
 pub fn run() -> Result<()> {
     step("checking system dependencies");
-    apt()?;
+    apt(APT_PACKAGES)?;
     rust_toolchain()?;
     bpf_linker()?;
     info("all dependencies present");
     Ok(())
 }
 
-fn apt() -> Result<()> {
-    let wanted: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+/// The benchmarks' extra packages.
+pub fn bench() -> Result<()> {
+    apt(BENCH_APT_PACKAGES)
+}
+
+fn apt(packages: &[(&str, &str)]) -> Result<()> {
+    let wanted: Vec<&str> = packages.iter().map(|(p, _)| *p).collect();
     // dpkg-query exits non-zero when some package is unknown; its stdout still lists the known ones.
     let out = cmd("dpkg-query", ["-W", "-f", "${Package} ${Status}\n"])
         .args(&wanted)

@@ -4,8 +4,10 @@
 //! - `build`: build the weir binaries (the agent's build.rs builds the eBPF programs)
 //! - `up` / `down` / `status` / `exec`: a local cluster in network namespaces
 //! - `test`: unit, privileged and end-to-end tiers
+//! - `bench`: weir-bench (datapath benchmarks), release build
 #![forbid(unsafe_code)]
 
+mod bench;
 mod build;
 mod cluster;
 mod cmd;
@@ -70,6 +72,11 @@ enum Task {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run the benchmarks: cargo xtask bench [-- weir-bench ARGS] (default: datapath).
+    Bench {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the test tiers: 1 unit, 2 privileged, 3 end-to-end (default: all).
     Test {
         /// Run only these tiers (repeatable).
@@ -127,6 +134,7 @@ fn run(task: Task) -> Result<()> {
             pod,
             command,
         } => cluster::exec::exec(&layout::Layout::new(&name)?, &namespace, &pod, &command),
+        Task::Bench { args } => bench::run(&args),
         Task::Test {
             tiers,
             keep_cluster,
