@@ -6,6 +6,19 @@
 //! process is single-threaded (before the tokio runtime exists), then talk to
 //! the API server over its unix socket, register, wait for the pod CIDR,
 //! write the CNI configuration, load the datapath, and only then start pods.
+//!
+//! Modules:
+//! - `config`: flags -> plain `Config`.
+//! - `sys`: the process-level syscalls (setns into the node netns, bpffs mount).
+//! - `node`: Node registration, heartbeats (Ready follows containerd's health),
+//!   the CNI conflist, ip_forward.
+//! - `cri`: a typed CRI (runtime.v1) client over containerd's unix socket.
+//! - `pods`: watch this node's Pods -> store -> one worker per pod uid:
+//!   observe (CRI) -> `plan` (pure) -> execute -> `status` (pure) -> update_status.
+//! - `cgroup`: pod-level cgroup parents in every hierarchy.
+//! - `routes`: routes to the other nodes' pod CIDRs (watch Nodes, pure plan, rtnetlink).
+//! - `datapath`: the eBPF datapath (the only module that loads BPF).
+//! - `clock`: the wall clock, read only by the I/O loops.
 #![forbid(unsafe_code)]
 
 mod cgroup;
