@@ -43,6 +43,10 @@ pub struct ClientReport {
     pub p99_us: u32,
     /// Fraction of all CPUs busy during the window (whole machine).
     pub cpu_busy: f64,
+    /// Fraction of all CPUs in user space during the window (client, server
+    /// and anything else running); the rest of `cpu_busy` is the kernel.
+    #[serde(default)]
+    pub cpu_user: f64,
     pub concurrency: usize,
 }
 
@@ -169,7 +173,7 @@ async fn drive(cfg: ClientConfig) -> Result<ClientReport> {
         errors += r.errors;
         timeouts += r.timeouts;
     }
-    let cpu_busy = cpu.await.ok().flatten().unwrap_or(f64::NAN);
+    let (cpu_busy, cpu_user) = cpu.await.ok().flatten().unwrap_or((f64::NAN, f64::NAN));
     latencies.sort_unstable();
     let seconds = cfg.duration.as_secs_f64();
     Ok(ClientReport {
@@ -181,6 +185,7 @@ async fn drive(cfg: ClientConfig) -> Result<ClientReport> {
         p50_us: stats::quantile(&latencies, 0.50).unwrap_or(0),
         p99_us: stats::quantile(&latencies, 0.99).unwrap_or(0),
         cpu_busy,
+        cpu_user,
         concurrency: cfg.concurrency,
     })
 }

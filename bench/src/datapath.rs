@@ -263,15 +263,17 @@ fn one_run(
     drop(topo);
     let client = client?;
     eprintln!(
-        "{:>8} {mode:?} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}%  errors {} timeouts {}  setup {:.2}s",
+        "{:>8} {mode:?} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}% (user {:>3.0}%)  errors {} timeouts {}  setup {:.2}s  conntrack {:?}",
         variant.name(),
         client.per_second,
         client.p50_us,
         client.p99_us,
         client.cpu_busy * 100.0,
+        client.cpu_user * 100.0,
         client.errors,
         client.timeouts,
-        setup_seconds
+        setup_seconds,
+        node_conntrack
     );
     Ok(RunResult {
         variant,

@@ -69,6 +69,7 @@ pub struct Summary {
     pub p50_us: f64,
     pub p99_us: f64,
     pub cpu_busy: f64,
+    pub cpu_user: f64,
     pub failures: u64,
     pub setup_seconds: f64,
     pub reps: usize,
@@ -93,6 +94,7 @@ pub fn summarize(results: &[RunResult]) -> BTreeMap<(u32, Variant, Mode), Summar
                 p50_us: m(&|r| f64::from(r.client.p50_us)),
                 p99_us: m(&|r| f64::from(r.client.p99_us)),
                 cpu_busy: m(&|r| r.client.cpu_busy),
+                cpu_user: m(&|r| r.client.cpu_user),
                 failures: runs
                     .iter()
                     .map(|r| r.client.errors + r.client.timeouts)
@@ -128,7 +130,7 @@ pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) 
         ctx.wall.as_secs_f64()
     );
     let _ = writeln!(out, "Settings: {}.\n", ctx.settings);
-    out.push_str("| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables | CPU busy | p50 / p99 µs loaded | p50 / p99 µs unloaded | failed conns | setup s |\n");
+    out.push_str("| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables | CPU busy (user) | p50 / p99 µs loaded | p50 / p99 µs unloaded | failed conns | setup s |\n");
     out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let ns: Vec<u32> = summaries
         .keys()
@@ -153,12 +155,13 @@ pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) 
                     .map_or(0, |l| l.failures);
             let _ = writeln!(
                 out,
-                "| {n} | {} | {:.0} | {} | {} | {:.0}% | {:.0} / {:.0} | {unloaded} | {failures} | {:.2} |",
+                "| {n} | {} | {:.0} | {} | {} | {:.0}% ({:.0}%) | {:.0} / {:.0} | {unloaded} | {failures} | {:.2} |",
                 variant.name(),
                 s.per_second,
                 fmt_ratio(ratio(Some(s), direct)),
                 fmt_ratio(ratio(Some(s), ipt)),
                 s.cpu_busy * 100.0,
+                s.cpu_user * 100.0,
                 s.p50_us,
                 s.p99_us,
                 s.setup_seconds
@@ -240,6 +243,7 @@ mod tests {
                 p50_us: 100,
                 p99_us: 900,
                 cpu_busy: 0.97,
+                cpu_user: 0.2,
                 ..Default::default()
             },
             setup_seconds: 0.5,
@@ -275,12 +279,12 @@ mod tests {
         // 40k/42k = 0.95 (met); 40k/13k = 3.08 (met); latency runs do not enter ratios.
         assert!(
             md.contains(
-                "| 10000 | weir | 40000 | 0.95× | 3.08× | 97% | 100 / 900 | 100 / 900 | 0 | 0.50 |"
+                "| 10000 | weir | 40000 | 0.95× | 3.08× | 97% (20%) | 100 / 900 | 100 / 900 | 0 | 0.50 |"
             ),
             "{md}"
         );
         assert!(
-            md.contains("| 10000 | iptables | 13000 | 0.31× | 1.00× | 97% | 100 / 900 | – |"),
+            md.contains("| 10000 | iptables | 13000 | 0.31× | 1.00× | 97% (20%) | 100 / 900 | – |"),
             "{md}"
         );
         assert!(

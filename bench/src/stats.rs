@@ -31,6 +31,8 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// CPU time counters of `/proc/stat`'s aggregate "cpu" line, in ticks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuTimes {
+    /// user + nice: time in user space (client, server, everything else).
+    pub user: u64,
     pub busy: u64,
     pub total: u64,
 }
@@ -52,16 +54,18 @@ pub fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
     let total: u64 = fields[..8].iter().sum();
     let idle = fields[3] + fields[4];
     Some(CpuTimes {
+        user: fields[0] + fields[1],
         busy: total - idle,
         total,
     })
 }
 
-/// Fraction of CPU time busy between two samples (0.0..=1.0).
-pub fn busy_fraction(before: CpuTimes, after: CpuTimes) -> Option<f64> {
+/// Fractions of CPU time (busy, user space) between two samples (0.0..=1.0).
+pub fn busy_fraction(before: CpuTimes, after: CpuTimes) -> Option<(f64, f64)> {
     let total = after.total.checked_sub(before.total)?;
     let busy = after.busy.checked_sub(before.busy)?;
-    (total > 0).then(|| busy as f64 / total as f64)
+    let user = after.user.checked_sub(before.user)?;
+    (total > 0).then(|| (busy as f64 / total as f64, user as f64 / total as f64))
 }
 
 #[cfg(test)]
@@ -106,6 +110,7 @@ mod tests {
         assert_eq!(
             before,
             Some(CpuTimes {
+                user: 100,
                 busy: 200,
                 total: 1000
             })
@@ -113,14 +118,13 @@ mod tests {
         assert_eq!(
             after,
             Some(CpuTimes {
+                user: 250,
                 busy: 500,
                 total: 1400
             })
         );
-        assert_eq!(
-            busy_fraction(before.unwrap_or_default(), after.unwrap_or_default()),
-            Some(0.75)
-        );
+        let fractions = busy_fraction(before.unwrap_or_default(), after.unwrap_or_default());
+        assert_eq!(fractions, Some((0.75, 0.375)));
         assert_eq!(parse_proc_stat("cpu0 1 2 3\n"), None);
         assert_eq!(parse_proc_stat("cpu  1 2 x 4 5 6 7 8\n"), None);
     }
