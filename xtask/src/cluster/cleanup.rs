@@ -47,6 +47,10 @@ pub fn down(layout: &Layout) -> Result<()> {
     for dir in [layout.bpffs_dir(), layout.state_dir(), layout.run_dir()] {
         note(&format!("remove {}", dir.display()), remove_dir(&dir));
     }
+    // Check, rather than trust, that nothing of the cluster is left.
+    for left in leftovers(layout) {
+        problems.push(format!("left behind: {left}"));
+    }
     if problems.is_empty() {
         info(format!("cluster {:?} removed", layout.name));
         Ok(())
@@ -57,6 +61,44 @@ pub fn down(layout: &Layout) -> Result<()> {
             problems.join("; ")
         )
     }
+}
+
+/// Whatever of the cluster still exists: processes, mounts, netns, links,
+/// cgroups, bpffs pins, directories. Empty after a complete `down`.
+pub fn leftovers(layout: &Layout) -> Vec<String> {
+    let mut left = Vec::new();
+    let cgroups = owned_cgroups(layout);
+    let pids: Vec<i32> = cgroups
+        .iter()
+        .flat_map(|c| pids_in_cgroup_tree(c))
+        .collect();
+    if !pids.is_empty() {
+        left.push(format!("processes {pids:?}"));
+    }
+    left.extend(cgroups.iter().map(|c| format!("cgroup {}", c.display())));
+    let roots = [layout.state_dir(), layout.run_dir()];
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts_under(&mi, &roots)
+            .iter()
+            .map(|m| format!("mount {}", m.display())),
+    );
+    left.extend(owned_netns(layout).iter().map(|n| format!("netns {n}")));
+    if let Ok(out) = cmd::output(&mut cmd("ip", ["-o", "link", "show"])) {
+        let links = parse_link_names(&String::from_utf8_lossy(&out.stdout));
+        left.extend(
+            links
+                .into_iter()
+                .filter(|l| owned_link(layout, l))
+                .map(|l| format!("link {l}")),
+        );
+    }
+    for dir in [layout.bpffs_dir(), layout.state_dir(), layout.run_dir()] {
+        if dir.exists() {
+            left.push(format!("directory {}", dir.display()));
+        }
+    }
+    left
 }
 
 /// The order daemons stop in: agents, containerd, registries, then the control plane.
