@@ -9,6 +9,7 @@
 mod config;
 mod manifest;
 mod merge;
+mod rollout;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,11 @@ enum Cmd {
         #[arg(long)]
         ignore_not_found: bool,
     },
+    /// Follow or undo a Deployment's rollout.
+    Rollout {
+        #[command(subcommand)]
+        cmd: RolloutCmd,
+    },
     /// Set the replica count of a Deployment, ReplicaSet or StatefulSet.
     Scale {
         /// Kind or KIND/NAME.
@@ -89,6 +95,26 @@ enum Cmd {
         names: Vec<String>,
         #[arg(long)]
         replicas: i32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCmd {
+    /// Wait until the rollout finishes (or the timeout passes).
+    Status {
+        /// deployment/NAME (or `deployment NAME`).
+        kind: String,
+        name: Option<String>,
+        /// Give up after this many seconds (0: wait forever).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
+    /// Roll back to the previous revision (or --to-revision).
+    Undo {
+        kind: String,
+        name: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        to_revision: i64,
     },
 }
 
@@ -699,6 +725,117 @@ async fn cmd_scale(
     ok
 }
 
+/// Resolves `deployment/web` or `deployment web` to a Deployment name.
+fn deployment_name(kind: &str, name: Option<&str>) -> Res<String> {
+    let (k, names) = split_kind_name(
+        kind,
+        &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
+    );
+    let rk = lookup_kind(&k)?;
+    if rk.kind != "Deployment" {
+        return Err(Failed(format!(
+            "error: no status viewer has been implemented for {}",
+            rk.kind
+        )));
+    }
+    match names.as_slice() {
+        [n] => Ok(n.clone()),
+        _ => Err(Failed(
+            "error: specify exactly one deployment, e.g. deployment/web".into(),
+        )),
+    }
+}
+
+async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
+    let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
+    let dk = lookup_kind("Deployment")?;
+    match cmd {
+        RolloutCmd::Status {
+            kind,
+            name,
+            timeout,
+        } => {
+            let name = deployment_name(kind, name.as_deref())?;
+            let deadline = (*timeout > 0)
+                .then(|| std::time::Instant::now() + std::time::Duration::from_secs(*timeout));
+            let mut last = String::new();
+            loop {
+                let d: k8s_openapi::api::apps::v1::Deployment = client
+                    .get(&ns, &name)
+                    .await
+                    .map_err(|e| server_error(&e, dk, &name))?;
+                match rollout::progress(&d) {
+                    rollout::Progress::Done(m) => {
+                        println!("{m}");
+                        return Ok(());
+                    }
+                    rollout::Progress::Waiting(m) => {
+                        if m != last {
+                            println!("{m}");
+                            last = m;
+                        }
+                    }
+                }
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Err(Failed("error: timed out waiting for the condition".into()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        RolloutCmd::Undo {
+            kind,
+            name,
+            to_revision,
+        } => {
+            let name = deployment_name(kind, name.as_deref())?;
+            for _ in 0..3 {
+                let mut d: k8s_openapi::api::apps::v1::Deployment = client
+                    .get(&ns, &name)
+                    .await
+                    .map_err(|e| server_error(&e, dk, &name))?;
+                let uid = d.metadata.uid.clone().unwrap_or_default();
+                let owned: Vec<k8s_openapi::api::apps::v1::ReplicaSet> = client
+                    .list(&ns, &ListParams::default())
+                    .await
+                    .map_err(|e| server_error(&e, dk, &name))?
+                    .items
+                    .into_iter()
+                    .filter(|rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
+                        rs.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|r| r.uid == uid && r.controller == Some(true))
+                    })
+                    .collect();
+                let current = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                let template = rollout::undo_template(&owned, current, *to_revision)
+                    .map_err(|m| Failed(format!("error: {m}")))?;
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = template;
+                }
+                match client.update(&d).await {
+                    Ok(_) => {
+                        println!("{}/{name} rolled back", singular(dk));
+                        return Ok(());
+                    }
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(server_error(&e, dk, &name)),
+                }
+            }
+            Err(Failed(format!(
+                "error: deployment {name:?} kept changing; try again"
+            )))
+        }
+    }
+}
+
 /// Reads the environment and the config file once, then resolves the address.
 fn server_address(cli: &Cli) -> Result<String, String> {
     let env = std::env::var("WEIR_SERVER").ok();
@@ -784,6 +921,13 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Cmd::Rollout { cmd } => match cmd_rollout(&cli, &client, cmd).await {
+            Ok(()) => true,
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                false
+            }
+        },
         Cmd::Scale {
             kind,
             names,

@@ -1,0 +1,224 @@
+//! `weir rollout status|undo` for Deployments, pure parts: reading a
+//! rollout's progress from the Deployment's status, and picking the
+//! template to roll back to from its ReplicaSets' revisions.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const HASH_LABEL: &str = "pod-template-hash";
+
+/// Where a rollout stands: finished, or the message to show while waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Done(String),
+    Waiting(String),
+}
+
+/// Reads the rollout state of `d` the way `kubectl rollout status` words it.
+pub fn progress(d: &Deployment) -> Progress {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let generation = d.metadata.generation.unwrap_or(0);
+    let st = d.status.clone().unwrap_or_default();
+    if st.observed_generation.unwrap_or(0) < generation {
+        return Progress::Waiting("Waiting for deployment spec update to be observed...".into());
+    }
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = st.updated_replicas.unwrap_or(0);
+    let replicas = st.replicas.unwrap_or(0);
+    let available = st.available_replicas.unwrap_or(0);
+    let wait = |m: String| {
+        Progress::Waiting(format!(
+            "Waiting for deployment {name:?} rollout to finish: {m}"
+        ))
+    };
+    if updated < want {
+        return wait(format!(
+            "{updated} out of {want} new replicas have been updated..."
+        ));
+    }
+    if replicas > updated {
+        return wait(format!(
+            "{} old replicas are pending termination...",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return wait(format!(
+            "{available} of {updated} updated replicas are available..."
+        ));
+    }
+    Progress::Done(format!("deployment {name:?} successfully rolled out"))
+}
+
+fn revision(rs: &ReplicaSet) -> i64 {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The template to roll back to: the ReplicaSet with `to_revision`, or (0)
+/// the newest one before the current revision. The hash label is removed:
+/// it belongs to ReplicaSets, not to the Deployment's template.
+pub fn undo_template(
+    owned: &[ReplicaSet],
+    current_revision: i64,
+    to_revision: i64,
+) -> Result<PodTemplateSpec, String> {
+    let target = if to_revision > 0 {
+        owned
+            .iter()
+            .find(|rs| revision(rs) == to_revision)
+            .ok_or_else(|| format!("unable to find specified revision {to_revision} in history"))?
+    } else {
+        owned
+            .iter()
+            .filter(|rs| revision(rs) < current_revision)
+            .max_by_key(|rs| revision(rs))
+            .ok_or_else(|| "no rollout history found".to_string())?
+    };
+    let mut t = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .ok_or("the ReplicaSet has no template")?;
+    if let Some(l) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        l.remove(HASH_LABEL);
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, ReplicaSetSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn d(
+        generation: i64,
+        observed: i64,
+        want: i32,
+        replicas: i32,
+        updated: i32,
+        available: i32,
+    ) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(want),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                replicas: Some(replicas),
+                updated_replicas: Some(updated),
+                available_replicas: Some(available),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn progress_table() {
+        let w = |m: &str| {
+            Progress::Waiting(format!(
+                "Waiting for deployment \"web\" rollout to finish: {m}"
+            ))
+        };
+        let cases = [
+            (
+                d(2, 1, 3, 3, 3, 3),
+                Progress::Waiting("Waiting for deployment spec update to be observed...".into()),
+            ),
+            (
+                d(2, 2, 3, 4, 1, 3),
+                w("1 out of 3 new replicas have been updated..."),
+            ),
+            (
+                d(2, 2, 3, 4, 3, 3),
+                w("1 old replicas are pending termination..."),
+            ),
+            (
+                d(2, 2, 3, 3, 3, 2),
+                w("2 of 3 updated replicas are available..."),
+            ),
+            (
+                d(2, 2, 3, 3, 3, 3),
+                Progress::Done("deployment \"web\" successfully rolled out".into()),
+            ),
+        ];
+        for (dep, want) in cases {
+            assert_eq!(progress(&dep), want);
+        }
+    }
+
+    fn rs(rev: i64, image: &str) -> ReplicaSet {
+        let mut labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        labels.insert(HASH_LABEL.into(), format!("h{rev}"));
+        ReplicaSet {
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([(REVISION.to_string(), rev.to_string())])),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        annotations: Some(BTreeMap::from([(
+                            "image".to_string(),
+                            image.to_string(),
+                        )])),
+                        ..Default::default()
+                    }),
+                    spec: None,
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn undo_table() {
+        let owned = vec![rs(1, "v1"), rs(3, "v3"), rs(2, "v2")];
+        let image = |t: &PodTemplateSpec| {
+            t.metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get("image"))
+                .cloned()
+        };
+        // (current revision, --to-revision, expected image or error)
+        let cases: Vec<(i64, i64, Result<&str, &str>)> = vec![
+            (3, 0, Ok("v2")),
+            (3, 1, Ok("v1")),
+            (1, 0, Err("no rollout history found")),
+            (3, 7, Err("unable to find specified revision 7")),
+        ];
+        for (cur, to, want) in cases {
+            let got = undo_template(&owned, cur, to);
+            match want {
+                Ok(img) => {
+                    let t = got.expect("template");
+                    assert_eq!(image(&t).as_deref(), Some(img));
+                    let labels = t
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.labels.as_ref())
+                        .expect("labels");
+                    assert!(!labels.contains_key(HASH_LABEL), "hash label stripped");
+                    assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+                }
+                Err(frag) => assert!(got.expect_err(frag).contains(frag)),
+            }
+        }
+    }
+}
