@@ -165,3 +165,127 @@ pub fn container_from_cri(
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_conversion() {
+        let listed = cri::PodSandbox {
+            id: "s1".into(),
+            metadata: Some(k8s_cri::v1::PodSandboxMetadata {
+                attempt: 2,
+                ..Default::default()
+            }),
+            state: cri::PodSandboxState::SandboxReady as i32,
+            created_at: 7,
+            ..Default::default()
+        };
+        let status = cri::PodSandboxStatus {
+            network: Some(k8s_cri::v1::PodSandboxNetworkStatus {
+                ip: "10.244.1.9".into(),
+                additional_ips: vec![],
+            }),
+            ..Default::default()
+        };
+        let s = sandbox_from_cri(&listed, Some(&status));
+        assert_eq!(
+            s,
+            ObservedSandbox {
+                id: "s1".into(),
+                attempt: 2,
+                ready: true,
+                created_at: 7,
+                ip: Some("10.244.1.9".into())
+            }
+        );
+        let not_ready = cri::PodSandbox {
+            state: cri::PodSandboxState::SandboxNotready as i32,
+            ..listed
+        };
+        let s = sandbox_from_cri(&not_ready, None);
+        assert!(!s.ready);
+        assert_eq!(s.ip, None, "no status, no IP");
+    }
+
+    #[test]
+    fn container_conversion_prefers_the_status() {
+        let listed = cri::Container {
+            id: "c1".into(),
+            pod_sandbox_id: "s1".into(),
+            metadata: Some(k8s_cri::v1::ContainerMetadata {
+                name: "meta-name".into(),
+                attempt: 3,
+            }),
+            state: cri::ContainerState::ContainerRunning as i32,
+            labels: [(LABEL_CONTAINER_NAME.to_string(), "srv".to_string())].into(),
+            image_ref: "sha256:listed".into(),
+            ..Default::default()
+        };
+        let status = cri::ContainerStatus {
+            state: cri::ContainerState::ContainerExited as i32,
+            started_at: 10,
+            finished_at: 20,
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+            image_ref: "registry/x@sha256:abc".into(),
+            ..Default::default()
+        };
+        let c = container_from_cri(&listed, Some(&status));
+        assert_eq!(c.name, "srv", "the label names the spec container");
+        assert_eq!(
+            (c.attempt, c.state, c.exit_code),
+            (3, RunState::Exited, 137)
+        );
+        assert_eq!((c.started_at, c.finished_at), (10, 20));
+        assert_eq!(c.reason, "OOMKilled");
+        assert_eq!(c.image_ref, "registry/x@sha256:abc");
+
+        let unlabeled = cri::Container {
+            labels: Default::default(),
+            ..listed
+        };
+        let c = container_from_cri(&unlabeled, None);
+        assert_eq!(c.name, "meta-name", "falls back to the CRI metadata name");
+        assert_eq!(c.state, RunState::Running);
+        assert_eq!(c.image_ref, "sha256:listed");
+    }
+
+    #[test]
+    fn latest_and_previous_instances() {
+        let c = |id: &str, sandbox: &str, attempt: u32| ObservedContainer {
+            id: id.into(),
+            sandbox_id: sandbox.into(),
+            name: "a".into(),
+            attempt,
+            state: RunState::Exited,
+            created_at: i64::from(attempt),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            image_ref: String::new(),
+        };
+        let o = ObservedPod {
+            sandboxes: vec![],
+            containers: vec![
+                c("x0", "s0", 0),
+                c("x1", "s1", 0),
+                c("x2", "s1", 1),
+                c("x3", "s1", 2),
+            ],
+        };
+        assert_eq!(
+            o.latest_container("s1", "a").map(|c| c.id.as_str()),
+            Some("x3")
+        );
+        assert_eq!(
+            o.previous_container("s1", "a").map(|c| c.id.as_str()),
+            Some("x2")
+        );
+        assert_eq!(o.previous_container("s0", "a"), None);
+        assert_eq!(o.latest_container("s1", "b"), None);
+    }
+}
