@@ -159,6 +159,10 @@ fn server_error(e: &Error, k: &ResourceKind, name: &str) -> Failed {
             plural(k)
         ),
         Error::Conflict(m) => format!("Error from server (Conflict): {m}"),
+        // The server's message may already say `Kind "name" is invalid: ...`.
+        Error::Invalid(m) if m.starts_with(&format!("{} {name:?} is invalid", k.kind)) => {
+            format!("The {m}")
+        }
         Error::Invalid(m) => format!("The {} {name:?} is invalid: {m}", k.kind),
         Error::Expired(m) => format!("Error from server (Expired): {m}"),
         Error::Unimplemented(m) => format!(

@@ -101,6 +101,24 @@ pub fn split_documents(stream: &str) -> Vec<RawDoc> {
     docs
 }
 
+/// Adds `offset` to every number following "line " in `message`.
+pub fn shift_lines(message: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("line ") {
+        let (head, tail) = rest.split_at(i + "line ".len());
+        out.push_str(head);
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        match tail[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&tail[..digits]),
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One parsed object of a manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Object {
@@ -125,15 +143,9 @@ pub fn parse_stream(stream: &str, source_name: &str) -> Result<Vec<Object>, Mani
                 + e.location()
                     .map(|l| l.line().saturating_sub(1))
                     .unwrap_or(0),
-            // serde_yaml's own "at line N column M" is relative to the document; our line is absolute.
-            message: match e.location() {
-                Some(l) => e.to_string().replacen(
-                    &format!(" at line {} column {}", l.line(), l.column()),
-                    &format!(" (column {})", l.column()),
-                    1,
-                ),
-                None => e.to_string(),
-            },
+            // serde_yaml counts lines from the start of the document; shift
+            // every "line N" in its message so all lines are of the file.
+            message: shift_lines(&e.to_string(), doc.first_line - 1),
         })?;
         let shape = |message: String| ManifestError::Shape {
             source_name: source_name.to_string(),
@@ -309,6 +321,23 @@ mod tests {
                 .expect_err(&stream)
                 .to_string();
             assert!(e.contains(frag), "{stream:?}: {e:?} lacks {frag:?}");
+        }
+    }
+
+    #[test]
+    fn shift_lines_table() {
+        let cases = [
+            (
+                "x at line 2 column 7, while parsing at line 1 column 3",
+                10,
+                "x at line 12 column 7, while parsing at line 11 column 3",
+            ),
+            ("no lines here", 5, "no lines here"),
+            ("line x", 5, "line x"),
+            ("line 0", 0, "line 0"),
+        ];
+        for (m, off, want) in cases {
+            assert_eq!(shift_lines(m, off), want);
         }
     }
 
