@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::{Variant, spawn_ready, stop};
+use crate::datapath::{Variant, spawn_ready};
 use crate::netns::Topology;
 use crate::weir::WeirCluster;
 use crate::{iptables, plan};
@@ -180,7 +180,7 @@ pub fn measure(
             drop(agent);
         }
     }
-    stop(server);
+    drop(server);
     drop(topo);
     eprintln!(
         "change {:>8} N={services}: {samples_ms:.2?} ms",

@@ -109,8 +109,28 @@ pub struct RunResult {
     pub node_conntrack: Option<u64>,
 }
 
+/// A `weir-bench` helper process we started (the server); stopped on drop,
+/// so an error anywhere never leaves one running.
+pub(crate) struct Helper(Child);
+
+impl Drop for Helper {
+    /// Closes its stdin (helpers exit on EOF), then kills it by its own PID
+    /// if it is still there.
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns `weir-bench <args>` and waits for its `ready` line.
-pub(crate) fn spawn_ready(args: &[String]) -> Result<Child> {
+pub(crate) fn spawn_ready(args: &[String]) -> Result<Helper> {
     let exe = std::env::current_exe().context("cannot find the weir-bench executable")?;
     let mut child = Command::new(exe)
         .args(args)
@@ -130,21 +150,7 @@ pub(crate) fn spawn_ready(args: &[String]) -> Result<Child> {
             args.join(" ")
         );
     }
-    Ok(child)
-}
-
-/// Ends a helper we started: close its stdin (helpers exit on EOF), then
-/// kill it by its own PID if it is still there.
-pub(crate) fn stop(mut child: Child) {
-    drop(child.stdin.take());
-    for _ in 0..50 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    Ok(Helper(child))
 }
 
 fn run_client(
@@ -259,7 +265,7 @@ fn one_run(
     let client = run_client(&topo, kind, services, mode, args);
     let node_conntrack = topo.node_conntrack_count();
     drop(agent_guard);
-    stop(server);
+    drop(server);
     drop(topo);
     let client = client?;
     eprintln!(

@@ -17,8 +17,8 @@ pub const REQUEST_LEN: usize = 16;
 pub const RESPONSE_LEN: usize = 64;
 const BACKLOG: u32 = 8192;
 
-/// Serves until `lifetime` has passed (a bound in case the orchestrator
-/// dies), printing `ready` on stdout once it listens.
+/// Serves until stdin closes (the orchestrator is done or gone) or
+/// `lifetime` has passed, printing `ready` on stdout once it listens.
 pub fn run(port: u16, workers: usize, lifetime: Duration) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -35,7 +35,17 @@ pub fn run(port: u16, workers: usize, lifetime: Duration) -> Result<()> {
             tokio::spawn(accept_loop(listener));
         }
         println!("ready");
-        tokio::time::sleep(lifetime).await;
+        // A plain thread watches stdin (tokio's stdin needs a feature the
+        // workspace does not enable).
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = closed_tx.send(());
+        });
+        tokio::select! {
+            () = tokio::time::sleep(lifetime) => {}
+            _ = closed_rx => {}
+        }
         Ok(())
     })
 }

@@ -156,6 +156,7 @@ impl WeirCluster {
             .arg(dir.join("containerd.toml"))
             .stdout(log_file(&dir, "containerd.log")?)
             .stderr(log_file(&dir, "containerd.err.log")?)
+            .stdin(Stdio::null())
             .spawn()
             .context("cannot start containerd")?;
         let control = Command::new(bin_dir.join("weir-control"))
@@ -177,6 +178,7 @@ impl WeirCluster {
             ])
             .stdout(log_file(&dir, "control.log")?)
             .stderr(log_file(&dir, "control.err.log")?)
+            .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}/weir-control", bin_dir.display()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -286,6 +288,7 @@ impl WeirCluster {
             .arg(self.dir.join("logs"))
             .stdout(log_file(&self.dir, &format!("agent-{tag}.log"))?)
             .stderr(log_file(&self.dir, &format!("agent-{tag}.err.log"))?)
+            .stdin(Stdio::null())
             .spawn()
             .context("cannot start weir-agent")?;
         let agent = Agent {
