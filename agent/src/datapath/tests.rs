@@ -723,3 +723,49 @@ fn datapath_to_pod_reverse_translates_replies_of_remote_backends_only() {
         assert_eq!(out, packet, "{name}: bytes changed");
     }
 }
+
+#[test]
+#[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+fn datapath_hairpin_connection_to_itself_is_source_translated() {
+    let (mut dp, _dir) = load();
+    let vip = [10, 96, 0, 77];
+    let mut desired = services();
+    desired.insert(
+        ServiceKey::new(vip, 80, IPPROTO_TCP),
+        vec![Backend::new(CLIENT, 8080)],
+    );
+    dp.seed(&desired);
+
+    // The pod's request reaches itself from the VIP (keeping its port)...
+    let request = tcp(CLIENT, 43000, vip, 80, SYN);
+    let (verdict, out) = dp.run(&request);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        check(&out),
+        Seen {
+            src: (vip, 43000),
+            dst: (CLIENT, 8080)
+        }
+    );
+    assert_eq!(invariant_bytes(&out), invariant_bytes(&request));
+    // ...its answer goes to the VIP and comes back as the VIP's reply...
+    let reply = tcp(CLIENT, 8080, vip, 43000, SYN | ACK);
+    let (verdict, out) = dp.run(&reply);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        check(&out),
+        Seen {
+            src: (vip, 80),
+            dst: (CLIENT, 43000)
+        }
+    );
+    // ...and the rest of the connection follows conntrack.
+    let (_, out) = dp.run(&tcp(CLIENT, 43000, vip, 80, ACK));
+    assert_eq!(
+        check(&out),
+        Seen {
+            src: (vip, 43000),
+            dst: (CLIENT, 8080)
+        }
+    );
+}

@@ -2,7 +2,8 @@
 //! wired the way weir-cni wires them (host-side veth "wr*" with the gateway
 //! address, /32 routes), the datapath attached in the node namespace, and a
 //! real TCP connection and UDP exchange from the client pod to ClusterIPs,
-//! with an agent restart in the middle of the TCP connection.
+//! with an agent restart in the middle of the TCP connection, and a hairpin
+//! connection (the backend pod reaching itself through the ClusterIP).
 //!
 //! This covers what BPF_PROG_TEST_RUN cannot: checksum offload
 //! (CHECKSUM_PARTIAL packets from local sockets), routing after the rewrite,
@@ -185,6 +186,12 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
         "four",
         "new connection after the restart"
     );
+
+    // Hairpin: the backend pod reaches itself through the ClusterIP.
+    let mut hairpin = in_netns(&server, || connect("10.96.0.10:80"))
+        .join()
+        .expect("server-side client thread");
+    assert_eq!(exchange(&mut hairpin, "five"), "five", "hairpin connection");
 }
 
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -181,6 +181,14 @@ pub const CT_DIR_FORWARD: u8 = 1;
 /// source back to the frontend.
 pub const CT_DIR_REVERSE: u8 = 2;
 
+/// [`CtValue::flags`] bit: a hairpin connection (a pod reaching a service
+/// whose chosen backend is the pod itself). The source is also rewritten, to
+/// the frontend address, because a packet arriving at a pod from its own
+/// address would be dropped as a martian. The forward entry then rewrites
+/// client:port -> frontend:port as the source, the reverse entry (keyed
+/// backend -> frontend:client-port) restores frontend:port -> client:port.
+pub const CT_FLAG_HAIRPIN: u8 = 1;
+
 /// Value of the conntrack map: the translation a connection was given.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -195,7 +203,7 @@ pub struct CtValue {
     pub backend_port: u16,
     /// [`CT_DIR_FORWARD`] or [`CT_DIR_REVERSE`].
     pub direction: u8,
-    /// `CT_FLAG_*` bits; none defined yet (reserved for TCP state: seen FIN/RST).
+    /// `CT_FLAG_*` bits ([`CT_FLAG_HAIRPIN`]; more reserved for TCP state).
     pub flags: u8,
     /// Must be zero.
     pub _pad: [u8; 2],

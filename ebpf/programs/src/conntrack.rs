@@ -6,7 +6,7 @@
 //! packet's own tuple, and the value says which rewrite to apply.
 
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
-use weir_ebpf_common::{Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CtKey, CtValue};
+use weir_ebpf_common::{Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CtKey, CtValue};
 
 use crate::{maps::CONNTRACK, parse::Flow};
 
@@ -33,17 +33,21 @@ pub fn lookup(flow: &Flow) -> Option<CtValue> {
 }
 
 /// Records a new translated connection: the forward entry for `flow` (client
-/// -> frontend) and the reverse entry for the backend's replies.
+/// -> frontend) and the reverse entry for the backend's replies. Returns the
+/// forward entry, i.e. the translation to apply to this packet.
 #[inline(always)]
-pub fn create(flow: &Flow, backend: &Backend) -> Option<()> {
+pub fn create(flow: &Flow, backend: &Backend) -> Option<CtValue> {
     let now = now_ns();
+    // The client is its own backend: its replies come back addressed to the
+    // frontend (see CT_FLAG_HAIRPIN), so that is what the reverse key holds.
+    let hairpin = backend.addr == flow.saddr;
     let forward = CtValue {
         frontend_addr: flow.daddr,
         backend_addr: backend.addr,
         frontend_port: flow.dport,
         backend_port: backend.port,
         direction: CT_DIR_FORWARD,
-        flags: 0,
+        flags: if hairpin { CT_FLAG_HAIRPIN } else { 0 },
         _pad: [0; 2],
         src_identity: 0,
         created_ns: now,
@@ -51,7 +55,7 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<()> {
     };
     let reverse_key = CtKey {
         saddr: backend.addr,
-        daddr: flow.saddr,
+        daddr: if hairpin { flow.daddr } else { flow.saddr },
         sport: backend.port,
         dport: flow.sport,
         proto: flow.proto,
@@ -68,5 +72,5 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<()> {
     CONNTRACK
         .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
         .ok()?;
-    Some(())
+    Some(forward)
 }

@@ -11,17 +11,18 @@
 //!   ports a service does not have) passes untouched.
 //! - A new connection to a service with no ready backend is dropped, like
 //!   kube-proxy's reject, instead of leaking to the default route.
+//! - A pod reaching itself through a service (hairpin) also gets its source
+//!   rewritten to the frontend (see `CT_FLAG_HAIRPIN`).
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
     programs::TcContext,
 };
-use weir_ebpf_common::{CT_DIR_FORWARD, CT_DIR_REVERSE, ServiceKey};
+use weir_ebpf_common::ServiceKey;
 
 use crate::{
-    conntrack, lb, maps,
-    nat::{self, Side},
+    conntrack, lb, maps, nat,
     parse::{self, Flow},
 };
 
@@ -45,26 +46,7 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         conntrack::lookup(flow)
     };
     if let Some(ct) = existing {
-        let done = match ct.direction {
-            CT_DIR_FORWARD => nat::rewrite(
-                ctx,
-                flow,
-                Side::Destination,
-                ct.backend_addr,
-                ct.backend_port,
-            ),
-            CT_DIR_REVERSE => {
-                nat::rewrite(ctx, flow, Side::Source, ct.frontend_addr, ct.frontend_port)
-            }
-            _ => Some(()),
-        };
-        // A failed rewrite leaves a half-written packet: drop it rather than
-        // deliver it with a wrong checksum or address.
-        return if done.is_some() {
-            TC_ACT_OK
-        } else {
-            TC_ACT_SHOT
-        };
+        return verdict(nat::translate(ctx, flow, &ct));
     }
 
     let key = ServiceKey {
@@ -79,10 +61,17 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     let Some(backend) = lb::select_backend(&svc, flow) else {
         return TC_ACT_SHOT;
     };
-    if conntrack::create(flow, &backend).is_none() {
+    let Some(forward) = conntrack::create(flow, &backend) else {
         return TC_ACT_SHOT;
-    }
-    match nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port) {
+    };
+    verdict(nat::translate(ctx, flow, &forward))
+}
+
+/// A failed rewrite leaves a half-written packet: drop it rather than deliver
+/// it with a wrong checksum or address.
+#[inline(always)]
+fn verdict(translated: Option<()>) -> i32 {
+    match translated {
         Some(()) => TC_ACT_OK,
         None => TC_ACT_SHOT,
     }

@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use weir_ebpf_common::IPPROTO_UDP;
+use weir_ebpf_common::{CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CtValue, IPPROTO_UDP};
 
 use crate::{
     packet::write,
@@ -70,5 +70,36 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr: u32, port: u16) -
     .ok()?;
     write(ctx, flow.l3_off + addr_off, &addr)?;
     write(ctx, flow.l4_off + port_off, &port)?;
+    Some(())
+}
+
+/// Applies the translation a conntrack entry records to this packet: the
+/// forward direction rewrites the destination to the backend, the reverse
+/// direction the source back to the frontend; hairpin connections also get
+/// the other end rewritten (see `CT_FLAG_HAIRPIN`).
+#[inline(always)]
+pub fn translate(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> Option<()> {
+    let hairpin = ct.flags & CT_FLAG_HAIRPIN != 0;
+    match ct.direction {
+        CT_DIR_FORWARD => {
+            rewrite(
+                ctx,
+                flow,
+                Side::Destination,
+                ct.backend_addr,
+                ct.backend_port,
+            )?;
+            if hairpin {
+                rewrite(ctx, flow, Side::Source, ct.frontend_addr, flow.sport)?;
+            }
+        }
+        CT_DIR_REVERSE => {
+            rewrite(ctx, flow, Side::Source, ct.frontend_addr, ct.frontend_port)?;
+            if hairpin {
+                rewrite(ctx, flow, Side::Destination, ct.backend_addr, flow.dport)?;
+            }
+        }
+        _ => {}
+    }
     Some(())
 }

@@ -18,11 +18,7 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::CT_DIR_REVERSE;
 
-use crate::{
-    conntrack,
-    nat::{self, Side},
-    parse,
-};
+use crate::{conntrack, nat, parse};
 
 #[classifier]
 pub fn weir_to_pod(ctx: TcContext) -> i32 {
@@ -30,19 +26,11 @@ pub fn weir_to_pod(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     };
     match conntrack::lookup(&flow) {
-        Some(ct) if ct.direction == CT_DIR_REVERSE => {
-            match nat::rewrite(
-                &ctx,
-                &flow,
-                Side::Source,
-                ct.frontend_addr,
-                ct.frontend_port,
-            ) {
-                Some(()) => TC_ACT_OK,
-                // Half rewritten: drop rather than deliver a corrupt packet.
-                None => TC_ACT_SHOT,
-            }
-        }
+        Some(ct) if ct.direction == CT_DIR_REVERSE => match nat::translate(&ctx, &flow, &ct) {
+            Some(()) => TC_ACT_OK,
+            // Half rewritten: drop rather than deliver a corrupt packet.
+            None => TC_ACT_SHOT,
+        },
         _ => TC_ACT_OK,
     }
 }
