@@ -20,6 +20,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Label marking slices this controller manages (and may delete).
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+/// Endpoints per slice before another slice is started (Kubernetes' default).
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
 /// Resolved ports of one endpoint group: (name, protocol, port) per Service port.
 type PortKey = Vec<(String, String, i32)>;
@@ -169,25 +171,55 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointS
             .map(|(n, p, port)| format!("{n}/{p}/{port}"))
             .collect::<Vec<_>>()
             .join(",");
-        let name = format!("{svc_name}-{}", safe_encode(fnv32a(key_text.as_bytes())));
-        let slice = EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: svc.metadata.namespace.clone(),
-                labels: Some(BTreeMap::from([
-                    (SERVICE_NAME_LABEL.to_string(), svc_name.clone()),
-                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-                ])),
-                owner_references: Some(vec![controller_ref("v1", "Service", &svc.metadata)]),
-                ..Default::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints,
-            ports: if ports.is_empty() { None } else { Some(ports) },
+        // Kubernetes' default maxEndpointsPerSlice: big Services get several
+        // slices, so one pod change rewrites a small object, not a huge one.
+        let chunks: Vec<Vec<Endpoint>> = if endpoints.is_empty() {
+            vec![Vec::new()]
+        } else {
+            endpoints
+                .chunks(MAX_ENDPOINTS_PER_SLICE)
+                .map(<[Endpoint]>::to_vec)
+                .collect()
         };
-        out.insert(name, slice);
+        for (i, endpoints) in chunks.into_iter().enumerate() {
+            let seed = if i == 0 {
+                key_text.clone()
+            } else {
+                format!("{key_text}#{i}")
+            };
+            let name = format!("{svc_name}-{}", safe_encode(fnv32a(seed.as_bytes())));
+            out.insert(
+                name.clone(),
+                slice_for(svc, &svc_name, name, endpoints, ports.clone()),
+            );
+        }
     }
     out
+}
+
+/// One managed slice of `svc`.
+fn slice_for(
+    svc: &Service,
+    svc_name: &str,
+    name: String,
+    endpoints: Vec<Endpoint>,
+    ports: Vec<EndpointPort>,
+) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: svc.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([
+                (SERVICE_NAME_LABEL.to_string(), svc_name.to_string()),
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+            ])),
+            owner_references: Some(vec![controller_ref("v1", "Service", &svc.metadata)]),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints,
+        ports: if ports.is_empty() { None } else { Some(ports) },
+    }
 }
 
 /// Decides the slice writes for one Service. `existing` are the slices this
@@ -458,6 +490,30 @@ mod tests {
         };
         assert_eq!(u.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(u.endpoints, want.endpoints);
+    }
+
+    #[test]
+    fn large_services_are_split() {
+        let pods: Vec<Pod> = (0..250)
+            .map(|i| {
+                web_pod(
+                    &format!("p{i:03}"),
+                    Some(&format!("10.244.{}.{}", i / 200, i % 200 + 1)),
+                    true,
+                    None,
+                )
+            })
+            .collect();
+        let slices = desired_slices(&svc(Some(&[("app", "web")]), IntOrString::Int(8080)), &pods);
+        let mut sizes: Vec<usize> = slices.values().map(|s| s.endpoints.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![50, 100, 100]);
+        // Stable names: the same input gives the same slices.
+        let again = desired_slices(&svc(Some(&[("app", "web")]), IntOrString::Int(8080)), &pods);
+        assert_eq!(
+            slices.keys().collect::<Vec<_>>(),
+            again.keys().collect::<Vec<_>>()
+        );
     }
 
     #[test]
