@@ -1,7 +1,13 @@
 //! The datapath manager: loads weir's eBPF programs (built from `ebpf/programs`
 //! by `agent/build.rs` and embedded in the binary), pins their maps under the
-//! node's bpffs directory, attaches the pod programs to host-side pod veths,
+//! node's bpffs directory, attaches the pod programs to host-side pod veths
+//! (from-pod at TCX ingress, to-pod at TCX egress; the links are pinned too),
 //! and keeps the service maps in sync with the API server.
+//!
+//! Everything the agent leaves in the kernel lives under `bpffs_dir`: maps
+//! (`WEIR_*`) and links (`links/`). An agent restart reuses both, so
+//! established service connections survive it; removing the directory
+//! (cluster teardown) frees them.
 //!
 //! This is the only part of weir that loads BPF. Layout:
 //! - `plan`: pure map planner (Services + EndpointSlices -> map ops), table-tested;
@@ -46,7 +52,7 @@ pub struct DatapathConfig {
 /// Errors of the datapath manager.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("cannot create the bpffs pin directory {path}: {source}")]
+    #[error("cannot create or read the bpffs pin directory {path}: {source}")]
     PinDir {
         path: PathBuf,
         #[source]
