@@ -9,6 +9,9 @@ pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 /// Label on every container: its name in the pod spec.
 pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+/// Label on every container: a hash of the spec it was created from, so a
+/// changed spec (a new image on a bare pod) is noticed and the container replaced.
+pub const LABEL_CONTAINER_HASH: &str = "weir.io/container-hash";
 
 /// A pod sandbox as the runtime reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub struct ObservedContainer {
     pub message: String,
     /// The image as the runtime resolved it (for containerStatuses[].imageID).
     pub image_ref: String,
+    /// [`LABEL_CONTAINER_HASH`]; `None` for containers the agent did not label.
+    pub spec_hash: Option<String>,
 }
 
 /// Everything the runtime holds for one pod uid.
@@ -151,6 +156,7 @@ pub fn container_from_cri(
         reason: String::new(),
         message: String::new(),
         image_ref: c.image_ref.clone(),
+        spec_hash: c.labels.get(LABEL_CONTAINER_HASH).cloned(),
     };
     if let Some(st) = status {
         o.state = RunState::from(st.state());
@@ -267,6 +273,7 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             image_ref: String::new(),
+            spec_hash: None,
         };
         let o = ObservedPod {
             sandboxes: vec![],

@@ -11,6 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::observed::{ObservedPod, RunState};
+use super::spec::container_hash;
 
 /// Grace period when the API says nothing (Kubernetes' default).
 pub const DEFAULT_GRACE_SECONDS: i64 = 30;
@@ -277,6 +278,20 @@ fn run(
                 actions.push(Action::RemoveContainer { id: c.id.clone() });
                 Some(c.attempt + 1)
             }
+            // The spec changed since this instance was created (kubelet's
+            // "container spec hash changed"): replace it, whatever the policy.
+            Some(c)
+                if c.state == RunState::Running
+                    && c.spec_hash
+                        .as_ref()
+                        .is_some_and(|h| *h != container_hash(container)) =>
+            {
+                actions.push(Action::StopContainer {
+                    id: c.id.clone(),
+                    timeout_secs: grace_seconds(Some(pod)),
+                });
+                Some(c.attempt + 1)
+            }
             Some(c) if c.state == RunState::Exited && should_restart(policy, c.exit_code) => {
                 let ran_for = Duration::from_nanos(
                     c.finished_at
@@ -381,6 +396,7 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             image_ref: String::new(),
+            spec_hash: None,
         }
     }
 
@@ -469,6 +485,42 @@ mod tests {
                 ),
                 &no_failures,
                 vec![RemoveContainer { id: "c0".into() }, start("s0", "a", 1)],
+                false,
+            ),
+            (
+                "spec changed: replace the running container",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ObservedContainer {
+                        spec_hash: Some("old".into()),
+                        ..ctr("c0", "s0", "a", 0, Running, 0, 0)
+                    }],
+                ),
+                &no_failures,
+                vec![
+                    StopContainer {
+                        id: "c0".into(),
+                        timeout_secs: 30,
+                    },
+                    start("s0", "a", 1),
+                ],
+                false,
+            ),
+            (
+                "spec unchanged: leave it running",
+                Some(pod("Always", &["a"])),
+                obs(
+                    vec![sb("s0", 0, true)],
+                    vec![ObservedContainer {
+                        spec_hash: Some(container_hash(
+                            &pod("Always", &["a"]).spec.expect("spec").containers[0],
+                        )),
+                        ..ctr("c0", "s0", "a", 0, Running, 0, 0)
+                    }],
+                ),
+                &no_failures,
+                vec![],
                 false,
             ),
             (

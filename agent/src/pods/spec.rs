@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::observed::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use super::observed::{
+    LABEL_CONTAINER_HASH, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
 
 /// Node-wide settings the CRI configurations depend on.
 #[derive(Debug, Clone)]
@@ -150,6 +152,18 @@ pub fn sandbox_config(pod: &Pod, r: &PodRef, env: &NodeEnv, attempt: u32) -> cri
     }
 }
 
+/// A stable hash of a container's spec (FNV-1a over its JSON form; the
+/// k8s-openapi serialization has a fixed field order), hex-encoded.
+pub fn container_hash(container: &Container) -> String {
+    let bytes = serde_json::to_vec(container).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// Values the downward API (`env[].valueFrom.fieldRef`) can read that are not in the Pod object yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeFields {
@@ -258,6 +272,7 @@ pub fn container_config(
     labels.insert(LABEL_POD_NAME.to_string(), r.name.clone());
     labels.insert(LABEL_POD_NAMESPACE.to_string(), r.namespace.clone());
     labels.insert(LABEL_CONTAINER_NAME.to_string(), container.name.clone());
+    labels.insert(LABEL_CONTAINER_HASH.to_string(), container_hash(container));
     let image = container.image.clone().unwrap_or_default();
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -495,6 +510,17 @@ mod tests {
             c.hostname, "",
             "the node's UTS namespace keeps its hostname"
         );
+    }
+
+    #[test]
+    fn container_hash_follows_the_spec() {
+        let (p, _) = pod();
+        let c = p.spec.as_ref().expect("spec").containers[0].clone();
+        assert_eq!(container_hash(&c), container_hash(&c.clone()), "stable");
+        let mut changed = c.clone();
+        changed.image = Some("127.0.0.1:5000/weir/hostname:v2".into());
+        assert_ne!(container_hash(&c), container_hash(&changed));
+        assert_eq!(container_hash(&c).len(), 16);
     }
 
     #[test]

@@ -359,6 +359,7 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             image_ref: format!("sha256:{name}"),
+            spec_hash: None,
         }
     }
 
