@@ -187,6 +187,15 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
         "new connection after the restart"
     );
 
+    // Bulk data both ways (GSO/TSO-sized segments with offloaded checksums).
+    let big: String = (0..4_000_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    assert!(
+        exchange(&mut fresh, &big) == big,
+        "4 MB echoed intact through the ClusterIP"
+    );
+
     // Hairpin: the backend pod reaches itself through the ClusterIP.
     let mut hairpin = in_netns(&server, || connect("10.96.0.10:80"))
         .join()
