@@ -7,7 +7,7 @@
 //! `weirtest` for the end-to-end tests) can run side by side.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -15,10 +15,38 @@ use anyhow::{Result, bail};
 pub const STATE_ROOT: &str = "/var/lib/weir";
 /// Root of every cluster's runtime state (sockets, containerd state).
 pub const RUN_ROOT: &str = "/run/weir";
-/// The cgroup2 mount on these machines (hybrid cgroups).
-pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup/unified";
-/// Where cgroup hierarchies (v1 and the v2 one) are mounted.
+/// Where cgroup hierarchies are mounted (v1 ones and, on hybrid hosts, v2 at `unified/`).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Whether /sys/fs/cgroup itself is the cgroup2 hierarchy (pure cgroup v2 host).
+fn pure_cgroup2() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// The cgroup2 hierarchy: /sys/fs/cgroup on pure v2 hosts, /sys/fs/cgroup/unified
+/// on hybrid ones (like the project's machines).
+pub fn cgroup2_root() -> PathBuf {
+    if pure_cgroup2() {
+        PathBuf::from(CGROUP_ROOT)
+    } else {
+        Path::new(CGROUP_ROOT).join("unified")
+    }
+}
+
+/// Every mounted cgroup hierarchy (v1 controllers, named ones, and the v2 one).
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    if pure_cgroup2() {
+        return vec![PathBuf::from(CGROUP_ROOT)];
+    }
+    let Ok(rd) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    // Skip symlinks such as cpu,cpuacct -> cpu so nothing is visited twice.
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
 /// bpffs directory holding every cluster's pins.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf/weir";
 
@@ -95,6 +123,8 @@ pub fn validate_cluster_name(name: &str) -> Result<()> {
 pub struct Layout {
     pub name: String,
     pub ports: Ports,
+    /// The cgroup2 hierarchy the cluster's daemons and pods are tracked in.
+    pub cgroup2_root: PathBuf,
 }
 
 /// The layout of node `index` (from 1) of a cluster.
@@ -128,11 +158,18 @@ pub struct NodeLayout {
 }
 
 impl Layout {
+    /// The layout of cluster `name` on this machine.
     pub fn new(name: &str) -> Result<Layout> {
+        Layout::with_cgroup2_root(name, cgroup2_root())
+    }
+
+    /// The layout with an explicit cgroup2 hierarchy (no probing of the machine).
+    pub fn with_cgroup2_root(name: &str, cgroup2_root: PathBuf) -> Result<Layout> {
         validate_cluster_name(name)?;
         Ok(Layout {
             name: name.to_string(),
             ports: Ports::for_cluster(name),
+            cgroup2_root,
         })
     }
 
@@ -191,7 +228,8 @@ impl Layout {
     }
     /// cgroup2 group of the control plane (weir-control, its etcd, the host registry).
     pub fn control_cgroup(&self) -> PathBuf {
-        PathBuf::from(CGROUP2_ROOT).join(format!("weir-{}-control", self.name))
+        self.cgroup2_root
+            .join(format!("weir-{}-control", self.name))
     }
     pub fn bpffs_dir(&self) -> PathBuf {
         PathBuf::from(BPFFS_ROOT).join(&self.name)
@@ -217,7 +255,8 @@ impl Layout {
             ipam_dir: state_dir.join("ipam"),
             bpffs_dir: self.bpffs_dir().join(&name),
             cgroup_parent: format!("/weir-{}-{name}", self.name),
-            daemon_cgroup: PathBuf::from(CGROUP2_ROOT)
+            daemon_cgroup: self
+                .cgroup2_root
                 .join(format!("weir-{}-{name}-daemons", self.name)),
             state_dir,
             run_dir,
@@ -260,6 +299,10 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn layout(name: &str) -> Layout {
+        Layout::with_cgroup2_root(name, PathBuf::from("/sys/fs/cgroup/unified")).unwrap()
+    }
 
     #[test]
     fn ports_are_fixed_for_known_clusters_and_distinct() {
@@ -306,7 +349,7 @@ mod tests {
 
     #[test]
     fn node_layout_follows_the_contract() {
-        let l = Layout::new("weir").unwrap();
+        let l = layout("weir");
         let n = l.node(1);
         assert_eq!(n.netns, "weir-node1");
         assert_eq!(n.ip, Ipv4Addr::new(172, 30, 0, 11));
@@ -323,7 +366,7 @@ mod tests {
 
     #[test]
     fn interface_names_fit_ifnamsiz() {
-        let l = Layout::new("abcdefghij").unwrap();
+        let l = layout("abcdefghij");
         for name in [l.bridge(), l.ext_host_veth(), l.node(99).host_veth] {
             assert!(name.len() <= 15, "{name}");
         }
@@ -331,7 +374,7 @@ mod tests {
 
     #[test]
     fn cgroup_ownership_is_exact() {
-        let weir = Layout::new("weir").unwrap();
+        let weir = layout("weir");
         let cases = [
             ("weir-weir-control", true),
             ("weir-weir-node1", true),
@@ -351,7 +394,7 @@ mod tests {
 
     #[test]
     fn netns_ownership_is_exact() {
-        let weir = Layout::new("weir").unwrap();
+        let weir = layout("weir");
         let cases = [
             ("weir-node1", true),
             ("weir-ext", true),

@@ -12,7 +12,7 @@ use nix::mount::{MntFlags, umount2};
 use super::procs;
 use super::state::ClusterState;
 use crate::cmd::{self, cmd, info, step};
-use crate::layout::{CGROUP_ROOT, Layout};
+use crate::layout::{Layout, cgroup_hierarchies};
 
 pub fn down(layout: &Layout) -> Result<()> {
     cmd::require_root("down")?;
@@ -115,11 +115,8 @@ fn stop_rank(name: &str) -> u8 {
 /// The cluster's top-level cgroup directories, in every hierarchy.
 fn owned_cgroups(layout: &Layout) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(hierarchies) = fs::read_dir(CGROUP_ROOT) else {
-        return out;
-    };
-    for h in hierarchies.flatten() {
-        let Ok(children) = fs::read_dir(h.path()) else {
+    for h in cgroup_hierarchies() {
+        let Ok(children) = fs::read_dir(&h) else {
             continue;
         };
         for c in children.flatten() {

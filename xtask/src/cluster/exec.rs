@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::state::ClusterState;
 use super::up::block_on;
 use crate::cmd::{self, cmd};
-use crate::layout::{CGROUP2_ROOT, Layout};
+use crate::layout::Layout;
 
 /// Whether a cgroup directory name belongs to the pod (runc/kubelet spell the
 /// uid with dashes or underscores).
@@ -67,7 +67,9 @@ pub fn exec(layout: &Layout, namespace: &str, pod: &str, command: &[String]) -> 
         .iter()
         .find(|n| n.name == node)
         .with_context(|| format!("pod runs on unknown node {node}"))?;
-    let parent = Path::new(CGROUP2_ROOT).join(ns_state.cgroup_parent.trim_start_matches('/'));
+    let parent = layout
+        .cgroup2_root
+        .join(ns_state.cgroup_parent.trim_start_matches('/'));
     // The sandbox's pause process shares only the network; pick a container process.
     let pid = pod_pids(&parent, &uid)
         .into_iter()
