@@ -197,10 +197,8 @@ pub fn immutable_changes(kind: &ResourceKind, old: &ApiObject, new: &ApiObject) 
                 ));
             }
         }
-        "Pod" => {
-            if pod_spec_mutable_view(old) != pod_spec_mutable_view(new) {
-                errs.push(POD_SPEC_FORBIDDEN.to_string());
-            }
+        "Pod" if pod_spec_mutable_view(old) != pod_spec_mutable_view(new) => {
+            errs.push(POD_SPEC_FORBIDDEN.to_string());
         }
         "Node" => {
             if let Some((_, n)) = changed(&["spec", "podCIDR"]) {
@@ -555,7 +553,15 @@ mod tests {
         let held = json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["x"]}});
         let held_marked = json!({"kind":"ConfigMap","metadata":{"name":"c","finalizers":["orphan"],
             "deletionTimestamp":"1970-01-01T00:15:00Z","deletionGracePeriodSeconds":0}});
-        let cases: Vec<(&str, &str, Value, Option<i64>, Propagation, DeletePlan)> = vec![
+        type Case = (
+            &'static str,
+            &'static str,
+            Value,
+            Option<i64>,
+            Propagation,
+            DeletePlan,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "unbound pod",
                 "Pod",

@@ -7,8 +7,10 @@
 //! allocation keys) + `admission` (typed defaulting and validation from
 //! `weir_api`) + `allocation` (cluster IPs, node ports, pod CIDRs) ->
 //! `storage` (the only module that talks to etcd; one transaction per write).
-//! Reads and watches: `registry::list` / `watch` with `filter` (label and field
-//! selectors). `etcd_supervisor` runs the embedded etcd.
+//! Reads: `registry::list` with `filter` (label and field selectors). Watches:
+//! `watch_cache` (one etcd watch per kind, fanned out; old revisions go
+//! straight to etcd) -> `watch` (selector semantics, bookmarks).
+//! `etcd_supervisor` runs the embedded etcd.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -24,9 +26,11 @@ mod scheduler;
 mod service;
 mod storage;
 mod watch;
+mod watch_cache;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,6 +44,7 @@ use crate::allocation::Ranges;
 use crate::etcd_supervisor::{EtcdConfig, Supervisor};
 use crate::registry::Registry;
 use crate::storage::Storage;
+use crate::watch_cache::WatchCache;
 
 /// Command-line configuration.
 #[derive(Debug, Parser)]
@@ -227,9 +232,11 @@ async fn serve(
     let unix = UnixListener::bind(socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
 
+    let cache = Arc::new(WatchCache::new(registry.storage().clone(), stop.clone()));
     let svc = || {
         ResourcesServer::new(service::ResourcesService::new(
             registry.clone(),
+            cache.clone(),
             stop.clone(),
         ))
         .max_decoding_message_size(64 << 20)

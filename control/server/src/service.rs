@@ -1,6 +1,8 @@
 //! The gRPC `Resources` service: decodes requests, calls the registry,
 //! encodes objects. No object semantics live here.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 use weir_client::proto::{
     BindRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectList, WatchRequest,
@@ -13,16 +15,26 @@ use crate::lifecycle::Propagation;
 use crate::object::ApiObject;
 use crate::registry::{DeleteOptions, Registry, kind};
 use crate::watch;
+use crate::watch_cache::WatchCache;
 
 pub struct ResourcesService {
     registry: Registry,
+    cache: Arc<WatchCache>,
     /// Turns true at shutdown; open watches end then.
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ResourcesService {
-    pub fn new(registry: Registry, stop: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { registry, stop }
+    pub fn new(
+        registry: Registry,
+        cache: Arc<WatchCache>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            cache,
+            stop,
+        }
     }
 }
 
@@ -134,17 +146,16 @@ impl weir_client::Resources for ResourcesService {
         let r = req.into_inner();
         let k = kind(&r.kind)?;
         let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
-        let stream = watch::start(
-            &self.registry,
-            k,
-            &r.namespace,
+        let spec = watch::WatchSpec {
+            kind: k,
+            namespace: r.namespace,
             filter,
-            &r.resource_version,
-            r.allow_bookmarks,
-            self.stop.clone(),
-        )
-        .await
-        .map_err(|e| log_err("watch", k.kind, e))?;
+            resource_version: r.resource_version,
+            allow_bookmarks: r.allow_bookmarks,
+        };
+        let stream = watch::start(&self.registry, &self.cache, spec, self.stop.clone())
+            .await
+            .map_err(|e| log_err("watch", k.kind, e))?;
         Ok(Response::new(stream))
     }
 

@@ -76,7 +76,7 @@ pub enum WatchItem {
 }
 
 /// A change to one key, as seen by a watch.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Change {
     Put {
         kv: Kv,
@@ -87,6 +87,24 @@ pub enum Change {
         revision: i64,
         prev: Option<Kv>,
     },
+}
+
+impl Change {
+    /// The revision of the transaction that made this change.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Change::Put { kv, .. } => kv.mod_revision,
+            Change::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The changed key.
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Put { kv, .. } => &kv.key,
+            Change::Delete { key, .. } => key,
+        }
+    }
 }
 
 /// The etcd-backed store. Cheap to clone.
@@ -298,7 +316,10 @@ impl Storage {
                         // A progress notification: everything up to this revision was sent.
                         match resp.header().map(|h| h.revision()) {
                             Some(rev) if rev > 0 => {
-                                return Some((Ok(WatchItem::Progress(rev)), Some((stream, ticker))));
+                                return Some((
+                                    Ok(WatchItem::Progress(rev)),
+                                    Some((stream, ticker)),
+                                ));
                             }
                             _ => continue,
                         }

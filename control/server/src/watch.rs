@@ -1,5 +1,6 @@
-//! Watches: one etcd watch per client watch, translated into Kubernetes
-//! watch events with selector semantics.
+//! Client watches: changes from the watch cache (or, for old revisions,
+//! straight from etcd), translated into Kubernetes watch events with
+//! selector semantics.
 //!
 //! With a selector, an object that starts matching is ADDED, one that stops
 //! matching is DELETED (carrying its previous state), as in Kubernetes'
@@ -7,7 +8,7 @@
 //! objects as ADDED, then streams changes after the list's revision.
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use weir_api::ResourceKind;
 use weir_client::proto::{WatchEvent, watch_event::Type};
@@ -16,7 +17,8 @@ use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::object::ApiObject;
 use crate::registry::Registry;
-use crate::storage::{Change, WatchItem};
+use crate::storage::{Change, StorageError, WatchItem};
+use crate::watch_cache::{Item, Subscription, WatchCache};
 
 /// The stream handed to tonic.
 pub type EventStream = ReceiverStream<Result<WatchEvent, tonic::Status>>;
@@ -39,81 +41,195 @@ pub fn decide(prev: Option<bool>, cur: Option<bool>) -> Option<Type> {
     }
 }
 
+/// What a client watch asked for.
+pub struct WatchSpec {
+    pub kind: &'static ResourceKind,
+    pub namespace: String,
+    pub filter: Filter,
+    pub resource_version: String,
+    pub allow_bookmarks: bool,
+}
+
 /// Starts a watch; errors before the first event (bad selector, bad
 /// resourceVersion) are returned directly, later ones end the stream.
+/// Served from the watch cache when it covers the start revision, else
+/// straight from etcd.
 pub async fn start(
     registry: &Registry,
-    kind: &'static ResourceKind,
-    namespace: &str,
-    filter: Filter,
-    resource_version: &str,
-    allow_bookmarks: bool,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    cache: &WatchCache,
+    spec: WatchSpec,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<EventStream, ApiError> {
-    let ns = (kind.namespaced && !namespace.is_empty()).then_some(namespace);
+    let kind = spec.kind;
+    let (initial, after) = if spec.resource_version.is_empty() || spec.resource_version == "0" {
+        let list = registry
+            .list(kind, &spec.namespace, &spec.filter, 0, "")
+            .await?;
+        (list.items, list.resource_version)
+    } else {
+        let rv: i64 = spec.resource_version.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid resourceVersion {:?}",
+                spec.resource_version
+            ))
+        })?;
+        (Vec::new(), rv)
+    };
+    let ns = (kind.namespaced && !spec.namespace.is_empty()).then_some(spec.namespace.as_str());
     let prefix = kind.key_prefix(ns);
     let (tx, rx) = mpsc::channel(BUFFER);
-
-    let (initial, start_revision) = if resource_version.is_empty() || resource_version == "0" {
-        let list = registry.list(kind, namespace, &filter, 0, "").await?;
-        (list.items, list.resource_version + 1)
-    } else {
-        let rv: i64 = resource_version.parse().map_err(|_| {
-            ApiError::BadRequest(format!("invalid resourceVersion {resource_version:?}"))
-        })?;
-        (Vec::new(), rv + 1)
+    let out = Out {
+        tx,
+        kind,
+        filter: spec.filter,
+        prefix,
+        bookmarks: spec.allow_bookmarks,
     };
 
-    let progress = allow_bookmarks.then_some(BOOKMARK_INTERVAL);
-    let changes = registry
-        .storage()
-        .watch(&prefix, start_revision, progress)
-        .await?;
-    tokio::spawn(async move {
-        for obj in initial {
+    if let Some(sub) = cache.subscribe(kind, after).await? {
+        tokio::spawn(from_cache(out, initial, sub, stop));
+    } else {
+        let progress = spec.allow_bookmarks.then_some(BOOKMARK_INTERVAL);
+        let changes = registry
+            .storage()
+            .watch(&out.prefix, after + 1, progress)
+            .await?;
+        tokio::spawn(from_etcd(out, initial, changes, stop));
+    }
+    Ok(ReceiverStream::new(rx))
+}
+
+/// One client watch's output side.
+struct Out {
+    tx: mpsc::Sender<Result<WatchEvent, tonic::Status>>,
+    kind: &'static ResourceKind,
+    filter: Filter,
+    /// Key prefix of the watched namespace (the cache feeds all namespaces).
+    prefix: String,
+    bookmarks: bool,
+}
+
+/// Client gone.
+struct Closed;
+
+impl Out {
+    async fn initial(&self, objects: Vec<ApiObject>) -> Result<(), Closed> {
+        for obj in objects {
             let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-            if send(&tx, Type::Added, kind, &obj, rv).await.is_err() {
+            send(&self.tx, Type::Added, self.kind, &obj, rv).await?;
+        }
+        Ok(())
+    }
+
+    async fn change(&self, change: Change) -> Result<(), Closed> {
+        if !change.key().starts_with(&self.prefix) {
+            return Ok(());
+        }
+        match translate(&self.filter, change) {
+            Ok(Some((ty, obj, rv))) => send(&self.tx, ty, self.kind, &obj, rv).await,
+            Ok(None) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, kind = self.kind.kind, "skipping undecodable watch event");
+                Ok(())
+            }
+        }
+    }
+
+    async fn progress(&self, rev: i64) -> Result<(), Closed> {
+        if self.bookmarks {
+            send_bookmark(&self.tx, self.kind, rev).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn item(&self, item: &Item) -> Result<(), Closed> {
+        match item {
+            Item::Change(c) => self.change(Change::clone(c)).await,
+            Item::Progress(rev) => self.progress(*rev).await,
+        }
+    }
+}
+
+async fn from_cache(
+    out: Out,
+    initial: Vec<ApiObject>,
+    mut sub: Subscription,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if out.initial(initial).await.is_err() {
+        return;
+    }
+    for item in &sub.backlog {
+        if out.item(item).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        // At server shutdown the stream just ends; clients re-watch elsewhere.
+        let item = tokio::select! {
+            i = sub.live.recv() => i,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match item {
+            // The feed may lag the list this watch started from.
+            Ok(item) if item.revision() <= sub.after => {}
+            Ok(item) => {
+                if out.item(&item).await.is_err() {
+                    return;
+                }
+            }
+            // Too slow, or the feed restarted: end the stream; the client
+            // resumes from the last revision it saw.
+            Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+                tracing::debug!(
+                    kind = out.kind.kind,
+                    "cached watch ended; client will resume"
+                );
                 return;
             }
         }
-        let mut changes = std::pin::pin!(changes);
-        loop {
-            // At server shutdown the stream just ends; clients re-watch elsewhere.
-            let batch = tokio::select! {
-                b = changes.next() => b,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            let Some(batch) = batch else { return };
-            let batch = match batch {
-                Ok(WatchItem::Changes(b)) => b,
-                Ok(WatchItem::Progress(rev)) => {
-                    if send_bookmark(&tx, kind, rev).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, kind = kind.kind, "watch ended");
-                    let _ = tx.send(Err(ApiError::Storage(e).into())).await;
-                    return;
-                }
-            };
-            for change in batch {
-                match translate(&filter, change) {
-                    Ok(Some((ty, obj, rv))) => {
-                        if send(&tx, ty, kind, &obj, rv).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, kind = kind.kind, "skipping undecodable watch event")
+    }
+}
+
+async fn from_etcd(
+    out: Out,
+    initial: Vec<ApiObject>,
+    changes: impl futures::Stream<Item = Result<WatchItem, StorageError>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if out.initial(initial).await.is_err() {
+        return;
+    }
+    let mut changes = std::pin::pin!(changes);
+    loop {
+        let batch = tokio::select! {
+            b = changes.next() => b,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(batch) = batch else { return };
+        let sent = match batch {
+            Ok(WatchItem::Changes(b)) => {
+                let mut r = Ok(());
+                for change in b {
+                    r = out.change(change).await;
+                    if r.is_err() {
+                        break;
                     }
                 }
+                r
             }
+            Ok(WatchItem::Progress(rev)) => out.progress(rev).await,
+            Err(e) => {
+                tracing::debug!(error = %e, kind = out.kind.kind, "watch ended");
+                let _ = out.tx.send(Err(ApiError::Storage(e).into())).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
         }
-    });
-    Ok(ReceiverStream::new(rx))
+    }
 }
 
 /// Turns one storage change into the event this watch sends, if any.
@@ -167,10 +283,10 @@ async fn send(
     kind: &ResourceKind,
     obj: &ApiObject,
     rv: String,
-) -> Result<(), ()> {
+) -> Result<(), Closed> {
     let json = match obj.to_json() {
         Ok(j) => j,
-        Err(e) => return tx.send(Err(e.into())).await.map_err(|_| ()),
+        Err(e) => return tx.send(Err(e.into())).await.map_err(|_| Closed),
     };
     let ev = WatchEvent {
         r#type: ty as i32,
@@ -178,7 +294,7 @@ async fn send(
         json,
         resource_version: rv,
     };
-    tx.send(Ok(ev)).await.map_err(|_| ())
+    tx.send(Ok(ev)).await.map_err(|_| Closed)
 }
 
 /// A BOOKMARK carries an object with only apiVersion, kind and resourceVersion.
@@ -186,7 +302,7 @@ async fn send_bookmark(
     tx: &mpsc::Sender<Result<WatchEvent, tonic::Status>>,
     kind: &ResourceKind,
     rev: i64,
-) -> Result<(), ()> {
+) -> Result<(), Closed> {
     let json = serde_json::json!({
         "apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"resourceVersion": rev.to_string()}
     });
@@ -196,7 +312,7 @@ async fn send_bookmark(
         json: json.to_string().into_bytes(),
         resource_version: rev.to_string(),
     };
-    tx.send(Ok(ev)).await.map_err(|_| ())
+    tx.send(Ok(ev)).await.map_err(|_| Closed)
 }
 
 #[cfg(test)]

@@ -489,6 +489,19 @@ async fn watch_replay_resume_selectors_and_expiry() {
         matches!(ev, WatchEvent::Modified(ref o) if o.metadata.name.as_deref() == Some("w2")),
         "{ev:?}"
     );
+    // Changes in another namespace do not reach a namespaced watch (the
+    // watch cache feeds all namespaces of a kind).
+    let other = Namespace {
+        metadata: ObjectMeta {
+            name: Some("other".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    c.create(&other).await.unwrap();
+    let mut elsewhere = config_map("x", &[("app", "web")]);
+    elsewhere.metadata.namespace = Some("other".into());
+    c.create(&elsewhere).await.unwrap();
     c.delete::<ConfigMap>("default", "w2", &DeleteParams::default())
         .await
         .unwrap();
