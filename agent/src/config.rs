@@ -48,7 +48,7 @@ pub struct Args {
     /// Seconds between Node status heartbeats.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
-    /// Seconds between full resyncs of pods against the runtime.
+    /// Seconds between scans of the runtime for sandboxes whose pod is gone.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
     /// Milliseconds between a pod worker's polls of the runtime (container exits are found this way).
@@ -83,9 +83,44 @@ pub struct Config {
     pub mtu: u32,
 }
 
-impl From<Args> for Config {
-    fn from(a: Args) -> Self {
-        Config {
+/// A flag value the agent cannot work with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "--node-name {0:?} is not a valid node name (lower-case letters, digits, '-' and '.', at most 253)"
+    )]
+    NodeName(String),
+    #[error(
+        "--cgroup-parent {0:?} must be an absolute cgroup path like /weir-weir-node1 (no '..')"
+    )]
+    CgroupParent(String),
+}
+
+fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.'])
+}
+
+fn valid_cgroup_parent(path: &str) -> bool {
+    path.starts_with('/') && path.len() > 1 && !path.split('/').any(|c| c == "..")
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(a: Args) -> Result<Self, ConfigError> {
+        if !valid_node_name(&a.node_name) {
+            return Err(ConfigError::NodeName(a.node_name));
+        }
+        if !valid_cgroup_parent(&a.cgroup_parent) {
+            return Err(ConfigError::CgroupParent(a.cgroup_parent));
+        }
+        Ok(Config {
             node_name: a.node_name,
             server: a.server,
             netns: a.netns,
@@ -102,7 +137,7 @@ impl From<Args> for Config {
             pod_poll: Duration::from_millis(a.pod_poll_ms.max(100)),
             max_pods: a.max_pods,
             mtu: a.mtu,
-        }
+        })
     }
 }
 
@@ -110,5 +145,66 @@ impl Config {
     /// Where weir-cni keeps its IP allocations for this node.
     pub fn ipam_dir(&self) -> PathBuf {
         self.state_dir.join("ipam")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's flags, with `overrides` (flag, value) replacing defaults.
+    fn args(overrides: &[(&str, &str)]) -> Args {
+        let mut flags = vec![
+            ("--node-name", "node1"),
+            ("--server", "unix:///run/weir/weir/weir.sock"),
+            ("--node-ip", "172.30.0.11"),
+            ("--cri-socket", "/run/c.sock"),
+            ("--state-dir", "/var/lib/x"),
+            ("--bpffs-dir", "/sys/fs/bpf/weir/weir/node1"),
+            ("--cgroup-parent", "/weir-weir-node1"),
+            ("--cni-conf-dir", "/etc/cni"),
+            ("--pod-log-dir", "/var/log/pods"),
+        ];
+        for (flag, value) in overrides {
+            if let Some(f) = flags.iter_mut().find(|(f, _)| f == flag) {
+                f.1 = value;
+            }
+        }
+        let argv = std::iter::once("weir-agent").chain(flags.iter().flat_map(|(f, v)| [*f, *v]));
+        Args::try_parse_from(argv).expect("parse")
+    }
+
+    #[test]
+    fn contract_flags_parse() {
+        let c = Config::try_from(args(&[])).expect("valid");
+        assert_eq!(c.node_name, "node1");
+        assert_eq!(c.node_ip, Ipv4Addr::new(172, 30, 0, 11));
+        assert_eq!(c.ipam_dir(), PathBuf::from("/var/lib/x/ipam"));
+        assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert_eq!(c.pod_poll, Duration::from_secs(1));
+        assert_eq!(c.netns, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cases = [
+            (
+                ("--node-name", "Node_1"),
+                ConfigError::NodeName("Node_1".into()),
+            ),
+            (("--node-name", ""), ConfigError::NodeName(String::new())),
+            (
+                ("--cgroup-parent", "weir"),
+                ConfigError::CgroupParent("weir".into()),
+            ),
+            (
+                ("--cgroup-parent", "/a/../b"),
+                ConfigError::CgroupParent("/a/../b".into()),
+            ),
+        ];
+        for (flag, want) in cases {
+            let got = Config::try_from(args(&[flag])).expect_err("invalid");
+            assert_eq!(got, want, "{flag:?}");
+        }
     }
 }

@@ -45,7 +45,7 @@ use pods::spec::NodeEnv;
 use pods::{NetworkHook, WorkerContext};
 
 fn main() -> anyhow::Result<()> {
-    let cfg = Config::from(Args::parse());
+    let cfg = Config::try_from(Args::parse())?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
