@@ -407,6 +407,26 @@ async fn validation_and_allocation() {
         .await
         .expect("IP free again");
 
+    // Concurrent creates never share an address: the allocation key is
+    // written in the same transaction as the Service.
+    let creates = (0..16).map(|i| {
+        let c = c.clone();
+        let s = svc(&format!("many-{i}"), None, "NodePort");
+        tokio::spawn(async move { c.create(&s).await })
+    });
+    let mut ips = std::collections::BTreeSet::new();
+    let mut ports = std::collections::BTreeSet::new();
+    for h in creates {
+        let s = h.await.expect("task").expect("concurrent create");
+        let spec = s.spec.expect("spec");
+        assert!(
+            ips.insert(spec.cluster_ip.expect("ip")),
+            "duplicate cluster IP"
+        );
+        let np = spec.ports.expect("ports")[0].node_port.expect("node port");
+        assert!(ports.insert(np), "duplicate node port");
+    }
+
     let node = |name: &str| Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
