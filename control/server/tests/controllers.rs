@@ -548,3 +548,103 @@ async fn rolling_update_and_rollback() {
         Some("3")
     );
 }
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn silent_node_becomes_unknown_and_its_pods_not_ready() {
+    let s = Server::start().await;
+    let c = &s.client;
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("n1".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let node = c.create(&node).await.expect("create node");
+    let heartbeat = |secs_ago: i64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let t =
+            k8s_openapi::jiff::Timestamp::from_second(i64::try_from(now).expect("time") - secs_ago)
+                .expect("time");
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t)
+    };
+    let set_ready = |mut n: Node, secs_ago: i64| {
+        n.status = Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                last_heartbeat_time: Some(heartbeat(secs_ago)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        n
+    };
+    let node = c
+        .update_status(&set_ready(node, 0))
+        .await
+        .expect("node ready");
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("lone".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("x".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    c.create(&pod).await.expect("create pod");
+    let bound = eventually("pod bound", || async {
+        let p: Pod = c.get("default", "lone").await.ok()?;
+        p.spec.as_ref()?.node_name.is_some().then_some(p)
+    })
+    .await;
+    let mut p = bound.clone();
+    p.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some("10.244.1.50".into()),
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    c.update_status(&p).await.expect("pod ready");
+
+    // The agent "dies": its last heartbeat is a minute old.
+    c.update_status(&set_ready(node, 60))
+        .await
+        .expect("stale heartbeat");
+    eventually("node Ready=Unknown", || async {
+        let n: Node = c.get("", "n1").await.ok()?;
+        let cond = n
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (cond.status == "Unknown").then_some(())
+    })
+    .await;
+    eventually("pod Ready=False", || async {
+        let p: Pod = c.get("default", "lone").await.ok()?;
+        let cond = p
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (cond.status == "False").then_some(())
+    })
+    .await;
+}

@@ -14,7 +14,7 @@ use weir_client::{DeleteParams, Error};
 
 use super::gc::{self, OwnerState};
 use super::store::ObjKey;
-use super::{Cache, Ctx, deployment, endpointslice, replicaset, util};
+use super::{Cache, Ctx, deployment, endpointslice, nodelifecycle, replicaset, util};
 
 /// Ends a reconcile: forget the key's failures, or retry it with back-off.
 fn finish<T: Clone + Eq + std::hash::Hash + Send + 'static>(
@@ -545,4 +545,54 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             .delete_json(kind, &key.namespace, &key.name, &params)
             .await,
     )
+}
+
+pub async fn node_worker(ctx: Arc<Ctx>) {
+    loop {
+        let key = ctx.nodes.pop().await;
+        let span = tracing::info_span!("reconcile", controller = "nodelifecycle", name = %key.name);
+        let r = reconcile_node(&ctx, &key).instrument(span.clone()).await;
+        span.in_scope(|| finish(&ctx.nodes, key, r));
+    }
+}
+
+async fn reconcile_node(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let (node, pods) = {
+        let c = ctx.read();
+        let Some(node) = c.nodes.get(key).cloned() else {
+            return Ok(());
+        };
+        let pods: Vec<Pod> = c
+            .pods
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(key.name.as_str())
+            })
+            .cloned()
+            .collect();
+        (node, pods)
+    };
+    let now = util::now();
+    for a in nodelifecycle::reconcile(&node, &pods, now) {
+        match a {
+            nodelifecycle::Action::UpdateNodeStatus(n) => {
+                tracing::warn!("node stopped posting status; marking Ready=Unknown");
+                ctx.client.update_status(n.as_ref()).await?;
+            }
+            nodelifecycle::Action::UpdatePodStatus(p) => {
+                tracing::info!(
+                    pod = p.metadata.name.as_deref().unwrap_or_default(),
+                    "marking pod on lost node not ready"
+                );
+                ignore_not_found(ctx.client.update_status(p.as_ref()).await)?;
+            }
+            nodelifecycle::Action::RequeueAt(t) => {
+                let wait = t.duration_since(now).unsigned_abs();
+                // Just after the deadline, so the heartbeat has really expired.
+                ctx.nodes
+                    .add_after(key.clone(), wait + Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The controllers: Deployment -> ReplicaSet, ReplicaSet -> Pod,
-//! Service -> EndpointSlice, and the owner-reference garbage collector.
+//! Service -> EndpointSlice, the owner-reference garbage collector, and
+//! node lifecycle (silent nodes become Ready=Unknown, their pods not Ready).
 //!
 //! Shape (kube-runtime's): one reflector per kind keeps a shared [`Cache`]
 //! in step with the API server; its change handlers map every change to the
@@ -12,6 +13,7 @@ pub mod deployment;
 pub mod endpointslice;
 mod exec;
 pub mod gc;
+pub mod nodelifecycle;
 pub mod queue;
 pub mod reflector;
 pub mod replicaset;
@@ -23,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_api::selector::Selector;
@@ -51,6 +53,7 @@ pub struct Cache {
     pub pods: Store<Pod>,
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
+    pub nodes: Store<Node>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -79,6 +82,7 @@ cached!(ReplicaSet, replicasets, "ReplicaSet");
 cached!(Pod, pods, "Pod");
 cached!(Service, services, "Service");
 cached!(EndpointSlice, slices, "EndpointSlice");
+cached!(Node, nodes, "Node");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -136,6 +140,8 @@ pub struct Ctx {
     pub replicasets: WorkQueue<ObjKey>,
     /// Keys are Services.
     pub slices: WorkQueue<ObjKey>,
+    /// Keys are Nodes (namespace empty).
+    pub nodes: WorkQueue<ObjKey>,
     pub gc: WorkQueue<GcKey>,
     pub expectations: Expectations,
 }
@@ -327,18 +333,26 @@ impl Ctx {
     }
 
     /// Enqueues every object for a periodic full reconcile.
+    fn on_node(&self, ch: &Change<Node>) {
+        if let Some(n) = &ch.new {
+            self.nodes.add(ObjKey::of(n));
+        }
+    }
+
     fn resync(&self) {
-        let (d, r, s) = {
+        let (d, r, s, n) = {
             let c = self.read();
             (
                 c.deployments.iter().map(ObjKey::of).collect::<Vec<_>>(),
                 c.replicasets.iter().map(ObjKey::of).collect::<Vec<_>>(),
                 c.services.iter().map(ObjKey::of).collect::<Vec<_>>(),
+                c.nodes.iter().map(ObjKey::of).collect::<Vec<_>>(),
             )
         };
         d.into_iter().for_each(|k| self.deployments.add(k));
         r.into_iter().for_each(|k| self.replicasets.add(k));
         s.into_iter().for_each(|k| self.slices.add(k));
+        n.into_iter().for_each(|k| self.nodes.add(k));
     }
 }
 
@@ -351,6 +365,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
         deployments: WorkQueue::new(),
         replicasets: WorkQueue::new(),
         slices: WorkQueue::new(),
+        nodes: WorkQueue::new(),
         gc: WorkQueue::new(),
         expectations: Expectations::default(),
     });
@@ -370,10 +385,12 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     reflect!(Pod, on_pod);
     reflect!(Service, on_service);
     reflect!(EndpointSlice, on_slice);
+    reflect!(Node, on_node);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));
     tasks.spawn(exec::gc_worker(ctx.clone()));
+    tasks.spawn(exec::node_worker(ctx.clone()));
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
