@@ -60,6 +60,8 @@ pub struct PullFailure {
     /// Consecutive failures.
     pub count: u32,
     pub message: String,
+    /// The image is absent and imagePullPolicy is Never: no pull will help.
+    pub never_pull: bool,
 }
 
 impl PullFailure {
@@ -427,6 +429,7 @@ mod tests {
                 at_ns: now - SEC,
                 count: 1,
                 message: "not found".into(),
+                never_pull: false,
             },
         )]
         .into();
@@ -436,6 +439,7 @@ mod tests {
                 at_ns: now - 60 * SEC,
                 count: 1,
                 message: "not found".into(),
+                never_pull: false,
             },
         )]
         .into();

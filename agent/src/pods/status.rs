@@ -80,6 +80,7 @@ fn container_status(
     let (state, last, count) = match latest {
         None => {
             let state = match pull_failure {
+                Some(f) if f.never_pull => waiting("ErrImageNeverPull", Some(f.message.clone())),
                 Some(f) if f.count <= 1 => waiting("ErrImagePull", Some(f.message.clone())),
                 Some(f) => waiting("ImagePullBackOff", Some(f.message.clone())),
                 None => waiting(
@@ -553,13 +554,19 @@ mod tests {
             sandboxes: vec![sandbox(true)],
             containers: vec![],
         };
-        for (count, want) in [(1, "ErrImagePull"), (2, "ImagePullBackOff")] {
+        let cases = [
+            (1, false, "ErrImagePull"),
+            (2, false, "ImagePullBackOff"),
+            (1, true, "ErrImageNeverPull"),
+        ];
+        for (count, never_pull, want) in cases {
             let failures: BTreeMap<String, PullFailure> = [(
                 "a".to_string(),
                 PullFailure {
                     at_ns: 0,
                     count,
                     message: "manifest unknown".into(),
+                    never_pull,
                 },
             )]
             .into();

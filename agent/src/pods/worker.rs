@@ -325,6 +325,7 @@ impl WorkerState {
                 self.record_pull_failure(
                     name,
                     format!("image {image} is not present and imagePullPolicy is Never"),
+                    true,
                 );
                 return Ok(());
             }
@@ -334,7 +335,7 @@ impl WorkerState {
                     Ok(image_ref) => debug!(image_ref = %image_ref, "pulled"),
                     Err(error) => {
                         warn!(error = %error, image = %image, container = name, "image pull failed");
-                        self.record_pull_failure(name, error.message());
+                        self.record_pull_failure(name, error.message(), false);
                         return Ok(());
                     }
                 }
@@ -367,7 +368,7 @@ impl WorkerState {
         Ok(())
     }
 
-    fn record_pull_failure(&mut self, name: &str, message: String) {
+    fn record_pull_failure(&mut self, name: &str, message: String, never_pull: bool) {
         let count = self.pull_failures.get(name).map_or(0, |f| f.count) + 1;
         self.pull_failures.insert(
             name.to_string(),
@@ -375,6 +376,7 @@ impl WorkerState {
                 at_ns: now_ns(),
                 count,
                 message,
+                never_pull,
             },
         );
     }
