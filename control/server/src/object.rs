@@ -10,6 +10,10 @@ use weir_api::ResourceKind;
 
 use crate::error::ApiError;
 
+/// The largest object stored (etcd's default max request is 1.5 MiB; the
+/// rest is headroom for the transaction's other operations).
+pub const MAX_STORED_BYTES: usize = 1_500_000;
+
 /// One API object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiObject {
@@ -63,11 +67,22 @@ impl ApiObject {
     }
 
     /// The form written to etcd (no resourceVersion).
+    /// Objects larger than etcd's default request limit (1.5 MiB) are
+    /// rejected here with a clear message instead of an etcd error.
     pub fn to_stored(&self) -> Result<Vec<u8>, ApiError> {
         let mut copy = self.clone();
         copy.metadata.resource_version = None;
-        serde_json::to_vec(&copy)
-            .map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+        let bytes = serde_json::to_vec(&copy)
+            .map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))?;
+        if bytes.len() > MAX_STORED_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "{} {:?} is too large: {} bytes, the limit is {MAX_STORED_BYTES}",
+                self.kind,
+                self.name(),
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
     }
 
     /// The form sent to clients.
@@ -151,6 +166,16 @@ mod tests {
                 Err(ApiError::BadRequest(_))
             ));
         }
+    }
+
+    #[test]
+    fn oversized_objects_are_rejected() {
+        let mut o = ApiObject::parse_for(pod_kind(), br#"{"metadata":{"name":"a"}}"#).unwrap();
+        o.body.insert(
+            "spec".into(),
+            serde_json::Value::String("x".repeat(MAX_STORED_BYTES)),
+        );
+        assert!(matches!(o.to_stored(), Err(ApiError::BadRequest(m)) if m.contains("too large")));
     }
 
     #[test]
