@@ -106,7 +106,25 @@ async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
                     replicaset = rs.metadata.name.as_deref().unwrap_or_default(),
                     "creating ReplicaSet"
                 );
-                ignore_exists(ctx.client.create(&rs).await)?;
+                match ctx.client.create(&rs).await {
+                    Ok(_) => {}
+                    Err(Error::AlreadyExists(_)) => {
+                        // Ours but not in the cache yet: its event brings us back. Someone
+                        // else's: a hash collision, so change the hash like Kubernetes does.
+                        let name = rs.metadata.name.clone().unwrap_or_default();
+                        let existing: ReplicaSet = ctx.client.get(&key.namespace, &name).await?;
+                        let uid = d.metadata.uid.clone().unwrap_or_default();
+                        if !util::controlled_by(&existing.metadata, &uid) {
+                            tracing::warn!(replicaset = %name, "name taken by another ReplicaSet; bumping collisionCount");
+                            let mut nd = d.clone();
+                            let st = nd.status.get_or_insert_with(Default::default);
+                            st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+                            ctx.client.update_status(&nd).await?;
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             deployment::Action::UpdateReplicaSet(rs) => {
                 tracing::info!(
