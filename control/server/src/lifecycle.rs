@@ -58,9 +58,17 @@ pub fn prepare_create(
     m.generation = Some(1);
     m.deletion_timestamp = None;
     m.deletion_grace_period_seconds = None;
-    if kind.kind == "Pod" && !obj.body.contains_key("status") {
+    // Phases the server owns from the start, as Kubernetes' strategies set them.
+    let initial_phase = match kind.kind {
+        "Pod" => Some("Pending"),
+        "Namespace" => Some("Active"),
+        _ => None,
+    };
+    if let Some(phase) = initial_phase
+        && !obj.body.contains_key("status")
+    {
         obj.body
-            .insert("status".into(), serde_json::json!({"phase": "Pending"}));
+            .insert("status".into(), serde_json::json!({ "phase": phase }));
     }
     Ok(())
 }
@@ -492,6 +500,9 @@ mod tests {
 
         let mut node = obj(json!({"kind":"Node","metadata":{"name":"n1","namespace":"x"}}));
         prepare_create(kind("Node"), &mut node, &ctx).unwrap();
+        let mut ns = obj(json!({"kind":"Namespace","metadata":{"name":"team"}}));
+        prepare_create(kind("Namespace"), &mut ns, &ctx).unwrap();
+        assert_eq!(ns.str_at(&["status", "phase"]), Some("Active"));
         assert_eq!(
             node.metadata.namespace, None,
             "cluster-scoped objects have no namespace"
