@@ -19,6 +19,10 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("runc", "containerd's OCI runtime"),
     (
+        "libprotobuf-dev",
+        "google/protobuf/*.proto, which etcd-client's build needs beside protoc",
+    ),
+    (
         "protobuf-compiler",
         "protoc, for the etcd-client and CRI stubs",
     ),
