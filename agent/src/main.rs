@@ -25,7 +25,7 @@ mod cgroup;
 mod clock;
 mod config;
 mod cri;
-mod datapath;
+use weir_datapath as datapath;
 mod node;
 mod pods;
 mod routes;

@@ -1,5 +1,5 @@
 //! Builds the eBPF programs (`ebpf/programs`, package `weir-ebpf`) and copies
-//! the object to `$OUT_DIR/weir-ebpf.o`, which `src/datapath` embeds with
+//! the object to `$OUT_DIR/weir-ebpf.o`, which `src/lib.rs` embeds with
 //! `aya::include_bytes_aligned!`.
 //!
 //! The programs target `bpfel-unknown-none`, which needs the nightly toolchain
@@ -7,7 +7,7 @@
 //! build uses its own target dir (`ebpf/programs/target`) so it never waits on
 //! the lock of the outer build's target dir (cargo#6412) and is shared across
 //! the outer build's profiles. `rerun-if-changed` covers every input of the
-//! programs, so `cargo build -p weir-agent` never embeds a stale object.
+//! programs, so `cargo build -p weir-datapath` (and so the agent) never embeds a stale object.
 
 use std::{
     env,
@@ -32,7 +32,8 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
-    let ebpf_dir = manifest_dir.join("..").join("ebpf");
+    // This crate lives at agent/datapath; the eBPF crates at ebpf/.
+    let ebpf_dir = manifest_dir.join("..").join("..").join("ebpf");
     let programs = ebpf_dir.join("programs");
     let common = ebpf_dir.join("common");
 

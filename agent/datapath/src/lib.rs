@@ -1,5 +1,5 @@
-//! The datapath manager: loads weir's eBPF programs (built from `ebpf/programs`
-//! by `agent/build.rs` and embedded in the binary), pins their maps under the
+//! weir-datapath, the datapath manager: loads weir's eBPF programs (built from
+//! `ebpf/programs` by this crate's `build.rs` and embedded in the library), pins their maps under the
 //! node's bpffs directory, attaches the pod programs to host-side pod veths
 //! (from-pod at TCX ingress, to-pod at TCX egress; the links are pinned too),
 //! and keeps the service maps in sync with the API server.
@@ -9,7 +9,8 @@
 //! established service connections survive it; removing the directory
 //! (cluster teardown) frees them.
 //!
-//! This is the only part of weir that loads BPF. Layout:
+//! This is the only part of weir that loads BPF; it is a library so the
+//! agent and the benchmark (`bench/`) share one loader and planner. Layout:
 //! - `plan`: pure map planner (Services + EndpointSlices -> map ops), table-tested;
 //! - `attach`: which interfaces to attach to / forget (pure) and the attach calls;
 //! - `maps`: typed access to the pinned maps;
@@ -37,7 +38,7 @@ pub use sync::run_service_sync;
 /// Subdirectory of the bpffs directory holding the pinned TCX links.
 const LINKS_DIR: &str = "links";
 
-/// The compiled eBPF object (see `agent/build.rs`).
+/// The compiled eBPF object (see this crate's `build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
 
 /// Where the datapath keeps its kernel state.

@@ -4,7 +4,7 @@
 //! verdict, the output bytes (addresses, ports, recomputed checksums) and the
 //! conntrack side effects.
 //!
-//! Run with `cargo test -p weir-agent datapath_ -- --ignored` as root.
+//! Run with `cargo test -p weir-datapath -- --ignored` as root.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
