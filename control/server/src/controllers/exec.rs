@@ -294,10 +294,26 @@ async fn reconcile_service(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         let Some(svc) = c.services.get(key).cloned() else {
             return Ok(());
         };
-        let pods: Vec<Pod> = c.pods.in_namespace(&key.namespace).cloned().collect();
+        // Only the pods the selector picks, and only this Service's slices:
+        // cost follows the Service's size, not the namespace's.
+        let selector = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .map(weir_api::selector::Selector::from_map);
+        let pods: Vec<Pod> = match &selector {
+            Some(sel) => c
+                .pods
+                .in_namespace(&key.namespace)
+                .filter(|p| sel.matches(&util::labels(&p.metadata)))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
         let existing: Vec<EndpointSlice> = c
             .slices
-            .in_namespace(&key.namespace)
+            .owned_by(&uid)
             .filter(|s| endpointslice::managed_for(s, &key.name))
             .cloned()
             .collect();
@@ -346,15 +362,18 @@ pub async fn gc_worker(ctx: Arc<Ctx>) {
 
 /// The cache's view of one owner.
 fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
-    let found = match r.kind.as_str() {
-        "Deployment" => c.deployments.by_uid(namespace, &r.uid).is_some(),
-        "ReplicaSet" => c.replicasets.by_uid(namespace, &r.uid).is_some(),
-        "Pod" => c.pods.by_uid(namespace, &r.uid).is_some(),
-        "Service" => c.services.by_uid(namespace, &r.uid).is_some(),
-        "EndpointSlice" => c.slices.by_uid(namespace, &r.uid).is_some(),
+    // Owners are found by name (an index lookup) and compared by uid: an
+    // owner deleted and recreated under the same name is a different owner.
+    let key = ObjKey::new(namespace, r.name.clone());
+    let uid = match r.kind.as_str() {
+        "Deployment" => c.deployments.uid_of(&key),
+        "ReplicaSet" => c.replicasets.uid_of(&key),
+        "Pod" => c.pods.uid_of(&key),
+        "Service" => c.services.uid_of(&key),
+        "EndpointSlice" => c.slices.uid_of(&key),
         _ => return OwnerState::Unknown,
     };
-    if found {
+    if uid == Some(r.uid.as_str()) {
         OwnerState::Exists
     } else {
         OwnerState::Gone
@@ -362,38 +381,24 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
 }
 
 /// The dependents of `owner` in the cache, with whether each is being deleted.
-fn dependents_of(c: &Cache, namespace: &str, uid: &str) -> Vec<(super::GcKey, bool)> {
-    let owned = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        m.owner_references.iter().flatten().any(|r| r.uid == uid)
-    };
+fn dependents_of(c: &Cache, uid: &str) -> Vec<(super::GcKey, bool)> {
     let mut out: Vec<(super::GcKey, bool)> = Vec::new();
+    let gone =
+        |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| util::terminating(m);
     out.extend(
         c.replicasets
-            .in_namespace(namespace)
-            .filter(|o| owned(&o.metadata))
-            .map(|o| {
-                (
-                    ("ReplicaSet", ObjKey::of(o)),
-                    util::terminating(&o.metadata),
-                )
-            }),
+            .owned_by(uid)
+            .map(|o| (("ReplicaSet", ObjKey::of(o)), gone(&o.metadata))),
     );
     out.extend(
         c.pods
-            .in_namespace(namespace)
-            .filter(|o| owned(&o.metadata))
-            .map(|o| (("Pod", ObjKey::of(o)), util::terminating(&o.metadata))),
+            .owned_by(uid)
+            .map(|o| (("Pod", ObjKey::of(o)), gone(&o.metadata))),
     );
     out.extend(
         c.slices
-            .in_namespace(namespace)
-            .filter(|o| owned(&o.metadata))
-            .map(|o| {
-                (
-                    ("EndpointSlice", ObjKey::of(o)),
-                    util::terminating(&o.metadata),
-                )
-            }),
+            .owned_by(uid)
+            .map(|o| (("EndpointSlice", ObjKey::of(o)), gone(&o.metadata))),
     );
     out
 }
@@ -517,7 +522,7 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             None => GcPlan::Nothing,
             Some(meta) if meta.deletion_timestamp.is_some() => {
                 let uid = meta.uid.clone().unwrap_or_default();
-                match gc::finalize_step(&meta, &dependents_of(&c, &key.namespace, &uid)) {
+                match gc::finalize_step(&meta, &dependents_of(&c, &uid)) {
                     Some(step) => GcPlan::Finalize(step, uid),
                     None => GcPlan::Nothing,
                 }

@@ -153,34 +153,25 @@ impl Ctx {
 
     /// Enqueues every object in the cache that names `uid` as an owner.
     fn enqueue_dependents(&self, owner: &ObjectMeta) {
-        let (Some(uid), ns) = (
-            owner.uid.as_deref(),
-            owner.namespace.as_deref().unwrap_or_default(),
-        ) else {
+        let Some(uid) = owner.uid.as_deref() else {
             return;
         };
-        let c = self.read();
-        let owned = |m: &ObjectMeta| m.owner_references.iter().flatten().any(|r| r.uid == uid);
-        let mut keys: Vec<GcKey> = Vec::new();
-        keys.extend(
-            c.replicasets
-                .in_namespace(ns)
-                .filter(|o| owned(&o.metadata))
-                .map(|o| ("ReplicaSet", ObjKey::of(o))),
-        );
-        keys.extend(
-            c.pods
-                .in_namespace(ns)
-                .filter(|o| owned(&o.metadata))
-                .map(|o| ("Pod", ObjKey::of(o))),
-        );
-        keys.extend(
-            c.slices
-                .in_namespace(ns)
-                .filter(|o| owned(&o.metadata))
-                .map(|o| ("EndpointSlice", ObjKey::of(o))),
-        );
-        drop(c);
+        let keys: Vec<GcKey> = {
+            let c = self.read();
+            let mut keys: Vec<GcKey> = Vec::new();
+            keys.extend(
+                c.replicasets
+                    .owned_by(uid)
+                    .map(|o| ("ReplicaSet", ObjKey::of(o))),
+            );
+            keys.extend(c.pods.owned_by(uid).map(|o| ("Pod", ObjKey::of(o))));
+            keys.extend(
+                c.slices
+                    .owned_by(uid)
+                    .map(|o| ("EndpointSlice", ObjKey::of(o))),
+            );
+            keys
+        };
         for k in keys {
             self.gc.add(k);
         }

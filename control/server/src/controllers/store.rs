@@ -2,7 +2,7 @@
 //! `replace` do no I/O: they only turn watch events into changes that the
 //! event handlers map to work-queue keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::Metadata;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -62,26 +62,79 @@ impl<K: Metadata<Ty = ObjectMeta>> Change<K> {
 #[derive(Debug)]
 pub struct Store<K> {
     objects: BTreeMap<ObjKey, K>,
+    /// Owner uid -> objects naming it in ownerReferences: the garbage
+    /// collector and the controllers find dependents without scanning.
+    by_owner: HashMap<String, BTreeSet<ObjKey>>,
 }
 
 impl<K> Default for Store<K> {
     fn default() -> Self {
         Self {
             objects: BTreeMap::new(),
+            by_owner: HashMap::new(),
         }
     }
 }
 
+fn owner_uids<K: Metadata<Ty = ObjectMeta>>(o: &K) -> impl Iterator<Item = &str> {
+    o.metadata()
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|r| r.uid.as_str())
+}
+
 impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
+    /// Inserts or replaces one object, keeping the owner index right.
+    fn put(&mut self, key: ObjKey, o: K) -> Option<K> {
+        for uid in owner_uids(&o) {
+            self.by_owner
+                .entry(uid.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        let old = self.objects.insert(key.clone(), o);
+        if let Some(old) = &old {
+            self.unindex(&key, old);
+        }
+        old
+    }
+
+    fn take(&mut self, key: &ObjKey) -> Option<K> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old);
+        Some(old)
+    }
+
+    /// Drops index entries of `old` that the stored object (if any) no longer has.
+    fn unindex(&mut self, key: &ObjKey, old: &K) {
+        let current: BTreeSet<String> = self
+            .objects
+            .get(key)
+            .map(|o| owner_uids(o).map(str::to_string).collect())
+            .unwrap_or_default();
+        for uid in owner_uids(old) {
+            if current.contains(uid) {
+                continue;
+            }
+            if let Some(set) = self.by_owner.get_mut(uid) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_owner.remove(uid);
+                }
+            }
+        }
+    }
+
     /// Applies one watch event; bookmarks change nothing.
     pub fn apply_event(&mut self, ev: WatchEvent<K>) -> Option<Change<K>> {
         match ev {
             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
-                let old = self.objects.insert(ObjKey::of(&o), o.clone());
+                let old = self.put(ObjKey::of(&o), o.clone());
                 Some(Change { old, new: Some(o) })
             }
             WatchEvent::Deleted(o) => {
-                let old = self.objects.remove(&ObjKey::of(&o)).unwrap_or(o);
+                let old = self.take(&ObjKey::of(&o)).unwrap_or(o);
                 Some(Change {
                     old: Some(old),
                     new: None,
@@ -98,26 +151,31 @@ impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
         let mut fresh: BTreeMap<ObjKey, K> =
             items.into_iter().map(|o| (ObjKey::of(&o), o)).collect();
         let mut changes = Vec::new();
-        for (k, old) in std::mem::take(&mut self.objects) {
+        let keys: Vec<ObjKey> = self.objects.keys().cloned().collect();
+        for k in keys {
             match fresh.remove(&k) {
                 Some(new) => {
-                    let same = old.metadata().resource_version == new.metadata().resource_version;
-                    self.objects.insert(k, new.clone());
+                    let same = self
+                        .objects
+                        .get(&k)
+                        .map(|o| o.metadata().resource_version.clone())
+                        == Some(new.metadata().resource_version.clone());
+                    let old = self.put(k, new.clone());
                     if !same {
                         changes.push(Change {
-                            old: Some(old),
+                            old,
                             new: Some(new),
                         });
                     }
                 }
-                None => changes.push(Change {
-                    old: Some(old),
-                    new: None,
-                }),
+                None => {
+                    let old = self.take(&k);
+                    changes.push(Change { old, new: None });
+                }
             }
         }
         for (k, new) in fresh {
-            self.objects.insert(k, new.clone());
+            self.put(k, new.clone());
             changes.push(Change {
                 old: None,
                 new: Some(new),
@@ -144,10 +202,20 @@ impl<K: Metadata<Ty = ObjectMeta> + Clone> Store<K> {
             .map(|(_, v)| v)
     }
 
-    /// The object with this uid, if any (owner lookups).
-    pub fn by_uid(&self, namespace: &str, uid: &str) -> Option<&K> {
-        self.in_namespace(namespace)
-            .find(|o| o.metadata().uid.as_deref() == Some(uid))
+    /// Objects naming `uid` among their owners.
+    pub fn owned_by<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a K> + 'a {
+        self.by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.objects.get(k))
+    }
+
+    /// The uid of the object with this key, if it is stored.
+    pub fn uid_of(&self, key: &ObjKey) -> Option<&str> {
+        self.objects
+            .get(key)
+            .and_then(|o| o.metadata().uid.as_deref())
     }
 }
 
@@ -188,6 +256,51 @@ mod tests {
             .expect("change");
         assert!(c.new.is_none());
         assert_eq!(s.iter().count(), 0);
+    }
+
+    fn owned(name: &str, rv: &str, owners: &[&str]) -> Pod {
+        let mut p = pod("a", name, rv);
+        p.metadata.owner_references = Some(
+            owners
+                .iter()
+                .map(
+                    |u| k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: u.to_string(),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        );
+        p
+    }
+
+    fn names<'a>(it: impl Iterator<Item = &'a Pod>) -> Vec<String> {
+        let mut v: Vec<String> = it.filter_map(|p| p.metadata.name.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn owner_index_follows_changes() {
+        let mut s = Store::default();
+        s.apply_event(WatchEvent::Added(owned("p1", "1", &["u1"])));
+        s.apply_event(WatchEvent::Added(owned("p2", "1", &["u1", "u2"])));
+        assert_eq!(names(s.owned_by("u1")), vec!["p1", "p2"]);
+        // p2 drops owner u1 (orphaned), keeps u2.
+        s.apply_event(WatchEvent::Modified(owned("p2", "2", &["u2"])));
+        assert_eq!(names(s.owned_by("u1")), vec!["p1"]);
+        assert_eq!(names(s.owned_by("u2")), vec!["p2"]);
+        s.apply_event(WatchEvent::Deleted(owned("p1", "3", &["u1"])));
+        assert!(names(s.owned_by("u1")).is_empty());
+        // A re-list that no longer has p2 clears its entries too.
+        s.replace(vec![owned("p3", "5", &["u3"])]);
+        assert!(names(s.owned_by("u2")).is_empty());
+        assert_eq!(names(s.owned_by("u3")), vec!["p3"]);
+        assert_eq!(
+            s.uid_of(&ObjKey::new("a", "p3")),
+            None,
+            "test pods have no uid"
+        );
     }
 
     #[test]
