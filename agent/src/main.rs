@@ -17,15 +17,16 @@
 //!   observe (CRI) -> `plan` (pure) -> execute -> `status` (pure) -> update_status.
 //! - `cgroup`: pod-level cgroup parents in every hierarchy.
 //! - `routes`: routes to the other nodes' pod CIDRs (watch Nodes, pure plan, rtnetlink).
-//! - `datapath`: the eBPF datapath (the only module that loads BPF).
 //! - `clock`: the wall clock, read only by the I/O loops.
+//!
+//! The eBPF datapath (loading BPF, pinned maps, Service sync) is the
+//! `weir-datapath` crate in agent/datapath; this binary only wires it in.
 #![forbid(unsafe_code)]
 
 mod cgroup;
 mod clock;
 mod config;
 mod cri;
-use weir_datapath as datapath;
 mod node;
 mod pods;
 mod routes;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing::{error, info, warn};
+use weir_datapath as datapath;
 
 use config::{Args, Config};
 use pods::spec::NodeEnv;
