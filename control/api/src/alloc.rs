@@ -38,6 +38,12 @@ pub enum AllocError {
     CidrRangeFull { cluster: Ipv4Net, mask: u8 },
     #[error("cannot split cluster CIDR {cluster} into /{mask} blocks")]
     BadMask { cluster: Ipv4Net, mask: u8 },
+    #[error("{ip} is not in the LoadBalancer pool {pool}")]
+    LbIpOutOfPool { ip: Ipv4Addr, pool: Ipv4Net },
+    #[error("{ip} is already allocated to another LoadBalancer Service")]
+    LbIpInUse { ip: Ipv4Addr },
+    #[error("the LoadBalancer pool {pool} is exhausted")]
+    LbPoolFull { pool: Ipv4Net },
 }
 
 /// The addresses of `cidr` that may be handed to services: not the network
@@ -115,6 +121,41 @@ pub fn allocate_pod_cidr(
         .skip(1)
         .find(|b| !used.iter().any(|u| u.contains(b) || b.contains(u)))
         .ok_or(AllocError::CidrRangeFull { cluster, mask })
+}
+
+/// Chooses the LoadBalancer ingress address of a Service from `pool`
+/// (LB-IPAM, like MetalLB or Cilium's LB-IPAM in layer-2 mode).
+///
+/// Every address of the pool is assignable, network and broadcast included:
+/// the pool is a slice of the node underlay, not a subnet of its own.
+/// `held` is what the Service already has; it is kept unless the Service asks
+/// for another address (`spec.loadBalancerIP`). A full pool is an error the
+/// caller turns into "pending" (no ingress yet), as Kubernetes leaves a
+/// Service without a load balancer pending rather than rejecting it.
+pub fn allocate_lb_ip(
+    pool: Ipv4Net,
+    used: &BTreeSet<Ipv4Addr>,
+    held: Option<Ipv4Addr>,
+    requested: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, AllocError> {
+    match (requested, held) {
+        (Some(ip), Some(h)) if ip == h => Ok(ip),
+        (Some(ip), _) => {
+            if !pool.contains(&ip) {
+                return Err(AllocError::LbIpOutOfPool { ip, pool });
+            }
+            if used.contains(&ip) {
+                return Err(AllocError::LbIpInUse { ip });
+            }
+            Ok(ip)
+        }
+        (None, Some(h)) => Ok(h),
+        (None, None) => pool
+            .hosts()
+            .chain([pool.network(), pool.broadcast()])
+            .find(|ip| !used.contains(ip))
+            .ok_or(AllocError::LbPoolFull { pool }),
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +304,84 @@ mod tests {
                 cluster: small,
                 mask: 24
             })
+        );
+    }
+
+    #[test]
+    fn lb_ip_cases() {
+        let pool = net("172.30.0.200/29");
+        let used: BTreeSet<Ipv4Addr> = [ip("172.30.0.201"), ip("172.30.0.203")].into();
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            Result<Ipv4Addr, AllocError>,
+        );
+        let cases: Vec<Case> = vec![
+            ("lowest free host", None, None, Ok(ip("172.30.0.202"))),
+            (
+                "held is kept",
+                Some("172.30.0.203"),
+                None,
+                Ok(ip("172.30.0.203")),
+            ),
+            (
+                "requested equal to held",
+                Some("172.30.0.203"),
+                Some("172.30.0.203"),
+                Ok(ip("172.30.0.203")),
+            ),
+            (
+                "requested free",
+                Some("172.30.0.203"),
+                Some("172.30.0.205"),
+                Ok(ip("172.30.0.205")),
+            ),
+            (
+                "requested in use",
+                None,
+                Some("172.30.0.201"),
+                Err(AllocError::LbIpInUse {
+                    ip: ip("172.30.0.201"),
+                }),
+            ),
+            (
+                "requested outside the pool",
+                None,
+                Some("172.30.0.100"),
+                Err(AllocError::LbIpOutOfPool {
+                    ip: ip("172.30.0.100"),
+                    pool,
+                }),
+            ),
+            (
+                "network address is usable",
+                None,
+                Some("172.30.0.200"),
+                Ok(ip("172.30.0.200")),
+            ),
+        ];
+        for (name, held, req, want) in cases {
+            assert_eq!(
+                allocate_lb_ip(pool, &used, held.map(ip), req.map(ip)),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn lb_pool_exhaustion_uses_every_address_then_fails() {
+        let pool = net("172.30.0.200/30");
+        let mut used = BTreeSet::new();
+        for _ in 0..4 {
+            let got = allocate_lb_ip(pool, &used, None, None).unwrap();
+            assert!(pool.contains(&got));
+            assert!(used.insert(got), "{got} handed out twice");
+        }
+        assert_eq!(
+            allocate_lb_ip(pool, &used, None, None),
+            Err(AllocError::LbPoolFull { pool })
         );
     }
 }

@@ -1,5 +1,5 @@
-//! Allocation of cluster resources on the write path: cluster IPs and node
-//! ports of Services, pod CIDRs of Nodes.
+//! Allocation of cluster resources on the write path: cluster IPs, node
+//! ports and LoadBalancer ingress addresses of Services, pod CIDRs of Nodes.
 //!
 //! The used sets are read from the allocation keys in etcd; the choice is made
 //! by the pure allocators in `weir_api::alloc`; the registry then writes the
@@ -17,7 +17,7 @@ use weir_api::validation::FieldError;
 
 use crate::admission;
 use crate::error::ApiError;
-use crate::lifecycle::{self, NODE_PORTS, POD_CIDRS, SERVICE_IPS};
+use crate::lifecycle::{self, LB_IPS, NODE_PORTS, POD_CIDRS, SERVICE_IPS};
 use crate::object::ApiObject;
 use crate::storage::Storage;
 
@@ -27,6 +27,8 @@ pub struct Ranges {
     pub service_cidr: Ipv4Net,
     pub cluster_cidr: Ipv4Net,
     pub node_cidr_mask: u8,
+    /// Addresses handed to LoadBalancer Services (on the node underlay).
+    pub lb_pool: Ipv4Net,
 }
 
 /// Reads used sets and fills in allocated values. Cheap to clone.
@@ -53,7 +55,10 @@ impl Allocator {
             .map(|o| lifecycle::claims_of(kind, o))
             .unwrap_or_default();
         match kind.kind {
-            "Service" => self.allocate_service(obj, &held).await,
+            "Service" => {
+                self.allocate_service(obj, &held).await?;
+                self.allocate_lb_ip(obj, &held).await
+            }
             "Node" => self.allocate_node(obj, &held).await,
             _ => Ok(()),
         }
@@ -168,6 +173,75 @@ impl Allocator {
         Ok(())
     }
 
+    /// Keeps `status.loadBalancer.ingress` of a Service true: the address
+    /// held (or asked for with `spec.loadBalancerIP`, or the lowest free one
+    /// of the pool) for type LoadBalancer, nothing for other types — so a
+    /// type change or a delete releases the address through the claim diff.
+    /// The API server owns this status field: whatever a status writer put
+    /// there is replaced.
+    async fn allocate_lb_ip(
+        &self,
+        obj: &mut ApiObject,
+        held: &BTreeSet<String>,
+    ) -> Result<(), ApiError> {
+        let ingress = if obj.str_at(&["spec", "type"]) == Some("LoadBalancer") {
+            let held_ip = held
+                .iter()
+                .find_map(|k| k.strip_prefix(LB_IPS)?.parse::<Ipv4Addr>().ok());
+            let requested = obj
+                .str_at(&["spec", "loadBalancerIP"])
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<Ipv4Addr>().map_err(|_| {
+                        admission::invalid(
+                            obj,
+                            vec![FieldError::invalid(
+                                "spec.loadBalancerIP",
+                                format!("{s:?}"),
+                                "must be a valid IPv4 address",
+                            )],
+                        )
+                    })
+                })
+                .transpose()?;
+            let used: BTreeSet<Ipv4Addr> = if requested.is_some() || held_ip.is_none() {
+                self.storage
+                    .keys(LB_IPS)
+                    .await?
+                    .iter()
+                    .filter_map(|k| k.strip_prefix(LB_IPS)?.parse().ok())
+                    .collect()
+            } else {
+                BTreeSet::new()
+            };
+            match alloc::allocate_lb_ip(self.ranges.lb_pool, &used, held_ip, requested) {
+                Ok(ip) => Some(ip),
+                // Pending, like a Service no load balancer has picked up yet.
+                Err(AllocError::LbPoolFull { pool }) => {
+                    tracing::warn!(service = obj.name(), namespace = obj.namespace(), %pool,
+                        "LoadBalancer pool exhausted; the Service stays pending");
+                    None
+                }
+                Err(e) => {
+                    let value =
+                        format!("{:?}", requested.map(|r| r.to_string()).unwrap_or_default());
+                    return Err(admission::invalid(
+                        obj,
+                        vec![FieldError::invalid(
+                            "spec.loadBalancerIP",
+                            value,
+                            e.to_string(),
+                        )],
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        set_lb_ingress(obj, ingress);
+        Ok(())
+    }
+
     async fn allocate_node(
         &self,
         obj: &mut ApiObject,
@@ -228,6 +302,22 @@ impl Allocator {
         spec.insert("podCIDR".into(), Value::String(cidr.to_string()));
         spec.insert("podCIDRs".into(), serde_json::json!([cidr.to_string()]));
         Ok(())
+    }
+}
+
+/// Writes `status.loadBalancer` of a Service: one ingress entry (ipMode VIP:
+/// the datapath translates the address itself) or none.
+fn set_lb_ingress(obj: &mut ApiObject, ip: Option<Ipv4Addr>) {
+    let lb = match ip {
+        Some(ip) => serde_json::json!({"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}),
+        None => serde_json::json!({}),
+    };
+    let status = obj
+        .body
+        .entry("status")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Value::Object(status) = status {
+        status.insert("loadBalancer".into(), lb);
     }
 }
 

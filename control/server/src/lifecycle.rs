@@ -17,6 +17,8 @@ use crate::object::ApiObject;
 pub const SERVICE_IPS: &str = "/registry/ranges/serviceips/";
 pub const NODE_PORTS: &str = "/registry/ranges/servicenodeports/";
 pub const POD_CIDRS: &str = "/registry/ranges/podcidrs/";
+/// LoadBalancer ingress addresses (LB-IPAM), one key per address.
+pub const LB_IPS: &str = "/registry/ranges/loadbalancerips/";
 
 /// Server-chosen values for a create.
 #[derive(Debug, Clone)]
@@ -440,6 +442,9 @@ pub fn claims_of(kind: &ResourceKind, obj: &ApiObject) -> BTreeSet<String> {
                     keys.insert(format!("{NODE_PORTS}{np}"));
                 }
             }
+            for ip in lb_ingress_ips(obj) {
+                keys.insert(format!("{LB_IPS}{ip}"));
+            }
         }
         "Node" => {
             let mut cidrs = strings("podCIDRs");
@@ -451,6 +456,24 @@ pub fn claims_of(kind: &ResourceKind, obj: &ApiObject) -> BTreeSet<String> {
         _ => {}
     }
     keys
+}
+
+/// The ingress addresses a LoadBalancer Service holds
+/// (`status.loadBalancer.ingress[].ip`); none for other types, whose status
+/// the allocator clears.
+pub fn lb_ingress_ips(obj: &ApiObject) -> Vec<std::net::Ipv4Addr> {
+    if obj.str_at(&["spec", "type"]) != Some("LoadBalancer") {
+        return Vec::new();
+    }
+    obj.body
+        .get("status")
+        .and_then(|s| s.get("loadBalancer"))
+        .and_then(|l| l.get("ingress"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("ip")?.as_str()?.parse().ok())
+        .collect()
 }
 
 /// The allocation key of a pod CIDR (`/` is the key separator, so it becomes `-`).
@@ -743,6 +766,27 @@ mod tests {
         ]
         .into();
         assert_eq!(claims_of(kind("Service"), &svc), want);
+        let lb = obj(
+            json!({"kind":"Service","spec":{"type":"LoadBalancer","clusterIP":"10.96.0.5"},
+            "status":{"loadBalancer":{"ingress":[{"ip":"172.30.0.201"}]}}}),
+        );
+        assert_eq!(
+            claims_of(kind("Service"), &lb),
+            [
+                format!("{SERVICE_IPS}10.96.0.5"),
+                format!("{LB_IPS}172.30.0.201")
+            ]
+            .into()
+        );
+        // A stale ingress on a Service that is no longer a LoadBalancer holds nothing.
+        let was_lb = obj(
+            json!({"kind":"Service","spec":{"type":"ClusterIP","clusterIP":"10.96.0.5"},
+            "status":{"loadBalancer":{"ingress":[{"ip":"172.30.0.201"}]}}}),
+        );
+        assert_eq!(
+            claims_of(kind("Service"), &was_lb),
+            [format!("{SERVICE_IPS}10.96.0.5")].into()
+        );
         let headless = obj(json!({"kind":"Service","spec":{"clusterIP":"None"}}));
         assert!(claims_of(kind("Service"), &headless).is_empty());
         let node = obj(

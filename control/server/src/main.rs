@@ -78,6 +78,10 @@ struct Args {
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Addresses for LoadBalancer Services (status.loadBalancer.ingress);
+    /// the default lies on the local cluster's node underlay (172.30.0.0/24).
+    #[arg(long, default_value = "172.30.0.200/29")]
+    lb_pool: Ipv4Net,
 }
 
 /// How often etcd history is compacted (as kube-apiserver's default).
@@ -134,6 +138,7 @@ async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
         service_cidr: args.service_cidr,
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask: args.node_cidr_mask_size,
+        lb_pool: args.lb_pool,
     };
     let registry = Registry::new(storage, ranges);
     for ns in ["default", "kube-system"] {

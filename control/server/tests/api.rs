@@ -42,6 +42,11 @@ fn free_port_pair() -> u16 {
 
 impl Server {
     async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts weir-control with extra flags.
+    async fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let etcd_port = free_port_pair();
         let api_port = free_port();
@@ -50,6 +55,7 @@ impl Server {
             .arg(dir.path())
             .args(["--embedded-etcd-port", &etcd_port.to_string()])
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start weir-control");
@@ -444,6 +450,107 @@ async fn validation_and_allocation() {
         n2.spec.as_ref().and_then(|s| s.pod_cidrs.clone()),
         Some(vec!["10.244.2.0/24".to_string()])
     );
+}
+
+fn lb_ip(s: &Service) -> Option<String> {
+    s.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .clone()
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn load_balancer_ips_from_the_pool() {
+    // A pool of two addresses, to see exhaustion.
+    let s = Server::start_with(&["--lb-pool", "172.30.0.200/31"]).await;
+    let c = &s.client;
+    let lb = |name: &str, ty: &str, ip: Option<&str>| Service {
+        metadata: meta(name, &[]),
+        spec: Some(ServiceSpec {
+            type_: Some(ty.into()),
+            load_balancer_ip: ip.map(Into::into),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let a = c.create(&lb("a", "LoadBalancer", None)).await.expect("a");
+    assert_eq!(lb_ip(&a).as_deref(), Some("172.30.0.200"));
+    assert!(
+        a.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+            .node_port
+            .is_some()
+    );
+    let stored = c.get::<Service>("default", "a").await.expect("get a");
+    assert_eq!(
+        lb_ip(&stored).as_deref(),
+        Some("172.30.0.200"),
+        "stored, not only returned"
+    );
+
+    let Err(Error::Invalid(msg)) = c
+        .create(&lb("x", "LoadBalancer", Some("172.30.0.200")))
+        .await
+    else {
+        panic!("expected Invalid for an address in use")
+    };
+    assert!(
+        msg.contains("spec.loadBalancerIP: Invalid value: \"172.30.0.200\""),
+        "{msg}"
+    );
+    let Err(Error::Invalid(msg)) = c.create(&lb("x", "LoadBalancer", Some("10.1.2.3"))).await
+    else {
+        panic!("expected Invalid outside the pool")
+    };
+    assert!(
+        msg.contains("not in the LoadBalancer pool 172.30.0.200/31"),
+        "{msg}"
+    );
+
+    let b = c.create(&lb("b", "LoadBalancer", None)).await.expect("b");
+    assert_eq!(lb_ip(&b).as_deref(), Some("172.30.0.201"));
+    // Pool exhausted: created, but pending (no ingress), like Kubernetes.
+    let p = c
+        .create(&lb("p", "LoadBalancer", None))
+        .await
+        .expect("pending");
+    assert_eq!(lb_ip(&p), None);
+
+    // A status writer cannot take the address away or forge another.
+    let mut forged = c.get::<Service>("default", "b").await.expect("get b");
+    forged.status.as_mut().unwrap().load_balancer = None;
+    let forged = c.update_status(&forged).await.expect("status write");
+    assert_eq!(lb_ip(&forged).as_deref(), Some("172.30.0.201"));
+
+    // LoadBalancer -> ClusterIP releases the address (and the node port).
+    let mut a2 = c.get::<Service>("default", "a").await.expect("get a");
+    a2.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    let a2 = c.update(&a2).await.expect("type change");
+    assert_eq!(lb_ip(&a2), None);
+    // The pending Service gets it on its next write.
+    let p2 = c
+        .update(&c.get::<Service>("default", "p").await.expect("get p"))
+        .await
+        .expect("update p");
+    assert_eq!(lb_ip(&p2).as_deref(), Some("172.30.0.200"));
+    // Delete releases too.
+    c.delete::<Service>("default", "b", &DeleteParams::default())
+        .await
+        .expect("delete b");
+    let d = c
+        .create(&lb("d", "LoadBalancer", Some("172.30.0.201")))
+        .await
+        .expect("released address requested again");
+    assert_eq!(lb_ip(&d).as_deref(), Some("172.30.0.201"));
 }
 
 /// The next watch item, failing the test after 10 s.
