@@ -30,13 +30,22 @@ const PROBE_LIMIT: Duration = Duration::from_secs(30);
 pub struct ChangeResult {
     pub variant: Variant,
     pub services: u32,
+    /// Start of the change -> first successful connect.
     pub samples_ms: Vec<f64>,
+    /// Start of the change -> the change call returned (iptables-restore
+    /// exited; weir's API accepted both objects). For weir the rest of
+    /// `samples_ms` is watch -> agent -> planner -> maps -> packet.
+    #[serde(default)]
+    pub applied_ms: Vec<f64>,
     pub method: String,
 }
 
 impl ChangeResult {
     pub fn p50_ms(&self) -> f64 {
         crate::stats::median(&self.samples_ms).unwrap_or(f64::NAN)
+    }
+    pub fn applied_p50_ms(&self) -> f64 {
+        crate::stats::median(&self.applied_ms).unwrap_or(f64::NAN)
     }
     pub fn max_ms(&self) -> f64 {
         self.samples_ms.iter().copied().fold(f64::NAN, f64::max)
@@ -134,6 +143,8 @@ pub fn measure(
         "600".into(),
     ])?;
     let mut samples_ms = Vec::new();
+    let mut applied_ms = Vec::new();
+    let ms_since = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
     let method;
     match variant {
         Variant::Direct => bail!("direct has no services to change"),
@@ -151,6 +162,7 @@ pub fn measure(
                 std::thread::sleep(Duration::from_millis(20));
                 let started = Instant::now();
                 iptables_restore(&topo.node, &input, true)?;
+                applied_ms.push(ms_since(started));
                 let reached = probe.recv().context("prober vanished")??;
                 samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
             }
@@ -174,6 +186,7 @@ pub fn measure(
                 std::thread::sleep(Duration::from_millis(20));
                 let started = Instant::now();
                 cluster.add_one_service()?;
+                applied_ms.push(ms_since(started));
                 let reached = probe.recv().context("prober vanished")??;
                 samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
             }
@@ -190,6 +203,7 @@ pub fn measure(
         variant,
         services,
         samples_ms,
+        applied_ms,
         method,
     })
 }

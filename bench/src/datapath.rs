@@ -129,6 +129,28 @@ impl Drop for Helper {
     }
 }
 
+/// A variant that could not be measured at some N, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    pub variant: Variant,
+    pub services: u32,
+    pub error: String,
+}
+
+impl Failure {
+    fn new(variant: Variant, services: u32, during: &str, error: &anyhow::Error) -> Failure {
+        eprintln!(
+            "{} N={services}: {during} failed: {error:#}",
+            variant.name()
+        );
+        Failure {
+            variant,
+            services,
+            error: format!("{during} failed: {error:#}"),
+        }
+    }
+}
+
 /// Spawns `weir-bench <args>` and waits for its `ready` line.
 pub(crate) fn spawn_ready(args: &[String]) -> Result<Helper> {
     let exe = std::env::current_exe().context("cannot find the weir-bench executable")?;
@@ -319,38 +341,61 @@ pub fn run(args: DatapathArgs) -> Result<()> {
     };
     let mut results = Vec::new();
     let mut changes = Vec::new();
+    // A variant that fails at some N (e.g. weir's control plane cannot serve
+    // N services) is recorded and skipped for that N; the others go on.
+    let mut failures: Vec<Failure> = Vec::new();
     for &services in &services_list {
+        let failed = |failures: &[Failure], v: Variant| {
+            failures
+                .iter()
+                .any(|f| f.variant == v && f.services == services)
+        };
         if let Some(cluster) = weir.as_mut() {
-            let seconds = cluster.ensure_services(services)?;
-            eprintln!(
-                "weir-control: {services} services with their EndpointSlices ({seconds:.1} s of API writes)"
-            );
+            match cluster.ensure_services(services) {
+                Ok(seconds) => eprintln!(
+                    "weir-control: {services} services with their EndpointSlices ({seconds:.1} s of API writes)"
+                ),
+                Err(e) => failures.push(Failure::new(
+                    Variant::Weir,
+                    services,
+                    "creating the Services",
+                    &e,
+                )),
+            }
         }
         for rep in 0..args.reps {
             for &variant in &args.variants {
-                results.push(one_run(
-                    variant,
-                    Mode::Load,
-                    services,
-                    rep,
-                    &args,
-                    weir.as_ref(),
-                )?);
+                let mut modes = vec![Mode::Load];
                 if args.latency_concurrency > 0 {
-                    results.push(one_run(
-                        variant,
-                        Mode::Latency,
-                        services,
-                        rep,
-                        &args,
-                        weir.as_ref(),
-                    )?);
+                    modes.push(Mode::Latency);
+                }
+                for mode in modes {
+                    if failed(&failures, variant) {
+                        continue;
+                    }
+                    match one_run(variant, mode, services, rep, &args, weir.as_ref()) {
+                        Ok(r) => results.push(r),
+                        Err(e) => {
+                            failures.push(Failure::new(variant, services, "a benchmark run", &e))
+                        }
+                    }
                 }
             }
         }
         if !args.no_change_latency {
             for &variant in args.variants.iter().filter(|v| **v != Variant::Direct) {
-                changes.push(crate::change::measure(variant, services, weir.as_mut())?);
+                if failed(&failures, variant) {
+                    continue;
+                }
+                match crate::change::measure(variant, services, weir.as_mut()) {
+                    Ok(c) => changes.push(c),
+                    Err(e) => failures.push(Failure::new(
+                        variant,
+                        services,
+                        "the service change test",
+                        &e,
+                    )),
+                }
             }
         }
     }
@@ -358,11 +403,15 @@ pub fn run(args: DatapathArgs) -> Result<()> {
     let table = report::markdown(
         &results,
         &changes,
+        &failures,
         &report::Context::gather(&args, started.elapsed()),
     );
     std::fs::create_dir_all(&args.out_dir)?;
     let json = args.out_dir.join("datapath.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(&(&results, &changes))?)?;
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(&(&results, &changes, &failures))?,
+    )?;
     let md = args.out_dir.join("datapath.md");
     std::fs::write(&md, &table)?;
     println!("{table}");

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::change::ChangeResult;
-use crate::datapath::{DatapathArgs, Mode, RunResult, Variant};
+use crate::datapath::{DatapathArgs, Failure, Mode, RunResult, Variant};
 use crate::stats::median;
 
 /// Facts about the machine and the run, printed above the tables.
@@ -116,7 +116,12 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
 }
 
-pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) -> String {
+pub fn markdown(
+    results: &[RunResult],
+    changes: &[ChangeResult],
+    failures: &[Failure],
+    ctx: &Context,
+) -> String {
     let summaries = summarize(results);
     let mut out = String::new();
     let _ = writeln!(out, "Command: `{}`  ", ctx.command);
@@ -170,17 +175,30 @@ pub fn markdown(results: &[RunResult], changes: &[ChangeResult], ctx: &Context) 
     }
     if !changes.is_empty() {
         out.push_str("\nService change -> first successful connect to the new VIP:\n\n");
-        out.push_str("| N services | variant | changes | p50 ms | max ms | how the change is applied |\n|---:|---|---:|---:|---:|---|\n");
+        out.push_str("| N services | variant | changes | p50 ms | max ms | p50 ms until the change call returned | how the change is applied |\n|---:|---|---:|---:|---:|---:|---|\n");
         for c in changes {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.2} | {} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
                 c.services,
                 c.variant.name(),
                 c.samples_ms.len(),
                 c.p50_ms(),
                 c.max_ms(),
+                c.applied_p50_ms(),
                 c.method
+            );
+        }
+    }
+    if !failures.is_empty() {
+        out.push_str("\nNot measured (failed):\n\n");
+        for f in failures {
+            let _ = writeln!(
+                out,
+                "- {} at N={}: {}",
+                f.variant.name(),
+                f.services,
+                f.error.replace('\n', " ")
             );
         }
     }
@@ -275,7 +293,7 @@ mod tests {
             mode: Mode::Latency,
             ..run(Variant::Weir, 10_000, 0, 5_000.0)
         });
-        let md = markdown(&with_latency, &[], &Context::default());
+        let md = markdown(&with_latency, &[], &[], &Context::default());
         // 40k/42k = 0.95 (met); 40k/13k = 3.08 (met); latency runs do not enter ratios.
         assert!(
             md.contains(
@@ -298,7 +316,16 @@ mod tests {
             run(Variant::Direct, 1, 0, 50_000.0),
             run(Variant::Weir, 1, 0, 45_000.0),
         ];
-        let md = markdown(&slower, &[], &Context::default());
+        let failure = Failure {
+            variant: Variant::Weir,
+            services: 1,
+            error: "agent\nstuck".into(),
+        };
+        let md = markdown(&slower, &[], &[failure], &Context::default());
+        assert!(
+            md.contains("Not measured (failed):\n\n- weir at N=1: agent stuck\n"),
+            "{md}"
+        );
         assert!(md.contains("0.90× — **missed**"), "{md}");
     }
 }

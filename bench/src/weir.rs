@@ -297,7 +297,7 @@ impl WeirCluster {
         };
         for i in [0, self.services.saturating_sub(1)] {
             let target = SocketAddrV4::new(plan::vip(i), plan::SERVICE_PORT);
-            crate::change::wait_reachable(&topo.client, target, Duration::from_secs(120))
+            crate::change::wait_reachable(&topo.client, target, Duration::from_secs(60))
                 .with_context(|| {
                     format!("weir-agent never served {target} (see {STATE_DIR}/agent-{tag}*.log)")
                 })?;
