@@ -72,6 +72,16 @@ enum Outcome {
     Done,
 }
 
+/// Finished pods are polled this many times less often than running ones.
+const IDLE_POLL_FACTOR: u32 = 10;
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 /// Runs until the pod is gone from the API and the runtime.
 pub async fn run_worker(
     ctx: Arc<WorkerContext>,
@@ -101,7 +111,13 @@ pub async fn run_worker(
             }
             Ok(Outcome::Again | Outcome::Idle) => {
                 failures = 0;
-                ctx.poll
+                // A finished pod changes only when it is deleted (a watch
+                // event wakes the worker), so it needs no fast polling.
+                if pod.as_ref().is_some_and(is_finished) {
+                    ctx.poll * IDLE_POLL_FACTOR
+                } else {
+                    ctx.poll
+                }
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
