@@ -65,6 +65,16 @@ impl Cgroups {
         Ok(Cgroups { hierarchies })
     }
 
+    /// The directory of `rel` in the cgroup2 hierarchy (the only one on a
+    /// pure cgroup2 host, `unified/` on a hybrid one), if there is one. This is
+    /// where cgroup-attached BPF programs (socket-level load balancing) go.
+    pub fn cgroup2_dir(&self, rel: &str) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.join("cgroup.controllers").exists())
+            .map(|h| h.join(rel.trim_start_matches('/')))
+    }
+
     /// Creates `rel` (e.g. `/weir-weir-node1/pod<uid>`) in every hierarchy.
     pub fn create(&self, rel: &str) -> Result<(), CgroupError> {
         for h in &self.hierarchies {
@@ -120,6 +130,16 @@ mod tests {
             std::fs::create_dir_all(root.join(h)).expect("fake hierarchy");
         }
         let cg = Cgroups::detect(&root).expect("detect");
+        assert_eq!(
+            cg.cgroup2_dir("/x"),
+            None,
+            "no cgroup2 among plain directories"
+        );
+        std::fs::write(root.join("unified/cgroup.controllers"), "").expect("mark cgroup2");
+        assert_eq!(
+            cg.cgroup2_dir("/weir-test"),
+            Some(root.join("unified/weir-test"))
+        );
         cg.create("/weir-test/podu1").expect("create");
         for h in ["cpu", "memory", "unified"] {
             assert!(root.join(h).join("weir-test/podu1").is_dir(), "{h}");
