@@ -120,7 +120,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let path = node::write_cni_conflist(&cfg.cni_conf_dir, &conflist)?;
     info!(pod_cidr = %pod_cidr, path = %path.display(), "CNI configuration written");
 
-    let network = start_datapath(&cfg, &api)?;
+    let cgroups = cgroup::Cgroups::detect(&cfg.cgroup_root)?;
+    let network = start_datapath(&cfg, &cgroups, &api)?;
     let (routes_api, node_name) = (api.clone(), cfg.node_name.clone());
     tokio::spawn(async move {
         if let Err(error) = routes::run_route_sync(routes_api, node_name).await {
@@ -131,7 +132,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let ctx = Arc::new(WorkerContext {
         cri,
         api,
-        cgroups: cgroup::Cgroups::detect(&cfg.cgroup_root)?,
+        cgroups,
         env: NodeEnv {
             cgroup_parent: cfg.cgroup_parent.clone(),
             pod_log_dir: cfg.pod_log_dir.clone(),
@@ -172,15 +173,47 @@ impl NetworkHook for DatapathHook {
 /// Loads the eBPF datapath, attaches it to the pod veths that already exist
 /// (pods that survived an agent restart) and starts the Service sync.
 /// Without a datapath Services cannot work, so a load failure is fatal.
-fn start_datapath(cfg: &Config, api: &weir_client::Client) -> anyhow::Result<Arc<dyn NetworkHook>> {
+fn start_datapath(
+    cfg: &Config,
+    cgroups: &cgroup::Cgroups,
+    api: &weir_client::Client,
+) -> anyhow::Result<Arc<dyn NetworkHook>> {
     let bpffs = std::path::Path::new(BPFFS_ROOT);
     if cfg.bpffs_dir.starts_with(bpffs) && sys::ensure_bpffs(bpffs)? {
         info!(path = BPFFS_ROOT, "mounted the bpf file system");
     }
-    let dp = datapath::Datapath::load(&datapath::DatapathConfig {
+    // The node's cgroup2 subtree holds every pod's processes: attaching there
+    // gives all of them socket-level load balancing. It must exist first.
+    cgroups.create(&cfg.cgroup_parent)?;
+    let cgroup_dir = cgroups.cgroup2_dir(&cfg.cgroup_parent);
+    if cgroup_dir.is_none() {
+        warn!("no cgroup2 hierarchy: services use the per-packet tc path only");
+    }
+    let with_sock_lb = datapath::DatapathConfig {
         bpffs_dir: cfg.bpffs_dir.clone(),
-    })
-    .context("cannot load the eBPF datapath")?;
+        cgroup_dir,
+    };
+    let dp = match datapath::Datapath::load(&with_sock_lb) {
+        Ok(dp) => dp,
+        // Socket-level load balancing is an optimisation over the tc path,
+        // which alone still serves every Service: degrade, loudly, rather
+        // than leave the node without a datapath.
+        Err(error) if with_sock_lb.cgroup_dir.is_some() => {
+            let error = anyhow::Error::new(error);
+            warn!(
+                error = format!("{error:#}"),
+                "socket-level load balancing unavailable; Services use the per-packet tc path only"
+            );
+            let tc_only = datapath::DatapathConfig {
+                cgroup_dir: None,
+                ..with_sock_lb
+            };
+            datapath::Datapath::load(&tc_only).context("cannot load the eBPF datapath")?
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot load the eBPF datapath"));
+        }
+    };
     let dp = Arc::new(Mutex::new(dp));
     let hook = DatapathHook(dp.clone());
     if let Err(error) = hook.sandbox_network_ready() {

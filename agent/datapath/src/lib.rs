@@ -2,10 +2,11 @@
 //! `ebpf/programs` by this crate's `build.rs` and embedded in the library), pins their maps under the
 //! node's bpffs directory, attaches the pod programs to host-side pod veths
 //! (from-pod at TCX ingress, to-pod at TCX egress; the links are pinned too),
+//! attaches the socket-level load balancer to the node's cgroup v2 subtree,
 //! and keeps the service maps in sync with the API server.
 //!
 //! Everything the agent leaves in the kernel lives under `bpffs_dir`: maps
-//! (`WEIR_*`) and links (`links/`). An agent restart reuses both, so
+//! (`WEIR_*`), pod veth links (`links/`) and cgroup links (`cgroup-links/`). An agent restart reuses both, so
 //! established service connections survive it; removing the directory
 //! (cluster teardown) frees them.
 //!
@@ -13,6 +14,7 @@
 //! agent and the benchmark (`bench/`) share one loader and planner. Layout:
 //! - `plan`: pure map planner (Services + EndpointSlices -> map ops), table-tested;
 //! - `attach`: which interfaces to attach to / forget (pure) and the attach calls;
+//! - `sock`: the cgroup socket hooks (socket-level load balancing);
 //! - `maps`: typed access to the pinned maps;
 //! - `sync`: the watch -> store -> plan -> apply loop.
 #![forbid(unsafe_code)]
@@ -20,6 +22,9 @@
 mod attach;
 mod maps;
 mod plan;
+mod sock;
+#[cfg(test)]
+mod sock_tests;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -48,6 +53,13 @@ pub struct DatapathConfig {
     /// `/sys/fs/bpf/weir/weir/node1`). Created if missing. Pinned maps outlive
     /// the agent, so a restart keeps services and established connections.
     pub bpffs_dir: PathBuf,
+    /// The node's cgroup v2 subtree (e.g. `/sys/fs/cgroup/unified/weir-weir-node1`
+    /// on a hybrid host: the cgroup2 root joined with the agent's
+    /// `--cgroup-parent`). Every socket created by a process in it (pods, and
+    /// the node's own processes placed there) gets socket-level load
+    /// balancing. `None` leaves service translation to the per-packet tc
+    /// hooks alone. Must exist.
+    pub cgroup_dir: Option<PathBuf>,
 }
 
 /// Errors of the datapath manager.
@@ -109,6 +121,19 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("cannot open the cgroup v2 directory {path} (does it exist?): {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot attach {program} to the cgroup {cgroup}: {source}")]
+    AttachCgroup {
+        program: &'static str,
+        cgroup: PathBuf,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("the {kind} watch task stopped")]
     WatchStopped { kind: &'static str },
 }
@@ -123,6 +148,8 @@ pub struct Datapath {
     attached: BTreeMap<String, attach::Attached>,
     /// Where the attachments are pinned (`<bpffs_dir>/links`).
     links_dir: PathBuf,
+    /// The socket hooks' cgroup links, when a cgroup was configured.
+    _cgroup_links: Option<sock::CgroupLinks>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -136,12 +163,17 @@ impl std::fmt::Debug for Datapath {
 impl Datapath {
     /// Loads the programs and opens (or creates and pins) the maps under
     /// `cfg.bpffs_dir`. Maps already pinned there by an earlier agent are
-    /// reused with their contents.
+    /// reused with their contents. With `cfg.cgroup_dir`, also attaches the
+    /// socket hooks there (replacing those of an earlier agent).
     pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
-        Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir)
+        Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())
     }
 
-    fn load_from(object: &[u8], pin_dir: &Path) -> Result<Datapath, DatapathError> {
+    fn load_from(
+        object: &[u8],
+        pin_dir: &Path,
+        cgroup_dir: Option<&Path>,
+    ) -> Result<Datapath, DatapathError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
             path: pin_dir.to_owned(),
             source,
@@ -159,6 +191,10 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        sock::load(&mut ebpf)?;
+        let cgroup_links = cgroup_dir
+            .map(|dir| sock::attach(&mut ebpf, dir, pin_dir))
+            .transpose()?;
         let maps = maps::ServiceMaps::take(&mut ebpf)?;
         tracing::info!(pin_dir = %pin_dir.display(), "eBPF datapath loaded");
         Ok(Datapath {
@@ -166,6 +202,7 @@ impl Datapath {
             maps,
             attached: BTreeMap::new(),
             links_dir: pin_dir.join(LINKS_DIR),
+            _cgroup_links: cgroup_links,
         })
     }
 

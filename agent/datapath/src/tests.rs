@@ -26,10 +26,10 @@ const TC_ACT_SHOT: u32 = 2;
 // ---- fixture: a datapath with its own pin directory ----
 
 /// A bpffs directory private to one test, removed (with its pinned maps) on drop.
-struct PinDir(PathBuf);
+pub(crate) struct PinDir(pub(crate) PathBuf);
 
 impl PinDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         Self(PathBuf::from(format!(
@@ -61,7 +61,7 @@ impl Datapath {
     }
 
     /// Seeds the service maps the way the agent does: plan + apply.
-    fn seed(&mut self, desired: &DesiredServices) {
+    pub(crate) fn seed(&mut self, desired: &DesiredServices) {
         let mut state = self.read_state().expect("read maps");
         let mut next_slot = state.next_free_slot();
         let ops = plan::diff(desired, &state, &mut next_slot);
@@ -94,6 +94,7 @@ fn load() -> (Datapath, PinDir) {
     let dir = PinDir::new();
     let dp = Datapath::load(&DatapathConfig {
         bpffs_dir: dir.0.clone(),
+        cgroup_dir: None,
     })
     .expect("load datapath");
     (dp, dir)
@@ -512,6 +513,7 @@ fn datapath_maps_survive_a_reload() {
     let dir = PinDir::new();
     let cfg = DatapathConfig {
         bpffs_dir: dir.0.clone(),
+        cgroup_dir: None,
     };
     let mut dp = Datapath::load(&cfg).expect("load");
     dp.seed(&services());
@@ -531,6 +533,7 @@ fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
     let dir = PinDir::new();
     let cfg = DatapathConfig {
         bpffs_dir: dir.0.clone(),
+        cgroup_dir: None,
     };
     // A thread of our own in a fresh network namespace: the namespace and its
     // veths vanish with the thread; the pinned links go with `dir`.

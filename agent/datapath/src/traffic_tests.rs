@@ -22,7 +22,7 @@ use super::{Datapath, DatapathConfig};
 
 /// Named network namespaces private to this test, deleted on drop (which
 /// also deletes their veths).
-struct Netns(Vec<String>);
+pub(crate) struct Netns(pub(crate) Vec<String>);
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Netns {
     }
 }
 
-fn run(cmd: &str) {
+pub(crate) fn run(cmd: &str) {
     let args: Vec<&str> = cmd.split(' ').collect();
     let status = Command::new(args[0])
         .args(&args[1..])
@@ -42,7 +42,7 @@ fn run(cmd: &str) {
 }
 
 /// Runs `f` on a new thread that has entered network namespace `name`.
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
@@ -55,7 +55,7 @@ fn in_netns<T: Send + 'static>(
 }
 
 /// Wires a pod namespace to the node namespace like weir-cni does.
-fn wire_pod(node: &str, pod: &str, veth: &str, ip: &str) {
+pub(crate) fn wire_pod(node: &str, pod: &str, veth: &str, ip: &str) {
     run(&format!(
         "ip -n {node} link add {veth} type veth peer name eth0 netns {pod}"
     ));
@@ -111,7 +111,10 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
     // The datapath, loaded and attached in the node namespace.
     let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/{prefix}-traffic"));
     let _pins = RemoveOnDrop(pin_dir.clone());
-    let cfg = DatapathConfig { bpffs_dir: pin_dir };
+    let cfg = DatapathConfig {
+        bpffs_dir: pin_dir,
+        cgroup_dir: None,
+    };
     let start_agent = |cfg: DatapathConfig| {
         in_netns(&node, move || {
             let mut dp = Datapath::load(&cfg).expect("load");

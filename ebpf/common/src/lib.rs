@@ -1,5 +1,5 @@
 //! The map ABI shared by weir's eBPF programs (`ebpf/programs`) and the agent
-//! that fills the maps (`agent/src/datapath`).
+//! that fills the maps (`agent/datapath`, package weir-datapath).
 //!
 //! Every key, value and constant a map uses is defined here exactly once, as a
 //! `#[repr(C)]` struct with explicit padding, so the kernel side and user space
@@ -33,6 +33,8 @@ pub mod map_names {
     pub const BACKENDS: &str = "WEIR_BACKENDS";
     /// [`crate::CtKey`] -> [`crate::CtValue`].
     pub const CONNTRACK: &str = "WEIR_CT";
+    /// [`crate::SockRevKey`] -> [`crate::SockRevValue`].
+    pub const SOCK_REV: &str = "WEIR_SOCK_REV";
 }
 
 /// Program names (the Rust function names of the entry points), used by the
@@ -44,6 +46,17 @@ pub mod program_names {
     /// tc program attached at TCX egress of every host-side pod veth, i.e. on
     /// packets the node delivers to a pod.
     pub const TO_POD: &str = "weir_to_pod";
+    /// cgroup v2 `connect4` on the node's cgroup subtree: a connect() to a
+    /// service frontend goes to a backend instead (socket-level balancing).
+    pub const SOCK_CONNECT4: &str = "weir_sock_connect4";
+    /// cgroup v2 `sendmsg4`: the same for unconnected UDP sends.
+    pub const SOCK_SENDMSG4: &str = "weir_sock_sendmsg4";
+    /// cgroup v2 `recvmsg4`: UDP replies from a backend are reported as
+    /// coming from the frontend the application sent to.
+    pub const SOCK_RECVMSG4: &str = "weir_sock_recvmsg4";
+    /// cgroup v2 `getpeername4`: a socket connected through a frontend
+    /// reports the frontend as its peer.
+    pub const SOCK_GETPEERNAME4: &str = "weir_sock_getpeername4";
 }
 
 /// Capacity of the services map: one entry per (ClusterIP, port, protocol).
@@ -55,6 +68,10 @@ pub const BACKENDS_MAX_ENTRIES: u32 = 131_072;
 /// entries (forward and reverse); when it is full the kernel evicts the least
 /// recently used entry rather than failing an insert.
 pub const CONNTRACK_MAX_ENTRIES: u32 = 131_072;
+
+/// Capacity of the socket reverse-translation LRU map: one entry per socket
+/// (and, for unconnected UDP, per backend it sent to).
+pub const SOCK_REV_MAX_ENTRIES: u32 = 65_536;
 
 /// Key of the services map: a service frontend as it appears in the
 /// destination of a packet.
@@ -216,6 +233,38 @@ pub struct CtValue {
     pub last_seen_ns: u64,
 }
 
+/// Key of the socket reverse-translation map: a socket (by its cookie) and
+/// the backend its connect()/sendmsg() to a frontend was sent to.
+///
+/// The socket hooks translate a frontend once, at connect/sendmsg time, so no
+/// packet carries the frontend; recvmsg/getpeername look this key up to show
+/// the application the frontend again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie()` of the socket.
+    pub cookie: u64,
+    /// Backend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Must be zero.
+    pub _pad: [u8; 2],
+}
+
+/// Value of the socket reverse-translation map: the frontend the application
+/// addressed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SockRevValue {
+    /// Frontend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// Must be zero.
+    pub _pad: [u8; 2],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` marks the types as plain old data: any bit pattern is valid
@@ -240,6 +289,10 @@ mod pod {
         unsafe impl aya::Pod for CtKey {}
         // SAFETY: see the module comment above.
         unsafe impl aya::Pod for CtValue {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for SockRevKey {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for SockRevValue {}
     }
 }
 
@@ -251,3 +304,5 @@ const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 40);
+const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
+const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);

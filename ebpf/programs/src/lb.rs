@@ -13,10 +13,17 @@ use crate::{maps, parse::Flow};
 /// happen given the swap ordering) the entry is missing.
 #[inline(always)]
 pub fn select_backend(svc: &ServiceValue, flow: &Flow) -> Option<Backend> {
+    backend_at(svc, flow_hash(flow))
+}
+
+/// The backend of `svc` that `hash` picks (modulo the set size); `None` for
+/// an empty set.
+#[inline(always)]
+pub fn backend_at(svc: &ServiceValue, hash: u32) -> Option<Backend> {
     if svc.backend_count == 0 {
         return None;
     }
-    let index = flow_hash(flow) % svc.backend_count;
+    let index = hash % svc.backend_count;
     maps::get_copy(
         &maps::BACKENDS,
         &BackendKey {

@@ -1,6 +1,6 @@
 //! weir's kernel datapath.
 //!
-//! One entry module per hook ([`from_pod`], [`to_pod`]); the per-concern
+//! One entry module per hook ([`from_pod`], [`to_pod`], [`sock`]); the per-concern
 //! modules below hold everything the hooks share:
 //!
 //! - [`packet`]: bounds-checked reads and writes of packet bytes,
@@ -19,6 +19,7 @@ mod maps;
 mod nat;
 mod packet;
 mod parse;
+mod sock;
 mod to_pod;
 
 /// Required by `no_std`. The verifier rejects programs that could reach a

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::{
     BACKENDS_MAX_ENTRIES, Backend, BackendKey, CONNTRACK_MAX_ENTRIES, CtKey, CtValue,
-    SERVICES_MAX_ENTRIES, ServiceKey, ServiceValue,
+    SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES, ServiceKey, ServiceValue, SockRevKey, SockRevValue,
 };
 
 /// Service frontends (ClusterIP:port/proto) -> their current backend set.
@@ -26,6 +26,13 @@ pub static BACKENDS: HashMap<BackendKey, Backend> = HashMap::pinned(BACKENDS_MAX
 /// refusing new ones.
 #[map(name = "WEIR_CT")]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CONNTRACK_MAX_ENTRIES, 0);
+
+/// Socket-level balancing: (socket cookie, backend) -> the frontend the
+/// application addressed, so recvmsg/getpeername can show it the frontend.
+/// Written by the socket hooks; LRU because sockets close without telling us.
+#[map(name = "WEIR_SOCK_REV")]
+pub static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::pinned(SOCK_REV_MAX_ENTRIES, 0);
 
 /// Looks up `key` in a hash map and copies the value out.
 #[inline(always)]
