@@ -63,6 +63,9 @@ enum Cmd {
         /// Label selector, e.g. app=web,tier!=db.
         #[arg(short = 'l', long)]
         selector: Option<String>,
+        /// After listing, keep printing objects as they change.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Delete objects by kind and name, by selector, or from manifests.
     Delete {
@@ -438,6 +441,120 @@ async fn fetch(
         }
     }
     (objs, failed)
+}
+
+/// One line per object for `get --watch` output (table rows without the header).
+fn watch_line(k: &ResourceKind, v: &Value, output: Option<Output>, all: bool) -> String {
+    match output {
+        Some(Output::Name) => format!(
+            "{}/{}\n",
+            singular(k),
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ),
+        Some(Output::Json) => serde_json::to_string_pretty(v).unwrap_or_default() + "\n",
+        Some(Output::Yaml) => format!("---\n{}", serde_yaml::to_string(v).unwrap_or_default()),
+        _ => {
+            let opts = table::TableOpts {
+                wide: output == Some(Output::Wide),
+                all_namespaces: all && k.namespaced,
+            };
+            let t = table::table(k.kind, std::slice::from_ref(v), opts, now());
+            t.lines().skip(1).map(|l| format!("{l}\n")).collect()
+        }
+    }
+}
+
+/// `get --watch`: the current objects, then every change until interrupted.
+async fn cmd_watch(
+    cli: &Cli,
+    client: &Client,
+    kind: &str,
+    names: &[String],
+    all: bool,
+    output: Option<Output>,
+    sel: &Selector,
+) -> bool {
+    if kind.contains(',') || names.len() > 1 {
+        eprintln!(
+            "error: you may only specify a single resource type and at most one name with --watch"
+        );
+        return false;
+    }
+    let k = match lookup_kind(kind) {
+        Ok(k) => k,
+        Err(Failed(m)) => {
+            eprintln!("{m}");
+            return false;
+        }
+    };
+    let ns = list_namespace(cli, k, all);
+    let fields = names
+        .first()
+        .map(|n| format!("metadata.name={n}"))
+        .unwrap_or_default();
+    let list = match client
+        .list_json(
+            k.kind,
+            &ns,
+            &ListParams::default()
+                .labels(sel.to_string())
+                .fields(fields.clone()),
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "{}",
+                server_error(&e, k, names.first().map(String::as_str).unwrap_or_default()).0
+            );
+            return false;
+        }
+    };
+    let objs: Vec<Value> = list
+        .items
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .collect();
+    if output.is_none() || output == Some(Output::Wide) {
+        let opts = table::TableOpts {
+            wide: output == Some(Output::Wide),
+            all_namespaces: all && k.namespaced,
+        };
+        print!("{}", table::table(k.kind, &objs, opts, now()));
+    } else {
+        for v in &objs {
+            print!("{}", watch_line(k, v, output, all));
+        }
+    }
+    let params = weir_client::WatchParams::default()
+        .labels(sel.to_string())
+        .fields(fields)
+        .from_version(list.resource_version);
+    let mut stream = match client.watch_json(k.kind, &ns, &params).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}", server_error(&e, k, "").0);
+            return false;
+        }
+    };
+    while let Some(ev) = futures::StreamExt::next(&mut stream).await {
+        match ev {
+            Ok(ev) if ev.r#type == weir_client::proto::watch_event::Type::Bookmark as i32 => {}
+            Ok(ev) => {
+                if let Ok(v) = serde_json::from_slice::<Value>(&ev.json) {
+                    print!("{}", watch_line(k, &v, output, all));
+                }
+            }
+            Err(e) => {
+                eprintln!("error: the watch ended: {e}");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 async fn cmd_get(
@@ -891,6 +1008,25 @@ async fn main() -> ExitCode {
             all_namespaces,
             output,
             selector,
+            watch: true,
+        } => {
+            let sel = match Selector::parse(selector.as_deref().unwrap_or_default()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (kind, names) = split_kind_name(kind, names);
+            cmd_watch(&cli, &client, &kind, &names, *all_namespaces, *output, &sel).await
+        }
+        Cmd::Get {
+            kind,
+            names,
+            all_namespaces,
+            output,
+            selector,
+            watch: false,
         } => {
             cmd_get(
                 &cli,
