@@ -12,6 +12,8 @@ use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod events;
+
 /// The generated protobuf messages and the tonic client/server.
 pub mod proto {
     tonic::include_proto!("weir.v1");

@@ -2,7 +2,9 @@
 //!
 //! Field selectors support the fields clients of this cluster need, with
 //! Kubernetes' syntax (`a=b`, `a==b`, `a!=b`, comma-separated, all must hold):
-//! `metadata.name`, `metadata.namespace`, `spec.nodeName`, `status.phase`.
+//! `metadata.name`, `metadata.namespace`, `spec.nodeName`, `status.phase`,
+//! and for Events (what `describe` asks) `involvedObject.{kind,name,namespace,uid}`,
+//! `reason` and `type`.
 //! A missing field compares as the empty string, so `spec.nodeName=` selects
 //! unscheduled pods, as in Kubernetes.
 
@@ -20,6 +22,12 @@ pub enum Field {
     Namespace,
     NodeName,
     Phase,
+    InvolvedKind,
+    InvolvedName,
+    InvolvedNamespace,
+    InvolvedUid,
+    Reason,
+    Type,
 }
 
 impl Field {
@@ -29,6 +37,12 @@ impl Field {
             "metadata.namespace" => Field::Namespace,
             "spec.nodeName" => Field::NodeName,
             "status.phase" => Field::Phase,
+            "involvedObject.kind" => Field::InvolvedKind,
+            "involvedObject.name" => Field::InvolvedName,
+            "involvedObject.namespace" => Field::InvolvedNamespace,
+            "involvedObject.uid" => Field::InvolvedUid,
+            "reason" => Field::Reason,
+            "type" => Field::Type,
             _ => return None,
         })
     }
@@ -39,6 +53,14 @@ impl Field {
             Field::Namespace => obj.namespace(),
             Field::NodeName => obj.str_at(&["spec", "nodeName"]).unwrap_or_default(),
             Field::Phase => obj.str_at(&["status", "phase"]).unwrap_or_default(),
+            Field::InvolvedKind => obj.str_at(&["involvedObject", "kind"]).unwrap_or_default(),
+            Field::InvolvedName => obj.str_at(&["involvedObject", "name"]).unwrap_or_default(),
+            Field::InvolvedNamespace => obj
+                .str_at(&["involvedObject", "namespace"])
+                .unwrap_or_default(),
+            Field::InvolvedUid => obj.str_at(&["involvedObject", "uid"]).unwrap_or_default(),
+            Field::Reason => obj.str_at(&["reason"]).unwrap_or_default(),
+            Field::Type => obj.str_at(&["type"]).unwrap_or_default(),
         }
     }
 }
@@ -160,6 +182,34 @@ mod tests {
             let s = FieldSelector::parse(sel).unwrap();
             assert_eq!(s.matches(&bound), *want_bound, "{sel} on bound");
             assert_eq!(s.matches(&unbound), *want_unbound, "{sel} on unbound");
+        }
+    }
+
+    #[test]
+    fn event_fields_select_what_describe_asks_for() {
+        let ev: ApiObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "web-1.0123456789abcdef", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default", "uid": "u1"},
+            "reason": "Scheduled", "type": "Normal"
+        }))
+        .unwrap();
+        let cases = [
+            (
+                "involvedObject.name=web-1,involvedObject.namespace=default",
+                true,
+            ),
+            ("involvedObject.kind=Pod,involvedObject.uid=u1", true),
+            ("involvedObject.name=web-2", false),
+            ("reason=Scheduled,type!=Warning", true),
+            ("type=Warning", false),
+        ];
+        for (sel, want) in cases {
+            assert_eq!(
+                FieldSelector::parse(sel).unwrap().matches(&ev),
+                want,
+                "{sel}"
+            );
         }
     }
 

@@ -25,6 +25,7 @@ mod registry;
 mod scheduler;
 mod service;
 mod storage;
+mod ttl;
 mod watch;
 mod watch_cache;
 
@@ -82,6 +83,9 @@ struct Args {
     /// the default lies on the local cluster's node underlay (172.30.0.0/24).
     #[arg(long, default_value = "172.30.0.200/29")]
     lb_pool: Ipv4Net,
+    /// How long an Event is kept after its last write (kube-apiserver's --event-ttl).
+    #[arg(long, default_value_t = 3600)]
+    event_ttl_seconds: u64,
 }
 
 /// How often etcd history is compacted (as kube-apiserver's default).
@@ -140,7 +144,11 @@ async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
         node_cidr_mask: args.node_cidr_mask_size,
         lb_pool: args.lb_pool,
     };
-    let registry = Registry::new(storage, ranges);
+    let registry = Registry::new(
+        storage,
+        ranges,
+        Duration::from_secs(args.event_ttl_seconds.max(1)),
+    );
     for ns in ["default", "kube-system"] {
         registry
             .ensure_namespace(ns)

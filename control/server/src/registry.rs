@@ -20,6 +20,7 @@ use crate::filter::Filter;
 use crate::lifecycle::{self, CreateContext, DeletePlan, Propagation};
 use crate::object::ApiObject;
 use crate::storage::{Outcome, Storage};
+use crate::ttl::TtlLeases;
 
 /// How often a write is retried when it lost a race on an allocation key.
 const MAX_ATTEMPTS: usize = 8;
@@ -46,6 +47,8 @@ pub struct ListResult {
 pub struct Registry {
     storage: Storage,
     allocator: Allocator,
+    /// Leases that expire Events (see `ttl`).
+    event_leases: TtlLeases,
 }
 
 /// Looks up a kind the server serves.
@@ -114,9 +117,23 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(i64, String), ApiError>
 }
 
 impl Registry {
-    pub fn new(storage: Storage, ranges: Ranges) -> Self {
+    pub fn new(storage: Storage, ranges: Ranges, event_ttl: Duration) -> Self {
         let allocator = Allocator::new(storage.clone(), ranges);
-        Self { storage, allocator }
+        let event_leases = TtlLeases::new(storage.clone(), event_ttl);
+        Self {
+            storage,
+            allocator,
+            event_leases,
+        }
+    }
+
+    /// The lease a write of `kind` is attached to: Events expire, nothing else does.
+    async fn lease_for(&self, kind: &ResourceKind) -> Result<Option<i64>, ApiError> {
+        if kind.kind == "Event" {
+            Ok(Some(self.event_leases.lease().await?))
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn storage(&self) -> &Storage {
@@ -231,7 +248,12 @@ impl Registry {
                 return Ok(obj);
             }
             let claims = allocation::claim_values(&obj, &lifecycle::claims_of(kind, &obj));
-            match self.storage.create(&key, obj.to_stored()?, &claims).await? {
+            let lease = self.lease_for(kind).await?;
+            match self
+                .storage
+                .create(&key, obj.to_stored()?, &claims, lease)
+                .await?
+            {
                 Outcome::Committed { revision } => {
                     obj.metadata.resource_version = Some(revision.to_string());
                     tracing::debug!(kind = kind.kind, key, revision, "created");
@@ -359,9 +381,17 @@ impl Registry {
                 &new_claims.difference(&old_claims).cloned().collect(),
             );
             let releases: Vec<String> = old_claims.difference(&new_claims).cloned().collect();
+            let lease = self.lease_for(kind).await?;
             match self
                 .storage
-                .update(&key, obj.to_stored()?, cur.mod_revision, &claims, &releases)
+                .update_leased(
+                    &key,
+                    obj.to_stored()?,
+                    cur.mod_revision,
+                    &claims,
+                    &releases,
+                    lease,
+                )
                 .await?
             {
                 Outcome::Committed { revision } => {
@@ -465,9 +495,10 @@ impl Registry {
                             .get_or_insert_with(Vec::new)
                             .push(f.to_string());
                     }
+                    let lease = self.lease_for(kind).await?;
                     let outcome = self
                         .storage
-                        .update(&key, obj.to_stored()?, mod_revision, &[], &[])
+                        .update_leased(&key, obj.to_stored()?, mod_revision, &[], &[], lease)
                         .await?;
                     if let Outcome::Committed { revision } = outcome {
                         obj.metadata.resource_version = Some(revision.to_string());

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use futures::{Stream, StreamExt};
 
@@ -191,14 +192,16 @@ impl Storage {
     }
 
     /// Creates `key` and every claim key; fails if any of them exists.
+    /// With a `lease`, etcd deletes `key` when the lease expires.
     pub async fn create(
         &self,
         key: &str,
         value: Vec<u8>,
         claims: &[(String, Vec<u8>)],
+        lease: Option<i64>,
     ) -> Result<Outcome, StorageError> {
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
-        let mut ops = vec![TxnOp::put(key, value, None)];
+        let mut ops = vec![put(key, value, lease)];
         add_claims(&mut when, &mut ops, claims);
         self.txn(key, when, ops).await
     }
@@ -213,8 +216,23 @@ impl Storage {
         claims: &[(String, Vec<u8>)],
         releases: &[String],
     ) -> Result<Outcome, StorageError> {
+        self.update_leased(key, value, expected, claims, releases, None)
+            .await
+    }
+
+    /// `update`, with `key` attached to `lease` (a put without a lease
+    /// detaches the key from any lease it had).
+    pub async fn update_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+        claims: &[(String, Vec<u8>)],
+        releases: &[String],
+        lease: Option<i64>,
+    ) -> Result<Outcome, StorageError> {
         let mut when = vec![Compare::mod_revision(key, CompareOp::Equal, expected)];
-        let mut ops = vec![TxnOp::put(key, value, None)];
+        let mut ops = vec![put(key, value, lease)];
         add_claims(&mut when, &mut ops, claims);
         ops.extend(releases.iter().map(|r| TxnOp::delete(r.as_str(), None)));
         self.txn(key, when, ops).await
@@ -231,6 +249,13 @@ impl Storage {
         let mut ops = vec![TxnOp::delete(key, None)];
         ops.extend(releases.iter().map(|r| TxnOp::delete(r.as_str(), None)));
         self.txn(key, when, ops).await
+    }
+
+    /// Grants an etcd lease of `ttl_seconds`; keys attached to it are
+    /// deleted by etcd when it expires (it is never kept alive).
+    pub async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64, StorageError> {
+        let resp = self.client.clone().lease_grant(ttl_seconds, None).await?;
+        Ok(resp.id())
     }
 
     async fn txn(
@@ -353,6 +378,10 @@ impl Storage {
     }
 }
 
+fn put(key: &str, value: Vec<u8>, lease: Option<i64>) -> TxnOp {
+    TxnOp::put(key, value, lease.map(|id| PutOptions::new().with_lease(id)))
+}
+
 fn add_claims(when: &mut Vec<Compare>, ops: &mut Vec<TxnOp>, claims: &[(String, Vec<u8>)]) {
     for (k, v) in claims {
         when.push(Compare::create_revision(k.as_str(), CompareOp::Equal, 0));
@@ -453,7 +482,7 @@ mod tests {
         let (s, sup, _dir) = etcd().await;
         let claim = vec![("/registry/ranges/x/1".to_string(), b"o".to_vec())];
         let Outcome::Committed { revision } = s
-            .create("/registry/a/k", b"v1".to_vec(), &claim)
+            .create("/registry/a/k", b"v1".to_vec(), &claim, None)
             .await
             .unwrap()
         else {
@@ -461,11 +490,13 @@ mod tests {
         };
         // Same key: fails with the current value; another key with the same claim: fails without.
         assert!(matches!(
-            s.create("/registry/a/k", b"v".to_vec(), &[]).await.unwrap(),
+            s.create("/registry/a/k", b"v".to_vec(), &[], None)
+                .await
+                .unwrap(),
             Outcome::Failed { current: Some(_) }
         ));
         assert!(matches!(
-            s.create("/registry/a/j", b"v".to_vec(), &claim)
+            s.create("/registry/a/j", b"v".to_vec(), &claim, None)
                 .await
                 .unwrap(),
             Outcome::Failed { current: None }

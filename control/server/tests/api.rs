@@ -553,6 +553,76 @@ async fn load_balancer_ips_from_the_pool() {
     assert_eq!(lb_ip(&d).as_deref(), Some("172.30.0.201"));
 }
 
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn events_aggregate_and_expire() {
+    use k8s_openapi::api::core::v1::Event;
+    use weir_client::events::{Recorder, reference};
+
+    let s = Server::start_with(&["--event-ttl-seconds", "3"]).await;
+    let c = &s.client;
+    let p = c.create(&pod("ev-pod")).await.expect("pod");
+    let recorder = Recorder::new(c.clone(), "default-scheduler", None);
+    let first = recorder
+        .warning(
+            &reference(&p),
+            "FailedScheduling",
+            "0/0 nodes are available",
+        )
+        .await
+        .expect("record");
+    assert_eq!(first.count, Some(1));
+    let again = recorder
+        .warning(
+            &reference(&p),
+            "FailedScheduling",
+            "0/0 nodes are available",
+        )
+        .await
+        .expect("record again");
+    assert_eq!(again.metadata.name, first.metadata.name, "aggregated");
+    assert_eq!(again.count, Some(2));
+    let other = recorder
+        .normal(&reference(&p), "Scheduled", "assigned")
+        .await
+        .expect("other event");
+    assert_ne!(other.metadata.name, first.metadata.name);
+    // What `describe` asks for.
+    let all = c
+        .list::<Event>(
+            "default",
+            &ListParams::default().fields("involvedObject.kind=Pod,involvedObject.name=ev-pod"),
+        )
+        .await
+        .expect("list events of the pod")
+        .items;
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[0].source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("default-scheduler")
+    );
+
+    // etcd deletes them when their lease (TTL 3 s + reuse window) runs out.
+    let name = first.metadata.name.clone().expect("name");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c
+        .get_opt::<Event>("default", &name)
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "event {name} did not expire");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        c.get_opt::<Pod>("default", "ev-pod")
+            .await
+            .expect("get pod")
+            .is_some(),
+        "only events expire"
+    );
+}
+
 /// The next watch item, failing the test after 10 s.
 async fn next(
     w: &mut weir_client::WatchStream<ConfigMap>,
