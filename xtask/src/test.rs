@@ -128,6 +128,7 @@ fn e2e(opts: &TestOptions) -> Result<()> {
     let kept = keep_logs(&layout);
     if result.is_err() {
         print_log_tails(&kept, 50);
+        print_cluster_objects(&layout, &bins);
     }
     if opts.keep_cluster {
         info(format!(
@@ -156,6 +157,34 @@ fn keep_logs(layout: &Layout) -> PathBuf {
         info(format!("cluster logs kept in {}", dest.display()));
     }
     dest
+}
+
+/// What the API server holds, as the CLI shows it (best effort: it may be down).
+fn print_cluster_objects(layout: &Layout, bins: &build::Binaries) {
+    for kind in [
+        "nodes",
+        "pods",
+        "services",
+        "endpointslices",
+        "deployments",
+        "replicasets",
+    ] {
+        eprintln!("\n----- weir get {kind} -A -o wide -----");
+        let out = cmd::cmd(
+            &bins.cli().display().to_string(),
+            ["get", kind, "-A", "-o", "wide"],
+        )
+        .env("WEIR_SERVER", layout.server_url())
+        .output();
+        match out {
+            Ok(o) => eprintln!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("cannot run weir: {e}"),
+        }
+    }
 }
 
 fn print_log_tails(dir: &Path, n: usize) {

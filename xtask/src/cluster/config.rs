@@ -11,7 +11,7 @@ pub fn registry(storage: &Path, port: u16) -> String {
     format!(
         r#"version: 0.1
 log:
-  level: info
+  level: warn
   formatter: text
 storage:
   filesystem:
