@@ -114,6 +114,7 @@ fn run(task: Task) -> Result<()> {
             no_demo,
         } => {
             let layout = layout::Layout::new(&name)?;
+            cmd::require_root("up")?;
             deps::run()?;
             let bins = build::run(release)?;
             let dev = name == "weir";
