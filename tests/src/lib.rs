@@ -182,11 +182,14 @@ pub enum Check<T> {
     Done(T),
     /// Not yet; the text says what was seen (reported on timeout).
     Waiting(String),
+    /// Never will be (e.g. the pod failed): stop waiting and fail with this.
+    Failed(String),
 }
 
-/// Polls `probe` every 500 ms until it is `Done`, or fails after `timeout`
-/// naming `what` and the last state seen. Errors from `probe` are retried too
-/// (the API may be briefly busy), and the last one is reported.
+/// Polls `probe` every 500 ms until it is `Done`, fails at once on `Failed`,
+/// or fails after `timeout` naming `what` and the last state seen. Errors
+/// from `probe` are retried (the API may be briefly busy); the last one is
+/// reported.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -203,6 +206,7 @@ where
                 return Ok(v);
             }
             Ok(Check::Waiting(seen)) => seen,
+            Ok(Check::Failed(why)) => bail!("{what}: {why}"),
             Err(e) => format!("error: {e:#}"),
         };
         if t0.elapsed() > timeout {

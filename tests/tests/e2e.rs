@@ -82,10 +82,10 @@ async fn run_client(c: &Cluster, name: &str, script: &str) -> Result<String> {
             let p: Pod = c.client.get(NS, name).await?;
             Ok(match phase(&p) {
                 "Succeeded" => Check::Done(p),
-                "Failed" => bail!(
-                    "client pod {name} failed; its log:\n{}",
+                "Failed" => Check::Failed(format!(
+                    "the pod failed; its log:\n{}",
                     c.pod_log(&p).unwrap_or_default()
-                ),
+                )),
                 other => Check::Waiting(format!("phase {other:?}")),
             })
         },
