@@ -85,6 +85,9 @@ enum Task {
         /// Leave the e2e cluster running afterwards.
         #[arg(long)]
         keep_cluster: bool,
+        /// Nodes of the e2e cluster.
+        #[arg(long, default_value_t = 1)]
+        nodes: u8,
         /// Passed to the e2e test binary (e.g. a test name).
         #[arg(last = true)]
         e2e_args: Vec<String>,
@@ -139,10 +142,12 @@ fn run(task: Task) -> Result<()> {
         Task::Test {
             tiers,
             keep_cluster,
+            nodes,
             e2e_args,
         } => test::run(&test::TestOptions {
             tiers,
             keep_cluster,
+            nodes,
             e2e_args,
         }),
     }

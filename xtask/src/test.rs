@@ -28,6 +28,8 @@ pub struct TestOptions {
     pub tiers: Vec<u8>,
     /// Leave the e2e cluster running after the tests (for debugging).
     pub keep_cluster: bool,
+    /// Nodes of the e2e cluster.
+    pub nodes: u8,
     /// Extra arguments for the e2e test binary (e.g. a test name filter).
     pub e2e_args: Vec<String>,
 }
@@ -97,7 +99,7 @@ fn e2e(opts: &TestOptions) -> Result<()> {
         cleanup::down(&layout)?;
     }
     let up_opts = up::UpOptions {
-        nodes: 1,
+        nodes: opts.nodes,
         demo: false,
         write_cli_config: false,
     };
