@@ -10,7 +10,9 @@
 //! Reads: `registry::list` with `filter` (label and field selectors). Watches:
 //! `watch_cache` (one etcd watch per kind, fanned out; old revisions go
 //! straight to etcd) -> `watch` (selector semantics, bookmarks).
-//! `etcd_supervisor` runs the embedded etcd.
+//! `etcd_supervisor` runs the embedded etcd. `leader` elects one replica
+//! (a Lease in kube-system) to run the scheduler and controllers; every
+//! replica serves the API. `ttl` expires Events through etcd leases.
 #![forbid(unsafe_code)]
 
 mod admission;
@@ -19,6 +21,7 @@ mod controllers;
 mod error;
 mod etcd_supervisor;
 mod filter;
+mod leader;
 mod lifecycle;
 mod object;
 mod registry;
@@ -86,6 +89,42 @@ struct Args {
     /// How long an Event is kept after its last write (kube-apiserver's --event-ttl).
     #[arg(long, default_value_t = 3600)]
     event_ttl_seconds: u64,
+    /// Run the scheduler and controllers only while holding the leader
+    /// Lease (kube-system/weir-control), so replicas can share one etcd.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Followers take over this long after the leader's last renewal.
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration_seconds: u64,
+    /// A leader that cannot renew for this long stops leading.
+    #[arg(long, default_value_t = 10)]
+    leader_elect_renew_deadline_seconds: u64,
+    /// How often to try to acquire or renew the Lease.
+    #[arg(long, default_value_t = 2)]
+    leader_elect_retry_period_seconds: u64,
+}
+
+impl Args {
+    /// The election timing, checked like kube-controller-manager checks it.
+    fn election(&self) -> anyhow::Result<leader::Config> {
+        let cfg = leader::Config {
+            namespace: "kube-system".into(),
+            name: "weir-control".into(),
+            identity: leader::identity(),
+            lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds),
+            renew_deadline: Duration::from_secs(self.leader_elect_renew_deadline_seconds),
+            retry_period: Duration::from_secs(self.leader_elect_retry_period_seconds),
+        };
+        anyhow::ensure!(
+            cfg.renew_deadline < cfg.lease_duration,
+            "--leader-elect-renew-deadline-seconds must be less than --leader-elect-lease-duration-seconds"
+        );
+        anyhow::ensure!(
+            !cfg.retry_period.is_zero() && cfg.retry_period < cfg.renew_deadline,
+            "--leader-elect-retry-period-seconds must be at least 1 and less than --leader-elect-renew-deadline-seconds"
+        );
+        Ok(cfg)
+    }
 }
 
 /// How often etcd history is compacted (as kube-apiserver's default).
@@ -102,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let election = args.election()?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create state dir {}", args.state_dir.display()))?;
 
@@ -128,14 +168,14 @@ async fn main() -> anyhow::Result<()> {
         (args.etcd.clone(), None)
     };
 
-    let result = run(&args, &endpoints).await;
+    let result = run(&args, &endpoints, election).await;
     if let Some(s) = supervisor {
         s.shutdown().await;
     }
     result
 }
 
-async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
+async fn run(args: &Args, endpoints: &[String], election: leader::Config) -> anyhow::Result<()> {
     let storage = connect_etcd(endpoints).await?;
     tokio::spawn(storage::run_compactor(storage.clone(), COMPACTION_INTERVAL));
     let ranges = Ranges {
@@ -171,16 +211,33 @@ async fn run(args: &Args, endpoints: &[String]) -> anyhow::Result<()> {
     let client = weir_client::Client::connect(&format!("unix://{}", socket.display()))
         .await
         .context("cannot connect to our own API socket")?;
-    let components = [
-        spawn_loop("controllers", controllers::run(client.clone())),
-        spawn_loop("scheduler", scheduler::run(client)),
-    ];
+    let (leading_tx, leading_rx) = tokio::sync::watch::channel(false);
+    let (elect_stop_tx, elect_stop_rx) = tokio::sync::watch::channel(false);
+    let elector = if args.leader_elect {
+        tracing::info!(identity = %election.identity, "leader election on");
+        Some(tokio::spawn(leader::run(
+            client.clone(),
+            election,
+            leading_tx,
+            elect_stop_rx,
+        )))
+    } else {
+        let _ = leading_tx.send(true);
+        None
+    };
+    let components = tokio::spawn(run_while_leading(client, leading_rx));
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
-    // In-process clients first, so they do not retry against a closing server.
-    for c in &components {
-        c.abort();
+    // In-process clients first, so they do not retry against a closing
+    // server; then the elector releases the Lease while the API still serves.
+    components.abort();
+    let _ = components.await;
+    let _ = elect_stop_tx.send(true);
+    if let Some(e) = elector
+        && tokio::time::timeout(SHUTDOWN_GRACE, e).await.is_err()
+    {
+        tracing::warn!("leader lease not released in time; followers wait for it to expire");
     }
     let _ = stop_tx.send(true);
     for mut s in servers {
@@ -271,18 +328,37 @@ async fn serve(
     Ok(vec![tcp_task, unix_task])
 }
 
+/// Runs the scheduler and the controllers while `leading` is true and stops
+/// them when it turns false. Aborting this task stops them too (dropping the
+/// JoinSet aborts its tasks).
+async fn run_while_leading(
+    client: weir_client::Client,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        tracing::info!("leading: starting scheduler and controllers");
+        let mut components = tokio::task::JoinSet::new();
+        components.spawn(component("controllers", controllers::run(client.clone())));
+        components.spawn(component("scheduler", scheduler::run(client.clone())));
+        let lost = leading.wait_for(|l| !*l).await.is_err();
+        components.shutdown().await;
+        if lost {
+            return;
+        }
+        tracing::info!("not leading: scheduler and controllers stopped");
+    }
+}
+
 /// Runs a background component; its failure is logged, not fatal, so the API
 /// stays up for the agents.
-fn spawn_loop(
-    name: &'static str,
-    fut: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        match fut.await {
-            Ok(()) => tracing::info!(component = name, "stopped"),
-            Err(error) => tracing::error!(component = name, error = format!("{error:#}"), "failed"),
-        }
-    })
+async fn component(name: &'static str, fut: impl Future<Output = anyhow::Result<()>>) {
+    match fut.await {
+        Ok(()) => tracing::info!(component = name, "stopped"),
+        Err(error) => tracing::error!(component = name, error = format!("{error:#}"), "failed"),
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -623,6 +623,220 @@ async fn events_aggregate_and_expire() {
     );
 }
 
+/// A child process stopped on drop: SIGTERM, then SIGKILL after 15 s.
+struct Proc(Child);
+
+impl Proc {
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A stand-alone etcd on free loopback ports.
+fn start_etcd(dir: &std::path::Path) -> (Proc, String) {
+    let port = free_port_pair();
+    let client = format!("http://127.0.0.1:{port}");
+    let peer = format!("http://127.0.0.1:{}", port + 1);
+    let child = Command::new("/usr/bin/etcd")
+        .args(["--name", "t", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("t={peer}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    (Proc(child), client)
+}
+
+/// A weir-control replica against `etcd`, with a fast election.
+async fn start_replica(dir: &std::path::Path, etcd: &str) -> (Proc, Client) {
+    std::fs::create_dir_all(dir).expect("replica dir");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir-control"))
+        .arg("--state-dir")
+        .arg(dir)
+        .args(["--etcd", etcd, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--leader-elect-lease-duration-seconds", "4"])
+        .args(["--leader-elect-renew-deadline-seconds", "3"])
+        .args(["--leader-elect-retry-period-seconds", "1"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start weir-control");
+    let proc = Proc(child);
+    let addr = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) = Client::connect(&addr).await
+            && c.get::<Namespace>("", "default").await.is_ok()
+        {
+            return (proc, c);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica did not come up on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn lease_holder(c: &Client) -> Option<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    c.get_opt::<Lease>("kube-system", "weir-control")
+        .await
+        .expect("read lease")?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+/// Waits until `cond` holds for the lease holder, failing after `secs`.
+async fn wait_holder(
+    c: &Client,
+    secs: u64,
+    what: &str,
+    cond: impl Fn(&Option<String>) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let h = lease_holder(c).await;
+        if cond(&h) {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "{what}: holder is {h:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A ReplicaSet of one; the controllers (on the leader) create its pod.
+async fn replica_set_gets_a_pod(c: &Client, name: &str) {
+    use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let labels = BTreeMap::from([("rs".to_string(), name.to_string())]);
+    let rs = ReplicaSet {
+        metadata: meta(name, &[]),
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: pod(name).spec,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.create(&rs).await.expect("create replicaset");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = c
+            .list::<Pod>(
+                "default",
+                &ListParams::default().labels(format!("rs={name}")),
+            )
+            .await
+            .expect("list pods");
+        if pods.items.len() == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pod for ReplicaSet {name}: the leader's controllers do not run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn two_replicas_elect_one_leader_and_fail_over() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_etcd, etcd_url) = start_etcd(dir.path());
+    let (a, ca) = start_replica(&dir.path().join("a"), &etcd_url).await;
+    let leader_a = wait_holder(&ca, 30, "first replica leads", Option::is_some).await;
+    let (b, cb) = start_replica(&dir.path().join("b"), &etcd_url).await;
+
+    // Both serve the API; one leads; writes through either are seen by both.
+    c_roundtrip(&ca, &cb).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        lease_holder(&cb).await,
+        leader_a,
+        "the second replica does not take a live lease"
+    );
+    replica_set_gets_a_pod(&cb, "before").await;
+
+    // The leader dies without releasing: the follower takes over after the lease duration.
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    let t0 = Instant::now();
+    let leader_b = wait_holder(&cb, 20, "failover after a crash", |h| {
+        h.is_some() && *h != leader_a
+    })
+    .await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "took over a live lease after {took:?}"
+    );
+    replica_set_gets_a_pod(&cb, "after-crash").await;
+    drop(a);
+
+    // A new replica follows; when the leader stops cleanly it releases the lease at once.
+    let (_c, cc) = start_replica(&dir.path().join("c"), &etcd_url).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lease_holder(&cc).await, leader_b, "the new replica follows");
+    drop(b);
+    wait_holder(&cc, 4, "takeover after a clean stop", |h| {
+        h.is_some() && *h != leader_b
+    })
+    .await;
+    replica_set_gets_a_pod(&cc, "after-stop").await;
+}
+
+async fn c_roundtrip(a: &Client, b: &Client) {
+    b.create(&config_map("from-b", &[]))
+        .await
+        .expect("create through b");
+    a.get::<ConfigMap>("default", "from-b")
+        .await
+        .expect("read through a");
+}
+
 /// The next watch item, failing the test after 10 s.
 async fn next(
     w: &mut weir_client::WatchStream<ConfigMap>,
