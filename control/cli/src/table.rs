@@ -2,7 +2,7 @@
 //! kubectl columns; every other kind gets NAME AGE.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, PodSpec, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -153,6 +153,7 @@ fn headers_for(kind: &str, wide: bool) -> Vec<&'static str> {
         ),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
+        "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     let mut h = base.to_vec();
@@ -421,6 +422,29 @@ fn slice_row(s: &EndpointSlice, now: Timestamp) -> Vec<String> {
     ]
 }
 
+fn event_row(e: &Event, now: Timestamp) -> Vec<String> {
+    let last = e
+        .last_timestamp
+        .as_ref()
+        .or(e.first_timestamp.as_ref())
+        .or(e.metadata.creation_timestamp.as_ref())
+        .map(|t| human_age(now.as_second() - t.0.as_second()))
+        .unwrap_or_else(|| "<unknown>".into());
+    let o = &e.involved_object;
+    let object = format!(
+        "{}/{}",
+        o.kind.as_deref().unwrap_or_default().to_ascii_lowercase(),
+        o.name.as_deref().unwrap_or_default()
+    );
+    vec![
+        last,
+        e.type_.clone().unwrap_or_default(),
+        e.reason.clone().unwrap_or_default(),
+        object,
+        e.message.clone().unwrap_or_default(),
+    ]
+}
+
 fn generic_row(v: &Value, now: Timestamp) -> Vec<String> {
     let meta: ObjectMeta = v.get("metadata").and_then(typed).unwrap_or_default();
     vec![meta.name.clone().unwrap_or_default(), age(&meta, now)]
@@ -447,6 +471,7 @@ fn row(kind: &str, v: &Value, wide: bool, now: Timestamp) -> Vec<String> {
             ]
         }),
         "EndpointSlice" => typed::<EndpointSlice>(v).map(|o| slice_row(&o, now)),
+        "Event" => typed::<Event>(v).map(|o| event_row(&o, now)),
         _ => None,
     };
     let mut r = r.unwrap_or_else(|| generic_row(v, now));
@@ -605,6 +630,13 @@ mod tests {
                 &slice,
                 narrow,
                 "NAME    ADDRESSTYPE   PORTS   ENDPOINTS                                AGE\nweb-x   IPv4          8080    10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...   10s\n",
+            ),
+            (
+                "Event",
+                &json!({"metadata": {"name": "e1", "namespace": "default"}, "involvedObject": {"kind": "Pod", "name": "web-1"},
+                    "type": "Warning", "reason": "FailedScheduling", "message": "0/0 nodes are available.", "lastTimestamp": created(65)}),
+                narrow,
+                "LAST SEEN   TYPE      REASON             OBJECT      MESSAGE\n65s         Warning   FailedScheduling   pod/web-1   0/0 nodes are available.\n",
             ),
             (
                 "ConfigMap",

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use tracing::Instrument;
+use weir_client::events::{self, EventType};
 use weir_client::{DeleteParams, Error};
 
 use super::gc::{self, OwnerState};
@@ -107,7 +108,17 @@ async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
                     "creating ReplicaSet"
                 );
                 match ctx.client.create(&rs).await {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        let to = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                        let name = rs.metadata.name.clone().unwrap_or_default();
+                        super::emit(
+                            &ctx.events.deployment,
+                            events::reference(&d),
+                            EventType::Normal,
+                            "ScalingReplicaSet",
+                            format!("Scaled up replica set {name} from 0 to {to}"),
+                        );
+                    }
                     Err(Error::AlreadyExists(_)) => {
                         // Ours but not in the cache yet: its event brings us back. Someone
                         // else's: a hash collision, so change the hash like Kubernetes does.
@@ -127,12 +138,25 @@ async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
                 }
             }
             deployment::Action::UpdateReplicaSet(rs) => {
-                tracing::info!(
-                    replicaset = rs.metadata.name.as_deref().unwrap_or_default(),
-                    replicas = rs.spec.as_ref().and_then(|s| s.replicas),
-                    "updating ReplicaSet"
-                );
+                let name = rs.metadata.name.clone().unwrap_or_default();
+                let to = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+                let from = owned
+                    .iter()
+                    .find(|o| o.metadata.name.as_deref() == Some(name.as_str()))
+                    .and_then(|o| o.spec.as_ref().and_then(|s| s.replicas))
+                    .unwrap_or(0);
+                tracing::info!(replicaset = %name, from, to, "updating ReplicaSet");
                 ctx.client.update(&rs).await?;
+                if from != to {
+                    let dir = if to > from { "up" } else { "down" };
+                    super::emit(
+                        &ctx.events.deployment,
+                        events::reference(&d),
+                        EventType::Normal,
+                        "ScalingReplicaSet",
+                        format!("Scaled {dir} replica set {name} from {from} to {to}"),
+                    );
+                }
             }
             deployment::Action::DeleteReplicaSet { namespace, name } => {
                 tracing::info!(replicaset = %name, "deleting old ReplicaSet beyond revisionHistoryLimit");
@@ -233,11 +257,27 @@ async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             replicaset::Action::CreatePod(p) => {
                 let r = ctx.client.create(&p).await;
                 match &r {
-                    Ok(created) => tracing::info!(
-                        pod = created.metadata.name.as_deref().unwrap_or_default(),
-                        "created pod"
-                    ),
-                    Err(_) => ctx.expectations.lower(key, 1, 0),
+                    Ok(created) => {
+                        let name = created.metadata.name.clone().unwrap_or_default();
+                        tracing::info!(pod = %name, "created pod");
+                        super::emit(
+                            &ctx.events.replicaset,
+                            events::reference(&rs),
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {name}"),
+                        );
+                    }
+                    Err(error) => {
+                        ctx.expectations.lower(key, 1, 0);
+                        super::emit(
+                            &ctx.events.replicaset,
+                            events::reference(&rs),
+                            EventType::Warning,
+                            "FailedCreate",
+                            format!("Error creating: {error}"),
+                        );
+                    }
                 }
                 r.map(|_| ())
             }
@@ -249,6 +289,14 @@ async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
                     .await;
                 if r.is_err() {
                     ctx.expectations.lower(key, 0, 1);
+                } else {
+                    super::emit(
+                        &ctx.events.replicaset,
+                        events::reference(&rs),
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", k.name),
+                    );
                 }
                 ignore_not_found(r)
             }
@@ -601,6 +649,13 @@ async fn reconcile_node(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             nodelifecycle::Action::UpdateNodeStatus(n) => {
                 tracing::warn!("node stopped posting status; marking Ready=Unknown");
                 ctx.client.update_status(n.as_ref()).await?;
+                super::emit(
+                    &ctx.events.node,
+                    events::reference(n.as_ref()),
+                    EventType::Normal,
+                    "NodeNotReady",
+                    format!("Node {} status is now: NodeNotReady", key.name),
+                );
             }
             nodelifecycle::Action::UpdatePodStatus(p) => {
                 tracing::info!(

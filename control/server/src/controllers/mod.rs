@@ -25,10 +25,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_api::selector::Selector;
+use weir_client::events::{EventType, Recorder};
 
 use queue::WorkQueue;
 use reflector::Cached;
@@ -129,6 +131,41 @@ impl Expectations {
     }
 }
 
+/// One Event recorder per controller, named like Kubernetes' components so
+/// `weir get events` reads the same as on a Kubernetes cluster.
+pub struct Recorders {
+    pub deployment: Recorder,
+    pub replicaset: Recorder,
+    pub node: Recorder,
+}
+
+impl Recorders {
+    fn new(client: &weir_client::Client) -> Self {
+        Self {
+            deployment: Recorder::new(client.clone(), "deployment-controller", None),
+            replicaset: Recorder::new(client.clone(), "replicaset-controller", None),
+            node: Recorder::new(client.clone(), "node-controller", None),
+        }
+    }
+}
+
+/// Records an Event in the background: Events are best effort and must
+/// never slow down or fail the reconcile they describe.
+pub fn emit(
+    rec: &Recorder,
+    regarding: ObjectReference,
+    type_: EventType,
+    reason: &'static str,
+    message: String,
+) {
+    let rec = rec.clone();
+    tokio::spawn(async move {
+        if let Err(error) = rec.record(&regarding, type_, reason, &message).await {
+            tracing::debug!(%error, reason, "could not record event");
+        }
+    });
+}
+
 /// Work item of the garbage collector: a kind and an object.
 pub type GcKey = (&'static str, ObjKey);
 
@@ -144,6 +181,7 @@ pub struct Ctx {
     pub nodes: WorkQueue<ObjKey>,
     pub gc: WorkQueue<GcKey>,
     pub expectations: Expectations,
+    pub events: Recorders,
 }
 
 impl Ctx {
@@ -359,6 +397,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
         nodes: WorkQueue::new(),
         gc: WorkQueue::new(),
         expectations: Expectations::default(),
+        events: Recorders::new(&client),
     });
     let mut tasks = tokio::task::JoinSet::new();
     macro_rules! reflect {

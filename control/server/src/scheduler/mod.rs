@@ -19,7 +19,8 @@ use weir_client::{Client, Error};
 use crate::controllers::queue::WorkQueue;
 use crate::controllers::reflector::{self, Cached};
 use crate::controllers::store::{Change, ObjKey, Store};
-use crate::controllers::util;
+use crate::controllers::{emit, util};
+use weir_client::events::{self, EventType, Recorder};
 
 #[derive(Default)]
 struct Cache {
@@ -48,6 +49,7 @@ struct Sched {
     /// Pods bound by us that the cache has not shown bound yet (pod -> node),
     /// so back-to-back decisions count them (kube-scheduler's "assumed pods").
     assumed: Mutex<HashMap<ObjKey, String>>,
+    events: Recorder,
 }
 
 impl Sched {
@@ -116,6 +118,16 @@ impl Sched {
                 match self.client.bind(&key.namespace, &key.name, &node).await {
                     Ok(()) => {
                         tracing::info!(node = %node, "bound pod");
+                        emit(
+                            &self.events,
+                            events::reference(&pod),
+                            EventType::Normal,
+                            "Scheduled",
+                            format!(
+                                "Successfully assigned {}/{} to {node}",
+                                key.namespace, key.name
+                            ),
+                        );
                         self.assumed().insert(key.clone(), node);
                         self.queue.forget(key);
                     }
@@ -129,6 +141,13 @@ impl Sched {
             }
             Err(u) => {
                 tracing::info!(reason = %u.message, "pod unschedulable");
+                emit(
+                    &self.events,
+                    events::reference(&pod),
+                    EventType::Warning,
+                    "FailedScheduling",
+                    u.message.clone(),
+                );
                 if let Some(cond) =
                     decide::unschedulable_condition(&pod, &u, util::time(util::now()))
                 {
@@ -158,6 +177,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         cache: Arc::new(RwLock::new(Cache::default())),
         queue: WorkQueue::new(),
         assumed: Mutex::new(HashMap::new()),
+        events: Recorder::new(client.clone(), "default-scheduler", None),
     });
     let mut tasks = tokio::task::JoinSet::new();
     let h = s.clone();
