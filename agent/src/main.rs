@@ -192,6 +192,8 @@ fn start_datapath(
     let with_sock_lb = datapath::DatapathConfig {
         bpffs_dir: cfg.bpffs_dir.clone(),
         cgroup_dir,
+        // TODO(agent): Some(NodeConfig { name, ip: --node-ip, interface: "eth0" }) enables NodePort.
+        node: None,
     };
     let dp = match datapath::Datapath::load(&with_sock_lb) {
         Ok(dp) => dp,

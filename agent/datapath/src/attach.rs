@@ -31,9 +31,13 @@ pub enum Hook {
     FromPod,
     /// TCX egress: packets delivered to the pod (reverse NAT for remote backends).
     ToPod,
+    /// TCX ingress of the node interface (NodePort); not a pod hook, so not
+    /// in [`Hook::ALL`].
+    NodeIngress,
 }
 
 impl Hook {
+    /// The hooks of every pod veth.
     pub const ALL: [Hook; 2] = [Hook::FromPod, Hook::ToPod];
 
     /// The program attached at this hook.
@@ -41,19 +45,20 @@ impl Hook {
         match self {
             Hook::FromPod => program_names::FROM_POD,
             Hook::ToPod => program_names::TO_POD,
+            Hook::NodeIngress => program_names::NODE_INGRESS,
         }
     }
 
     const fn attach_type(self) -> TcAttachType {
         match self {
-            Hook::FromPod => TcAttachType::Ingress,
+            Hook::FromPod | Hook::NodeIngress => TcAttachType::Ingress,
             Hook::ToPod => TcAttachType::Egress,
         }
     }
 
     const fn pin_suffix(self) -> &'static str {
         match self {
-            Hook::FromPod => "ingress",
+            Hook::FromPod | Hook::NodeIngress => "ingress",
             Hook::ToPod => "egress",
         }
     }

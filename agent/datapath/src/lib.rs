@@ -2,11 +2,13 @@
 //! `ebpf/programs` by this crate's `build.rs` and embedded in the library), pins their maps under the
 //! node's bpffs directory, attaches the pod programs to host-side pod veths
 //! (from-pod at TCX ingress, to-pod at TCX egress; the links are pinned too),
-//! attaches the socket-level load balancer to the node's cgroup v2 subtree,
-//! and keeps the service maps in sync with the API server.
+//! attaches the socket-level load balancer to the node's cgroup v2 subtree
+//! and the NodePort program to the node interface, and keeps the service maps
+//! in sync with the API server.
 //!
 //! Everything the agent leaves in the kernel lives under `bpffs_dir`: maps
-//! (`WEIR_*`), pod veth links (`links/`) and cgroup links (`cgroup-links/`). An agent restart reuses both, so
+//! (`WEIR_*`), pod veth links (`links/`), the node interface link
+//! (`node-links/`) and cgroup links (`cgroup-links/`). An agent restart reuses both, so
 //! established service connections survive it; removing the directory
 //! (cluster teardown) frees them.
 //!
@@ -21,6 +23,8 @@
 
 mod attach;
 mod maps;
+#[cfg(test)]
+mod nodeport_tests;
 mod plan;
 mod sock;
 #[cfg(test)]
@@ -37,11 +41,15 @@ use std::path::{Path, PathBuf};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 
-pub use plan::MapState;
+pub use plan::{DesiredServices, Frontend, MapState, NodeContext};
 pub use sync::run_service_sync;
 
-/// Subdirectory of the bpffs directory holding the pinned TCX links.
+/// Subdirectory of the bpffs directory holding the pinned TCX links of pod veths.
 const LINKS_DIR: &str = "links";
+/// Subdirectory of the bpffs directory holding the pinned TCX link of the
+/// node interface (apart from `links/`, whose planner removes every pin that
+/// is not a live pod veth's).
+const NODE_LINKS_DIR: &str = "node-links";
 
 /// The compiled eBPF object (see this crate's `build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
@@ -60,6 +68,22 @@ pub struct DatapathConfig {
     /// balancing. `None` leaves service translation to the per-packet tc
     /// hooks alone. Must exist.
     pub cgroup_dir: Option<PathBuf>,
+    /// The node, for NodePort: its name and address, and the interface
+    /// (`eth0` of the node netns) the NodePort program is attached to at
+    /// TCX ingress. `None`: no NodePort frontends, nothing on the interface.
+    pub node: Option<NodeConfig>,
+}
+
+/// The node's identity as NodePort needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The Node object's name (EndpointSlice `nodeName`), for
+    /// externalTrafficPolicy Local.
+    pub name: String,
+    /// The node address NodePorts listen on (the agent's `--node-ip`).
+    pub ip: std::net::Ipv4Addr,
+    /// The interface carrying that address (e.g. `eth0`).
+    pub interface: String,
 }
 
 /// Errors of the datapath manager.
@@ -121,6 +145,8 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::links::LinkError,
     },
+    #[error("the node interface {interface} does not exist in this network namespace")]
+    NoInterface { interface: String },
     #[error("cannot open the cgroup v2 directory {path} (does it exist?): {source}")]
     Cgroup {
         path: PathBuf,
@@ -150,6 +176,8 @@ pub struct Datapath {
     links_dir: PathBuf,
     /// The socket hooks' cgroup links, when a cgroup was configured.
     _cgroup_links: Option<sock::CgroupLinks>,
+    /// The node (for the planner) and the NodePort attachment on its interface.
+    node: Option<(NodeConfig, attach::Held)>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -166,7 +194,44 @@ impl Datapath {
     /// reused with their contents. With `cfg.cgroup_dir`, also attaches the
     /// socket hooks there (replacing those of an earlier agent).
     pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
-        Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())
+        let mut dp = Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())?;
+        if let Some(node) = &cfg.node {
+            let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
+            dp.node = Some((node.clone(), held));
+        }
+        Ok(dp)
+    }
+
+    /// Attaches the NodePort program at TCX ingress of the node interface
+    /// (adopting the link a previous agent pinned).
+    fn attach_node_interface(
+        &mut self,
+        node: &NodeConfig,
+        links_dir: &Path,
+    ) -> Result<attach::Held, DatapathError> {
+        let link = attach::list_links()?
+            .into_iter()
+            .find(|l| l.name == node.interface)
+            .ok_or_else(|| DatapathError::NoInterface {
+                interface: node.interface.clone(),
+            })?;
+        std::fs::create_dir_all(links_dir).map_err(|source| DatapathError::PinDir {
+            path: links_dir.to_owned(),
+            source,
+        })?;
+        let hook = attach::Hook::NodeIngress;
+        let program = program_mut(&mut self.ebpf, hook.program())?;
+        let held = attach::attach(program, hook, &link, links_dir)?;
+        tracing::info!(interface = %link.name, node_ip = %node.ip, "NodePort program attached");
+        Ok(held)
+    }
+
+    /// The node context for the planner (`None` without a node config).
+    pub fn node_context(&self) -> Option<plan::NodeContext> {
+        self.node.as_ref().map(|(node, _)| plan::NodeContext {
+            name: node.name.clone(),
+            ip: node.ip,
+        })
     }
 
     fn load_from(
@@ -185,7 +250,11 @@ impl Datapath {
                 pin_dir: pin_dir.to_owned(),
                 source: Box::new(source),
             })?;
-        for hook in attach::Hook::ALL {
+        for hook in [
+            attach::Hook::FromPod,
+            attach::Hook::ToPod,
+            attach::Hook::NodeIngress,
+        ] {
             let name = hook.program();
             program_mut(&mut ebpf, name)?
                 .load()
@@ -203,6 +272,7 @@ impl Datapath {
             attached: BTreeMap::new(),
             links_dir: pin_dir.join(LINKS_DIR),
             _cgroup_links: cgroup_links,
+            node: None,
         })
     }
 

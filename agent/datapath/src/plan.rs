@@ -16,15 +16,47 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::{
-    Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, ServiceValue,
+    Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_EXT_LOCAL,
+    SERVICE_FLAG_NODEPORT, ServiceKey, ServiceValue,
 };
 
 /// The label an EndpointSlice carries to name its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Every service frontend and its backends, sorted and de-duplicated so that
-/// an unchanged endpoint set compares equal and causes no map write.
-pub type DesiredServices = BTreeMap<ServiceKey, Vec<Backend>>;
+/// Every service frontend and what it should hold.
+pub type DesiredServices = BTreeMap<ServiceKey, Frontend>;
+
+/// What one frontend should hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontend {
+    /// Sorted and de-duplicated, so an unchanged endpoint set compares equal
+    /// and causes no map write.
+    pub backends: Vec<Backend>,
+    /// `SERVICE_FLAG_*` bits.
+    pub flags: u32,
+    /// `sessionAffinity: ClientIP` timeout in seconds (0 = none).
+    pub affinity_timeout_secs: u32,
+}
+
+impl From<Vec<Backend>> for Frontend {
+    /// A plain ClusterIP frontend.
+    fn from(backends: Vec<Backend>) -> Self {
+        Frontend {
+            backends,
+            ..Frontend::default()
+        }
+    }
+}
+
+/// The node the planner plans for: NodePort frontends use its address, and
+/// externalTrafficPolicy Local keeps only endpoints on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeContext {
+    /// The Node's name, as EndpointSlice endpoints carry it (`nodeName`).
+    pub name: String,
+    /// The node address NodePorts are reachable on.
+    pub ip: Ipv4Addr,
+}
 
 /// Computes the desired map contents from the Services and EndpointSlices of
 /// all namespaces.
@@ -38,9 +70,16 @@ pub type DesiredServices = BTreeMap<ServiceKey, Vec<Backend>>;
 /// are used instead, so connections drain during a rollout instead of failing.
 /// A frontend with no usable endpoint is still desired, with no backends: the
 /// datapath then drops new connections to it.
+///
+/// With a `node`, NodePort and LoadBalancer services also get a frontend per
+/// port on `node.ip:nodePort` ([`SERVICE_FLAG_NODEPORT`]); with
+/// `externalTrafficPolicy: Local` that frontend keeps only the endpoints
+/// whose `nodeName` is this node ([`SERVICE_FLAG_EXT_LOCAL`]; none -> no
+/// backends -> the node does not answer).
 pub fn desired_services<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: Option<&NodeContext>,
 ) -> DesiredServices {
     let mut slices_by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
@@ -78,6 +117,14 @@ pub fn desired_services<'a>(
             .as_ref()
             .and_then(|s| s.ports.as_deref())
             .unwrap_or_default();
+        let spec = service.spec.as_ref();
+        let node_ports = node.filter(|_| {
+            matches!(
+                spec.and_then(|s| s.type_.as_deref()),
+                Some("NodePort" | "LoadBalancer")
+            )
+        });
+        let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         for port in ports {
             let Some(proto) = protocol_number(port.protocol.as_deref()) else {
                 continue;
@@ -87,7 +134,29 @@ pub fn desired_services<'a>(
             };
             let key = ServiceKey::new(cluster_ip.octets(), port_number, proto);
             let port_name = port.name.as_deref().unwrap_or_default();
-            desired.insert(key, backends_for_port(slices, port_name, proto));
+            let backends = backends_for_port(slices, port_name, proto, None);
+            if let Some(node) = node_ports
+                && let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok())
+                && node_port != 0
+            {
+                let (backends, flags) = if ext_local {
+                    (
+                        backends_for_port(slices, port_name, proto, Some(&node.name)),
+                        SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL,
+                    )
+                } else {
+                    (backends.clone(), SERVICE_FLAG_NODEPORT)
+                };
+                desired.insert(
+                    ServiceKey::new(node.ip.octets(), node_port, proto),
+                    Frontend {
+                        backends,
+                        flags,
+                        affinity_timeout_secs: 0,
+                    },
+                );
+            }
+            desired.insert(key, backends.into());
         }
     }
     desired
@@ -117,8 +186,14 @@ fn protocol_number(protocol: Option<&str>) -> Option<u8> {
     }
 }
 
-/// The backends of one service port across all slices of the service.
-fn backends_for_port(slices: &[&EndpointSlice], port_name: &str, proto: u8) -> Vec<Backend> {
+/// The backends of one service port across all slices of the service; with
+/// `only_node`, only the endpoints on that node.
+fn backends_for_port(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    proto: u8,
+    only_node: Option<&str>,
+) -> Vec<Backend> {
     let mut ready = BTreeSet::new();
     let mut terminating = BTreeSet::new();
     for slice in slices {
@@ -132,6 +207,9 @@ fn backends_for_port(slices: &[&EndpointSlice], port_name: &str, proto: u8) -> V
             continue;
         };
         for endpoint in &slice.endpoints {
+            if only_node.is_some() && endpoint.node_name.as_deref() != only_node {
+                continue;
+            }
             let set = match readiness(endpoint) {
                 Readiness::Ready => &mut ready,
                 Readiness::ServingTerminating => &mut terminating,
@@ -258,10 +336,11 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
     let mut referenced: BTreeSet<BackendKey> = BTreeSet::new();
 
     for (key, want) in desired {
-        let keep = current
-            .services
-            .get(key)
-            .filter(|value| current.backends_of(value).as_deref() == Some(want.as_slice()));
+        let keep = current.services.get(key).filter(|value| {
+            value.flags == want.flags
+                && value.affinity_timeout_secs == want.affinity_timeout_secs
+                && current.backends_of(value).as_deref() == Some(want.backends.as_slice())
+        });
         let value = match keep {
             Some(value) => *value,
             None => {
@@ -269,11 +348,11 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
                 let value = ServiceValue {
                     backend_slot: slot,
                     // More than u32::MAX backends cannot exist (the map holds far fewer).
-                    backend_count: u32::try_from(want.len()).unwrap_or(u32::MAX),
-                    flags: 0,
-                    affinity_timeout_secs: 0,
+                    backend_count: u32::try_from(want.backends.len()).unwrap_or(u32::MAX),
+                    flags: want.flags,
+                    affinity_timeout_secs: want.affinity_timeout_secs,
                 };
-                for (index, backend) in (0u32..).zip(want) {
+                for (index, backend) in (0u32..).zip(&want.backends) {
                     put_backends.push(MapOp::PutBackend(BackendKey { slot, index }, *backend));
                 }
                 flips.push(MapOp::PutService(*key, value));
@@ -325,8 +404,8 @@ pub fn stale_udp_conntrack(
                 proto: IPPROTO_UDP,
                 _pad: 0,
             };
-            !desired.get(&frontend).is_some_and(|backends| {
-                backends
+            !desired.get(&frontend).is_some_and(|want| {
+                want.backends
                     .iter()
                     .any(|b| b.addr == ct.backend_addr && b.port == ct.backend_port)
             })

@@ -58,12 +58,12 @@ impl Drop for TestCgroup {
 }
 
 fn services() -> DesiredServices {
-    let web = BACKENDS.iter().map(|ip| Backend::new(*ip, 8080)).collect();
-    let dns = BACKENDS.iter().map(|ip| Backend::new(*ip, 5300)).collect();
+    let web: Vec<Backend> = BACKENDS.iter().map(|ip| Backend::new(*ip, 8080)).collect();
+    let dns: Vec<Backend> = BACKENDS.iter().map(|ip| Backend::new(*ip, 5300)).collect();
     DesiredServices::from([
-        (ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), web),
-        (ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP), dns),
-        (ServiceKey::new(EMPTY_VIP, 80, IPPROTO_TCP), vec![]),
+        (ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), web.into()),
+        (ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP), dns.into()),
+        (ServiceKey::new(EMPTY_VIP, 80, IPPROTO_TCP), vec![].into()),
     ])
 }
 
@@ -281,6 +281,7 @@ fn datapath_sock_lb_translates_cluster_ips_at_connect_and_survives_restarts() {
     let cfg = DatapathConfig {
         bpffs_dir: pins.0.clone(),
         cgroup_dir: Some(cgroup.0.clone()),
+        node: None,
     };
 
     let mut dp = Datapath::load(&cfg).expect("load");

@@ -47,7 +47,10 @@ pub async fn run_service_sync(
 
     let mut services = Store::default();
     let mut slices = Store::default();
-    let mut current = lock(&dp).read_state()?;
+    let (mut current, node) = {
+        let dp = lock(&dp);
+        (dp.read_state()?, dp.node_context())
+    };
     let mut next_slot = current.next_free_slot();
     let mut retry: Option<tokio::time::Instant> = None;
     let mut backoff = Backoff::default();
@@ -80,7 +83,7 @@ pub async fn run_service_sync(
             continue;
         }
 
-        let desired = plan::desired_services(services.objects(), slices.objects());
+        let desired = plan::desired_services(services.objects(), slices.objects(), node.as_ref());
         let ops = plan::diff(&desired, &current, &mut next_slot);
         if ops.is_empty() {
             retry = None;

@@ -20,8 +20,8 @@ use weir_ebpf_common::{
 use super::plan::{self, DesiredServices};
 use super::{Datapath, DatapathConfig, LINKS_DIR, attach};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
+pub(crate) const TC_ACT_OK: u32 = 0;
+pub(crate) const TC_ACT_SHOT: u32 = 2;
 
 // ---- fixture: a datapath with its own pin directory ----
 
@@ -56,7 +56,7 @@ impl Datapath {
         program.try_into().expect("a tc program")
     }
 
-    fn conntrack(&self) -> &HashMap<MapData, CtKey, CtValue> {
+    pub(crate) fn conntrack(&self) -> &HashMap<MapData, CtKey, CtValue> {
         &self.maps.conntrack
     }
 
@@ -74,7 +74,7 @@ impl Datapath {
     }
 
     /// Runs program `name` on `packet`: (verdict, output bytes).
-    fn run_program(&self, name: &str, packet: &[u8]) -> (u32, Vec<u8>) {
+    pub(crate) fn run_program(&self, name: &str, packet: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; packet.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(packet),
@@ -90,11 +90,12 @@ impl Datapath {
     }
 }
 
-fn load() -> (Datapath, PinDir) {
+pub(crate) fn load() -> (Datapath, PinDir) {
     let dir = PinDir::new();
     let dp = Datapath::load(&DatapathConfig {
         bpffs_dir: dir.0.clone(),
         cgroup_dir: None,
+        node: None,
     })
     .expect("load datapath");
     (dp, dir)
@@ -110,17 +111,17 @@ const WEB_BACKENDS: [([u8; 4], u16); 2] = [([10, 244, 1, 5], 8080), ([10, 244, 1
 const DNS_BACKEND: ([u8; 4], u16) = ([10, 244, 1, 7], 5300);
 
 fn services() -> DesiredServices {
-    let web = WEB_BACKENDS
+    let web: Vec<Backend> = WEB_BACKENDS
         .iter()
         .map(|(ip, port)| Backend::new(*ip, *port))
         .collect();
     BTreeMap::from([
-        (ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), web),
+        (ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), web.into()),
         (
             ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP),
-            vec![Backend::new(DNS_BACKEND.0, DNS_BACKEND.1)],
+            vec![Backend::new(DNS_BACKEND.0, DNS_BACKEND.1)].into(),
         ),
-        (ServiceKey::new(EMPTY_VIP, 80, IPPROTO_TCP), vec![]),
+        (ServiceKey::new(EMPTY_VIP, 80, IPPROTO_TCP), vec![].into()),
     ])
 }
 
@@ -176,7 +177,7 @@ fn ipv4_frame(
     frame
 }
 
-fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+pub(crate) fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
     let mut l4 = vec![0u8; 20];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());
     l4[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -188,7 +189,7 @@ fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8>
     ipv4_frame(src, dst, IPPROTO_TCP, l4, Some(16))
 }
 
-fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, with_csum: bool) -> Vec<u8> {
+pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, with_csum: bool) -> Vec<u8> {
     let payload = b"query";
     let mut l4 = vec![0u8; 8];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());
@@ -198,18 +199,18 @@ fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, with_csum: bool) -> V
     ipv4_frame(src, dst, IPPROTO_UDP, l4, with_csum.then_some(6))
 }
 
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const ACK: u8 = 0x10;
 
 /// What a checked output frame says.
 #[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
+pub(crate) struct Seen {
+    pub(crate) src: ([u8; 4], u16),
+    pub(crate) dst: ([u8; 4], u16),
 }
 
 /// Parses an output frame and verifies both checksums from scratch.
-fn check(frame: &[u8]) -> Seen {
+pub(crate) fn check(frame: &[u8]) -> Seen {
     let ip = &frame[ETH_HLEN..ETH_HLEN + IP_HLEN];
     assert_eq!(csum_fold(sum16(ip)), 0, "IPv4 header checksum is wrong");
     let proto = ip[9];
@@ -233,7 +234,7 @@ fn check(frame: &[u8]) -> Seen {
 
 /// The bytes that NAT must not change: everything except the addresses,
 /// ports and checksums.
-fn invariant_bytes(frame: &[u8]) -> Vec<u8> {
+pub(crate) fn invariant_bytes(frame: &[u8]) -> Vec<u8> {
     let mut f = frame.to_vec();
     let l4 = ETH_HLEN + IP_HLEN;
     let csum_at = if f[ETH_HLEN + 9] == IPPROTO_TCP {
@@ -250,7 +251,7 @@ fn invariant_bytes(frame: &[u8]) -> Vec<u8> {
     f
 }
 
-fn ct_key(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8) -> CtKey {
+pub(crate) fn ct_key(src: ([u8; 4], u16), dst: ([u8; 4], u16), proto: u8) -> CtKey {
     CtKey {
         saddr: u32::from_ne_bytes(src.0),
         daddr: u32::from_ne_bytes(dst.0),
@@ -479,7 +480,7 @@ fn datapath_backend_swap_keeps_established_connections() {
     let new_backend = ([10, 244, 1, 42], 9090);
     desired.insert(
         ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP),
-        vec![Backend::new(new_backend.0, new_backend.1)],
+        vec![Backend::new(new_backend.0, new_backend.1)].into(),
     );
     dp.seed(&desired);
     let state = dp.read_state().expect("read maps");
@@ -514,6 +515,7 @@ fn datapath_maps_survive_a_reload() {
     let cfg = DatapathConfig {
         bpffs_dir: dir.0.clone(),
         cgroup_dir: None,
+        node: None,
     };
     let mut dp = Datapath::load(&cfg).expect("load");
     dp.seed(&services());
@@ -534,6 +536,7 @@ fn datapath_attaches_to_pod_veths_idempotently_and_across_restarts() {
     let cfg = DatapathConfig {
         bpffs_dir: dir.0.clone(),
         cgroup_dir: None,
+        node: None,
     };
     // A thread of our own in a fresh network namespace: the namespace and its
     // veths vanish with the thread; the pinned links go with `dir`.
@@ -628,7 +631,7 @@ fn datapath_udp_flows_move_off_removed_backends() {
     let mut desired = services();
     desired.insert(
         ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP),
-        vec![Backend::new(moved.0, moved.1)],
+        vec![Backend::new(moved.0, moved.1)].into(),
     );
     dp.seed(&desired);
     let purged = dp.purge_stale_udp_conntrack(&desired).expect("purge");
@@ -735,7 +738,7 @@ fn datapath_hairpin_connection_to_itself_is_source_translated() {
     let mut desired = services();
     desired.insert(
         ServiceKey::new(vip, 80, IPPROTO_TCP),
-        vec![Backend::new(CLIENT, 8080)],
+        vec![Backend::new(CLIENT, 8080)].into(),
     );
     dp.seed(&desired);
 

@@ -114,6 +114,7 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
     let cfg = DatapathConfig {
         bpffs_dir: pin_dir,
         cgroup_dir: None,
+        node: None,
     };
     let start_agent = |cfg: DatapathConfig| {
         in_netns(&node, move || {
@@ -128,11 +129,11 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
     let desired = BTreeMap::from([
         (
             ServiceKey::new([10, 96, 0, 10], 80, IPPROTO_TCP),
-            vec![Backend::new([10, 244, 1, 3], 8080)],
+            vec![Backend::new([10, 244, 1, 3], 8080)].into(),
         ),
         (
             ServiceKey::new([10, 96, 0, 53], 53, IPPROTO_UDP),
-            vec![Backend::new([10, 244, 1, 3], 5300)],
+            vec![Backend::new([10, 244, 1, 3], 5300)].into(),
         ),
     ]);
     let mut state = dp.read_state().expect("read maps");

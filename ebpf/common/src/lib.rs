@@ -57,6 +57,10 @@ pub mod program_names {
     /// cgroup v2 `getpeername4`: a socket connected through a frontend
     /// reports the frontend as its peer.
     pub const SOCK_GETPEERNAME4: &str = "weir_sock_getpeername4";
+    /// tc program attached at TCX ingress of the node interface (`eth0` of
+    /// the node netns): NodePort translation of traffic from outside the
+    /// node, and reverse translation of replies of remote backends.
+    pub const NODE_INGRESS: &str = "weir_node_ingress";
 }
 
 /// Capacity of the services map: one entry per (ClusterIP, port, protocol).
@@ -76,9 +80,8 @@ pub const SOCK_REV_MAX_ENTRIES: u32 = 65_536;
 /// Key of the services map: a service frontend as it appears in the
 /// destination of a packet.
 ///
-/// Today only ClusterIP frontends are written. NodePort / externalIP /
-/// LoadBalancer frontends will use the same key (node or external address in
-/// `addr`), distinguished where needed by [`ServiceValue::flags`].
+/// ClusterIP frontends use the cluster IP; NodePort frontends the node's own
+/// address (and [`SERVICE_FLAG_NODEPORT`] in the value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
@@ -121,13 +124,21 @@ pub struct ServiceValue {
     /// endpoint: the datapath drops new connections to it (as kube-proxy
     /// rejects them) instead of letting them leak to the default route.
     pub backend_count: u32,
-    /// `SERVICE_FLAG_*` bits; none are defined yet (reserved for NodePort,
-    /// externalTrafficPolicy=Local, session affinity).
+    /// `SERVICE_FLAG_*` bits.
     pub flags: u32,
-    /// Session affinity timeout in seconds (0 = none). Not used yet; reserved
-    /// so ClientIP affinity needs no ABI change.
+    /// `sessionAffinity: ClientIP` timeout in seconds (0 = no affinity).
     pub affinity_timeout_secs: u32,
 }
+
+/// [`ServiceValue::flags`] bit: the frontend is a NodePort on the node's
+/// address. Only such frontends are translated at the node interface; there
+/// the client's source is rewritten to the node address (SNAT) so replies
+/// come back through this node, unless [`SERVICE_FLAG_EXT_LOCAL`] is set.
+pub const SERVICE_FLAG_NODEPORT: u32 = 1;
+/// [`ServiceValue::flags`] bit: `externalTrafficPolicy: Local`. The backend
+/// set holds only this node's endpoints, and the client address is kept (no
+/// SNAT). An empty set drops the traffic: the node does not answer.
+pub const SERVICE_FLAG_EXT_LOCAL: u32 = 2;
 
 /// Key of the backends map: one backend of one backend set.
 #[repr(C)]
@@ -205,6 +216,25 @@ pub const CT_DIR_REVERSE: u8 = 2;
 /// client:port -> frontend:port as the source, the reverse entry (keyed
 /// backend -> frontend:client-port) restores frontend:port -> client:port.
 pub const CT_FLAG_HAIRPIN: u8 = 1;
+/// [`CtValue::flags`] bit: the connection is also source-translated (NodePort
+/// from outside, to the node address). The forward entry rewrites the source
+/// to `nat_addr:nat_port` (node address, a port from
+/// [`NODEPORT_SNAT_PORT_MIN`]..), the reverse entry (keyed backend ->
+/// node:nat_port) rewrites the destination back to `nat_addr:nat_port` (the
+/// client).
+pub const CT_FLAG_SNAT: u8 = 2;
+/// [`CtValue::flags`] bit: a NodePort connection from outside the node. Its
+/// translated packets carry the node's own address, which the stack would
+/// drop as a martian, so they are forwarded with a FIB lookup and
+/// `bpf_redirect` instead of going up the stack.
+pub const CT_FLAG_NODEPORT: u8 = 4;
+
+/// First source port used for NodePort SNAT: above the kernel's default
+/// ephemeral range (32768-60999), so translated connections never collide
+/// with the node's own sockets.
+pub const NODEPORT_SNAT_PORT_MIN: u16 = 61_000;
+/// Number of SNAT source ports (61000-65535), per backend address and port.
+pub const NODEPORT_SNAT_PORTS: u16 = 4_536;
 
 /// Value of the conntrack map: the translation a connection was given.
 #[repr(C)]
@@ -220,13 +250,18 @@ pub struct CtValue {
     pub backend_port: u16,
     /// [`CT_DIR_FORWARD`] or [`CT_DIR_REVERSE`].
     pub direction: u8,
-    /// `CT_FLAG_*` bits ([`CT_FLAG_HAIRPIN`]; more reserved for TCP state).
+    /// `CT_FLAG_*` bits.
     pub flags: u8,
-    /// Must be zero.
-    pub _pad: [u8; 2],
+    /// With [`CT_FLAG_SNAT`]: the port of `nat_addr`, network byte order.
+    pub nat_port: u16,
     /// Policy identity of the source; 0 until identities exist. Reserved so
     /// NetworkPolicy needs no ABI change.
     pub src_identity: u32,
+    /// With [`CT_FLAG_SNAT`]: the other end's address after translation
+    /// (forward: the node address the source becomes; reverse: the client
+    /// the destination becomes back), network byte order. (Occupies what was
+    /// implicit padding, so the value size is unchanged.)
+    pub nat_addr: u32,
     /// `bpf_ktime_get_ns()` when the connection was first translated.
     pub created_ns: u64,
     /// `bpf_ktime_get_ns()` of the latest packet seen in this direction.

@@ -5,8 +5,14 @@
 //! (backend -> client). Both directions therefore cost one lookup of the
 //! packet's own tuple, and the value says which rewrite to apply.
 
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
-use weir_ebpf_common::{Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CtKey, CtValue};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+};
+use weir_ebpf_common::{
+    Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NODEPORT, CT_FLAG_SNAT,
+    CtKey, CtValue, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS,
+};
 
 use crate::{maps::CONNTRACK, parse::Flow};
 
@@ -48,8 +54,9 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<CtValue> {
         backend_port: backend.port,
         direction: CT_DIR_FORWARD,
         flags: if hairpin { CT_FLAG_HAIRPIN } else { 0 },
-        _pad: [0; 2],
+        nat_port: 0,
         src_identity: 0,
+        nat_addr: 0,
         created_ns: now,
         last_seen_ns: now,
     };
@@ -73,4 +80,93 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<CtValue> {
         .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
         .ok()?;
     Some(forward)
+}
+
+/// How many SNAT ports a new NodePort connection tries before giving up.
+const SNAT_TRIES: u32 = 8;
+
+/// Records a new NodePort connection from outside the node (`flow` is
+/// client -> node:nodePort). With `snat`, the source becomes the node address
+/// (`flow.daddr`) and a port from the SNAT range not in use towards this
+/// backend; without (externalTrafficPolicy Local) the client address is kept.
+/// Returns the forward entry, or `None` when no SNAT port is free.
+#[inline(always)]
+pub fn create_nodeport(flow: &Flow, backend: &Backend, snat: bool, hash: u32) -> Option<CtValue> {
+    let now = now_ns();
+    let mut forward = CtValue {
+        frontend_addr: flow.daddr,
+        backend_addr: backend.addr,
+        frontend_port: flow.dport,
+        backend_port: backend.port,
+        direction: CT_DIR_FORWARD,
+        flags: CT_FLAG_NODEPORT,
+        nat_port: 0,
+        src_identity: 0,
+        nat_addr: 0,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    if !snat {
+        let reverse_key = CtKey {
+            saddr: backend.addr,
+            daddr: flow.saddr,
+            sport: backend.port,
+            dport: flow.sport,
+            proto: flow.proto,
+            _pad: [0; 3],
+        };
+        let reverse = CtValue {
+            direction: CT_DIR_REVERSE,
+            ..forward
+        };
+        CONNTRACK
+            .insert(reverse_key, reverse, u64::from(BPF_ANY))
+            .ok()?;
+        CONNTRACK
+            .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
+            .ok()?;
+        return Some(forward);
+    }
+    forward.flags |= CT_FLAG_SNAT;
+    forward.nat_addr = flow.daddr;
+    let reverse = CtValue {
+        direction: CT_DIR_REVERSE,
+        nat_addr: flow.saddr,
+        nat_port: flow.sport,
+        ..forward
+    };
+    for i in 0..SNAT_TRIES {
+        let offset = (hash.wrapping_add(i.wrapping_mul(0x9e37_79b9))
+            % u32::from(NODEPORT_SNAT_PORTS)) as u16;
+        let port = (NODEPORT_SNAT_PORT_MIN + offset).to_be();
+        let reverse_key = CtKey {
+            saddr: backend.addr,
+            daddr: flow.daddr,
+            sport: backend.port,
+            dport: port,
+            proto: flow.proto,
+            _pad: [0; 3],
+        };
+        // A retransmitted SYN finds its own reverse entry: reuse the port,
+        // or the backend would see a second connection.
+        let ours = CONNTRACK.get_ptr(reverse_key).is_some_and(|ptr| {
+            // SAFETY: a successful lookup returns a pointer to a CtValue
+            // (plain integers); a racing update can only yield a stale copy.
+            let existing = unsafe { *ptr };
+            existing.nat_addr == flow.saddr && existing.nat_port == flow.sport
+        });
+        let flags = if ours { BPF_ANY } else { BPF_NOEXIST };
+        if CONNTRACK
+            .insert(reverse_key, reverse, u64::from(flags))
+            .is_err()
+        {
+            continue;
+        }
+        forward.nat_port = port;
+        CONNTRACK
+            .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
+            .ok()?;
+        return Some(forward);
+    }
+    None
 }

@@ -6,7 +6,8 @@
 //!   and remembered in conntrack; the stack then routes it to the backend.
 //!   A TCP SYN is always balanced afresh (see `handle`).
 //! - A reply from a backend (a reverse conntrack entry matches) gets its
-//!   source rewritten back to the frontend the client used.
+//!   source rewritten back to the frontend the client used; replies to
+//!   NodePort clients outside the node are then redirected out (see `fib`).
 //! - Everything else (non-IPv4, not TCP/UDP, fragments, truncated headers,
 //!   ports a service does not have) passes untouched.
 //! - A new connection to a service with no ready backend is dropped, like
@@ -19,10 +20,10 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use weir_ebpf_common::ServiceKey;
+use weir_ebpf_common::{CT_FLAG_NODEPORT, ServiceKey};
 
 use crate::{
-    conntrack, lb, maps, nat,
+    conntrack, fib, lb, maps, nat,
     parse::{self, Flow},
 };
 
@@ -46,6 +47,14 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         conntrack::lookup(flow)
     };
     if let Some(ct) = existing {
+        // Replies of local backends to NodePort clients carry the node
+        // address after translation: forward them past the stack.
+        if ct.flags & CT_FLAG_NODEPORT != 0 {
+            return match nat::translate(ctx, flow, &ct) {
+                Some(()) => fib::redirect(ctx, flow.proto),
+                None => TC_ACT_SHOT,
+            };
+        }
         return verdict(nat::translate(ctx, flow, &ct));
     }
 

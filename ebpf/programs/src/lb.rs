@@ -36,7 +36,7 @@ pub fn backend_at(svc: &ServiceValue, hash: u32) -> Option<Backend> {
 /// A cheap, well-mixed hash of the 5-tuple (murmur3's 32-bit finalizer over a
 /// combination of the fields).
 #[inline(always)]
-fn flow_hash(flow: &Flow) -> u32 {
+pub fn flow_hash(flow: &Flow) -> u32 {
     let mut h = flow.saddr
         ^ flow.daddr.rotate_left(13)
         ^ ((u32::from(flow.sport) << 16) | u32::from(flow.dport))

@@ -1,6 +1,7 @@
 //! weir's kernel datapath.
 //!
-//! One entry module per hook ([`from_pod`], [`to_pod`], [`sock`]); the per-concern
+//! One entry module per hook ([`from_pod`], [`to_pod`], [`node_ingress`],
+//! [`sock`]); the per-concern
 //! modules below hold everything the hooks share:
 //!
 //! - [`packet`]: bounds-checked reads and writes of packet bytes,
@@ -8,15 +9,18 @@
 //! - [`maps`]: the map definitions (layouts come from `weir-ebpf-common`),
 //! - [`conntrack`]: per-connection translation state,
 //! - [`lb`]: backend selection,
-//! - [`nat`]: address/port rewriting with incremental checksum updates.
+//! - [`nat`]: address/port rewriting with incremental checksum updates,
+//! - [`fib`]: forwarding translated packets past the stack (FIB + redirect).
 #![no_std]
 #![no_main]
 
 mod conntrack;
+mod fib;
 mod from_pod;
 mod lb;
 mod maps;
 mod nat;
+mod node_ingress;
 mod packet;
 mod parse;
 mod sock;

@@ -13,7 +13,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use weir_ebpf_common::{CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CtValue, IPPROTO_UDP};
+use weir_ebpf_common::{
+    CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_SNAT, CtValue, IPPROTO_UDP,
+};
 
 use crate::{
     packet::write,
@@ -75,11 +77,12 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr: u32, port: u16) -
 
 /// Applies the translation a conntrack entry records to this packet: the
 /// forward direction rewrites the destination to the backend, the reverse
-/// direction the source back to the frontend; hairpin connections also get
-/// the other end rewritten (see `CT_FLAG_HAIRPIN`).
+/// direction the source back to the frontend; hairpin and SNAT connections
+/// also get the other end rewritten (see `CT_FLAG_HAIRPIN`, `CT_FLAG_SNAT`).
 #[inline(always)]
 pub fn translate(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> Option<()> {
     let hairpin = ct.flags & CT_FLAG_HAIRPIN != 0;
+    let snat = ct.flags & CT_FLAG_SNAT != 0;
     match ct.direction {
         CT_DIR_FORWARD => {
             rewrite(
@@ -91,12 +94,16 @@ pub fn translate(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> Option<()> {
             )?;
             if hairpin {
                 rewrite(ctx, flow, Side::Source, ct.frontend_addr, flow.sport)?;
+            } else if snat {
+                rewrite(ctx, flow, Side::Source, ct.nat_addr, ct.nat_port)?;
             }
         }
         CT_DIR_REVERSE => {
             rewrite(ctx, flow, Side::Source, ct.frontend_addr, ct.frontend_port)?;
             if hairpin {
                 rewrite(ctx, flow, Side::Destination, ct.backend_addr, flow.dport)?;
+            } else if snat {
+                rewrite(ctx, flow, Side::Destination, ct.nat_addr, ct.nat_port)?;
             }
         }
         _ => {}

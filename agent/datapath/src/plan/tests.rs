@@ -236,8 +236,8 @@ fn desired_services_table() {
         },
     ];
     for case in cases {
-        let got = desired_services(&case.services, &case.slices);
-        let want: DesiredServices = case.want.into_iter().collect();
+        let got = desired_services(&case.services, &case.slices, None);
+        let want: DesiredServices = case.want.into_iter().map(|(k, v)| (k, v.into())).collect();
         assert_eq!(got, want, "case: {}", case.name);
     }
 }
@@ -333,7 +333,11 @@ fn diff_table() {
         },
     ];
     for case in cases {
-        let desired: DesiredServices = case.desired.into_iter().collect();
+        let desired: DesiredServices = case
+            .desired
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
         let mut next_slot = case.current.next_free_slot();
         let ops = diff(&desired, &case.current, &mut next_slot);
 
@@ -379,7 +383,7 @@ fn diff_table() {
                 .unwrap_or_else(|| panic!("case: {}: {key:?} missing", case.name));
             assert_eq!(
                 s.backends_of(value).as_ref(),
-                Some(want),
+                Some(&want.backends),
                 "case: {}",
                 case.name
             );
@@ -407,7 +411,7 @@ fn new_slots_never_reuse_slots_in_use_or_zero() {
     let a = key([10, 96, 0, 10], 80, IPPROTO_TCP);
     let c = key([10, 96, 0, 11], 80, IPPROTO_TCP);
     let current = state(&[(a, 1, &[b(2, 80)]), (c, 2, &[b(3, 80)])]);
-    let desired: DesiredServices = [(a, vec![b(4, 80)]), (c, vec![b(5, 80)])]
+    let desired: DesiredServices = [(a, vec![b(4, 80)].into()), (c, vec![b(5, 80)].into())]
         .into_iter()
         .collect();
     // A cursor that wrapped around to 0 must skip 0, 1 and 2.
@@ -428,9 +432,12 @@ fn new_slots_never_reuse_slots_in_use_or_zero() {
 fn stale_udp_conntrack_table() {
     let dns = key([10, 96, 0, 53], 53, IPPROTO_UDP);
     let web = key([10, 96, 0, 10], 80, IPPROTO_TCP);
-    let desired: DesiredServices = [(dns, vec![b(7, 5300)]), (web, vec![b(8, 8080)])]
-        .into_iter()
-        .collect();
+    let desired: DesiredServices = [
+        (dns, vec![b(7, 5300)].into()),
+        (web, vec![b(8, 8080)].into()),
+    ]
+    .into_iter()
+    .collect();
     let entry = |n: u8, frontend: ServiceKey, backend: Backend| {
         let key = CtKey {
             saddr: u32::from_ne_bytes([10, 244, 1, 100 + n]),
@@ -480,4 +487,179 @@ fn stale_udp_conntrack_table() {
         let got = stale_udp_conntrack([e], &desired);
         assert_eq!(got == vec![e.0], want_stale, "case: {name}: {got:?}");
     }
+}
+
+/// A Service from a JSON `spec` (namespace "default").
+fn service_spec(name: &str, spec: serde_json::Value) -> Service {
+    serde_json::from_value(
+        json!({"metadata": {"namespace": "default", "name": name}, "spec": spec}),
+    )
+    .expect("valid Service")
+}
+
+/// An EndpointSlice of service `svc` whose endpoints are (address, nodeName).
+fn slice_on_nodes(svc: &str, port: u16, eps: &[(&str, &str)]) -> EndpointSlice {
+    let endpoints: Vec<_> = eps
+        .iter()
+        .map(|(ip, node)| json!({"addresses": [ip], "nodeName": node, "conditions": {"ready": true}}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "default", "name": format!("{svc}-xyz"),
+                     "labels": {SERVICE_NAME_LABEL: svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .expect("valid EndpointSlice")
+}
+
+#[test]
+fn node_port_frontends_table() {
+    let node = NodeContext {
+        name: "node1".into(),
+        ip: Ipv4Addr::new(172, 30, 0, 11),
+    };
+    let node_key = key([172, 30, 0, 11], 30080, IPPROTO_TCP);
+    let cluster_key = key([10, 96, 0, 20], 80, IPPROTO_TCP);
+    let local = Backend::new([10, 244, 1, 5], 8080);
+    let remote = Backend::new([10, 244, 2, 5], 8080);
+    let spec = |type_: &str, policy: Option<&str>| {
+        let mut spec = json!({
+            "type": type_, "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}],
+        });
+        if let Some(policy) = policy {
+            spec["externalTrafficPolicy"] = json!(policy);
+        }
+        spec
+    };
+    let slices = || {
+        vec![slice_on_nodes(
+            "web",
+            8080,
+            &[("10.244.1.5", "node1"), ("10.244.2.5", "node2")],
+        )]
+    };
+    let frontend = |backends: Vec<Backend>, flags: u32| Frontend {
+        backends,
+        flags,
+        affinity_timeout_secs: 0,
+    };
+    struct Case {
+        name: &'static str,
+        spec: serde_json::Value,
+        node: Option<NodeContext>,
+        slices: Vec<EndpointSlice>,
+        want: Vec<(ServiceKey, Frontend)>,
+    }
+    let cases = vec![
+        Case {
+            name: "NodePort: a frontend on the node address with every backend",
+            spec: spec("NodePort", None),
+            node: Some(node.clone()),
+            slices: slices(),
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (
+                    node_key,
+                    frontend(vec![local, remote], SERVICE_FLAG_NODEPORT),
+                ),
+            ],
+        },
+        Case {
+            name: "LoadBalancer services have node ports too",
+            spec: spec("LoadBalancer", Some("Cluster")),
+            node: Some(node.clone()),
+            slices: slices(),
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (
+                    node_key,
+                    frontend(vec![local, remote], SERVICE_FLAG_NODEPORT),
+                ),
+            ],
+        },
+        Case {
+            name: "externalTrafficPolicy Local: only this node's endpoints; ClusterIP keeps all",
+            spec: spec("NodePort", Some("Local")),
+            node: Some(node.clone()),
+            slices: slices(),
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (
+                    node_key,
+                    frontend(vec![local], SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL),
+                ),
+            ],
+        },
+        Case {
+            name: "externalTrafficPolicy Local without a local endpoint: no backends",
+            spec: spec("NodePort", Some("Local")),
+            node: Some(node.clone()),
+            slices: vec![slice_on_nodes("web", 8080, &[("10.244.2.5", "node2")])],
+            want: vec![
+                (cluster_key, vec![remote].into()),
+                (
+                    node_key,
+                    frontend(vec![], SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL),
+                ),
+            ],
+        },
+        Case {
+            name: "ClusterIP services get no node frontend even with a nodePort field",
+            spec: spec("ClusterIP", None),
+            node: Some(node.clone()),
+            slices: slices(),
+            want: vec![(cluster_key, vec![local, remote].into())],
+        },
+        Case {
+            name: "without a node context no node frontends are planned",
+            spec: spec("NodePort", None),
+            node: None,
+            slices: slices(),
+            want: vec![(cluster_key, vec![local, remote].into())],
+        },
+        Case {
+            name: "a NodePort service whose nodePort is not allocated yet",
+            spec: json!({
+                "type": "NodePort", "clusterIP": "10.96.0.20",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            }),
+            node: Some(node.clone()),
+            slices: slices(),
+            want: vec![(cluster_key, vec![local, remote].into())],
+        },
+    ];
+    for case in cases {
+        let services = [service_spec("web", case.spec)];
+        let got = desired_services(&services, &case.slices, case.node.as_ref());
+        let want: DesiredServices = case.want.into_iter().collect();
+        assert_eq!(got, want, "case: {}", case.name);
+    }
+}
+
+#[test]
+fn diff_rewrites_a_frontend_whose_flags_change() {
+    let k = key([172, 30, 0, 11], 30080, IPPROTO_TCP);
+    let current = state(&[(k, 1, &[b(2, 80)])]);
+    let desired: DesiredServices = [(
+        k,
+        Frontend {
+            backends: vec![b(2, 80)],
+            flags: SERVICE_FLAG_NODEPORT,
+            affinity_timeout_secs: 0,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let mut next_slot = current.next_free_slot();
+    let ops = diff(&desired, &current, &mut next_slot);
+    let mut s = current.clone();
+    ops.iter().for_each(|op| s.apply(op));
+    assert_eq!(s.services[&k].flags, SERVICE_FLAG_NODEPORT, "{ops:?}");
+    assert_eq!(
+        diff(&desired, &s, &mut next_slot),
+        vec![],
+        "then idempotent"
+    );
 }

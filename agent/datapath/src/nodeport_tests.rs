@@ -1,0 +1,402 @@
+//! Privileged tests of NodePort on the node interface: a BPF_PROG_TEST_RUN
+//! table of crafted packets through the node-ingress program (run inside a
+//! test netns so the FIB lookup behind its redirect is deterministic), and a
+//! real-traffic test from an "external" namespace to two simulated nodes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use weir_ebpf_common::{
+    Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_NODEPORT, CT_FLAG_SNAT, IPPROTO_TCP,
+    IPPROTO_UDP, NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey,
+    program_names,
+};
+
+use super::plan::{DesiredServices, Frontend};
+use super::tests::{ACK, PinDir, SYN, TC_ACT_OK, TC_ACT_SHOT, check, load, tcp, udp};
+use super::traffic_tests::{Netns, in_netns, run, wire_pod};
+use super::{Datapath, DatapathConfig, NodeConfig};
+
+/// `bpf_redirect`'s verdict.
+const TC_ACT_REDIRECT: u32 = 7;
+
+const NODE_IP: [u8; 4] = [172, 30, 0, 11];
+const CLIENT: [u8; 4] = [172, 30, 0, 100];
+const CLUSTER_IP: [u8; 4] = [10, 96, 0, 10];
+const REMOTE_POD: [u8; 4] = [10, 244, 2, 3];
+const LOCAL_POD: [u8; 4] = [10, 244, 1, 3];
+
+/// NodePorts of the tests: (port, backends, flags).
+const NODEPORTS: [(u16, u8, &[[u8; 4]], u32); 5] = [
+    (30080, IPPROTO_TCP, &[REMOTE_POD], SERVICE_FLAG_NODEPORT),
+    (30081, IPPROTO_TCP, &[LOCAL_POD], SERVICE_FLAG_NODEPORT),
+    (
+        30082,
+        IPPROTO_TCP,
+        &[LOCAL_POD],
+        SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL,
+    ),
+    (
+        30083,
+        IPPROTO_TCP,
+        &[],
+        SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL,
+    ),
+    (30053, IPPROTO_UDP, &[REMOTE_POD], SERVICE_FLAG_NODEPORT),
+];
+
+fn services() -> DesiredServices {
+    let mut desired: DesiredServices = NODEPORTS
+        .iter()
+        .map(|&(port, proto, backends, flags)| {
+            let target = if proto == IPPROTO_UDP { 5300 } else { 8080 };
+            (
+                ServiceKey::new(NODE_IP, port, proto),
+                Frontend {
+                    backends: backends
+                        .iter()
+                        .map(|ip| Backend::new(*ip, target))
+                        .collect(),
+                    flags,
+                    affinity_timeout_secs: 0,
+                },
+            )
+        })
+        .collect();
+    desired.insert(
+        ServiceKey::new(CLUSTER_IP, 80, IPPROTO_TCP),
+        vec![Backend::new(REMOTE_POD, 8080)].into(),
+    );
+    desired
+}
+
+fn mac(last: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, last]
+}
+
+/// A namespace in which the FIB sends 10.244.0.0/16 to a "node2" and
+/// 172.30.0.0/24 out of a veth, with permanent neighbours, so redirects
+/// are deterministic.
+fn fib_netns(name: &str) -> Netns {
+    let ns = Netns(vec![name.to_owned()]);
+    run(&format!("ip netns add {name}"));
+    run(&format!(
+        "ip -n {name} link add wdp2v0 address 02:00:00:00:00:0b type veth peer name wdp2v1"
+    ));
+    run(&format!("ip -n {name} addr add 172.30.0.11/24 dev wdp2v0"));
+    run(&format!("ip -n {name} link set wdp2v0 up"));
+    run(&format!("ip -n {name} link set wdp2v1 up"));
+    run(&format!("ip -n {name} link set lo up"));
+    run(&format!(
+        "ip -n {name} neigh add 172.30.0.12 lladdr 02:00:00:00:00:0c dev wdp2v0 nud permanent"
+    ));
+    run(&format!(
+        "ip -n {name} neigh add 172.30.0.100 lladdr 02:00:00:00:00:64 dev wdp2v0 nud permanent"
+    ));
+    run(&format!(
+        "ip -n {name} route add 10.244.0.0/16 via 172.30.0.12"
+    ));
+    run(&format!(
+        "ip netns exec {name} sysctl -q -w net.ipv4.ip_forward=1"
+    ));
+    ns
+}
+
+#[test]
+#[ignore = "privileged: loads BPF programs and creates a netns (root)"]
+fn datapath_node_ingress_translates_nodeports() {
+    let (mut dp, _dir) = load();
+    dp.seed(&services());
+    let ns_name = format!("wdp2-npb-{}", std::process::id());
+    let _ns = fib_netns(&ns_name);
+    let node_ingress = |packet: &[u8]| dp.run_program(program_names::NODE_INGRESS, packet);
+
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let ns = std::fs::File::open(format!("/run/netns/{ns_name}")).expect("netns");
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+
+                // Cluster policy, remote backend: DNAT + SNAT to the node, out to node2.
+                let syn = tcp(CLIENT, 40000, NODE_IP, 30080, SYN);
+                let (verdict, out) = node_ingress(&syn);
+                assert_eq!(verdict, TC_ACT_REDIRECT, "SYN to a NodePort is forwarded");
+                let seen = check(&out);
+                assert_eq!(seen.dst, (REMOTE_POD, 8080));
+                assert_eq!(seen.src.0, NODE_IP, "source translated to the node");
+                let nat_port = seen.src.1;
+                assert!(nat_port >= NODEPORT_SNAT_PORT_MIN, "SNAT port {nat_port}");
+                assert_eq!(out[0..6], mac(0x0c), "to node2's MAC");
+                assert_eq!(out[6..12], mac(0x0b), "from the node's MAC");
+
+                // A retransmitted SYN keeps its SNAT port.
+                let (_, again) = node_ingress(&syn);
+                assert_eq!(check(&again).src, (NODE_IP, nat_port));
+
+                // The conntrack entries, both directions.
+                let forward = dp
+                    .conntrack()
+                    .get(
+                        &super::tests::ct_key((CLIENT, 40000), (NODE_IP, 30080), IPPROTO_TCP),
+                        0,
+                    )
+                    .expect("forward entry");
+                assert_eq!(forward.direction, CT_DIR_FORWARD);
+                assert_eq!(forward.flags, CT_FLAG_NODEPORT | CT_FLAG_SNAT);
+                let reverse = dp
+                    .conntrack()
+                    .get(
+                        &super::tests::ct_key((REMOTE_POD, 8080), (NODE_IP, nat_port), IPPROTO_TCP),
+                        0,
+                    )
+                    .expect("reverse entry");
+                assert_eq!(reverse.direction, CT_DIR_REVERSE);
+
+                // The backend's reply is translated back and sent to the client.
+                let reply = tcp(REMOTE_POD, 8080, NODE_IP, nat_port, SYN | ACK);
+                let (verdict, out) = node_ingress(&reply);
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                let seen = check(&out);
+                assert_eq!((seen.src, seen.dst), ((NODE_IP, 30080), (CLIENT, 40000)));
+                assert_eq!(out[0..6], mac(0x64), "to the client's MAC");
+
+                // The client's next packet follows conntrack.
+                let (_, out) = node_ingress(&tcp(CLIENT, 40000, NODE_IP, 30080, ACK));
+                let seen = check(&out);
+                assert_eq!(
+                    (seen.src, seen.dst),
+                    ((NODE_IP, nat_port), (REMOTE_POD, 8080))
+                );
+
+                // Another client connection gets another SNAT port... unless
+                // it maps to a different backend tuple; here the same backend.
+                let (_, out) = node_ingress(&tcp(CLIENT, 40001, NODE_IP, 30080, SYN));
+                assert_ne!(
+                    check(&out).src,
+                    (NODE_IP, nat_port),
+                    "SNAT ports are unique"
+                );
+
+                // externalTrafficPolicy Local: DNAT only, client address kept.
+                let (verdict, out) = node_ingress(&tcp(CLIENT, 40002, NODE_IP, 30082, SYN));
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                let seen = check(&out);
+                assert_eq!((seen.src, seen.dst), ((CLIENT, 40002), (LOCAL_POD, 8080)));
+
+                // UDP NodePort.
+                let (verdict, out) = node_ingress(&udp(CLIENT, 5353, NODE_IP, 30053, true));
+                assert_eq!(verdict, TC_ACT_REDIRECT);
+                let seen = check(&out);
+                assert_eq!(seen.dst, (REMOTE_POD, 5300));
+                assert_eq!(seen.src.0, NODE_IP);
+
+                struct Untouched {
+                    name: &'static str,
+                    packet: Vec<u8>,
+                    verdict: u32,
+                }
+                let cases = [
+                    Untouched {
+                        name: "Local NodePort without a local backend: no answer",
+                        packet: tcp(CLIENT, 40003, NODE_IP, 30083, SYN),
+                        verdict: TC_ACT_SHOT,
+                    },
+                    Untouched {
+                        name: "ClusterIPs are not served from outside",
+                        packet: tcp(CLIENT, 40004, CLUSTER_IP, 80, SYN),
+                        verdict: TC_ACT_OK,
+                    },
+                    Untouched {
+                        name: "a node port without a service",
+                        packet: tcp(CLIENT, 40005, NODE_IP, 30099, SYN),
+                        verdict: TC_ACT_OK,
+                    },
+                    Untouched {
+                        name: "a TCP NodePort number over UDP",
+                        packet: udp(CLIENT, 40006, NODE_IP, 30080, true),
+                        verdict: TC_ACT_OK,
+                    },
+                    Untouched {
+                        name: "a reply to a pod's ClusterIP connection is left to the pod hooks",
+                        packet: tcp(REMOTE_POD, 8080, [10, 244, 1, 9], 41000, SYN | ACK),
+                        verdict: TC_ACT_OK,
+                    },
+                ];
+                for case in cases {
+                    let (verdict, out) = node_ingress(&case.packet);
+                    assert_eq!(verdict, case.verdict, "{}", case.name);
+                    if verdict == TC_ACT_OK {
+                        assert_eq!(out, case.packet, "{}: must be untouched", case.name);
+                    }
+                }
+            })
+            .join()
+            .expect("netns thread");
+    });
+}
+
+/// Starts a TCP (8080) and UDP (5300) server in pod netns `pod`; both answer
+/// with the client address they see.
+fn start_peer_echo(pod: &str) {
+    let (tcp, udp) = in_netns(pod, || {
+        (
+            TcpListener::bind("0.0.0.0:8080").expect("bind tcp"),
+            UdpSocket::bind("0.0.0.0:5300").expect("bind udp"),
+        )
+    })
+    .join()
+    .expect("bind");
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let peer = conn
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = writeln!(conn, "{peer}");
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(from.ip().to_string().as_bytes(), from);
+        }
+    });
+}
+
+/// Connects from the external namespace; the first line of the answer.
+fn ask_tcp(ext: &str, port: u16) -> std::io::Result<String> {
+    in_netns(ext, move || {
+        let addr = SocketAddr::from((NODE_IP, port));
+        let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line)?;
+        Ok(line.trim().to_owned())
+    })
+    .join()
+    .expect("client thread")
+}
+
+#[test]
+#[ignore = "privileged: creates network namespaces, loads and attaches BPF programs (root)"]
+fn datapath_real_traffic_reaches_nodeports_from_outside() {
+    let id = std::process::id();
+    let [br, ext, n1, n2, pa, pb] =
+        ["br", "ext", "n1", "n2", "pa", "pb"].map(|s| format!("wdp2-np{s}-{id}"));
+    let _netns = Netns(vec![
+        br.clone(),
+        ext.clone(),
+        n1.clone(),
+        n2.clone(),
+        pa.clone(),
+        pb.clone(),
+    ]);
+    for ns in [&br, &ext, &n1, &n2, &pa, &pb] {
+        run(&format!("ip netns add {ns}"));
+        run(&format!("ip -n {ns} link set lo up"));
+    }
+    // The underlay: a bridge in its own namespace, eth0 of each member on it.
+    run(&format!("ip -n {br} link add br0 type bridge"));
+    run(&format!("ip -n {br} link set br0 up"));
+    for (i, (ns, ip)) in [
+        (&ext, "172.30.0.100"),
+        (&n1, "172.30.0.11"),
+        (&n2, "172.30.0.12"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        run(&format!(
+            "ip -n {br} link add port{i} type veth peer name eth0 netns {ns}"
+        ));
+        run(&format!("ip -n {br} link set port{i} master br0 up"));
+        run(&format!("ip -n {ns} addr add {ip}/24 dev eth0"));
+        run(&format!("ip -n {ns} link set eth0 up"));
+    }
+    wire_pod(&n1, &pa, "wra000000000a", "10.244.1.3");
+    wire_pod(&n2, &pb, "wrb000000000b", "10.244.2.3");
+    run(&format!(
+        "ip -n {n1} route add 10.244.2.0/24 via 172.30.0.12"
+    ));
+    run(&format!(
+        "ip -n {n2} route add 10.244.1.0/24 via 172.30.0.11"
+    ));
+    for ns in [&n1, &n2] {
+        run(&format!(
+            "ip netns exec {ns} sysctl -q -w net.ipv4.ip_forward=1"
+        ));
+    }
+    start_peer_echo(&pa);
+    start_peer_echo(&pb);
+
+    let pins = PinDir::new();
+    let cfg = DatapathConfig {
+        bpffs_dir: pins.0.clone(),
+        cgroup_dir: None,
+        node: Some(NodeConfig {
+            name: "node1".into(),
+            ip: Ipv4Addr::from(NODE_IP),
+            interface: "eth0".into(),
+        }),
+    };
+    let mut dp: Datapath = in_netns(&n1, move || {
+        let mut dp = Datapath::load(&cfg).expect("load");
+        dp.attach_pod_interfaces().expect("attach pods");
+        dp
+    })
+    .join()
+    .expect("node thread");
+    dp.seed(&services());
+
+    let cases: [(&str, u16, Option<&str>); 4] = [
+        (
+            "Cluster policy, backend on another node: SNAT",
+            30080,
+            Some("172.30.0.11"),
+        ),
+        (
+            "Cluster policy, backend on this node: SNAT",
+            30081,
+            Some("172.30.0.11"),
+        ),
+        (
+            "Local policy: the client address is kept",
+            30082,
+            Some("172.30.0.100"),
+        ),
+        (
+            "Local policy without a local backend: no answer",
+            30083,
+            None,
+        ),
+    ];
+    for (name, port, want) in cases {
+        let got = ask_tcp(&ext, port);
+        match want {
+            Some(peer) => assert_eq!(got.as_deref().ok(), Some(peer), "{name}: {got:?}"),
+            None => assert!(got.is_err(), "{name}: answered {got:?}"),
+        }
+    }
+    let (reply, from) = in_netns(&ext, || {
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        udp.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        udp.send_to(b"q", SocketAddr::from((NODE_IP, 30053)))
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let (n, from) = udp.recv_from(&mut buf).expect("UDP NodePort reply");
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    })
+    .join()
+    .expect("udp client");
+    assert_eq!(reply, "172.30.0.11", "UDP NodePort is SNATed to the node");
+    assert_eq!(
+        from,
+        SocketAddr::from((NODE_IP, 30053)),
+        "reply from the NodePort"
+    );
+    drop(dp);
+    drop(pins);
+}

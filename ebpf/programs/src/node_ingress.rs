@@ -1,0 +1,89 @@
+//! Hook: tc, **TCX ingress of the node interface** (`eth0` of the node's
+//! network namespace), i.e. every packet reaching the node from other nodes
+//! and from outside.
+//!
+//! - A new connection to a NodePort (node address:nodePort/proto in
+//!   `WEIR_SERVICES` with `SERVICE_FLAG_NODEPORT`) gets a backend; its
+//!   destination becomes the backend and, unless externalTrafficPolicy is
+//!   Local, its source the node address and a SNAT port, so replies of
+//!   backends on other nodes come back here. Both directions are recorded in
+//!   conntrack with `CT_FLAG_NODEPORT` and forwarded with a FIB lookup and a
+//!   redirect (see [`crate::fib`]).
+//! - Replies of remote backends to SNATed connections (a reverse NodePort
+//!   entry matches) are translated back to node:nodePort -> client and sent
+//!   back out.
+//! - A NodePort without usable backends (for Local: none on this node) drops
+//!   new connections: the node does not answer.
+//! - Everything else, including ClusterIP frontends (not reachable from
+//!   outside) and conntrack entries of pod connections, passes untouched.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use weir_ebpf_common::{
+    CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey,
+};
+
+use crate::{
+    conntrack, fib, lb, maps, nat,
+    parse::{self, Flow},
+};
+
+#[classifier]
+pub fn weir_node_ingress(ctx: TcContext) -> i32 {
+    match parse::parse_ipv4_l4(&ctx) {
+        Some(flow) => handle(&ctx, &flow),
+        None => TC_ACT_OK,
+    }
+}
+
+#[inline(always)]
+fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
+    // As in from-pod: a SYN is balanced afresh (port reuse after a change).
+    let existing = if flow.tcp_syn {
+        None
+    } else {
+        conntrack::lookup(flow)
+    };
+    if let Some(ct) = existing {
+        // Entries of pod connections (e.g. replies of remote backends to a
+        // local pod) are the pod hooks' business.
+        if ct.flags & CT_FLAG_NODEPORT == 0 {
+            return TC_ACT_OK;
+        }
+        return forward(ctx, flow, nat::translate(ctx, flow, &ct));
+    }
+
+    let key = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
+        return TC_ACT_OK;
+    };
+    if svc.flags & SERVICE_FLAG_NODEPORT == 0 {
+        return TC_ACT_OK;
+    }
+    let hash = lb::flow_hash(flow);
+    let Some(backend) = lb::backend_at(&svc, hash) else {
+        return TC_ACT_SHOT;
+    };
+    let snat = svc.flags & SERVICE_FLAG_EXT_LOCAL == 0;
+    let Some(ct) = conntrack::create_nodeport(flow, &backend, snat, hash) else {
+        return TC_ACT_SHOT;
+    };
+    forward(ctx, flow, nat::translate(ctx, flow, &ct))
+}
+
+/// Redirects a translated packet; drops a half-translated one.
+#[inline(always)]
+fn forward(ctx: &TcContext, flow: &Flow, translated: Option<()>) -> i32 {
+    match translated {
+        Some(()) => fib::redirect(ctx, flow.proto),
+        None => TC_ACT_SHOT,
+    }
+}
