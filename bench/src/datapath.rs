@@ -107,6 +107,10 @@ pub struct RunResult {
     pub setup_seconds: f64,
     /// Node conntrack entries after the run (iptables only uses them).
     pub node_conntrack: Option<u64>,
+    /// 1-minute load average when the run started: the machine is shared,
+    /// and a high value means other work competed for the CPUs.
+    #[serde(default)]
+    pub load1: Option<f64>,
 }
 
 /// A `weir-bench` helper process we started (the server); stopped on drop,
@@ -262,6 +266,9 @@ fn one_run(
         Mode::Latency => "l",
     };
     let tag = format!("{}{services}r{rep}{m}", &variant.name()[..3]);
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()));
     let topo = Topology::create(&tag)?;
     let lifetime = (args.warmup + args.duration + 300.0).to_string();
     let server = spawn_ready(&[
@@ -291,7 +298,7 @@ fn one_run(
     drop(topo);
     let client = client?;
     eprintln!(
-        "{:>8} {mode:?} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}% (user {:>3.0}%)  errors {} timeouts {}  setup {:.2}s  conntrack {:?}",
+        "{:>8} {mode:?} N={services:<5} rep={rep}: {:>8.0} conn/s  p50 {:>5} µs  p99 {:>6} µs  cpu {:>3.0}% (user {:>3.0}%)  errors {} timeouts {}  setup {:.2}s  conntrack {:?}  load {:?}",
         variant.name(),
         client.per_second,
         client.p50_us,
@@ -301,7 +308,8 @@ fn one_run(
         client.errors,
         client.timeouts,
         setup_seconds,
-        node_conntrack
+        node_conntrack,
+        load1
     );
     Ok(RunResult {
         variant,
@@ -311,6 +319,7 @@ fn one_run(
         client,
         setup_seconds,
         node_conntrack,
+        load1,
     })
 }
 

@@ -266,6 +266,7 @@ mod tests {
             },
             setup_seconds: 0.5,
             node_conntrack: None,
+            load1: None,
         }
     }
 
