@@ -21,6 +21,8 @@
 //! - `sync`: the watch -> store -> plan -> apply loop.
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod affinity_tests;
 mod attach;
 mod maps;
 #[cfg(test)]

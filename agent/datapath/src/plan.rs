@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::{
     Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_EXT_LOCAL,
@@ -71,6 +71,10 @@ pub struct NodeContext {
 /// A frontend with no usable endpoint is still desired, with no backends: the
 /// datapath then drops new connections to it.
 ///
+/// `sessionAffinity: ClientIP` sets every frontend's affinity timeout.
+/// Services without a selector work like any other: their EndpointSlices are
+/// found by the `kubernetes.io/service-name` label, whoever wrote them.
+///
 /// With a `node`, NodePort and LoadBalancer services also get a frontend per
 /// port on `node.ip:nodePort` ([`SERVICE_FLAG_NODEPORT`]); with
 /// `externalTrafficPolicy: Local` that frontend keeps only the endpoints
@@ -125,6 +129,7 @@ pub fn desired_services<'a>(
             )
         });
         let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+        let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
         for port in ports {
             let Some(proto) = protocol_number(port.protocol.as_deref()) else {
                 continue;
@@ -152,14 +157,40 @@ pub fn desired_services<'a>(
                     Frontend {
                         backends,
                         flags,
-                        affinity_timeout_secs: 0,
+                        affinity_timeout_secs,
                     },
                 );
             }
-            desired.insert(key, backends.into());
+            desired.insert(
+                key,
+                Frontend {
+                    backends,
+                    flags: 0,
+                    affinity_timeout_secs,
+                },
+            );
         }
     }
     desired
+}
+
+/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 h).
+pub const DEFAULT_AFFINITY_TIMEOUT_SECS: u32 = 10_800;
+
+/// The ClientIP session affinity timeout of a service, 0 without affinity.
+/// A missing or non-positive timeout means Kubernetes' default (the API
+/// server validates 1..=86400; the planner does not trust that).
+fn affinity_timeout_secs(spec: &ServiceSpec) -> u32 {
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return 0;
+    }
+    spec.session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds)
+        .and_then(|t| u32::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECS)
 }
 
 /// The service's IPv4 cluster IP, or `None` for headless services, services

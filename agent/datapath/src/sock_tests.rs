@@ -16,7 +16,10 @@ use weir_ebpf_common::{Backend, IPPROTO_TCP, IPPROTO_UDP, ServiceKey};
 
 use super::tests::PinDir;
 use super::traffic_tests::{Netns, in_netns, run};
-use super::{Datapath, DatapathConfig, plan::DesiredServices};
+use super::{
+    Datapath, DatapathConfig,
+    plan::{DesiredServices, Frontend},
+};
 
 /// Env var that turns [`sock_lb_child_process`] into the client:
 /// `<cgroup dir>|<netns name>`.
@@ -24,6 +27,8 @@ const CHILD_ENV: &str = "WDP2_SOCK_CHILD";
 const WEB_VIP: [u8; 4] = [10, 96, 7, 10];
 const DNS_VIP: [u8; 4] = [10, 96, 7, 53];
 const EMPTY_VIP: [u8; 4] = [10, 96, 7, 99];
+/// A service with `sessionAffinity: ClientIP`.
+const STICKY_VIP: [u8; 4] = [10, 96, 7, 11];
 const BACKENDS: [[u8; 4]; 2] = [[10, 244, 9, 5], [10, 244, 9, 6]];
 
 /// The cgroup2 hierarchy: /sys/fs/cgroup on a pure cgroup2 host,
@@ -64,6 +69,14 @@ fn services() -> DesiredServices {
         (ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP), web.into()),
         (ServiceKey::new(DNS_VIP, 53, IPPROTO_UDP), dns.into()),
         (ServiceKey::new(EMPTY_VIP, 80, IPPROTO_TCP), vec![].into()),
+        (
+            ServiceKey::new(STICKY_VIP, 80, IPPROTO_TCP),
+            Frontend {
+                backends: BACKENDS.iter().map(|ip| Backend::new(*ip, 8080)).collect(),
+                flags: 0,
+                affinity_timeout_secs: 60,
+            },
+        ),
     ])
 }
 
@@ -132,6 +145,7 @@ fn run_child(cgroup: &Path, ns: &str) -> Vec<String> {
 /// - `tcp <getpeername> <reply>` for 16 connects to the web VIP,
 /// - `udp-unconnected <recv_from source> <reply>`,
 /// - `udp-connected <peer_addr> <recv source> <reply>`,
+/// - `sticky <reply>` for 16 connects to a VIP with session affinity,
 /// - `empty <raw os error>` for a connect to the VIP without backends.
 fn child_probes() {
     let web = SocketAddr::from((WEB_VIP, 80));
@@ -164,6 +178,14 @@ fn child_probes() {
         "WDP2 udp-connected {peer} {from} {}",
         String::from_utf8_lossy(&buf[..n])
     );
+    let sticky = SocketAddr::from((STICKY_VIP, 80));
+    for _ in 0..16 {
+        let mut conn =
+            TcpStream::connect_timeout(&sticky, Duration::from_secs(2)).expect("connect");
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).expect("read");
+        println!("WDP2 sticky {}", reply.trim());
+    }
     let empty =
         TcpStream::connect_timeout(&SocketAddr::from((EMPTY_VIP, 80)), Duration::from_secs(2));
     let errno = empty.err().and_then(|e| e.raw_os_error()).unwrap_or(0);
@@ -219,6 +241,13 @@ fn assert_translated(lines: &[String]) {
             "16 connects never reached {backend}: {tcp:?}"
         );
     }
+    let (sticky, other): (Vec<String>, Vec<String>) =
+        other.into_iter().partition(|l| l.starts_with("sticky "));
+    assert_eq!(sticky.len(), 16, "{lines:?}");
+    assert!(
+        sticky.iter().all(|l| *l == sticky[0]),
+        "session affinity: one backend for all of the process's connections: {sticky:?}"
+    );
     assert_eq!(other.len(), 3, "{lines:?}");
     let unconnected: Vec<&str> = other[0].split(' ').collect();
     assert_eq!(

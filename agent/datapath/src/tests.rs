@@ -69,7 +69,7 @@ impl Datapath {
     }
 
     /// Runs the from-pod program on `packet`: (verdict, output bytes).
-    fn run(&self, packet: &[u8]) -> (u32, Vec<u8>) {
+    pub(crate) fn run(&self, packet: &[u8]) -> (u32, Vec<u8>) {
         self.run_program(program_names::FROM_POD, packet)
     }
 

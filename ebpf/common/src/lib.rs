@@ -35,6 +35,8 @@ pub mod map_names {
     pub const CONNTRACK: &str = "WEIR_CT";
     /// [`crate::SockRevKey`] -> [`crate::SockRevValue`].
     pub const SOCK_REV: &str = "WEIR_SOCK_REV";
+    /// [`crate::AffinityKey`] -> [`crate::AffinityValue`].
+    pub const AFFINITY: &str = "WEIR_AFFINITY";
 }
 
 /// Program names (the Rust function names of the entry points), used by the
@@ -76,6 +78,10 @@ pub const CONNTRACK_MAX_ENTRIES: u32 = 131_072;
 /// Capacity of the socket reverse-translation LRU map: one entry per socket
 /// (and, for unconnected UDP, per backend it sent to).
 pub const SOCK_REV_MAX_ENTRIES: u32 = 65_536;
+
+/// Capacity of the session affinity LRU map: one entry per (client,
+/// frontend) of services with `sessionAffinity: ClientIP`.
+pub const AFFINITY_MAX_ENTRIES: u32 = 65_536;
 
 /// Key of the services map: a service frontend as it appears in the
 /// destination of a packet.
@@ -300,6 +306,48 @@ pub struct SockRevValue {
     pub _pad: [u8; 2],
 }
 
+/// [`AffinityKey::kind`]: `client` is an IPv4 address (network byte order,
+/// zero-extended), as the tc hooks see clients.
+pub const AFFINITY_CLIENT_IP: u8 = 1;
+/// [`AffinityKey::kind`]: `client` is a network namespace cookie. The socket
+/// hooks run before the source address is chosen, and a pod is exactly one
+/// network namespace, so the namespace stands for the client's address.
+pub const AFFINITY_CLIENT_NETNS: u8 = 2;
+
+/// Key of the session affinity map (`sessionAffinity: ClientIP`): a client
+/// and the frontend it used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AffinityKey {
+    /// The client: see `kind`.
+    pub client: u64,
+    /// Frontend address, network byte order.
+    pub frontend_addr: u32,
+    /// Frontend port, network byte order.
+    pub frontend_port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// [`AFFINITY_CLIENT_IP`] or [`AFFINITY_CLIENT_NETNS`].
+    pub kind: u8,
+}
+
+/// Value of the session affinity map: the backend the client sticks to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityValue {
+    /// The backend chosen.
+    pub backend: Backend,
+    /// Its index in the backend set when chosen. The affinity holds while
+    /// the frontend's current set has this backend at this index (always
+    /// true while the set is unchanged); otherwise a new backend is chosen.
+    pub index: u32,
+    /// Must be zero.
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` of the latest new connection that used it; the
+    /// affinity expires `affinity_timeout_secs` after that.
+    pub last_used_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` marks the types as plain old data: any bit pattern is valid
@@ -328,6 +376,10 @@ mod pod {
         unsafe impl aya::Pod for SockRevKey {}
         // SAFETY: see the module comment above.
         unsafe impl aya::Pod for SockRevValue {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for AffinityKey {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for AffinityValue {}
     }
 }
 
@@ -341,3 +393,5 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 40);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 24);

@@ -18,7 +18,7 @@ use crate::{maps::CONNTRACK, parse::Flow};
 
 /// Monotonic time in nanoseconds.
 #[inline(always)]
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     // SAFETY: bpf_ktime_get_ns takes no arguments and has no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }

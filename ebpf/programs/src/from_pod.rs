@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use weir_ebpf_common::{CT_FLAG_NODEPORT, ServiceKey};
+use weir_ebpf_common::{AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, ServiceKey};
 
 use crate::{
     conntrack, fib, lb, maps, nat,
@@ -67,7 +67,9 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
         return TC_ACT_OK;
     };
-    let Some(backend) = lb::select_backend(&svc, flow) else {
+    let hash = lb::flow_hash(flow);
+    let client = u64::from(flow.saddr);
+    let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
         return TC_ACT_SHOT;
     };
     let Some(forward) = conntrack::create(flow, &backend) else {

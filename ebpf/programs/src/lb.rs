@@ -1,23 +1,87 @@
 //! Backend selection.
 
-use weir_ebpf_common::{Backend, BackendKey, ServiceValue};
+use aya_ebpf::bindings::BPF_ANY;
+use weir_ebpf_common::{AffinityKey, AffinityValue, Backend, BackendKey, ServiceKey, ServiceValue};
 
-use crate::{maps, parse::Flow};
+use crate::{conntrack::now_ns, maps, parse::Flow};
 
-/// Picks the backend of `svc` for a new connection: a hash of the 5-tuple
-/// modulo the set size. Stickiness for the rest of the connection comes from
-/// conntrack, not from the hash, so a later change of the set does not move an
-/// established connection.
+/// Picks the backend of `svc` (the value of `frontend`) for a new connection
+/// of `client` (an `AFFINITY_CLIENT_*` kind and id): the one the client is
+/// stuck to if the service has session affinity and the affinity is live,
+/// else the one `hash` picks, which then becomes the client's affinity.
 ///
-/// `None` when the set is empty or (during an agent update, which should not
-/// happen given the swap ordering) the entry is missing.
+/// `None` when the set is empty.
 #[inline(always)]
-pub fn select_backend(svc: &ServiceValue, flow: &Flow) -> Option<Backend> {
-    backend_at(svc, flow_hash(flow))
+pub fn select(
+    svc: &ServiceValue,
+    frontend: &ServiceKey,
+    client_kind: u8,
+    client: u64,
+    hash: u32,
+) -> Option<Backend> {
+    if svc.affinity_timeout_secs == 0 {
+        return backend_at(svc, hash);
+    }
+    if svc.backend_count == 0 {
+        return None;
+    }
+    let key = AffinityKey {
+        client,
+        frontend_addr: frontend.addr,
+        frontend_port: frontend.port,
+        proto: frontend.proto,
+        kind: client_kind,
+    };
+    let now = now_ns();
+    let timeout_ns = u64::from(svc.affinity_timeout_secs) * 1_000_000_000;
+    let sticky = maps::AFFINITY.get_ptr(&key).and_then(|ptr| {
+        // SAFETY: a successful lookup returns a pointer to an AffinityValue
+        // (plain integers); a racing update can only yield a stale copy.
+        let old = unsafe { *ptr };
+        if now.saturating_sub(old.last_used_ns) > timeout_ns {
+            return None;
+        }
+        // Still in the current set, at the same place?
+        let current = maps::get_copy(
+            &maps::BACKENDS,
+            &BackendKey {
+                slot: svc.backend_slot,
+                index: old.index,
+            },
+        )?;
+        (current.addr == old.backend.addr && current.port == old.backend.port)
+            .then_some((old.backend, old.index))
+    });
+    let (backend, index) = match sticky {
+        Some(found) => found,
+        None => {
+            let index = hash % svc.backend_count;
+            let backend = maps::get_copy(
+                &maps::BACKENDS,
+                &BackendKey {
+                    slot: svc.backend_slot,
+                    index,
+                },
+            )?;
+            (backend, index)
+        }
+    };
+    let value = AffinityValue {
+        backend,
+        index,
+        _pad: 0,
+        last_used_ns: now,
+    };
+    // Best effort: a failed update only costs stickiness for the next connection.
+    let _ = maps::AFFINITY.insert(&key, &value, u64::from(BPF_ANY));
+    Some(backend)
 }
 
 /// The backend of `svc` that `hash` picks (modulo the set size); `None` for
-/// an empty set.
+/// an empty set or (during an agent update, which should not happen given the
+/// swap ordering) a missing entry. Stickiness for the rest of a connection
+/// comes from conntrack (or the socket), not from the hash, so a later change
+/// of the set does not move an established connection.
 #[inline(always)]
 pub fn backend_at(svc: &ServiceValue, hash: u32) -> Option<Backend> {
     if svc.backend_count == 0 {

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
 };
 use weir_ebpf_common::{
-    BACKENDS_MAX_ENTRIES, Backend, BackendKey, CONNTRACK_MAX_ENTRIES, CtKey, CtValue,
-    SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES, ServiceKey, ServiceValue, SockRevKey, SockRevValue,
+    AFFINITY_MAX_ENTRIES, AffinityKey, AffinityValue, BACKENDS_MAX_ENTRIES, Backend, BackendKey,
+    CONNTRACK_MAX_ENTRIES, CtKey, CtValue, SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES, ServiceKey,
+    ServiceValue, SockRevKey, SockRevValue,
 };
 
 /// Service frontends (ClusterIP:port/proto) -> their current backend set.
@@ -33,6 +34,12 @@ pub static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(CONNTRACK_
 #[map(name = "WEIR_SOCK_REV")]
 pub static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
     LruHashMap::pinned(SOCK_REV_MAX_ENTRIES, 0);
+
+/// Session affinity (`sessionAffinity: ClientIP`): (client, frontend) -> the
+/// backend it sticks to and when it last used it. LRU: idle clients age out.
+#[map(name = "WEIR_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(AFFINITY_MAX_ENTRIES, 0);
 
 /// Looks up `key` in a hash map and copies the value out.
 #[inline(always)]

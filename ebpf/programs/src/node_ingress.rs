@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weir_ebpf_common::{
-    CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey,
+    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey,
 };
 
 use crate::{
@@ -69,7 +69,8 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         return TC_ACT_OK;
     }
     let hash = lb::flow_hash(flow);
-    let Some(backend) = lb::backend_at(&svc, hash) else {
+    let client = u64::from(flow.saddr);
+    let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
         return TC_ACT_SHOT;
     };
     let snat = svc.flags & SERVICE_FLAG_EXT_LOCAL == 0;

@@ -16,11 +16,13 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie},
+    helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use weir_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP, ServiceKey, SockRevKey, SockRevValue};
+use weir_ebpf_common::{
+    AFFINITY_CLIENT_NETNS, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, SockRevKey, SockRevValue,
+};
 
 use crate::{lb, maps};
 
@@ -102,7 +104,9 @@ fn forward(ctx: &SockAddrContext) -> i32 {
     // is random; the socket keeps its backend for its whole life anyway.
     // SAFETY: bpf_get_prandom_u32 has no preconditions.
     let hash = unsafe { bpf_get_prandom_u32() };
-    let Some(backend) = lb::backend_at(&svc, hash) else {
+    // SAFETY: the helper takes the program's own context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
+    let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_NETNS, netns, hash) else {
         return REJECT;
     };
     let rev_key = SockRevKey {

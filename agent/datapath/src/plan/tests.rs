@@ -663,3 +663,99 @@ fn diff_rewrites_a_frontend_whose_flags_change() {
         "then idempotent"
     );
 }
+
+#[test]
+fn session_affinity_and_selectorless_services_table() {
+    let web_key = key([10, 96, 0, 30], 80, IPPROTO_TCP);
+    let spec = |extra: serde_json::Value| {
+        let mut spec = json!({
+            "clusterIP": "10.96.0.30", "clusterIPs": ["10.96.0.30"],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        });
+        for (k, v) in extra.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    let backend = Backend::new([10, 244, 1, 5], 8080);
+    let slices = || vec![slice_on_nodes("web", 8080, &[("10.244.1.5", "node1")])];
+    let with = |backends: Vec<Backend>, affinity_timeout_secs: u32| Frontend {
+        backends,
+        flags: 0,
+        affinity_timeout_secs,
+    };
+    struct Case {
+        name: &'static str,
+        spec: serde_json::Value,
+        slices: Vec<EndpointSlice>,
+        want: Vec<(ServiceKey, Frontend)>,
+    }
+    let cases = vec![
+        Case {
+            name: "ClientIP affinity with a timeout",
+            spec: spec(json!({"sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}})),
+            slices: slices(),
+            want: vec![(web_key, with(vec![backend], 60))],
+        },
+        Case {
+            name: "ClientIP affinity without a config: Kubernetes' default 10800 s",
+            spec: spec(json!({"sessionAffinity": "ClientIP"})),
+            slices: slices(),
+            want: vec![(web_key, with(vec![backend], DEFAULT_AFFINITY_TIMEOUT_SECS))],
+        },
+        Case {
+            name: "a non-positive timeout falls back to the default",
+            spec: spec(json!({"sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}})),
+            slices: slices(),
+            want: vec![(web_key, with(vec![backend], DEFAULT_AFFINITY_TIMEOUT_SECS))],
+        },
+        Case {
+            name: "sessionAffinity None: no affinity even with a config",
+            spec: spec(json!({"sessionAffinity": "None",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}})),
+            slices: slices(),
+            want: vec![(web_key, with(vec![backend], 0))],
+        },
+        Case {
+            name: "a service without selector uses its hand-written EndpointSlice (outside the cluster)",
+            spec: spec(json!({})),
+            slices: vec![slice_on_nodes("web", 5432, &[("192.168.50.7", "")])],
+            want: vec![(
+                web_key,
+                with(vec![Backend::new([192, 168, 50, 7], 5432)], 0),
+            )],
+        },
+        Case {
+            name: "a headless service with affinity still gets no frontend",
+            spec: json!({"clusterIP": "None", "sessionAffinity": "ClientIP",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+            slices: slices(),
+            want: vec![],
+        },
+    ];
+    for case in cases {
+        let services = [service_spec("web", case.spec)];
+        let got = desired_services(&services, &case.slices, None);
+        let want: DesiredServices = case.want.into_iter().collect();
+        assert_eq!(got, want, "case: {}", case.name);
+    }
+}
+
+#[test]
+fn node_ports_inherit_session_affinity() {
+    let node = NodeContext {
+        name: "node1".into(),
+        ip: Ipv4Addr::new(172, 30, 0, 11),
+    };
+    let services = [service_spec(
+        "web",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.20", "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}},
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+    )];
+    let got = desired_services(&services, &[], Some(&node));
+    let timeouts: Vec<u32> = got.values().map(|f| f.affinity_timeout_secs).collect();
+    assert_eq!(timeouts, vec![30, 30], "{got:?}");
+}
