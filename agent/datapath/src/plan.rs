@@ -71,7 +71,9 @@ pub struct NodeContext {
 /// A frontend with no usable endpoint is still desired, with no backends: the
 /// datapath then drops new connections to it.
 ///
-/// `sessionAffinity: ClientIP` sets every frontend's affinity timeout.
+/// `sessionAffinity: ClientIP` sets every frontend's affinity timeout. With a
+/// `node`, `internalTrafficPolicy: Local` limits the ClusterIP frontend to
+/// the endpoints on that node.
 /// Services without a selector work like any other: their EndpointSlices are
 /// found by the `kubernetes.io/service-name` label, whoever wrote them.
 ///
@@ -130,6 +132,7 @@ pub fn desired_services<'a>(
         });
         let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
+        let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
         for port in ports {
             let Some(proto) = protocol_number(port.protocol.as_deref()) else {
                 continue;
@@ -140,6 +143,12 @@ pub fn desired_services<'a>(
             let key = ServiceKey::new(cluster_ip.octets(), port_number, proto);
             let port_name = port.name.as_deref().unwrap_or_default();
             let backends = backends_for_port(slices, port_name, proto, None);
+            // internalTrafficPolicy Local: the ClusterIP serves this node's
+            // endpoints only (none -> dropped, as Kubernetes specifies).
+            let cluster_backends = match node.filter(|_| int_local) {
+                Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
+                None => backends.clone(),
+            };
             if let Some(node) = node_ports
                 && let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok())
                 && node_port != 0
@@ -164,7 +173,7 @@ pub fn desired_services<'a>(
             desired.insert(
                 key,
                 Frontend {
-                    backends,
+                    backends: cluster_backends,
                     flags: 0,
                     affinity_timeout_secs,
                 },

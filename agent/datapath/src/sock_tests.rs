@@ -143,7 +143,7 @@ fn run_child(cgroup: &Path, ns: &str) -> Vec<String> {
 
 /// What the child reports, one line per probe:
 /// - `tcp <getpeername> <reply>` for 16 connects to the web VIP,
-/// - `udp-unconnected <recv_from source> <reply>`,
+/// - `udp-unconnected <recv_from source> <reply> <all 9 datagrams to one backend>`,
 /// - `udp-connected <peer_addr> <recv source> <reply>`,
 /// - `sticky <reply>` for 16 connects to a VIP with session affinity,
 /// - `empty <raw os error>` for a connect to the VIP without backends.
@@ -163,10 +163,15 @@ fn child_probes() {
     udp.send_to(b"q", dns).expect("send_to");
     let mut buf = [0u8; 64];
     let (n, from) = udp.recv_from(&mut buf).expect("recv_from");
-    println!(
-        "WDP2 udp-unconnected {from} {}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // Later datagrams of the same unconnected socket go to the same backend.
+    let mut same = true;
+    for _ in 0..8 {
+        udp.send_to(b"q", dns).expect("send_to");
+        let (n, _) = udp.recv_from(&mut buf).expect("recv_from");
+        same &= buf[..n] == *first.as_bytes();
+    }
+    println!("WDP2 udp-unconnected {from} {first} {same}");
     let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
     udp.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
@@ -259,6 +264,10 @@ fn assert_translated(lines: &[String]) {
         BACKENDS
             .iter()
             .any(|b| Ipv4Addr::from(*b).to_string() == unconnected[2])
+    );
+    assert_eq!(
+        unconnected[3], "true",
+        "one unconnected socket, one backend"
     );
     let connected: Vec<&str> = other[1].split(' ').collect();
     assert_eq!(

@@ -101,10 +101,22 @@ pub fn backend_at(svc: &ServiceValue, hash: u32) -> Option<Backend> {
 /// combination of the fields).
 #[inline(always)]
 pub fn flow_hash(flow: &Flow) -> u32 {
-    let mut h = flow.saddr
+    mix(flow.saddr
         ^ flow.daddr.rotate_left(13)
         ^ ((u32::from(flow.sport) << 16) | u32::from(flow.dport))
-        ^ u32::from(flow.proto).rotate_left(7);
+        ^ u32::from(flow.proto).rotate_left(7))
+}
+
+/// A well-mixed hash of a socket cookie (and the frontend port, so one
+/// socket sending to several services spreads over each).
+#[inline(always)]
+pub fn socket_hash(cookie: u64, port: u16) -> u32 {
+    mix((cookie as u32) ^ ((cookie >> 32) as u32).rotate_left(16) ^ u32::from(port))
+}
+
+/// murmur3's 32-bit finalizer.
+#[inline(always)]
+fn mix(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;

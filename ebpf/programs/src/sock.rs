@@ -16,7 +16,7 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -100,17 +100,18 @@ fn forward(ctx: &SockAddrContext) -> i32 {
     let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
         return PROCEED;
     };
-    // No 5-tuple exists yet (the source port is chosen later), so the choice
-    // is random; the socket keeps its backend for its whole life anyway.
-    // SAFETY: bpf_get_prandom_u32 has no preconditions.
-    let hash = unsafe { bpf_get_prandom_u32() };
+    // No 5-tuple exists yet (the source port is chosen later): hash the
+    // socket, so an unconnected UDP socket keeps sending to one backend while
+    // the set is unchanged, like a connected one.
+    let cookie = cookie(ctx);
+    let hash = lb::socket_hash(cookie, port);
     // SAFETY: the helper takes the program's own context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_NETNS, netns, hash) else {
         return REJECT;
     };
     let rev_key = SockRevKey {
-        cookie: cookie(ctx),
+        cookie,
         addr: backend.addr,
         port: backend.port,
         _pad: [0; 2],

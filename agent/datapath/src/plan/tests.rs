@@ -606,6 +606,34 @@ fn node_port_frontends_table() {
             ],
         },
         Case {
+            name: "internalTrafficPolicy Local: the ClusterIP keeps only this node's endpoints",
+            spec: {
+                let mut s = spec("NodePort", None);
+                s["internalTrafficPolicy"] = json!("Local");
+                s
+            },
+            node: Some(node.clone()),
+            slices: slices(),
+            want: vec![
+                (cluster_key, vec![local].into()),
+                (
+                    node_key,
+                    frontend(vec![local, remote], SERVICE_FLAG_NODEPORT),
+                ),
+            ],
+        },
+        Case {
+            name: "internalTrafficPolicy Local needs a node context to apply",
+            spec: {
+                let mut s = spec("ClusterIP", None);
+                s["internalTrafficPolicy"] = json!("Local");
+                s
+            },
+            node: None,
+            slices: slices(),
+            want: vec![(cluster_key, vec![local, remote].into())],
+        },
+        Case {
             name: "ClusterIP services get no node frontend even with a nodePort field",
             spec: spec("ClusterIP", None),
             node: Some(node.clone()),
