@@ -14,7 +14,8 @@
 //!
 //! This is the only part of weir that loads BPF; it is a library so the
 //! agent and the benchmark (`bench/`) share one loader and planner. Layout:
-//! - `plan`: pure map planner (Services + EndpointSlices -> map ops), table-tested;
+//! - `plan` (public, so the benchmark can drive the maps the same way): pure
+//!   map planner (Services + EndpointSlices -> map ops), table-tested;
 //! - `attach`: which interfaces to attach to / forget (pure) and the attach calls;
 //! - `sock`: the cgroup socket hooks (socket-level load balancing);
 //! - `maps`: typed access to the pinned maps;
@@ -27,7 +28,7 @@ mod attach;
 mod maps;
 #[cfg(test)]
 mod nodeport_tests;
-mod plan;
+pub mod plan;
 mod sock;
 #[cfg(test)]
 mod sock_tests;
