@@ -191,6 +191,24 @@ fn datapath_node_ingress_translates_nodeports() {
                 assert_eq!(seen.dst, (REMOTE_POD, 5300));
                 assert_eq!(seen.src.0, NODE_IP);
 
+                // A local pod's ClusterIP connection to a remote backend: its
+                // conntrack entries must not make node-ingress touch replies.
+                let (verdict, _) = dp.run(&tcp([10, 244, 1, 9], 41000, CLUSTER_IP, 80, SYN));
+                assert_eq!(verdict, TC_ACT_OK);
+                assert!(
+                    dp.conntrack()
+                        .get(
+                            &super::tests::ct_key(
+                                (REMOTE_POD, 8080),
+                                ([10, 244, 1, 9], 41000),
+                                IPPROTO_TCP
+                            ),
+                            0
+                        )
+                        .is_ok(),
+                    "the pod connection's reverse entry exists"
+                );
+
                 struct Untouched {
                     name: &'static str,
                     packet: Vec<u8>,
@@ -215,6 +233,33 @@ fn datapath_node_ingress_translates_nodeports() {
                     Untouched {
                         name: "a TCP NodePort number over UDP",
                         packet: udp(CLIENT, 40006, NODE_IP, 30080, true),
+                        verdict: TC_ACT_OK,
+                    },
+                    Untouched {
+                        name: "an IPv4 fragment to a NodePort",
+                        packet: {
+                            let mut p = tcp(CLIENT, 40007, NODE_IP, 30080, SYN);
+                            p[14 + 6] |= 0x20; // More Fragments
+                            p
+                        },
+                        verdict: TC_ACT_OK,
+                    },
+                    Untouched {
+                        name: "a truncated TCP header to a NodePort",
+                        packet: tcp(CLIENT, 40008, NODE_IP, 30080, SYN)[..14 + 20 + 10].to_vec(),
+                        verdict: TC_ACT_OK,
+                    },
+                    Untouched {
+                        name: "IPv6",
+                        packet: {
+                            let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd];
+                            p.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+                            p.extend_from_slice(&[0u8; 32]);
+                            p.extend_from_slice(
+                                &tcp(CLIENT, 40009, NODE_IP, 30080, SYN)[14 + 20..],
+                            );
+                            p
+                        },
                         verdict: TC_ACT_OK,
                     },
                     Untouched {
