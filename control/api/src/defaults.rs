@@ -6,8 +6,10 @@
 use k8s_openapi::api::apps::v1::{
     DaemonSet, Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment, StatefulSet,
 };
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec, Service};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec, Probe, Secret, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -59,6 +61,29 @@ fn default_container(c: &mut Container) {
         .get_or_insert_with(|| "File".to_string());
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".to_string());
+    }
+    for probe in [
+        &mut c.liveness_probe,
+        &mut c.readiness_probe,
+        &mut c.startup_probe,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        default_probe(probe);
+    }
+}
+
+/// Kubernetes' probe defaults: 1 s timeout, every 10 s, 1 success, 3 failures;
+/// HTTP GET of "/" over plain HTTP.
+pub fn default_probe(p: &mut Probe) {
+    p.timeout_seconds.get_or_insert(1);
+    p.period_seconds.get_or_insert(10);
+    p.success_threshold.get_or_insert(1);
+    p.failure_threshold.get_or_insert(3);
+    if let Some(h) = p.http_get.as_mut() {
+        h.path.get_or_insert_with(|| "/".to_string());
+        h.scheme.get_or_insert_with(|| "HTTP".to_string());
     }
 }
 
@@ -124,6 +149,16 @@ pub fn default_service(svc: &mut Service) {
     if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
         spec.external_traffic_policy
             .get_or_insert_with(|| "Cluster".to_string());
+    } else if spec.external_ips.as_ref().is_none_or(Vec::is_empty)
+        && spec.external_traffic_policy.as_deref() == Some("Cluster")
+    {
+        // Left over from a NodePort/LoadBalancer past (a type change):
+        // Kubernetes drops type-dependent fields; an explicit "Local" is
+        // still rejected by validation.
+        spec.external_traffic_policy = None;
+    }
+    if ty == "LoadBalancer" {
+        spec.allocate_load_balancer_node_ports.get_or_insert(true);
     }
     // `clusterIPs` mirrors `clusterIP` (Kubernetes keeps them in sync).
     if spec.cluster_ips.as_ref().is_none_or(Vec::is_empty)
@@ -203,6 +238,45 @@ pub fn default_job(job: &mut Job) {
             default_pod_spec(ps);
             // Keep an unset restartPolicy unset so validation can ask for one.
             ps.restart_policy = rp;
+        }
+    }
+}
+
+/// Defaults a CronJob: concurrency Allow, not suspended, 3 successful and 1
+/// failed Job kept; the job template like a Job.
+pub fn default_cron_job(cj: &mut CronJob) {
+    let Some(spec) = cj.spec.as_mut() else { return };
+    spec.concurrency_policy
+        .get_or_insert_with(|| "Allow".to_string());
+    spec.suspend.get_or_insert(false);
+    spec.successful_jobs_history_limit.get_or_insert(3);
+    spec.failed_jobs_history_limit.get_or_insert(1);
+    if let Some(js) = spec.job_template.spec.take() {
+        let mut job = Job {
+            spec: Some(js),
+            ..Default::default()
+        };
+        default_job(&mut job);
+        spec.job_template.spec = job.spec;
+    }
+}
+
+/// Defaults a PersistentVolumeClaim: a file system volume.
+pub fn default_pvc(pvc: &mut PersistentVolumeClaim) {
+    if let Some(spec) = pvc.spec.as_mut() {
+        spec.volume_mode
+            .get_or_insert_with(|| "Filesystem".to_string());
+    }
+}
+
+/// Defaults a Secret: `stringData` is write-only convenience, merged into
+/// `data` (overriding the same key), and type Opaque.
+pub fn default_secret(s: &mut Secret) {
+    s.type_.get_or_insert_with(|| "Opaque".to_string());
+    if let Some(strings) = s.string_data.take() {
+        let data = s.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
         }
     }
 }
@@ -335,5 +409,73 @@ mod tests {
             spec.template.spec.unwrap().restart_policy.as_deref(),
             Some("Always")
         );
+    }
+
+    #[test]
+    fn probes_cronjobs_pvcs_secrets() {
+        let mut c = Container {
+            name: "c".into(),
+            image: Some("i:v1".into()),
+            liveness_probe: Some(Probe {
+                http_get: Some(k8s_openapi::api::core::v1::HTTPGetAction {
+                    port: IntOrString::Int(8080),
+                    ..Default::default()
+                }),
+                period_seconds: Some(5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        default_container(&mut c);
+        let p = c.liveness_probe.unwrap();
+        assert_eq!(
+            (
+                p.timeout_seconds,
+                p.period_seconds,
+                p.success_threshold,
+                p.failure_threshold
+            ),
+            (Some(1), Some(5), Some(1), Some(3))
+        );
+        let h = p.http_get.unwrap();
+        assert_eq!(
+            (h.path.as_deref(), h.scheme.as_deref()),
+            (Some("/"), Some("HTTP"))
+        );
+
+        let mut cj: CronJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "i:v1"}]}}}}}
+        }))
+        .unwrap();
+        default_cron_job(&mut cj);
+        let spec = cj.spec.unwrap();
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Allow"));
+        assert_eq!(spec.successful_jobs_history_limit, Some(3));
+        let job = spec.job_template.spec.unwrap();
+        assert_eq!(job.backoff_limit, Some(6));
+        assert_eq!(
+            job.template.spec.unwrap().restart_policy.as_deref(),
+            Some("Never"),
+            "kept"
+        );
+
+        let mut s = Secret {
+            data: Some([("a".to_string(), k8s_openapi::ByteString(b"old".to_vec()))].into()),
+            string_data: Some([("a".to_string(), "new".to_string())].into()),
+            ..Default::default()
+        };
+        default_secret(&mut s);
+        assert_eq!(s.string_data, None);
+        assert_eq!(s.data.unwrap()["a"].0, b"new");
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+
+        let mut pvc = PersistentVolumeClaim {
+            spec: Some(Default::default()),
+            ..Default::default()
+        };
+        default_pvc(&mut pvc);
+        assert_eq!(pvc.spec.unwrap().volume_mode.as_deref(), Some("Filesystem"));
     }
 }

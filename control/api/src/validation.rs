@@ -19,6 +19,18 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::selector::Selector;
 
+mod batch;
+mod config;
+mod network;
+mod resources;
+mod storage;
+
+pub use batch::{schedule_error, validate_cron_job};
+pub use config::{config_key, validate_config_map, validate_secret};
+pub use network::{validate_ingress, validate_network_policy};
+pub use resources::{ProbeKind, parse_quantity, validate_probe, validate_resources};
+pub use storage::validate_pvc;
+
 /// The category of a field error (Kubernetes' `field.ErrorType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorType {
@@ -27,6 +39,7 @@ pub enum ErrorType {
     NotSupported,
     Duplicate,
     Forbidden,
+    TooLong,
 }
 
 /// One problem with one field.
@@ -84,6 +97,15 @@ impl FieldError {
             detail: String::new(),
         }
     }
+    /// `max` is the limit in bytes.
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Self {
+            error_type: ErrorType::TooLong,
+            field: field.into(),
+            value: String::new(),
+            detail: format!("must have at most {max} bytes"),
+        }
+    }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             error_type: ErrorType::Forbidden,
@@ -115,6 +137,7 @@ impl fmt::Display for FieldError {
             }
             ErrorType::Duplicate => write!(f, "{}: Duplicate value: {}", self.field, self.value),
             ErrorType::Forbidden => write!(f, "{}: Forbidden: {}", self.field, self.detail),
+            ErrorType::TooLong => write!(f, "{}: Too long: {}", self.field, self.detail),
         }
     }
 }
@@ -504,6 +527,18 @@ fn validate_container(c: &Container, path: &str, names: &mut BTreeSet<String>) -
             ));
         }
     }
+    for (field, probe, kind) in [
+        ("livenessProbe", &c.liveness_probe, ProbeKind::Liveness),
+        ("readinessProbe", &c.readiness_probe, ProbeKind::Readiness),
+        ("startupProbe", &c.startup_probe, ProbeKind::Startup),
+    ] {
+        if let Some(p) = probe {
+            errs.extend(validate_probe(p, &format!("{path}.{field}"), kind));
+        }
+    }
+    if let Some(r) = &c.resources {
+        errs.extend(validate_resources(r, &format!("{path}.resources")));
+    }
     let mut port_names = BTreeSet::new();
     for (i, p) in c.ports.iter().flatten().enumerate() {
         errs.extend(validate_container_port(
@@ -592,9 +627,16 @@ pub fn validate_service(svc: &Service) -> Vec<FieldError> {
             &["ClientIP", "None"],
         ));
     }
+    errs.extend(validate_service_type_fields(spec, ty));
     if ty == "ExternalName" {
-        if spec.external_name.as_deref().is_none_or(str::is_empty) {
-            errs.push(FieldError::required("spec.externalName", ""));
+        match spec.external_name.as_deref() {
+            None | Some("") => errs.push(FieldError::required("spec.externalName", "")),
+            Some(n) => push_all(
+                &mut errs,
+                "spec.externalName",
+                quote(n),
+                dns1123_subdomain(n.strip_suffix('.').unwrap_or(n)),
+            ),
         }
         return errs;
     }
@@ -619,6 +661,128 @@ pub fn validate_service(svc: &Service) -> Vec<FieldError> {
     }
     if let Some(sel) = &spec.selector {
         errs.extend(validate_labels(sel, "spec.selector"));
+    }
+    errs
+}
+
+/// The fields that only some Service types may use.
+fn validate_service_type_fields(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    ty: &str,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let external = matches!(ty, "NodePort" | "LoadBalancer");
+    if ty == "ExternalName"
+        && let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+    {
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs",
+            format!("[{}]", quote(ip)),
+            "may not be set for ExternalName services",
+        ));
+    }
+    if let Some(p) = spec.external_traffic_policy.as_deref() {
+        if !["Cluster", "Local"].contains(&p) {
+            errs.push(FieldError::not_supported(
+                "spec.externalTrafficPolicy",
+                p,
+                &["Cluster", "Local"],
+            ));
+        } else if !external && spec.external_ips.as_ref().is_none_or(|e| e.is_empty()) {
+            errs.push(FieldError::invalid(
+                "spec.externalTrafficPolicy",
+                quote(p),
+                "may only be set for externally-accessible services",
+            ));
+        }
+    }
+    if let Some(p) = spec.internal_traffic_policy.as_deref()
+        && !["Cluster", "Local"].contains(&p)
+    {
+        errs.push(FieldError::not_supported(
+            "spec.internalTrafficPolicy",
+            p,
+            &["Cluster", "Local"],
+        ));
+    }
+    if ty != "LoadBalancer" {
+        if spec
+            .load_balancer_source_ranges
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            errs.push(FieldError::forbidden(
+                "spec.loadBalancerSourceRanges",
+                "may only be used when `type` is 'LoadBalancer'",
+            ));
+        }
+        if spec
+            .load_balancer_ip
+            .as_deref()
+            .is_some_and(|ip| !ip.is_empty())
+        {
+            errs.push(FieldError::forbidden(
+                "spec.loadBalancerIP",
+                "may only be used when `type` is 'LoadBalancer'",
+            ));
+        }
+    }
+    if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|ip| !ip.is_empty())
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        errs.push(FieldError::invalid(
+            "spec.loadBalancerIP",
+            quote(ip),
+            "must be a valid IP address",
+        ));
+    }
+    for (i, r) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        if r.trim().parse::<ipnet::IpNet>().is_err() {
+            errs.push(FieldError::invalid(
+                format!("spec.loadBalancerSourceRanges[{i}]"),
+                quote(r),
+                "must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24 ",
+            ));
+        }
+    }
+    for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid(
+                format!("spec.externalIPs[{i}]"),
+                quote(ip),
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
+        }
+    }
+    let mut node_ports = BTreeSet::new();
+    let mut port_proto = BTreeSet::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        if let Some(np) = p.node_port.filter(|n| *n != 0)
+            && !node_ports.insert((np, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        {
+            errs.push(FieldError::duplicate(
+                format!("spec.ports[{i}].nodePort"),
+                np.to_string(),
+            ));
+        }
+        if !port_proto.insert((p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))) {
+            errs.push(FieldError::duplicate(
+                format!("spec.ports[{i}]"),
+                format!(
+                    "core.ServicePort{{Port:{}, Protocol:{}}}",
+                    p.port,
+                    quote(p.protocol.as_deref().unwrap_or("TCP"))
+                ),
+            ));
+        }
     }
     errs
 }

@@ -48,18 +48,24 @@ pub fn admit(kind: &ResourceKind, obj: ApiObject) -> Result<ApiObject, ApiError>
             validation::validate_stateful_set,
         ),
         "Job" => run::<Job>(obj, defaults::default_job, validation::validate_job),
-        "CronJob" => run::<CronJob>(obj, |_| {}, meta_only),
+        "CronJob" => run::<CronJob>(
+            obj,
+            defaults::default_cron_job,
+            validation::validate_cron_job,
+        ),
         "Endpoints" => run::<Endpoints>(obj, |_| {}, meta_only),
-        "ConfigMap" => run::<ConfigMap>(obj, |_| {}, meta_only),
-        "Secret" => run::<Secret>(obj, |_| {}, meta_only),
+        "ConfigMap" => run::<ConfigMap>(obj, |_| {}, validation::validate_config_map),
+        "Secret" => run::<Secret>(obj, defaults::default_secret, validation::validate_secret),
         "ServiceAccount" => run::<ServiceAccount>(obj, |_| {}, meta_only),
         "Event" => run::<Event>(obj, |_| {}, meta_only),
         "ReplicationController" => run::<ReplicationController>(obj, |_| {}, meta_only),
         "PersistentVolume" => run::<PersistentVolume>(obj, |_| {}, meta_only),
-        "PersistentVolumeClaim" => run::<PersistentVolumeClaim>(obj, |_| {}, meta_only),
+        "PersistentVolumeClaim" => {
+            run::<PersistentVolumeClaim>(obj, defaults::default_pvc, validation::validate_pvc)
+        }
         "EndpointSlice" => run::<EndpointSlice>(obj, |_| {}, meta_only),
-        "NetworkPolicy" => run::<NetworkPolicy>(obj, |_| {}, meta_only),
-        "Ingress" => run::<Ingress>(obj, |_| {}, meta_only),
+        "NetworkPolicy" => run::<NetworkPolicy>(obj, |_| {}, validation::validate_network_policy),
+        "Ingress" => run::<Ingress>(obj, |_| {}, validation::validate_ingress),
         "Lease" => run::<Lease>(obj, |_| {}, meta_only),
         other => Err(ApiError::Unimplemented(format!(
             "the server does not serve kind {other:?}"
@@ -116,6 +122,9 @@ pub fn invalid(obj: &ApiObject, errors: Vec<FieldError>) -> ApiError {
         .to_string(),
     )
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

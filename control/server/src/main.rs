@@ -18,6 +18,7 @@
 mod admission;
 mod allocation;
 mod controllers;
+mod decode;
 mod error;
 mod etcd_supervisor;
 mod filter;

@@ -32,7 +32,10 @@ impl ApiObject {
     /// Parses a request body and checks that it is an object of `kind`.
     /// A missing apiVersion/kind is filled in; a different one is an error.
     pub fn parse_for(kind: &ResourceKind, bytes: &[u8]) -> Result<Self, ApiError> {
-        let mut obj: ApiObject = serde_json::from_slice(bytes).map_err(|e| {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let mut obj: ApiObject = crate::decode::decode(value).map_err(|e| {
             ApiError::BadRequest(format!(
                 "the request body is not a valid {} object: {e}",
                 kind.kind
@@ -116,13 +119,14 @@ impl ApiObject {
         m
     }
 
-    /// Converts into a k8s-openapi type.
+    /// Converts into a k8s-openapi type; a field of the wrong type or a
+    /// missing required field is reported with its path.
     pub fn to_typed<K: serde::de::DeserializeOwned>(&self) -> Result<K, ApiError> {
         let v = serde_json::to_value(self).map_err(|e| ApiError::Internal(e.to_string()))?;
-        serde_json::from_value(v).map_err(|e| {
+        crate::decode::decode(v).map_err(|e| {
             ApiError::BadRequest(format!(
-                "the request body is not a valid {} object: {e}",
-                self.kind
+                "{} in version {:?} cannot be handled as a {}: {e}",
+                self.kind, self.api_version, self.kind
             ))
         })
     }
