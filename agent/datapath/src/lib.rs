@@ -331,6 +331,13 @@ impl Datapath {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// How many packets (or socket calls) the datapath dropped since the maps
+    /// were created, by reason (`drop_reason::NAMES`): tells an operator
+    /// whether a service has no backend, a map is full, or a route is missing.
+    pub fn drop_counters(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        self.maps.drops()
+    }
+
     /// Reads the services and backends maps.
     pub fn read_state(&self) -> Result<MapState, DatapathError> {
         self.maps.read_state()

@@ -1,9 +1,10 @@
 //! Typed access to the pinned maps the agent reads and writes.
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use weir_ebpf_common::{
-    Backend, BackendKey, CtKey, CtValue, IPPROTO_UDP, ServiceKey, ServiceValue, map_names,
+    Backend, BackendKey, CtKey, CtValue, IPPROTO_UDP, ServiceKey, ServiceValue, drop_reason,
+    map_names,
 };
 
 use super::DatapathError;
@@ -15,6 +16,8 @@ pub struct ServiceMaps {
     backends: HashMap<MapData, BackendKey, Backend>,
     /// Written by the datapath; the agent only prunes stale UDP entries.
     pub(super) conntrack: HashMap<MapData, CtKey, CtValue>,
+    /// Written by the datapath (per CPU); the agent sums and reports them.
+    drops: PerCpuArray<MapData, u64>,
 }
 
 impl ServiceMaps {
@@ -25,7 +28,28 @@ impl ServiceMaps {
             services: take_hash(ebpf, map_names::SERVICES)?,
             backends: take_hash(ebpf, map_names::BACKENDS)?,
             conntrack: take_hash(ebpf, map_names::CONNTRACK)?,
+            drops: {
+                let name = map_names::DROPS;
+                let map = ebpf
+                    .take_map(name)
+                    .ok_or(DatapathError::Missing { what: "map", name })?;
+                PerCpuArray::try_from(map).map_err(|source| map_error(name, source))?
+            },
         })
+    }
+
+    /// The drop counters summed over CPUs, by reason name.
+    pub fn drops(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        (0..drop_reason::COUNT)
+            .zip(drop_reason::NAMES)
+            .map(|(index, name)| {
+                let per_cpu = self
+                    .drops
+                    .get(&index, 0)
+                    .map_err(|source| map_error(map_names::DROPS, source))?;
+                Ok((name, per_cpu.iter().sum()))
+            })
+            .collect()
     }
 
     pub fn read_state(&self) -> Result<MapState, DatapathError> {

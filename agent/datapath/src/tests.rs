@@ -462,8 +462,17 @@ fn datapath_leaves_other_packets_untouched() {
 fn datapath_drops_new_connections_to_a_service_without_backends() {
     let (mut dp, _dir) = load();
     dp.seed(&services());
+    let count = |dp: &Datapath| {
+        dp.drop_counters()
+            .expect("read drop counters")
+            .into_iter()
+            .find(|(name, _)| *name == "no_backend")
+            .map(|(_, n)| n)
+    };
+    assert_eq!(count(&dp), Some(0));
     let (verdict, _) = dp.run(&tcp(CLIENT, 40010, EMPTY_VIP, 80, SYN));
     assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(count(&dp), Some(1), "the drop is counted, with its reason");
 }
 
 #[test]

@@ -37,6 +37,29 @@ pub mod map_names {
     pub const SOCK_REV: &str = "WEIR_SOCK_REV";
     /// [`crate::AffinityKey`] -> [`crate::AffinityValue`].
     pub const AFFINITY: &str = "WEIR_AFFINITY";
+    /// Per-CPU array of `u64` counters indexed by [`crate::drop_reason`].
+    pub const DROPS: &str = "WEIR_DROPS";
+}
+
+/// Why the datapath dropped a packet (or refused a socket call): the indices
+/// of the per-CPU `WEIR_DROPS` counters, so an operator can tell a missing
+/// backend from a full table.
+pub mod drop_reason {
+    /// A new connection to a frontend without usable backends.
+    pub const NO_BACKEND: u32 = 0;
+    /// A conntrack or socket reverse-map insert failed (map full or error).
+    pub const MAP_INSERT: u32 = 1;
+    /// No free NodePort SNAT port towards the chosen backend.
+    pub const SNAT_PORTS: u32 = 2;
+    /// A header rewrite failed halfway (the packet would have been corrupt).
+    pub const REWRITE: u32 = 3;
+    /// No route for a translated NodePort packet (FIB lookup failed).
+    pub const NO_ROUTE: u32 = 4;
+    /// Number of counters.
+    pub const COUNT: u32 = 5;
+    /// Counter names, by index (for logs and inspection).
+    pub const NAMES: [&str; COUNT as usize] =
+        ["no_backend", "map_insert", "snat_ports", "rewrite", "no_route"];
 }
 
 /// Program names (the Rust function names of the entry points), used by the

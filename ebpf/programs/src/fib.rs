@@ -16,7 +16,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use weir_ebpf_common::drop_reason;
+
 use crate::{
+    maps,
     packet::{read, write},
     parse::{ETH_HLEN, IP_DADDR_OFF, IP_SADDR_OFF},
 };
@@ -67,6 +70,7 @@ pub fn redirect(ctx: &TcContext, proto: u8) -> i32 {
         // own destination for the neighbour lookup.
         unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
     } else {
+        maps::count_drop(drop_reason::NO_ROUTE);
         TC_ACT_SHOT as i32
     }
 }

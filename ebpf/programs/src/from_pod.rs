@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use weir_ebpf_common::{AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, ServiceKey};
+use weir_ebpf_common::{AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, ServiceKey, drop_reason};
 
 use crate::{
     conntrack, fib, lb, maps, nat,
@@ -52,7 +52,7 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         if ct.flags & CT_FLAG_NODEPORT != 0 {
             return match nat::translate(ctx, flow, &ct) {
                 Some(()) => fib::redirect(ctx, flow.proto),
-                None => TC_ACT_SHOT,
+                None => dropped(drop_reason::REWRITE),
             };
         }
         return verdict(nat::translate(ctx, flow, &ct));
@@ -70,10 +70,10 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);
     let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
-        return TC_ACT_SHOT;
+        return dropped(drop_reason::NO_BACKEND);
     };
     let Some(forward) = conntrack::create(flow, &backend) else {
-        return TC_ACT_SHOT;
+        return dropped(drop_reason::MAP_INSERT);
     };
     verdict(nat::translate(ctx, flow, &forward))
 }
@@ -84,6 +84,13 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
 fn verdict(translated: Option<()>) -> i32 {
     match translated {
         Some(()) => TC_ACT_OK,
-        None => TC_ACT_SHOT,
+        None => dropped(drop_reason::REWRITE),
     }
+}
+
+/// Counts a drop and returns the drop verdict.
+#[inline(always)]
+fn dropped(reason: u32) -> i32 {
+    maps::count_drop(reason);
+    TC_ACT_SHOT
 }

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use weir_ebpf_common::{
     AFFINITY_MAX_ENTRIES, AffinityKey, AffinityValue, BACKENDS_MAX_ENTRIES, Backend, BackendKey,
     CONNTRACK_MAX_ENTRIES, CtKey, CtValue, SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES, ServiceKey,
-    ServiceValue, SockRevKey, SockRevValue,
+    ServiceValue, SockRevKey, SockRevValue, drop_reason,
 };
 
 /// Service frontends (ClusterIP:port/proto) -> their current backend set.
@@ -40,6 +40,22 @@ pub static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
 #[map(name = "WEIR_AFFINITY")]
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::pinned(AFFINITY_MAX_ENTRIES, 0);
+
+/// Drop counters by reason (`weir_ebpf_common::drop_reason`), per CPU so
+/// counting never contends; the agent sums them.
+#[map(name = "WEIR_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(drop_reason::COUNT, 0);
+
+/// Counts one drop for `reason` (a `drop_reason` index).
+#[inline(always)]
+pub fn count_drop(reason: u32) {
+    if let Some(ptr) = DROPS.get_ptr_mut(reason) {
+        // SAFETY: the pointer is this CPU's slot of an array element (a u64);
+        // a BPF program is not preempted by itself on one CPU (programs run
+        // with migration disabled), so the increment does not race.
+        unsafe { *ptr += 1 }
+    }
+}
 
 /// Looks up `key` in a hash map and copies the value out.
 #[inline(always)]

@@ -23,7 +23,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weir_ebpf_common::{
-    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey,
+    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
+    ServiceKey, drop_reason,
 };
 
 use crate::{
@@ -71,10 +72,17 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);
     let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
+        maps::count_drop(drop_reason::NO_BACKEND);
         return TC_ACT_SHOT;
     };
     let snat = svc.flags & SERVICE_FLAG_EXT_LOCAL == 0;
     let Some(ct) = conntrack::create_nodeport(flow, &backend, snat, hash) else {
+        // Without SNAT only a failed insert gets here.
+        maps::count_drop(if snat {
+            drop_reason::SNAT_PORTS
+        } else {
+            drop_reason::MAP_INSERT
+        });
         return TC_ACT_SHOT;
     };
     forward(ctx, flow, nat::translate(ctx, flow, &ct))
@@ -85,6 +93,9 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
 fn forward(ctx: &TcContext, flow: &Flow, translated: Option<()>) -> i32 {
     match translated {
         Some(()) => fib::redirect(ctx, flow.proto),
-        None => TC_ACT_SHOT,
+        None => {
+            maps::count_drop(drop_reason::REWRITE);
+            TC_ACT_SHOT
+        }
     }
 }

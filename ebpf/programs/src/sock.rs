@@ -22,6 +22,7 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::{
     AFFINITY_CLIENT_NETNS, IPPROTO_TCP, IPPROTO_UDP, ServiceKey, SockRevKey, SockRevValue,
+    drop_reason,
 };
 
 use crate::{lb, maps};
@@ -108,6 +109,7 @@ fn forward(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the helper takes the program's own context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_NETNS, netns, hash) else {
+        maps::count_drop(drop_reason::NO_BACKEND);
         return REJECT;
     };
     let rev_key = SockRevKey {
@@ -127,6 +129,7 @@ fn forward(ctx: &SockAddrContext) -> i32 {
         .insert(&rev_key, &rev, u64::from(BPF_ANY))
         .is_err()
     {
+        maps::count_drop(drop_reason::MAP_INSERT);
         return REJECT;
     }
     set_user_addr(ctx, backend.addr, backend.port);

@@ -16,9 +16,9 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use weir_ebpf_common::CT_DIR_REVERSE;
+use weir_ebpf_common::{CT_DIR_REVERSE, drop_reason};
 
-use crate::{conntrack, nat, parse};
+use crate::{conntrack, maps, nat, parse};
 
 #[classifier]
 pub fn weir_to_pod(ctx: TcContext) -> i32 {
@@ -29,7 +29,10 @@ pub fn weir_to_pod(ctx: TcContext) -> i32 {
         Some(ct) if ct.direction == CT_DIR_REVERSE => match nat::translate(&ctx, &flow, &ct) {
             Some(()) => TC_ACT_OK,
             // Half rewritten: drop rather than deliver a corrupt packet.
-            None => TC_ACT_SHOT,
+            None => {
+                maps::count_drop(drop_reason::REWRITE);
+                TC_ACT_SHOT
+            }
         },
         _ => TC_ACT_OK,
     }
