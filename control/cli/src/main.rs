@@ -6,11 +6,17 @@
 //! the I/O and turns errors into kubectl-style messages and exit codes.
 #![forbid(unsafe_code)]
 
+mod columns;
 mod config;
+mod create;
+mod describe;
 mod manifest;
 mod merge;
+mod patch;
 mod rollout;
 mod table;
+mod table_kinds;
+mod verbs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,15 +64,105 @@ enum Cmd {
         /// List across all namespaces.
         #[arg(short = 'A', long = "all-namespaces")]
         all_namespaces: bool,
-        #[arg(short = 'o', long, value_enum)]
-        output: Option<Output>,
+        /// wide, yaml, json, name or custom-columns=HEADER:.field.path,...
+        #[arg(short = 'o', long, value_parser = parse_output)]
+        output: Option<OutputArg>,
         /// Label selector, e.g. app=web,tier!=db.
         #[arg(short = 'l', long)]
         selector: Option<String>,
+        /// Field selector (metadata.name, metadata.namespace, spec.nodeName, status.phase, ...).
+        #[arg(long)]
+        field_selector: Option<String>,
+        /// Show these labels' values as columns (repeatable or comma-separated).
+        #[arg(short = 'L', long = "label-columns", value_delimiter = ',')]
+        label_columns: Vec<String>,
+        /// Show all labels as the last column.
+        #[arg(long)]
+        show_labels: bool,
         /// After listing, keep printing objects as they change.
         #[arg(short = 'w', long)]
         watch: bool,
     },
+    /// Show details of objects, with their Events.
+    Describe {
+        /// Kind or KIND/NAME.
+        kind: String,
+        names: Vec<String>,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Create an object from flags (or from manifests with -f, like apply without update).
+    Create {
+        #[command(subcommand)]
+        what: CreateCmd,
+    },
+    /// Add, change (--overwrite) or remove (`key-`) labels.
+    Label {
+        kind: String,
+        /// NAMEs and KEY=VALUE / KEY- changes.
+        args: Vec<String>,
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Add, change (--overwrite) or remove (`key-`) annotations.
+    Annotate {
+        kind: String,
+        args: Vec<String>,
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+    },
+    /// Change fields of an object with a JSON merge patch (RFC 7386).
+    Patch {
+        kind: String,
+        names: Vec<String>,
+        /// The patch, JSON (or YAML), e.g. '{"spec":{"replicas":3}}'.
+        #[arg(short = 'p', long)]
+        patch: String,
+        /// Only "merge" is supported.
+        #[arg(long = "type", default_value = "merge")]
+        type_: String,
+    },
+    /// Make a Service for a Deployment, ReplicaSet, Service or Pod.
+    Expose {
+        kind: String,
+        names: Vec<String>,
+        /// The Service's port (default: the source's ports).
+        #[arg(long)]
+        port: Option<i32>,
+        /// Port (number or name) on the pods (default: --port).
+        #[arg(long)]
+        target_port: Option<String>,
+        /// Name of the Service (default: the source's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// ClusterIP, NodePort or LoadBalancer.
+        #[arg(long = "type")]
+        type_: Option<String>,
+        #[arg(long)]
+        protocol: Option<String>,
+        #[arg(long, num_args = 0..=1, default_missing_value = "client")]
+        dry_run: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Change fields of existing objects (image).
+    Set {
+        #[command(subcommand)]
+        what: SetCmd,
+    },
+    /// Edit an object in $EDITOR; the server validates the result.
+    Edit { kind: String, names: Vec<String> },
+    /// Server address and namespace contexts in the config file.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish).
+    Completion { shell: clap_complete::Shell },
     /// Delete objects by kind and name, by selector, or from manifests.
     Delete {
         /// Kind (or KIND/NAME) when not using -f.
@@ -85,6 +181,15 @@ enum Cmd {
         /// Treat "not found" as success.
         #[arg(long)]
         ignore_not_found: bool,
+        /// Delete every object of the kind in the namespace.
+        #[arg(long)]
+        all: bool,
+        /// Wait until the objects are gone (like kubectl, on by default; --wait=false to not).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        wait: bool,
+        /// Give up waiting after this many seconds (0: a week, like kubectl).
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
     },
     /// Follow or undo a Deployment's rollout.
     Rollout {
@@ -112,6 +217,13 @@ enum RolloutCmd {
         #[arg(long, default_value_t = 0)]
         timeout: u64,
     },
+    /// List a Deployment's revisions (or show one with --revision).
+    History {
+        kind: String,
+        name: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        revision: i64,
+    },
     /// Roll back to the previous revision (or --to-revision).
     Undo {
         kind: String,
@@ -119,6 +231,118 @@ enum RolloutCmd {
         #[arg(long, default_value_t = 0)]
         to_revision: i64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CreateCmd {
+    /// A Namespace.
+    #[command(alias = "ns")]
+    Namespace {
+        name: String,
+        #[arg(long, num_args = 0..=1, default_missing_value = "client")]
+        dry_run: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// A Deployment with label and selector app=NAME.
+    #[command(alias = "deploy")]
+    Deployment {
+        name: String,
+        /// Repeatable: one container per image.
+        #[arg(long, required = true)]
+        image: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        replicas: i32,
+        #[arg(long)]
+        port: Option<i32>,
+        #[arg(long, num_args = 0..=1, default_missing_value = "client")]
+        dry_run: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// A Service: `service clusterip|nodeport|loadbalancer NAME --tcp=PORT:TARGET`.
+    #[command(alias = "svc")]
+    Service {
+        type_: String,
+        name: String,
+        #[arg(long)]
+        tcp: Vec<String>,
+        #[arg(long, num_args = 0..=1, default_missing_value = "client")]
+        dry_run: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// A ConfigMap from --from-literal=KEY=VALUE.
+    #[command(alias = "cm")]
+    Configmap {
+        name: String,
+        #[arg(long)]
+        from_literal: Vec<String>,
+        #[arg(long, num_args = 0..=1, default_missing_value = "client")]
+        dry_run: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// A Secret: `secret generic NAME --from-literal=KEY=VALUE`.
+    Secret {
+        /// Only "generic".
+        type_: String,
+        name: String,
+        #[arg(long)]
+        from_literal: Vec<String>,
+        #[arg(long, num_args = 0..=1, default_missing_value = "client")]
+        dry_run: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SetCmd {
+    /// `set image deployment/web CONTAINER=IMAGE ...` (`*=IMAGE` for all).
+    Image { kind: String, args: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// List the contexts; `*` marks the current one.
+    GetContexts,
+    /// Print the current context's name.
+    CurrentContext,
+    /// Make NAME the current context.
+    UseContext { name: String },
+    /// Create or change a context.
+    /// Create or change a context (its namespace is the global -n/--namespace).
+    SetContext {
+        name: String,
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+/// `-o`: the fixed formats or custom columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OutputArg {
+    Simple(Output),
+    Columns(Vec<columns::Column>),
+}
+
+impl OutputArg {
+    fn simple(&self) -> Option<Output> {
+        match self {
+            OutputArg::Simple(o) => Some(*o),
+            OutputArg::Columns(_) => None,
+        }
+    }
+}
+
+fn parse_output(s: &str) -> Result<OutputArg, String> {
+    if let Some(spec) = s.strip_prefix("custom-columns=") {
+        return columns::parse_spec(spec).map(OutputArg::Columns);
+    }
+    Output::from_str(s, true).map(OutputArg::Simple).map_err(|_| {
+        format!("unable to match a printer suitable for the output format {s:?}, allowed formats are: custom-columns,json,name,wide,yaml")
+    })
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,13 +604,20 @@ async fn fetch(
     names: &[String],
     all: bool,
     sel: &Selector,
+    fields: &str,
 ) -> (Vec<Value>, bool) {
     let mut failed = false;
     let mut objs = Vec::new();
     if names.is_empty() {
         let ns = list_namespace(cli, k, all);
         match client
-            .list_json(k.kind, &ns, &ListParams::default().labels(sel.to_string()))
+            .list_json(
+                k.kind,
+                &ns,
+                &ListParams::default()
+                    .labels(sel.to_string())
+                    .fields(fields.to_string()),
+            )
             .await
         {
             Ok(l) => {
@@ -443,6 +674,11 @@ async fn fetch(
     (objs, failed)
 }
 
+/// Parses a -l selector (empty when absent).
+fn parse_selector(s: Option<&str>) -> Res<Selector> {
+    Selector::parse(s.unwrap_or_default()).map_err(|e| Failed(format!("error: {e}")))
+}
+
 /// One line per object for `get --watch` output (table rows without the header).
 fn watch_line(k: &ResourceKind, v: &Value, output: Option<Output>, all: bool) -> String {
     match output {
@@ -459,8 +695,9 @@ fn watch_line(k: &ResourceKind, v: &Value, output: Option<Output>, all: bool) ->
             let opts = table::TableOpts {
                 wide: output == Some(Output::Wide),
                 all_namespaces: all && k.namespaced,
+                ..Default::default()
             };
-            let t = table::table(k.kind, std::slice::from_ref(v), opts, now());
+            let t = table::table(k.kind, std::slice::from_ref(v), &opts, now());
             t.lines().skip(1).map(|l| format!("{l}\n")).collect()
         }
     }
@@ -522,8 +759,9 @@ async fn cmd_watch(
         let opts = table::TableOpts {
             wide: output == Some(Output::Wide),
             all_namespaces: all && k.namespaced,
+            ..Default::default()
         };
-        print!("{}", table::table(k.kind, &objs, opts, now()));
+        print!("{}", table::table(k.kind, &objs, &opts, now()));
     } else {
         for v in &objs {
             print!("{}", watch_line(k, v, output, all));
@@ -557,6 +795,15 @@ async fn cmd_watch(
     true
 }
 
+/// Table shape flags of `get` beyond -o.
+struct GetOpts<'a> {
+    fields: &'a str,
+    label_columns: &'a [String],
+    show_labels: bool,
+    columns: Option<&'a [columns::Column]>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn cmd_get(
     cli: &Cli,
     client: &Client,
@@ -565,6 +812,7 @@ async fn cmd_get(
     all: bool,
     output: Option<Output>,
     selector: Option<&str>,
+    g: &GetOpts<'_>,
 ) -> bool {
     let sel = match Selector::parse(selector.unwrap_or_default()) {
         Ok(s) => s,
@@ -587,8 +835,18 @@ async fn cmd_get(
                 continue;
             }
         };
-        let (objs, f) = fetch(cli, client, k, &names, all, &sel).await;
+        let (objs, f) = fetch(cli, client, k, &names, all, &sel, g.fields).await;
         failed |= f;
+        if let Some(cols) = g.columns {
+            if !objs.is_empty() {
+                if printed_any {
+                    println!();
+                }
+                print!("{}", columns::table(cols, &objs));
+                printed_any = true;
+            }
+            continue;
+        }
         match output {
             Some(Output::Yaml) | Some(Output::Json) => all_objs.extend(objs),
             Some(Output::Name) => {
@@ -611,8 +869,10 @@ async fn cmd_get(
                 let opts = table::TableOpts {
                     wide: output == Some(Output::Wide),
                     all_namespaces: all && k.namespaced,
+                    show_labels: g.show_labels,
+                    label_columns: g.label_columns.to_vec(),
                 };
-                print!("{}", table::table(k.kind, &objs, opts, now()));
+                print!("{}", table::table(k.kind, &objs, &opts, now()));
                 printed_any = true;
             }
         }
@@ -689,19 +949,58 @@ async fn delete_one(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Flags of `delete`.
+struct DeleteOpts<'a> {
+    files: &'a [String],
+    selector: Option<&'a str>,
+    all: bool,
+    grace_period: i64,
+    cascade: &'a str,
+    ignore_not_found: bool,
+    wait: bool,
+    timeout: u64,
+}
+
+/// Waits until every deleted object is gone (finalizers, graceful pod
+/// deletion, foreground cascade), as `kubectl delete --wait` does.
+async fn wait_deleted(
+    client: &Client,
+    gone: &[(&'static ResourceKind, String, String)],
+    timeout: u64,
+) -> bool {
+    // kubectl's --timeout=0 means "a week".
+    let secs = if timeout == 0 { 7 * 24 * 3600 } else { timeout };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    for (k, ns, name) in gone {
+        loop {
+            match client.get_json(k.kind, ns, name).await {
+                Err(Error::NotFound(_)) => break,
+                Err(e) => {
+                    eprintln!("{}", server_error(&e, k, name).0);
+                    return false;
+                }
+                Ok(_) if std::time::Instant::now() >= deadline => {
+                    eprintln!(
+                        "error: timed out waiting for the condition on {}/{name}",
+                        plural(k)
+                    );
+                    return false;
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+    }
+    true
+}
+
 async fn cmd_delete(
     cli: &Cli,
     client: &Client,
     kind: Option<&str>,
     names: &[String],
-    files: &[String],
-    selector: Option<&str>,
-    grace_period: i64,
-    cascade: &str,
-    ignore_not_found: bool,
+    o: &DeleteOpts<'_>,
 ) -> bool {
-    let params = match delete_params(grace_period, cascade) {
+    let params = match delete_params(o.grace_period, o.cascade) {
         Ok(p) => p,
         Err(Failed(m)) => {
             eprintln!("{m}");
@@ -709,12 +1008,26 @@ async fn cmd_delete(
         }
     };
     let mut ok = true;
-    if !files.is_empty() {
+    let mut gone = Vec::new();
+    if !o.files.is_empty() {
         let mut failed = false;
-        for (obj, ns) in load_objects(cli, files, false, &mut failed) {
-            ok &= delete_one(client, obj.kind, &ns, &obj.name, &params, ignore_not_found).await;
+        for (obj, ns) in load_objects(cli, o.files, false, &mut failed) {
+            if delete_one(
+                client,
+                obj.kind,
+                &ns,
+                &obj.name,
+                &params,
+                o.ignore_not_found,
+            )
+            .await
+            {
+                gone.push((obj.kind, ns, obj.name.clone()));
+            } else {
+                ok = false;
+            }
         }
-        return ok && !failed;
+        return ok && !failed && (!o.wait || wait_deleted(client, &gone, o.timeout).await);
     }
     let Some(kind) = kind else {
         eprintln!("error: You must provide one or more resources by argument or filename.");
@@ -729,15 +1042,19 @@ async fn cmd_delete(
         }
     };
     let ns = list_namespace(cli, k, false);
-    if let Some(sel) = selector {
-        let sel = match Selector::parse(sel) {
+    if o.selector.is_some() || o.all {
+        if !names.is_empty() {
+            eprintln!("error: name cannot be provided when a selector or --all is specified");
+            return false;
+        }
+        let sel = match parse_selector(o.selector) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
+            Err(Failed(m)) => {
+                eprintln!("{m}");
                 return false;
             }
         };
-        let (objs, f) = fetch(cli, client, k, &[], false, &sel).await;
+        let (objs, f) = fetch(cli, client, k, &[], false, &sel, "").await;
         ok &= !f;
         names.extend(objs.iter().filter_map(|v| {
             v.pointer("/metadata/name")
@@ -752,9 +1069,13 @@ async fn cmd_delete(
         return false;
     }
     for n in &names {
-        ok &= delete_one(client, k, &ns, n, &params, ignore_not_found).await;
+        if delete_one(client, k, &ns, n, &params, o.ignore_not_found).await {
+            gone.push((k, ns.clone(), n.clone()));
+        } else {
+            ok = false;
+        }
     }
-    ok
+    ok && (!o.wait || wait_deleted(client, &gone, o.timeout).await)
 }
 
 /// Kinds whose size is `spec.replicas`.
@@ -903,6 +1224,14 @@ async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
+        RolloutCmd::History {
+            kind,
+            name,
+            revision,
+        } => {
+            let name = deployment_name(kind, name.as_deref())?;
+            verbs::rollout_history(cli, client, &name, *revision).await
+        }
         RolloutCmd::Undo {
             kind,
             name,
@@ -938,6 +1267,21 @@ async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
                     .unwrap_or(0);
                 let template = rollout::undo_template(&owned, current, *to_revision)
                     .map_err(|m| Failed(format!("error: {m}")))?;
+                if d.spec
+                    .as_ref()
+                    .is_some_and(|s| rollout::same_template(&s.template, &template))
+                {
+                    println!(
+                        "{}/{name} skipped rollback (current template already matches revision {})",
+                        singular(dk),
+                        if *to_revision > 0 {
+                            *to_revision
+                        } else {
+                            current
+                        }
+                    );
+                    return Ok(());
+                }
                 if let Some(spec) = d.spec.as_mut() {
                     spec.template = template;
                 }
@@ -957,23 +1301,28 @@ async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
     }
 }
 
-/// Reads the environment and the config file once, then resolves the address.
-fn server_address(cli: &Cli) -> Result<String, String> {
-    let env = std::env::var("WEIR_SERVER").ok();
-    let path = std::env::var("WEIR_CONFIG")
+/// The config file's path: $WEIR_CONFIG, else ~/.weir/config.yaml.
+fn config_path() -> Option<PathBuf> {
+    std::env::var("WEIR_CONFIG")
         .ok()
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var("HOME")
                 .ok()
                 .map(|h| Path::new(&h).join(".weir/config.yaml"))
-        });
-    let file = path.and_then(|p| {
+        })
+}
+
+/// Reads the environment and the config file once, then resolves the
+/// address and the context's namespace.
+fn server_address(cli: &Cli) -> Result<config::Resolved, String> {
+    let env = std::env::var("WEIR_SERVER").ok();
+    let file = config_path().and_then(|p| {
         std::fs::read_to_string(&p)
             .ok()
             .map(|t| (p.display().to_string(), t))
     });
-    config::resolve_server(
+    config::resolve(
         cli.server.as_deref(),
         env.as_deref(),
         file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
@@ -981,16 +1330,217 @@ fn server_address(cli: &Cli) -> Result<String, String> {
     .map_err(|e| format!("error: {e}"))
 }
 
+/// `config ...`: edits the config file; needs no server.
+fn cmd_config(cmd: &ConfigCmd, namespace: Option<&str>) -> Res<()> {
+    let path = config_path()
+        .ok_or_else(|| Failed("error: neither $WEIR_CONFIG nor $HOME is set".into()))?;
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Failed(format!("error: reading {shown}: {e}"))),
+    };
+    let mut cfg = config::parse(&shown, &text).map_err(|e| Failed(format!("error: {e}")))?;
+    let message = match cmd {
+        ConfigCmd::GetContexts => {
+            print!("{}", cfg.contexts_table());
+            return Ok(());
+        }
+        ConfigCmd::CurrentContext => {
+            return match &cfg.current_context {
+                Some(c) => {
+                    println!("{c}");
+                    Ok(())
+                }
+                None => Err(Failed("error: current-context is not set".into())),
+            };
+        }
+        ConfigCmd::UseContext { name } => {
+            cfg.use_context(name)
+                .map_err(|e| Failed(format!("error: {e}")))?;
+            format!("Switched to context {name:?}.")
+        }
+        ConfigCmd::SetContext { name, server } => {
+            let created = cfg
+                .set_context(name, server.as_deref(), namespace)
+                .map_err(|e| Failed(format!("error: {e}")))?;
+            format!(
+                "Context {name:?} {}.",
+                if created { "created" } else { "modified" }
+            )
+        }
+    };
+    let out = serde_yaml::to_string(&cfg).map_err(|e| Failed(format!("error: {e}")))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failed(format!("error: creating {}: {e}", dir.display())))?;
+    }
+    std::fs::write(&path, out).map_err(|e| Failed(format!("error: writing {shown}: {e}")))?;
+    println!("{message}");
+    Ok(())
+}
+
+/// `create ...`: builds the object (pure), then creates or prints it.
+async fn cmd_create(cli: &Cli, client: &Client, what: &CreateCmd) -> Res<()> {
+    let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
+    let bad = |m: String| Failed(format!("error: {m}"));
+    let (obj, dry, output) = match what {
+        CreateCmd::Namespace {
+            name,
+            dry_run,
+            output,
+        } => (create::namespace(name), dry_run, output),
+        CreateCmd::Deployment {
+            name,
+            image,
+            replicas,
+            port,
+            dry_run,
+            output,
+        } => {
+            if *replicas < 0 {
+                return Err(bad(format!(
+                    "--replicas={replicas} must be greater than or equal to 0"
+                )));
+            }
+            (
+                create::deployment(name, &ns, image, *replicas, *port),
+                dry_run,
+                output,
+            )
+        }
+        CreateCmd::Service {
+            type_,
+            name,
+            tcp,
+            dry_run,
+            output,
+        } => (
+            create::service(name, &ns, type_, tcp).map_err(bad)?,
+            dry_run,
+            output,
+        ),
+        CreateCmd::Configmap {
+            name,
+            from_literal,
+            dry_run,
+            output,
+        } => (
+            create::configmap(
+                name,
+                &ns,
+                &create::parse_literals(from_literal).map_err(bad)?,
+            ),
+            dry_run,
+            output,
+        ),
+        CreateCmd::Secret {
+            type_,
+            name,
+            from_literal,
+            dry_run,
+            output,
+        } => {
+            if type_ != "generic" {
+                return Err(bad(format!(
+                    "unknown secret type {type_:?}: only \"generic\" is supported"
+                )));
+            }
+            (
+                create::secret(
+                    name,
+                    &ns,
+                    &create::parse_literals(from_literal).map_err(bad)?,
+                ),
+                dry_run,
+                output,
+            )
+        }
+    };
+    let dry = verbs::parse_dry_run(dry.as_deref())?;
+    verbs::create_or_print(client, &obj, dry, output.as_deref()).await
+}
+
+/// Flags of `expose`.
+struct ExposeFlags<'a> {
+    opts: create::ExposeOpts,
+    dry_run: Option<&'a str>,
+    output: Option<&'a str>,
+}
+
+async fn cmd_expose(
+    cli: &Cli,
+    client: &Client,
+    kind: &str,
+    names: &[String],
+    f: &ExposeFlags<'_>,
+) -> Res<()> {
+    let (kind, names) = split_kind_name(kind, names);
+    let k = lookup_kind(&kind)?;
+    let [name] = names.as_slice() else {
+        return Err(Failed(
+            "error: specify exactly one object to expose, e.g. deployment/web".into(),
+        ));
+    };
+    let ns = list_namespace(cli, k, false);
+    let src = verbs::get_value(client, k, &ns, name).await?;
+    let svc = create::expose(&src, &ns, &f.opts).map_err(|m| Failed(format!("error: {m}")))?;
+    let dry = verbs::parse_dry_run(f.dry_run)?;
+    match (dry, f.output) {
+        (verbs::DryRun::None, None) => {
+            let sk = lookup_kind("Service")?;
+            let sname = svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            client
+                .create_json("Service", json_bytes(&svc), false)
+                .await
+                .map_err(|e| server_error(&e, sk, &sname))?;
+            println!("service/{sname} exposed");
+            Ok(())
+        }
+        _ => verbs::create_or_print(client, &svc, dry, f.output).await,
+    }
+}
+
+fn to_bool(r: Res<()>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(Failed(m)) => {
+            if !m.is_empty() {
+                eprintln!("{m}");
+            }
+            false
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let addr = match server_address(&cli) {
+    let mut cli = Cli::parse();
+    // Verbs that need no server.
+    match &cli.cmd {
+        Cmd::Config { cmd } => return exit(to_bool(cmd_config(cmd, cli.namespace.as_deref()))),
+        Cmd::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "weir", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let resolved = match server_address(&cli) {
         Ok(a) => a,
         Err(m) => {
             eprintln!("{m}");
             return ExitCode::FAILURE;
         }
     };
+    if cli.namespace.is_none() {
+        cli.namespace = resolved.namespace.clone();
+    }
+    let addr = resolved.server;
     let client = match Client::connect(&addr).await {
         Ok(c) => c,
         Err(e) => {
@@ -1000,8 +1550,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cli = &cli;
+    let client = &client;
     let ok = match &cli.cmd {
-        Cmd::Apply { files, recursive } => cmd_apply(&cli, &client, files, *recursive).await,
+        Cmd::Apply { files, recursive } => cmd_apply(cli, client, files, *recursive).await,
         Cmd::Get {
             kind,
             names,
@@ -1009,6 +1561,7 @@ async fn main() -> ExitCode {
             output,
             selector,
             watch: true,
+            ..
         } => {
             let sel = match Selector::parse(selector.as_deref().unwrap_or_default()) {
                 Ok(s) => s,
@@ -1018,7 +1571,8 @@ async fn main() -> ExitCode {
                 }
             };
             let (kind, names) = split_kind_name(kind, names);
-            cmd_watch(&cli, &client, &kind, &names, *all_namespaces, *output, &sel).await
+            let output = output.as_ref().and_then(OutputArg::simple);
+            cmd_watch(cli, client, &kind, &names, *all_namespaces, output, &sel).await
         }
         Cmd::Get {
             kind,
@@ -1026,19 +1580,39 @@ async fn main() -> ExitCode {
             all_namespaces,
             output,
             selector,
+            field_selector,
+            label_columns,
+            show_labels,
             watch: false,
         } => {
+            let cols = match output {
+                Some(OutputArg::Columns(c)) => Some(c.as_slice()),
+                _ => None,
+            };
+            let g = GetOpts {
+                fields: field_selector.as_deref().unwrap_or_default(),
+                label_columns,
+                show_labels: *show_labels,
+                columns: cols,
+            };
+            let output = output.as_ref().and_then(OutputArg::simple);
             cmd_get(
-                &cli,
-                &client,
+                cli,
+                client,
                 kind,
                 names,
                 *all_namespaces,
-                *output,
+                output,
                 selector.as_deref(),
+                &g,
             )
             .await
         }
+        Cmd::Describe {
+            kind,
+            names,
+            selector,
+        } => to_bool(verbs::describe(cli, client, kind, names, selector.as_deref()).await),
         Cmd::Delete {
             kind,
             names,
@@ -1047,33 +1621,108 @@ async fn main() -> ExitCode {
             grace_period,
             cascade,
             ignore_not_found,
+            all,
+            wait,
+            timeout,
         } => {
-            cmd_delete(
-                &cli,
-                &client,
-                kind.as_deref(),
-                names,
+            let o = DeleteOpts {
                 files,
-                selector.as_deref(),
-                *grace_period,
+                selector: selector.as_deref(),
+                all: *all,
+                grace_period: *grace_period,
                 cascade,
-                *ignore_not_found,
-            )
-            .await
+                ignore_not_found: *ignore_not_found,
+                wait: *wait,
+                timeout: *timeout,
+            };
+            cmd_delete(cli, client, kind.as_deref(), names, &o).await
         }
-        Cmd::Rollout { cmd } => match cmd_rollout(&cli, &client, cmd).await {
-            Ok(()) => true,
-            Err(Failed(m)) => {
-                eprintln!("{m}");
-                false
-            }
-        },
+        Cmd::Create { what } => to_bool(cmd_create(cli, client, what).await),
+        Cmd::Label {
+            kind,
+            args,
+            overwrite,
+            selector,
+        } => to_bool(
+            verbs::label(
+                cli,
+                client,
+                "labels",
+                kind,
+                args,
+                *overwrite,
+                selector.as_deref(),
+            )
+            .await,
+        ),
+        Cmd::Annotate {
+            kind,
+            args,
+            overwrite,
+            selector,
+        } => to_bool(
+            verbs::label(
+                cli,
+                client,
+                "annotations",
+                kind,
+                args,
+                *overwrite,
+                selector.as_deref(),
+            )
+            .await,
+        ),
+        Cmd::Patch {
+            kind,
+            names,
+            patch,
+            type_,
+        } => to_bool(verbs::patch(cli, client, kind, names, patch, type_).await),
+        Cmd::Expose {
+            kind,
+            names,
+            port,
+            target_port,
+            name,
+            type_,
+            protocol,
+            dry_run,
+            output,
+        } => {
+            let f = ExposeFlags {
+                opts: create::ExposeOpts {
+                    name: name.clone(),
+                    port: *port,
+                    target_port: target_port.clone(),
+                    type_: type_.clone(),
+                    protocol: protocol.clone(),
+                },
+                dry_run: dry_run.as_deref(),
+                output: output.as_deref(),
+            };
+            to_bool(cmd_expose(cli, client, kind, names, &f).await)
+        }
+        Cmd::Set {
+            what: SetCmd::Image { kind, args },
+        } => to_bool(verbs::set_image(cli, client, kind, args).await),
+        Cmd::Edit { kind, names } => {
+            let editor = ["WEIR_EDITOR", "KUBE_EDITOR", "EDITOR"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()));
+            to_bool(verbs::edit(cli, client, kind, names, editor).await)
+        }
+        Cmd::Rollout { cmd } => to_bool(cmd_rollout(cli, client, cmd).await),
         Cmd::Scale {
             kind,
             names,
             replicas,
-        } => cmd_scale(&cli, &client, kind, names, *replicas).await,
+        } => cmd_scale(cli, client, kind, names, *replicas).await,
+        Cmd::Config { .. } | Cmd::Completion { .. } => true,
     };
+    exit(ok)
+}
+
+fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -1178,7 +1827,7 @@ mod tests {
             c.cmd,
             Cmd::Get {
                 all_namespaces: true,
-                output: Some(Output::Wide),
+                output: Some(OutputArg::Simple(Output::Wide)),
                 ..
             }
         ));
@@ -1197,5 +1846,160 @@ mod tests {
             Cli::try_parse_from(["weir", "apply"]).is_err(),
             "-f is required"
         );
+    }
+
+    #[test]
+    fn new_verbs_parse() {
+        let c = Cli::try_parse_from([
+            "weir",
+            "get",
+            "po",
+            "-o",
+            "custom-columns=NAME:.metadata.name,IP:.status.podIP",
+            "-L",
+            "app,tier",
+            "--show-labels",
+            "--field-selector",
+            "status.phase=Running",
+        ])
+        .expect("parses");
+        let Cmd::Get {
+            output: Some(OutputArg::Columns(cols)),
+            label_columns,
+            show_labels: true,
+            field_selector,
+            ..
+        } = c.cmd
+        else {
+            panic!("not a get with columns: {c:?}");
+        };
+        assert_eq!(
+            cols.iter().map(|c| c.header.as_str()).collect::<Vec<_>>(),
+            ["NAME", "IP"]
+        );
+        assert_eq!(label_columns, ["app", "tier"]);
+        assert_eq!(field_selector.as_deref(), Some("status.phase=Running"));
+        assert!(Cli::try_parse_from(["weir", "get", "po", "-o", "custom-columns=bad"]).is_err());
+        assert!(Cli::try_parse_from(["weir", "get", "po", "-o", "table"]).is_err());
+
+        // delete: --wait defaults to true like kubectl; --wait=false turns it off.
+        let c = Cli::try_parse_from(["weir", "delete", "po", "--all", "--cascade=orphan"])
+            .expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Delete {
+                all: true,
+                wait: true,
+                ..
+            }
+        ));
+        let c = Cli::try_parse_from(["weir", "delete", "po", "x", "--wait=false"]).expect("parses");
+        assert!(matches!(c.cmd, Cmd::Delete { wait: false, .. }));
+
+        let c = Cli::try_parse_from([
+            "weir",
+            "create",
+            "deployment",
+            "web",
+            "--image",
+            "nginx",
+            "--replicas",
+            "3",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Create { what: CreateCmd::Deployment { replicas: 3, ref dry_run, ref output, .. } }
+                if dry_run.as_deref() == Some("client") && output.as_deref() == Some("yaml")
+        ));
+        let c = Cli::try_parse_from([
+            "weir",
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(c.cmd, Cmd::Create { what: CreateCmd::Service { ref type_, .. } } if type_ == "clusterip")
+        );
+        let c = Cli::try_parse_from([
+            "weir",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=a=b",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Create {
+                what: CreateCmd::Secret { .. }
+            }
+        ));
+
+        let c = Cli::try_parse_from([
+            "weir",
+            "label",
+            "po",
+            "web",
+            "app=x",
+            "tier-",
+            "--overwrite",
+        ])
+        .expect("parses");
+        assert!(matches!(c.cmd, Cmd::Label { overwrite: true, ref args, .. } if args.len() == 3));
+        let c = Cli::try_parse_from(["weir", "patch", "deploy", "web", "-p", "{\"spec\":{}}"])
+            .expect("parses");
+        assert!(matches!(c.cmd, Cmd::Patch { ref type_, .. } if type_ == "merge"));
+        let c = Cli::try_parse_from([
+            "weir",
+            "expose",
+            "deploy/web",
+            "--port=80",
+            "--target-port=8080",
+            "--type=NodePort",
+        ])
+        .expect("parses");
+        assert!(matches!(c.cmd, Cmd::Expose { port: Some(80), .. }));
+        let c = Cli::try_parse_from(["weir", "rollout", "history", "deploy/web", "--revision=2"])
+            .expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Rollout {
+                cmd: RolloutCmd::History { revision: 2, .. }
+            }
+        ));
+        let c = Cli::try_parse_from([
+            "weir",
+            "config",
+            "set-context",
+            "lab",
+            "--server",
+            "h:1",
+            "--namespace",
+            "x",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Config {
+                cmd: ConfigCmd::SetContext { .. }
+            }
+        ));
+        let c = Cli::try_parse_from(["weir", "completion", "zsh"]).expect("parses");
+        assert!(matches!(
+            c.cmd,
+            Cmd::Completion {
+                shell: clap_complete::Shell::Zsh
+            }
+        ));
+        // The whole command tree is consistent (clap's own checks).
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -91,6 +91,48 @@ pub fn undo_template(
     Ok(t)
 }
 
+/// The annotation `kubectl ... --record` and users set to explain a change.
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+
+/// `rollout history`: (revision, change-cause) of every owned ReplicaSet
+/// with a revision, oldest first.
+pub fn history(owned: &[ReplicaSet]) -> Vec<(i64, String)> {
+    let mut rows: Vec<(i64, String)> = owned
+        .iter()
+        .filter(|rs| revision(rs) > 0)
+        .map(|rs| {
+            let cause = rs
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CHANGE_CAUSE))
+                .cloned()
+                .unwrap_or_else(|| "<none>".into());
+            (revision(rs), cause)
+        })
+        .collect();
+    rows.sort_by_key(|(r, _)| *r);
+    rows.dedup_by_key(|(r, _)| *r);
+    rows
+}
+
+/// The pod template of one revision (for `rollout history --revision=N`).
+pub fn revision_template(owned: &[ReplicaSet], rev: i64) -> Result<PodTemplateSpec, String> {
+    undo_template(owned, i64::MAX, rev)
+}
+
+/// Whether rolling back would change nothing (kubectl then skips it).
+pub fn same_template(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
+    let strip = |t: &PodTemplateSpec| {
+        let mut t = t.clone();
+        if let Some(l) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            l.remove(HASH_LABEL);
+        }
+        t
+    };
+    strip(a) == strip(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +262,34 @@ mod tests {
                 Err(frag) => assert!(got.expect_err(frag).contains(frag)),
             }
         }
+    }
+
+    #[test]
+    fn history_table() {
+        let mut with_cause = rs(2, "v2");
+        with_cause
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CHANGE_CAUSE.into(), "set image v2".into());
+        let owned = vec![rs(3, "v3"), with_cause, rs(1, "v1"), rs(0, "unrevisioned")];
+        assert_eq!(
+            history(&owned),
+            vec![
+                (1, "<none>".to_string()),
+                (2, "set image v2".to_string()),
+                (3, "<none>".to_string())
+            ]
+        );
+        let t1 = revision_template(&owned, 1).expect("exists");
+        let t3 = revision_template(&owned, 3).expect("exists");
+        assert!(!same_template(&t1, &t3));
+        let raw3 = owned[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .expect("template");
+        assert!(same_template(&t3, &raw3), "the hash label does not count");
+        assert!(revision_template(&owned, 9).is_err());
     }
 }

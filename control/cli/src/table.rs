@@ -10,10 +10,14 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Options that change the table's shape.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct TableOpts {
     pub wide: bool,
     pub all_namespaces: bool,
+    /// `--show-labels`: a LABELS column at the end.
+    pub show_labels: bool,
+    /// `-L key`: one column per label key.
+    pub label_columns: Vec<String>,
 }
 
 /// Renders rows under headers, columns separated by three spaces like
@@ -154,7 +158,10 @@ fn headers_for(kind: &str, wide: bool) -> Vec<&'static str> {
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
-        _ => (&["NAME", "AGE"], &[]),
+        other => (
+            crate::table_kinds::headers(other).unwrap_or(&["NAME", "AGE"]),
+            &[],
+        ),
     };
     let mut h = base.to_vec();
     if wide {
@@ -472,7 +479,7 @@ fn row(kind: &str, v: &Value, wide: bool, now: Timestamp) -> Vec<String> {
         }),
         "EndpointSlice" => typed::<EndpointSlice>(v).map(|o| slice_row(&o, now)),
         "Event" => typed::<Event>(v).map(|o| event_row(&o, now)),
-        _ => None,
+        other => crate::table_kinds::row(other, v, now),
     };
     let mut r = r.unwrap_or_else(|| generic_row(v, now));
     r.resize(headers_for(kind, wide).len(), "<unknown>".into());
@@ -480,7 +487,7 @@ fn row(kind: &str, v: &Value, wide: bool, now: Timestamp) -> Vec<String> {
 }
 
 /// The table for a list of objects of one kind.
-pub fn table(kind: &str, objects: &[Value], opts: TableOpts, now: Timestamp) -> String {
+pub fn table(kind: &str, objects: &[Value], opts: &TableOpts, now: Timestamp) -> String {
     let mut headers: Vec<String> = headers_for(kind, opts.wide)
         .into_iter()
         .map(str::to_string)
@@ -489,6 +496,24 @@ pub fn table(kind: &str, objects: &[Value], opts: TableOpts, now: Timestamp) -> 
         .iter()
         .map(|v| row(kind, v, opts.wide, now))
         .collect();
+    headers.extend(
+        opts.label_columns
+            .iter()
+            .map(|k| crate::columns::label_header(k)),
+    );
+    if opts.show_labels {
+        headers.push("LABELS".into());
+    }
+    for (r, v) in rows.iter_mut().zip(objects) {
+        r.extend(
+            opts.label_columns
+                .iter()
+                .map(|k| crate::columns::label_cell(v, k)),
+        );
+        if opts.show_labels {
+            r.push(crate::columns::labels_cell(v));
+        }
+    }
     if opts.all_namespaces {
         headers.insert(0, "NAMESPACE".into());
         for (r, v) in rows.iter_mut().zip(objects) {
@@ -587,67 +612,81 @@ mod tests {
         });
         let wide = TableOpts {
             wide: true,
-            all_namespaces: false,
+            ..Default::default()
         };
-        let narrow = TableOpts {
-            wide: false,
-            all_namespaces: false,
+        let narrow = TableOpts::default();
+        let labelled = TableOpts {
+            show_labels: true,
+            label_columns: vec!["app".into()],
+            ..Default::default()
         };
         let cases = [
             (
                 "Pod",
                 &pod,
-                narrow,
+                narrow.clone(),
                 "NAME      READY   STATUS    RESTARTS   AGE\nweb-abc   1/1     Running   2          30s\n",
             ),
             (
                 "Pod",
                 &pod,
-                wide,
+                wide.clone(),
                 "NAME      READY   STATUS    RESTARTS   AGE   IP           NODE    NOMINATED NODE   READINESS GATES\n\
                  web-abc   1/1     Running   2          30s   10.244.1.5   node1   <none>           <none>\n",
             ),
             (
                 "Service",
                 &svc,
-                narrow,
+                narrow.clone(),
                 "NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)        AGE\nweb    NodePort   10.96.0.10   <none>        80:30080/TCP   5m\n",
             ),
             (
                 "Deployment",
                 &deploy,
-                narrow,
+                narrow.clone(),
                 "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    2/3     3            2           60m\n",
             ),
             (
                 "Node",
                 &node,
-                narrow,
+                narrow.clone(),
                 "NAME    STATUS                     ROLES           AGE   VERSION\nnode1   Ready,SchedulingDisabled   control-plane   3d    weir-0.1.0\n",
             ),
             (
                 "EndpointSlice",
                 &slice,
-                narrow,
+                narrow.clone(),
                 "NAME    ADDRESSTYPE   PORTS   ENDPOINTS                                AGE\nweb-x   IPv4          8080    10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...   10s\n",
             ),
             (
                 "Event",
                 &json!({"metadata": {"name": "e1", "namespace": "default"}, "involvedObject": {"kind": "Pod", "name": "web-1"},
                     "type": "Warning", "reason": "FailedScheduling", "message": "0/0 nodes are available.", "lastTimestamp": created(65)}),
-                narrow,
+                narrow.clone(),
                 "LAST SEEN   TYPE      REASON             OBJECT      MESSAGE\n65s         Warning   FailedScheduling   pod/web-1   0/0 nodes are available.\n",
             ),
             (
                 "ConfigMap",
                 &json!({"metadata": {"name": "cm", "creationTimestamp": created(5)}}),
-                narrow,
-                "NAME   AGE\ncm     5s\n",
+                narrow.clone(),
+                "NAME   DATA   AGE\ncm     0      5s\n",
+            ),
+            (
+                "Deployment",
+                &deploy,
+                labelled.clone(),
+                "NAME   READY   UP-TO-DATE   AVAILABLE   AGE   APP   LABELS\nweb    2/3     3            2           60m         <none>\n",
+            ),
+            (
+                "Lease",
+                &json!({"metadata": {"name": "l", "creationTimestamp": created(5)}}),
+                narrow.clone(),
+                "NAME   AGE\nl      5s\n",
             ),
         ];
         for (kind, obj, opts, want) in cases {
             assert_eq!(
-                table(kind, std::slice::from_ref(obj), opts, now()),
+                table(kind, std::slice::from_ref(obj), &opts, now()),
                 want,
                 "{kind}"
             );
@@ -655,9 +694,9 @@ mod tests {
         let all = table(
             "Pod",
             std::slice::from_ref(&pod),
-            TableOpts {
-                wide: false,
+            &TableOpts {
                 all_namespaces: true,
+                ..Default::default()
             },
             now(),
         );
