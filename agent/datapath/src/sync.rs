@@ -54,14 +54,24 @@ pub async fn run_service_sync(
     let mut next_slot = current.next_free_slot();
     let mut retry: Option<tokio::time::Instant> = None;
     let mut backoff = Backoff::default();
+    let mut report = tokio::time::interval(DROP_REPORT_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut reported_drops = Vec::new();
 
     loop {
-        let update = match retry {
-            Some(at) => tokio::select! {
-                update = rx.recv() => update,
-                () = tokio::time::sleep_until(at) => Some(Update::Retry),
-            },
-            None => rx.recv().await,
+        let retry_at = async {
+            match retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let update = tokio::select! {
+            update = rx.recv() => update,
+            () = retry_at => Some(Update::Retry),
+            _ = report.tick() => {
+                report_drops(&dp, &mut reported_drops);
+                continue;
+            }
         };
         let Some(update) = update else {
             return Err(DatapathError::WatchStopped {
@@ -102,6 +112,42 @@ pub async fn run_service_sync(
             }
         }
     }
+}
+
+/// How often the sync loop checks the datapath's drop counters.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// Logs the drop counters that grew since the last report (a warning per
+/// reason: a full map or a service without backends shows up in the logs).
+fn report_drops(dp: &Mutex<Datapath>, reported: &mut Vec<(&'static str, u64)>) {
+    let now = match lock(dp).drop_counters() {
+        Ok(now) => now,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the datapath drop counters");
+            return;
+        }
+    };
+    for (reason, count) in drop_increases(reported, &now) {
+        tracing::warn!(reason, count, "the datapath dropped packets");
+    }
+    *reported = now;
+}
+
+/// The counters of `now` that grew since `before` (a counter missing from
+/// `before` counts from 0), with their increase.
+fn drop_increases(
+    before: &[(&'static str, u64)],
+    now: &[(&'static str, u64)],
+) -> Vec<(&'static str, u64)> {
+    now.iter()
+        .filter_map(|(name, count)| {
+            let old = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, c)| *c);
+            (*count > old).then(|| (*name, count - old))
+        })
+        .collect()
 }
 
 /// Applies a plan under one lock of the datapath: the map ops, then, if the
@@ -343,6 +389,44 @@ mod tests {
         ))));
         store.apply(StoreEvent::Event(WatchEvent::Bookmark("7".into())));
         assert_eq!(ips(&store), ["10.96.0.9"]);
+    }
+
+    #[test]
+    fn drop_increases_table() {
+        let cases: [(
+            &str,
+            Vec<(&'static str, u64)>,
+            Vec<(&'static str, u64)>,
+            Vec<(&'static str, u64)>,
+        ); 4] = [
+            (
+                "first report: every non-zero counter",
+                vec![],
+                vec![("no_backend", 3), ("rewrite", 0)],
+                vec![("no_backend", 3)],
+            ),
+            (
+                "unchanged counters are quiet",
+                vec![("no_backend", 3)],
+                vec![("no_backend", 3)],
+                vec![],
+            ),
+            (
+                "only the increase is reported",
+                vec![("no_backend", 3), ("no_route", 1)],
+                vec![("no_backend", 5), ("no_route", 1)],
+                vec![("no_backend", 2)],
+            ),
+            (
+                "counters reset by recreated maps are quiet",
+                vec![("map_insert", 9)],
+                vec![("map_insert", 2)],
+                vec![],
+            ),
+        ];
+        for (name, before, now, want) in cases {
+            assert_eq!(drop_increases(&before, &now), want, "case: {name}");
+        }
     }
 
     #[test]
