@@ -393,12 +393,8 @@ mod tests {
 
     #[test]
     fn drop_increases_table() {
-        let cases: [(
-            &str,
-            Vec<(&'static str, u64)>,
-            Vec<(&'static str, u64)>,
-            Vec<(&'static str, u64)>,
-        ); 4] = [
+        type Counters = Vec<(&'static str, u64)>;
+        let cases: [(&str, Counters, Counters, Counters); 4] = [
             (
                 "first report: every non-zero counter",
                 vec![],
