@@ -209,7 +209,7 @@ fn containers(out: &mut Out, title: &str, list: Option<&Value>, statuses: Option
     }
 }
 
-fn pod_template(out: &mut Out, t: Option<&Value>) {
+fn pod_template_section(out: &mut Out, t: Option<&Value>) {
     let Some(t) = t else { return };
     out.line("Pod Template:");
     out.map(2, "Labels", t.pointer("/metadata/labels"));
@@ -312,7 +312,7 @@ fn kind_sections(out: &mut Out, kind: &str, v: &Value) {
                     }
                 });
             }
-            pod_template(out, v.pointer("/spec/template"));
+            pod_template_section(out, v.pointer("/spec/template"));
             conditions(out, v);
         }
         "Service" => {
@@ -423,6 +423,13 @@ fn kind_sections(out: &mut Out, kind: &str, v: &Value) {
             }
         }
     }
+}
+
+/// `rollout history --revision`: the "Pod Template:" section of a template.
+pub fn pod_template(t: &Value) -> String {
+    let mut out = Out::new();
+    pod_template_section(&mut out, Some(t));
+    out.render()
 }
 
 /// The full describe text of `v` (of `kind`) with `events` (already

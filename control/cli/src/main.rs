@@ -1524,9 +1524,12 @@ async fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Config { cmd } => return exit(to_bool(cmd_config(cmd, cli.namespace.as_deref()))),
         Cmd::Completion { shell } => {
+            // Generated into memory: clap_complete panics on a write error,
+            // and `weir completion bash | head` closes the pipe early.
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "weir", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "weir", &mut script);
+            return exit(std::io::Write::write_all(&mut std::io::stdout(), &script).is_ok());
         }
         _ => {}
     }

@@ -95,8 +95,11 @@ pub fn undo_template(
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
 /// `rollout history`: (revision, change-cause) of every owned ReplicaSet
-/// with a revision, oldest first.
-pub fn history(owned: &[ReplicaSet]) -> Vec<(i64, String)> {
+/// with a revision, oldest first. Kubernetes copies the Deployment's
+/// change-cause onto the ReplicaSet of the current revision; when that copy
+/// is missing, the Deployment's own annotation (`current`: its revision and
+/// change-cause) stands in for that one revision.
+pub fn history(owned: &[ReplicaSet], current: (i64, Option<&str>)) -> Vec<(i64, String)> {
     let mut rows: Vec<(i64, String)> = owned
         .iter()
         .filter(|rs| revision(rs) > 0)
@@ -107,6 +110,11 @@ pub fn history(owned: &[ReplicaSet]) -> Vec<(i64, String)> {
                 .as_ref()
                 .and_then(|a| a.get(CHANGE_CAUSE))
                 .cloned()
+                .or_else(|| {
+                    (revision(rs) == current.0)
+                        .then(|| current.1.map(str::to_string))
+                        .flatten()
+                })
                 .unwrap_or_else(|| "<none>".into());
             (revision(rs), cause)
         })
@@ -274,13 +282,23 @@ mod tests {
             .insert(CHANGE_CAUSE.into(), "set image v2".into());
         let owned = vec![rs(3, "v3"), with_cause, rs(1, "v1"), rs(0, "unrevisioned")];
         assert_eq!(
-            history(&owned),
+            history(&owned, (0, None)),
             vec![
                 (1, "<none>".to_string()),
                 (2, "set image v2".to_string()),
                 (3, "<none>".to_string())
             ]
         );
+        // The Deployment's change-cause stands in for its current revision only.
+        assert_eq!(
+            history(&owned, (3, Some("scale up"))),
+            vec![
+                (1, "<none>".to_string()),
+                (2, "set image v2".to_string()),
+                (3, "scale up".to_string())
+            ]
+        );
+        assert_eq!(history(&owned, (2, Some("other")))[1].1, "set image v2");
         let t1 = revision_template(&owned, 1).expect("exists");
         let t3 = revision_template(&owned, 3).expect("exists");
         assert!(!same_template(&t1, &t3));

@@ -484,29 +484,20 @@ pub async fn rollout_history(cli: &Cli, client: &Client, name: &str, revision: i
         .await
         .map_err(|e| server_error(&e, dk, name))?;
     if revision > 0 {
-        let t = crate::rollout::revision_template(&owned, revision)
-            .map_err(|m| Failed(format!("error: {m}")))?;
+        let t = crate::rollout::revision_template(&owned, revision).map_err(|m| Failed(format!("error: {m}")))?;
         println!("{}/{name} with revision #{revision}", singular(dk));
-        let v = serde_json::to_value(&t).unwrap_or_default();
-        print!(
-            "{}",
-            crate::describe::describe(
-                "PodTemplate",
-                &serde_json::json!({"metadata": v.get("metadata"), "spec": v.get("spec")}),
-                &[],
-                crate::now()
-            )
-            .lines()
-            .filter(|l| !l.starts_with("Name:")
-                && !l.starts_with("CreationTimestamp:")
-                && !l.starts_with("Events:"))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-        );
+        print!("{}", crate::describe::pod_template(&serde_json::to_value(&t).unwrap_or_default()));
         return Ok(());
     }
     println!("{}/{name}", singular(dk));
-    let rows: Vec<Vec<String>> = crate::rollout::history(&owned)
+    let ann = d.metadata.annotations.clone().unwrap_or_default();
+    let current = (
+        ann.get("deployment.kubernetes.io/revision")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+        ann.get(crate::rollout::CHANGE_CAUSE).map(String::as_str),
+    );
+    let rows: Vec<Vec<String>> = crate::rollout::history(&owned, current)
         .into_iter()
         .map(|(r, c)| vec![r.to_string(), c])
         .collect();
