@@ -198,6 +198,7 @@ impl Datapath {
     /// socket hooks there (replacing those of an earlier agent).
     pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
         let mut dp = Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())?;
+        dp.maps.set_node_addr(cfg.node.as_ref().map(|n| n.ip))?;
         if let Some(node) = &cfg.node {
             let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
             dp.node = Some((node.clone(), held));

@@ -1,10 +1,10 @@
 //! Typed access to the pinned maps the agent reads and writes.
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use weir_ebpf_common::{
-    Backend, BackendKey, CtKey, CtValue, IPPROTO_UDP, ServiceKey, ServiceValue, drop_reason,
-    map_names,
+    Backend, BackendKey, CtKey, CtValue, IPPROTO_UDP, NodeValue, ServiceKey, ServiceValue,
+    drop_reason, map_names,
 };
 
 use super::DatapathError;
@@ -18,6 +18,8 @@ pub struct ServiceMaps {
     pub(super) conntrack: HashMap<MapData, CtKey, CtValue>,
     /// Written by the datapath (per CPU); the agent sums and reports them.
     drops: PerCpuArray<MapData, u64>,
+    /// This node's facts for the programs (written at load).
+    node: Array<MapData, NodeValue>,
 }
 
 impl ServiceMaps {
@@ -35,7 +37,25 @@ impl ServiceMaps {
                     .ok_or(DatapathError::Missing { what: "map", name })?;
                 PerCpuArray::try_from(map).map_err(|source| map_error(name, source))?
             },
+            node: {
+                let name = map_names::NODE;
+                let map = ebpf
+                    .take_map(name)
+                    .ok_or(DatapathError::Missing { what: "map", name })?;
+                Array::try_from(map).map_err(|source| map_error(name, source))?
+            },
         })
+    }
+
+    /// Records the node address the programs SNAT to (None: unset).
+    pub fn set_node_addr(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), DatapathError> {
+        let value = NodeValue {
+            addr: addr.map_or(0, |ip| u32::from(ip).to_be()),
+            _pad: 0,
+        };
+        self.node
+            .set(0, value, 0)
+            .map_err(|source| map_error(map_names::NODE, source))
     }
 
     /// The drop counters summed over CPUs, by reason name.

@@ -26,6 +26,8 @@ const CLIENT: [u8; 4] = [172, 30, 0, 100];
 const CLUSTER_IP: [u8; 4] = [10, 96, 0, 10];
 const REMOTE_POD: [u8; 4] = [10, 244, 2, 3];
 const LOCAL_POD: [u8; 4] = [10, 244, 1, 3];
+/// An external IP of a service, routed by the external client to node1.
+const EXTERNAL_IP: [u8; 4] = [192, 0, 2, 10];
 
 /// NodePorts of the tests: (port, backends, flags).
 const NODEPORTS: [(u16, u8, &[[u8; 4]], u32); 5] = [
@@ -67,6 +69,14 @@ fn services() -> DesiredServices {
     desired.insert(
         ServiceKey::new(CLUSTER_IP, 80, IPPROTO_TCP),
         vec![Backend::new(REMOTE_POD, 8080)].into(),
+    );
+    desired.insert(
+        ServiceKey::new(EXTERNAL_IP, 80, IPPROTO_TCP),
+        Frontend {
+            backends: vec![Backend::new(REMOTE_POD, 8080)],
+            flags: SERVICE_FLAG_NODEPORT,
+            affinity_timeout_secs: 0,
+        },
     );
     desired
 }
@@ -424,6 +434,27 @@ fn datapath_real_traffic_reaches_nodeports_from_outside() {
             None => assert!(got.is_err(), "{name}: answered {got:?}"),
         }
     }
+    // An external IP routed to node1: SNAT to node1's address (from
+    // WEIR_NODE), or node2 could not route the reply back.
+    run(&format!(
+        "ip -n {ext} route add 192.0.2.10/32 via 172.30.0.11"
+    ));
+    let got = in_netns(&ext, || {
+        let addr = SocketAddr::from((EXTERNAL_IP, 80));
+        let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line)?;
+        Ok::<_, std::io::Error>(line.trim().to_owned())
+    })
+    .join()
+    .expect("client thread");
+    assert_eq!(
+        got.as_deref().ok(),
+        Some("172.30.0.11"),
+        "external IP: {got:?}"
+    );
+
     let (reply, from) = in_netns(&ext, || {
         let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
         udp.set_read_timeout(Some(Duration::from_secs(2)))

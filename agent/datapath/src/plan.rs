@@ -71,6 +71,10 @@ pub struct NodeContext {
 /// A frontend with no usable endpoint is still desired, with no backends: the
 /// datapath then drops new connections to it.
 ///
+/// `spec.externalIPs` and (type LoadBalancer) `status.loadBalancer.ingress`
+/// IPs get frontends like node ports ([`SERVICE_FLAG_NODEPORT`]: translated
+/// at the node interface, SNAT to the node), on the service port; making the
+/// address reach a node is outside the datapath (routes, ARP).
 /// `sessionAffinity: ClientIP` sets every frontend's affinity timeout. With a
 /// `node`, `internalTrafficPolicy: Local` limits the ClusterIP frontend to
 /// the endpoints on that node.
@@ -133,6 +137,7 @@ pub fn desired_services<'a>(
         let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
         let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
+        let external_ips = external_ipv4s(service);
         for port in ports {
             let Some(proto) = protocol_number(port.protocol.as_deref()) else {
                 continue;
@@ -170,6 +175,22 @@ pub fn desired_services<'a>(
                     },
                 );
             }
+            for ip in &external_ips {
+                let local = ext_local && node.is_some();
+                let backends = match node.filter(|_| local) {
+                    Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
+                    None => backends.clone(),
+                };
+                let local_flag = if local { SERVICE_FLAG_EXT_LOCAL } else { 0 };
+                desired.insert(
+                    ServiceKey::new(ip.octets(), port_number, proto),
+                    Frontend {
+                        backends,
+                        flags: SERVICE_FLAG_NODEPORT | local_flag,
+                        affinity_timeout_secs,
+                    },
+                );
+            }
             desired.insert(
                 key,
                 Frontend {
@@ -181,6 +202,33 @@ pub fn desired_services<'a>(
         }
     }
     desired
+}
+
+/// The IPv4 addresses a service is reachable on from outside besides node
+/// ports: `spec.externalIPs` and the load-balancer ingress IPs in its status
+/// (sorted, de-duplicated; others skipped).
+fn external_ipv4s(service: &Service) -> BTreeSet<Ipv4Addr> {
+    let external = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(String::as_str);
+    let lb_type = service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|_| lb_type)
+        .filter_map(|i| i.ip.as_deref());
+    external
+        .chain(ingress)
+        .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+        .collect()
 }
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 h).

@@ -39,6 +39,8 @@ pub mod map_names {
     pub const AFFINITY: &str = "WEIR_AFFINITY";
     /// Per-CPU array of `u64` counters indexed by [`crate::drop_reason`].
     pub const DROPS: &str = "WEIR_DROPS";
+    /// One-element array holding the [`crate::NodeValue`] of this node.
+    pub const NODE: &str = "WEIR_NODE";
 }
 
 /// Why the datapath dropped a packet (or refused a socket call): the indices
@@ -159,10 +161,12 @@ pub struct ServiceValue {
     pub affinity_timeout_secs: u32,
 }
 
-/// [`ServiceValue::flags`] bit: the frontend is a NodePort on the node's
-/// address. Only such frontends are translated at the node interface; there
-/// the client's source is rewritten to the node address (SNAT) so replies
-/// come back through this node, unless [`SERVICE_FLAG_EXT_LOCAL`] is set.
+/// [`ServiceValue::flags`] bit: the frontend is reachable from outside the
+/// node: a NodePort on the node's address, or an external IP / load-balancer
+/// IP routed to the node. Only such frontends are translated at the node
+/// interface; there the client's source is rewritten to the node address
+/// ([`NodeValue::addr`]; SNAT) so replies come back through this node, unless
+/// [`SERVICE_FLAG_EXT_LOCAL`] is set.
 pub const SERVICE_FLAG_NODEPORT: u32 = 1;
 /// [`ServiceValue::flags`] bit: `externalTrafficPolicy: Local`. The backend
 /// set holds only this node's endpoints, and the client address is kept (no
@@ -371,6 +375,18 @@ pub struct AffinityValue {
     pub last_used_ns: u64,
 }
 
+/// Value of the one-element `WEIR_NODE` array: facts about this node the
+/// programs need. Written by the agent at load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeValue {
+    /// The node's address, network byte order; 0 when not configured (NodePort
+    /// SNAT then uses the address the client connected to).
+    pub addr: u32,
+    /// Must be zero.
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` marks the types as plain old data: any bit pattern is valid
@@ -403,6 +419,8 @@ mod pod {
         unsafe impl aya::Pod for AffinityKey {}
         // SAFETY: see the module comment above.
         unsafe impl aya::Pod for AffinityValue {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for NodeValue {}
     }
 }
 
@@ -418,3 +436,4 @@ const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 24);
+const _: () = assert!(core::mem::size_of::<NodeValue>() == 8);

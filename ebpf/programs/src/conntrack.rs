@@ -85,13 +85,19 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<CtValue> {
 /// How many SNAT ports a new NodePort connection tries before giving up.
 const SNAT_TRIES: u32 = 8;
 
-/// Records a new NodePort connection from outside the node (`flow` is
-/// client -> node:nodePort). With `snat`, the source becomes the node address
-/// (`flow.daddr`) and a port from the SNAT range not in use towards this
-/// backend; without (externalTrafficPolicy Local) the client address is kept.
+/// Records a new connection from outside the node to an external frontend
+/// (`flow` is client -> NodePort / external IP). With `snat`, the source
+/// becomes `snat_addr` (the node address) and a port from the SNAT range not
+/// in use towards this backend; without (externalTrafficPolicy Local) the
+/// client address is kept.
 /// Returns the forward entry, or `None` when no SNAT port is free.
 #[inline(always)]
-pub fn create_nodeport(flow: &Flow, backend: &Backend, snat: bool, hash: u32) -> Option<CtValue> {
+pub fn create_nodeport(
+    flow: &Flow,
+    backend: &Backend,
+    snat: Option<u32>,
+    hash: u32,
+) -> Option<CtValue> {
     let now = now_ns();
     let mut forward = CtValue {
         frontend_addr: flow.daddr,
@@ -106,7 +112,7 @@ pub fn create_nodeport(flow: &Flow, backend: &Backend, snat: bool, hash: u32) ->
         created_ns: now,
         last_seen_ns: now,
     };
-    if !snat {
+    let Some(snat_addr) = snat else {
         let reverse_key = CtKey {
             saddr: backend.addr,
             daddr: flow.saddr,
@@ -126,9 +132,9 @@ pub fn create_nodeport(flow: &Flow, backend: &Backend, snat: bool, hash: u32) ->
             .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
             .ok()?;
         return Some(forward);
-    }
+    };
     forward.flags |= CT_FLAG_SNAT;
-    forward.nat_addr = flow.daddr;
+    forward.nat_addr = snat_addr;
     let reverse = CtValue {
         direction: CT_DIR_REVERSE,
         nat_addr: flow.saddr,
@@ -141,7 +147,7 @@ pub fn create_nodeport(flow: &Flow, backend: &Backend, snat: bool, hash: u32) ->
         let port = (NODEPORT_SNAT_PORT_MIN + offset).to_be();
         let reverse_key = CtKey {
             saddr: backend.addr,
-            daddr: flow.daddr,
+            daddr: snat_addr,
             sport: backend.port,
             dport: port,
             proto: flow.proto,

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use weir_ebpf_common::{
     AFFINITY_MAX_ENTRIES, AffinityKey, AffinityValue, BACKENDS_MAX_ENTRIES, Backend, BackendKey,
-    CONNTRACK_MAX_ENTRIES, CtKey, CtValue, SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES, ServiceKey,
-    ServiceValue, SockRevKey, SockRevValue, drop_reason,
+    CONNTRACK_MAX_ENTRIES, CtKey, CtValue, NodeValue, SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES,
+    ServiceKey, ServiceValue, SockRevKey, SockRevValue, drop_reason,
 };
 
 /// Service frontends (ClusterIP:port/proto) -> their current backend set.
@@ -45,6 +45,17 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
 /// counting never contends; the agent sums them.
 #[map(name = "WEIR_DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(drop_reason::COUNT, 0);
+
+/// This node's facts (`NodeValue`), at index 0. Written by the agent.
+#[map(name = "WEIR_NODE")]
+pub static NODE: Array<NodeValue> = Array::pinned(1, 0);
+
+/// The node address to SNAT to, if the agent configured one.
+#[inline(always)]
+pub fn node_addr() -> Option<u32> {
+    let node = NODE.get(0)?;
+    (node.addr != 0).then_some(node.addr)
+}
 
 /// Counts one drop for `reason` (a `drop_reason` index).
 #[inline(always)]

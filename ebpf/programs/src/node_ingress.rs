@@ -2,7 +2,7 @@
 //! network namespace), i.e. every packet reaching the node from other nodes
 //! and from outside.
 //!
-//! - A new connection to a NodePort (node address:nodePort/proto in
+//! - A new connection to a NodePort or external IP (frontend in
 //!   `WEIR_SERVICES` with `SERVICE_FLAG_NODEPORT`) gets a backend; its
 //!   destination becomes the backend and, unless externalTrafficPolicy is
 //!   Local, its source the node address and a SNAT port, so replies of
@@ -75,10 +75,13 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         maps::count_drop(drop_reason::NO_BACKEND);
         return TC_ACT_SHOT;
     };
-    let snat = svc.flags & SERVICE_FLAG_EXT_LOCAL == 0;
+    // SNAT to the node address (an external IP may not be the node's own);
+    // without one configured, to the address the client reached (a NodePort).
+    let snat =
+        (svc.flags & SERVICE_FLAG_EXT_LOCAL == 0).then(|| maps::node_addr().unwrap_or(flow.daddr));
     let Some(ct) = conntrack::create_nodeport(flow, &backend, snat, hash) else {
         // Without SNAT only a failed insert gets here.
-        maps::count_drop(if snat {
+        maps::count_drop(if snat.is_some() {
             drop_reason::SNAT_PORTS
         } else {
             drop_reason::MAP_INSERT

@@ -787,3 +787,105 @@ fn node_ports_inherit_session_affinity() {
     let timeouts: Vec<u32> = got.values().map(|f| f.affinity_timeout_secs).collect();
     assert_eq!(timeouts, vec![30, 30], "{got:?}");
 }
+
+#[test]
+fn external_ip_frontends_table() {
+    let node = NodeContext {
+        name: "node1".into(),
+        ip: Ipv4Addr::new(172, 30, 0, 11),
+    };
+    let cluster_key = key([10, 96, 0, 20], 80, IPPROTO_TCP);
+    let ext_key = key([192, 0, 2, 10], 80, IPPROTO_TCP);
+    let lb_key = key([192, 0, 2, 20], 80, IPPROTO_TCP);
+    let local = Backend::new([10, 244, 1, 5], 8080);
+    let remote = Backend::new([10, 244, 2, 5], 8080);
+    let slices = vec![slice_on_nodes(
+        "web",
+        8080,
+        &[("10.244.1.5", "node1"), ("10.244.2.5", "node2")],
+    )];
+    let external = |backends: Vec<Backend>, flags: u32| Frontend {
+        backends,
+        flags: SERVICE_FLAG_NODEPORT | flags,
+        affinity_timeout_secs: 0,
+    };
+    let object = |spec: serde_json::Value, lb_ip: Option<&str>| {
+        let mut svc = json!({"metadata": {"namespace": "default", "name": "web"}, "spec": spec});
+        if let Some(ip) = lb_ip {
+            svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        }
+        serde_json::from_value::<Service>(svc).expect("valid Service")
+    };
+    let base = |extra: serde_json::Value| {
+        let mut spec = json!({"clusterIP": "10.96.0.20",
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]});
+        for (k, v) in extra.as_object().expect("object") {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    struct Case {
+        name: &'static str,
+        service: Service,
+        node: Option<NodeContext>,
+        want: Vec<(ServiceKey, Frontend)>,
+    }
+    let cases = vec![
+        Case {
+            name: "externalIPs: a frontend per IP on the service port, every backend",
+            service: object(
+                base(json!({"externalIPs": ["192.0.2.10", "2001:db8::1"]})),
+                None,
+            ),
+            node: Some(node.clone()),
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (ext_key, external(vec![local, remote], 0)),
+            ],
+        },
+        Case {
+            name: "externalIPs with externalTrafficPolicy Local: this node's endpoints",
+            service: object(
+                base(json!({"externalIPs": ["192.0.2.10"], "externalTrafficPolicy": "Local"})),
+                None,
+            ),
+            node: Some(node.clone()),
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (ext_key, external(vec![local], SERVICE_FLAG_EXT_LOCAL)),
+            ],
+        },
+        Case {
+            name: "externalIPs without a node context: Cluster behaviour (pods can use them)",
+            service: object(
+                base(json!({"externalIPs": ["192.0.2.10"], "externalTrafficPolicy": "Local"})),
+                None,
+            ),
+            node: None,
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (ext_key, external(vec![local, remote], 0)),
+            ],
+        },
+        Case {
+            name: "a LoadBalancer's ingress IP is a frontend too",
+            service: object(base(json!({"type": "LoadBalancer"})), Some("192.0.2.20")),
+            node: None,
+            want: vec![
+                (cluster_key, vec![local, remote].into()),
+                (lb_key, external(vec![local, remote], 0)),
+            ],
+        },
+        Case {
+            name: "ingress IPs in the status of a non-LoadBalancer service are ignored",
+            service: object(base(json!({"type": "ClusterIP"})), Some("192.0.2.20")),
+            node: None,
+            want: vec![(cluster_key, vec![local, remote].into())],
+        },
+    ];
+    for case in cases {
+        let got = desired_services([&case.service], &slices, case.node.as_ref());
+        let want: DesiredServices = case.want.into_iter().collect();
+        assert_eq!(got, want, "case: {}", case.name);
+    }
+}
