@@ -115,7 +115,7 @@ pub fn measure(
         services + CHANGES <= plan::MAX_SERVICES,
         "too many services for the change test"
     );
-    let topo = Topology::create(&format!("chg{}{services}", &variant.name()[..3]))?;
+    let topo = Topology::create(&format!("chg{}{services}", variant.code()))?;
     let status = Command::new("ip")
         .args([
             "netns",
@@ -147,7 +147,9 @@ pub fn measure(
     let ms_since = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
     let method;
     match variant {
-        Variant::Direct => bail!("direct has no services to change"),
+        Variant::Direct | Variant::WeirIdle => {
+            bail!("{} has no services to change", variant.name())
+        }
         Variant::Iptables => {
             method = "kube-proxy partial sync: `iptables-legacy-restore --noflush` rewriting KUBE-SERVICES + the new chains".to_owned();
             iptables_restore(&topo.node, &iptables::restore_input(services), false)?;

@@ -146,7 +146,12 @@ pub fn markdown(
     for &n in &ns {
         let direct = summaries.get(&(n, Variant::Direct, Mode::Load));
         let ipt = summaries.get(&(n, Variant::Iptables, Mode::Load));
-        for variant in [Variant::Direct, Variant::Weir, Variant::Iptables] {
+        for variant in [
+            Variant::Direct,
+            Variant::WeirIdle,
+            Variant::Weir,
+            Variant::Iptables,
+        ] {
             let Some(s) = summaries.get(&(n, variant, Mode::Load)) else {
                 continue;
             };

@@ -30,8 +30,6 @@ pub const CHANGE_METHOD: &str = "weir: create Service + EndpointSlice through we
 /// State of the control plane and containerd of one benchmark run.
 const STATE_DIR: &str = "/tmp/wbench-weir";
 const BPFFS_DIR: &str = "/sys/fs/bpf/wbench";
-const ETCD_PORT: u16 = 23790;
-const API_ADDR: &str = "127.0.0.1:26443";
 const NAMESPACE: &str = "default";
 /// Node name the benchmark's agents register.
 const NODE: &str = "wbench";
@@ -40,8 +38,10 @@ const NODE: &str = "wbench";
 pub struct WeirCluster {
     bin_dir: PathBuf,
     dir: PathBuf,
-    control: Option<Child>,
-    containerd: Option<Child>,
+    // Held only to stop them on drop; declared (and so dropped) control
+    // plane first, then containerd.
+    _control: Daemon,
+    _containerd: Daemon,
     runtime: tokio::runtime::Runtime,
     client: weir_client::Client,
     /// Services `0..services` exist in the API.
@@ -80,6 +80,30 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "{d}/cni"
 "#
     )
+}
+
+/// A daemon we started; SIGTERM (then SIGKILL) by its own PID on drop, so no
+/// error path leaves one behind.
+struct Daemon(Option<Child>);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        terminate(&mut self.0);
+    }
+}
+
+/// A free loopback port whose successor is free too (etcd takes client
+/// port + 1 for peers). Other tests on this machine run their own etcds, so
+/// fixed ports collide.
+fn free_port_pair() -> Result<u16> {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = first.local_addr()?.port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no two adjacent free loopback ports")
 }
 
 fn terminate(child: &mut Option<Child>) {
@@ -151,36 +175,42 @@ impl WeirCluster {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         std::fs::write(dir.join("containerd.toml"), containerd_config(&dir))?;
-        let containerd = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("containerd.toml"))
-            .stdout(log_file(&dir, "containerd.log")?)
-            .stderr(log_file(&dir, "containerd.err.log")?)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("cannot start containerd")?;
-        let control = Command::new(bin_dir.join("weir-control"))
-            .arg("--state-dir")
-            .arg(dir.join("control"))
-            .args([
-                "--embedded-etcd-port",
-                &ETCD_PORT.to_string(),
-                "--listen",
-                API_ADDR,
-            ])
-            .arg("--unix-socket")
-            .arg(dir.join("weir.sock"))
-            .args([
-                "--cluster-cidr",
-                "10.240.0.0/12",
-                "--service-cidr",
-                plan::SERVICE_CIDR,
-            ])
-            .stdout(log_file(&dir, "control.log")?)
-            .stderr(log_file(&dir, "control.err.log")?)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}/weir-control", bin_dir.display()))?;
+        let containerd = Daemon(Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(dir.join("containerd.toml"))
+                .stdout(log_file(&dir, "containerd.log")?)
+                .stderr(log_file(&dir, "containerd.err.log")?)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("cannot start containerd")?,
+        ));
+        let etcd_port = free_port_pair()?;
+        let api_port = free_port_pair()?;
+        let control = Daemon(Some(
+            Command::new(bin_dir.join("weir-control"))
+                .arg("--state-dir")
+                .arg(dir.join("control"))
+                .args([
+                    "--embedded-etcd-port",
+                    &etcd_port.to_string(),
+                    "--listen",
+                    &format!("127.0.0.1:{api_port}"),
+                ])
+                .arg("--unix-socket")
+                .arg(dir.join("weir.sock"))
+                .args([
+                    "--cluster-cidr",
+                    "10.240.0.0/12",
+                    "--service-cidr",
+                    plan::SERVICE_CIDR,
+                ])
+                .stdout(log_file(&dir, "control.log")?)
+                .stderr(log_file(&dir, "control.err.log")?)
+                .stdin(Stdio::null())
+                .spawn()
+                .with_context(|| format!("cannot start {}/weir-control", bin_dir.display()))?,
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -189,8 +219,8 @@ impl WeirCluster {
         let mut cluster = WeirCluster {
             bin_dir: bin_dir.to_owned(),
             dir,
-            control: Some(control),
-            containerd: Some(containerd),
+            _control: control,
+            _containerd: containerd,
             client: runtime.block_on(Self::wait_for_api(&server))?,
             runtime,
             services: 0,
@@ -308,8 +338,7 @@ impl WeirCluster {
 
 impl Drop for WeirCluster {
     fn drop(&mut self) {
-        terminate(&mut self.control);
-        terminate(&mut self.containerd);
+        // The daemons stop when their fields drop, right after this.
         let _ = std::fs::remove_dir(BPFFS_DIR);
     }
 }
