@@ -18,6 +18,7 @@
 //!   map planner (Services + EndpointSlices -> map ops), table-tested;
 //! - `attach`: which interfaces to attach to / forget (pure) and the attach calls;
 //! - `sock`: the cgroup socket hooks (socket-level load balancing);
+//! - `inspect`: read-only snapshot of a node's pinned maps, and its rendering;
 //! - `maps`: typed access to the pinned maps;
 //! - `sync`: the watch -> store -> plan -> apply loop.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@
 #[cfg(test)]
 mod affinity_tests;
 mod attach;
+pub mod inspect;
 mod maps;
 #[cfg(test)]
 mod nodeport_tests;

@@ -460,7 +460,7 @@ fn datapath_leaves_other_packets_untouched() {
 #[test]
 #[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
 fn datapath_drops_new_connections_to_a_service_without_backends() {
-    let (mut dp, _dir) = load();
+    let (mut dp, dir) = load();
     dp.seed(&services());
     let count = |dp: &Datapath| {
         dp.drop_counters()
@@ -473,6 +473,29 @@ fn datapath_drops_new_connections_to_a_service_without_backends() {
     let (verdict, _) = dp.run(&tcp(CLIENT, 40010, EMPTY_VIP, 80, SYN));
     assert_eq!(verdict, TC_ACT_SHOT);
     assert_eq!(count(&dp), Some(1), "the drop is counted, with its reason");
+
+    // The same, read from the pins alone (what an operator's inspection sees).
+    let snap = super::inspect::snapshot(&dir.0).expect("snapshot");
+    assert_eq!(
+        snap.drops.iter().find(|(n, _)| *n == "no_backend"),
+        Some(&("no_backend", 1))
+    );
+    let web: Vec<_> = snap
+        .services
+        .iter()
+        .filter(|(k, _, _)| *k == ServiceKey::new(WEB_VIP, 80, IPPROTO_TCP))
+        .flat_map(|(_, _, set)| set.iter().copied())
+        .collect();
+    assert_eq!(
+        web,
+        WEB_BACKENDS
+            .map(|(ip, port)| Some(Backend::new(ip, port)))
+            .to_vec(),
+        "the service's backend set, in order"
+    );
+    assert!(
+        super::inspect::render_services(&snap).contains("10.96.0.99:80\tTCP\tcluster\t-\t<none")
+    );
 }
 
 #[test]
