@@ -1,6 +1,6 @@
-//! weir-datapath, the datapath manager: loads weir's eBPF programs (built from
-//! `ebpf/programs` by this crate's `build.rs` and embedded in the library), pins their maps under the
-//! node's bpffs directory, attaches the pod programs to host-side pod veths
+//! weir-datapath, the datapath manager: loads weir's eBPF programs (built
+//! from `ebpf/programs` by this crate's `build.rs` and embedded in the
+//! library), pins their maps under the node's bpffs directory, attaches the pod programs to host-side pod veths
 //! (from-pod at TCX ingress, to-pod at TCX egress; the links are pinned too),
 //! attaches the socket-level load balancer to the node's cgroup v2 subtree
 //! and the NodePort program to the node interface, and keeps the service maps
@@ -8,8 +8,8 @@
 //!
 //! Everything the agent leaves in the kernel lives under `bpffs_dir`: maps
 //! (`WEIR_*`), pod veth links (`links/`), the node interface link
-//! (`node-links/`) and cgroup links (`cgroup-links/`). An agent restart reuses both, so
-//! established service connections survive it; removing the directory
+//! (`node-links/`) and cgroup links (`cgroup-links/`). An agent restart
+//! reuses them all, so established service connections survive it; removing the directory
 //! (cluster teardown) frees them.
 //!
 //! This is the only part of weir that loads BPF; it is a library so the
@@ -197,7 +197,9 @@ impl Datapath {
     /// Loads the programs and opens (or creates and pins) the maps under
     /// `cfg.bpffs_dir`. Maps already pinned there by an earlier agent are
     /// reused with their contents. With `cfg.cgroup_dir`, also attaches the
-    /// socket hooks there (replacing those of an earlier agent).
+    /// socket hooks there (replacing those of an earlier agent); with
+    /// `cfg.node`, records the node address for SNAT and attaches the
+    /// NodePort program to `node.interface` (adopting an earlier agent's link).
     pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
         let mut dp = Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())?;
         dp.maps.set_node_addr(cfg.node.as_ref().map(|n| n.ip))?;
