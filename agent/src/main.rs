@@ -189,26 +189,41 @@ fn start_datapath(
     if cgroup_dir.is_none() {
         warn!("no cgroup2 hierarchy: services use the per-packet tc path only");
     }
-    let with_sock_lb = datapath::DatapathConfig {
+    let node = match node::interface_with_address(cfg.node_ip) {
+        Ok(Some(interface)) => Some(datapath::NodeConfig {
+            name: cfg.node_name.clone(),
+            ip: cfg.node_ip,
+            interface,
+        }),
+        Ok(None) => {
+            warn!(node_ip = %cfg.node_ip, "no interface carries --node-ip: NodePort is off");
+            None
+        }
+        Err(error) => {
+            warn!(error = %error, "cannot list interfaces: NodePort is off");
+            None
+        }
+    };
+    let full = datapath::DatapathConfig {
         bpffs_dir: cfg.bpffs_dir.clone(),
         cgroup_dir,
-        // TODO(agent): Some(NodeConfig { name, ip: --node-ip, interface: "eth0" }) enables NodePort.
-        node: None,
+        node,
     };
-    let dp = match datapath::Datapath::load(&with_sock_lb) {
+    let dp = match datapath::Datapath::load(&full) {
         Ok(dp) => dp,
-        // Socket-level load balancing is an optimisation over the tc path,
-        // which alone still serves every Service: degrade, loudly, rather
-        // than leave the node without a datapath.
-        Err(error) if with_sock_lb.cgroup_dir.is_some() => {
+        // Socket-level load balancing and NodePort add to the per-packet tc
+        // path, which alone still serves every ClusterIP: degrade, loudly,
+        // rather than leave the node without a datapath.
+        Err(error) if full.cgroup_dir.is_some() || full.node.is_some() => {
             let error = anyhow::Error::new(error);
             warn!(
                 error = format!("{error:#}"),
-                "socket-level load balancing unavailable; Services use the per-packet tc path only"
+                "socket-level load balancing and NodePort unavailable; ClusterIPs use the per-packet tc path only"
             );
             let tc_only = datapath::DatapathConfig {
                 cgroup_dir: None,
-                ..with_sock_lb
+                node: None,
+                ..full
             };
             datapath::Datapath::load(&tc_only).context("cannot load the eBPF datapath")?
         }

@@ -1,6 +1,7 @@
 //! Node registration, status heartbeats, and the per-node CNI configuration.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -402,6 +403,30 @@ pub fn write_cni_conflist(dir: &Path, content: &str) -> Result<PathBuf, NodeErro
     Ok(path)
 }
 
+/// The first interface name paired with `ip` in `addrs` (name, IPv4 address).
+pub fn find_interface<I>(addrs: I, ip: Ipv4Addr) -> Option<String>
+where
+    I: IntoIterator<Item = (String, Option<Ipv4Addr>)>,
+{
+    addrs
+        .into_iter()
+        .find(|(_, a)| *a == Some(ip))
+        .map(|(name, _)| name)
+}
+
+/// The interface of the current netns that carries `ip` (the node's `eth0`).
+pub fn interface_with_address(ip: Ipv4Addr) -> Result<Option<String>, nix::Error> {
+    let addrs = nix::ifaddrs::getifaddrs()?.map(|a| {
+        let v4 = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip());
+        (a.interface_name, v4)
+    });
+    Ok(find_interface(addrs, ip))
+}
+
 /// Turns on IPv4 forwarding in the current network namespace (the node's:
 /// /proc/sys/net follows the netns of the process that opens it).
 pub fn enable_ip_forward() -> Result<(), NodeError> {
@@ -520,6 +545,22 @@ mod tests {
             ready.message.as_deref(),
             Some("container runtime is down: connection refused")
         );
+    }
+
+    #[test]
+    fn finds_the_interface_of_the_node_ip() {
+        let addrs = || {
+            vec![
+                ("lo".to_string(), Some(Ipv4Addr::LOCALHOST)),
+                ("eth0".to_string(), None),
+                ("eth0".to_string(), Some(Ipv4Addr::new(172, 30, 0, 11))),
+            ]
+        };
+        assert_eq!(
+            find_interface(addrs(), Ipv4Addr::new(172, 30, 0, 11)).as_deref(),
+            Some("eth0")
+        );
+        assert_eq!(find_interface(addrs(), Ipv4Addr::new(10, 0, 0, 1)), None);
     }
 
     #[test]
