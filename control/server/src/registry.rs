@@ -49,6 +49,11 @@ pub struct Registry {
     allocator: Allocator,
     /// Leases that expire Events (see `ttl`).
     event_leases: TtlLeases,
+    /// Serializes this replica's writes that allocate (Services, Nodes):
+    /// concurrent creates would all pick the same lowest free value and all
+    /// but one lose the transaction, round after round. Across replicas the
+    /// transaction's claim compare still decides.
+    alloc_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Looks up a kind the server serves.
@@ -124,6 +129,15 @@ impl Registry {
             storage,
             allocator,
             event_leases,
+            alloc_lock: Default::default(),
+        }
+    }
+
+    /// Held across allocate + write for kinds that allocate.
+    async fn alloc_guard(&self, kind: &ResourceKind) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match kind.kind {
+            "Service" | "Node" => Some(self.alloc_lock.lock().await),
+            _ => None,
         }
     }
 
@@ -243,6 +257,7 @@ impl Registry {
         let key = kind.key(obj.metadata.namespace.as_deref(), obj.name());
         for _ in 0..MAX_ATTEMPTS {
             let mut obj = obj.clone();
+            let _guard = self.alloc_guard(kind).await;
             self.allocator.allocate(kind, &mut obj, None).await?;
             if dry_run {
                 return Ok(obj);
@@ -349,6 +364,7 @@ impl Registry {
         let ns = request_namespace(kind, new.namespace());
         let key = kind.key(ns.as_deref(), &name);
         for _ in 0..MAX_ATTEMPTS {
+            let _guard = self.alloc_guard(kind).await;
             let cur = self
                 .storage
                 .get(&key)
