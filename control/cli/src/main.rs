@@ -10,6 +10,7 @@ mod columns;
 mod config;
 mod create;
 mod describe;
+mod explain;
 mod manifest;
 mod merge;
 mod patch;
@@ -160,6 +161,11 @@ enum Cmd {
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
+    },
+    /// Fields and types of a kind or a field path (deployment.spec.template).
+    Explain {
+        /// KIND[.field.path]
+        path: String,
     },
     /// Print a shell completion script (bash, zsh, fish).
     Completion { shell: clap_complete::Shell },
@@ -1330,6 +1336,17 @@ fn server_address(cli: &Cli) -> Result<config::Resolved, String> {
     .map_err(|e| format!("error: {e}"))
 }
 
+/// `explain KIND[.field.path]`: from the compiled-in types; needs no server.
+fn cmd_explain(path: &str) -> Res<()> {
+    let mut parts = path.split('.').filter(|p| !p.is_empty());
+    let kind = parts.next().unwrap_or_default();
+    let k = lookup_kind(kind)?;
+    let fields: Vec<String> = parts.map(str::to_string).collect();
+    let text = explain::explain(k, &fields).map_err(|m| Failed(format!("error: {m}")))?;
+    print!("{text}");
+    Ok(())
+}
+
 /// `config ...`: edits the config file; needs no server.
 fn cmd_config(cmd: &ConfigCmd, namespace: Option<&str>) -> Res<()> {
     let path = config_path()
@@ -1522,6 +1539,7 @@ async fn main() -> ExitCode {
     let mut cli = Cli::parse();
     // Verbs that need no server.
     match &cli.cmd {
+        Cmd::Explain { path } => return exit(to_bool(cmd_explain(path))),
         Cmd::Config { cmd } => return exit(to_bool(cmd_config(cmd, cli.namespace.as_deref()))),
         Cmd::Completion { shell } => {
             // Generated into memory: clap_complete panics on a write error,
@@ -1720,7 +1738,7 @@ async fn main() -> ExitCode {
             names,
             replicas,
         } => cmd_scale(cli, client, kind, names, *replicas).await,
-        Cmd::Config { .. } | Cmd::Completion { .. } => true,
+        Cmd::Config { .. } | Cmd::Completion { .. } | Cmd::Explain { .. } => true,
     };
     exit(ok)
 }

@@ -484,9 +484,13 @@ pub async fn rollout_history(cli: &Cli, client: &Client, name: &str, revision: i
         .await
         .map_err(|e| server_error(&e, dk, name))?;
     if revision > 0 {
-        let t = crate::rollout::revision_template(&owned, revision).map_err(|m| Failed(format!("error: {m}")))?;
+        let t = crate::rollout::revision_template(&owned, revision)
+            .map_err(|m| Failed(format!("error: {m}")))?;
         println!("{}/{name} with revision #{revision}", singular(dk));
-        print!("{}", crate::describe::pod_template(&serde_json::to_value(&t).unwrap_or_default()));
+        print!(
+            "{}",
+            crate::describe::pod_template(&serde_json::to_value(&t).unwrap_or_default())
+        );
         return Ok(());
     }
     println!("{}/{name}", singular(dk));
