@@ -9,6 +9,7 @@
 
 mod change;
 mod client;
+mod control;
 mod datapath;
 mod iptables;
 mod netns;
@@ -34,6 +35,8 @@ struct Cli {
 enum Cmd {
     /// ClusterIP short-connection rate and latency: direct vs weir vs iptables.
     Datapath(datapath::DatapathArgs),
+    /// Control plane: write/list/watch latency and memory against a real etcd.
+    Control(control::ControlArgs),
     /// (internal) The TCP server, inside the server netns.
     Serve {
         #[arg(long)]
@@ -77,6 +80,7 @@ fn secs(s: f64) -> Result<Duration> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Datapath(args) => datapath::run(args),
+        Cmd::Control(args) => control::run(args),
         Cmd::Serve {
             netns: ns,
             port,
