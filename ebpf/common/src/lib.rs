@@ -60,8 +60,13 @@ pub mod drop_reason {
     /// Number of counters.
     pub const COUNT: u32 = 5;
     /// Counter names, by index (for logs and inspection).
-    pub const NAMES: [&str; COUNT as usize] =
-        ["no_backend", "map_insert", "snat_ports", "rewrite", "no_route"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "no_backend",
+        "map_insert",
+        "snat_ports",
+        "rewrite",
+        "no_route",
+    ];
 }
 
 /// Program names (the Rust function names of the entry points), used by the
