@@ -247,7 +247,7 @@ fn run_client(
 
 /// Loads kube-proxy's rules for `services` into the node netns; returns the
 /// restore time.
-fn load_iptables(topo: &Topology, services: u32) -> Result<f64> {
+pub(crate) fn load_iptables(topo: &Topology, services: u32) -> Result<f64> {
     let input = iptables::restore_input(services);
     let started = Instant::now();
     let mut child = Command::new("ip")

@@ -17,6 +17,8 @@ mod plan;
 mod report;
 mod server;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod weir;
 
 use std::time::Duration;

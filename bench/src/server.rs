@@ -20,6 +20,25 @@ const BACKLOG: u32 = 8192;
 /// Serves until stdin closes (the orchestrator is done or gone) or
 /// `lifetime` has passed, printing `ready` on stdout once it listens.
 pub fn run(port: u16, workers: usize, lifetime: Duration) -> Result<()> {
+    // A plain thread watches stdin (tokio's stdin needs a feature the
+    // workspace does not enable).
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        let _ = closed_tx.send(());
+    });
+    run_until(port, workers, closed_rx, lifetime, || println!("ready"))
+}
+
+/// Serves until `stop` fires (or its sender is dropped) or `lifetime` has
+/// passed; calls `ready` once it listens.
+pub fn run_until(
+    port: u16,
+    workers: usize,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    lifetime: Duration,
+    ready: impl FnOnce(),
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -34,17 +53,10 @@ pub fn run(port: u16, workers: usize, lifetime: Duration) -> Result<()> {
         for listener in listeners {
             tokio::spawn(accept_loop(listener));
         }
-        println!("ready");
-        // A plain thread watches stdin (tokio's stdin needs a feature the
-        // workspace does not enable).
-        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-            let _ = closed_tx.send(());
-        });
+        ready();
         tokio::select! {
             () = tokio::time::sleep(lifetime) => {}
-            _ = closed_rx => {}
+            _ = stop => {}
         }
         Ok(())
     })
