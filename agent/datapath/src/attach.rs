@@ -169,6 +169,17 @@ pub fn list_links() -> Result<Vec<Link>, DatapathError> {
         .collect())
 }
 
+/// The MAC address of interface `name` in the current network namespace,
+/// `None` if it has none (or does not exist). Netlink-backed, like
+/// [`list_links`].
+pub fn interface_mac(name: &str) -> Result<Option<[u8; 6]>, DatapathError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|source| DatapathError::ListLinks { source })?;
+    Ok(addrs
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| a.address?.as_link_addr()?.addr())
+        .find(|mac| *mac != [0; 6]))
+}
+
 /// The file names in the link pin directory (created if missing).
 pub fn list_pins(links_dir: &Path) -> Result<Vec<String>, DatapathError> {
     let io_err = |source| DatapathError::PinDir {

@@ -202,7 +202,11 @@ impl Datapath {
     /// NodePort program to `node.interface` (adopting an earlier agent's link).
     pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
         let mut dp = Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())?;
-        dp.maps.set_node_addr(cfg.node.as_ref().map(|n| n.ip))?;
+        let mac = match &cfg.node {
+            Some(node) => attach::interface_mac(&node.interface)?,
+            None => None,
+        };
+        dp.maps.set_node(cfg.node.as_ref().map(|n| n.ip), mac)?;
         if let Some(node) = &cfg.node {
             let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
             dp.node = Some((node.clone(), held));

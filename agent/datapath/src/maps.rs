@@ -47,11 +47,17 @@ impl ServiceMaps {
         })
     }
 
-    /// Records the node address the programs SNAT to (None: unset).
-    pub fn set_node_addr(&mut self, addr: Option<std::net::Ipv4Addr>) -> Result<(), DatapathError> {
+    /// Records the node address the programs SNAT to and the node
+    /// interface's MAC they answer ARP with (None: unset).
+    pub fn set_node(
+        &mut self,
+        addr: Option<std::net::Ipv4Addr>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), DatapathError> {
         let value = NodeValue {
             addr: addr.map_or(0, |ip| u32::from(ip).to_be()),
-            _pad: 0,
+            mac: mac.unwrap_or_default(),
+            _pad: [0; 2],
         };
         self.node
             .set(0, value, 0)

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use weir_ebpf_common::{
     Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_NODEPORT, CT_FLAG_SNAT, IPPROTO_TCP,
-    IPPROTO_UDP, NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey,
-    program_names,
+    IPPROTO_UDP, NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL,
+    SERVICE_FLAG_NODEPORT, ServiceKey, program_names,
 };
 
 use super::plan::{DesiredServices, Frontend};
@@ -28,6 +28,8 @@ const REMOTE_POD: [u8; 4] = [10, 244, 2, 3];
 const LOCAL_POD: [u8; 4] = [10, 244, 1, 3];
 /// An external IP of a service, routed by the external client to node1.
 const EXTERNAL_IP: [u8; 4] = [192, 0, 2, 10];
+/// A LoadBalancer IP on the underlay segment, announced (ARP) by node1.
+const LB_IP: [u8; 4] = [172, 30, 0, 200];
 
 /// NodePorts of the tests: (port, backends, flags).
 const NODEPORTS: [(u16, u8, &[[u8; 4]], u32); 5] = [
@@ -69,6 +71,22 @@ fn services() -> DesiredServices {
     desired.insert(
         ServiceKey::new(CLUSTER_IP, 80, IPPROTO_TCP),
         vec![Backend::new(REMOTE_POD, 8080)].into(),
+    );
+    desired.insert(
+        ServiceKey::new(LB_IP, 80, IPPROTO_TCP),
+        Frontend {
+            backends: vec![Backend::new(REMOTE_POD, 8080)],
+            flags: SERVICE_FLAG_NODEPORT,
+            affinity_timeout_secs: 0,
+        },
+    );
+    desired.insert(
+        ServiceKey::new(LB_IP, 0, 0),
+        Frontend {
+            backends: vec![],
+            flags: SERVICE_FLAG_ANNOUNCE,
+            affinity_timeout_secs: 0,
+        },
     );
     desired.insert(
         ServiceKey::new(EXTERNAL_IP, 80, IPPROTO_TCP),
@@ -118,6 +136,9 @@ fn fib_netns(name: &str) -> Netns {
 fn datapath_node_ingress_translates_nodeports() {
     let (mut dp, _dir) = load();
     dp.seed(&services());
+    dp.maps
+        .set_node(Some(Ipv4Addr::from(NODE_IP)), Some(mac(0x0b)))
+        .expect("node facts");
     let ns_name = format!("wdp2-npb-{}", std::process::id());
     let _ns = fib_netns(&ns_name);
     let node_ingress = |packet: &[u8]| dp.run_program(program_names::NODE_INGRESS, packet);
@@ -218,6 +239,34 @@ fn datapath_node_ingress_translates_nodeports() {
                         .is_ok(),
                     "the pod connection's reverse entry exists"
                 );
+
+                // ARP for an owned LoadBalancer IP is answered with the
+                // node's MAC; for other addresses it goes to the stack.
+                let arp = |target: [u8; 4]| {
+                    let mut p = vec![0xff; 6];
+                    p.extend_from_slice(&mac(0x64));
+                    p.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+                    p.extend_from_slice(&mac(0x64));
+                    p.extend_from_slice(&CLIENT);
+                    p.extend_from_slice(&[0; 6]);
+                    p.extend_from_slice(&target);
+                    p
+                };
+                let (verdict, out) = node_ingress(&arp(LB_IP));
+                assert_eq!(
+                    verdict, TC_ACT_REDIRECT,
+                    "ARP for an owned LB IP is answered"
+                );
+                let mut want = mac(0x64).to_vec();
+                want.extend_from_slice(&mac(0x0b));
+                want.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+                want.extend_from_slice(&mac(0x0b));
+                want.extend_from_slice(&LB_IP);
+                want.extend_from_slice(&mac(0x64));
+                want.extend_from_slice(&CLIENT);
+                assert_eq!(out, want, "an ARP reply from the node's MAC");
+                let request = arp([172, 30, 0, 201]);
+                assert_eq!(node_ingress(&request), (TC_ACT_OK, request), "not ours");
 
                 struct Untouched {
                     name: &'static str,
@@ -453,6 +502,23 @@ fn datapath_real_traffic_reaches_nodeports_from_outside() {
         got.as_deref().ok(),
         Some("172.30.0.11"),
         "external IP: {got:?}"
+    );
+
+    // A LoadBalancer IP on the segment: node1 answers ARP for it.
+    let got = in_netns(&ext, || {
+        let addr = SocketAddr::from((LB_IP, 80));
+        let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line)?;
+        Ok::<_, std::io::Error>(line.trim().to_owned())
+    })
+    .join()
+    .expect("client thread");
+    assert_eq!(
+        got.as_deref().ok(),
+        Some("172.30.0.11"),
+        "LoadBalancer IP: {got:?}"
     );
 
     let (reply, from) = in_netns(&ext, || {

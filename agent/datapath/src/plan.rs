@@ -16,8 +16,8 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::{
-    Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_EXT_LOCAL,
-    SERVICE_FLAG_NODEPORT, ServiceKey, ServiceValue,
+    Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE,
+    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey, ServiceValue,
 };
 
 /// The label an EndpointSlice carries to name its Service.
@@ -74,7 +74,9 @@ pub struct NodeContext {
 /// `spec.externalIPs` and (type LoadBalancer) `status.loadBalancer.ingress`
 /// IPs get frontends like node ports ([`SERVICE_FLAG_NODEPORT`]: translated
 /// at the node interface, SNAT to the node), on the service port; making the
-/// address reach a node is outside the datapath (routes, ARP).
+/// address reach a node is outside the datapath for external IPs (routes);
+/// for LoadBalancer IPs the [`announce_owner`] node answers ARP (an address
+/// marker `(ip, 0, 0)` with [`SERVICE_FLAG_ANNOUNCE`]).
 /// `sessionAffinity: ClientIP` sets every frontend's affinity timeout. With a
 /// `node`, `internalTrafficPolicy: Local` limits the ClusterIP frontend to
 /// the endpoints on that node.
@@ -138,6 +140,20 @@ pub fn desired_services<'a>(
         let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
         let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
         let external_ips = external_ipv4s(service);
+        if let Some(node) = node
+            && announce_owner(slices).as_deref() == Some(node.name.as_str())
+        {
+            for ip in load_balancer_ipv4s(service) {
+                desired.insert(
+                    ServiceKey::new(ip.octets(), 0, 0),
+                    Frontend {
+                        backends: Vec::new(),
+                        flags: SERVICE_FLAG_ANNOUNCE,
+                        affinity_timeout_secs: 0,
+                    },
+                );
+            }
+        }
         for port in ports {
             let Some(proto) = protocol_number(port.protocol.as_deref()) else {
                 continue;
@@ -208,27 +224,46 @@ pub fn desired_services<'a>(
 /// ports: `spec.externalIPs` and the load-balancer ingress IPs in its status
 /// (sorted, de-duplicated; others skipped).
 fn external_ipv4s(service: &Service) -> BTreeSet<Ipv4Addr> {
-    let external = service
+    let mut ips: BTreeSet<Ipv4Addr> = service
         .spec
         .as_ref()
         .and_then(|s| s.external_ips.as_ref())
         .into_iter()
         .flatten()
-        .map(String::as_str);
-    let lb_type = service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-    let ingress = service
+        .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+        .collect();
+    ips.extend(load_balancer_ipv4s(service));
+    ips
+}
+
+/// The IPv4 load-balancer ingress IPs of a LoadBalancer service.
+fn load_balancer_ipv4s(service: &Service) -> BTreeSet<Ipv4Addr> {
+    if service.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+        return BTreeSet::new();
+    }
+    service
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
-        .filter(|_| lb_type)
-        .filter_map(|i| i.ip.as_deref());
-    external
-        .chain(ingress)
-        .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+        .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok())
         .collect()
+}
+
+/// The node that answers ARP for a service's LoadBalancer IPs: the first
+/// (by name) node with a ready endpoint of the service. Every agent computes
+/// the same answer from the same EndpointSlices, so exactly one node
+/// announces; choosing a node with endpoints keeps externalTrafficPolicy
+/// Local services reachable. `None` (nobody announces) without endpoints.
+fn announce_owner(slices: &[&EndpointSlice]) -> Option<String> {
+    slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| matches!(readiness(e), Readiness::Ready))
+        .filter_map(|e| e.node_name.clone())
+        .min()
 }
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 h).

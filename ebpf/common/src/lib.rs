@@ -177,6 +177,12 @@ pub const SERVICE_FLAG_NODEPORT: u32 = 1;
 /// set holds only this node's endpoints, and the client address is kept (no
 /// SNAT). An empty set drops the traffic: the node does not answer.
 pub const SERVICE_FLAG_EXT_LOCAL: u32 = 2;
+/// [`ServiceValue::flags`] bit of an *address marker*: the key
+/// `(addr, port 0, proto 0)` (never a real frontend) says this node answers
+/// ARP requests for `addr` (a LoadBalancer IP it owns) with the node
+/// interface's MAC ([`NodeValue::mac`]), so clients on the same L2 segment
+/// reach the LoadBalancer IP through this node.
+pub const SERVICE_FLAG_ANNOUNCE: u32 = 4;
 
 /// Key of the backends map: one backend of one backend set.
 #[repr(C)]
@@ -388,8 +394,11 @@ pub struct NodeValue {
     /// The node's address, network byte order; 0 when not configured (NodePort
     /// SNAT then uses the address the client connected to).
     pub addr: u32,
+    /// The node interface's MAC address (ARP answers); all zero when unknown
+    /// (then no ARP is answered).
+    pub mac: [u8; 6],
     /// Must be zero.
-    pub _pad: u32,
+    pub _pad: [u8; 2],
 }
 
 #[cfg(feature = "user")]
@@ -441,4 +450,4 @@ const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 24);
-const _: () = assert!(core::mem::size_of::<NodeValue>() == 8);
+const _: () = assert!(core::mem::size_of::<NodeValue>() == 12);

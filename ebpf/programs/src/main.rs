@@ -10,10 +10,12 @@
 //! - [`conntrack`]: per-connection translation state,
 //! - [`lb`]: backend selection,
 //! - [`nat`]: address/port rewriting with incremental checksum updates,
-//! - [`fib`]: forwarding translated packets past the stack (FIB + redirect).
+//! - [`fib`]: forwarding translated packets past the stack (FIB + redirect),
+//! - [`arp`]: answering ARP for owned LoadBalancer IPs.
 #![no_std]
 #![no_main]
 
+mod arp;
 mod conntrack;
 mod fib;
 mod from_pod;

@@ -57,6 +57,13 @@ pub fn node_addr() -> Option<u32> {
     (node.addr != 0).then_some(node.addr)
 }
 
+/// The node interface's MAC, if the agent configured one.
+#[inline(always)]
+pub fn node_mac() -> Option<[u8; 6]> {
+    let node = NODE.get(0)?;
+    (node.mac != [0; 6]).then_some(node.mac)
+}
+
 /// Counts one drop for `reason` (a `drop_reason` index).
 #[inline(always)]
 pub fn count_drop(reason: u32) {

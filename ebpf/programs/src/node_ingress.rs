@@ -14,6 +14,8 @@
 //!   back out.
 //! - A NodePort without usable backends (for Local: none on this node) drops
 //!   new connections: the node does not answer.
+//! - ARP requests for LoadBalancer IPs this node owns are answered (see
+//!   [`crate::arp`]).
 //! - Everything else, including ClusterIP frontends (not reachable from
 //!   outside) and conntrack entries of pod connections, passes untouched.
 
@@ -28,12 +30,16 @@ use weir_ebpf_common::{
 };
 
 use crate::{
-    conntrack, fib, lb, maps, nat,
+    arp, conntrack, fib, lb, maps, nat,
+    packet::read,
     parse::{self, Flow},
 };
 
 #[classifier]
 pub fn weir_node_ingress(ctx: TcContext) -> i32 {
+    if read::<u16>(&ctx, 12).map(u16::from_be) == Some(arp::ETH_P_ARP) {
+        return arp::handle(&ctx);
+    }
     match parse::parse_ipv4_l4(&ctx) {
         Some(flow) => handle(&ctx, &flow),
         None => TC_ACT_OK,

@@ -889,3 +889,79 @@ fn external_ip_frontends_table() {
         assert_eq!(got, want, "case: {}", case.name);
     }
 }
+
+#[test]
+fn load_balancer_ip_announcement_table() {
+    let node = |name: &str| NodeContext {
+        name: name.into(),
+        ip: Ipv4Addr::new(172, 30, 0, 11),
+    };
+    let marker = key([172, 30, 0, 200], 0, 0);
+    let lb = |type_: &str| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"type": type_, "clusterIP": "10.96.0.20",
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}},
+        }))
+        .expect("valid Service")
+    };
+    let on = |nodes: &[(&str, &str)]| vec![slice_on_nodes("web", 8080, nodes)];
+    let not_ready = || {
+        vec![
+            serde_json::from_value::<EndpointSlice>(json!({
+                "metadata": {"namespace": "default", "name": "web-x",
+                             "labels": {SERVICE_NAME_LABEL: "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.244.1.5"], "nodeName": "node1",
+                               "conditions": {"ready": false}}],
+            }))
+            .expect("valid EndpointSlice"),
+        ]
+    };
+    let cases = vec![
+        (
+            "the first node (by name) with a ready endpoint announces",
+            lb("LoadBalancer"),
+            on(&[("10.244.2.5", "node2"), ("10.244.1.5", "node1")]),
+            "node1",
+            true,
+        ),
+        (
+            "the other nodes do not",
+            lb("LoadBalancer"),
+            on(&[("10.244.2.5", "node2"), ("10.244.1.5", "node1")]),
+            "node2",
+            false,
+        ),
+        (
+            "a node without endpoints does not announce",
+            lb("LoadBalancer"),
+            on(&[("10.244.2.5", "node2")]),
+            "node1",
+            false,
+        ),
+        (
+            "nobody announces without ready endpoints",
+            lb("LoadBalancer"),
+            not_ready(),
+            "node1",
+            false,
+        ),
+        (
+            "only LoadBalancer services are announced",
+            lb("NodePort"),
+            on(&[("10.244.1.5", "node1")]),
+            "node1",
+            false,
+        ),
+    ];
+    for (name, service, slices, node_name, want) in cases {
+        let got = desired_services([&service], &slices, Some(&node(node_name)));
+        let announced = got
+            .get(&marker)
+            .is_some_and(|f| f.flags == SERVICE_FLAG_ANNOUNCE && f.backends.is_empty());
+        assert_eq!(announced, want, "case: {name}: {got:?}");
+    }
+}
