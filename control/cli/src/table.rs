@@ -18,6 +18,9 @@ pub struct TableOpts {
     pub show_labels: bool,
     /// `-L key`: one column per label key.
     pub label_columns: Vec<String>,
+    /// `deployment.apps/` before every NAME: kubectl does this when one
+    /// `get` lists several kinds, so the rows say what they are.
+    pub name_prefix: Option<String>,
 }
 
 /// Renders rows under headers, columns separated by three spaces like
@@ -496,6 +499,13 @@ pub fn table(kind: &str, objects: &[Value], opts: &TableOpts, now: Timestamp) ->
         .iter()
         .map(|v| row(kind, v, opts.wide, now))
         .collect();
+    if let (Some(p), Some(col)) = (&opts.name_prefix, headers.iter().position(|h| h == "NAME")) {
+        for r in rows.iter_mut() {
+            if let Some(c) = r.get_mut(col) {
+                c.insert_str(0, p);
+            }
+        }
+    }
     headers.extend(
         opts.label_columns
             .iter()
@@ -682,6 +692,15 @@ mod tests {
                 &json!({"metadata": {"name": "l", "creationTimestamp": created(5)}}),
                 narrow.clone(),
                 "NAME   AGE\nl      5s\n",
+            ),
+            (
+                "Deployment",
+                &deploy,
+                TableOpts {
+                    name_prefix: Some("deployment.apps/".into()),
+                    ..Default::default()
+                },
+                "NAME                  READY   UP-TO-DATE   AVAILABLE   AGE\ndeployment.apps/web   2/3     3            2           60m\n",
             ),
         ];
         for (kind, obj, opts, want) in cases {

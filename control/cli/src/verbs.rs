@@ -218,13 +218,13 @@ pub async fn label(
     let k = lookup_kind(&kind)?;
     let ns = list_namespace(cli, k, false);
     if let Some(sel) = selector {
-        let (objs, _) = crate::fetch(
+        let (objs, _) = crate::get::fetch(
             cli,
             client,
             k,
             &[],
             false,
-            &crate::parse_selector(Some(sel))?,
+            &crate::get::parse_selector(Some(sel))?,
             "",
         )
         .await;

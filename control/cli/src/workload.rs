@@ -1,0 +1,259 @@
+//! `scale` and `rollout status|history|undo`: the verbs that act on a
+//! workload's replicas and revisions.
+
+use serde_json::Value;
+use weir_api::ResourceKind;
+use weir_client::{Client, ListParams};
+
+use crate::args::{Cli, RolloutCmd};
+use crate::{
+    Failed, Res, json_bytes, list_namespace, lookup_kind, rollout, server_error, singular,
+    split_kind_name, verbs,
+};
+
+/// Kinds whose size is `spec.replicas`.
+pub(crate) const SCALABLE: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "ReplicationController",
+];
+
+/// Sets `spec.replicas` of an object (pure; the caller writes it back).
+pub(crate) fn set_replicas(obj: &mut Value, replicas: i32) -> Result<(), String> {
+    if replicas < 0 {
+        return Err(format!(
+            "The --replicas={replicas} must be greater than or equal to 0"
+        ));
+    }
+    let spec = obj
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| "the object has no spec".to_string())?;
+    spec.insert("replicas".into(), Value::from(replicas));
+    Ok(())
+}
+
+pub(crate) async fn scale_one(
+    client: &Client,
+    k: &ResourceKind,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+) -> Res<()> {
+    for _ in 0..3 {
+        let mut v: Value = match client.get_json(k.kind, ns, name).await {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Failed(format!("error: decoding {} {name:?}: {e}", k.kind)))?,
+            Err(e) => return Err(server_error(&e, k, name)),
+        };
+        set_replicas(&mut v, replicas).map_err(|m| Failed(format!("error: {m}")))?;
+        match client.update_json(k.kind, json_bytes(&v), false).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(server_error(&e, k, name)),
+        }
+    }
+    Err(Failed(format!(
+        "error: {} {name:?} kept changing; try again",
+        k.kind
+    )))
+}
+
+pub(crate) async fn cmd_scale(
+    cli: &Cli,
+    client: &Client,
+    kind: &str,
+    names: &[String],
+    replicas: i32,
+) -> bool {
+    let (kind, names) = split_kind_name(kind, names);
+    let k = match lookup_kind(&kind) {
+        Ok(k) => k,
+        Err(Failed(m)) => {
+            eprintln!("{m}");
+            return false;
+        }
+    };
+    if !SCALABLE.contains(&k.kind) {
+        eprintln!(
+            "error: no scaler has been implemented for {{{} {}}}",
+            k.api_version, k.kind
+        );
+        return false;
+    }
+    if names.is_empty() {
+        eprintln!("error: resource(s) were provided, but no name was specified");
+        return false;
+    }
+    let ns = list_namespace(cli, k, false);
+    let mut ok = true;
+    for n in &names {
+        match scale_one(client, k, &ns, n, replicas).await {
+            Ok(()) => println!("{}/{n} scaled", singular(k)),
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Resolves `deployment/web` or `deployment web` to a Deployment name.
+pub(crate) fn deployment_name(kind: &str, name: Option<&str>) -> Res<String> {
+    let (k, names) = split_kind_name(
+        kind,
+        &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
+    );
+    let rk = lookup_kind(&k)?;
+    if rk.kind != "Deployment" {
+        return Err(Failed(format!(
+            "error: no status viewer has been implemented for {}",
+            rk.kind
+        )));
+    }
+    match names.as_slice() {
+        [n] => Ok(n.clone()),
+        _ => Err(Failed(
+            "error: specify exactly one deployment, e.g. deployment/web".into(),
+        )),
+    }
+}
+
+pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
+    let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
+    let dk = lookup_kind("Deployment")?;
+    match cmd {
+        RolloutCmd::Status {
+            kind,
+            name,
+            timeout,
+        } => {
+            let name = deployment_name(kind, name.as_deref())?;
+            let deadline = (*timeout > 0)
+                .then(|| std::time::Instant::now() + std::time::Duration::from_secs(*timeout));
+            let mut last = String::new();
+            loop {
+                let d: k8s_openapi::api::apps::v1::Deployment = client
+                    .get(&ns, &name)
+                    .await
+                    .map_err(|e| server_error(&e, dk, &name))?;
+                match rollout::progress(&d) {
+                    rollout::Progress::Done(m) => {
+                        println!("{m}");
+                        return Ok(());
+                    }
+                    rollout::Progress::Waiting(m) => {
+                        if m != last {
+                            println!("{m}");
+                            last = m;
+                        }
+                    }
+                }
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Err(Failed("error: timed out waiting for the condition".into()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        RolloutCmd::History {
+            kind,
+            name,
+            revision,
+        } => {
+            let name = deployment_name(kind, name.as_deref())?;
+            verbs::rollout_history(cli, client, &name, *revision).await
+        }
+        RolloutCmd::Undo {
+            kind,
+            name,
+            to_revision,
+        } => {
+            let name = deployment_name(kind, name.as_deref())?;
+            for _ in 0..3 {
+                let mut d: k8s_openapi::api::apps::v1::Deployment = client
+                    .get(&ns, &name)
+                    .await
+                    .map_err(|e| server_error(&e, dk, &name))?;
+                let uid = d.metadata.uid.clone().unwrap_or_default();
+                let owned: Vec<k8s_openapi::api::apps::v1::ReplicaSet> = client
+                    .list(&ns, &ListParams::default())
+                    .await
+                    .map_err(|e| server_error(&e, dk, &name))?
+                    .items
+                    .into_iter()
+                    .filter(|rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
+                        rs.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|r| r.uid == uid && r.controller == Some(true))
+                    })
+                    .collect();
+                let current = d
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                let template = rollout::undo_template(&owned, current, *to_revision)
+                    .map_err(|m| Failed(format!("error: {m}")))?;
+                if d.spec
+                    .as_ref()
+                    .is_some_and(|s| rollout::same_template(&s.template, &template))
+                {
+                    println!(
+                        "{}/{name} skipped rollback (current template already matches revision {})",
+                        singular(dk),
+                        if *to_revision > 0 {
+                            *to_revision
+                        } else {
+                            current
+                        }
+                    );
+                    return Ok(());
+                }
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = template;
+                }
+                match client.update(&d).await {
+                    Ok(_) => {
+                        println!("{}/{name} rolled back", singular(dk));
+                        return Ok(());
+                    }
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(server_error(&e, dk, &name)),
+                }
+            }
+            Err(Failed(format!(
+                "error: deployment {name:?} kept changing; try again"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_replicas_table() {
+        let mut d = serde_json::json!({"spec": {"replicas": 3, "template": {}}});
+        assert_eq!(set_replicas(&mut d, 5), Ok(()));
+        assert_eq!(d["spec"]["replicas"], 5);
+        assert_eq!(
+            d["spec"]["template"],
+            serde_json::json!({}),
+            "the rest of spec is kept"
+        );
+        let mut none = serde_json::json!({"metadata": {}});
+        assert!(set_replicas(&mut none, 1).is_err());
+        assert!(
+            set_replicas(&mut d, -1)
+                .expect_err("negative")
+                .contains("greater than or equal to 0")
+        );
+    }
+}
