@@ -19,6 +19,9 @@ pub(crate) struct Cli {
     /// Namespace to work in (default: "default").
     #[arg(short = 'n', long, global = true)]
     pub(crate) namespace: Option<String>,
+    /// The config file context to use for this command (else current-context).
+    #[arg(long, global = true)]
+    pub(crate) context: Option<String>,
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
 }

@@ -162,12 +162,22 @@ pub fn resolve(
     flag: Option<&str>,
     env: Option<&str>,
     config: Option<(&str, &str)>,
+    context: Option<&str>,
 ) -> Result<Resolved, ConfigError> {
     let file = config
         .map(|(p, t)| parse(p, t))
         .transpose()?
         .unwrap_or_default();
-    let ctx = file.current()?;
+    // --context picks a context for one command; else the current one.
+    let ctx = match context {
+        Some(name) => Some(
+            file.contexts
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| ConfigError::NoContext { name: name.into() })?,
+        ),
+        None => file.current()?,
+    };
     let addr = if let Some(a) = flag.filter(|a| !a.is_empty()) {
         a.to_string()
     } else if let Some(a) = env.filter(|a| !a.is_empty()) {
@@ -243,13 +253,13 @@ mod tests {
         env: Option<&str>,
         config: Option<(&str, &str)>,
     ) -> Result<String, ConfigError> {
-        resolve(flag, env, config).map(|r| r.server)
+        resolve(flag, env, config, None).map(|r| r.server)
     }
 
     #[test]
     fn contexts() {
         let text = "server: http://legacy:1\ncurrent-context: prod\ncontexts:\n- name: prod\n  server: http://p:1\n  namespace: shop\n- name: dev\n";
-        let r = resolve(None, None, Some(("/c", text))).expect("valid");
+        let r = resolve(None, None, Some(("/c", text)), None).expect("valid");
         assert_eq!(
             r,
             Resolved {
@@ -261,7 +271,7 @@ mod tests {
         let mut cfg = parse("/c", text).expect("valid");
         cfg.use_context("dev").expect("exists");
         let text2 = serde_yaml::to_string(&cfg).expect("serializes");
-        let r = resolve(None, None, Some(("/c", &text2))).expect("valid");
+        let r = resolve(None, None, Some(("/c", &text2)), None).expect("valid");
         assert_eq!(
             r,
             Resolved {
@@ -292,10 +302,14 @@ mod tests {
             "CURRENT   NAME   SERVER               NAMESPACE\n          prod   http://p:1           shop\n*         dev\n          lab    http://127.0.0.1:9   team\n"
         );
         // A current-context that does not exist is an error, not a silent default.
-        assert!(resolve(None, None, Some(("/c", "current-context: gone\n"))).is_err());
+        assert!(resolve(None, None, Some(("/c", "current-context: gone\n")), None).is_err());
+        // --context overrides the current context for one command.
+        let r = resolve(None, None, Some(("/c", text)), Some("dev")).expect("exists");
+        assert_eq!(r.server, "http://legacy:1");
+        assert!(resolve(None, None, Some(("/c", text)), Some("gone")).is_err());
         // An empty file is no config.
         assert_eq!(
-            resolve(None, None, Some(("/c", ""))).map(|r| r.server),
+            resolve(None, None, Some(("/c", "")), None).map(|r| r.server),
             Ok(DEFAULT_SERVER.to_string())
         );
     }

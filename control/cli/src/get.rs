@@ -119,6 +119,7 @@ pub(crate) fn watch_line(k: &ResourceKind, v: &Value, output: Option<Output>, al
 }
 
 /// `get --watch`: the current objects, then every change until interrupted.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn cmd_watch(
     cli: &Cli,
     client: &Client,
@@ -127,6 +128,7 @@ pub(crate) async fn cmd_watch(
     all: bool,
     output: Option<Output>,
     sel: &Selector,
+    extra_fields: &str,
 ) -> bool {
     if kind.contains(',') || names.len() > 1 {
         eprintln!(
@@ -142,10 +144,7 @@ pub(crate) async fn cmd_watch(
         }
     };
     let ns = list_namespace(cli, k, all);
-    let fields = names
-        .first()
-        .map(|n| format!("metadata.name={n}"))
-        .unwrap_or_default();
+    let fields = watch_fields(names.first().map(String::as_str), extra_fields);
     let list = match client
         .list_json(
             k.kind,
@@ -326,6 +325,16 @@ pub(crate) async fn cmd_get(
     !failed
 }
 
+/// The field selector of `get -w`: one name (as kubectl watches a single
+/// object) and the user's --field-selector.
+pub(crate) fn watch_fields(name: Option<&str>, extra: &str) -> String {
+    name.map(|n| format!("metadata.name={n}"))
+        .into_iter()
+        .chain(Some(extra.to_string()).filter(|e| !e.is_empty()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// kubectl's "all" category: the workload kinds and services.
 const ALL: &[&str] = &[
     "pods",
@@ -361,5 +370,19 @@ mod tests {
         assert_eq!(expand_kinds("all").len(), ALL.len());
         assert_eq!(expand_kinds("cm,all")[0], "cm");
         assert!(expand_kinds(",").is_empty());
+    }
+
+    #[test]
+    fn watch_fields_table() {
+        assert_eq!(watch_fields(None, ""), "");
+        assert_eq!(watch_fields(Some("web"), ""), "metadata.name=web");
+        assert_eq!(
+            watch_fields(None, "status.phase=Running"),
+            "status.phase=Running"
+        );
+        assert_eq!(
+            watch_fields(Some("web"), "spec.nodeName=n1"),
+            "metadata.name=web,spec.nodeName=n1"
+        );
     }
 }

@@ -310,6 +310,7 @@ fn server_address(cli: &Cli) -> Result<config::Resolved, String> {
         cli.server.as_deref(),
         env.as_deref(),
         file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+        cli.context.as_deref(),
     )
     .map_err(|e| format!("error: {e}"))
 }
@@ -559,6 +560,7 @@ async fn main() -> ExitCode {
             all_namespaces,
             output,
             selector,
+            field_selector,
             watch: true,
             ..
         } => {
@@ -571,7 +573,17 @@ async fn main() -> ExitCode {
             };
             let (kind, names) = split_kind_name(kind, names);
             let output = output.as_ref().and_then(OutputArg::simple);
-            cmd_watch(cli, client, &kind, &names, *all_namespaces, output, &sel).await
+            cmd_watch(
+                cli,
+                client,
+                &kind,
+                &names,
+                *all_namespaces,
+                output,
+                &sel,
+                field_selector.as_deref().unwrap_or_default(),
+            )
+            .await
         }
         Cmd::Get {
             kind,
