@@ -460,12 +460,32 @@ fn write_cli_config(server: &str) -> Result<()> {
     let dir = Path::new(&home).join(".weir");
     fs::create_dir_all(&dir)?;
     let path = dir.join("config.yaml");
-    fs::write(
-        &path,
-        format!("# written by `cargo xtask up`\nserver: {server}\n"),
-    )?;
-    info(format!("wrote {}", path.display()));
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(&path, with_server(&old, server))?;
+    info(format!("{}: server: {server}", path.display()));
     Ok(())
+}
+
+/// The CLI config with its top-level `server:` set to `server`; anything else
+/// the user keeps there (contexts, current-context) stays as it is.
+fn with_server(config: &str, server: &str) -> String {
+    let line = format!("server: {server}");
+    let mut replaced = false;
+    let mut out: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("server:") && !replaced {
+                replaced = true;
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !replaced {
+        out.insert(0, line);
+    }
+    out.join("\n") + "\n"
 }
 
 #[cfg(test)]
@@ -489,6 +509,26 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cli_config_keeps_user_content() {
+        let s = "http://127.0.0.1:6443";
+        let cases = [
+            ("", "server: http://127.0.0.1:6443\n"),
+            ("server: http://old:1\n", "server: http://127.0.0.1:6443\n"),
+            (
+                "current-context: prod\ncontexts:\n- name: prod\n  server: http://prod:6443\n",
+                "server: http://127.0.0.1:6443\ncurrent-context: prod\ncontexts:\n- name: prod\n  server: http://prod:6443\n",
+            ),
+            (
+                "# mine\nserver: http://old:1\ncontexts: []\n",
+                "# mine\nserver: http://127.0.0.1:6443\ncontexts: []\n",
+            ),
+        ];
+        for (old, want) in cases {
+            assert_eq!(with_server(old, s), want, "{old:?}");
         }
     }
 
