@@ -18,6 +18,9 @@
 // Only the `aya::Pod` marker impls (feature `user`) are unsafe.
 #![deny(unsafe_code)]
 
+/// The NetworkPolicy maps: identities, ipcache, endpoints, policy entries.
+pub mod policy;
+
 /// IP protocol number of TCP (the `proto` field of keys).
 pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
