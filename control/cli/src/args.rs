@@ -311,13 +311,14 @@ pub(crate) enum ConfigCmd {
 pub(crate) enum OutputArg {
     Simple(Output),
     Columns(Vec<columns::Column>),
+    JsonPath(Vec<crate::jsonpath::Seg>),
 }
 
 impl OutputArg {
     pub(crate) fn simple(&self) -> Option<Output> {
         match self {
             OutputArg::Simple(o) => Some(*o),
-            OutputArg::Columns(_) => None,
+            OutputArg::Columns(_) | OutputArg::JsonPath(_) => None,
         }
     }
 }
@@ -326,8 +327,11 @@ pub(crate) fn parse_output(s: &str) -> Result<OutputArg, String> {
     if let Some(spec) = s.strip_prefix("custom-columns=") {
         return columns::parse_spec(spec).map(OutputArg::Columns);
     }
+    if let Some(t) = s.strip_prefix("jsonpath=") {
+        return crate::jsonpath::parse(t).map(OutputArg::JsonPath);
+    }
     Output::from_str(s, true).map(OutputArg::Simple).map_err(|_| {
-        format!("unable to match a printer suitable for the output format {s:?}, allowed formats are: custom-columns,json,name,wide,yaml")
+        format!("unable to match a printer suitable for the output format {s:?}, allowed formats are: custom-columns,json,jsonpath,name,wide,yaml")
     })
 }
 

@@ -215,6 +215,7 @@ pub(crate) struct GetOpts<'a> {
     pub(crate) label_columns: &'a [String],
     pub(crate) show_labels: bool,
     pub(crate) columns: Option<&'a [columns::Column]>,
+    pub(crate) jsonpath: Option<&'a [crate::jsonpath::Seg]>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -251,6 +252,10 @@ pub(crate) async fn cmd_get(
         };
         let (objs, f) = fetch(cli, client, k, &names, all, &sel, g.fields).await;
         failed |= f;
+        if g.jsonpath.is_some() {
+            all_objs.extend(objs);
+            continue;
+        }
         if let Some(cols) = g.columns {
             if !objs.is_empty() {
                 if printed_any {
@@ -291,6 +296,15 @@ pub(crate) async fn cmd_get(
                 printed_any = true;
             }
         }
+    }
+    if let Some(t) = g.jsonpath {
+        let doc = if all_objs.len() == 1 && !names.is_empty() {
+            all_objs.remove(0)
+        } else {
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": all_objs, "metadata": {"resourceVersion": ""}})
+        };
+        print!("{}", crate::jsonpath::render(t, &doc));
+        return !failed;
     }
     match output {
         Some(o @ (Output::Yaml | Output::Json)) => {

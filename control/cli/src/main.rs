@@ -18,6 +18,7 @@ mod delete;
 mod describe;
 mod explain;
 mod get;
+mod jsonpath;
 mod manifest;
 mod merge;
 mod patch;
@@ -600,11 +601,16 @@ async fn main() -> ExitCode {
                 Some(OutputArg::Columns(c)) => Some(c.as_slice()),
                 _ => None,
             };
+            let jsonpath = match output {
+                Some(OutputArg::JsonPath(t)) => Some(t.as_slice()),
+                _ => None,
+            };
             let g = GetOpts {
                 fields: field_selector.as_deref().unwrap_or_default(),
                 label_columns,
                 show_labels: *show_labels,
                 columns: cols,
+                jsonpath,
             };
             let output = output.as_ref().and_then(OutputArg::simple);
             cmd_get(
