@@ -74,8 +74,11 @@ pub(crate) enum Cmd {
     },
     /// Create an object from flags (or from manifests with -f, like apply without update).
     Create {
+        /// Create the objects of these manifests (fails on existing ones, unlike apply).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
         #[command(subcommand)]
-        what: CreateCmd,
+        what: Option<CreateCmd>,
     },
     /// Add, change (--overwrite) or remove (`key-`) labels.
     Label {
@@ -440,7 +443,7 @@ mod tests {
         .expect("parses");
         assert!(matches!(
             c.cmd,
-            Cmd::Create { what: CreateCmd::Deployment { replicas: 3, ref dry_run, ref output, .. } }
+            Cmd::Create { what: Some(CreateCmd::Deployment { replicas: 3, ref dry_run, ref output, .. }), .. }
                 if dry_run.as_deref() == Some("client") && output.as_deref() == Some("yaml")
         ));
         let c = Cli::try_parse_from([
@@ -453,7 +456,7 @@ mod tests {
         ])
         .expect("parses");
         assert!(
-            matches!(c.cmd, Cmd::Create { what: CreateCmd::Service { ref type_, .. } } if type_ == "clusterip")
+            matches!(c.cmd, Cmd::Create { what: Some(CreateCmd::Service { ref type_, .. }), .. } if type_ == "clusterip")
         );
         let c = Cli::try_parse_from([
             "weir",
@@ -467,9 +470,12 @@ mod tests {
         assert!(matches!(
             c.cmd,
             Cmd::Create {
-                what: CreateCmd::Secret { .. }
+                what: Some(CreateCmd::Secret { .. }),
+                ..
             }
         ));
+        let c = Cli::try_parse_from(["weir", "create", "-f", "a.yaml"]).expect("parses");
+        assert!(matches!(c.cmd, Cmd::Create { what: None, ref files } if files.len() == 1));
 
         let c = Cli::try_parse_from([
             "weir",

@@ -458,6 +458,33 @@ async fn cmd_create(cli: &Cli, client: &Client, what: &CreateCmd) -> Res<()> {
     verbs::create_or_print(client, &obj, dry, output.as_deref()).await
 }
 
+/// `create -f`: like apply, but an existing object is an error
+/// (AlreadyExists) and no last-applied annotation is written.
+async fn cmd_create_files(cli: &Cli, client: &Client, files: &[String]) -> bool {
+    let mut failed = false;
+    for (obj, ns) in load_objects(cli, files, false, &mut failed) {
+        let mut value = obj.value.clone();
+        if let Some(m) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            if obj.kind.namespaced {
+                m.insert("namespace".into(), Value::String(ns.clone()));
+            } else {
+                m.remove("namespace");
+            }
+        }
+        match client
+            .create_json(obj.kind.kind, json_bytes(&value), false)
+            .await
+        {
+            Ok(_) => println!("{}/{} created", singular(obj.kind), obj.name),
+            Err(e) => {
+                eprintln!("{}", server_error(&e, obj.kind, &obj.name).0);
+                failed = true;
+            }
+        }
+    }
+    !failed
+}
+
 /// Flags of `expose`.
 struct ExposeFlags<'a> {
     opts: create::ExposeOpts,
@@ -654,7 +681,18 @@ async fn main() -> ExitCode {
             };
             cmd_delete(cli, client, kind.as_deref(), names, &o).await
         }
-        Cmd::Create { what } => to_bool(cmd_create(cli, client, what).await),
+        Cmd::Create {
+            what: Some(what), ..
+        } => to_bool(cmd_create(cli, client, what).await),
+        Cmd::Create { what: None, files } if !files.is_empty() => {
+            cmd_create_files(cli, client, files).await
+        }
+        Cmd::Create { .. } => {
+            eprintln!(
+                "error: must specify one of -f or a kind to create (namespace, deployment, service, configmap, secret)"
+            );
+            false
+        }
         Cmd::Label {
             kind,
             args,
