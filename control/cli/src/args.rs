@@ -89,6 +89,9 @@ pub(crate) enum Cmd {
         overwrite: bool,
         #[arg(short = 'l', long)]
         selector: Option<String>,
+        /// Every object of the kind in the namespace.
+        #[arg(long)]
+        all: bool,
     },
     /// Add, change (--overwrite) or remove (`key-`) annotations.
     Annotate {
@@ -98,6 +101,9 @@ pub(crate) enum Cmd {
         overwrite: bool,
         #[arg(short = 'l', long)]
         selector: Option<String>,
+        /// Every object of the kind in the namespace.
+        #[arg(long)]
+        all: bool,
     },
     /// Change fields of an object with a JSON merge patch (RFC 7386).
     Patch {

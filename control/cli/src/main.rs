@@ -698,6 +698,7 @@ async fn main() -> ExitCode {
             args,
             overwrite,
             selector,
+            all,
         } => to_bool(
             verbs::label(
                 cli,
@@ -706,7 +707,8 @@ async fn main() -> ExitCode {
                 kind,
                 args,
                 *overwrite,
-                selector.as_deref(),
+                // --all is the empty selector: it matches everything.
+                selector.as_deref().or(all.then_some("")),
             )
             .await,
         ),
@@ -715,6 +717,7 @@ async fn main() -> ExitCode {
             args,
             overwrite,
             selector,
+            all,
         } => to_bool(
             verbs::label(
                 cli,
@@ -723,7 +726,8 @@ async fn main() -> ExitCode {
                 kind,
                 args,
                 *overwrite,
-                selector.as_deref(),
+                // --all is the empty selector: it matches everything.
+                selector.as_deref().or(all.then_some("")),
             )
             .await,
         ),
