@@ -41,6 +41,7 @@ fn desired(backends: Vec<Backend>) -> DesiredServices {
                 backends: backends.clone(),
                 flags: 0,
                 affinity_timeout_secs: TIMEOUT_SECS,
+                source_ranges: Vec::new(),
             },
         ),
         (ServiceKey::new(PLAIN_VIP, 80, IPPROTO_TCP), backends.into()),

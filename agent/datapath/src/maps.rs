@@ -1,10 +1,11 @@
 //! Typed access to the pinned maps the agent reads and writes.
 
 use aya::Ebpf;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use weir_ebpf_common::{
     Backend, BackendKey, CtKey, CtValue, IPPROTO_UDP, NodeValue, ServiceKey, ServiceValue,
-    drop_reason, map_names,
+    SourceRangeKey, drop_reason, map_names,
 };
 
 use super::DatapathError;
@@ -20,6 +21,7 @@ pub struct ServiceMaps {
     drops: PerCpuArray<MapData, u64>,
     /// This node's facts for the programs (written at load).
     node: Array<MapData, NodeValue>,
+    source_ranges: LpmTrie<MapData, SourceRangeKey, u8>,
 }
 
 impl ServiceMaps {
@@ -43,6 +45,13 @@ impl ServiceMaps {
                     .take_map(name)
                     .ok_or(DatapathError::Missing { what: "map", name })?;
                 Array::try_from(map).map_err(|source| map_error(name, source))?
+            },
+            source_ranges: {
+                let name = map_names::SOURCE_RANGES;
+                let map = ebpf
+                    .take_map(name)
+                    .ok_or(DatapathError::Missing { what: "map", name })?;
+                LpmTrie::try_from(map).map_err(|source| map_error(name, source))?
             },
         })
     }
@@ -88,6 +97,10 @@ impl ServiceMaps {
             let (k, v) = entry.map_err(|source| map_error(map_names::BACKENDS, source))?;
             state.backends.insert(k, v);
         }
+        for key in self.source_ranges.keys() {
+            let key = key.map_err(|source| map_error(map_names::SOURCE_RANGES, source))?;
+            state.source_ranges.insert((key.prefix_len(), key.data()));
+        }
         Ok(state)
     }
 
@@ -124,6 +137,14 @@ impl ServiceMaps {
             MapOp::DeleteBackend(k) => {
                 (map_names::BACKENDS, ignore_missing(self.backends.remove(k)))
             }
+            MapOp::PutSourceRange(len, k) => (
+                map_names::SOURCE_RANGES,
+                self.source_ranges.insert(&Key::new(*len, *k), 1, 0),
+            ),
+            MapOp::DeleteSourceRange(len, k) => (
+                map_names::SOURCE_RANGES,
+                ignore_missing(self.source_ranges.remove(&Key::new(*len, *k))),
+            ),
         };
         result.map_err(|source| map_error(name, source))
     }

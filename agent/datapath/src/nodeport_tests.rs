@@ -10,7 +10,7 @@ use std::time::Duration;
 use weir_ebpf_common::{
     Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_NODEPORT, CT_FLAG_SNAT, IPPROTO_TCP,
     IPPROTO_UDP, NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL,
-    SERVICE_FLAG_NODEPORT, ServiceKey, program_names,
+    SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES, ServiceKey, program_names,
 };
 
 use super::plan::{DesiredServices, Frontend};
@@ -64,6 +64,7 @@ fn services() -> DesiredServices {
                         .collect(),
                     flags,
                     affinity_timeout_secs: 0,
+                    source_ranges: Vec::new(),
                 },
             )
         })
@@ -78,6 +79,16 @@ fn services() -> DesiredServices {
             backends: vec![Backend::new(REMOTE_POD, 8080)],
             flags: SERVICE_FLAG_NODEPORT,
             affinity_timeout_secs: 0,
+            source_ranges: Vec::new(),
+        },
+    );
+    desired.insert(
+        ServiceKey::new(LB_IP, 443, IPPROTO_TCP),
+        Frontend {
+            backends: vec![Backend::new(REMOTE_POD, 8080)],
+            flags: SERVICE_FLAG_NODEPORT | SERVICE_FLAG_SOURCE_RANGES,
+            affinity_timeout_secs: 0,
+            source_ranges: vec!["172.30.0.96/29".parse().expect("net")],
         },
     );
     desired.insert(
@@ -86,6 +97,7 @@ fn services() -> DesiredServices {
             backends: vec![],
             flags: SERVICE_FLAG_ANNOUNCE,
             affinity_timeout_secs: 0,
+            source_ranges: Vec::new(),
         },
     );
     desired.insert(
@@ -94,6 +106,7 @@ fn services() -> DesiredServices {
             backends: vec![Backend::new(REMOTE_POD, 8080)],
             flags: SERVICE_FLAG_NODEPORT,
             affinity_timeout_secs: 0,
+            source_ranges: Vec::new(),
         },
     );
     desired
@@ -239,6 +252,19 @@ fn datapath_node_ingress_translates_nodeports() {
                         .is_ok(),
                     "the pod connection's reverse entry exists"
                 );
+
+                // loadBalancerSourceRanges: in range -> served; outside -> dropped, counted.
+                let (verdict, out) = node_ingress(&tcp(CLIENT, 40020, LB_IP, 443, SYN));
+                assert_eq!(
+                    verdict, TC_ACT_REDIRECT,
+                    "172.30.0.100 is in 172.30.0.96/29"
+                );
+                assert_eq!(check(&out).dst, (REMOTE_POD, 8080));
+                let outsider = [172, 30, 0, 104];
+                let (verdict, _) = node_ingress(&tcp(outsider, 40021, LB_IP, 443, SYN));
+                assert_eq!(verdict, TC_ACT_SHOT, "outside the source ranges");
+                let counted = dp.drop_counters().expect("drops");
+                assert!(counted.contains(&("source_range", 1)), "{counted:?}");
 
                 // ARP for an owned LoadBalancer IP is answered with the
                 // node's MAC; for other addresses it goes to the stack.

@@ -13,11 +13,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::{
     Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE,
-    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, ServiceKey, ServiceValue,
+    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
+    SOURCE_RANGE_FRONTEND_BITS, ServiceKey, ServiceValue, SourceRangeKey,
 };
 
 /// The label an EndpointSlice carries to name its Service.
@@ -36,6 +39,9 @@ pub struct Frontend {
     pub flags: u32,
     /// `sessionAffinity: ClientIP` timeout in seconds (0 = none).
     pub affinity_timeout_secs: u32,
+    /// With [`SERVICE_FLAG_SOURCE_RANGES`]: the client prefixes allowed in
+    /// (`loadBalancerSourceRanges`), sorted.
+    pub source_ranges: Vec<Ipv4Net>,
 }
 
 impl From<Vec<Backend>> for Frontend {
@@ -140,6 +146,8 @@ pub fn desired_services<'a>(
         let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
         let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
         let external_ips = external_ipv4s(service);
+        let lb_ips = load_balancer_ipv4s(service);
+        let source_ranges = spec.and_then(load_balancer_source_ranges);
         if let Some(node) = node
             && announce_owner(slices).as_deref() == Some(node.name.as_str())
         {
@@ -150,6 +158,7 @@ pub fn desired_services<'a>(
                         backends: Vec::new(),
                         flags: SERVICE_FLAG_ANNOUNCE,
                         affinity_timeout_secs: 0,
+                        source_ranges: Vec::new(),
                     },
                 );
             }
@@ -188,10 +197,13 @@ pub fn desired_services<'a>(
                         backends,
                         flags,
                         affinity_timeout_secs,
+                        source_ranges: Vec::new(),
                     },
                 );
             }
             for ip in &external_ips {
+                // loadBalancerSourceRanges restrict the LoadBalancer IPs only.
+                let ranges = source_ranges.as_ref().filter(|_| lb_ips.contains(ip));
                 let local = ext_local && node.is_some();
                 let backends = match node.filter(|_| local) {
                     Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
@@ -202,8 +214,11 @@ pub fn desired_services<'a>(
                     ServiceKey::new(ip.octets(), port_number, proto),
                     Frontend {
                         backends,
-                        flags: SERVICE_FLAG_NODEPORT | local_flag,
+                        flags: SERVICE_FLAG_NODEPORT
+                            | local_flag
+                            | ranges.map_or(0, |_| SERVICE_FLAG_SOURCE_RANGES),
                         affinity_timeout_secs,
+                        source_ranges: ranges.cloned().unwrap_or_default(),
                     },
                 );
             }
@@ -213,6 +228,7 @@ pub fn desired_services<'a>(
                     backends: cluster_backends,
                     flags: 0,
                     affinity_timeout_secs,
+                    source_ranges: Vec::new(),
                 },
             );
         }
@@ -234,6 +250,22 @@ fn external_ipv4s(service: &Service) -> BTreeSet<Ipv4Addr> {
         .collect();
     ips.extend(load_balancer_ipv4s(service));
     ips
+}
+
+/// `loadBalancerSourceRanges` as sorted IPv4 prefixes; `None` when unset or
+/// empty (no restriction). Entries that do not parse (or are IPv6) are
+/// skipped, so a list of only such entries allows nobody: fail closed.
+fn load_balancer_source_ranges(spec: &ServiceSpec) -> Option<Vec<Ipv4Net>> {
+    let ranges = spec.load_balancer_source_ranges.as_ref()?;
+    if ranges.is_empty() {
+        return None;
+    }
+    let nets: BTreeSet<Ipv4Net> = ranges
+        .iter()
+        .filter_map(|r| r.trim().parse::<Ipv4Net>().ok())
+        .map(|n| n.trunc())
+        .collect();
+    Some(nets.into_iter().collect())
 }
 
 /// The IPv4 load-balancer ingress IPs of a LoadBalancer service.
@@ -378,6 +410,8 @@ fn readiness(endpoint: &Endpoint) -> Readiness {
 pub struct MapState {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub backends: BTreeMap<BackendKey, Backend>,
+    /// LPM keys of the source ranges map: (prefix length, data).
+    pub source_ranges: BTreeSet<(u32, SourceRangeKey)>,
 }
 
 impl MapState {
@@ -410,6 +444,12 @@ impl MapState {
             MapOp::DeleteBackend(k) => {
                 self.backends.remove(&k);
             }
+            MapOp::PutSourceRange(len, k) => {
+                self.source_ranges.insert((len, k));
+            }
+            MapOp::DeleteSourceRange(len, k) => {
+                self.source_ranges.remove(&(len, k));
+            }
         }
     }
 
@@ -435,6 +475,9 @@ pub enum MapOp {
     PutService(ServiceKey, ServiceValue),
     DeleteService(ServiceKey),
     DeleteBackend(BackendKey),
+    /// An LPM entry (prefix length, data) of the source ranges map.
+    PutSourceRange(u32, SourceRangeKey),
+    DeleteSourceRange(u32, SourceRangeKey),
 }
 
 /// Plans the writes that turn `current` into `desired`.
@@ -498,10 +541,44 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
         .filter(|k| !referenced.contains(k))
         .map(|k| MapOp::DeleteBackend(*k));
 
+    // Source ranges are written before a frontend is flagged as restricted
+    // and removed after it no longer is, like backend sets.
+    let want_ranges = desired_source_ranges(desired);
+    let put_ranges = want_ranges
+        .difference(&current.source_ranges)
+        .map(|(len, k)| MapOp::PutSourceRange(*len, *k));
+    let delete_ranges = current
+        .source_ranges
+        .difference(&want_ranges)
+        .map(|(len, k)| MapOp::DeleteSourceRange(*len, *k));
+
     put_backends
         .into_iter()
+        .chain(put_ranges)
         .chain(flips)
         .chain(deletes)
+        .chain(delete_ranges)
+        .collect()
+}
+
+/// The LPM entries of every desired frontend's source ranges.
+fn desired_source_ranges(desired: &DesiredServices) -> BTreeSet<(u32, SourceRangeKey)> {
+    desired
+        .iter()
+        .flat_map(|(key, frontend)| {
+            frontend.source_ranges.iter().map(|net| {
+                (
+                    SOURCE_RANGE_FRONTEND_BITS + u32::from(net.prefix_len()),
+                    SourceRangeKey {
+                        frontend_addr: key.addr,
+                        frontend_port: key.port,
+                        proto: key.proto,
+                        _pad: 0,
+                        src: u32::from(net.network()).to_be(),
+                    },
+                )
+            })
+        })
         .collect()
 }
 

@@ -75,6 +75,7 @@ fn services() -> DesiredServices {
                 backends: BACKENDS.iter().map(|ip| Backend::new(*ip, 8080)).collect(),
                 flags: 0,
                 affinity_timeout_secs: 60,
+                source_ranges: Vec::new(),
             },
         ),
     ])

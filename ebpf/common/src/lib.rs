@@ -44,6 +44,8 @@ pub mod map_names {
     pub const DROPS: &str = "WEIR_DROPS";
     /// One-element array holding the [`crate::NodeValue`] of this node.
     pub const NODE: &str = "WEIR_NODE";
+    /// LPM trie of [`crate::SourceRangeKey`] -> `u8` (1).
+    pub const SOURCE_RANGES: &str = "WEIR_SRC_RANGES";
 }
 
 /// Why the datapath dropped a packet (or refused a socket call): the indices
@@ -60,8 +62,10 @@ pub mod drop_reason {
     pub const REWRITE: u32 = 3;
     /// No route for a translated NodePort packet (FIB lookup failed).
     pub const NO_ROUTE: u32 = 4;
+    /// The client is outside the frontend's `loadBalancerSourceRanges`.
+    pub const SOURCE_RANGE: u32 = 5;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// Counter names, by index (for logs and inspection).
     pub const NAMES: [&str; COUNT as usize] = [
         "no_backend",
@@ -69,6 +73,7 @@ pub mod drop_reason {
         "snat_ports",
         "rewrite",
         "no_route",
+        "source_range",
     ];
 }
 
@@ -186,6 +191,17 @@ pub const SERVICE_FLAG_EXT_LOCAL: u32 = 2;
 /// interface's MAC ([`NodeValue::mac`]), so clients on the same L2 segment
 /// reach the LoadBalancer IP through this node.
 pub const SERVICE_FLAG_ANNOUNCE: u32 = 4;
+/// [`ServiceValue::flags`] bit: new connections from outside the node are
+/// accepted only from clients in the frontend's source ranges
+/// (`loadBalancerSourceRanges`, in `WEIR_SRC_RANGES`); others are dropped.
+pub const SERVICE_FLAG_SOURCE_RANGES: u32 = 8;
+
+/// Capacity of the source ranges LPM trie (all frontends together).
+pub const SOURCE_RANGES_MAX_ENTRIES: u32 = 16_384;
+/// Bits of a [`SourceRangeKey`] before `src`: a source range of prefix
+/// length `n` is stored with LPM prefix length `SOURCE_RANGE_FRONTEND_BITS + n`,
+/// so the frontend always matches exactly.
+pub const SOURCE_RANGE_FRONTEND_BITS: u32 = 64;
 
 /// Key of the backends map: one backend of one backend set.
 #[repr(C)]
@@ -389,6 +405,23 @@ pub struct AffinityValue {
     pub last_used_ns: u64,
 }
 
+/// Data of an LPM key of the source ranges map: a frontend (matched exactly,
+/// see [`SOURCE_RANGE_FRONTEND_BITS`]) and a client address prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceRangeKey {
+    /// Frontend address, network byte order.
+    pub frontend_addr: u32,
+    /// Frontend port, network byte order.
+    pub frontend_port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// Must be zero.
+    pub _pad: u8,
+    /// Client address (prefix), network byte order.
+    pub src: u32,
+}
+
 /// Value of the one-element `WEIR_NODE` array: facts about this node the
 /// programs need. Written by the agent at load.
 #[repr(C)]
@@ -438,6 +471,8 @@ mod pod {
         unsafe impl aya::Pod for AffinityValue {}
         // SAFETY: see the module comment above.
         unsafe impl aya::Pod for NodeValue {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for SourceRangeKey {}
     }
 }
 
@@ -454,3 +489,4 @@ const _: () = assert!(core::mem::size_of::<SockRevValue>() == 8);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 24);
 const _: () = assert!(core::mem::size_of::<NodeValue>() == 12);
+const _: () = assert!(core::mem::size_of::<SourceRangeKey>() == 12);

@@ -4,12 +4,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use weir_ebpf_common::{
     AFFINITY_MAX_ENTRIES, AffinityKey, AffinityValue, BACKENDS_MAX_ENTRIES, Backend, BackendKey,
     CONNTRACK_MAX_ENTRIES, CtKey, CtValue, NodeValue, SERVICES_MAX_ENTRIES, SOCK_REV_MAX_ENTRIES,
-    ServiceKey, ServiceValue, SockRevKey, SockRevValue, drop_reason,
+    SOURCE_RANGE_FRONTEND_BITS, SOURCE_RANGES_MAX_ENTRIES, ServiceKey, ServiceValue, SockRevKey,
+    SockRevValue, SourceRangeKey, drop_reason,
 };
 
 /// Service frontends (ClusterIP:port/proto) -> their current backend set.
@@ -55,6 +56,28 @@ pub static NODE: Array<NodeValue> = Array::pinned(1, 0);
 pub fn node_addr() -> Option<u32> {
     let node = NODE.get(0)?;
     (node.addr != 0).then_some(node.addr)
+}
+
+/// `loadBalancerSourceRanges` of frontends with `SERVICE_FLAG_SOURCE_RANGES`:
+/// (frontend, client prefix). Written only by the agent.
+#[map(name = "WEIR_SRC_RANGES")]
+pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u8> =
+    LpmTrie::pinned(SOURCE_RANGES_MAX_ENTRIES, 0);
+
+/// Whether `client` (network order) is inside a source range of `frontend`.
+#[inline(always)]
+pub fn source_allowed(frontend: &weir_ebpf_common::ServiceKey, client: u32) -> bool {
+    let key = Key::new(
+        SOURCE_RANGE_FRONTEND_BITS + 32,
+        SourceRangeKey {
+            frontend_addr: frontend.addr,
+            frontend_port: frontend.port,
+            proto: frontend.proto,
+            _pad: 0,
+            src: client,
+        },
+    );
+    SOURCE_RANGES.get(&key).is_some()
 }
 
 /// The node interface's MAC, if the agent configured one.

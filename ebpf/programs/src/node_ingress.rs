@@ -12,6 +12,8 @@
 //! - Replies of remote backends to SNATed connections (a reverse NodePort
 //!   entry matches) are translated back to node:nodePort -> client and sent
 //!   back out.
+//! - A new connection from a client outside the frontend's
+//!   `loadBalancerSourceRanges` (`SERVICE_FLAG_SOURCE_RANGES`) is dropped.
 //! - A NodePort without usable backends (for Local: none on this node) drops
 //!   new connections: the node does not answer.
 //! - ARP requests for LoadBalancer IPs this node owns are answered (see
@@ -26,7 +28,7 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
-    ServiceKey, drop_reason,
+    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
 };
 
 use crate::{
@@ -74,6 +76,10 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     };
     if svc.flags & SERVICE_FLAG_NODEPORT == 0 {
         return TC_ACT_OK;
+    }
+    if svc.flags & SERVICE_FLAG_SOURCE_RANGES != 0 && !maps::source_allowed(&key, flow.saddr) {
+        maps::count_drop(drop_reason::SOURCE_RANGE);
+        return TC_ACT_SHOT;
     }
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);

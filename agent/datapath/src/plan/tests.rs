@@ -356,9 +356,9 @@ fn diff_table() {
 
         // Phase order: all backend puts, then service changes, then backend deletes.
         let phase = |op: &MapOp| match op {
-            MapOp::PutBackend(..) => 0,
+            MapOp::PutBackend(..) | MapOp::PutSourceRange(..) => 0,
             MapOp::PutService(..) | MapOp::DeleteService(..) => 1,
-            MapOp::DeleteBackend(..) => 2,
+            MapOp::DeleteBackend(..) | MapOp::DeleteSourceRange(..) => 2,
         };
         assert!(
             ops.windows(2).all(|w| phase(&w[0]) <= phase(&w[1])),
@@ -544,6 +544,7 @@ fn node_port_frontends_table() {
         backends,
         flags,
         affinity_timeout_secs: 0,
+        source_ranges: Vec::new(),
     };
     struct Case {
         name: &'static str,
@@ -676,6 +677,7 @@ fn diff_rewrites_a_frontend_whose_flags_change() {
             backends: vec![b(2, 80)],
             flags: SERVICE_FLAG_NODEPORT,
             affinity_timeout_secs: 0,
+            source_ranges: Vec::new(),
         },
     )]
     .into_iter()
@@ -711,6 +713,7 @@ fn session_affinity_and_selectorless_services_table() {
         backends,
         flags: 0,
         affinity_timeout_secs,
+        source_ranges: Vec::new(),
     };
     struct Case {
         name: &'static str,
@@ -808,6 +811,7 @@ fn external_ip_frontends_table() {
         backends,
         flags: SERVICE_FLAG_NODEPORT | flags,
         affinity_timeout_secs: 0,
+        source_ranges: Vec::new(),
     };
     let object = |spec: serde_json::Value, lb_ip: Option<&str>| {
         let mut svc = json!({"metadata": {"namespace": "default", "name": "web"}, "spec": spec});
@@ -964,4 +968,128 @@ fn load_balancer_ip_announcement_table() {
             .is_some_and(|f| f.flags == SERVICE_FLAG_ANNOUNCE && f.backends.is_empty());
         assert_eq!(announced, want, "case: {name}: {got:?}");
     }
+}
+
+#[test]
+fn load_balancer_source_ranges_table() {
+    let lb_frontend = key([172, 30, 0, 200], 80, IPPROTO_TCP);
+    let ext_frontend = key([192, 0, 2, 10], 80, IPPROTO_TCP);
+    let lb = |ranges: serde_json::Value| -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.20",
+                     "externalIPs": ["192.0.2.10"],
+                     "loadBalancerSourceRanges": ranges,
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}},
+        }))
+        .expect("valid Service")
+    };
+    let net = |s: &str| s.parse::<Ipv4Net>().expect("net");
+    let cases = vec![
+        (
+            "ranges restrict the LoadBalancer IP only, sorted and truncated",
+            lb(json!(["172.30.0.100/32", "10.1.2.3/8"])),
+            Some(vec![net("10.0.0.0/8"), net("172.30.0.100/32")]),
+        ),
+        ("no ranges: no restriction", lb(json!([])), None),
+        (
+            "only unparsable ranges: nobody is allowed (fail closed)",
+            lb(json!(["not-a-cidr", "2001:db8::/32"])),
+            Some(vec![]),
+        ),
+    ];
+    for (name, service, want) in cases {
+        let got = desired_services([&service], &[], None);
+        let lb = &got[&lb_frontend];
+        assert_eq!(
+            lb.flags & SERVICE_FLAG_SOURCE_RANGES != 0,
+            want.is_some(),
+            "case: {name}: flag"
+        );
+        assert_eq!(lb.source_ranges, want.unwrap_or_default(), "case: {name}");
+        assert_eq!(
+            got[&ext_frontend].flags & SERVICE_FLAG_SOURCE_RANGES,
+            0,
+            "case: {name}: externalIPs are not restricted"
+        );
+    }
+}
+
+#[test]
+fn diff_writes_source_ranges_before_the_flag_and_removes_them_after() {
+    let k = key([172, 30, 0, 200], 80, IPPROTO_TCP);
+    let restricted = |ranges: &[&str]| -> DesiredServices {
+        [(
+            k,
+            Frontend {
+                backends: vec![b(2, 80)],
+                flags: SERVICE_FLAG_NODEPORT | SERVICE_FLAG_SOURCE_RANGES,
+                affinity_timeout_secs: 0,
+                source_ranges: ranges.iter().map(|r| r.parse().expect("net")).collect(),
+            },
+        )]
+        .into_iter()
+        .collect()
+    };
+    let mut state = MapState::default();
+    let mut next_slot = state.next_free_slot();
+    let ops = diff(
+        &restricted(&["10.0.0.0/8", "172.30.0.100/32"]),
+        &state,
+        &mut next_slot,
+    );
+    let first_flip = ops
+        .iter()
+        .position(|op| matches!(op, MapOp::PutService(..)))
+        .expect("service put");
+    let ranges_before: Vec<_> = ops[..first_flip]
+        .iter()
+        .filter_map(|op| match op {
+            MapOp::PutSourceRange(len, key) => Some((*len, key.src)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ranges_before,
+        vec![
+            (64 + 8, u32::from(Ipv4Addr::new(10, 0, 0, 0)).to_be()),
+            (64 + 32, u32::from(Ipv4Addr::new(172, 30, 0, 100)).to_be()),
+        ],
+        "{ops:?}"
+    );
+    ops.iter().for_each(|op| state.apply(op));
+
+    // Changing the ranges only swaps LPM entries (the service value stays).
+    let ops = diff(&restricted(&["10.0.0.0/8"]), &state, &mut next_slot);
+    assert!(
+        matches!(ops.as_slice(), [MapOp::DeleteSourceRange(96, _)]),
+        "{ops:?}"
+    );
+    ops.iter().for_each(|op| state.apply(op));
+
+    // Lifting the restriction flips the service first, then deletes ranges.
+    let open: DesiredServices = [(
+        k,
+        Frontend {
+            backends: vec![b(2, 80)],
+            flags: SERVICE_FLAG_NODEPORT,
+            ..Frontend::default()
+        },
+    )]
+    .into_iter()
+    .collect();
+    let ops = diff(&open, &state, &mut next_slot);
+    let flip = ops
+        .iter()
+        .position(|op| matches!(op, MapOp::PutService(..)))
+        .expect("flip");
+    let delete = ops
+        .iter()
+        .position(|op| matches!(op, MapOp::DeleteSourceRange(..)))
+        .expect("delete");
+    assert!(flip < delete, "{ops:?}");
+    ops.iter().for_each(|op| state.apply(op));
+    assert!(state.source_ranges.is_empty());
+    assert_eq!(diff(&open, &state, &mut next_slot), vec![], "idempotent");
 }
