@@ -105,15 +105,15 @@ pub(crate) enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Change fields of an object with a JSON merge patch (RFC 7386).
+    /// Change fields of an object with a strategic, merge or JSON patch.
     Patch {
         kind: String,
         names: Vec<String>,
         /// The patch, JSON (or YAML), e.g. '{"spec":{"replicas":3}}'.
         #[arg(short = 'p', long)]
         patch: String,
-        /// Only "merge" is supported.
-        #[arg(long = "type", default_value = "merge")]
+        /// strategic (kubectl's default), merge (RFC 7386) or json (RFC 6902).
+        #[arg(long = "type", default_value = "strategic")]
         type_: String,
     },
     /// Make a Service for a Deployment, ReplicaSet, Service or Pod.
@@ -496,7 +496,7 @@ mod tests {
         assert!(matches!(c.cmd, Cmd::Label { overwrite: true, ref args, .. } if args.len() == 3));
         let c = Cli::try_parse_from(["weir", "patch", "deploy", "web", "-p", "{\"spec\":{}}"])
             .expect("parses");
-        assert!(matches!(c.cmd, Cmd::Patch { ref type_, .. } if type_ == "merge"));
+        assert!(matches!(c.cmd, Cmd::Patch { ref type_, .. } if type_ == "strategic"));
         let c = Cli::try_parse_from([
             "weir",
             "expose",

@@ -23,6 +23,7 @@ mod manifest;
 mod merge;
 mod patch;
 mod rollout;
+mod strategic;
 mod table;
 mod table_kinds;
 mod verbs;

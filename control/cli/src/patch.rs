@@ -27,6 +27,127 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Splits an RFC 6901 JSON pointer into unescaped tokens.
+fn pointer_tokens(ptr: &str) -> Result<Vec<String>, String> {
+    if ptr.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = ptr
+        .strip_prefix('/')
+        .ok_or_else(|| format!("invalid JSON pointer {ptr:?}: it must start with /"))?;
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+/// The parent container of `path` and the last token.
+fn parent_mut<'a>(doc: &'a mut Value, path: &str) -> Result<(&'a mut Value, String), String> {
+    let mut toks = pointer_tokens(path)?;
+    let last = toks
+        .pop()
+        .ok_or_else(|| format!("the path {path:?} names the whole object"))?;
+    let mut cur = doc;
+    for t in &toks {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(t),
+            Value::Array(a) => t.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            _ => None,
+        }
+        .ok_or_else(|| format!("the path {path:?} does not exist"))?;
+    }
+    Ok((cur, last))
+}
+
+fn json_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let (parent, last) = parent_mut(doc, path)?;
+    match parent {
+        Value::Object(m) => {
+            m.insert(last, value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let i = if last == "-" {
+                a.len()
+            } else {
+                last.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i <= a.len())
+                    .ok_or_else(|| format!("invalid array index in {path:?}"))?
+            };
+            a.insert(i, value);
+            Ok(())
+        }
+        _ => Err(format!("the parent of {path:?} is not an object or array")),
+    }
+}
+
+fn json_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
+    let (parent, last) = parent_mut(doc, path)?;
+    match parent {
+        Value::Object(m) => m.remove(&last),
+        Value::Array(a) => last
+            .parse::<usize>()
+            .ok()
+            .filter(|i| *i < a.len())
+            .map(|i| a.remove(i)),
+        _ => None,
+    }
+    .ok_or_else(|| format!("the path {path:?} does not exist"))
+}
+
+/// Applies an RFC 6902 JSON patch (add, remove, replace, move, copy, test).
+/// All or nothing: on any error `target` is left unchanged.
+pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
+    let ops = ops
+        .as_array()
+        .ok_or("a JSON patch must be a list of operations")?;
+    let mut doc = target.clone();
+    for (i, op) in ops.iter().enumerate() {
+        let field = |f: &str| {
+            op.get(f)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("operation {i}: missing {f:?}"))
+        };
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("operation {i}: missing \"value\""))
+        };
+        let path = field("path")?;
+        match field("op")? {
+            "add" => json_add(&mut doc, path, value()?)?,
+            "remove" => {
+                json_remove(&mut doc, path)?;
+            }
+            "replace" => {
+                json_remove(&mut doc, path)?;
+                json_add(&mut doc, path, value()?)?;
+            }
+            "move" => {
+                let v = json_remove(&mut doc, field("from")?)?;
+                json_add(&mut doc, path, v)?;
+            }
+            "copy" => {
+                let from = field("from")?;
+                let v = doc
+                    .pointer(from)
+                    .cloned()
+                    .ok_or_else(|| format!("operation {i}: the path {from:?} does not exist"))?;
+                json_add(&mut doc, path, v)?;
+            }
+            "test" => {
+                if doc.pointer(path) != Some(&value()?) {
+                    return Err(format!("operation {i}: test failed at {path:?}"));
+                }
+            }
+            other => return Err(format!("operation {i}: unknown op {other:?}")),
+        }
+    }
+    *target = doc;
+    Ok(())
+}
+
 /// One `label`/`annotate` argument: `key=value` sets, `key-` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapChange {
@@ -212,6 +333,70 @@ mod tests {
             let mut t = target.clone();
             merge_patch(&mut t, &patch);
             assert_eq!(t, want, "{target} + {patch}");
+        }
+    }
+
+    #[test]
+    fn json_patch_table() {
+        let base = json!({"metadata": {"labels": {"a/b": "1"}}, "spec": {"replicas": 1, "args": ["x", "y"]}});
+        // (ops, Ok(result) or Err)
+        let cases: Vec<(Value, Result<Value, ()>)> = vec![
+            (
+                json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+                Ok(
+                    json!({"metadata": {"labels": {"a/b": "1"}}, "spec": {"replicas": 3, "args": ["x", "y"]}}),
+                ),
+            ),
+            (
+                json!([{"op": "add", "path": "/spec/args/-", "value": "z"}, {"op": "add", "path": "/spec/args/0", "value": "w"}]),
+                Ok(
+                    json!({"metadata": {"labels": {"a/b": "1"}}, "spec": {"replicas": 1, "args": ["w", "x", "y", "z"]}}),
+                ),
+            ),
+            (
+                json!([{"op": "remove", "path": "/metadata/labels/a~1b"}]),
+                Ok(
+                    json!({"metadata": {"labels": {}}, "spec": {"replicas": 1, "args": ["x", "y"]}}),
+                ),
+            ),
+            (
+                json!([{"op": "move", "from": "/spec/replicas", "path": "/spec/n"}, {"op": "copy", "from": "/spec/n", "path": "/spec/m"}]),
+                Ok(
+                    json!({"metadata": {"labels": {"a/b": "1"}}, "spec": {"n": 1, "m": 1, "args": ["x", "y"]}}),
+                ),
+            ),
+            (
+                json!([{"op": "test", "path": "/spec/replicas", "value": 1}]),
+                Ok(base.clone()),
+            ),
+            (
+                json!([{"op": "test", "path": "/spec/replicas", "value": 2}]),
+                Err(()),
+            ),
+            (
+                json!([{"op": "replace", "path": "/spec/replicas", "value": 5}, {"op": "remove", "path": "/nope"}]),
+                Err(()),
+            ),
+            (
+                json!([{"op": "add", "path": "/spec/args/9", "value": 1}]),
+                Err(()),
+            ),
+            (json!([{"op": "frob", "path": "/x"}]), Err(())),
+            (json!({"op": "add"}), Err(())),
+        ];
+        for (ops, want) in cases {
+            let mut t = base.clone();
+            let r = json_patch(&mut t, &ops);
+            match want {
+                Ok(w) => {
+                    assert_eq!(r, Ok(()), "{ops}");
+                    assert_eq!(t, w, "{ops}");
+                }
+                Err(()) => {
+                    assert!(r.is_err(), "{ops}");
+                    assert_eq!(t, base, "all or nothing: {ops}");
+                }
+            }
         }
     }
 

@@ -275,13 +275,9 @@ pub async fn patch(
     patch: &str,
     type_: &str,
 ) -> Res<()> {
-    if type_ != "merge" {
-        return Err(Failed(format!(
-            "error: --type {type_:?} is not supported: use --type merge (a JSON merge patch, RFC 7386)"
-        )));
-    }
     let p: Value = serde_yaml::from_str(patch)
         .map_err(|e| Failed(format!("error: unable to parse {patch:?}: {e}")))?;
+    let kind_of_patch = PatchType::parse(type_)?;
     let (kind, names) = crate::split_kind_name(kind, names);
     let k = lookup_kind(&kind)?;
     let [name] = names.as_slice() else {
@@ -292,7 +288,11 @@ pub async fn patch(
     let ns = list_namespace(cli, k, false);
     let changed = modify(client, k, &ns, name, |v| {
         let before = v.clone();
-        crate::patch::merge_patch(v, &p);
+        match kind_of_patch {
+            PatchType::Strategic => crate::strategic::strategic_merge(v, &p),
+            PatchType::Merge => crate::patch::merge_patch(v, &p),
+            PatchType::Json => crate::patch::json_patch(v, &p)?,
+        }
         Ok(*v != before)
     })
     .await?;
@@ -306,6 +306,30 @@ pub async fn patch(
         }
     );
     Ok(())
+}
+
+/// `patch --type`: kubectl's three kinds of patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// kubectl's default: keyed lists merge by their merge key.
+    Strategic,
+    /// RFC 7386 JSON merge patch.
+    Merge,
+    /// RFC 6902 JSON patch (a list of operations).
+    Json,
+}
+
+impl PatchType {
+    pub fn parse(s: &str) -> Res<PatchType> {
+        match s {
+            "strategic" => Ok(PatchType::Strategic),
+            "merge" => Ok(PatchType::Merge),
+            "json" => Ok(PatchType::Json),
+            other => Err(Failed(format!(
+                "error: --type must be one of [json merge strategic], not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// `set image KIND/NAME container=image...`.
