@@ -163,7 +163,7 @@ fn headers_for(kind: &str, wide: bool) -> Vec<&'static str> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         other => (
             crate::table_kinds::headers(other).unwrap_or(&["NAME", "AGE"]),
-            &[],
+            crate::table_kinds::wide_headers(other),
         ),
     };
     let mut h = base.to_vec();
@@ -482,7 +482,12 @@ fn row(kind: &str, v: &Value, wide: bool, now: Timestamp) -> Vec<String> {
         }),
         "EndpointSlice" => typed::<EndpointSlice>(v).map(|o| slice_row(&o, now)),
         "Event" => typed::<Event>(v).map(|o| event_row(&o, now)),
-        other => crate::table_kinds::row(other, v, now),
+        other => crate::table_kinds::row(other, v, now).map(|mut r| {
+            if wide {
+                r.extend(crate::table_kinds::wide_row(other, v));
+            }
+            r
+        }),
     };
     let mut r = r.unwrap_or_else(|| generic_row(v, now));
     r.resize(headers_for(kind, wide).len(), "<unknown>".into());

@@ -124,6 +124,67 @@ pub fn headers(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// The extra `-o wide` columns of these kinds (kubectl's).
+pub fn wide_headers(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "DaemonSet" | "ReplicationController" | "Job" | "CronJob" => {
+            &["CONTAINERS", "IMAGES", "SELECTOR"]
+        }
+        "StatefulSet" => &["CONTAINERS", "IMAGES"],
+        "PersistentVolumeClaim" => &["VOLUMEMODE"],
+        "PersistentVolume" => &["VOLUMEMODE"],
+        _ => &[],
+    }
+}
+
+/// The cells under [`wide_headers`].
+pub fn wide_row(kind: &str, v: &Value) -> Vec<String> {
+    let spec = match kind {
+        "CronJob" => "/spec/jobTemplate/spec/template/spec",
+        _ => "/spec/template/spec",
+    };
+    let containers: Vec<&Value> = v
+        .pointer(&format!("{spec}/containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let names = containers
+        .iter()
+        .map(|c| s(c, "/name"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let images = containers
+        .iter()
+        .map(|c| s(c, "/image"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let selector = match kind {
+        // An RC's selector is a plain map.
+        "ReplicationController" => v
+            .pointer("/spec/selector")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+        "CronJob" => match_labels(v, "/spec/jobTemplate/spec/selector"),
+        _ => match_labels(v, "/spec/selector"),
+    };
+    match kind {
+        "DaemonSet" | "ReplicationController" | "Job" | "CronJob" => {
+            vec![names, images, none(selector)]
+        }
+        "StatefulSet" => vec![names, images],
+        "PersistentVolumeClaim" | "PersistentVolume" => {
+            let m = s(v, "/spec/volumeMode");
+            vec![if m.is_empty() { "Filesystem".into() } else { m }]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn job_status(v: &Value) -> String {
     let conds: Vec<&Value> = v
         .pointer("/status/conditions")
@@ -470,6 +531,35 @@ mod tests {
             );
         }
         assert_eq!(row("Pod", &json!({}), now()), None);
+    }
+
+    #[test]
+    fn wide_rows_table() {
+        let ds = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"spec": {"containers": [{"name": "c1", "image": "i1"}, {"name": "c2", "image": "i2"}]}}}});
+        assert_eq!(wide_row("DaemonSet", &ds), ["c1,c2", "i1,i2", "app=a"]);
+        let rc = json!({"spec": {"selector": {"app": "old"}, "template": {"spec": {"containers": [{"name": "o", "image": "x"}]}}}});
+        assert_eq!(
+            wide_row("ReplicationController", &rc),
+            ["o", "x", "app=old"]
+        );
+        let cj = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "j", "image": "b"}]}}}}}});
+        assert_eq!(wide_row("CronJob", &cj), ["j", "b", "<none>"]);
+        assert_eq!(
+            wide_row("PersistentVolumeClaim", &json!({})),
+            ["Filesystem"]
+        );
+        for k in [
+            "DaemonSet",
+            "StatefulSet",
+            "Job",
+            "CronJob",
+            "ReplicationController",
+            "PersistentVolume",
+        ] {
+            assert_eq!(wide_headers(k).len(), wide_row(k, &ds).len(), "{k}");
+        }
+        assert!(wide_headers("ConfigMap").is_empty());
     }
 
     #[test]
