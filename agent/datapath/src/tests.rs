@@ -807,3 +807,78 @@ fn datapath_hairpin_connection_to_itself_is_source_translated() {
         }
     );
 }
+
+/// An ICMP error (type 3 code 3, port unreachable) from `src` to `dst`
+/// quoting the first 28 bytes (IPv4 header + 8) of the IPv4 packet in `frame`.
+fn icmp_error(src: [u8; 4], dst: [u8; 4], frame: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&frame[ETH_HLEN..ETH_HLEN + IP_HLEN + 8]);
+    let c = csum_fold(sum16(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(src, dst, 1, icmp, None)
+}
+
+/// An address and port.
+type Endpoint = ([u8; 4], u16);
+
+/// (outer source, quoted source, quoted destination) of an ICMP error, after
+/// checking the outer IPv4, ICMP and quoted IPv4 checksums.
+fn check_icmp_error(frame: &[u8]) -> ([u8; 4], Endpoint, Endpoint) {
+    let ip = &frame[ETH_HLEN..ETH_HLEN + IP_HLEN];
+    assert_eq!(csum_fold(sum16(ip)), 0, "outer IPv4 checksum");
+    let icmp = &frame[ETH_HLEN + IP_HLEN..];
+    assert_eq!(csum_fold(sum16(icmp)), 0, "ICMP checksum");
+    let quote = &icmp[8..];
+    assert_eq!(
+        csum_fold(sum16(&quote[..IP_HLEN])),
+        0,
+        "quoted IPv4 checksum"
+    );
+    let addr = |at: usize| -> [u8; 4] { quote[at..at + 4].try_into().expect("4 bytes") };
+    let port = |at: usize| u16::from_be_bytes([quote[at], quote[at + 1]]);
+    (
+        ip[12..16].try_into().expect("4 bytes"),
+        (addr(12), port(IP_HLEN)),
+        (addr(16), port(IP_HLEN + 2)),
+    )
+}
+
+#[test]
+#[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+fn datapath_translates_icmp_errors_about_translated_connections() {
+    let (mut dp, _dir) = load();
+    dp.seed(&services());
+    let request = udp(CLIENT, 5353, DNS_VIP, 53, true);
+    let (_, translated) = dp.run(&request);
+    assert_eq!(
+        check(&translated).dst,
+        DNS_BACKEND,
+        "the flow is translated"
+    );
+
+    // The backend answers with port unreachable, quoting what it received.
+    let error = icmp_error(DNS_BACKEND.0, CLIENT, &translated);
+    for program in [program_names::FROM_POD, program_names::TO_POD] {
+        let (verdict, out) = dp.run_program(program, &error);
+        assert_eq!(verdict, TC_ACT_OK, "{program}");
+        assert_eq!(
+            check_icmp_error(&out),
+            (DNS_VIP, (CLIENT, 5353), (DNS_VIP, 53)),
+            "{program}: the error reads as about the client's own packet, from the frontend"
+        );
+    }
+
+    // From a router on the way: the quote is translated, the sender kept.
+    let router = [10, 244, 1, 1];
+    let (verdict, out) = dp.run(&icmp_error(router, CLIENT, &translated));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        check_icmp_error(&out),
+        (router, (CLIENT, 5353), (DNS_VIP, 53))
+    );
+
+    // Errors about connections that were never translated pass untouched.
+    let direct = udp(CLIENT, 5454, DNS_BACKEND.0, DNS_BACKEND.1, true);
+    let unrelated = icmp_error(DNS_BACKEND.0, CLIENT, &direct);
+    assert_eq!(dp.run(&unrelated), (TC_ACT_OK, unrelated.clone()));
+}

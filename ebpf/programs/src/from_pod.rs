@@ -8,6 +8,8 @@
 //! - A reply from a backend (a reverse conntrack entry matches) gets its
 //!   source rewritten back to the frontend the client used; replies to
 //!   NodePort clients outside the node are then redirected out (see `fib`).
+//! - ICMP errors of a backend about a translated connection get their quoted
+//!   packet translated back (see `icmp`).
 //! - Everything else (non-IPv4, not TCP/UDP, fragments, truncated headers,
 //!   ports a service does not have) passes untouched.
 //! - A new connection to a service with no ready backend is dropped, like
@@ -23,7 +25,7 @@ use aya_ebpf::{
 use weir_ebpf_common::{AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, ServiceKey, drop_reason};
 
 use crate::{
-    conntrack, fib, lb, maps, nat,
+    conntrack, fib, icmp, lb, maps, nat,
     parse::{self, Flow},
 };
 
@@ -31,7 +33,8 @@ use crate::{
 pub fn weir_from_pod(ctx: TcContext) -> i32 {
     match parse::parse_ipv4_l4(&ctx) {
         Some(flow) => handle(&ctx, &flow),
-        None => TC_ACT_OK,
+        // ICMP errors of local backends about translated connections.
+        None => icmp::translate_error(&ctx),
     }
 }
 

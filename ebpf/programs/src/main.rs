@@ -11,7 +11,8 @@
 //! - [`lb`]: backend selection,
 //! - [`nat`]: address/port rewriting with incremental checksum updates,
 //! - [`fib`]: forwarding translated packets past the stack (FIB + redirect),
-//! - [`arp`]: answering ARP for owned LoadBalancer IPs.
+//! - [`arp`]: answering ARP for owned LoadBalancer IPs,
+//! - [`icmp`]: ICMP errors about translated connections.
 #![no_std]
 #![no_main]
 
@@ -19,6 +20,7 @@ mod arp;
 mod conntrack;
 mod fib;
 mod from_pod;
+mod icmp;
 mod lb;
 mod maps;
 mod nat;

@@ -18,12 +18,13 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::{CT_DIR_REVERSE, drop_reason};
 
-use crate::{conntrack, maps, nat, parse};
+use crate::{conntrack, icmp, maps, nat, parse};
 
 #[classifier]
 pub fn weir_to_pod(ctx: TcContext) -> i32 {
     let Some(flow) = parse::parse_ipv4_l4(&ctx) else {
-        return TC_ACT_OK;
+        // ICMP errors of remote backends about translated connections.
+        return icmp::translate_error(&ctx);
     };
     match conntrack::lookup(&flow) {
         Some(ct) if ct.direction == CT_DIR_REVERSE => match nat::translate(&ctx, &flow, &ct) {
