@@ -31,6 +31,7 @@ mod maps;
 #[cfg(test)]
 mod nodeport_tests;
 pub mod plan;
+pub mod policy;
 mod sock;
 #[cfg(test)]
 mod sock_tests;

@@ -1,0 +1,120 @@
+//! Compiled maps (before, after) -> map operations in a safe order.
+
+use std::collections::BTreeMap;
+
+use weir_ebpf_common::policy::{
+    EndpointKey, EndpointValue, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue,
+};
+
+use super::{PolicyLimits, PolicyMaps};
+
+/// One write to one of the policy maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyMapOp {
+    PolicyUpsert(PolicyKey, PolicyValue),
+    IpcacheUpsert(IpcacheKey, IpcacheValue),
+    EndpointUpsert(EndpointKey, EndpointValue),
+    EndpointDelete(EndpointKey),
+    IpcacheDelete(IpcacheKey),
+    PolicyDelete(PolicyKey),
+}
+
+/// The ops turning `current` into `desired`.
+///
+/// Order: policy entries are written first, then ipcache entries, then
+/// endpoints; deletions go the other way round (endpoints, ipcache, policy).
+/// So an address only maps to an identity, and an endpoint only appears,
+/// once the entries that decide for them exist; and an allow that both the
+/// old and the new state grant never disappears in between. An allow only
+/// the old state grants lasts until the final deletions (the change is not
+/// atomic, as in every Kubernetes datapath).
+///
+/// If keeping the old entries until the end would overflow a map
+/// (`|current ∪ desired| > capacity`), that map's deletions go first
+/// instead: briefly stricter, never over capacity.
+pub fn diff(current: &PolicyMaps, desired: &PolicyMaps, limits: &PolicyLimits) -> Vec<PolicyMapOp> {
+    let mut first = Vec::new();
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    let mut plan = |cap: u32, (ups, dels, peak): Changes| {
+        if peak > cap as usize {
+            first.extend(dels);
+        } else {
+            deletes.push(dels);
+        }
+        upserts.push(ups);
+    };
+    plan(
+        limits.policy_max_entries,
+        changes(&current.policy, &desired.policy, PolicyMapOp::PolicyUpsert, PolicyMapOp::PolicyDelete),
+    );
+    plan(
+        limits.ipcache_max_entries,
+        changes(&current.ipcache, &desired.ipcache, PolicyMapOp::IpcacheUpsert, PolicyMapOp::IpcacheDelete),
+    );
+    plan(
+        limits.endpoints_max_entries,
+        changes(
+            &current.endpoints,
+            &desired.endpoints,
+            PolicyMapOp::EndpointUpsert,
+            PolicyMapOp::EndpointDelete,
+        ),
+    );
+    deletes.reverse();
+    first
+        .into_iter()
+        .chain(upserts.into_iter().flatten())
+        .chain(deletes.into_iter().flatten())
+        .collect()
+}
+
+/// (upserts, deletes, size of `current ∪ desired`).
+type Changes = (Vec<PolicyMapOp>, Vec<PolicyMapOp>, usize);
+
+fn changes<K: Ord + Copy, V: PartialEq + Copy>(
+    current: &BTreeMap<K, V>,
+    desired: &BTreeMap<K, V>,
+    upsert: impl Fn(K, V) -> PolicyMapOp,
+    delete: impl Fn(K) -> PolicyMapOp,
+) -> Changes {
+    let peak = current.len() + desired.keys().filter(|k| !current.contains_key(k)).count();
+    let ups = desired
+        .iter()
+        .filter(|(k, v)| current.get(k) != Some(v))
+        .map(|(k, v)| upsert(*k, *v))
+        .collect();
+    let dels = current
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .map(|k| delete(*k))
+        .collect();
+    (ups, dels, peak)
+}
+
+impl PolicyMaps {
+    /// Mirrors one successful op (the executor keeps its view of the
+    /// kernel maps exact even when a plan fails halfway).
+    pub fn apply(&mut self, op: PolicyMapOp) {
+        match op {
+            PolicyMapOp::PolicyUpsert(k, v) => {
+                self.policy.insert(k, v);
+            }
+            PolicyMapOp::IpcacheUpsert(k, v) => {
+                self.ipcache.insert(k, v);
+            }
+            PolicyMapOp::EndpointUpsert(k, v) => {
+                self.endpoints.insert(k, v);
+            }
+            PolicyMapOp::EndpointDelete(k) => {
+                self.endpoints.remove(&k);
+            }
+            PolicyMapOp::IpcacheDelete(k) => {
+                self.ipcache.remove(&k);
+            }
+            PolicyMapOp::PolicyDelete(k) => {
+                self.policy.remove(&k);
+            }
+        }
+    }
+}

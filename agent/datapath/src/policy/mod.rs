@@ -1,0 +1,105 @@
+//! The NetworkPolicy compiler: pure functions from (NetworkPolicies, Pods,
+//! Namespaces, this node) to the contents of the policy maps whose ABI is
+//! `weir_ebpf_common::policy`, and from (current, desired) contents to map
+//! operations. No I/O, no clock: the agent's watch loop feeds it and a thin
+//! executor applies the ops.
+//!
+//! - `model`: the inputs ([`PodInfo`], [`NamespaceInfo`], [`NodeNetwork`])
+//!   and their reduction from Kubernetes objects;
+//! - `rules`: NetworkPolicy -> normalized rules (policyTypes defaulting,
+//!   selectors, ipBlocks, ports); what it cannot read matches nothing;
+//! - `alloc`: stable numbering (identities, CIDR identities, endpoint and
+//!   policy ids) across recompiles;
+//! - `ports`: port ranges -> prefix-aligned blocks;
+//! - `compile`: the compile ([`compile`]);
+//! - `diff`: map operations in a safe order ([`diff`]);
+//! - `verdict`: the datapath's lookup replayed in user space ([`verdict`]).
+//!
+//! Kubernetes semantics decided here: a pod is isolated for a direction
+//! only when a policy selecting it has that policyType; allowed traffic is
+//! the union of the selecting policies' rules; `ingress: []` denies all,
+//! `ingress: [{}]` allows all; empty `from`/`to` = every peer, empty
+//! `ports` = every protocol and port; peers by podSelector (policy's
+//! namespace), namespaceSelector, both (AND), several (OR), ipBlock with
+//! except (pod addresses included); TCP/UDP/SCTP; numeric, named (resolved
+//! on the destination pod) and endPort ranges; ingress from the pod's own
+//! node always passes; a pod reaches itself.
+//!
+//! Decided in the datapath, not here: statefulness (only the first packet
+//! of a connection is judged; replies and later packets pass on the
+//! conntrack entry), and judging after service translation (the lookup
+//! uses the backend's address and port).
+
+mod alloc;
+mod compile;
+mod diff;
+mod model;
+mod ports;
+mod rules;
+mod verdict;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use weir_ebpf_common::policy::{
+    EndpointKey, EndpointValue, IPCACHE_MAX_ENTRIES, IpcacheKey, IpcacheValue,
+    POLICY_ENDPOINTS_MAX_ENTRIES, POLICY_MAX_ENTRIES, PolicyKey, PolicyValue,
+};
+
+pub use alloc::Allocator;
+pub use compile::{Allocations, Compiled, IdentityKey, compile};
+pub use diff::{PolicyMapOp, diff};
+pub use model::{
+    NAMESPACE_NAME_LABEL, NamedPort, NamespaceInfo, NodeNetwork, ObjectRef, PodInfo, PolicyInput,
+    protocol_number,
+};
+pub use ports::{PortBlock, port_blocks};
+pub use rules::PolicyWarning;
+pub use verdict::{Decision, Verdict, ipcache_lookup, verdict};
+
+/// What the three policy maps hold (or should hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyMaps {
+    pub ipcache: BTreeMap<IpcacheKey, IpcacheValue>,
+    pub endpoints: BTreeMap<EndpointKey, EndpointValue>,
+    pub policy: BTreeMap<PolicyKey, PolicyValue>,
+}
+
+/// Map capacities; the maps must be created with these sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyLimits {
+    pub ipcache_max_entries: u32,
+    pub endpoints_max_entries: u32,
+    pub policy_max_entries: u32,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        Self {
+            ipcache_max_entries: IPCACHE_MAX_ENTRIES,
+            endpoints_max_entries: POLICY_ENDPOINTS_MAX_ENTRIES,
+            policy_max_entries: POLICY_MAX_ENTRIES,
+        }
+    }
+}
+
+/// Why a compile produced nothing (the maps then keep their current
+/// contents: the agent reports the error and retries on the next change).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The desired contents do not fit a map.
+    #[error(
+        "BPF map {map} is full: {needed} entries needed, capacity {capacity}; \
+         raise its size limit or reduce the policies/pods it serves"
+    )]
+    MapFull {
+        map: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
+    /// A number range is used up.
+    #[error("no free {kind} left (all {capacity} in use)")]
+    Exhausted { kind: &'static str, capacity: u64 },
+}

@@ -1,0 +1,147 @@
+//! The datapath's policy decision, evaluated in user space over compiled
+//! maps exactly as the tc programs will look them up (see the "Lookup"
+//! section of `weir_ebpf_common::policy`): byte-wise longest-prefix match on
+//! the same key layouts. Tests use it to check the compiler end to end; the
+//! agent can use it to explain a flow.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use weir_ebpf_common::policy::{
+    DIR_EGRESS, DIR_INGRESS, EndpointKey, IpcacheKey, IpcacheValue, PolicyKey,
+    identity,
+};
+
+use super::PolicyMaps;
+
+/// What one node decided for one direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The address is not an endpoint of this node: another node (or
+    /// nobody) enforces this direction.
+    NotLocal,
+    /// Allowed by the entry of this policy id.
+    Allowed { policy_id: u32 },
+    /// No entry allows it.
+    Denied,
+}
+
+impl Decision {
+    /// True unless denied.
+    pub fn passes(self) -> bool {
+        !matches!(self, Decision::Denied)
+    }
+}
+
+/// One node's decision on the first packet of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The source endpoint's egress policy.
+    pub egress: Decision,
+    /// The destination endpoint's ingress policy.
+    pub ingress: Decision,
+}
+
+impl Verdict {
+    /// Both directions pass.
+    pub fn allowed(self) -> bool {
+        self.egress.passes() && self.ingress.passes()
+    }
+}
+
+/// The decision for a new connection `src -> dst:port/proto` (after service
+/// translation) on the node whose maps these are.
+///
+/// A pod reaching itself is always allowed; in the datapath that traffic
+/// never reaches a veth (it stays on the pod's loopback) except through a
+/// hairpin service connection, which the tc program must exempt the same way.
+pub fn verdict(maps: &PolicyMaps, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Verdict {
+    if src == dst {
+        let ok = Decision::Allowed { policy_id: 0 };
+        return Verdict { egress: ok, ingress: ok };
+    }
+    Verdict {
+        egress: decide(maps, src, dst, DIR_EGRESS, proto, port),
+        ingress: decide(maps, dst, src, DIR_INGRESS, proto, port),
+    }
+}
+
+fn decide(maps: &PolicyMaps, local: Ipv4Addr, remote: Ipv4Addr, direction: u8, proto: u8, port: u16) -> Decision {
+    let Some(ep) = maps.endpoints.get(&EndpointKey {
+        addr: u32::from(local).to_be(),
+    }) else {
+        return Decision::NotLocal;
+    };
+    let rem = ipcache_lookup(&maps.ipcache, remote).unwrap_or(IpcacheValue {
+        identity: identity::WORLD,
+        cidr_identity: identity::ANY,
+    });
+    let mut ids = vec![rem.identity];
+    if rem.cidr_identity != identity::ANY {
+        ids.push(rem.cidr_identity);
+    }
+    ids.push(identity::ANY);
+    for id in ids {
+        let key = PolicyKey::lookup(ep.endpoint_id, direction, id, proto, port);
+        if let Some(v) = lpm(&maps.policy, key.prefixlen, &policy_bytes(&key), |k| (k.prefixlen, policy_bytes(k))) {
+            return Decision::Allowed {
+                policy_id: v.policy_id,
+            };
+        }
+    }
+    Decision::Denied
+}
+
+/// The ipcache's answer for `addr`.
+pub fn ipcache_lookup(ipcache: &BTreeMap<IpcacheKey, IpcacheValue>, addr: Ipv4Addr) -> Option<IpcacheValue> {
+    let bytes = u32::from(addr).to_be().to_ne_bytes();
+    lpm(ipcache, 32, &bytes, |k| (k.prefixlen, k.addr.to_ne_bytes().to_vec())).copied()
+}
+
+/// The key's trie data (everything after `prefixlen`), in memory order as
+/// the kernel compares it.
+fn policy_bytes(k: &PolicyKey) -> Vec<u8> {
+    let mut b = Vec::with_capacity(12);
+    b.extend_from_slice(&k.endpoint_id.to_ne_bytes());
+    b.push(k.direction);
+    b.push(k._pad0);
+    b.extend_from_slice(&k.identity.to_ne_bytes());
+    b.push(k.proto);
+    b.push(k._pad1);
+    b.extend_from_slice(&k.port.to_ne_bytes());
+    b
+}
+
+/// `BPF_MAP_TYPE_LPM_TRIE` lookup: among entries whose first `prefixlen`
+/// bits equal the key's, the longest (and the kernel caps the match at the
+/// lookup key's own prefix length).
+fn lpm<'m, K, V>(
+    map: &'m BTreeMap<K, V>,
+    key_len: u32,
+    key: &[u8],
+    split: impl Fn(&K) -> (u32, Vec<u8>),
+) -> Option<&'m V> {
+    map.iter()
+        .filter_map(|(k, v)| {
+            let (len, data) = split(k);
+            (len <= key_len && prefix_eq(&data, key, len)).then_some((len, v))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, v)| v)
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u32) -> bool {
+    let bits = bits as usize;
+    let (full, rest) = (bits / 8, bits % 8);
+    if a.len() < full || b.len() < full || a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    match (a.get(full), b.get(full)) {
+        (Some(x), Some(y)) => x & mask == y & mask,
+        _ => false,
+    }
+}
