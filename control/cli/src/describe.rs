@@ -351,7 +351,38 @@ fn kind_sections(out: &mut Out, kind: &str, v: &Value) {
             }
         }
         "Node" => {
-            out.map(0, "Taints", None);
+            let taints: Vec<String> = v
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let val = s(t, "/value");
+                    let kv = if val.is_empty() {
+                        s(t, "/key")
+                    } else {
+                        format!("{}={val}", s(t, "/key"))
+                    };
+                    format!("{kv}:{}", s(t, "/effect"))
+                })
+                .collect();
+            match taints.split_first() {
+                None => out.kv(0, "Taints", "<none>"),
+                Some((first, rest)) => {
+                    out.kv(0, "Taints", first);
+                    for t in rest {
+                        out.row(vec![String::new(), t.clone()]);
+                    }
+                }
+            }
+            out.kv(
+                0,
+                "Unschedulable",
+                v.pointer("/spec/unschedulable")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string(),
+            );
             conditions(out, v);
             let addrs: Vec<String> = v
                 .pointer("/status/addresses")
@@ -561,6 +592,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Pod Template:\n  Labels:  app=web\n  Containers:\n    c:\n      Image:        img:v2\n"), "{text}");
+        let node = json!({"kind": "Node", "metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.1.0/24",
+            "taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}, {"key": "gpu", "effect": "NoExecute"}]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "172.30.0.11"}]}});
+        let text = describe("Node", &node, &[], now());
+        assert!(text.contains("Taints:             dedicated=db:NoSchedule\n                    gpu:NoExecute\nUnschedulable:      false\n"), "{text}");
+        assert!(
+            text.contains("Addresses:\n  InternalIP: 172.30.0.11\n"),
+            "{text}"
+        );
         let generic = describe(
             "Lease",
             &json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}),
