@@ -136,6 +136,8 @@ impl System {
                     "--listen",
                     &format!("127.0.0.1:{api_port}"),
                 ])
+                // Room for 1000 nodes' /24 pod CIDRs (the default /16 holds 255).
+                .args(["--cluster-cidr", "10.128.0.0/9"])
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(

@@ -25,6 +25,9 @@ use crate::ttl::TtlLeases;
 /// How often a write is retried when it lost a race on an allocation key.
 const MAX_ATTEMPTS: usize = 8;
 
+/// etcd page size of a list without a limit.
+const UNLIMITED_PAGE: i64 = 1000;
+
 /// Options of a Delete request.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
@@ -186,7 +189,9 @@ impl Registry {
             let (r, k) = decode_continue(continue_token, &prefix)?;
             (r, Some(k))
         };
-        let page_size = if limit > 0 { limit.max(100) } else { 0 };
+        // Unlimited lists still read etcd in pages (all at the first page's
+        // revision, so the result is one snapshot), bounding each response.
+        let page_size = if limit > 0 { limit.max(100) } else { UNLIMITED_PAGE };
         let mut items = Vec::new();
         loop {
             let page = match self

@@ -112,7 +112,13 @@ impl Change {
 #[derive(Clone)]
 pub struct Storage {
     client: etcd_client::Client,
+    /// KV client for range reads, with a decoding limit above tonic's 4 MiB
+    /// default (a page of large objects exceeds it).
+    ranges: etcd_client::KvClient,
 }
+
+/// The largest etcd range response accepted.
+const MAX_RANGE_RESPONSE: usize = 512 << 20;
 
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &str) -> Vec<u8> {
@@ -134,7 +140,10 @@ impl Storage {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let mut client = etcd_client::Client::connect(endpoints, Some(opts)).await?;
         client.status().await?;
-        Ok(Self { client })
+        let ranges = client
+            .kv_client()
+            .max_decoding_message_size(MAX_RANGE_RESPONSE);
+        Ok(Self { client, ranges })
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Kv>, StorageError> {
@@ -159,7 +168,7 @@ impl Storage {
             opts = opts.with_limit(limit);
         }
         let resp = self
-            .client
+            .ranges
             .clone()
             .get(start.unwrap_or(prefix), Some(opts))
             .await
@@ -410,7 +419,11 @@ fn to_change(ev: &etcd_client::Event) -> Result<Change, StorageError> {
 /// A range read at a compacted revision fails with gRPC OUT_OF_RANGE.
 fn compacted(e: etcd_client::Error, requested: i64) -> StorageError {
     match &e {
-        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange => {
+        // Only etcd's "required revision has been compacted": tonic also
+        // uses OUT_OF_RANGE for a response over the decoding limit.
+        etcd_client::Error::GRpcStatus(s)
+            if s.code() == tonic::Code::OutOfRange && s.message().contains("compacted") =>
+        {
             StorageError::Compacted {
                 requested,
                 compacted: 0,

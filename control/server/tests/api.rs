@@ -623,6 +623,24 @@ async fn events_aggregate_and_expire() {
     );
 }
 
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn lists_larger_than_one_grpc_message() {
+    // 8 x 900 kB: more than tonic's 4 MiB default message from etcd.
+    let s = Server::start().await;
+    let c = &s.client;
+    for i in 0..8 {
+        let mut cm = config_map(&format!("big-{i}"), &[("size", "big")]);
+        cm.data = Some(BTreeMap::from([("blob".to_string(), "x".repeat(900_000))]));
+        c.create(&cm).await.expect("create big configmap");
+    }
+    let all = c
+        .list::<ConfigMap>("default", &ListParams::default().labels("size=big"))
+        .await
+        .expect("list over 4 MiB");
+    assert_eq!(all.items.len(), 8);
+}
+
 /// A child process stopped on drop: SIGTERM, then SIGKILL after 15 s.
 struct Proc(Child);
 
