@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  client netns                node netns                    server netns
+//!                               eth0 172.31.255.1 (node IP; veth to ul0, idle)
 //!  eth0 10.244.0.10-25  <-veth-> wrcli0 10.244.0.1
 //!                                wrsrv0 10.244.255.1 <-veth-> eth0 10.244.255.2
 //!                                10.245/16 via .255.2         local 10.245.0.0/16 dev lo
@@ -107,14 +108,18 @@ impl Topology {
             run(Command::new("ip").args(["netns", "add", ns]))?;
         }
         let (n, c, s) = (&topo.node, &topo.client, &topo.server);
+        // eth0/ul0: the node's underlay stand-in, carrying the node IP (no
+        // benchmark traffic crosses it).
         ip_batch(
             None,
             &format!(
                 "link add wrcli0 netns {n} type veth peer name eth0 netns {c}\n\
-             link add wrsrv0 netns {n} type veth peer name eth0 netns {s}\n"
+                 link add wrsrv0 netns {n} type veth peer name eth0 netns {s}\n\
+                 link add eth0 netns {n} type veth peer name ul0 netns {n}\n"
             ),
         )?;
-        let mut node = String::from("link set lo up\n");
+        let mut node = String::from("link set lo up\nlink set ul0 up\nlink set eth0 up\n");
+        node.push_str(&format!("addr add {}/24 dev eth0\n", plan::NODE_IP));
         node.push_str(&format!(
             "addr add {}/24 dev wrcli0\n",
             plan::CLIENT_GATEWAY

@@ -35,6 +35,9 @@ pub const BACKEND_CIDR: &str = "10.245.0.0/16";
 /// Service VIPs.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
+/// The node's own address, on its underlay interface `eth0` (not on a pod
+/// veth: the agent attaches its node-interface programs where the node IP is).
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
 pub const CLIENT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 pub const SERVER_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 255, 1);
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 244, 255, 2);

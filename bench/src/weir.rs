@@ -31,6 +31,8 @@ pub const CHANGE_METHOD: &str = "weir: create Service + EndpointSlice through we
 const STATE_DIR: &str = "/tmp/wbench-weir";
 const BPFFS_DIR: &str = "/sys/fs/bpf/wbench";
 const NAMESPACE: &str = "default";
+/// cgroup parent the agents are given (they create it; no pod ever uses it).
+const CGROUP_PARENT: &str = "/wbench";
 /// Node name the benchmark's agents register.
 const NODE: &str = "wbench";
 
@@ -304,14 +306,14 @@ impl WeirCluster {
             .arg(format!("unix://{}/weir.sock", self.dir.display()))
             .arg("--netns")
             .arg(format!("/run/netns/{}", topo.node))
-            .args(["--node-ip", &plan::CLIENT_GATEWAY.to_string()])
+            .args(["--node-ip", &plan::NODE_IP.to_string()])
             .arg("--cri-socket")
             .arg(self.dir.join("containerd.sock"))
             .arg("--state-dir")
             .arg(self.dir.join("agent"))
             .arg("--bpffs-dir")
             .arg(&bpffs)
-            .args(["--cgroup-parent", "/wbench"])
+            .args(["--cgroup-parent", CGROUP_PARENT])
             .arg("--cni-conf-dir")
             .arg(self.dir.join("cni"))
             .arg("--pod-log-dir")
@@ -340,6 +342,13 @@ impl Drop for WeirCluster {
     fn drop(&mut self) {
         // The daemons stop when their fields drop, right after this.
         let _ = std::fs::remove_dir(BPFFS_DIR);
+        // The agents create the pod cgroup parent in every hierarchy; it is
+        // empty (no pod ever ran).
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(CGROUP_PARENT.trim_start_matches('/')));
+            }
+        }
     }
 }
 
