@@ -10,6 +10,8 @@ pub fn run(args: &[String]) -> Result<()> {
     cmd::require_root("bench")?;
     deps::run()?;
     deps::bench()?;
+    // weir-bench runs the release weir-control and weir-agent next to it.
+    crate::build::run(true)?;
     let args: Vec<String> = if args.is_empty() {
         vec!["datapath".into()]
     } else {

@@ -72,9 +72,9 @@ enum Task {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Run the benchmarks: cargo xtask bench [-- weir-bench ARGS] (default: datapath).
+    /// Run the benchmarks: cargo xtask bench [datapath|control] [weir-bench ARGS] (default: datapath).
     Bench {
-        #[arg(last = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Run the test tiers: 1 unit, 2 privileged, 3 end-to-end (default: all).
