@@ -9,7 +9,6 @@ use crate::args::Cli;
 use crate::get::{fetch, parse_selector};
 use crate::{
     Failed, Res, list_namespace, load_objects, lookup_kind, plural, server_error, singular,
-    split_kind_name,
 };
 
 pub(crate) fn delete_params(grace_period: i64, cascade: &str) -> Res<DeleteParams> {
@@ -95,6 +94,45 @@ pub(crate) async fn wait_deleted(
     true
 }
 
+/// The names to delete of one kind: the given ones, or those matching -l /
+/// --all. None when the flags contradict each other (already reported).
+async fn target_names(
+    cli: &Cli,
+    client: &Client,
+    k: &'static ResourceKind,
+    mut names: Vec<String>,
+    o: &DeleteOpts<'_>,
+    ok: &mut bool,
+) -> Option<Vec<String>> {
+    if o.selector.is_some() || o.all {
+        if !names.is_empty() {
+            eprintln!("error: name cannot be provided when a selector or --all is specified");
+            return None;
+        }
+        let sel = match parse_selector(o.selector) {
+            Ok(s) => s,
+            Err(Failed(m)) => {
+                eprintln!("{m}");
+                return None;
+            }
+        };
+        let (objs, f) = fetch(cli, client, k, &[], false, &sel, "").await;
+        *ok &= !f;
+        names.extend(objs.iter().filter_map(|v| {
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }));
+        if objs.is_empty() && !f {
+            eprintln!("No resources found");
+        }
+    } else if names.is_empty() {
+        eprintln!("error: resource(s) were provided, but no name was specified");
+        return None;
+    }
+    Some(names)
+}
+
 pub(crate) async fn cmd_delete(
     cli: &Cli,
     client: &Client,
@@ -135,46 +173,32 @@ pub(crate) async fn cmd_delete(
         eprintln!("error: You must provide one or more resources by argument or filename.");
         return false;
     };
-    let (kind, mut names) = split_kind_name(kind, names);
-    let k = match lookup_kind(&kind) {
-        Ok(k) => k,
-        Err(Failed(m)) => {
-            eprintln!("{m}");
+    let targets = match crate::get::plan_targets(kind, names) {
+        Ok(t) => t,
+        Err(m) => {
+            eprintln!("error: {m}");
             return false;
         }
     };
-    let ns = list_namespace(cli, k, false);
-    if o.selector.is_some() || o.all {
-        if !names.is_empty() {
-            eprintln!("error: name cannot be provided when a selector or --all is specified");
-            return false;
-        }
-        let sel = match parse_selector(o.selector) {
-            Ok(s) => s,
+    for (kind, names) in targets {
+        let k = match lookup_kind(&kind) {
+            Ok(k) => k,
             Err(Failed(m)) => {
                 eprintln!("{m}");
-                return false;
+                ok = false;
+                continue;
             }
         };
-        let (objs, f) = fetch(cli, client, k, &[], false, &sel, "").await;
-        ok &= !f;
-        names.extend(objs.iter().filter_map(|v| {
-            v.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        }));
-        if objs.is_empty() && !f {
-            eprintln!("No resources found");
-        }
-    } else if names.is_empty() {
-        eprintln!("error: resource(s) were provided, but no name was specified");
-        return false;
-    }
-    for n in &names {
-        if delete_one(client, k, &ns, n, &params, o.ignore_not_found).await {
-            gone.push((k, ns.clone(), n.clone()));
-        } else {
-            ok = false;
+        let Some(names) = target_names(cli, client, k, names, o, &mut ok).await else {
+            return false;
+        };
+        let ns = list_namespace(cli, k, false);
+        for n in &names {
+            if delete_one(client, k, &ns, n, &params, o.ignore_not_found).await {
+                gone.push((k, ns.clone(), n.clone()));
+            } else {
+                ok = false;
+            }
         }
     }
     ok && (!o.wait || wait_deleted(client, &gone, o.timeout).await)

@@ -8,8 +8,7 @@ use weir_client::{Client, ListParams};
 
 use crate::args::{Cli, Output};
 use crate::{
-    Failed, Res, columns, list_namespace, lookup_kind, now, server_error, singular,
-    split_kind_name, table,
+    Failed, Res, columns, list_namespace, lookup_kind, now, server_error, singular, table,
 };
 
 pub(crate) async fn fetch(
@@ -236,12 +235,19 @@ pub(crate) async fn cmd_get(
             return false;
         }
     };
-    let (kind, names) = split_kind_name(kind, names);
-    let kinds = expand_kinds(&kind);
+    let targets = match plan_targets(kind, names) {
+        Ok(t) => t,
+        Err(m) => {
+            eprintln!("error: {m}");
+            return false;
+        }
+    };
+    let kinds: Vec<&str> = targets.iter().map(|(k, _)| k.as_str()).collect();
+    let names: Vec<String> = targets.iter().flat_map(|(_, n)| n.clone()).collect();
     let mut failed = false;
     let mut printed_any = false;
     let mut all_objs: Vec<Value> = Vec::new();
-    for (i, kname) in kinds.iter().enumerate() {
+    for (i, (kname, knames)) in targets.iter().enumerate() {
         let k = match lookup_kind(kname) {
             Ok(k) => k,
             Err(Failed(m)) => {
@@ -250,7 +256,7 @@ pub(crate) async fn cmd_get(
                 continue;
             }
         };
-        let (objs, f) = fetch(cli, client, k, &names, all, &sel, g.fields).await;
+        let (objs, f) = fetch(cli, client, k, knames, all, &sel, g.fields).await;
         failed |= f;
         if g.jsonpath.is_some() {
             all_objs.extend(objs);
@@ -349,6 +355,43 @@ pub(crate) fn watch_fields(name: Option<&str>, extra: &str) -> String {
         .join(",")
 }
 
+/// What one `get` asks for: (kind, names) pairs. `pods,svc a b` asks every
+/// kind for the same names; `deploy/web svc/web` (kubectl's TYPE/NAME form,
+/// which then every argument must use) groups names by kind in order.
+pub(crate) fn plan_targets(
+    kind: &str,
+    names: &[String],
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    if !kind.contains('/') {
+        if names.iter().any(|n| n.contains('/')) {
+            return Err(format!(
+                "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'weir get resource/<resource_name>' instead of 'weir get resource resource/<resource_name>'): {}",
+                names.join(" ")
+            ));
+        }
+        return Ok(expand_kinds(kind)
+            .into_iter()
+            .map(|k| (k.to_string(), names.to_vec()))
+            .collect());
+    }
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for arg in std::iter::once(kind).chain(names.iter().map(String::as_str)) {
+        let (k, n) = arg
+            .split_once('/')
+            .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "arguments in resource/name form must have a single resource and name: {arg:?}"
+                )
+            })?;
+        match out.iter_mut().find(|(ek, _)| ek == k) {
+            Some((_, ns)) => ns.push(n.to_string()),
+            None => out.push((k.to_string(), vec![n.to_string()])),
+        }
+    }
+    Ok(out)
+}
+
 /// kubectl's "all" category: the workload kinds and services.
 const ALL: &[&str] = &[
     "pods",
@@ -384,6 +427,24 @@ mod tests {
         assert_eq!(expand_kinds("all").len(), ALL.len());
         assert_eq!(expand_kinds("cm,all")[0], "cm");
         assert!(expand_kinds(",").is_empty());
+    }
+
+    #[test]
+    fn plan_targets_table() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let t = |k: &str, n: &[&str]| (k.to_string(), s(n));
+        assert_eq!(
+            plan_targets("po,svc", &s(&["a"])),
+            Ok(vec![t("po", &["a"]), t("svc", &["a"])])
+        );
+        assert_eq!(
+            plan_targets("deploy/web", &s(&["svc/web", "deploy/api"])),
+            Ok(vec![t("deploy", &["web", "api"]), t("svc", &["web"])])
+        );
+        assert_eq!(plan_targets("pods", &[]), Ok(vec![t("pods", &[])]));
+        assert!(plan_targets("deploy/web", &s(&["api"])).is_err());
+        assert!(plan_targets("deploy", &s(&["svc/web"])).is_err());
+        assert!(plan_targets("deploy/", &[]).is_err());
     }
 
     #[test]
