@@ -1093,3 +1093,45 @@ fn diff_writes_source_ranges_before_the_flag_and_removes_them_after() {
     assert!(state.source_ranges.is_empty());
     assert_eq!(diff(&open, &state, &mut next_slot), vec![], "idempotent");
 }
+
+#[test]
+fn one_change_among_ten_thousand_services_touches_only_its_entries() {
+    let svc_key = |i: u32| key([10, 96, (i >> 8) as u8, (i & 0xff) as u8], 80, IPPROTO_TCP);
+    let backends = |i: u32| -> Vec<Backend> {
+        (0..4u8)
+            .map(|n| Backend::new([10, 244, (i % 200) as u8, n + 1], 8080))
+            .collect()
+    };
+    let mut desired: DesiredServices = (0..10_000)
+        .map(|i| (svc_key(i), backends(i).into()))
+        .collect();
+    let mut state = MapState::default();
+    let mut next_slot = state.next_free_slot();
+    diff(&desired, &state, &mut next_slot)
+        .iter()
+        .for_each(|op| state.apply(op));
+    assert_eq!(state.services.len(), 10_000);
+
+    // Change one backend set: 4 puts, 1 flip, 4 deletes, nothing else.
+    let changed = svc_key(4242);
+    let mut new_set = backends(4242);
+    new_set[0] = Backend::new([10, 244, 250, 1], 8080);
+    new_set.sort();
+    desired.insert(changed, new_set.into());
+    let ops = diff(&desired, &state, &mut next_slot);
+    assert_eq!(ops.len(), 9, "{ops:?}");
+    let old_slot = state.services[&changed].backend_slot;
+    assert!(ops.iter().all(|op| match op {
+        MapOp::PutService(k, _) => *k == changed,
+        MapOp::DeleteBackend(k) => k.slot == old_slot,
+        MapOp::PutBackend(..) => true,
+        _ => false,
+    }));
+    ops.iter().for_each(|op| state.apply(op));
+
+    // Add one and remove one: one service's entries each.
+    desired.remove(&svc_key(7));
+    desired.insert(svc_key(20_000), backends(1).into());
+    let ops = diff(&desired, &state, &mut next_slot);
+    assert_eq!(ops.len(), 4 + 1 + 1 + 4, "{ops:?}");
+}
