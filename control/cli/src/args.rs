@@ -226,6 +226,12 @@ pub(crate) enum RolloutCmd {
         #[arg(long, default_value_t = 0)]
         to_revision: i64,
     },
+    /// Replace every pod (a new revision with a restartedAt annotation).
+    Restart { kind: String, name: Option<String> },
+    /// Stop rolling out template changes until resumed.
+    Pause { kind: String, name: Option<String> },
+    /// Resume a paused rollout.
+    Resume { kind: String, name: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]

@@ -91,6 +91,22 @@ pub fn undo_template(
     Ok(t)
 }
 
+/// The pod-template annotation `rollout restart` sets; changing the
+/// template makes the Deployment controller roll out new pods.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// What `rollout restart|pause|resume` changes, as a strategic merge patch.
+pub fn action_patch(action: &str, now_rfc3339: &str) -> Option<serde_json::Value> {
+    Some(match action {
+        "restart" => {
+            serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now_rfc3339}}}}})
+        }
+        "pause" => serde_json::json!({"spec": {"paused": true}}),
+        "resume" => serde_json::json!({"spec": {"paused": null}}),
+        _ => return None,
+    })
+}
+
 /// The annotation `kubectl ... --record` and users set to explain a change.
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
@@ -270,6 +286,25 @@ mod tests {
                 Err(frag) => assert!(got.expect_err(frag).contains(frag)),
             }
         }
+    }
+
+    #[test]
+    fn action_patch_table() {
+        let mut d = serde_json::json!({"spec": {"paused": true, "template": {"metadata": {"labels": {"app": "web"}}}}});
+        crate::strategic::strategic_merge(
+            &mut d,
+            &action_patch("restart", "2026-01-01T00:00:00Z").expect("known"),
+        );
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT],
+            "2026-01-01T00:00:00Z"
+        );
+        assert_eq!(d["spec"]["template"]["metadata"]["labels"]["app"], "web");
+        crate::strategic::strategic_merge(&mut d, &action_patch("resume", "").expect("known"));
+        assert!(d["spec"].get("paused").is_none());
+        crate::strategic::strategic_merge(&mut d, &action_patch("pause", "").expect("known"));
+        assert_eq!(d["spec"]["paused"], true);
+        assert_eq!(action_patch("explode", ""), None);
     }
 
     #[test]

@@ -157,6 +157,33 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
+        RolloutCmd::Restart { kind, name }
+        | RolloutCmd::Pause { kind, name }
+        | RolloutCmd::Resume { kind, name } => {
+            let (action, done) = match cmd {
+                RolloutCmd::Restart { .. } => ("restart", "restarted"),
+                RolloutCmd::Pause { .. } => ("pause", "paused"),
+                _ => ("resume", "resumed"),
+            };
+            let name = deployment_name(kind, name.as_deref())?;
+            let patch = rollout::action_patch(action, &crate::now().to_string())
+                .ok_or_else(|| Failed(format!("error: unknown rollout action {action}")))?;
+            let changed = verbs::modify(client, dk, &ns, &name, |v| {
+                let before = v.clone();
+                crate::strategic::strategic_merge(v, &patch);
+                Ok(*v != before)
+            })
+            .await?;
+            if changed || action == "restart" {
+                println!("{}/{name} {done}", singular(dk));
+                Ok(())
+            } else {
+                Err(Failed(format!(
+                    "error: {}/{name} is already {done}",
+                    singular(dk)
+                )))
+            }
+        }
         RolloutCmd::History {
             kind,
             name,
