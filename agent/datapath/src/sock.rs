@@ -16,7 +16,7 @@
 //! several simulated nodes on one kernel from seeing each other's programs.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aya::Ebpf;
 use aya::programs::links::FdLink;
@@ -119,7 +119,7 @@ pub fn attach(
 }
 
 /// Removes an old pin so the kernel frees (detaches) its link.
-fn replace_pin(path: &PathBuf) -> Result<(), DatapathError> {
+fn replace_pin(path: &Path) -> Result<(), DatapathError> {
     match std::fs::remove_file(path) {
         Ok(()) => {
             tracing::info!(pin = %path.display(), "replaced the socket program link of a previous agent");
@@ -127,7 +127,7 @@ fn replace_pin(path: &PathBuf) -> Result<(), DatapathError> {
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(DatapathError::PinDir {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         }),
     }
