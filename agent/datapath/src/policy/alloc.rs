@@ -119,7 +119,10 @@ mod tests {
         assert_eq!((a.get(&"x"), a.get(&"y")), (Some(10), Some(11)));
         // y goes, z comes: z must not get 11.
         let b = a.reallocate(&["x", "z"]).expect("room");
-        assert_eq!((b.get(&"x"), b.get(&"z"), b.get(&"y")), (Some(10), Some(12), None));
+        assert_eq!(
+            (b.get(&"x"), b.get(&"z"), b.get(&"y")),
+            (Some(10), Some(12), None)
+        );
         // Wraps around and finally reuses 11 once the range end is reached.
         let c = b.reallocate(&["x", "z", "w"]).expect("room");
         assert_eq!(c.get(&"w"), Some(13));

@@ -104,13 +104,20 @@ fn check_size(map: &'static str, needed: usize, capacity: u32) -> Result<(), Pol
 
 /// Compiles the policies for `input.node`. Pure: same input and `prev`,
 /// same output.
-pub fn compile(input: PolicyInput<'_>, prev: &Allocations, limits: &PolicyLimits) -> Result<Compiled, PolicyError> {
+pub fn compile(
+    input: PolicyInput<'_>,
+    prev: &Allocations,
+    limits: &PolicyLimits,
+) -> Result<Compiled, PolicyError> {
     let mut warnings = Vec::new();
     let ctx = Context::new(input);
 
     // Identities of (namespace, labels, named ports).
     let keys: BTreeSet<IdentityKey> = ctx.pods.iter().map(|p| IdentityKey::of(p)).collect();
-    let identities = prev.identities.reallocate(&keys).map_err(exhausted("identity"))?;
+    let identities = prev
+        .identities
+        .reallocate(&keys)
+        .map_err(exhausted("identity"))?;
     let pod_identity: BTreeMap<Ipv4Addr, u32> = ctx
         .pods
         .iter()
@@ -134,11 +141,18 @@ pub fn compile(input: PolicyInput<'_>, prev: &Allocations, limits: &PolicyLimits
             ctx.block_prefixes(rule, true, &mut prefixes);
         }
     }
-    let cidrs = prev.cidrs.reallocate(&prefixes).map_err(exhausted("CIDR identity"))?;
+    let cidrs = prev
+        .cidrs
+        .reallocate(&prefixes)
+        .map_err(exhausted("CIDR identity"))?;
     let cidr_ids: BTreeMap<Ipv4Net, u32> = cidrs.iter().map(|(n, id)| (*n, id)).collect();
 
     let ipcache = ipcache(&ctx, &pod_identity, &cidr_ids);
-    check_size(map_names::IPCACHE, ipcache.len(), limits.ipcache_max_entries)?;
+    check_size(
+        map_names::IPCACHE,
+        ipcache.len(),
+        limits.ipcache_max_entries,
+    )?;
 
     // Local endpoints.
     let local: Vec<&PodInfo> = ctx
@@ -147,7 +161,11 @@ pub fn compile(input: PolicyInput<'_>, prev: &Allocations, limits: &PolicyLimits
         .copied()
         .filter(|p| p.node.as_deref() == Some(input.node.name.as_str()))
         .collect();
-    check_size(map_names::POLICY_ENDPOINTS, local.len(), limits.endpoints_max_entries)?;
+    check_size(
+        map_names::POLICY_ENDPOINTS,
+        local.len(),
+        limits.endpoints_max_entries,
+    )?;
     let endpoint_ids = prev
         .endpoints
         .reallocate(local.iter().map(|p| &p.pod))
@@ -158,8 +176,12 @@ pub fn compile(input: PolicyInput<'_>, prev: &Allocations, limits: &PolicyLimits
     for pod in &local {
         let (Some(ip), Some(ep), Some(own)) = (
             pod.ip,
-            endpoint_ids.get(&pod.pod).and_then(|id| u16::try_from(id).ok()),
-            pod_identity.get(&pod.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)).copied(),
+            endpoint_ids
+                .get(&pod.pod)
+                .and_then(|id| u16::try_from(id).ok()),
+            pod_identity
+                .get(&pod.ip.unwrap_or(Ipv4Addr::UNSPECIFIED))
+                .copied(),
         ) else {
             continue;
         };
@@ -179,21 +201,46 @@ pub fn compile(input: PolicyInput<'_>, prev: &Allocations, limits: &PolicyLimits
                 .filter(|p| p.policy.namespace == pod.pod.namespace)
                 .filter(|p| p.selector.as_ref().is_some_and(|s| s.matches(&pod.labels)))
                 .filter_map(|p| {
-                    let rules = if direction == DIR_INGRESS { &p.ingress } else { &p.egress };
+                    let rules = if direction == DIR_INGRESS {
+                        &p.ingress
+                    } else {
+                        &p.egress
+                    };
                     Some((rules.as_ref()?, policies.get(&p.policy)?))
                 })
                 .collect();
             if selecting.is_empty() {
-                out.insert(ep, direction, identity::ANY, Ports::Anything, POLICY_ID_UNISOLATED);
+                out.insert(
+                    ep,
+                    direction,
+                    identity::ANY,
+                    Ports::Anything,
+                    POLICY_ID_UNISOLATED,
+                );
                 continue;
             }
             if direction == DIR_INGRESS {
                 // Traffic from the pod's own node always passes (probes).
-                out.insert(ep, direction, identity::HOST, Ports::Anything, POLICY_ID_HOST);
+                out.insert(
+                    ep,
+                    direction,
+                    identity::HOST,
+                    Ports::Anything,
+                    POLICY_ID_HOST,
+                );
             }
             for (rules, policy_id) in selecting {
                 for rule in rules {
-                    ctx.rule(pod, ep, direction, rule, policy_id, &pod_identity, &cidr_ids, &mut out);
+                    ctx.rule(
+                        pod,
+                        ep,
+                        direction,
+                        rule,
+                        policy_id,
+                        &pod_identity,
+                        &cidr_ids,
+                        &mut out,
+                    );
                 }
             }
         }
@@ -260,7 +307,11 @@ fn ipcache(
 fn innermost(map: &BTreeMap<Ipv4Net, u32>, net: Ipv4Net) -> Option<u32> {
     (0..=net.prefix_len())
         .rev()
-        .find_map(|len| Ipv4Net::new(net.network(), len).ok().and_then(|n| map.get(&n.trunc())))
+        .find_map(|len| {
+            Ipv4Net::new(net.network(), len)
+                .ok()
+                .and_then(|n| map.get(&n.trunc()))
+        })
         .copied()
 }
 
@@ -289,7 +340,9 @@ impl Entries {
             port: port.to_be(),
         };
         let keys = match ports {
-            Ports::Anything if identity == identity::ANY => vec![key(POLICY_PREFIX_ANY_IDENTITY, 0, 0)],
+            Ports::Anything if identity == identity::ANY => {
+                vec![key(POLICY_PREFIX_ANY_IDENTITY, 0, 0)]
+            }
             Ports::Anything => vec![key(POLICY_PREFIX_ANY_PROTO, 0, 0)],
             Ports::Proto(p) => vec![key(POLICY_PREFIX_ANY_PORT, p, 0)],
             Ports::Range(p, lo, hi) => port_blocks(lo, hi)
@@ -320,12 +373,24 @@ struct Context<'a> {
 
 impl<'a> Context<'a> {
     fn new(input: PolicyInput<'a>) -> Self {
-        let mut sorted: Vec<&PodInfo> = input.pods.iter().filter(|p| p.ip.is_some() && !p.host_network).collect();
+        let mut sorted: Vec<&PodInfo> = input
+            .pods
+            .iter()
+            .filter(|p| p.ip.is_some() && !p.host_network)
+            .collect();
         sorted.sort_by(|a, b| a.pod.cmp(&b.pod));
         let mut seen = BTreeSet::new();
         let pods = sorted.into_iter().filter(|p| seen.insert(p.ip)).collect();
-        let ns_labels = input.namespaces.iter().map(|n| (n.name.as_str(), &n.labels)).collect();
-        Self { input, pods, ns_labels }
+        let ns_labels = input
+            .namespaces
+            .iter()
+            .map(|n| (n.name.as_str(), &n.labels))
+            .collect();
+        Self {
+            input,
+            pods,
+            ns_labels,
+        }
     }
 
     /// Whether `pod` is one of the pods `peer` (of a policy in `policy_ns`) selects.
@@ -372,7 +437,10 @@ impl<'a> Context<'a> {
     }
 
     /// Emits the entries of one rule of one policy for endpoint `ep` (pod `pod`).
-    #[allow(clippy::too_many_arguments, reason = "one call site, all borrowed context")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, all borrowed context"
+    )]
     fn rule(
         &self,
         pod: &PodInfo,
@@ -403,7 +471,9 @@ impl<'a> Context<'a> {
                         Peer::Block { cidr, except } => remotes.extend(
                             cidr_ids
                                 .iter()
-                                .filter(|(net, _)| cidr.contains(*net) && !except.iter().any(|e| e.contains(*net)))
+                                .filter(|(net, _)| {
+                                    cidr.contains(*net) && !except.iter().any(|e| e.contains(*net))
+                                })
                                 .map(|(_, id)| *id),
                         ),
                         Peer::Nothing => {}
@@ -432,7 +502,17 @@ impl<'a> Context<'a> {
                     }
                 }
                 PortSpec::Named { proto, name } => {
-                    self.egress_named(rule, policy_ns, *proto, name, ep, policy_id, pod_identity, cidr_ids, out);
+                    self.egress_named(
+                        rule,
+                        policy_ns,
+                        *proto,
+                        name,
+                        ep,
+                        policy_id,
+                        pod_identity,
+                        cidr_ids,
+                        out,
+                    );
                     continue;
                 }
                 PortSpec::Nothing => continue,
@@ -448,7 +528,10 @@ impl<'a> Context<'a> {
     /// [`IdentityKey`]) for selector peers and "any peer", and by the pod's
     /// own /32 CIDR identity for ipBlock peers (other pods of its identity
     /// may be outside the block). Non-pod addresses have no named ports.
-    #[allow(clippy::too_many_arguments, reason = "one call site, all borrowed context")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, all borrowed context"
+    )]
     fn egress_named(
         &self,
         rule: &Rule,
@@ -485,7 +568,13 @@ impl<'a> Context<'a> {
                 }
             }
             for id in ids {
-                out.insert(ep, DIR_EGRESS, id, Ports::Range(proto, port, port), policy_id);
+                out.insert(
+                    ep,
+                    DIR_EGRESS,
+                    id,
+                    Ports::Range(proto, port, port),
+                    policy_id,
+                );
             }
         }
     }

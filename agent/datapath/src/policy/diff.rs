@@ -46,11 +46,21 @@ pub fn diff(current: &PolicyMaps, desired: &PolicyMaps, limits: &PolicyLimits) -
     };
     plan(
         limits.policy_max_entries,
-        changes(&current.policy, &desired.policy, PolicyMapOp::PolicyUpsert, PolicyMapOp::PolicyDelete),
+        changes(
+            &current.policy,
+            &desired.policy,
+            PolicyMapOp::PolicyUpsert,
+            PolicyMapOp::PolicyDelete,
+        ),
     );
     plan(
         limits.ipcache_max_entries,
-        changes(&current.ipcache, &desired.ipcache, PolicyMapOp::IpcacheUpsert, PolicyMapOp::IpcacheDelete),
+        changes(
+            &current.ipcache,
+            &desired.ipcache,
+            PolicyMapOp::IpcacheUpsert,
+            PolicyMapOp::IpcacheDelete,
+        ),
     );
     plan(
         limits.endpoints_max_entries,

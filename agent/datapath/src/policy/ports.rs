@@ -16,7 +16,11 @@ pub fn port_blocks(lo: u16, hi: u16) -> Vec<PortBlock> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // Largest block aligned at `lo` that does not pass `hi`.
-        let mut bits = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
+        let mut bits = if lo == 0 {
+            16
+        } else {
+            lo.trailing_zeros().min(16)
+        };
         while lo + (1 << bits) - 1 > hi {
             bits -= 1;
         }
@@ -51,7 +55,8 @@ mod tests {
             (32000, 32768, 3),
             (8080, 8090, 3),
             (1024, 2047, 1),
-            (2, 65533, 30),
+            (2, 65533, 28),
+            (1, 65534, 30),
             (5, 4, 0),
         ];
         for &(lo, hi, count) in cases {

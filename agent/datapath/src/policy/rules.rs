@@ -7,7 +7,9 @@
 //! the datapath's own guard.)
 
 use ipnet::Ipv4Net;
-use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_api::selector::Selector;
@@ -74,8 +76,14 @@ pub struct PolicyWarning {
 }
 
 /// Parses every policy; problems go to `warnings`.
-pub fn parse_policies(policies: &[NetworkPolicy], warnings: &mut Vec<PolicyWarning>) -> Vec<ParsedPolicy> {
-    let mut out: Vec<ParsedPolicy> = policies.iter().filter_map(|p| parse_policy(p, warnings)).collect();
+pub fn parse_policies(
+    policies: &[NetworkPolicy],
+    warnings: &mut Vec<PolicyWarning>,
+) -> Vec<ParsedPolicy> {
+    let mut out: Vec<ParsedPolicy> = policies
+        .iter()
+        .filter_map(|p| parse_policy(p, warnings))
+        .collect();
     out.sort_by(|a, b| a.policy.cmp(&b.policy));
     out
 }
@@ -113,7 +121,13 @@ fn parse_policy(np: &NetworkPolicy, warnings: &mut Vec<PolicyWarning>) -> Option
             .enumerate()
             .map(|(i, r)| {
                 let at = format!("spec.ingress[{i}]");
-                parse_rule(&at, "from", r.from.as_deref(), r.ports.as_deref(), &mut warn)
+                parse_rule(
+                    &at,
+                    "from",
+                    r.from.as_deref(),
+                    r.ports.as_deref(),
+                    &mut warn,
+                )
             })
             .collect()
     });
@@ -182,7 +196,12 @@ fn parse_peer(at: &str, peer: &NetworkPolicyPeer, warn: &mut impl FnMut(String, 
             return Peer::Nothing;
         }
     };
-    let namespaces = match peer.namespace_selector.as_ref().map(|ls| selector(Some(ls))).transpose() {
+    let namespaces = match peer
+        .namespace_selector
+        .as_ref()
+        .map(|ls| selector(Some(ls)))
+        .transpose()
+    {
         Ok(s) => s,
         Err(e) => {
             warn(format!("{at}.namespaceSelector"), e);
@@ -199,7 +218,10 @@ fn parse_block(at: &str, block: &IPBlock, warn: &mut impl FnMut(String, String))
         // never match an IPv4 packet.
         Err(_) if block.cidr.parse::<ipnet::Ipv6Net>().is_ok() => return Peer::Nothing,
         Err(e) => {
-            warn(format!("{at}.ipBlock.cidr"), format!("{:?}: {e}", block.cidr));
+            warn(
+                format!("{at}.ipBlock.cidr"),
+                format!("{:?}: {e}", block.cidr),
+            );
             return Peer::Nothing;
         }
     };
@@ -222,7 +244,11 @@ fn parse_block(at: &str, block: &IPBlock, warn: &mut impl FnMut(String, String))
     Peer::Block { cidr, except }
 }
 
-fn parse_port(at: &str, port: &NetworkPolicyPort, warn: &mut impl FnMut(String, String)) -> PortSpec {
+fn parse_port(
+    at: &str,
+    port: &NetworkPolicyPort,
+    warn: &mut impl FnMut(String, String),
+) -> PortSpec {
     let Some(proto) = protocol_number(port.protocol.as_deref()) else {
         warn(
             format!("{at}.protocol"),
@@ -234,7 +260,11 @@ fn parse_port(at: &str, port: &NetworkPolicyPort, warn: &mut impl FnMut(String, 
         (None, None) => PortSpec::All { proto },
         (Some(IntOrString::String(name)), None) => match name.parse::<u16>() {
             // "80" as a string is how some manifests write a number.
-            Ok(n) if n != 0 => PortSpec::Range { proto, lo: n, hi: n },
+            Ok(n) if n != 0 => PortSpec::Range {
+                proto,
+                lo: n,
+                hi: n,
+            },
             _ => PortSpec::Named {
                 proto,
                 name: name.clone(),
@@ -244,18 +274,26 @@ fn parse_port(at: &str, port: &NetworkPolicyPort, warn: &mut impl FnMut(String, 
             let lo = u16::try_from(*n).ok().filter(|n| *n != 0);
             let hi = match end {
                 None => lo,
-                Some(e) => u16::try_from(e).ok().filter(|e| lo.is_some_and(|lo| *e >= lo)),
+                Some(e) => u16::try_from(e)
+                    .ok()
+                    .filter(|e| lo.is_some_and(|lo| *e >= lo)),
             };
             match (lo, hi) {
                 (Some(lo), Some(hi)) => PortSpec::Range { proto, lo, hi },
                 _ => {
-                    warn(format!("{at}.port"), format!("invalid port {n} / endPort {end:?}"));
+                    warn(
+                        format!("{at}.port"),
+                        format!("invalid port {n} / endPort {end:?}"),
+                    );
                     PortSpec::Nothing
                 }
             }
         }
         (_, Some(_)) => {
-            warn(format!("{at}.endPort"), "endPort needs a numeric port".into());
+            warn(
+                format!("{at}.endPort"),
+                "endPort needs a numeric port".into(),
+            );
             PortSpec::Nothing
         }
     }

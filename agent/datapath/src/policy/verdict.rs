@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use weir_ebpf_common::policy::{
-    DIR_EGRESS, DIR_INGRESS, EndpointKey, IpcacheKey, IpcacheValue, PolicyKey,
-    identity,
+    DIR_EGRESS, DIR_INGRESS, EndpointKey, IpcacheKey, IpcacheValue, PolicyKey, identity,
 };
 
 use super::PolicyMaps;
@@ -58,7 +57,10 @@ impl Verdict {
 pub fn verdict(maps: &PolicyMaps, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Verdict {
     if src == dst {
         let ok = Decision::Allowed { policy_id: 0 };
-        return Verdict { egress: ok, ingress: ok };
+        return Verdict {
+            egress: ok,
+            ingress: ok,
+        };
     }
     Verdict {
         egress: decide(maps, src, dst, DIR_EGRESS, proto, port),
@@ -66,7 +68,14 @@ pub fn verdict(maps: &PolicyMaps, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port:
     }
 }
 
-fn decide(maps: &PolicyMaps, local: Ipv4Addr, remote: Ipv4Addr, direction: u8, proto: u8, port: u16) -> Decision {
+fn decide(
+    maps: &PolicyMaps,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    direction: u8,
+    proto: u8,
+    port: u16,
+) -> Decision {
     let Some(ep) = maps.endpoints.get(&EndpointKey {
         addr: u32::from(local).to_be(),
     }) else {
@@ -83,7 +92,9 @@ fn decide(maps: &PolicyMaps, local: Ipv4Addr, remote: Ipv4Addr, direction: u8, p
     ids.push(identity::ANY);
     for id in ids {
         let key = PolicyKey::lookup(ep.endpoint_id, direction, id, proto, port);
-        if let Some(v) = lpm(&maps.policy, key.prefixlen, &policy_bytes(&key), |k| (k.prefixlen, policy_bytes(k))) {
+        if let Some(v) = lpm(&maps.policy, key.prefixlen, &policy_bytes(&key), |k| {
+            (k.prefixlen, policy_bytes(k))
+        }) {
             return Decision::Allowed {
                 policy_id: v.policy_id,
             };
@@ -93,9 +104,15 @@ fn decide(maps: &PolicyMaps, local: Ipv4Addr, remote: Ipv4Addr, direction: u8, p
 }
 
 /// The ipcache's answer for `addr`.
-pub fn ipcache_lookup(ipcache: &BTreeMap<IpcacheKey, IpcacheValue>, addr: Ipv4Addr) -> Option<IpcacheValue> {
+pub fn ipcache_lookup(
+    ipcache: &BTreeMap<IpcacheKey, IpcacheValue>,
+    addr: Ipv4Addr,
+) -> Option<IpcacheValue> {
     let bytes = u32::from(addr).to_be().to_ne_bytes();
-    lpm(ipcache, 32, &bytes, |k| (k.prefixlen, k.addr.to_ne_bytes().to_vec())).copied()
+    lpm(ipcache, 32, &bytes, |k| {
+        (k.prefixlen, k.addr.to_ne_bytes().to_vec())
+    })
+    .copied()
 }
 
 /// The key's trie data (everything after `prefixlen`), in memory order as
