@@ -132,8 +132,31 @@ pub async fn describe(
     names: &[String],
     selector: Option<&str>,
 ) -> Res<()> {
-    let (kind, mut names) = crate::split_kind_name(kind, names);
-    let k = lookup_kind(&kind)?;
+    let targets =
+        crate::get::plan_targets(kind, names).map_err(|m| Failed(format!("error: {m}")))?;
+    let mut result = Ok(());
+    for (i, (kind, names)) in targets.into_iter().enumerate() {
+        if i > 0 {
+            println!("\n");
+        }
+        if let Err(e) = describe_kind(cli, client, &kind, names, selector).await {
+            if !e.0.is_empty() {
+                eprintln!("{}", e.0);
+            }
+            result = Err(Failed(String::new()));
+        }
+    }
+    result
+}
+
+async fn describe_kind(
+    cli: &Cli,
+    client: &Client,
+    kind: &str,
+    mut names: Vec<String>,
+    selector: Option<&str>,
+) -> Res<()> {
+    let k = lookup_kind(kind)?;
     let ns = list_namespace(cli, k, false);
     if names.is_empty() {
         let l = client
