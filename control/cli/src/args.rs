@@ -151,6 +151,8 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The kinds this server serves, with short names and scope.
+    ApiResources,
     /// Fields and types of a kind or a field path (deployment.spec.template).
     Explain {
         /// KIND[.field.path]

@@ -548,6 +548,10 @@ async fn main() -> ExitCode {
     // Verbs that need no server.
     match &cli.cmd {
         Cmd::Explain { path } => return exit(to_bool(cmd_explain(path))),
+        Cmd::ApiResources => {
+            print!("{}", table::api_resources(weir_api::KINDS));
+            return ExitCode::SUCCESS;
+        }
         Cmd::Config { cmd } => return exit(to_bool(cmd_config(cmd, cli.namespace.as_deref()))),
         Cmd::Completion { shell } => {
             // Generated into memory: clap_complete panics on a write error,
@@ -777,7 +781,9 @@ async fn main() -> ExitCode {
             names,
             replicas,
         } => cmd_scale(cli, client, kind, names, *replicas).await,
-        Cmd::Config { .. } | Cmd::Completion { .. } | Cmd::Explain { .. } => true,
+        Cmd::Config { .. } | Cmd::Completion { .. } | Cmd::Explain { .. } | Cmd::ApiResources => {
+            true
+        }
     };
     exit(ok)
 }

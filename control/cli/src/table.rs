@@ -542,6 +542,25 @@ pub fn table(kind: &str, objects: &[Value], opts: &TableOpts, now: Timestamp) ->
     render(&headers, &rows)
 }
 
+/// `api-resources`: kubectl's table of the kinds weir serves.
+pub fn api_resources(kinds: &[weir_api::ResourceKind]) -> String {
+    let headers = ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"].map(String::from);
+    let mut rows: Vec<Vec<String>> = kinds
+        .iter()
+        .map(|k| {
+            vec![
+                k.plural.to_string(),
+                k.short_names.join(","),
+                k.api_version.to_string(),
+                k.namespaced.to_string(),
+                k.kind.to_string(),
+            ]
+        })
+        .collect();
+    rows.sort();
+    render(&headers, &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +573,17 @@ mod tests {
     fn created(secs_ago: i64) -> String {
         let t = Timestamp::from_second(1_000_000 - secs_ago).expect("valid");
         t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    #[test]
+    fn api_resources_table() {
+        let t = api_resources(weir_api::KINDS);
+        assert!(t.starts_with("NAME "), "{t}");
+        assert!(
+            t.contains("\ndeployments              deploy       apps/v1                  true         Deployment\n"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), weir_api::KINDS.len() + 1);
     }
 
     #[test]
