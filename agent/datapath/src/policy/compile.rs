@@ -15,7 +15,7 @@ use weir_ebpf_common::policy::{
 use super::alloc::{Allocator, Exhausted};
 use super::model::{NamedPort, ObjectRef, PodInfo, PolicyInput};
 use super::ports::port_blocks;
-use super::rules::{Peer, PolicyWarning, PortSpec, Rule, parse_policies};
+use super::rules::{ParsedPolicy, Peer, PolicyWarning, PortSpec, Rule, parse_policies};
 use super::{PolicyError, PolicyLimits, PolicyMaps};
 
 /// What makes two pods the same identity: namespace, labels, and the
@@ -171,18 +171,39 @@ pub fn compile(
         .reallocate(local.iter().map(|p| &p.pod))
         .map_err(exhausted("endpoint id"))?;
 
+    // Peers resolved once per rule: they do not depend on the endpoint.
+    let resolve = |rules: &Option<Vec<Rule>>, ns: &str, egress: bool| {
+        rules.as_ref().map(|rules| {
+            rules
+                .iter()
+                .map(|r| ctx.resolve(r, ns, egress, &pod_identity, &cidr_ids))
+                .collect::<Vec<_>>()
+        })
+    };
+    let resolved: Vec<ResolvedPolicy<'_>> = parsed
+        .iter()
+        .filter_map(|p| {
+            Some(ResolvedPolicy {
+                parsed: p,
+                id: policies.get(&p.policy)?,
+                ingress: resolve(&p.ingress, &p.policy.namespace, false),
+                egress: resolve(&p.egress, &p.policy.namespace, true),
+            })
+        })
+        .collect();
+
     let mut endpoints = BTreeMap::new();
     let mut out = Entries::default();
     for pod in &local {
-        let (Some(ip), Some(ep), Some(own)) = (
+        let (Some(ip), Some(ep)) = (
             pod.ip,
             endpoint_ids
                 .get(&pod.pod)
                 .and_then(|id| u16::try_from(id).ok()),
-            pod_identity
-                .get(&pod.ip.unwrap_or(Ipv4Addr::UNSPECIFIED))
-                .copied(),
         ) else {
+            continue;
+        };
+        let Some(own) = pod_identity.get(&ip).copied() else {
             continue;
         };
         endpoints.insert(
@@ -195,21 +216,29 @@ pub fn compile(
                 identity: own,
             },
         );
+        let selecting: Vec<&ResolvedPolicy<'_>> = resolved
+            .iter()
+            .filter(|p| p.parsed.policy.namespace == pod.pod.namespace)
+            .filter(|p| {
+                p.parsed
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| s.matches(&pod.labels))
+            })
+            .collect();
         for direction in [DIR_INGRESS, DIR_EGRESS] {
-            let selecting: Vec<(&Vec<Rule>, u32)> = parsed
+            let rules: Vec<(&Vec<ResolvedRule>, u32)> = selecting
                 .iter()
-                .filter(|p| p.policy.namespace == pod.pod.namespace)
-                .filter(|p| p.selector.as_ref().is_some_and(|s| s.matches(&pod.labels)))
                 .filter_map(|p| {
                     let rules = if direction == DIR_INGRESS {
                         &p.ingress
                     } else {
                         &p.egress
                     };
-                    Some((rules.as_ref()?, policies.get(&p.policy)?))
+                    Some((rules.as_ref()?, p.id))
                 })
                 .collect();
-            if selecting.is_empty() {
+            if rules.is_empty() {
                 out.insert(
                     ep,
                     direction,
@@ -229,18 +258,9 @@ pub fn compile(
                     POLICY_ID_HOST,
                 );
             }
-            for (rules, policy_id) in selecting {
+            for (rules, policy_id) in rules {
                 for rule in rules {
-                    ctx.rule(
-                        pod,
-                        ep,
-                        direction,
-                        rule,
-                        policy_id,
-                        &pod_identity,
-                        &cidr_ids,
-                        &mut out,
-                    );
+                    rule.emit(pod, ep, direction, policy_id, &mut out);
                 }
             }
         }
@@ -436,24 +456,16 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// Emits the entries of one rule of one policy for endpoint `ep` (pod `pod`).
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site, all borrowed context"
-    )]
-    fn rule(
+    /// Resolves a rule's peers to remote identities (and, for egress named
+    /// ports, to per-destination-pod port numbers).
+    fn resolve(
         &self,
-        pod: &PodInfo,
-        ep: u16,
-        direction: u8,
         rule: &Rule,
-        policy_id: u32,
+        policy_ns: &str,
+        egress: bool,
         pod_identity: &BTreeMap<Ipv4Addr, u32>,
         cidr_ids: &BTreeMap<Ipv4Net, u32>,
-        out: &mut Entries,
-    ) {
-        let policy_ns = pod.pod.namespace.as_str();
-        // Remote identities the rule's peers stand for.
+    ) -> ResolvedRule {
         let mut remotes = BTreeSet::new();
         match &rule.peers {
             None => {
@@ -481,45 +493,29 @@ impl<'a> Context<'a> {
                 }
             }
         }
-        let specs: Vec<PortSpec> = match &rule.ports {
-            None => {
-                for r in &remotes {
-                    out.insert(ep, direction, *r, Ports::Anything, policy_id);
-                }
-                return;
-            }
-            Some(specs) => specs.clone(),
-        };
-        for spec in &specs {
-            let ports = match spec {
-                PortSpec::All { proto } => Ports::Proto(*proto),
-                PortSpec::Range { proto, lo, hi } => Ports::Range(*proto, *lo, *hi),
-                PortSpec::Named { proto, name } if direction == DIR_INGRESS => {
-                    // The destination is this endpoint: resolve on it.
-                    match pod.resolve(name, *proto) {
-                        Some(n) => Ports::Range(*proto, n, n),
-                        None => continue,
-                    }
-                }
-                PortSpec::Named { proto, name } => {
+        let mut egress_named = BTreeSet::new();
+        if egress {
+            for spec in rule.ports.iter().flatten() {
+                if let PortSpec::Named { proto, name } = spec {
+                    let named = NamedRef {
+                        proto: *proto,
+                        name,
+                    };
                     self.egress_named(
                         rule,
                         policy_ns,
-                        *proto,
-                        name,
-                        ep,
-                        policy_id,
+                        named,
                         pod_identity,
                         cidr_ids,
-                        out,
+                        &mut egress_named,
                     );
-                    continue;
                 }
-                PortSpec::Nothing => continue,
-            };
-            for r in &remotes {
-                out.insert(ep, direction, *r, ports, policy_id);
             }
+        }
+        ResolvedRule {
+            remotes,
+            ports: rule.ports.clone(),
+            egress_named,
         }
     }
 
@@ -528,24 +524,17 @@ impl<'a> Context<'a> {
     /// [`IdentityKey`]) for selector peers and "any peer", and by the pod's
     /// own /32 CIDR identity for ipBlock peers (other pods of its identity
     /// may be outside the block). Non-pod addresses have no named ports.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site, all borrowed context"
-    )]
     fn egress_named(
         &self,
         rule: &Rule,
         policy_ns: &str,
-        proto: u8,
-        name: &str,
-        ep: u16,
-        policy_id: u32,
+        named: NamedRef<'_>,
         pod_identity: &BTreeMap<Ipv4Addr, u32>,
         cidr_ids: &BTreeMap<Ipv4Net, u32>,
-        out: &mut Entries,
+        out: &mut BTreeSet<(u32, u8, u16)>,
     ) {
         for q in &self.pods {
-            let (Some(ip), Some(port)) = (q.ip, q.resolve(name, proto)) else {
+            let (Some(ip), Some(port)) = (q.ip, q.resolve(named.name, named.proto)) else {
                 continue;
             };
             let mut ids = BTreeSet::new();
@@ -567,15 +556,72 @@ impl<'a> Context<'a> {
                     }
                 }
             }
-            for id in ids {
-                out.insert(
-                    ep,
-                    DIR_EGRESS,
-                    id,
-                    Ports::Range(proto, port, port),
-                    policy_id,
-                );
+            out.extend(ids.into_iter().map(|id| (id, named.proto, port)));
+        }
+    }
+}
+
+/// A named port of a rule.
+#[derive(Clone, Copy)]
+struct NamedRef<'a> {
+    proto: u8,
+    name: &'a str,
+}
+
+/// A policy with its rules resolved.
+struct ResolvedPolicy<'p> {
+    parsed: &'p ParsedPolicy,
+    id: u32,
+    ingress: Option<Vec<ResolvedRule>>,
+    egress: Option<Vec<ResolvedRule>>,
+}
+
+/// A rule with its peers resolved; what is left depends on the endpoint
+/// only through ingress named ports.
+struct ResolvedRule {
+    /// Remote identities of the peers ([`identity::ANY`] for every peer).
+    remotes: BTreeSet<u32>,
+    /// `None`: every protocol and port.
+    ports: Option<Vec<PortSpec>>,
+    /// Egress named ports resolved per destination: (identity, proto, port).
+    egress_named: BTreeSet<(u32, u8, u16)>,
+}
+
+impl ResolvedRule {
+    /// The entries of this rule for endpoint `ep` (pod `pod`).
+    fn emit(&self, pod: &PodInfo, ep: u16, direction: u8, policy_id: u32, out: &mut Entries) {
+        let Some(specs) = &self.ports else {
+            for r in &self.remotes {
+                out.insert(ep, direction, *r, Ports::Anything, policy_id);
             }
+            return;
+        };
+        for spec in specs {
+            let ports = match spec {
+                PortSpec::All { proto } => Ports::Proto(*proto),
+                PortSpec::Range { proto, lo, hi } => Ports::Range(*proto, *lo, *hi),
+                // Ingress: the destination is this endpoint; resolve on it.
+                PortSpec::Named { proto, name } if direction == DIR_INGRESS => {
+                    match pod.resolve(name, *proto) {
+                        Some(n) => Ports::Range(*proto, n, n),
+                        None => continue,
+                    }
+                }
+                // Egress: resolved per destination in `egress_named`.
+                PortSpec::Named { .. } | PortSpec::Nothing => continue,
+            };
+            for r in &self.remotes {
+                out.insert(ep, direction, *r, ports, policy_id);
+            }
+        }
+        for &(id, proto, port) in &self.egress_named {
+            out.insert(
+                ep,
+                direction,
+                id,
+                Ports::Range(proto, port, port),
+                policy_id,
+            );
         }
     }
 }
