@@ -364,6 +364,21 @@ impl Datapath {
         Ok(stale.len())
     }
 
+    /// Deletes the conntrack entries of connections idle past their timeout
+    /// (see [`plan::expired_conntrack`]); returns how many. The clock is the
+    /// newest `last_seen_ns` in the table, i.e. the datapath's own clock as
+    /// of its latest packet: an idle node removes nothing until traffic
+    /// resumes (the LRU map still evicts under pressure).
+    pub fn gc_conntrack(&mut self) -> Result<usize, DatapathError> {
+        let entries = self.maps.conntrack_entries()?;
+        let Some(now) = entries.iter().map(|(_, ct)| ct.last_seen_ns).max() else {
+            return Ok(0);
+        };
+        let expired = plan::expired_conntrack(&entries, now);
+        self.maps.delete_conntrack(&expired)?;
+        Ok(expired.len())
+    }
+
     /// Applies `ops` in order, mirroring each success into `state`. Stops at
     /// the first failure, leaving `state` equal to what the maps now hold.
     pub fn apply(

@@ -104,6 +104,14 @@ impl ServiceMaps {
         Ok(state)
     }
 
+    /// Every conntrack entry.
+    pub fn conntrack_entries(&self) -> Result<Vec<(CtKey, CtValue)>, DatapathError> {
+        self.conntrack
+            .iter()
+            .map(|entry| entry.map_err(|source| map_error(map_names::CONNTRACK, source)))
+            .collect()
+    }
+
     /// The UDP conntrack entries (both directions).
     pub fn udp_conntrack(&self) -> Result<Vec<(CtKey, CtValue)>, DatapathError> {
         let mut entries = Vec::new();

@@ -18,9 +18,10 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::{
-    Backend, BackendKey, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE,
-    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
-    SOURCE_RANGE_FRONTEND_BITS, ServiceKey, ServiceValue, SourceRangeKey,
+    Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_HAIRPIN, CT_FLAG_SNAT, CtKey, CtValue,
+    IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
+    SERVICE_FLAG_SOURCE_RANGES, SOURCE_RANGE_FRONTEND_BITS, ServiceKey, ServiceValue,
+    SourceRangeKey,
 };
 
 /// The label an EndpointSlice carries to name its Service.
@@ -611,6 +612,62 @@ pub fn stale_udp_conntrack(
             })
         })
         .map(|(key, _)| key)
+        .collect()
+}
+
+/// How long a translated connection may be idle (in both directions) before
+/// the agent removes its conntrack entries: like kube-proxy's conntrack
+/// settings, a day for TCP (there is no FIN tracking, so this is the bound
+/// for closed connections too) and a few minutes for UDP.
+pub const CT_IDLE_TCP_NS: u64 = 24 * 3600 * 1_000_000_000;
+/// See [`CT_IDLE_TCP_NS`].
+pub const CT_IDLE_UDP_NS: u64 = 180 * 1_000_000_000;
+
+/// The client end and the frontend of the connection an entry belongs to:
+/// the forward and the reverse entry of one connection give the same value.
+fn connection_of(key: &CtKey, ct: &CtValue) -> (u8, u32, u16, u32, u16) {
+    let client = if ct.direction == CT_DIR_FORWARD {
+        (key.saddr, key.sport)
+    } else if ct.flags & CT_FLAG_HAIRPIN != 0 {
+        // Keyed backend -> frontend:client-port; the client is the backend.
+        (ct.backend_addr, key.dport)
+    } else if ct.flags & CT_FLAG_SNAT != 0 {
+        // Keyed backend -> node:snat-port; the client is in nat_addr/port.
+        (ct.nat_addr, ct.nat_port)
+    } else {
+        (key.daddr, key.dport)
+    };
+    (
+        key.proto,
+        client.0,
+        client.1,
+        ct.frontend_addr,
+        ct.frontend_port,
+    )
+}
+
+/// The conntrack entries of connections idle (both directions) for longer
+/// than their protocol's timeout at `now_ns` (the datapath's clock,
+/// `bpf_ktime_get_ns`). Both entries of a connection go together, so a reply
+/// never finds its reverse entry gone while the forward one stays.
+pub fn expired_conntrack(entries: &[(CtKey, CtValue)], now_ns: u64) -> Vec<CtKey> {
+    let mut last_seen: BTreeMap<(u8, u32, u16, u32, u16), u64> = BTreeMap::new();
+    for (key, ct) in entries {
+        let seen = last_seen.entry(connection_of(key, ct)).or_default();
+        *seen = (*seen).max(ct.last_seen_ns);
+    }
+    entries
+        .iter()
+        .filter(|(key, ct)| {
+            let idle = now_ns.saturating_sub(last_seen[&connection_of(key, ct)]);
+            let timeout = if key.proto == IPPROTO_UDP {
+                CT_IDLE_UDP_NS
+            } else {
+                CT_IDLE_TCP_NS
+            };
+            idle > timeout
+        })
+        .map(|(key, _)| *key)
         .collect()
 }
 

@@ -70,6 +70,13 @@ pub async fn run_service_sync(
             () = retry_at => Some(Update::Retry),
             _ = report.tick() => {
                 report_drops(&dp, &mut reported_drops);
+                // The guard must be gone before anything else locks.
+                let collected = lock(&dp).gc_conntrack();
+                match collected {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(entries = n, "removed idle conntrack entries"),
+                    Err(error) => tracing::warn!(%error, "cannot collect idle conntrack entries"),
+                }
                 continue;
             }
         };
@@ -114,7 +121,8 @@ pub async fn run_service_sync(
     }
 }
 
-/// How often the sync loop checks the datapath's drop counters.
+/// How often the sync loop checks the datapath's drop counters and collects
+/// idle conntrack entries.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(30);
 
 /// Logs the drop counters that grew since the last report (a warning per

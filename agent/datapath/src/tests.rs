@@ -882,3 +882,37 @@ fn datapath_translates_icmp_errors_about_translated_connections() {
     let unrelated = icmp_error(DNS_BACKEND.0, CLIENT, &direct);
     assert_eq!(dp.run(&unrelated), (TC_ACT_OK, unrelated.clone()));
 }
+
+#[test]
+#[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+fn datapath_gc_removes_idle_connections_only() {
+    let (mut dp, _dir) = load();
+    dp.seed(&services());
+    // Two UDP flows through the datapath; then age the first one by 10 min.
+    for port in [6001, 6002] {
+        let (verdict, _) = dp.run(&udp(CLIENT, port, DNS_VIP, 53, true));
+        assert_eq!(verdict, TC_ACT_OK);
+    }
+    assert_eq!(dp.gc_conntrack().expect("gc"), 0, "nothing is idle yet");
+    let stale: Vec<(CtKey, CtValue)> = dp
+        .conntrack()
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.sport == 6001u16.to_be() || k.dport == 6001u16.to_be())
+        .collect();
+    assert_eq!(
+        stale.len(),
+        2,
+        "forward and reverse entry of the first flow"
+    );
+    for (key, mut value) in stale {
+        value.last_seen_ns = value.last_seen_ns.saturating_sub(600 * 1_000_000_000);
+        dp.maps.conntrack.insert(key, value, 0).expect("age entry");
+    }
+    assert_eq!(
+        dp.gc_conntrack().expect("gc"),
+        2,
+        "the idle flow's two entries"
+    );
+    assert_eq!(dp.conntrack().keys().count(), 2, "the active flow stays");
+}

@@ -1135,3 +1135,145 @@ fn one_change_among_ten_thousand_services_touches_only_its_entries() {
     let ops = diff(&desired, &state, &mut next_slot);
     assert_eq!(ops.len(), 4 + 1 + 1 + 4, "{ops:?}");
 }
+
+#[test]
+fn expired_conntrack_table() {
+    const S: u64 = 1_000_000_000;
+    let ip = |last: u8| u32::from_ne_bytes([10, 244, 1, last]);
+    let vip = u32::from_ne_bytes([10, 96, 0, 10]);
+    let node = u32::from_ne_bytes([172, 30, 0, 11]);
+    let ext = u32::from_ne_bytes([172, 30, 0, 100]);
+    let ct_key = |saddr, sport: u16, daddr, dport: u16, proto| CtKey {
+        saddr,
+        daddr,
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        _pad: [0; 3],
+    };
+    let value = |direction,
+                 flags,
+                 backend: (u32, u16),
+                 frontend: (u32, u16),
+                 nat: (u32, u16),
+                 seen_s: u64| CtValue {
+        frontend_addr: frontend.0,
+        backend_addr: backend.0,
+        frontend_port: frontend.1.to_be(),
+        backend_port: backend.1.to_be(),
+        direction,
+        flags,
+        nat_port: nat.1.to_be(),
+        src_identity: 0,
+        nat_addr: nat.0,
+        created_ns: 0,
+        last_seen_ns: seen_s * S,
+    };
+    use weir_ebpf_common::{
+        CT_DIR_FORWARD as F, CT_DIR_REVERSE as R, CT_FLAG_HAIRPIN, CT_FLAG_NODEPORT, CT_FLAG_SNAT,
+    };
+    let now = 100_000 * S;
+    // A pair: (forward key, reverse key) with their values' last-seen seconds.
+    struct Case {
+        name: &'static str,
+        entries: Vec<(CtKey, CtValue)>,
+        want_expired: usize,
+    }
+    let tcp_pair = |fwd_seen, rev_seen| {
+        vec![
+            (
+                ct_key(ip(2), 40000, vip, 80, IPPROTO_TCP),
+                value(F, 0, (ip(5), 8080), (vip, 80), (0, 0), fwd_seen),
+            ),
+            (
+                ct_key(ip(5), 8080, ip(2), 40000, IPPROTO_TCP),
+                value(R, 0, (ip(5), 8080), (vip, 80), (0, 0), rev_seen),
+            ),
+        ]
+    };
+    let udp_pair = |fwd_seen, rev_seen| {
+        vec![
+            (
+                ct_key(ip(2), 5353, vip, 53, IPPROTO_UDP),
+                value(F, 0, (ip(7), 5300), (vip, 53), (0, 0), fwd_seen),
+            ),
+            (
+                ct_key(ip(7), 5300, ip(2), 5353, IPPROTO_UDP),
+                value(R, 0, (ip(7), 5300), (vip, 53), (0, 0), rev_seen),
+            ),
+        ]
+    };
+    let cases = vec![
+        Case {
+            name: "an active TCP connection stays",
+            entries: tcp_pair(99_990, 99_990),
+            want_expired: 0,
+        },
+        Case {
+            name: "a TCP connection idle for over a day goes, both entries",
+            entries: tcp_pair(10_000, 10_000),
+            want_expired: 2,
+        },
+        Case {
+            name: "one busy direction keeps both entries",
+            entries: tcp_pair(10_000, 99_999),
+            want_expired: 0,
+        },
+        Case {
+            name: "UDP idle for 4 minutes goes",
+            entries: udp_pair(99_760, 99_700),
+            want_expired: 2,
+        },
+        Case {
+            name: "UDP idle for a minute stays",
+            entries: udp_pair(99_940, 99_000),
+            want_expired: 0,
+        },
+        Case {
+            name: "a hairpin pair is recognised as one connection",
+            entries: vec![
+                (
+                    ct_key(ip(2), 40000, vip, 80, IPPROTO_UDP),
+                    value(F, CT_FLAG_HAIRPIN, (ip(2), 8080), (vip, 80), (0, 0), 10),
+                ),
+                (
+                    ct_key(ip(2), 8080, vip, 40000, IPPROTO_UDP),
+                    value(R, CT_FLAG_HAIRPIN, (ip(2), 8080), (vip, 80), (0, 0), 99_999),
+                ),
+            ],
+            want_expired: 0,
+        },
+        Case {
+            name: "a SNAT NodePort pair is recognised as one connection",
+            entries: vec![
+                (
+                    ct_key(ext, 40000, node, 30080, IPPROTO_UDP),
+                    value(
+                        F,
+                        CT_FLAG_NODEPORT | CT_FLAG_SNAT,
+                        (ip(5), 8080),
+                        (node, 30080),
+                        (node, 61000),
+                        10,
+                    ),
+                ),
+                (
+                    ct_key(ip(5), 8080, node, 61000, IPPROTO_UDP),
+                    value(
+                        R,
+                        CT_FLAG_NODEPORT | CT_FLAG_SNAT,
+                        (ip(5), 8080),
+                        (node, 30080),
+                        (ext, 40000),
+                        99_999,
+                    ),
+                ),
+            ],
+            want_expired: 0,
+        },
+    ];
+    for case in cases {
+        let got = expired_conntrack(&case.entries, now);
+        assert_eq!(got.len(), case.want_expired, "case: {}: {got:?}", case.name);
+    }
+}
