@@ -139,6 +139,11 @@ impl Filter {
         Ok(Self { labels, fields })
     }
 
+    /// Selects everything (no label and no field requirement).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.requirements.is_empty()
+    }
+
     pub fn matches(&self, obj: &ApiObject) -> bool {
         let empty = BTreeMap::new();
         self.labels

@@ -83,14 +83,10 @@ impl weir_client::Resources for ResourcesService {
         let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
         let list = self
             .registry
-            .list(k, &r.namespace, &filter, r.limit, &r.continue_token)
+            .list_json(k, &r.namespace, &filter, r.limit, &r.continue_token)
             .await
             .map_err(|e| log_err("list", k.kind, e))?;
-        let items = list
-            .items
-            .iter()
-            .map(ApiObject::to_json)
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = list.items;
         Ok(Response::new(ObjectList {
             kind: k.kind.to_string(),
             items,

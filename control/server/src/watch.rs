@@ -121,17 +121,21 @@ impl Out {
         Ok(())
     }
 
-    async fn change(&self, change: Change) -> Result<(), Closed> {
-        if !change.key().starts_with(&self.prefix) {
+    async fn change(&self, change: &Decoded) -> Result<(), Closed> {
+        if !change.key.starts_with(&self.prefix) {
             return Ok(());
         }
-        match translate(&self.filter, change) {
-            Ok(Some((ty, obj, rv))) => send(&self.tx, ty, self.kind, &obj, rv).await,
-            Ok(None) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, kind = self.kind.kind, "skipping undecodable watch event");
-                Ok(())
-            }
+        match select(&self.filter, change) {
+            Some((ty, side)) => match side.json() {
+                Ok(json) => {
+                    send_json(&self.tx, ty, self.kind, json, change.revision.to_string()).await
+                }
+                Err(error) => {
+                    tracing::warn!(%error, kind = self.kind.kind, "skipping unencodable watch event");
+                    Ok(())
+                }
+            },
+            None => Ok(()),
         }
     }
 
@@ -145,7 +149,7 @@ impl Out {
 
     async fn item(&self, item: &Item) -> Result<(), Closed> {
         match item {
-            Item::Change(c) => self.change(Change::clone(c)).await,
+            Item::Change(c) => self.change(c).await,
             Item::Progress(rev) => self.progress(*rev).await,
         }
     }
@@ -212,7 +216,10 @@ async fn from_etcd(
             Ok(WatchItem::Changes(b)) => {
                 let mut r = Ok(());
                 for change in b {
-                    r = out.change(change).await;
+                    let Some(d) = decode_logged(&change, out.kind) else {
+                        continue;
+                    };
+                    r = out.change(&d).await;
                     if r.is_err() {
                         break;
                     }
@@ -232,49 +239,143 @@ async fn from_etcd(
     }
 }
 
-/// Turns one storage change into the event this watch sends, if any.
-fn translate(
-    filter: &Filter,
-    change: Change,
-) -> Result<Option<(Type, ApiObject, String)>, ApiError> {
-    match change {
-        Change::Put { kv, prev } => {
-            let cur = ApiObject::from_stored(&kv.value, kv.mod_revision)?;
-            let cur_match = filter.matches(&cur);
-            let prev_obj = prev
-                .map(|p| ApiObject::from_stored(&p.value, p.mod_revision))
-                .transpose()?;
-            let prev_match = match &prev_obj {
-                Some(p) => Some(filter.matches(p)),
-                None if kv.create_revision == kv.mod_revision => None,
-                // The previous state is unknown (compacted): assume it matched as now.
-                None => Some(cur_match),
-            };
-            let rv = kv.mod_revision.to_string();
-            Ok(match decide(prev_match, Some(cur_match)) {
-                Some(Type::Deleted) => prev_obj.map(|mut p| {
-                    p.metadata.resource_version = Some(rv.clone());
-                    (Type::Deleted, p, rv)
-                }),
-                Some(ty) => Some((ty, cur, rv)),
-                None => None,
-            })
+/// One side (current or previous state) of a change, decoded once.
+#[derive(Debug)]
+pub struct Side {
+    pub obj: ApiObject,
+    /// Its JSON, encoded once on first use and shared by every watcher.
+    json: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Side {
+    fn new(bytes: &[u8], revision: i64) -> Result<Side, ApiError> {
+        Ok(Side {
+            obj: ApiObject::from_stored(bytes, revision)?,
+            json: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn json(&self) -> Result<&[u8], ApiError> {
+        if let Some(j) = self.json.get() {
+            return Ok(j);
         }
+        let j = self.obj.to_json()?;
+        Ok(self.json.get_or_init(|| j))
+    }
+}
+
+/// A storage change decoded once for all watchers of a kind: with 1000
+/// watchers, parsing and encoding per watcher would be 1000 times the work.
+#[derive(Debug)]
+pub struct Decoded {
+    pub key: String,
+    pub revision: i64,
+    /// The new state (absent for a delete).
+    cur: Option<Side>,
+    /// The previous state, stamped with this change's revision (what a
+    /// DELETED event carries).
+    prev: Option<Side>,
+    /// The change created the key.
+    created: bool,
+}
+
+/// Decodes a change; `None` (with a warning) when it cannot be an event.
+pub fn decode_logged(change: &Change, kind: &ResourceKind) -> Option<Decoded> {
+    match decode(change) {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            tracing::warn!(
+                key = change.key(),
+                "delete event without previous state; not sent"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, kind = kind.kind, "skipping undecodable watch event");
+            None
+        }
+    }
+}
+
+fn decode(change: &Change) -> Result<Option<Decoded>, ApiError> {
+    Ok(match change {
+        Change::Put { kv, prev } => Some(Decoded {
+            key: kv.key.clone(),
+            revision: kv.mod_revision,
+            cur: Some(Side::new(&kv.value, kv.mod_revision)?),
+            prev: prev
+                .as_ref()
+                .map(|p| Side::new(&p.value, kv.mod_revision))
+                .transpose()?,
+            created: kv.create_revision == kv.mod_revision,
+        }),
         Change::Delete {
             key,
             revision,
             prev,
-        } => {
-            let Some(prev) = prev else {
-                tracing::warn!(key, "delete event without previous state; not sent");
-                return Ok(None);
+        } => match prev {
+            None => None,
+            Some(p) => Some(Decoded {
+                key: key.clone(),
+                revision: *revision,
+                cur: None,
+                prev: Some(Side::new(&p.value, *revision)?),
+                created: false,
+            }),
+        },
+    })
+}
+
+/// The event a filtered watch sends for a change, if any, and the state it carries.
+fn select<'a>(filter: &Filter, d: &'a Decoded) -> Option<(Type, &'a Side)> {
+    match &d.cur {
+        Some(cur) => {
+            let cur_match = filter.matches(&cur.obj);
+            let prev_match = match &d.prev {
+                Some(p) => Some(filter.matches(&p.obj)),
+                None if d.created => None,
+                // The previous state is unknown (compacted): assume it matched as now.
+                None => Some(cur_match),
             };
-            let mut obj = ApiObject::from_stored(&prev.value, revision)?;
-            obj.metadata.resource_version = Some(revision.to_string());
-            let rv = revision.to_string();
-            Ok(decide(Some(filter.matches(&obj)), None).map(|ty| (ty, obj, rv)))
+            match decide(prev_match, Some(cur_match)) {
+                Some(Type::Deleted) => d.prev.as_ref().map(|p| (Type::Deleted, p)),
+                Some(ty) => Some((ty, cur)),
+                None => None,
+            }
+        }
+        None => {
+            let p = d.prev.as_ref()?;
+            decide(Some(filter.matches(&p.obj)), None).map(|ty| (ty, p))
         }
     }
+}
+
+/// `select` for tests: the event type, the object and its resourceVersion.
+#[cfg(test)]
+fn translate(
+    filter: &Filter,
+    change: Change,
+) -> Result<Option<(Type, ApiObject, String)>, ApiError> {
+    let Some(d) = decode(&change)? else {
+        return Ok(None);
+    };
+    Ok(select(filter, &d).map(|(ty, side)| (ty, side.obj.clone(), d.revision.to_string())))
+}
+
+async fn send_json(
+    tx: &mpsc::Sender<Result<WatchEvent, tonic::Status>>,
+    ty: Type,
+    kind: &ResourceKind,
+    json: &[u8],
+    rv: String,
+) -> Result<(), Closed> {
+    let ev = WatchEvent {
+        r#type: ty as i32,
+        kind: kind.kind.to_string(),
+        json: json.to_vec(),
+        resource_version: rv,
+    };
+    tx.send(Ok(ev)).await.map_err(|_| Closed)
 }
 
 async fn send(

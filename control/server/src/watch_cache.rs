@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use weir_api::ResourceKind;
 
 use crate::error::ApiError;
-use crate::storage::{Change, Storage, StorageError, WatchItem};
+use crate::storage::{Storage, StorageError, WatchItem};
 
 /// Changes kept per kind for watches that resume from a recent revision.
 const WINDOW: usize = 1000;
@@ -29,7 +29,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 /// What a feed hands to its subscribers.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Change(Arc<Change>),
+    /// Decoded once here, shared by every watcher.
+    Change(Arc<crate::watch::Decoded>),
     /// Every change up to this revision has been delivered.
     Progress(i64),
 }
@@ -38,7 +39,7 @@ impl Item {
     /// The revision this item belongs to.
     pub fn revision(&self) -> i64 {
         match self {
-            Item::Change(c) => c.revision(),
+            Item::Change(c) => c.revision,
             Item::Progress(r) => *r,
         }
     }
@@ -213,9 +214,17 @@ async fn run_feed(storage: Storage, kind: &'static ResourceKind, feed: Arc<Feed>
         while let Some(item) = stream.next().await {
             match item {
                 Ok(WatchItem::Changes(changes)) => {
+                    // Decode outside the lock; an undecodable change still
+                    // advances the feed's revision.
+                    let decoded: Vec<(i64, Option<crate::watch::Decoded>)> = changes
+                        .iter()
+                        .map(|c| (c.revision(), crate::watch::decode_logged(c, kind)))
+                        .collect();
                     let mut st = feed.lock();
-                    for c in changes {
-                        let item = Item::Change(Arc::new(c));
+                    for (rev, d) in decoded {
+                        last = last.max(rev);
+                        let Some(d) = d else { continue };
+                        let item = Item::Change(Arc::new(d));
                         last = last.max(item.revision());
                         st.window.push(item.revision(), item.clone());
                         // No receivers is fine: nobody watches this kind right now.
