@@ -60,6 +60,9 @@ pub(crate) enum Cmd {
         /// Show all labels as the last column.
         #[arg(long)]
         show_labels: bool,
+        /// Sort by a field, e.g. .metadata.creationTimestamp or .spec.replicas.
+        #[arg(long, value_parser = parse_sort_path)]
+        sort_by: Option<FieldPath>,
         /// After listing, keep printing objects as they change.
         #[arg(short = 'w', long)]
         watch: bool,
@@ -323,6 +326,14 @@ pub(crate) enum ConfigCmd {
     },
 }
 
+/// A parsed field path (one value: clap would read `Vec` as many).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FieldPath(pub(crate) Vec<columns::Step>);
+
+fn parse_sort_path(s: &str) -> Result<FieldPath, String> {
+    columns::parse_path(s).map(FieldPath)
+}
+
 /// `-o`: the fixed formats or custom columns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum OutputArg {
@@ -424,6 +435,9 @@ mod tests {
         );
         assert_eq!(label_columns, ["app", "tier"]);
         assert_eq!(field_selector.as_deref(), Some("status.phase=Running"));
+        let c = Cli::try_parse_from(["weir", "get", "po", "--sort-by", ".spec.replicas"])
+            .expect("parses");
+        assert!(matches!(c.cmd, Cmd::Get { sort_by: Some(FieldPath(ref p)), .. } if p.len() == 2));
         assert!(Cli::try_parse_from(["weir", "get", "po", "-o", "custom-columns=bad"]).is_err());
         assert!(Cli::try_parse_from(["weir", "get", "po", "-o", "table"]).is_err());
 

@@ -132,6 +132,26 @@ pub fn table(cols: &[Column], objects: &[Value]) -> String {
     crate::table::render(&headers, &rows)
 }
 
+/// `--sort-by`: orders objects by the value at `path` (numbers by value,
+/// everything else by its text; objects without it first), stably.
+pub fn sort_by(objects: &mut [Value], path: &[Step]) {
+    let key = |v: &Value| {
+        let mut found = Vec::new();
+        walk(v, path, &mut found);
+        match found.first() {
+            None => (0u8, 0.0, String::new()),
+            Some(Value::Number(n)) => (1, n.as_f64().unwrap_or(0.0), String::new()),
+            Some(other) => (2, 0.0, scalar(other)),
+        }
+    };
+    objects.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.total_cmp(&kb.1))
+            .then_with(|| ka.2.cmp(&kb.2))
+    });
+}
+
 /// `--show-labels`' LABELS cell: `k=v,k2=v2` or `<none>`.
 pub fn labels_cell(obj: &Value) -> String {
     let l: Vec<String> = obj
@@ -189,6 +209,26 @@ mod tests {
         for bad in ["", ".", ".a[x]", ".a[0", ".a[0]b"] {
             assert!(parse_path(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sort_by_table() {
+        let mut objs = vec![
+            json!({"n": "c", "spec": {"replicas": 10}}),
+            json!({"n": "a", "spec": {"replicas": 2}}),
+            json!({"n": "none"}),
+            json!({"n": "b", "spec": {"replicas": 2}}),
+        ];
+        sort_by(&mut objs, &parse_path(".spec.replicas").expect("valid"));
+        let order: Vec<&str> = objs.iter().filter_map(|o| o["n"].as_str()).collect();
+        assert_eq!(
+            order,
+            ["none", "a", "b", "c"],
+            "numeric, stable, missing first"
+        );
+        sort_by(&mut objs, &parse_path(".n").expect("valid"));
+        let order: Vec<&str> = objs.iter().filter_map(|o| o["n"].as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "none"]);
     }
 
     #[test]

@@ -215,6 +215,7 @@ pub(crate) struct GetOpts<'a> {
     pub(crate) show_labels: bool,
     pub(crate) columns: Option<&'a [columns::Column]>,
     pub(crate) jsonpath: Option<&'a [crate::jsonpath::Seg]>,
+    pub(crate) sort_by: Option<&'a [columns::Step]>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -256,8 +257,11 @@ pub(crate) async fn cmd_get(
                 continue;
             }
         };
-        let (objs, f) = fetch(cli, client, k, knames, all, &sel, g.fields).await;
+        let (mut objs, f) = fetch(cli, client, k, knames, all, &sel, g.fields).await;
         failed |= f;
+        if let Some(p) = g.sort_by {
+            columns::sort_by(&mut objs, p);
+        }
         if g.jsonpath.is_some() {
             all_objs.extend(objs);
             continue;

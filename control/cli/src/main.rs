@@ -627,6 +627,7 @@ async fn main() -> ExitCode {
             field_selector,
             label_columns,
             show_labels,
+            sort_by,
             watch: false,
         } => {
             let cols = match output {
@@ -643,6 +644,7 @@ async fn main() -> ExitCode {
                 show_labels: *show_labels,
                 columns: cols,
                 jsonpath,
+                sort_by: sort_by.as_ref().map(|p| p.0.as_slice()),
             };
             let output = output.as_ref().and_then(OutputArg::simple);
             cmd_get(
