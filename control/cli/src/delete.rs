@@ -39,7 +39,7 @@ pub(crate) async fn delete_one(
 ) -> bool {
     match client.delete_json(k.kind, ns, name, p).await {
         Ok(_) => {
-            println!("{} {name:?} deleted", singular(k));
+            outln!("{} {name:?} deleted", singular(k));
             true
         }
         Err(Error::NotFound(_)) if ignore_not_found => true,

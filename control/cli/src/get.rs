@@ -174,10 +174,10 @@ pub(crate) async fn cmd_watch(
             all_namespaces: all && k.namespaced,
             ..Default::default()
         };
-        print!("{}", table::table(k.kind, &objs, &opts, now()));
+        out!("{}", table::table(k.kind, &objs, &opts, now()));
     } else {
         for v in &objs {
-            print!("{}", watch_line(k, v, output, all));
+            out!("{}", watch_line(k, v, output, all));
         }
     }
     let params = weir_client::WatchParams::default()
@@ -196,7 +196,7 @@ pub(crate) async fn cmd_watch(
             Ok(ev) if ev.r#type == weir_client::proto::watch_event::Type::Bookmark as i32 => {}
             Ok(ev) => {
                 if let Ok(v) = serde_json::from_slice::<Value>(&ev.json) {
-                    print!("{}", watch_line(k, &v, output, all));
+                    out!("{}", watch_line(k, &v, output, all));
                 }
             }
             Err(e) => {
@@ -269,9 +269,9 @@ pub(crate) async fn cmd_get(
         if let Some(cols) = g.columns {
             if !objs.is_empty() {
                 if printed_any {
-                    println!();
+                    outln!();
                 }
-                print!("{}", columns::table(cols, &objs));
+                out!("{}", columns::table(cols, &objs));
                 printed_any = true;
             }
             continue;
@@ -280,7 +280,7 @@ pub(crate) async fn cmd_get(
             Some(Output::Yaml) | Some(Output::Json) => all_objs.extend(objs),
             Some(Output::Name) => {
                 for v in &objs {
-                    println!(
+                    outln!(
                         "{}/{}",
                         singular(k),
                         v.pointer("/metadata/name")
@@ -293,7 +293,7 @@ pub(crate) async fn cmd_get(
             _ if objs.is_empty() => {}
             _ => {
                 if printed_any && i > 0 {
-                    println!();
+                    outln!();
                 }
                 let opts = table::TableOpts {
                     wide: output == Some(Output::Wide),
@@ -302,7 +302,7 @@ pub(crate) async fn cmd_get(
                     label_columns: g.label_columns.to_vec(),
                     name_prefix: (kinds.len() > 1).then(|| format!("{}/", singular(k))),
                 };
-                print!("{}", table::table(k.kind, &objs, &opts, now()));
+                out!("{}", table::table(k.kind, &objs, &opts, now()));
                 printed_any = true;
             }
         }
@@ -313,7 +313,7 @@ pub(crate) async fn cmd_get(
         } else {
             serde_json::json!({"apiVersion": "v1", "kind": "List", "items": all_objs, "metadata": {"resourceVersion": ""}})
         };
-        print!("{}", crate::jsonpath::render(t, &doc));
+        out!("{}", crate::jsonpath::render(t, &doc));
         return !failed;
     }
     match output {
@@ -328,7 +328,7 @@ pub(crate) async fn cmd_get(
             } else {
                 serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
             };
-            print!("{text}");
+            out!("{text}");
         }
         _ if !printed_any && names.is_empty() && !failed => {
             let scoped = kinds

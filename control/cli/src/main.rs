@@ -10,6 +10,27 @@
 //! this file do the I/O and turn errors into kubectl's messages and exit codes.
 #![forbid(unsafe_code)]
 
+/// `print!` that ends the process quietly when stdout is gone
+/// (`weir get pods | head`), as kubectl does, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
+/// `println!` with [`out!`]'s handling of a closed stdout.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 mod args;
 mod columns;
 mod config;
@@ -256,7 +277,7 @@ async fn cmd_apply(cli: &Cli, client: &Client, files: &[String], recursive: bool
     let mut failed = false;
     for (obj, ns) in load_objects(cli, files, recursive, &mut failed) {
         match apply_one(client, &obj, &ns).await {
-            Ok(verb) => println!("{}/{} {verb}", singular(obj.kind), obj.name),
+            Ok(verb) => outln!("{}/{} {verb}", singular(obj.kind), obj.name),
             Err(Failed(m)) => {
                 eprintln!("{m}");
                 failed = true;
@@ -324,7 +345,7 @@ fn cmd_explain(path: &str) -> Res<()> {
     let k = lookup_kind(kind)?;
     let fields: Vec<String> = parts.map(str::to_string).collect();
     let text = explain::explain(k, &fields).map_err(|m| Failed(format!("error: {m}")))?;
-    print!("{text}");
+    out!("{text}");
     Ok(())
 }
 
@@ -341,13 +362,13 @@ fn cmd_config(cmd: &ConfigCmd, namespace: Option<&str>) -> Res<()> {
     let mut cfg = config::parse(&shown, &text).map_err(|e| Failed(format!("error: {e}")))?;
     let message = match cmd {
         ConfigCmd::GetContexts => {
-            print!("{}", cfg.contexts_table());
+            out!("{}", cfg.contexts_table());
             return Ok(());
         }
         ConfigCmd::CurrentContext => {
             return match &cfg.current_context {
                 Some(c) => {
-                    println!("{c}");
+                    outln!("{c}");
                     Ok(())
                 }
                 None => Err(Failed("error: current-context is not set".into())),
@@ -374,7 +395,7 @@ fn cmd_config(cmd: &ConfigCmd, namespace: Option<&str>) -> Res<()> {
             .map_err(|e| Failed(format!("error: creating {}: {e}", dir.display())))?;
     }
     std::fs::write(&path, out).map_err(|e| Failed(format!("error: writing {shown}: {e}")))?;
-    println!("{message}");
+    outln!("{message}");
     Ok(())
 }
 
@@ -476,7 +497,7 @@ async fn cmd_create_files(cli: &Cli, client: &Client, files: &[String]) -> bool 
             .create_json(obj.kind.kind, json_bytes(&value), false)
             .await
         {
-            Ok(_) => println!("{}/{} created", singular(obj.kind), obj.name),
+            Ok(_) => outln!("{}/{} created", singular(obj.kind), obj.name),
             Err(e) => {
                 eprintln!("{}", server_error(&e, obj.kind, &obj.name).0);
                 failed = true;
@@ -523,7 +544,7 @@ async fn cmd_expose(
                 .create_json("Service", json_bytes(&svc), false)
                 .await
                 .map_err(|e| server_error(&e, sk, &sname))?;
-            println!("service/{sname} exposed");
+            outln!("service/{sname} exposed");
             Ok(())
         }
         _ => verbs::create_or_print(client, &svc, dry, f.output).await,
@@ -549,7 +570,7 @@ async fn main() -> ExitCode {
     match &cli.cmd {
         Cmd::Explain { path } => return exit(to_bool(cmd_explain(path))),
         Cmd::ApiResources => {
-            print!("{}", table::api_resources(weir_api::KINDS));
+            out!("{}", table::api_resources(weir_api::KINDS));
             return ExitCode::SUCCESS;
         }
         Cmd::Config { cmd } => return exit(to_bool(cmd_config(cmd, cli.namespace.as_deref()))),

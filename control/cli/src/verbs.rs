@@ -67,9 +67,9 @@ pub fn parse_dry_run(s: Option<&str>) -> Res<DryRun> {
 /// Prints an object as -o yaml|json|name.
 pub fn print_object(k: &ResourceKind, v: &Value, output: &str) -> Res<()> {
     match output {
-        "yaml" => print!("{}", serde_yaml::to_string(v).unwrap_or_default()),
-        "json" => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
-        "name" => println!(
+        "yaml" => out!("{}", serde_yaml::to_string(v).unwrap_or_default()),
+        "json" => outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        "name" => outln!(
             "{}/{}",
             singular(k),
             v.pointer("/metadata/name")
@@ -118,7 +118,7 @@ pub async fn create_or_print(
                 DryRun::Server => " (server dry run)",
                 DryRun::None => "",
             };
-            println!("{}/{name} created{suffix}", singular(k));
+            outln!("{}/{name} created{suffix}", singular(k));
             Ok(())
         }
     }
@@ -137,7 +137,7 @@ pub async fn describe(
     let mut result = Ok(());
     for (i, (kind, names)) in targets.into_iter().enumerate() {
         if i > 0 {
-            println!("\n");
+            outln!("\n");
         }
         if let Err(e) = describe_kind(cli, client, &kind, names, selector).await {
             if !e.0.is_empty() {
@@ -206,9 +206,9 @@ async fn describe_kind(
             Err(_) => Vec::new(),
         };
         if i > 0 {
-            println!("\n");
+            outln!("\n");
         }
-        print!(
+        out!(
             "{}",
             crate::describe::describe(k.kind, &v, &events, crate::now())
         );
@@ -274,8 +274,8 @@ pub async fn label(
         })
         .await
         {
-            Ok(true) => println!("{}/{n} {verb}", singular(k)),
-            Ok(false) => println!("{}/{n} not {verb}", singular(k)),
+            Ok(true) => outln!("{}/{n} {verb}", singular(k)),
+            Ok(false) => outln!("{}/{n} not {verb}", singular(k)),
             Err(Failed(m)) => {
                 eprintln!("{m}");
                 failed = true;
@@ -319,7 +319,7 @@ pub async fn patch(
         Ok(*v != before)
     })
     .await?;
-    println!(
+    outln!(
         "{}/{name} {}",
         singular(k),
         if changed {
@@ -371,9 +371,9 @@ pub async fn set_image(cli: &Cli, client: &Client, kind: &str, args: &[String]) 
     let ns = list_namespace(cli, k, false);
     for n in &names {
         if modify(client, k, &ns, n, |v| crate::patch::set_images(v, &pairs)).await? {
-            println!("{}/{n} image updated", singular(k));
+            outln!("{}/{n} image updated", singular(k));
         } else {
-            println!("{}/{n} image unchanged", singular(k));
+            outln!("{}/{n} image unchanged", singular(k));
         }
     }
     Ok(())
@@ -464,7 +464,7 @@ pub async fn edit(
         let result = match edit_plan(&original, &edited) {
             Ok(EditPlan::Unchanged) => {
                 let _ = std::fs::remove_file(&path);
-                println!("Edit cancelled, no changes made.");
+                outln!("Edit cancelled, no changes made.");
                 return Ok(());
             }
             Ok(EditPlan::Update(v)) => client
@@ -476,7 +476,7 @@ pub async fn edit(
         match result {
             Ok(_) => {
                 let _ = std::fs::remove_file(&path);
-                println!("{}/{name} edited", singular(k));
+                outln!("{}/{name} edited", singular(k));
                 return Ok(());
             }
             Err(m) => {
@@ -533,14 +533,14 @@ pub async fn rollout_history(cli: &Cli, client: &Client, name: &str, revision: i
     if revision > 0 {
         let t = crate::rollout::revision_template(&owned, revision)
             .map_err(|m| Failed(format!("error: {m}")))?;
-        println!("{}/{name} with revision #{revision}", singular(dk));
-        print!(
+        outln!("{}/{name} with revision #{revision}", singular(dk));
+        out!(
             "{}",
             crate::describe::pod_template(&serde_json::to_value(&t).unwrap_or_default())
         );
         return Ok(());
     }
-    println!("{}/{name}", singular(dk));
+    outln!("{}/{name}", singular(dk));
     let ann = d.metadata.annotations.clone().unwrap_or_default();
     let current = (
         ann.get("deployment.kubernetes.io/revision")
@@ -552,7 +552,7 @@ pub async fn rollout_history(cli: &Cli, client: &Client, name: &str, revision: i
         .into_iter()
         .map(|(r, c)| vec![r.to_string(), c])
         .collect();
-    print!(
+    out!(
         "{}",
         crate::table::render(&["REVISION".into(), "CHANGE-CAUSE".into()], &rows)
     );

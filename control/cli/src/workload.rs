@@ -90,7 +90,7 @@ pub(crate) async fn cmd_scale(
     let mut ok = true;
     for n in &names {
         match scale_one(client, k, &ns, n, replicas).await {
-            Ok(()) => println!("{}/{n} scaled", singular(k)),
+            Ok(()) => outln!("{}/{n} scaled", singular(k)),
             Err(Failed(m)) => {
                 eprintln!("{m}");
                 ok = false;
@@ -141,12 +141,12 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                     .map_err(|e| server_error(&e, dk, &name))?;
                 match rollout::progress(&d) {
                     rollout::Progress::Done(m) => {
-                        println!("{m}");
+                        outln!("{m}");
                         return Ok(());
                     }
                     rollout::Progress::Waiting(m) => {
                         if m != last {
-                            println!("{m}");
+                            outln!("{m}");
                             last = m;
                         }
                     }
@@ -175,7 +175,7 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             })
             .await?;
             if changed || action == "restart" {
-                println!("{}/{name} {done}", singular(dk));
+                outln!("{}/{name} {done}", singular(dk));
                 Ok(())
             } else {
                 Err(Failed(format!(
@@ -231,7 +231,7 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                     .as_ref()
                     .is_some_and(|s| rollout::same_template(&s.template, &template))
                 {
-                    println!(
+                    outln!(
                         "{}/{name} skipped rollback (current template already matches revision {})",
                         singular(dk),
                         if *to_revision > 0 {
@@ -247,7 +247,7 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                 }
                 match client.update(&d).await {
                     Ok(_) => {
-                        println!("{}/{name} rolled back", singular(dk));
+                        outln!("{}/{name} rolled back", singular(dk));
                         return Ok(());
                     }
                     Err(e) if e.is_conflict() => continue,
