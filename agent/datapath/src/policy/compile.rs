@@ -172,11 +172,22 @@ pub fn compile(
         .map_err(exhausted("endpoint id"))?;
 
     // Peers resolved once per rule: they do not depend on the endpoint.
+    let numbers = Numbers {
+        cidr_ids: &cidr_ids,
+        // Selectors see only a pod's namespace and labels, which all pods of
+        // an identity share: matching one pod per identity is enough.
+        by_identity: ctx
+            .pods
+            .iter()
+            .rev()
+            .filter_map(|p| Some((*pod_identity.get(&p.ip?)?, *p)))
+            .collect(),
+    };
     let resolve = |rules: &Option<Vec<Rule>>, ns: &str, egress: bool| {
         rules.as_ref().map(|rules| {
             rules
                 .iter()
-                .map(|r| ctx.resolve(r, ns, egress, &pod_identity, &cidr_ids))
+                .map(|r| ctx.resolve(r, ns, egress, &numbers))
                 .collect::<Vec<_>>()
         })
     };
@@ -463,8 +474,7 @@ impl<'a> Context<'a> {
         rule: &Rule,
         policy_ns: &str,
         egress: bool,
-        pod_identity: &BTreeMap<Ipv4Addr, u32>,
-        cidr_ids: &BTreeMap<Ipv4Net, u32>,
+        numbers: &Numbers<'_>,
     ) -> ResolvedRule {
         let mut remotes = BTreeSet::new();
         match &rule.peers {
@@ -475,13 +485,15 @@ impl<'a> Context<'a> {
                 for peer in peers {
                     match peer {
                         Peer::Pods { .. } => remotes.extend(
-                            self.pods
+                            numbers
+                                .by_identity
                                 .iter()
-                                .filter(|q| self.peer_selects(peer, policy_ns, q))
-                                .filter_map(|q| pod_identity.get(&q.ip?).copied()),
+                                .filter(|(_, q)| self.peer_selects(peer, policy_ns, q))
+                                .map(|(id, _)| *id),
                         ),
                         Peer::Block { cidr, except } => remotes.extend(
-                            cidr_ids
+                            numbers
+                                .cidr_ids
                                 .iter()
                                 .filter(|(net, _)| {
                                     cidr.contains(*net) && !except.iter().any(|e| e.contains(*net))
@@ -501,14 +513,7 @@ impl<'a> Context<'a> {
                         proto: *proto,
                         name,
                     };
-                    self.egress_named(
-                        rule,
-                        policy_ns,
-                        named,
-                        pod_identity,
-                        cidr_ids,
-                        &mut egress_named,
-                    );
+                    self.egress_named(rule, policy_ns, named, numbers, &mut egress_named);
                 }
             }
         }
@@ -529,36 +534,46 @@ impl<'a> Context<'a> {
         rule: &Rule,
         policy_ns: &str,
         named: NamedRef<'_>,
-        pod_identity: &BTreeMap<Ipv4Addr, u32>,
-        cidr_ids: &BTreeMap<Ipv4Net, u32>,
+        numbers: &Numbers<'_>,
         out: &mut BTreeSet<(u32, u8, u16)>,
     ) {
-        for q in &self.pods {
-            let (Some(ip), Some(port)) = (q.ip, q.resolve(named.name, named.proto)) else {
+        let (proto, name) = (named.proto, named.name);
+        let peers = rule.peers.as_deref();
+        // Selector peers and "any peer": one pod per identity decides.
+        for (id, q) in &numbers.by_identity {
+            let selected = match peers {
+                None => true,
+                Some(peers) => peers.iter().any(|p| self.peer_selects(p, policy_ns, q)),
+            };
+            if let (true, Some(port)) = (selected, q.resolve(name, proto)) {
+                out.insert((*id, proto, port));
+            }
+        }
+        // ipBlock peers: each pod inside, by its own /32 CIDR identity.
+        for peer in peers.into_iter().flatten() {
+            let Peer::Block { cidr, except } = peer else {
                 continue;
             };
-            let mut ids = BTreeSet::new();
-            match &rule.peers {
-                None => {
-                    ids.extend(pod_identity.get(&ip).copied());
-                }
-                Some(peers) => {
-                    for peer in peers {
-                        match peer {
-                            Peer::Pods { .. } if self.peer_selects(peer, policy_ns, q) => {
-                                ids.extend(pod_identity.get(&ip).copied());
-                            }
-                            Peer::Block { cidr, except } if in_block(ip, cidr, except) => {
-                                ids.extend(cidr_ids.get(&Ipv4Net::from(ip)).copied());
-                            }
-                            _ => {}
-                        }
-                    }
+            for q in &self.pods {
+                let Some(ip) = q.ip.filter(|ip| in_block(*ip, cidr, except)) else {
+                    continue;
+                };
+                if let (Some(id), Some(port)) = (
+                    numbers.cidr_ids.get(&Ipv4Net::from(ip)),
+                    q.resolve(name, proto),
+                ) {
+                    out.insert((*id, proto, port));
                 }
             }
-            out.extend(ids.into_iter().map(|id| (id, named.proto, port)));
         }
     }
+}
+
+/// The numbers a compile gave out, for resolving peers.
+struct Numbers<'a> {
+    cidr_ids: &'a BTreeMap<Ipv4Net, u32>,
+    /// One pod of each identity.
+    by_identity: BTreeMap<u32, &'a PodInfo>,
 }
 
 /// A named port of a rule.
