@@ -213,7 +213,7 @@ pub fn markdown(
         if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Direct, Mode::Load))) {
             let _ = writeln!(
                 out,
-                "- N={n}: weir ClusterIP ≥ 0.95× direct: {r:.2}× — {}",
+                "- N={n}: weir ClusterIP ≥ 0.95× direct: {r:.3}× — {}",
                 verdict(r >= 0.95)
             );
         }
@@ -222,7 +222,7 @@ pub fn markdown(
         {
             let _ = writeln!(
                 out,
-                "- N={n}: weir ≥ 3× iptables: {r:.2}× — {}",
+                "- N={n}: weir ≥ 3× iptables: {r:.3}× — {}",
                 verdict(r >= 3.0)
             );
         }
@@ -312,10 +312,10 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("weir ClusterIP ≥ 0.95× direct: 0.95× — met"),
+            md.contains("weir ClusterIP ≥ 0.95× direct: 0.952× — met"),
             "{md}"
         );
-        assert!(md.contains("weir ≥ 3× iptables: 3.08× — met"), "{md}");
+        assert!(md.contains("weir ≥ 3× iptables: 3.077× — met"), "{md}");
         assert!(md.contains("NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet"));
 
         let slower = vec![
@@ -332,6 +332,6 @@ mod tests {
             md.contains("Not measured (failed):\n\n- weir at N=1: agent stuck\n"),
             "{md}"
         );
-        assert!(md.contains("0.90× — **missed**"), "{md}");
+        assert!(md.contains("0.900× — **missed**"), "{md}");
     }
 }
