@@ -1,0 +1,286 @@
+//! The `weir` binary against a real weir-control (embedded etcd on free
+//! loopback ports, temp state dir): kubectl's verbs, their output and
+//! their exit codes, end to end. No node agent: pods stay Pending, which is
+//! enough for the API-level verbs.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// weir-control next to the weir binary under test (same target dir).
+fn control_bin() -> PathBuf {
+    let weir = PathBuf::from(env!("CARGO_BIN_EXE_weir"));
+    let p = weir.with_file_name("weir-control");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p weir-control)",
+        p.display()
+    );
+    p
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let etcd_port = loop {
+            let p = free_port();
+            if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let api_port = free_port();
+        let child = Command::new(control_bin())
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(["--embedded-etcd-port", &etcd_port.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{api_port}")])
+            .arg("--unix-socket")
+            .arg(dir.path().join("weir.sock"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start weir-control");
+        let s = Server {
+            child,
+            addr: format!("http://127.0.0.1:{api_port}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !s.weir(&["get", "ns", "default"]).status.success() {
+            assert!(Instant::now() < deadline, "weir-control did not come up");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        s
+    }
+
+    fn weir_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+        c.args(args)
+            .env("WEIR_SERVER", &self.addr)
+            // Never the developer's own ~/.weir/config.yaml.
+            .env("WEIR_CONFIG", self.dir.path().join("config.yaml"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run weir")
+    }
+
+    fn weir(&self, args: &[&str]) -> Output {
+        self.weir_env(args, &[])
+    }
+
+    /// Runs weir, expects success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.weir(args);
+        assert!(
+            o.status.success(),
+            "weir {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs weir, expects failure, returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.weir(args);
+        assert!(!o.status.success(), "weir {args:?} should fail");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM, so weir-control stops its embedded etcd too.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+#[ignore = "needs /usr/bin/etcd and a built weir-control; run by cargo xtask test"]
+fn kubectl_verbs_against_a_real_server() {
+    let s = Server::start();
+    let n = ["-n", "t1"];
+    let with_ns = |args: &[&'static str]| -> Vec<&'static str> {
+        n.iter().copied().chain(args.iter().copied()).collect()
+    };
+
+    // create, and kubectl's AlreadyExists.
+    assert_eq!(
+        s.ok(&["create", "namespace", "t1"]),
+        "namespace/t1 created\n"
+    );
+    assert!(
+        s.fails(&["create", "namespace", "t1"])
+            .contains("Error from server (AlreadyExists): namespaces \"t1\" already exists")
+    );
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "create",
+            "deployment",
+            "web",
+            "--image",
+            "img:1",
+            "--replicas",
+            "2",
+            "--port",
+            "8080"
+        ])),
+        "deployment.apps/web created\n"
+    );
+    let dry = s.ok(&with_ns(&[
+        "create",
+        "deployment",
+        "other",
+        "--image",
+        "img:1",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]));
+    assert!(
+        dry.contains("kind: Deployment") && dry.contains("name: other"),
+        "{dry}"
+    );
+    assert!(
+        s.fails(&with_ns(&["get", "deploy", "other"]))
+            .contains("Error from server (NotFound): deployments.apps \"other\" not found"),
+        "a client dry run creates nothing"
+    );
+
+    // label, -L, patch, jsonpath.
+    assert_eq!(
+        s.ok(&with_ns(&["label", "deploy", "web", "tier=fe"])),
+        "deployment.apps/web labeled\n"
+    );
+    let t = s.ok(&with_ns(&["get", "deploy", "-L", "tier"]));
+    assert!(
+        t.starts_with("NAME ") && t.contains(" TIER\n") && t.contains(" fe\n"),
+        "{t}"
+    );
+    assert!(
+        s.fails(&with_ns(&["label", "deploy", "web", "tier=be"]))
+            .contains("--overwrite")
+    );
+    s.ok(&with_ns(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ]));
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])),
+        "3"
+    );
+    assert!(
+        s.fails(&with_ns(&[
+            "patch",
+            "deploy",
+            "web",
+            "-p",
+            r#"{"spec":{"replicas":-1}}"#
+        ]))
+        .contains("spec.replicas: Invalid value: -1")
+    );
+
+    // set image makes revision 2; history lists both.
+    assert_eq!(
+        s.ok(&with_ns(&["set", "image", "deploy/web", "img=img:2"])),
+        "deployment.apps/web image updated\n"
+    );
+    eventually("revision 2", || {
+        let h = s.ok(&with_ns(&["rollout", "history", "deploy/web"]));
+        h.contains("\n1 ") && h.contains("\n2 ")
+    });
+
+    // expose, describe.
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "expose",
+            "deploy",
+            "web",
+            "--port",
+            "80",
+            "--target-port",
+            "8080"
+        ])),
+        "service/web exposed\n"
+    );
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}"
+        ])),
+        "8080"
+    );
+    let d = s.ok(&with_ns(&["describe", "deploy", "web"]));
+    assert!(d.contains("Replicas:") && d.contains("Events:"), "{d}");
+    eventually("a ScalingReplicaSet event in describe", || {
+        s.ok(&with_ns(&["describe", "deploy", "web"]))
+            .contains("ScalingReplicaSet")
+    });
+
+    // edit with an editor that changes nothing.
+    let o = s.weir_env(&with_ns(&["edit", "deploy", "web"]), &[("EDITOR", "true")]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Edit cancelled, no changes made.\n"
+    );
+
+    // delete waits until the object is gone; then NotFound.
+    assert_eq!(
+        s.ok(&with_ns(&["delete", "deploy", "web"])),
+        "deployment.apps \"web\" deleted\n"
+    );
+    assert!(
+        s.fails(&with_ns(&["delete", "deploy", "web"]))
+            .contains("(NotFound)")
+    );
+
+    // explain needs no server but runs in the same binary.
+    assert!(
+        s.ok(&["explain", "deploy.spec.replicas"])
+            .contains("FIELD: replicas <integer>")
+    );
+}
