@@ -30,8 +30,9 @@
 //! ```text
 //! ep  = WEIR_POL_EP[local pod address]            // none: not a pod of this node
 //! rem = WEIR_IPCACHE[LPM remote address]           // always hits (0.0.0.0/0 = world)
-//! for id in [rem.identity, rem.cidr_identity (if != 0), IDENTITY_ANY]:
-//!     if let Some(v) = WEIR_POLICY[LPM PolicyKey::lookup(ep.id, dir, id, proto, port)]:
+//! for id in [rem.identity, rem.cidr_identity (if != 0), identity::ANY]:
+//!     key = Key::new(POLICY_PREFIX_FULL, PolicyKey::lookup(ep.endpoint_id, dir, id, proto, port))
+//!     if let Some(v) = WEIR_POLICY[LPM key]:
 //!         allow, log v.policy_id
 //! deny
 //! ```
@@ -122,22 +123,20 @@ pub mod identity {
     pub const CIDR_MAX: u32 = 0x01ff_ffff;
 }
 
-/// Key of the ipcache LPM trie.
+/// Key data of the ipcache LPM trie (the trie key is this behind a `u32`
+/// prefix length, 0..=32, as aya's `lpm_trie::Key<IpcacheKey>` lays it out;
+/// lookups use 32).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IpcacheKey {
-    /// Prefix length in bits, 0..=32 (host order, as the kernel wants it).
-    /// Lookups use 32.
-    pub prefixlen: u32,
-    /// IPv4 address, network byte order; bits beyond `prefixlen` zero.
+    /// IPv4 address, network byte order; bits beyond the prefix zero.
     pub addr: u32,
 }
 
 impl IpcacheKey {
-    /// A key for `addr/prefixlen`, from the address's octets.
-    pub const fn new(addr: [u8; 4], prefixlen: u32) -> Self {
+    /// The key data of an address, from its octets.
+    pub const fn new(addr: [u8; 4]) -> Self {
         Self {
-            prefixlen,
             addr: u32::from_ne_bytes(addr),
         }
     }
@@ -194,15 +193,15 @@ pub const POLICY_PREFIX_ANY_PORT: u32 = 80;
 /// `POLICY_PREFIX_FULL - k`.
 pub const POLICY_PREFIX_FULL: u32 = 96;
 
-/// Key of the policy LPM trie. Field order = significance order (see the
-/// module doc): a prefix can stop after the direction (any identity), after
-/// the identity (any protocol), after the protocol (any port) or inside the
-/// port (a port block).
+/// Key data of the policy LPM trie (behind a `u32` prefix length, as aya's
+/// `lpm_trie::Key<PolicyKey>` lays it out: 32..=96 for entries,
+/// [`POLICY_PREFIX_FULL`] for lookups). Field order = significance order
+/// (see the module doc): a prefix can stop after the direction (any
+/// identity), after the identity (any protocol), after the protocol (any
+/// port) or inside the port (a port block).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicyKey {
-    /// Prefix length in bits, 32..=96 for entries, 96 for lookups.
-    pub prefixlen: u32,
     /// The local endpoint ([`EndpointValue::endpoint_id`]), host order.
     pub endpoint_id: u16,
     /// [`DIR_INGRESS`] or [`DIR_EGRESS`].
@@ -222,8 +221,8 @@ pub struct PolicyKey {
 }
 
 impl PolicyKey {
-    /// The key a lookup uses: every field set, full prefix. `port` is in
-    /// host order.
+    /// The key data a lookup uses (with prefix length
+    /// [`POLICY_PREFIX_FULL`]): every field set. `port` is in host order.
     pub const fn lookup(
         endpoint_id: u16,
         direction: u8,
@@ -232,7 +231,6 @@ impl PolicyKey {
         port: u16,
     ) -> Self {
         Self {
-            prefixlen: POLICY_PREFIX_FULL,
             endpoint_id,
             direction,
             _pad0: 0,
@@ -292,11 +290,11 @@ mod pod {
 }
 
 // Kernel ABI: pin the layouts.
-const _: () = assert!(core::mem::size_of::<IpcacheKey>() == 8);
+const _: () = assert!(core::mem::size_of::<IpcacheKey>() == 4);
 const _: () = assert!(core::mem::size_of::<IpcacheValue>() == 8);
 const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 8);
-const _: () = assert!(core::mem::size_of::<PolicyKey>() == 16);
+const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
-// The trie's data (everything after `prefixlen`) must be exactly 96 bits.
-const _: () = assert!((core::mem::size_of::<PolicyKey>() - 4) * 8 == POLICY_PREFIX_FULL as usize);
+// The trie's key data must be exactly the full prefix.
+const _: () = assert!(core::mem::size_of::<PolicyKey>() * 8 == POLICY_PREFIX_FULL as usize);

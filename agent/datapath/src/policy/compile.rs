@@ -16,7 +16,7 @@ use super::alloc::{Allocator, Exhausted};
 use super::model::{NamedPort, ObjectRef, PodInfo, PolicyInput};
 use super::ports::port_blocks;
 use super::rules::{ParsedPolicy, Peer, PolicyWarning, PortSpec, Rule, parse_policies};
-use super::{PolicyError, PolicyLimits, PolicyMaps};
+use super::{LpmKey, PolicyError, PolicyLimits, PolicyMaps};
 
 /// What makes two pods the same identity: namespace, labels, and the
 /// named container ports. (Pods of one ReplicaSet share all three. Named
@@ -302,7 +302,7 @@ fn ipcache(
     ctx: &Context<'_>,
     pod_identity: &BTreeMap<Ipv4Addr, u32>,
     cidr_ids: &BTreeMap<Ipv4Net, u32>,
-) -> BTreeMap<IpcacheKey, IpcacheValue> {
+) -> BTreeMap<LpmKey<IpcacheKey>, IpcacheValue> {
     let host = |ip: Ipv4Addr| Ipv4Net::from(ip);
     let mut base: BTreeMap<Ipv4Net, u32> = BTreeMap::new();
     base.insert(Ipv4Net::default(), identity::WORLD);
@@ -321,10 +321,12 @@ fn ipcache(
     let all: BTreeSet<Ipv4Net> = base.keys().chain(cidr_ids.keys()).copied().collect();
     all.into_iter()
         .map(|net| {
-            let key = IpcacheKey {
-                prefixlen: u32::from(net.prefix_len()),
-                addr: u32::from(net.network()).to_be(),
-            };
+            let key = (
+                u32::from(net.prefix_len()),
+                IpcacheKey {
+                    addr: u32::from(net.network()).to_be(),
+                },
+            );
             let value = IpcacheValue {
                 identity: innermost(&base, net).unwrap_or(identity::WORLD),
                 cidr_identity: innermost(cidr_ids, net).unwrap_or(identity::ANY),
@@ -356,19 +358,23 @@ enum Ports {
 
 /// The policy entries being built.
 #[derive(Default)]
-struct Entries(BTreeMap<PolicyKey, PolicyValue>);
+struct Entries(BTreeMap<LpmKey<PolicyKey>, PolicyValue>);
 
 impl Entries {
     fn insert(&mut self, ep: u16, direction: u8, identity: u32, ports: Ports, policy_id: u32) {
-        let key = |prefixlen, proto, port: u16| PolicyKey {
-            prefixlen,
-            endpoint_id: ep,
-            direction,
-            _pad0: 0,
-            identity,
-            proto,
-            _pad1: 0,
-            port: port.to_be(),
+        let key = |prefixlen, proto, port: u16| {
+            (
+                prefixlen,
+                PolicyKey {
+                    endpoint_id: ep,
+                    direction,
+                    _pad0: 0,
+                    identity,
+                    proto,
+                    _pad1: 0,
+                    port: port.to_be(),
+                },
+            )
         };
         let keys = match ports {
             Ports::Anything if identity == identity::ANY => {

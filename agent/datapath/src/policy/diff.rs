@@ -6,17 +6,17 @@ use weir_ebpf_common::policy::{
     EndpointKey, EndpointValue, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue,
 };
 
-use super::{PolicyLimits, PolicyMaps};
+use super::{LpmKey, PolicyLimits, PolicyMaps};
 
 /// One write to one of the policy maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PolicyMapOp {
-    PolicyUpsert(PolicyKey, PolicyValue),
-    IpcacheUpsert(IpcacheKey, IpcacheValue),
+    PolicyUpsert(LpmKey<PolicyKey>, PolicyValue),
+    IpcacheUpsert(LpmKey<IpcacheKey>, IpcacheValue),
     EndpointUpsert(EndpointKey, EndpointValue),
     EndpointDelete(EndpointKey),
-    IpcacheDelete(IpcacheKey),
-    PolicyDelete(PolicyKey),
+    IpcacheDelete(LpmKey<IpcacheKey>),
+    PolicyDelete(LpmKey<PolicyKey>),
 }
 
 /// The ops turning `current` into `desired`.

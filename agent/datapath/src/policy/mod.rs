@@ -59,12 +59,16 @@ pub use ports::{PortBlock, port_blocks};
 pub use rules::PolicyWarning;
 pub use verdict::{Decision, Verdict, ipcache_lookup, verdict};
 
+/// The key of an LPM trie entry: (prefix length in bits, key data), the two
+/// arguments of aya's `lpm_trie::Key::new`.
+pub type LpmKey<K> = (u32, K);
+
 /// What the three policy maps hold (or should hold).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyMaps {
-    pub ipcache: BTreeMap<IpcacheKey, IpcacheValue>,
+    pub ipcache: BTreeMap<LpmKey<IpcacheKey>, IpcacheValue>,
     pub endpoints: BTreeMap<EndpointKey, EndpointValue>,
-    pub policy: BTreeMap<PolicyKey, PolicyValue>,
+    pub policy: BTreeMap<LpmKey<PolicyKey>, PolicyValue>,
 }
 
 /// Map capacities; the maps must be created with these sizes.

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use weir_ebpf_common::policy::{
-    DIR_EGRESS, DIR_INGRESS, EndpointKey, IpcacheKey, IpcacheValue, PolicyKey, identity,
+    DIR_EGRESS, DIR_INGRESS, EndpointKey, IpcacheKey, IpcacheValue, POLICY_PREFIX_FULL, PolicyKey,
+    identity,
 };
 
-use super::PolicyMaps;
+use super::{LpmKey, PolicyMaps};
 
 /// What one node decided for one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,8 +93,8 @@ fn decide(
     ids.push(identity::ANY);
     for id in ids {
         let key = PolicyKey::lookup(ep.endpoint_id, direction, id, proto, port);
-        if let Some(v) = lpm(&maps.policy, key.prefixlen, &policy_bytes(&key), |k| {
-            (k.prefixlen, policy_bytes(k))
+        if let Some(v) = lpm(&maps.policy, POLICY_PREFIX_FULL, &policy_bytes(&key), |k| {
+            policy_bytes(k)
         }) {
             return Decision::Allowed {
                 policy_id: v.policy_id,
@@ -105,18 +106,14 @@ fn decide(
 
 /// The ipcache's answer for `addr`.
 pub fn ipcache_lookup(
-    ipcache: &BTreeMap<IpcacheKey, IpcacheValue>,
+    ipcache: &BTreeMap<LpmKey<IpcacheKey>, IpcacheValue>,
     addr: Ipv4Addr,
 ) -> Option<IpcacheValue> {
     let bytes = u32::from(addr).to_be().to_ne_bytes();
-    lpm(ipcache, 32, &bytes, |k| {
-        (k.prefixlen, k.addr.to_ne_bytes().to_vec())
-    })
-    .copied()
+    lpm(ipcache, 32, &bytes, |k| k.addr.to_ne_bytes().to_vec()).copied()
 }
 
-/// The key's trie data (everything after `prefixlen`), in memory order as
-/// the kernel compares it.
+/// The key data in memory order, as the kernel compares it.
 fn policy_bytes(k: &PolicyKey) -> Vec<u8> {
     let mut b = Vec::with_capacity(12);
     b.extend_from_slice(&k.endpoint_id.to_ne_bytes());
@@ -133,15 +130,15 @@ fn policy_bytes(k: &PolicyKey) -> Vec<u8> {
 /// bits equal the key's, the longest (and the kernel caps the match at the
 /// lookup key's own prefix length).
 fn lpm<'m, K, V>(
-    map: &'m BTreeMap<K, V>,
+    map: &'m BTreeMap<LpmKey<K>, V>,
     key_len: u32,
     key: &[u8],
-    split: impl Fn(&K) -> (u32, Vec<u8>),
+    data: impl Fn(&K) -> Vec<u8>,
 ) -> Option<&'m V> {
     map.iter()
-        .filter_map(|(k, v)| {
-            let (len, data) = split(k);
-            (len <= key_len && prefix_eq(&data, key, len)).then_some((len, v))
+        .filter_map(|((len, k), v)| {
+            let len = *len;
+            (len <= key_len && prefix_eq(&data(k), key, len)).then_some((len, v))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, v)| v)
