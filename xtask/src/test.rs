@@ -52,21 +52,24 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     }
     if want(2) {
         step("tier 2: privileged tests (cargo test --workspace --exclude weir-e2e -- --ignored)");
-        let r = cmd::require_root("test").and_then(|()| {
-            cmd::run(
-                cmd::cargo()
-                    .args([
-                        "test",
-                        "--workspace",
-                        "--no-fail-fast",
-                        "--exclude",
-                        "weir-e2e",
-                        "--",
-                        "--ignored",
-                    ])
-                    .current_dir(cmd::workspace_root()),
-            )
-        });
+        // Some privileged tests drive the built binaries (weir-control, weir-cni).
+        let r = cmd::require_root("test")
+            .and_then(|()| build::run(false))
+            .and_then(|_| {
+                cmd::run(
+                    cmd::cargo()
+                        .args([
+                            "test",
+                            "--workspace",
+                            "--no-fail-fast",
+                            "--exclude",
+                            "weir-e2e",
+                            "--",
+                            "--ignored",
+                        ])
+                        .current_dir(cmd::workspace_root()),
+                )
+            });
         results.push(("tier 2 (privileged)", r));
     }
     if want(3) {
