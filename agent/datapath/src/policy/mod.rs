@@ -4,6 +4,7 @@
 //! operations. No I/O, no clock: the agent's watch loop feeds it and a thin
 //! executor applies the ops.
 //!
+//! - `feed`: the node facts from Node objects ([`node_network`]);
 //! - `model`: the inputs ([`PodInfo`], [`NamespaceInfo`], [`NodeNetwork`])
 //!   and their reduction from Kubernetes objects;
 //! - `rules`: NetworkPolicy -> normalized rules (policyTypes defaulting,
@@ -33,6 +34,7 @@
 mod alloc;
 mod compile;
 mod diff;
+mod feed;
 mod model;
 mod ports;
 mod rules;
@@ -51,6 +53,7 @@ use weir_ebpf_common::policy::{
 pub use alloc::Allocator;
 pub use compile::{Allocations, Compiled, IdentityKey, compile};
 pub use diff::{PolicyMapOp, diff};
+pub use feed::node_network;
 pub use model::{
     NAMESPACE_NAME_LABEL, NamedPort, NamespaceInfo, NodeNetwork, ObjectRef, PodInfo, PolicyInput,
     protocol_number,

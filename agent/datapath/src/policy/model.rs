@@ -175,3 +175,65 @@ pub fn protocol_number(protocol: Option<&str>) -> Option<u8> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(phase: &str, ip: Option<&str>, host_network: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "x", "name": "a", "labels": {"pod": "a"}},
+            "spec": {"nodeName": "node1", "hostNetwork": host_network, "containers": [
+                {"name": "c1", "ports": [{"name": "http", "containerPort": 8080},
+                                         {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                         {"containerPort": 9000}]},
+                {"name": "c2", "ports": [{"name": "metrics", "containerPort": 9090, "protocol": "SCTP"}]}]},
+            "status": {"phase": phase, "podIP": ip},
+        }))
+        .expect("valid Pod")
+    }
+
+    #[test]
+    fn pods_reduce_to_what_policy_needs() {
+        let running =
+            PodInfo::from_pod(&pod("Running", Some("10.244.1.10"), false)).expect("named");
+        assert_eq!(running.pod, ObjectRef::new("x", "a"));
+        assert_eq!(running.ip, Some(Ipv4Addr::new(10, 244, 1, 10)));
+        assert_eq!(running.node.as_deref(), Some("node1"));
+        assert!(!running.host_network);
+        assert_eq!(running.resolve("http", IPPROTO_TCP), Some(8080));
+        assert_eq!(running.resolve("http", IPPROTO_UDP), None);
+        assert_eq!(running.resolve("dns", IPPROTO_UDP), Some(53));
+        assert_eq!(running.resolve("metrics", IPPROTO_SCTP), Some(9090));
+        assert_eq!(running.named_ports.len(), 3, "unnamed ports are not kept");
+
+        let cases = [
+            ("Pending", None, false, None),
+            ("Succeeded", Some("10.244.1.10"), false, None),
+            ("Failed", Some("10.244.1.10"), false, None),
+            ("Running", Some("fd00::1"), false, None),
+            ("Running", Some("172.30.0.11"), true, Some("172.30.0.11")),
+        ];
+        for (phase, ip, host, want) in cases {
+            let info = PodInfo::from_pod(&pod(phase, ip, host)).expect("named");
+            assert_eq!(
+                info.ip,
+                want.map(|w| w.parse().expect("ip")),
+                "{phase} {ip:?}"
+            );
+            assert_eq!(info.host_network, host);
+        }
+    }
+
+    #[test]
+    fn namespaces_always_carry_their_name_label() {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "y"}})).expect("ns");
+        let info = NamespaceInfo::from_namespace(&ns).expect("named");
+        assert_eq!(
+            info.labels.get(NAMESPACE_NAME_LABEL).map(String::as_str),
+            Some("y")
+        );
+    }
+}
