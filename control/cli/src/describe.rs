@@ -463,9 +463,114 @@ pub fn pod_template(t: &Value) -> String {
     out.render()
 }
 
+/// Objects describe shows alongside the described one.
+#[derive(Debug, Default)]
+pub struct Related {
+    /// A Service's EndpointSlices (its Endpoints line).
+    pub endpoint_slices: Vec<Value>,
+    /// A Deployment's ReplicaSets (NewReplicaSet / OldReplicaSets).
+    pub replicasets: Vec<Value>,
+}
+
+/// kubectl's `Endpoints:` value: ready addresses with each port, `<none>`.
+pub fn endpoints_line(slices: &[Value]) -> String {
+    let mut eps = Vec::new();
+    for sl in slices {
+        let ports: Vec<String> = sl
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| s(p, "/port"))
+            .filter(|p| !p.is_empty())
+            .collect();
+        for e in sl
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if e.pointer("/conditions/ready").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            for a in e
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ip = a.as_str().unwrap_or_default();
+                if ports.is_empty() {
+                    eps.push(ip.to_string());
+                } else {
+                    eps.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+        }
+    }
+    if eps.is_empty() {
+        "<none>".into()
+    } else {
+        eps.join(",")
+    }
+}
+
+fn rs_revision(rs: &Value) -> i64 {
+    s(
+        rs,
+        "/metadata/annotations/deployment.kubernetes.io~1revision",
+    )
+    .parse()
+    .unwrap_or(0)
+}
+
+fn rs_cell(rs: &Value) -> String {
+    format!(
+        "{} ({}/{} replicas created)",
+        s(rs, "/metadata/name"),
+        rs.pointer("/status/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        rs.pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    )
+}
+
+/// kubectl's (NewReplicaSet, OldReplicaSets) cells: the newest revision is
+/// new; older ones still running pods are old.
+pub fn replicaset_lines(replicasets: &[Value]) -> (String, String) {
+    let newest = replicasets.iter().max_by_key(|r| rs_revision(r));
+    let old: Vec<String> = replicasets
+        .iter()
+        .filter(|r| Some(*r) != newest)
+        .filter(|r| {
+            r.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0
+        })
+        .map(rs_cell)
+        .collect();
+    (
+        newest.map(rs_cell).unwrap_or_else(|| "<none>".into()),
+        if old.is_empty() {
+            "<none>".into()
+        } else {
+            old.join(", ")
+        },
+    )
+}
+
 /// The full describe text of `v` (of `kind`) with `events` (already
 /// filtered to this object).
-pub fn describe(kind: &str, v: &Value, events: &[Value], now: Timestamp) -> String {
+pub fn describe(
+    kind: &str,
+    v: &Value,
+    events: &[Value],
+    related: &Related,
+    now: Timestamp,
+) -> String {
     let mut out = Out::new();
     out.kv(0, "Name", s(v, "/metadata/name"));
     if v.pointer("/metadata/namespace").is_some() {
@@ -486,6 +591,15 @@ pub fn describe(kind: &str, v: &Value, events: &[Value], now: Timestamp) -> Stri
         or_none(s(v, "/metadata/creationTimestamp")),
     );
     kind_sections(&mut out, kind, v);
+    match kind {
+        "Service" => out.kv(0, "Endpoints", endpoints_line(&related.endpoint_slices)),
+        "Deployment" => {
+            let (new, old) = replicaset_lines(&related.replicasets);
+            out.kv(0, "OldReplicaSets", old);
+            out.kv(0, "NewReplicaSet", new);
+        }
+        _ => {}
+    }
     if events.is_empty() {
         out.kv(0, "Events", "<none>");
     } else {
@@ -556,7 +670,7 @@ mod tests {
                     "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}}}]}});
         let ev = json!({"type": "Normal", "reason": "Scheduled", "message": "Successfully assigned default/web-1 to node1",
             "source": {"component": "default-scheduler"}, "lastTimestamp": "2026-01-01T00:09:00Z", "involvedObject": {}});
-        let text = describe("Pod", &pod, &[ev], now());
+        let text = describe("Pod", &pod, &[ev], &Related::default(), now());
         for want in [
             "Name:               web-1\n",
             "Namespace:          default\n",
@@ -572,11 +686,54 @@ mod tests {
         }
     }
 
+    fn describe_plain(kind: &str, v: &Value, events: &[Value], now: Timestamp) -> String {
+        describe(kind, v, events, &Related::default(), now)
+    }
+
+    #[test]
+    fn related_lines() {
+        let slices = vec![json!({"ports": [{"port": 8080}], "endpoints": [
+            {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+            {"addresses": ["10.0.0.3"]}]})];
+        assert_eq!(endpoints_line(&slices), "10.0.0.1:8080,10.0.0.3:8080");
+        assert_eq!(endpoints_line(&[]), "<none>");
+        let rs = |name: &str, rev: i64, want: i64, have: i64| {
+            json!({"metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision": rev.to_string()}},
+                "spec": {"replicas": want}, "status": {"replicas": have}})
+        };
+        assert_eq!(
+            replicaset_lines(&[
+                rs("web-1", 1, 1, 1),
+                rs("web-2", 2, 3, 2),
+                rs("web-0", 0, 0, 0)
+            ]),
+            (
+                "web-2 (2/3 replicas created)".to_string(),
+                "web-1 (1/1 replicas created)".to_string()
+            )
+        );
+        assert_eq!(
+            replicaset_lines(&[]),
+            ("<none>".to_string(), "<none>".to_string())
+        );
+        let svc = json!({"kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
+        let related = Related {
+            endpoint_slices: slices,
+            ..Default::default()
+        };
+        let text = describe("Service", &svc, &[], &related, now());
+        assert!(
+            text.contains("Endpoints:          10.0.0.1:8080,10.0.0.3:8080\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn no_events_and_secret_sizes() {
         let sec = json!({"kind": "Secret", "metadata": {"name": "db", "namespace": "default"}, "type": "Opaque",
             "data": {"password": "aHVudGVyMg=="}});
-        let text = describe("Secret", &sec, &[], now());
+        let text = describe("Secret", &sec, &[], &Related::default(), now());
         assert!(text.contains("password:  7 bytes"), "{text}");
         assert!(
             !text.contains("aHVudGVyMg") && !text.contains("hunter2"),
@@ -586,7 +743,7 @@ mod tests {
         let d = json!({"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3,
             "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "c", "image": "img:v2"}]}}}, "status": {"replicas": 3, "updatedReplicas": 3, "availableReplicas": 2}});
-        let text = describe("Deployment", &d, &[], now());
+        let text = describe("Deployment", &d, &[], &Related::default(), now());
         assert!(
             text.contains("Replicas:           3 desired | 3 updated | 3 total | 2 available\n"),
             "{text}"
@@ -595,13 +752,13 @@ mod tests {
         let node = json!({"kind": "Node", "metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.1.0/24",
             "taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}, {"key": "gpu", "effect": "NoExecute"}]},
             "status": {"addresses": [{"type": "InternalIP", "address": "172.30.0.11"}]}});
-        let text = describe("Node", &node, &[], now());
+        let text = describe("Node", &node, &[], &Related::default(), now());
         assert!(text.contains("Taints:             dedicated=db:NoSchedule\n                    gpu:NoExecute\nUnschedulable:      false\n"), "{text}");
         assert!(
             text.contains("Addresses:\n  InternalIP: 172.30.0.11\n"),
             "{text}"
         );
-        let generic = describe(
+        let generic = describe_plain(
             "Lease",
             &json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}),
             &[],

@@ -205,15 +205,71 @@ async fn describe_kind(
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let related = related_objects(client, k.kind, &ns, &v).await;
         if i > 0 {
             outln!("\n");
         }
         out!(
             "{}",
-            crate::describe::describe(k.kind, &v, &events, crate::now())
+            crate::describe::describe(k.kind, &v, &events, &related, crate::now())
         );
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// Lists a kind as JSON values (empty on error: describe shows what it can).
+async fn list_values(client: &Client, kind: &str, ns: &str, p: &ListParams) -> Vec<Value> {
+    match client.list_json(kind, ns, p).await {
+        Ok(l) => l
+            .items
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// What describe shows next to `v`: a Service's EndpointSlices, a
+/// Deployment's ReplicaSets (by controller ownerReference).
+async fn related_objects(
+    client: &Client,
+    kind: &str,
+    ns: &str,
+    v: &Value,
+) -> crate::describe::Related {
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let uid = v
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut r = crate::describe::Related::default();
+    match kind {
+        "Service" => {
+            let p = ListParams::default().labels(format!("kubernetes.io/service-name={name}"));
+            r.endpoint_slices = list_values(client, "EndpointSlice", ns, &p).await;
+        }
+        "Deployment" => {
+            r.replicasets = list_values(client, "ReplicaSet", ns, &ListParams::default())
+                .await
+                .into_iter()
+                .filter(|rs| {
+                    rs.pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .any(|o| {
+                            o.get("uid").and_then(Value::as_str) == Some(uid)
+                                && o.get("controller").and_then(Value::as_bool) == Some(true)
+                        })
+                })
+                .collect();
+        }
+        _ => {}
+    }
+    r
 }
 
 /// Splits `label`/`annotate` arguments into names and changes: a change has
