@@ -181,6 +181,12 @@ pub(crate) enum Cmd {
         /// Treat "not found" as success.
         #[arg(long)]
         ignore_not_found: bool,
+        /// Delete at once (grace period 0) without waiting for the node to confirm.
+        #[arg(long)]
+        force: bool,
+        /// Grace period 1: ask for an immediate, still graceful, shutdown.
+        #[arg(long)]
+        now: bool,
         /// Delete every object of the kind in the namespace.
         #[arg(long)]
         all: bool,

@@ -11,6 +11,19 @@ use crate::{
     Failed, Res, list_namespace, load_objects, lookup_kind, plural, server_error, singular,
 };
 
+/// The grace period kubectl sends for --grace-period, --force and --now.
+pub(crate) fn effective_grace(grace_period: i64, force: bool, now: bool) -> Result<i64, String> {
+    match (force, now) {
+        (true, true) => Err("--now and --force are mutually exclusive".into()),
+        (true, false) if grace_period < 0 => Ok(0),
+        (false, true) if grace_period >= 0 => {
+            Err("--now and --grace-period cannot be specified together".into())
+        }
+        (false, true) => Ok(1),
+        _ => Ok(grace_period),
+    }
+}
+
 pub(crate) fn delete_params(grace_period: i64, cascade: &str) -> Res<DeleteParams> {
     let propagation = match cascade.to_ascii_lowercase().as_str() {
         "background" | "true" => "Background",
@@ -58,6 +71,8 @@ pub(crate) struct DeleteOpts<'a> {
     pub(crate) grace_period: i64,
     pub(crate) cascade: &'a str,
     pub(crate) ignore_not_found: bool,
+    pub(crate) force: bool,
+    pub(crate) now: bool,
     pub(crate) wait: bool,
     pub(crate) timeout: u64,
 }
@@ -140,7 +155,19 @@ pub(crate) async fn cmd_delete(
     names: &[String],
     o: &DeleteOpts<'_>,
 ) -> bool {
-    let params = match delete_params(o.grace_period, o.cascade) {
+    let grace = match effective_grace(o.grace_period, o.force, o.now) {
+        Ok(g) => g,
+        Err(m) => {
+            eprintln!("error: {m}");
+            return false;
+        }
+    };
+    if o.force {
+        eprintln!(
+            "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely."
+        );
+    }
+    let params = match delete_params(grace, o.cascade) {
         Ok(p) => p,
         Err(Failed(m)) => {
             eprintln!("{m}");
@@ -207,6 +234,27 @@ pub(crate) async fn cmd_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grace_table() {
+        // (--grace-period, --force, --now, result)
+        let cases = [
+            (-1, false, false, Ok(-1)),
+            (30, false, false, Ok(30)),
+            (-1, true, false, Ok(0)),
+            (5, true, false, Ok(5)),
+            (-1, false, true, Ok(1)),
+            (5, false, true, Err(())),
+            (-1, true, true, Err(())),
+        ];
+        for (g, f, n, want) in cases {
+            assert_eq!(
+                effective_grace(g, f, n).map_err(|_| ()),
+                want,
+                "{g} {f} {n}"
+            );
+        }
+    }
 
     #[test]
     fn cascade_table() {

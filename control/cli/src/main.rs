@@ -693,6 +693,8 @@ async fn main() -> ExitCode {
             grace_period,
             cascade,
             ignore_not_found,
+            force,
+            now,
             all,
             wait,
             timeout,
@@ -704,6 +706,8 @@ async fn main() -> ExitCode {
                 grace_period: *grace_period,
                 cascade,
                 ignore_not_found: *ignore_not_found,
+                force: *force,
+                now: *now,
                 wait: *wait,
                 timeout: *timeout,
             };
