@@ -269,6 +269,40 @@ pub struct PolicyValue {
     pub _pad: [u8; 3],
 }
 
+/// The policy trie as [`decide`] sees it: implemented by the tc programs
+/// over the kernel map and by the agent over its compiled copy, so both
+/// follow the one lookup order defined here.
+pub trait PolicyLookup {
+    /// Longest-prefix lookup of `key` at [`POLICY_PREFIX_FULL`].
+    fn policy(&self, key: &PolicyKey) -> Option<PolicyValue>;
+}
+
+/// The policy decision for one endpoint and direction, given the remote
+/// address's ipcache value: the remote's identity, then its CIDR identity
+/// (if any), then the any-identity entries. `Some` = allowed (by
+/// `policy_id`), `None` = denied. At most three lookups, written out (no
+/// loop) for the verifier.
+#[inline(always)]
+pub fn decide<L: PolicyLookup>(
+    maps: &L,
+    endpoint_id: u16,
+    direction: u8,
+    remote: &IpcacheValue,
+    proto: u8,
+    port: u16,
+) -> Option<PolicyValue> {
+    let by = |id| maps.policy(&PolicyKey::lookup(endpoint_id, direction, id, proto, port));
+    if let Some(v) = by(remote.identity) {
+        return Some(v);
+    }
+    if remote.cidr_identity != identity::ANY {
+        if let Some(v) = by(remote.cidr_identity) {
+            return Some(v);
+        }
+    }
+    by(identity::ANY)
+}
+
 #[cfg(feature = "user")]
 #[allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
 mod pod {

@@ -60,7 +60,7 @@ pub use model::{
 };
 pub use ports::{PortBlock, port_blocks};
 pub use rules::PolicyWarning;
-pub use verdict::{Decision, Verdict, ipcache_lookup, verdict};
+pub use verdict::{Decision, PolicyView, Verdict, ipcache_lookup, verdict};
 
 /// The key of an LPM trie entry: (prefix length in bits, key data), the two
 /// arguments of aya's `lpm_trie::Key::new`.

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use weir_ebpf_common::policy::{
-    DIR_EGRESS, DIR_INGRESS, EndpointKey, IpcacheKey, IpcacheValue, POLICY_PREFIX_FULL, PolicyKey,
-    identity,
+    self, DIR_EGRESS, DIR_INGRESS, EndpointKey, EndpointValue, IpcacheKey, IpcacheValue,
+    POLICY_PREFIX_FULL, PolicyKey, PolicyLookup, PolicyValue, identity,
 };
 
 use super::{LpmKey, PolicyMaps};
@@ -49,13 +49,29 @@ impl Verdict {
     }
 }
 
+/// The three policy maps as a lookup sees them: the compiled copy
+/// ([`PolicyMaps`], emulating the kernel's LPM trie) or the kernel maps
+/// themselves (the privileged test compares the two).
+pub trait PolicyView: PolicyLookup {
+    /// `WEIR_POL_EP[addr]`.
+    fn endpoint(&self, addr: Ipv4Addr) -> Option<EndpointValue>;
+    /// `WEIR_IPCACHE[addr/32]`, longest prefix.
+    fn ipcache(&self, addr: Ipv4Addr) -> Option<IpcacheValue>;
+}
+
 /// The decision for a new connection `src -> dst:port/proto` (after service
 /// translation) on the node whose maps these are.
 ///
 /// A pod reaching itself is always allowed; in the datapath that traffic
 /// never reaches a veth (it stays on the pod's loopback) except through a
 /// hairpin service connection, which the tc program must exempt the same way.
-pub fn verdict(maps: &PolicyMaps, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port: u16) -> Verdict {
+pub fn verdict<M: PolicyView>(
+    maps: &M,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    port: u16,
+) -> Verdict {
     if src == dst {
         let ok = Decision::Allowed { policy_id: 0 };
         return Verdict {
@@ -69,39 +85,55 @@ pub fn verdict(maps: &PolicyMaps, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port:
     }
 }
 
-fn decide(
-    maps: &PolicyMaps,
+fn decide<M: PolicyView>(
+    maps: &M,
     local: Ipv4Addr,
     remote: Ipv4Addr,
     direction: u8,
     proto: u8,
     port: u16,
 ) -> Decision {
-    let Some(ep) = maps.endpoints.get(&EndpointKey {
-        addr: u32::from(local).to_be(),
-    }) else {
+    let Some(ep) = maps.endpoint(local) else {
         return Decision::NotLocal;
     };
-    let rem = ipcache_lookup(&maps.ipcache, remote).unwrap_or(IpcacheValue {
+    // The ipcache always has 0.0.0.0/0; the fallback only matters for a
+    // hand-made map.
+    let rem = maps.ipcache(remote).unwrap_or(IpcacheValue {
         identity: identity::WORLD,
         cidr_identity: identity::ANY,
     });
-    let mut ids = vec![rem.identity];
-    if rem.cidr_identity != identity::ANY {
-        ids.push(rem.cidr_identity);
+    match policy::decide(maps, ep.endpoint_id, direction, &rem, proto, port) {
+        Some(v) => Decision::Allowed {
+            policy_id: v.policy_id,
+        },
+        None => Decision::Denied,
     }
-    ids.push(identity::ANY);
-    for id in ids {
-        let key = PolicyKey::lookup(ep.endpoint_id, direction, id, proto, port);
-        if let Some(v) = lpm(&maps.policy, POLICY_PREFIX_FULL, &policy_bytes(&key), |k| {
-            policy_bytes(k)
-        }) {
-            return Decision::Allowed {
-                policy_id: v.policy_id,
-            };
-        }
+}
+
+impl PolicyView for PolicyMaps {
+    fn endpoint(&self, addr: Ipv4Addr) -> Option<EndpointValue> {
+        self.endpoints
+            .get(&EndpointKey {
+                addr: u32::from(addr).to_be(),
+            })
+            .copied()
     }
-    Decision::Denied
+
+    fn ipcache(&self, addr: Ipv4Addr) -> Option<IpcacheValue> {
+        ipcache_lookup(&self.ipcache, addr)
+    }
+}
+
+impl PolicyLookup for PolicyMaps {
+    fn policy(&self, key: &PolicyKey) -> Option<PolicyValue> {
+        lpm(
+            &self.policy,
+            POLICY_PREFIX_FULL,
+            &policy_bytes(key),
+            policy_bytes,
+        )
+        .copied()
+    }
 }
 
 /// The ipcache's answer for `addr`.
