@@ -147,7 +147,7 @@ pub fn measure(
     let ms_since = |start: Instant| start.elapsed().as_secs_f64() * 1e3;
     let method;
     match variant {
-        Variant::Direct | Variant::WeirIdle => {
+        Variant::Direct | Variant::WeirIdle | Variant::WeirTc => {
             bail!("{} has no services to change", variant.name())
         }
         Variant::Iptables => {

@@ -33,6 +33,13 @@ pub enum Variant {
     Direct,
     Weir,
     Iptables,
+    /// weir's tc path only: the client is outside the pod cgroup parent, so
+    /// weir's socket load balancing does not see its connects and every
+    /// packet is translated by the tc program (what a pod gets when socket
+    /// LB cannot load or does not apply).
+    #[value(name = "weir-tc")]
+    #[serde(rename = "weir-tc")]
+    WeirTc,
     /// Diagnostic (not in the default set): weir's agent and program in
     /// place, but the client connects to the backend IPs directly. The gap to
     /// `direct` is what the program costs on packets it does not translate;
@@ -49,6 +56,7 @@ impl Variant {
             Variant::Weir => "weir",
             Variant::Iptables => "iptables",
             Variant::WeirIdle => "weir-idle",
+            Variant::WeirTc => "weir-tc",
         }
     }
 
@@ -59,6 +67,7 @@ impl Variant {
             Variant::Weir => "wei",
             Variant::Iptables => "ipt",
             Variant::WeirIdle => "wid",
+            Variant::WeirTc => "wtc",
         }
     }
 }
@@ -68,7 +77,11 @@ pub struct DatapathArgs {
     /// Service counts (each service has 4 endpoints).
     #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
     pub services: Vec<u32>,
-    #[arg(long, value_delimiter = ',', default_value = "direct,weir,iptables")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,weir,weir-tc,iptables"
+    )]
     pub variants: Vec<Variant>,
     /// Repetitions per (variant, N); variants are interleaved.
     #[arg(long, default_value_t = 3)]
@@ -203,20 +216,21 @@ fn run_client(
     services: u32,
     mode: Mode,
     args: &DatapathArgs,
+    cgroup: Option<&std::path::Path>,
 ) -> Result<ClientReport> {
     let (concurrency, duration) = match mode {
         Mode::Load => (args.concurrency, args.duration),
         Mode::Latency => (args.latency_concurrency, args.latency_duration),
     };
     let exe = std::env::current_exe()?;
-    let out = Command::new(exe)
-        .args([
-            "client",
-            "--netns",
-            &topo.client,
-            "--services",
-            &services.to_string(),
-        ])
+    let mut cmd = Command::new(exe);
+    if let Some(dir) = cgroup {
+        cmd.arg("client").arg("--cgroup").arg(dir);
+    } else {
+        cmd.arg("client");
+    }
+    let out = cmd
+        .args(["--netns", &topo.client, "--services", &services.to_string()])
         .args([
             "--targets",
             match kind {
@@ -302,11 +316,11 @@ fn one_run(
     let (kind, setup_seconds) = match variant {
         Variant::Direct => (TargetKind::Backends, 0.0),
         Variant::Iptables => (TargetKind::Vips, load_iptables(&topo, services)?),
-        Variant::Weir | Variant::WeirIdle => {
+        Variant::Weir | Variant::WeirTc | Variant::WeirIdle => {
             let cluster = weir.context("the weir variants need the weir cluster")?;
             let (agent, seconds) = cluster.start_agent(&topo, &tag)?;
             agent_guard = Some(agent);
-            let kind = if variant == Variant::Weir {
+            let kind = if variant != Variant::WeirIdle {
                 TargetKind::Vips
             } else {
                 TargetKind::Backends
@@ -314,7 +328,14 @@ fn one_run(
             (kind, seconds)
         }
     };
-    let client = run_client(&topo, kind, services, mode, args);
+    // The weir variant's client runs like a pod: inside the agent's pod
+    // cgroup parent, where weir's socket load balancing is attached.
+    let cgroup = (variant == Variant::Weir).then(|| crate::weir::client_cgroup(&tag));
+    let client = run_client(&topo, kind, services, mode, args, cgroup.as_deref());
+    if let Some(dir) = &cgroup {
+        // Empty again once the client exited.
+        let _ = std::fs::remove_dir(dir);
+    }
     let node_conntrack = topo.node_conntrack_count();
     drop(agent_guard);
     drop(server);
@@ -362,7 +383,7 @@ pub fn run(args: DatapathArgs) -> Result<()> {
     let mut weir = if args
         .variants
         .iter()
-        .any(|v| matches!(v, Variant::Weir | Variant::WeirIdle))
+        .any(|v| matches!(v, Variant::Weir | Variant::WeirTc | Variant::WeirIdle))
     {
         let bin_dir = match &args.weir_bin_dir {
             Some(dir) => dir.clone(),

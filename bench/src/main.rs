@@ -72,6 +72,11 @@ enum Cmd {
         timeout_ms: u64,
         #[arg(long, default_value_t = 2_000_000)]
         max_connections: u64,
+        /// cgroup v2 directory to move into first (created if missing), so
+        /// cgroup-attached programs (weir's socket load balancing) apply,
+        /// as they do to a pod.
+        #[arg(long)]
+        cgroup: Option<std::path::PathBuf>,
     },
 }
 
@@ -102,7 +107,13 @@ fn main() -> Result<()> {
             duration,
             timeout_ms,
             max_connections,
+            cgroup,
         } => {
+            if let Some(dir) = cgroup {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+                    .map_err(|e| anyhow::anyhow!("cannot join cgroup {}: {e}", dir.display()))?;
+            }
             netns::enter(&ns)?;
             let report = client::run(client::ClientConfig {
                 targets: plan::targets(targets, services),

@@ -150,6 +150,7 @@ pub fn markdown(
             Variant::Direct,
             Variant::WeirIdle,
             Variant::Weir,
+            Variant::WeirTc,
             Variant::Iptables,
         ] {
             let Some(s) = summaries.get(&(n, variant, Mode::Load)) else {
@@ -241,7 +242,7 @@ pub fn markdown(
         );
     }
     out.push_str(
-        "- NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet (no NodePort datapath).\n",
+        "- NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet (this benchmark has no NodePort/UDP part yet).\n",
     );
     out
 }

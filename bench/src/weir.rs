@@ -352,6 +352,14 @@ impl Drop for WeirCluster {
     }
 }
 
+/// A cgroup v2 directory under the agents' pod cgroup parent, where weir's
+/// socket load balancing applies, for a client that should be treated like a pod.
+pub fn client_cgroup(tag: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup/unified")
+        .join(CGROUP_PARENT.trim_start_matches('/'))
+        .join(format!("client-{tag}"))
+}
+
 /// One running weir-agent; stopped and its pins removed on drop.
 pub struct Agent {
     child: Option<Child>,
