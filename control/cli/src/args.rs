@@ -323,6 +323,10 @@ pub(crate) enum ConfigCmd {
     CurrentContext,
     /// Make NAME the current context.
     UseContext { name: String },
+    /// Remove a context (and unset current-context if it was current).
+    DeleteContext { name: String },
+    /// Print the config file.
+    View,
     /// Create or change a context.
     /// Create or change a context (its namespace is the global -n/--namespace).
     SetContext {

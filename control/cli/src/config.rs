@@ -80,6 +80,19 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// `config delete-context NAME`.
+    pub fn delete_context(&mut self, name: &str) -> Result<(), ConfigError> {
+        let before = self.contexts.len();
+        self.contexts.retain(|c| c.name != name);
+        if self.contexts.len() == before {
+            return Err(ConfigError::NoContext { name: name.into() });
+        }
+        if self.current_context.as_deref() == Some(name) {
+            self.current_context = None;
+        }
+        Ok(())
+    }
+
     /// `config set-context NAME [--server] [--namespace]`: creates the context
     /// or changes only the given fields. Returns whether it was created.
     pub fn set_context(
@@ -297,6 +310,14 @@ mod tests {
             })
         );
         assert!(cfg.set_context("bad", Some("ftp://x"), None).is_err());
+        let mut gone = cfg.clone();
+        assert_eq!(gone.delete_context("dev"), Ok(()));
+        assert_eq!(
+            gone.current_context, None,
+            "deleting the current context unsets it"
+        );
+        assert_eq!(gone.contexts.len(), 2);
+        assert!(gone.delete_context("dev").is_err());
         assert_eq!(
             cfg.contexts_table(),
             "CURRENT   NAME   SERVER               NAMESPACE\n          prod   http://p:1           shop\n*         dev\n          lab    http://127.0.0.1:9   team\n"

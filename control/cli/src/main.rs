@@ -374,6 +374,15 @@ fn cmd_config(cmd: &ConfigCmd, namespace: Option<&str>) -> Res<()> {
                 None => Err(Failed("error: current-context is not set".into())),
             };
         }
+        ConfigCmd::View => {
+            out!("{}", serde_yaml::to_string(&cfg).unwrap_or_default());
+            return Ok(());
+        }
+        ConfigCmd::DeleteContext { name } => {
+            cfg.delete_context(name)
+                .map_err(|e| Failed(format!("error: {e}")))?;
+            format!("deleted context {name} from {shown}")
+        }
         ConfigCmd::UseContext { name } => {
             cfg.use_context(name)
                 .map_err(|e| Failed(format!("error: {e}")))?;
