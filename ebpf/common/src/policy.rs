@@ -295,10 +295,10 @@ pub fn decide<L: PolicyLookup>(
     if let Some(v) = by(remote.identity) {
         return Some(v);
     }
-    if remote.cidr_identity != identity::ANY {
-        if let Some(v) = by(remote.cidr_identity) {
-            return Some(v);
-        }
+    if remote.cidr_identity != identity::ANY
+        && let Some(v) = by(remote.cidr_identity)
+    {
+        return Some(v);
     }
     by(identity::ANY)
 }

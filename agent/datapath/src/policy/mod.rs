@@ -41,6 +41,8 @@ mod rules;
 mod verdict;
 
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

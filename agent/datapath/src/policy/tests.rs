@@ -23,10 +23,10 @@ const SCTP: u8 = IPPROTO_SCTP;
 
 /// A probe source or destination.
 #[derive(Clone, Debug)]
-struct Peer {
+pub(super) struct Peer {
     /// "x/a", "ext", "node1", "node2".
-    name: String,
-    ip: Ipv4Addr,
+    pub(super) name: String,
+    pub(super) ip: Ipv4Addr,
     /// For pods.
     ns: Option<&'static str>,
     pod: Option<&'static str>,
@@ -66,7 +66,7 @@ const EXT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const NODE1: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 11);
 const NODE2: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 12);
 
-fn peers() -> Vec<Peer> {
+pub(super) fn peers() -> Vec<Peer> {
     let mut out = Vec::new();
     for ns in NAMESPACES {
         for pod in PODS {
@@ -104,7 +104,7 @@ fn named(name: &str, proto: u8, port: u16) -> NamedPort {
 /// on TCP and UDP and 80 on SCTP under upstream's `serve-<port>-<proto>`
 /// names, and a port named `http` that is 80 in x and y but 81 in z (so a
 /// named port must be resolved per destination pod).
-fn pods() -> Vec<PodInfo> {
+pub(super) fn pods() -> Vec<PodInfo> {
     let mut out = Vec::new();
     for ns in NAMESPACES {
         for pod in PODS {
@@ -155,7 +155,7 @@ fn node(name: &str) -> NodeNetwork {
     }
 }
 
-fn np(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
+pub(super) fn np(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
     serde_json::from_value(json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"namespace": ns, "name": name},
@@ -165,7 +165,10 @@ fn np(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
 }
 
 /// Compiles for both nodes.
-fn compile_all(policies: &[NetworkPolicy], pods: &[PodInfo]) -> BTreeMap<&'static str, Compiled> {
+pub(super) fn compile_all(
+    policies: &[NetworkPolicy],
+    pods: &[PodInfo],
+) -> BTreeMap<&'static str, Compiled> {
     let namespaces = namespaces();
     ["node1", "node2"]
         .into_iter()
