@@ -61,6 +61,9 @@ pub struct ControlArgs {
     weir_control: Option<PathBuf>,
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: PathBuf,
+    /// Do not start the second (follower) replica used to split memory.
+    #[arg(long)]
+    no_follower: bool,
     /// Where control.md and control.json go.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
@@ -84,6 +87,9 @@ struct Report {
     watch_missing: usize,
     control_memory_populated: Memory,
     control_memory_end: Memory,
+    /// The non-leading replica: API server without scheduler and controllers.
+    follower_memory_populated: Option<Memory>,
+    follower_memory_end: Option<Memory>,
     etcd_memory_end: Memory,
 }
 
@@ -160,6 +166,14 @@ fn markdown(r: &Report) -> String {
         mib(r.etcd_memory_end.rss),
         mib(r.etcd_memory_end.peak_rss),
     ));
+    if let (Some(p), Some(e)) = (r.follower_memory_populated, r.follower_memory_end) {
+        s.push_str(&format!(
+            "| weir-control follower (API server only, idle) | {:.0} MiB | {:.0} MiB | {:.0} MiB | | |\n",
+            mib(p.rss),
+            mib(e.rss),
+            mib(e.peak_rss)
+        ));
+    }
     s
 }
 
@@ -176,7 +190,7 @@ async fn run_async(args: ControlArgs) -> Result<()> {
         bin.display(),
         dir.display()
     );
-    let sys = System::start(&dir, &bin, &args.etcd).await?;
+    let sys = System::start(&dir, &bin, &args.etcd, !args.no_follower).await?;
     let result = measure(&args, &sys).await;
     drop(sys);
     let _ = std::fs::remove_dir_all(&dir);
@@ -225,6 +239,12 @@ async fn measure(args: &ControlArgs, sys: &System) -> Result<Report> {
     // Let the controllers' caches and the watch cache settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let control_memory_populated = procs::memory(sys.control.pid())?;
+    let follower_memory = |sys: &System| {
+        sys.follower
+            .as_ref()
+            .and_then(|f| procs::memory(f.pid()).ok())
+    };
+    let follower_memory_populated = follower_memory(sys);
 
     eprintln!("writes: {}/s for {} s", args.write_rate, args.write_seconds);
     let writes = load::sustained_writes(
@@ -265,6 +285,8 @@ async fn measure(args: &ControlArgs, sys: &System) -> Result<Report> {
         watch_missing: fan.missing,
         control_memory_populated,
         control_memory_end: procs::memory(sys.control.pid())?,
+        follower_memory_populated,
+        follower_memory_end: follower_memory(sys),
         etcd_memory_end: procs::memory(sys.etcd.pid())?,
     })
 }

@@ -66,6 +66,7 @@ fn free_port_pair() -> Result<u16> {
 pub struct System {
     // Field order: weir-control stops before etcd.
     pub control: Proc,
+    pub follower: Option<Proc>,
     pub etcd: Proc,
     pub api: String,
 }
@@ -96,7 +97,12 @@ pub fn weir_control_binary(explicit: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 impl System {
-    pub async fn start(dir: &Path, weir_control: &Path, etcd: &Path) -> Result<System> {
+    pub async fn start(
+        dir: &Path,
+        weir_control: &Path,
+        etcd: &Path,
+        with_follower: bool,
+    ) -> Result<System> {
         let port = free_port_pair()?;
         let etcd_url = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", port + 1);
@@ -123,49 +129,70 @@ impl System {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )?;
-        let api_port = free_port()?;
-        let api = format!("http://127.0.0.1:{api_port}");
-        let control = Proc::spawn(
-            "weir-control",
-            Command::new(weir_control)
-                .arg("--state-dir")
-                .arg(dir.join("control"))
-                .args([
-                    "--etcd",
-                    &etcd_url,
-                    "--listen",
-                    &format!("127.0.0.1:{api_port}"),
-                ])
-                // Room for 1000 nodes' /24 pod CIDRs (the default /16 holds 255).
-                .args(["--cluster-cidr", "10.128.0.0/9"])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(
-                    std::fs::File::create(dir.join("weir-control.log"))
-                        .map(Stdio::from)
-                        .unwrap_or_else(|_| Stdio::null()),
-                ),
-        )?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(c) = weir_client::Client::connect(&api).await
-                && c.get_json("Namespace", "", "default").await.is_ok()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "weir-control did not answer on {api} within 90 s (log: {})",
-                    dir.join("weir-control.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let (control, api) = spawn_control(weir_control, dir, "leader", &etcd_url).await?;
+        // A second replica against the same etcd: it serves the API but does
+        // not lead, so its memory is the API server's alone (no scheduler or
+        // controller caches) — the split of the leader's number.
+        let (follower, _) = if with_follower {
+            let (p, a) = spawn_control(weir_control, dir, "follower", &etcd_url).await?;
+            (Some(p), a)
+        } else {
+            (None, String::new())
+        };
         Ok(System {
             control,
+            follower,
             etcd,
             api,
         })
+    }
+}
+
+/// Starts one weir-control against `etcd_url` and waits until it answers.
+async fn spawn_control(
+    weir_control: &Path,
+    dir: &Path,
+    name: &str,
+    etcd_url: &str,
+) -> Result<(Proc, String)> {
+    let api_port = free_port()?;
+    let api = format!("http://127.0.0.1:{api_port}");
+    let log = dir.join(format!("weir-control-{name}.log"));
+    let control = Proc::spawn(
+        "weir-control",
+        Command::new(weir_control)
+            .arg("--state-dir")
+            .arg(dir.join(name))
+            .args([
+                "--etcd",
+                etcd_url,
+                "--listen",
+                &format!("127.0.0.1:{api_port}"),
+            ])
+            // Room for 1000 nodes' /24 pod CIDRs (the default /16 holds 255).
+            .args(["--cluster-cidr", "10.128.0.0/9"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            ),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(c) = weir_client::Client::connect(&api).await
+            && c.get_json("Namespace", "", "default").await.is_ok()
+        {
+            return Ok((control, api));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "weir-control did not answer on {api} within 90 s (log: {})",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -65,6 +65,52 @@ impl Field {
     }
 }
 
+/// What of `obj` any filter can look at: name, namespace, labels and the
+/// selectable fields above. Watch events keep this instead of the whole
+/// object in memory (the full JSON is kept encoded).
+pub fn project(obj: ApiObject) -> ApiObject {
+    let mut body = serde_json::Map::new();
+    let mut keep = |path: &[&str]| {
+        if let Some(v) = obj.str_at(path) {
+            let mut node = &mut body;
+            for p in &path[..path.len() - 1] {
+                let next = node
+                    .entry(p.to_string())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                let serde_json::Value::Object(m) = next else {
+                    return;
+                };
+                node = m;
+            }
+            node.insert(path[path.len() - 1].to_string(), v.into());
+        }
+    };
+    for path in [
+        &["spec", "nodeName"][..],
+        &["status", "phase"],
+        &["involvedObject", "kind"],
+        &["involvedObject", "name"],
+        &["involvedObject", "namespace"],
+        &["involvedObject", "uid"],
+        &["reason"],
+        &["type"],
+    ] {
+        keep(path);
+    }
+    let m = obj.metadata;
+    ApiObject {
+        api_version: obj.api_version,
+        kind: obj.kind,
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            labels: m.labels,
+            ..Default::default()
+        },
+        body,
+    }
+}
+
 /// One `field op value` term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldRequirement {
@@ -216,6 +262,26 @@ mod tests {
                 "{sel}"
             );
         }
+    }
+
+    #[test]
+    fn projection_keeps_what_filters_read() {
+        let full = pod("a", Some("node1"), "Running", "web");
+        let p = project(full.clone());
+        for sel in [
+            ("app=web", "spec.nodeName=node1,status.phase=Running"),
+            ("app!=web", ""),
+            ("", "metadata.name=a,metadata.namespace=default"),
+        ] {
+            let f = Filter::parse(sel.0, sel.1).unwrap();
+            assert_eq!(f.matches(&p), f.matches(&full), "{sel:?}");
+        }
+        assert!(
+            p.body
+                .get("spec")
+                .and_then(|s| s.get("containers"))
+                .is_none()
+        );
     }
 
     #[test]

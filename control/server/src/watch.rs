@@ -239,28 +239,28 @@ async fn from_etcd(
     }
 }
 
-/// One side (current or previous state) of a change, decoded once.
+/// One side (current or previous state) of a change, decoded and encoded
+/// once: what filters read, and the JSON every matching watcher is sent.
 #[derive(Debug)]
 pub struct Side {
+    /// The object cut down to what selectors look at (`filter::project`):
+    /// a window of recent changes holds thousands of these.
     pub obj: ApiObject,
-    /// Its JSON, encoded once on first use and shared by every watcher.
-    json: std::sync::OnceLock<Vec<u8>>,
+    json: Vec<u8>,
 }
 
 impl Side {
     fn new(bytes: &[u8], revision: i64) -> Result<Side, ApiError> {
+        let full = ApiObject::from_stored(bytes, revision)?;
+        let json = full.to_json()?;
         Ok(Side {
-            obj: ApiObject::from_stored(bytes, revision)?,
-            json: std::sync::OnceLock::new(),
+            obj: crate::filter::project(full),
+            json,
         })
     }
 
     fn json(&self) -> Result<&[u8], ApiError> {
-        if let Some(j) = self.json.get() {
-            return Ok(j);
-        }
-        let j = self.obj.to_json()?;
-        Ok(self.json.get_or_init(|| j))
+        Ok(&self.json)
     }
 }
 
@@ -359,7 +359,16 @@ fn translate(
     let Some(d) = decode(&change)? else {
         return Ok(None);
     };
-    Ok(select(filter, &d).map(|(ty, side)| (ty, side.obj.clone(), d.revision.to_string())))
+    select(filter, &d)
+        .map(|(ty, side)| {
+            Ok((
+                ty,
+                serde_json::from_slice(&side.json)?,
+                d.revision.to_string(),
+            ))
+        })
+        .transpose()
+        .map_err(|e: serde_json::Error| ApiError::Internal(e.to_string()))
 }
 
 async fn send_json(
