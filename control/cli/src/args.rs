@@ -60,6 +60,9 @@ pub(crate) enum Cmd {
         /// Show all labels as the last column.
         #[arg(long)]
         show_labels: bool,
+        /// Print tables without their header line.
+        #[arg(long)]
+        no_headers: bool,
         /// Sort by a field, e.g. .metadata.creationTimestamp or .spec.replicas.
         #[arg(long, value_parser = parse_sort_path)]
         sort_by: Option<FieldPath>,

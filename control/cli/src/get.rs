@@ -213,6 +213,7 @@ pub(crate) struct GetOpts<'a> {
     pub(crate) fields: &'a str,
     pub(crate) label_columns: &'a [String],
     pub(crate) show_labels: bool,
+    pub(crate) no_headers: bool,
     pub(crate) columns: Option<&'a [columns::Column]>,
     pub(crate) jsonpath: Option<&'a [crate::jsonpath::Seg]>,
     pub(crate) sort_by: Option<&'a [columns::Step]>,
@@ -271,7 +272,7 @@ pub(crate) async fn cmd_get(
                 if printed_any {
                     outln!();
                 }
-                out!("{}", columns::table(cols, &objs));
+                out!("{}", headerless(&columns::table(cols, &objs), g.no_headers));
                 printed_any = true;
             }
             continue;
@@ -302,7 +303,10 @@ pub(crate) async fn cmd_get(
                     label_columns: g.label_columns.to_vec(),
                     name_prefix: (kinds.len() > 1).then(|| format!("{}/", singular(k))),
                 };
-                out!("{}", table::table(k.kind, &objs, &opts, now()));
+                out!(
+                    "{}",
+                    headerless(&table::table(k.kind, &objs, &opts, now()), g.no_headers)
+                );
                 printed_any = true;
             }
         }
@@ -357,6 +361,15 @@ pub(crate) fn watch_fields(name: Option<&str>, extra: &str) -> String {
         .chain(Some(extra.to_string()).filter(|e| !e.is_empty()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `--no-headers`: the table without its first line.
+pub(crate) fn headerless(table: &str, no_headers: bool) -> &str {
+    if no_headers {
+        table.split_once('\n').map(|(_, rest)| rest).unwrap_or("")
+    } else {
+        table
+    }
 }
 
 /// What one `get` asks for: (kind, names) pairs. `pods,svc a b` asks every
@@ -449,6 +462,13 @@ mod tests {
         assert!(plan_targets("deploy/web", &s(&["api"])).is_err());
         assert!(plan_targets("deploy", &s(&["svc/web"])).is_err());
         assert!(plan_targets("deploy/", &[]).is_err());
+    }
+
+    #[test]
+    fn headerless_table() {
+        assert_eq!(headerless("NAME\na\nb\n", true), "a\nb\n");
+        assert_eq!(headerless("NAME\na\n", false), "NAME\na\n");
+        assert_eq!(headerless("NAME", true), "");
     }
 
     #[test]

@@ -657,6 +657,7 @@ async fn main() -> ExitCode {
             field_selector,
             label_columns,
             show_labels,
+            no_headers,
             sort_by,
             watch: false,
         } => {
@@ -672,6 +673,7 @@ async fn main() -> ExitCode {
                 fields: field_selector.as_deref().unwrap_or_default(),
                 label_columns,
                 show_labels: *show_labels,
+                no_headers: *no_headers,
                 columns: cols,
                 jsonpath,
                 sort_by: sort_by.as_ref().map(|p| p.0.as_slice()),
