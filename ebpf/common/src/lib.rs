@@ -18,7 +18,6 @@
 // Only the `aya::Pod` marker impls (feature `user`) are unsafe.
 #![deny(unsafe_code)]
 
-/// The NetworkPolicy maps: identities, ipcache, endpoints, policy entries.
 pub mod policy;
 
 /// IP protocol number of TCP (the `proto` field of keys).

@@ -37,7 +37,9 @@
 //! deny
 //! ```
 //!
-//! At most three trie lookups, only for the first packet of a connection:
+//! The loop is [`decide`], shared by the tc programs and the agent (which
+//! replays it over its compiled maps to test and explain decisions). At
+//! most three trie lookups, only for the first packet of a connection:
 //! replies and later packets of an allowed connection pass on the conntrack
 //! entry (NetworkPolicy is stateful), which is what makes "replies of allowed
 //! connections pass" hold without reply rules.
