@@ -102,8 +102,9 @@ pub mod identity {
     /// Wildcard in [`crate::policy::PolicyKey`]: "any remote identity". Never
     /// an ipcache value (so it also stands for "no CIDR identity" there).
     pub const ANY: u32 = 0;
-    /// This node: its own addresses and the pod gateway address. Ingress
-    /// from it is always allowed (kubelet-style probes).
+    /// This node: its own addresses and the pod gateway address. Traffic
+    /// between a pod and its own node is always allowed, both ways
+    /// (kubelet probes; Kubernetes' exception to isolation).
     pub const HOST: u32 = 1;
     /// Any address no more specific ipcache entry covers (outside the
     /// cluster).
@@ -251,7 +252,8 @@ pub const POLICY_ACTION_ALLOW: u8 = 1;
 /// [`PolicyValue::policy_id`] of the wildcard entry of a direction no
 /// policy isolates.
 pub const POLICY_ID_UNISOLATED: u32 = 0;
-/// [`PolicyValue::policy_id`] of the implicit "from this node" ingress entry.
+/// [`PolicyValue::policy_id`] of the implicit entries allowing this node
+/// (ingress from it, egress to it) on isolated endpoints.
 pub const POLICY_ID_HOST: u32 = 1;
 /// First id given to a NetworkPolicy (the agent maps ids back to
 /// namespace/name for flow records).

@@ -259,8 +259,10 @@ pub fn compile(
                 );
                 continue;
             }
-            if direction == DIR_INGRESS {
-                // Traffic from the pod's own node always passes (probes).
+            {
+                // Traffic from and to the pod's own node always passes
+                // (kubelet probes; Kubernetes' ipBlock exception), both
+                // directions.
                 out.insert(
                     ep,
                     direction,

@@ -23,8 +23,8 @@
 //! `ports` = every protocol and port; peers by podSelector (policy's
 //! namespace), namespaceSelector, both (AND), several (OR), ipBlock with
 //! except (pod addresses included); TCP/UDP/SCTP; numeric, named (resolved
-//! on the destination pod) and endPort ranges; ingress from the pod's own
-//! node always passes; a pod reaches itself.
+//! on the destination pod) and endPort ranges; traffic between a pod and
+//! its own node always passes, both ways; a pod reaches itself.
 //!
 //! Decided in the datapath, not here: statefulness (only the first packet
 //! of a connection is judged; replies and later packets pass on the

@@ -212,7 +212,7 @@ struct Case {
     probes: Vec<(u8, u16)>,
     /// Whether `src -> dst` on `(proto, port)` should pass. The harness adds
     /// the two rules no policy can remove: a pod reaches itself, and a
-    /// node reaches its own pods.
+    /// pod and its own node reach each other.
     expect: Expect,
 }
 
@@ -238,10 +238,7 @@ fn run(case: &Case) -> Option<String> {
         );
     }
     let all = peers();
-    let dsts: Vec<&Peer> = all
-        .iter()
-        .filter(|p| p.pod.is_some() || p.is("ext"))
-        .collect();
+    let dsts: Vec<&Peer> = all.iter().collect();
     let mut report = String::new();
     for &(proto, port) in &case.probes {
         let mut wrong = 0;
@@ -258,8 +255,9 @@ fn run(case: &Case) -> Option<String> {
         for s in &all {
             table.push_str(&format!("{:>7}", s.name));
             for d in &dsts {
+                // A node and a pod on it (either direction).
                 let own_node =
-                    s.ns.is_none() && s.node.is_some() && s.node == d.node && d.pod.is_some();
+                    s.node.is_some() && s.node == d.node && (s.pod.is_some() != d.pod.is_some());
                 let want = s.ip == d.ip || own_node || (case.expect)(s, d, proto, port);
                 let got = cluster_allows(&compiled, s, d, proto, port);
                 let cell = match (want, got) {
@@ -620,7 +618,8 @@ fn ip_blocks() {
                 ),
             ],
             probes: vec![(TCP, 80), (TCP, 81)],
-            expect: |s, d, _, port| !s.is("x/a") || d.is("ext") || (d.is("z/b") && port == 80),
+            expect: |s, d, _, port| // node2's address is outside 10.0.0.0/8 too.
+                !s.is("x/a") || d.is("ext") || d.is("node2") || (d.is("z/b") && port == 80),
         },
         Case {
             name: "an ipBlock and a selector of the same pod do not shadow each other",
@@ -736,8 +735,8 @@ fn protocols_and_ports() {
     ]);
 }
 
-/// The pod's own node passes ingress isolation, another node does not; a
-/// pod reaches itself under egress and ingress deny-all.
+/// The pod's own node passes ingress and egress isolation, another node
+/// does not; a pod reaches itself under egress and ingress deny-all.
 #[test]
 fn host_and_self_pass_isolation() {
     let policies = vec![np(
@@ -754,7 +753,8 @@ fn host_and_self_pass_isolation() {
         ("x/a", "x/a", true),
         ("x/a", "x/b", false),
         ("y/a", "x/a", false),
-        ("x/a", "node1", false),
+        ("x/a", "node1", true),
+        ("x/a", "node2", false),
     ];
     for (s, d, want) in cases {
         let got = cluster_allows(&compiled, find(s), find(d), TCP, 80);
