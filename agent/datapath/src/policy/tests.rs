@@ -387,6 +387,24 @@ fn isolation_defaulting_and_union() {
             expect: |s, _, _, _| !s.is("x/a"),
         },
         Case {
+            name: "egress: [{}] allows all egress, also in union with an egress deny-all",
+            policies: vec![
+                np(
+                    "y",
+                    "deny",
+                    json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+                ),
+                np(
+                    "y",
+                    "allow",
+                    json!({"podSelector": {"matchLabels": {"pod": "a"}}, "egress": [{}]}),
+                ),
+            ],
+            probes: vec![(TCP, 80), (UDP, 53)],
+            // The allow policy has no policyTypes: it also isolates y/a's ingress.
+            expect: |s, d, _, _| (!s.in_ns("y") || s.is("y/a")) && !d.is("y/a"),
+        },
+        Case {
             name: "a policy selects only pods of its own namespace",
             policies: vec![np(
                 "y",
