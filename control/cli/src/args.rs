@@ -163,6 +163,9 @@ pub(crate) enum Cmd {
     Explain {
         /// KIND[.field.path]
         path: String,
+        /// Every field below the path, as an indented tree.
+        #[arg(long)]
+        recursive: bool,
     },
     /// Print a shell completion script (bash, zsh, fish).
     Completion { shell: clap_complete::Shell },

@@ -323,7 +323,51 @@ pub fn probe_kind(kind: &str, path: &[String]) -> Result<Shape, String> {
 }
 
 /// kubectl-like `explain` text for `KIND[.field.path]`.
-pub fn explain(kind: &weir_api::ResourceKind, path: &[String]) -> Result<String, String> {
+/// The fields of an object, or of the objects in an array or map.
+fn object_fields(shape: &Shape) -> Option<&[&'static str]> {
+    match shape {
+        Shape::Object { fields, .. } => Some(fields),
+        Shape::Array(e) | Shape::Map(e) => object_fields(e),
+        Shape::Scalar(_) => None,
+    }
+}
+
+/// Deep enough for every kind weir serves; stops a self-referential type.
+const MAX_DEPTH: usize = 16;
+
+/// One row per field of `shape` (at `path`), indented by depth; with
+/// `recursive`, each object field's own fields below it (`--recursive`).
+fn field_rows(
+    kind: &str,
+    path: &[String],
+    shape: &Shape,
+    depth: usize,
+    recursive: bool,
+    rows: &mut Vec<Vec<String>>,
+) {
+    let Some(fields) = object_fields(shape) else {
+        return;
+    };
+    for f in fields {
+        let mut p = path.to_vec();
+        p.push((*f).to_string());
+        let sub = probe_kind(kind, &p);
+        let t = sub
+            .as_ref()
+            .map(Shape::type_name)
+            .unwrap_or_else(|_| "<unknown>".into());
+        rows.push(vec![format!("{}{f}", "  ".repeat(depth)), t]);
+        if let (true, Ok(sub)) = (recursive && depth < MAX_DEPTH, sub) {
+            field_rows(kind, &p, &sub, depth + 1, recursive, rows);
+        }
+    }
+}
+
+pub fn explain(
+    kind: &weir_api::ResourceKind,
+    path: &[String],
+    recursive: bool,
+) -> Result<String, String> {
     let shape = probe_kind(kind.kind, path).map_err(|m| {
         format!(
             "field {:?} does not exist in {}: {m}",
@@ -346,27 +390,10 @@ pub fn explain(kind: &weir_api::ResourceKind, path: &[String]) -> Result<String,
     if let Some(last) = path.last() {
         out.push_str(&format!("FIELD: {last} {}\n\n", shape.type_name()));
     }
-    let object = match &shape {
-        Shape::Object { fields, .. } => Some(fields),
-        Shape::Array(e) | Shape::Map(e) => match e.as_ref() {
-            Shape::Object { fields, .. } => Some(fields),
-            _ => None,
-        },
-        Shape::Scalar(_) => None,
-    };
-    if let Some(fields) = object {
+    if object_fields(&shape).is_some() {
         out.push_str("FIELDS:\n");
-        let rows: Vec<Vec<String>> = fields
-            .iter()
-            .map(|f| {
-                let mut p = path.to_vec();
-                p.push((*f).to_string());
-                let t = probe_kind(kind.kind, &p)
-                    .map(|s| s.type_name())
-                    .unwrap_or_else(|_| "<unknown>".into());
-                vec![format!("  {f}"), t]
-            })
-            .collect();
+        let mut rows = Vec::new();
+        field_rows(kind.kind, path, &shape, 1, recursive, &mut rows);
         out.push_str(
             &crate::table::render(&["".to_string(), String::new()], &rows)
                 .lines()
@@ -444,15 +471,28 @@ mod tests {
     #[test]
     fn explain_text() {
         let d = weir_api::ResourceKind::by_kind("Deployment").expect("known");
-        let t = explain(d, &p("spec.replicas")).expect("explains");
+        let t = explain(d, &p("spec.replicas"), false).expect("explains");
         assert!(t.starts_with("GROUP:      apps\nKIND:       Deployment\nVERSION:    v1\n\nFIELD: replicas <integer>\n"), "{t}");
-        let t = explain(d, &p("spec")).expect("explains");
+        let t = explain(d, &p("spec"), false).expect("explains");
         assert!(t.contains("FIELDS:\n"), "{t}");
         assert!(t.contains("  replicas                  <integer>\n"), "{t}");
         assert!(t.contains("  template                  <Object>\n"), "{t}");
         for k in weir_api::KINDS {
-            assert!(explain(k, &[]).is_ok(), "{}", k.kind);
+            assert!(explain(k, &[], false).is_ok(), "{}", k.kind);
         }
-        assert!(explain(d, &p("spec.bogus")).is_err());
+        assert!(explain(d, &p("spec.bogus"), false).is_err());
+        let r = explain(d, &p("spec.strategy"), true).expect("explains");
+        assert!(
+            r.contains("  rollingUpdate      <Object>\n    maxSurge         <IntOrString>\n"),
+            "{r}"
+        );
+        // Every kind's whole tree renders (and terminates).
+        for k in weir_api::KINDS {
+            assert!(
+                explain(k, &[], true).is_ok_and(|t| t.lines().count() > 5),
+                "{}",
+                k.kind
+            );
+        }
     }
 }

@@ -339,12 +339,13 @@ fn server_address(cli: &Cli) -> Result<config::Resolved, String> {
 }
 
 /// `explain KIND[.field.path]`: from the compiled-in types; needs no server.
-fn cmd_explain(path: &str) -> Res<()> {
+fn cmd_explain(path: &str, recursive: bool) -> Res<()> {
     let mut parts = path.split('.').filter(|p| !p.is_empty());
     let kind = parts.next().unwrap_or_default();
     let k = lookup_kind(kind)?;
     let fields: Vec<String> = parts.map(str::to_string).collect();
-    let text = explain::explain(k, &fields).map_err(|m| Failed(format!("error: {m}")))?;
+    let text =
+        explain::explain(k, &fields, recursive).map_err(|m| Failed(format!("error: {m}")))?;
     out!("{text}");
     Ok(())
 }
@@ -577,7 +578,7 @@ async fn main() -> ExitCode {
     let mut cli = Cli::parse();
     // Verbs that need no server.
     match &cli.cmd {
-        Cmd::Explain { path } => return exit(to_bool(cmd_explain(path))),
+        Cmd::Explain { path, recursive } => return exit(to_bool(cmd_explain(path, *recursive))),
         Cmd::ApiResources => {
             out!("{}", table::api_resources(weir_api::KINDS));
             return ExitCode::SUCCESS;
