@@ -49,6 +49,8 @@ use pods::{NetworkHook, WorkerContext};
 fn main() -> anyhow::Result<()> {
     let cfg = Config::try_from(Args::parse())?;
     tracing_subscriber::fmt()
+        // Colour codes only on a terminal: daemons usually log to files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
