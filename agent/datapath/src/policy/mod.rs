@@ -30,6 +30,20 @@
 //! of a connection is judged; replies and later packets pass on the
 //! conntrack entry), and judging after service translation (the lookup
 //! uses the backend's address and port).
+//!
+//! Not wired yet (the tc programs and the agent's sync do not use these
+//! maps). The plan: the programs declare `WEIR_IPCACHE`, `WEIR_POL_EP` and
+//! `WEIR_POLICY` and, on a conntrack miss only, call
+//! `weir_ebpf_common::policy::decide` *before* creating the conntrack entry:
+//! from-pod checks the source's egress and, when the (translated)
+//! destination is a local endpoint, its ingress too (the packet may be
+//! redirected straight into the peer); to-pod checks ingress of traffic from
+//! the stack; node-ingress checks a local NodePort backend's ingress with
+//! the client's address before SNAT. Allowed connections get a conntrack
+//! entry (also untranslated ones), which lets replies pass. The agent runs
+//! a `run_service_sync`-like loop over NetworkPolicy, Pod, Namespace and
+//! Node watches -> [`compile`] -> [`diff`] -> map writes, and compiles a new
+//! pod (its sandbox IP) before its first container starts.
 
 mod alloc;
 mod compile;
