@@ -118,3 +118,46 @@ pub fn require_root(what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The bpf file system the datapath pins its maps in.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// True when `mounts` (the text of /proc/self/mounts) has a bpf file system on `dir`.
+fn bpffs_mounted(mounts: &str, dir: &str) -> bool {
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_src, target, fstype) = (f.next(), f.next(), f.next());
+        target == Some(dir) && fstype == Some("bpf")
+    })
+}
+
+/// Mounts the bpf file system on /sys/fs/bpf when it is missing. Most machines
+/// mount it at boot, but not all (seen on a fresh machine of ours): the
+/// privileged datapath tests and the agents pin maps there.
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if bpffs_mounted(&mounts, BPFFS) {
+        return Ok(());
+    }
+    info(format!("mounting the bpf file system on {BPFFS}"));
+    std::fs::create_dir_all(BPFFS).ok();
+    run(&mut cmd("mount", ["-t", "bpf", "bpf", BPFFS]))
+}
+
+#[cfg(test)]
+mod bpffs_tests {
+    use super::bpffs_mounted;
+
+    #[test]
+    fn finds_only_a_bpf_mount_on_the_dir() {
+        let cases = [
+            ("bpf /sys/fs/bpf bpf rw,relatime 0 0\n", true),
+            ("none /sys/fs/bpf tmpfs rw 0 0\n", false),
+            ("bpf /sys/fs/bpf/x bpf rw 0 0\n", false),
+            ("", false),
+        ];
+        for (mounts, want) in cases {
+            assert_eq!(bpffs_mounted(mounts, "/sys/fs/bpf"), want, "{mounts:?}");
+        }
+    }
+}

@@ -54,6 +54,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
         step("tier 2: privileged tests (cargo test --workspace --exclude weir-e2e -- --ignored)");
         // Some privileged tests drive the built binaries (weir-control, weir-cni).
         let r = cmd::require_root("test")
+            .and_then(|()| cmd::ensure_bpffs())
             .and_then(|()| build::run(false))
             .and_then(|_| {
                 cmd::run(
@@ -95,6 +96,7 @@ pub fn run(opts: &TestOptions) -> Result<()> {
 
 fn e2e(opts: &TestOptions) -> Result<()> {
     cmd::require_root("test")?;
+    cmd::ensure_bpffs()?;
     let bins = build::run(false)?;
     let layout = Layout::new(E2E_CLUSTER)?;
     // Always a fresh cluster: one kept from an earlier run may run older binaries.

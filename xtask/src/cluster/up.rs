@@ -161,6 +161,7 @@ pub fn running(layout: &Layout) -> Option<ClusterState> {
 /// Brings the cluster up; returns its state.
 pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterState> {
     cmd::require_root("up")?;
+    cmd::ensure_bpffs()?;
     if opts.nodes == 0 || opts.nodes > 50 {
         bail!("--nodes must be between 1 and 50 (got {})", opts.nodes);
     }
