@@ -135,9 +135,66 @@ pub fn render_drops(snap: &Snapshot) -> String {
     out
 }
 
+/// One line per conntrack entry: `TUPLE DIRECTION FRONTEND BACKEND`, where the
+/// tuple is the key the kernel matched on.
+pub fn render_conntrack(snap: &Snapshot) -> String {
+    let mut out = String::from("PROTO\tSOURCE\tDESTINATION\tDIRECTION\tFRONTEND\tBACKEND\n");
+    for (key, value) in &snap.conntrack {
+        let direction = match value.direction {
+            weir_ebpf_common::CT_DIR_FORWARD => "forward",
+            weir_ebpf_common::CT_DIR_REVERSE => "reverse",
+            _ => "?",
+        };
+        let _ = writeln!(
+            out,
+            "{}\t{}:{}\t{}:{}\t{direction}\t{}:{}\t{}:{}",
+            proto(key.proto),
+            addr(key.saddr),
+            u16::from_be(key.sport),
+            addr(key.daddr),
+            u16::from_be(key.dport),
+            addr(value.frontend_addr),
+            u16::from_be(value.frontend_port),
+            addr(value.backend_addr),
+            u16::from_be(value.backend_port),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conntrack_lines_show_both_directions_in_host_order() {
+        let ip = |a: [u8; 4]| u32::from_be_bytes(a).to_be();
+        let key = CtKey {
+            saddr: ip([10, 244, 1, 5]),
+            daddr: ip([10, 96, 0, 10]),
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let value = CtValue {
+            frontend_addr: ip([10, 96, 0, 10]),
+            backend_addr: ip([10, 244, 1, 7]),
+            frontend_port: 80u16.to_be(),
+            backend_port: 8080u16.to_be(),
+            direction: weir_ebpf_common::CT_DIR_FORWARD,
+            ..Default::default()
+        };
+        let snap = Snapshot {
+            conntrack: vec![(key, value)],
+            ..Default::default()
+        };
+        let out = render_conntrack(&snap);
+        assert_eq!(
+            out.lines().nth(1),
+            Some("TCP\t10.244.1.5:40000\t10.96.0.10:80\tforward\t10.96.0.10:80\t10.244.1.7:8080")
+        );
+    }
 
     #[test]
     fn render_services_table() {
