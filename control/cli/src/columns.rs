@@ -79,7 +79,8 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Column>, String> {
         .collect()
 }
 
-fn walk<'a>(v: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
+/// Collects every value `steps` reaches from `v` (`[*]` fans out).
+pub(crate) fn walk<'a>(v: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
     let Some((first, rest)) = steps.split_first() else {
         out.push(v);
         return;

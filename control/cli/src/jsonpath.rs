@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::columns::{Step, parse_path};
+use crate::columns::{Step, parse_path, walk};
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,30 +78,6 @@ pub fn parse(template: &str) -> Result<Vec<Seg>, String> {
 fn push(stack: &mut [(Option<Vec<Step>>, Vec<Seg>)], s: Seg) {
     if let Some((_, segs)) = stack.last_mut() {
         segs.push(s);
-    }
-}
-
-fn walk<'a>(v: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
-    let Some((first, rest)) = steps.split_first() else {
-        out.push(v);
-        return;
-    };
-    match first {
-        Step::Field(f) => {
-            if let Some(n) = v.get(f) {
-                walk(n, rest, out);
-            }
-        }
-        Step::Index(i) => {
-            if let Some(n) = v.get(*i) {
-                walk(n, rest, out);
-            }
-        }
-        Step::All => {
-            for n in v.as_array().into_iter().flatten() {
-                walk(n, rest, out);
-            }
-        }
     }
 }
 
