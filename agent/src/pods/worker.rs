@@ -141,6 +141,8 @@ struct WorkerState {
     sandbox_error: Option<String>,
     /// The last status this worker wrote and the resourceVersion it got.
     last_written: Option<Written>,
+    /// Runtime reads that cannot change, so each poll need not repeat them.
+    cache: ObserveCache,
 }
 
 impl WorkerState {
@@ -150,7 +152,7 @@ impl WorkerState {
         uid: &str,
         pod: Option<&Pod>,
     ) -> Result<Outcome, WorkerError> {
-        let observed = observe(&ctx.cri, uid).await?;
+        let observed = observe(&ctx.cri, uid, &mut self.cache).await?;
         let plan = plan(pod, &observed, &self.pull_failures, now_ns());
         if plan.done {
             return Ok(Outcome::Done);
@@ -181,7 +183,7 @@ impl WorkerState {
             let observed = if plan.actions.is_empty() {
                 observed
             } else {
-                observe(&ctx.cri, uid).await?
+                observe(&ctx.cri, uid, &mut self.cache).await?
             };
             self.report_status(ctx, pod, &observed).await?;
         }
@@ -523,24 +525,42 @@ pub fn pull_decision(policy: &str, present: bool) -> PullDecision {
     }
 }
 
+/// Runtime reads [`observe`] keeps between polls because they cannot change.
+#[derive(Default)]
+pub struct ObserveCache {
+    /// Status of each ready sandbox by id (only its IP is used; a sandbox's
+    /// network is set up before it is ready and stays until it is removed).
+    sandboxes: HashMap<String, crate::cri::PodSandboxStatus>,
+}
+
 /// Reads everything the runtime holds for pod `uid`.
-pub async fn observe(cri: &CriClient, uid: &str) -> Result<ObservedPod, CriError> {
+pub async fn observe(
+    cri: &CriClient,
+    uid: &str,
+    cache: &mut ObserveCache,
+) -> Result<ObservedPod, CriError> {
     let labels: HashMap<String, String> = [(LABEL_POD_UID.to_string(), uid.to_string())].into();
     let mut observed = ObservedPod::default();
+    let mut sandboxes = HashMap::new();
     for s in cri.list_pod_sandboxes(labels.clone()).await? {
         let status = if s.state() == crate::cri::PodSandboxState::SandboxReady {
-            match cri.pod_sandbox_status(&s.id).await {
-                Ok(st) => Some(st),
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            }
+            let status = match cache.sandboxes.remove(&s.id) {
+                Some(st) => st,
+                None => match cri.pod_sandbox_status(&s.id).await {
+                    Ok(st) => st,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            Some(sandboxes.entry(s.id.clone()).or_insert(status))
         } else {
             None
         };
         observed
             .sandboxes
-            .push(sandbox_from_cri(&s, status.as_ref()));
+            .push(sandbox_from_cri(&s, status.as_deref()));
     }
+    cache.sandboxes = sandboxes;
     for c in cri.list_containers(labels).await? {
         match cri.container_status(&c.id).await {
             Ok(st) => observed.containers.push(container_from_cri(&c, Some(&st))),
