@@ -531,6 +531,8 @@ pub struct ObserveCache {
     /// Status of each ready sandbox by id (only its IP is used; a sandbox's
     /// network is set up before it is ready and stays until it is removed).
     sandboxes: HashMap<String, crate::cri::PodSandboxStatus>,
+    /// Status of each exited container by id (an exited container is final).
+    exited: HashMap<String, crate::cri::ContainerStatus>,
 }
 
 /// Reads everything the runtime holds for pod `uid`.
@@ -561,13 +563,24 @@ pub async fn observe(
             .push(sandbox_from_cri(&s, status.as_deref()));
     }
     cache.sandboxes = sandboxes;
+    let mut exited = HashMap::new();
     for c in cri.list_containers(labels).await? {
-        match cri.container_status(&c.id).await {
-            Ok(st) => observed.containers.push(container_from_cri(&c, Some(&st))),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+        let status = match cache.exited.remove(&c.id) {
+            Some(st) => st,
+            None => match cri.container_status(&c.id).await {
+                Ok(st) => st,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        observed
+            .containers
+            .push(container_from_cri(&c, Some(&status)));
+        if status.state() == crate::cri::ContainerState::ContainerExited {
+            exited.insert(c.id.clone(), status);
         }
     }
+    cache.exited = exited;
     Ok(observed)
 }
 
