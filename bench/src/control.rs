@@ -12,7 +12,7 @@
 
 mod latency;
 mod load;
-mod procs;
+pub(crate) mod procs;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,15 +13,14 @@
 use std::fs::File;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 
+use crate::control::procs::{Proc, free_port_pair};
 use crate::netns::Topology;
 use crate::plan;
 
@@ -42,8 +41,8 @@ pub struct WeirCluster {
     dir: PathBuf,
     // Held only to stop them on drop; declared (and so dropped) control
     // plane first, then containerd.
-    _control: Daemon,
-    _containerd: Daemon,
+    _control: Proc,
+    _containerd: Proc,
     runtime: tokio::runtime::Runtime,
     client: weir_client::Client,
     /// Services `0..services` exist in the API.
@@ -82,47 +81,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "{d}/cni"
 "#
     )
-}
-
-/// A daemon we started; SIGTERM (then SIGKILL) by its own PID on drop, so no
-/// error path leaves one behind.
-struct Daemon(Option<Child>);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        terminate(&mut self.0);
-    }
-}
-
-/// A free loopback port whose successor is free too (etcd takes client
-/// port + 1 for peers). Other tests on this machine run their own etcds, so
-/// fixed ports collide.
-fn free_port_pair() -> Result<u16> {
-    for _ in 0..100 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = first.local_addr()?.port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no two adjacent free loopback ports")
-}
-
-fn terminate(child: &mut Option<Child>) {
-    let Some(mut child) = child.take() else {
-        return;
-    };
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    for _ in 0..100 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn service_json(i: u32) -> serde_json::Value {
@@ -177,19 +135,18 @@ impl WeirCluster {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         std::fs::write(dir.join("containerd.toml"), containerd_config(&dir))?;
-        let containerd = Daemon(Some(
+        let containerd = Proc::spawn(
+            "containerd",
             Command::new("containerd")
                 .arg("--config")
                 .arg(dir.join("containerd.toml"))
                 .stdout(log_file(&dir, "containerd.log")?)
-                .stderr(log_file(&dir, "containerd.err.log")?)
-                .stdin(Stdio::null())
-                .spawn()
-                .context("cannot start containerd")?,
-        ));
+                .stderr(log_file(&dir, "containerd.err.log")?),
+        )?;
         let etcd_port = free_port_pair()?;
         let api_port = free_port_pair()?;
-        let control = Daemon(Some(
+        let control = Proc::spawn(
+            "weir-control",
             Command::new(bin_dir.join("weir-control"))
                 .arg("--state-dir")
                 .arg(dir.join("control"))
@@ -208,11 +165,8 @@ impl WeirCluster {
                     plan::SERVICE_CIDR,
                 ])
                 .stdout(log_file(&dir, "control.log")?)
-                .stderr(log_file(&dir, "control.err.log")?)
-                .stdin(Stdio::null())
-                .spawn()
-                .with_context(|| format!("cannot start {}/weir-control", bin_dir.display()))?,
-        ));
+                .stderr(log_file(&dir, "control.err.log")?),
+        )?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -300,7 +254,8 @@ impl WeirCluster {
     pub fn start_agent(&self, topo: &Topology, tag: &str) -> Result<(Agent, f64)> {
         let bpffs = PathBuf::from(BPFFS_DIR).join(tag);
         let started = Instant::now();
-        let child = Command::new(self.bin_dir.join("weir-agent"))
+        let mut child = Command::new(self.bin_dir.join("weir-agent"));
+        child
             .args(["--node-name", NODE])
             .arg("--server")
             .arg(format!("unix://{}/weir.sock", self.dir.display()))
@@ -319,12 +274,9 @@ impl WeirCluster {
             .arg("--pod-log-dir")
             .arg(self.dir.join("logs"))
             .stdout(log_file(&self.dir, &format!("agent-{tag}.log"))?)
-            .stderr(log_file(&self.dir, &format!("agent-{tag}.err.log"))?)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("cannot start weir-agent")?;
+            .stderr(log_file(&self.dir, &format!("agent-{tag}.err.log"))?);
         let agent = Agent {
-            child: Some(child),
+            child: Some(Proc::spawn("weir-agent", &mut child)?),
             bpffs,
         };
         for i in [0, self.services.saturating_sub(1)] {
@@ -362,13 +314,14 @@ pub fn client_cgroup(tag: &str) -> PathBuf {
 
 /// One running weir-agent; stopped and its pins removed on drop.
 pub struct Agent {
-    child: Option<Child>,
+    /// Taken (and so stopped) in drop before the pins are removed.
+    child: Option<Proc>,
     bpffs: PathBuf,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        terminate(&mut self.child);
+        drop(self.child.take());
         // Pinned maps and TCX links live until unpinned.
         let _ = std::fs::remove_dir_all(&self.bpffs);
     }

@@ -19,7 +19,7 @@ impl Proc {
         self.child.id()
     }
 
-    fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
+    pub(crate) fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
         let child = cmd
             .stdin(Stdio::null())
             .spawn()
@@ -52,7 +52,9 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn free_port_pair() -> Result<u16> {
+/// A free loopback port whose successor is free too (etcd takes client
+/// port + 1 for peers).
+pub(crate) fn free_port_pair() -> Result<u16> {
     for _ in 0..100 {
         let p = free_port()?;
         if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
