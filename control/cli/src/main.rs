@@ -300,6 +300,24 @@ fn split_kind_name(kind: &str, names: &[String]) -> (String, Vec<String>) {
     }
 }
 
+/// `KIND NAME` or `KIND/NAME` naming exactly one object (patch, edit,
+/// expose): its kind, name and namespace.
+fn one_object(
+    cli: &Cli,
+    kind: &str,
+    names: &[String],
+    verb: &str,
+) -> Res<(&'static ResourceKind, String, String)> {
+    let (kind, names) = split_kind_name(kind, names);
+    let k = lookup_kind(&kind)?;
+    let [name] = names.as_slice() else {
+        return Err(Failed(format!(
+            "error: specify exactly one object to {verb}, e.g. deployment/web"
+        )));
+    };
+    Ok((k, name.clone(), list_namespace(cli, k, false)))
+}
+
 fn list_namespace(cli: &Cli, k: &ResourceKind, all: bool) -> String {
     if !k.namespaced || all {
         String::new()
@@ -531,14 +549,8 @@ async fn cmd_expose(
     names: &[String],
     f: &ExposeFlags<'_>,
 ) -> Res<()> {
-    let (kind, names) = split_kind_name(kind, names);
-    let k = lookup_kind(&kind)?;
-    let [name] = names.as_slice() else {
-        return Err(Failed(
-            "error: specify exactly one object to expose, e.g. deployment/web".into(),
-        ));
-    };
-    let ns = list_namespace(cli, k, false);
+    let (k, name, ns) = one_object(cli, kind, names, "expose")?;
+    let name = name.as_str();
     let src = verbs::get_value(client, k, &ns, name).await?;
     let svc = create::expose(&src, &ns, &f.opts).map_err(|m| Failed(format!("error: {m}")))?;
     let dry = verbs::parse_dry_run(f.dry_run)?;

@@ -357,14 +357,8 @@ pub async fn patch(
     let p: Value = serde_yaml::from_str(patch)
         .map_err(|e| Failed(format!("error: unable to parse {patch:?}: {e}")))?;
     let kind_of_patch = PatchType::parse(type_)?;
-    let (kind, names) = crate::split_kind_name(kind, names);
-    let k = lookup_kind(&kind)?;
-    let [name] = names.as_slice() else {
-        return Err(Failed(
-            "error: specify exactly one object to patch, e.g. deployment/web".into(),
-        ));
-    };
-    let ns = list_namespace(cli, k, false);
+    let (k, name, ns) = crate::one_object(cli, kind, names, "patch")?;
+    let name = name.as_str();
     let changed = modify(client, k, &ns, name, |v| {
         let before = v.clone();
         match kind_of_patch {
@@ -483,14 +477,8 @@ pub async fn edit(
     names: &[String],
     editor: Option<String>,
 ) -> Res<()> {
-    let (kind, names) = crate::split_kind_name(kind, names);
-    let k = lookup_kind(&kind)?;
-    let [name] = names.as_slice() else {
-        return Err(Failed(
-            "error: specify exactly one object to edit, e.g. deployment/web".into(),
-        ));
-    };
-    let ns = list_namespace(cli, k, false);
+    let (k, name, ns) = crate::one_object(cli, kind, names, "edit")?;
+    let name = name.as_str();
     let original = get_value(client, k, &ns, name).await?;
     let path = std::env::temp_dir().join(format!("weir-edit-{}-{name}.yaml", std::process::id()));
     let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n# and an empty file will abort the edit. If an error occurs while saving this file will be\n# reopened with the relevant failures.\n#\n";
