@@ -4,8 +4,7 @@
 //! tier `cargo xtask test` runs.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,92 +14,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_client::{Client, DeleteParams, Error, ListParams, WatchEvent, WatchParams};
 
-/// A running weir-control; stopped with SIGTERM (so it stops its etcd) on drop.
-struct Server {
-    child: Child,
-    client: Client,
-    etcd_url: String,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A free port whose successor is free too (etcd's peer port).
-fn free_port_pair() -> u16 {
-    loop {
-        let p = free_port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
-impl Server {
-    async fn start() -> Server {
-        Self::start_with(&[]).await
-    }
-
-    /// Starts weir-control with extra flags.
-    async fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let etcd_port = free_port_pair();
-        let api_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir-control"))
-            .arg("--state-dir")
-            .arg(dir.path())
-            .args(["--embedded-etcd-port", &etcd_port.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{api_port}")])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start weir-control");
-        let addr = format!("http://127.0.0.1:{api_port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let client = loop {
-            if let Ok(c) = Client::connect(&addr).await
-                && c.get::<Namespace>("", "default").await.is_ok()
-            {
-                break c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir-control did not come up on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        Server {
-            child,
-            client,
-            etcd_url: format!("http://127.0.0.1:{etcd_port}"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{Proc, Server, connect_when_up, free_port, free_port_pair};
 
 fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
     ObjectMeta {
@@ -641,32 +556,6 @@ async fn lists_larger_than_one_grpc_message() {
     assert_eq!(all.items.len(), 8);
 }
 
-/// A child process stopped on drop: SIGTERM, then SIGKILL after 15 s.
-struct Proc(Child);
-
-impl Proc {
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A stand-alone etcd on free loopback ports.
 fn start_etcd(dir: &std::path::Path) -> (Proc, String) {
     let port = free_port_pair();
@@ -710,20 +599,8 @@ async fn start_replica(dir: &std::path::Path, etcd: &str) -> (Proc, Client) {
         .spawn()
         .expect("start weir-control");
     let proc = Proc(child);
-    let addr = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(c) = Client::connect(&addr).await
-            && c.get::<Namespace>("", "default").await.is_ok()
-        {
-            return (proc, c);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica did not come up on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let c = connect_when_up(&format!("http://127.0.0.1:{port}")).await;
+    (proc, c)
 }
 
 async fn lease_holder(c: &Client) -> Option<String> {

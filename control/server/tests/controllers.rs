@@ -5,92 +5,20 @@
 //! ReplicaSets, EndpointSlices and garbage collection follow.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, Node, NodeCondition, NodeStatus, Pod, PodCondition,
-    PodSpec, PodStatus, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodSpec,
+    PodStatus, PodTemplateSpec, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_client::{Client, DeleteParams, ListParams};
 
-struct Server {
-    child: Child,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let etcd_port = loop {
-            let p = free_port();
-            if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                break p;
-            }
-        };
-        let api_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir-control"))
-            .arg("--state-dir")
-            .arg(dir.path())
-            .args(["--embedded-etcd-port", &etcd_port.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{api_port}")])
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start weir-control");
-        let addr = format!("http://127.0.0.1:{api_port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let client = loop {
-            if let Ok(c) = Client::connect(&addr).await
-                && c.get::<Namespace>("", "default").await.is_ok()
-            {
-                break c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir-control did not come up on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        Server {
-            child,
-            client,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 /// Polls `f` until it returns Some, or fails the test with `what` after 30 s.
 async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T

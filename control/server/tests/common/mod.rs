@@ -1,0 +1,110 @@
+//! Test support shared by the end-to-end tests: free loopback ports, child
+//! processes stopped on drop, and a weir-control with its embedded etcd.
+
+#![allow(dead_code)] // each test crate uses a part
+
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use weir_client::Client;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A free port whose successor is free too (etcd's peer port).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A child process stopped on drop: SIGTERM, then SIGKILL after 15 s.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A client of the weir-control at `addr`, once it answers (60 s at most).
+pub async fn connect_when_up(addr: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(c) = Client::connect(addr).await
+            && c.get::<Namespace>("", "default").await.is_ok()
+        {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "weir-control did not come up on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A running weir-control; stopped with SIGTERM (so it stops its etcd) on drop.
+pub struct Server {
+    // Dropped first: the process stops before its temp dir goes.
+    _proc: Proc,
+    pub client: Client,
+    pub etcd_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts weir-control with extra flags.
+    pub async fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let etcd_port = free_port_pair();
+        let api_port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir-control"))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(["--embedded-etcd-port", &etcd_port.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{api_port}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start weir-control");
+        let proc = Proc(child);
+        let client = connect_when_up(&format!("http://127.0.0.1:{api_port}")).await;
+        Server {
+            _proc: proc,
+            client,
+            etcd_url: format!("http://127.0.0.1:{etcd_port}"),
+            _dir: dir,
+        }
+    }
+}
