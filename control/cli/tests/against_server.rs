@@ -193,6 +193,18 @@ fn kubectl_verbs_against_a_real_server() {
         s.fails(&with_ns(&["label", "deploy", "web", "tier=be"]))
             .contains("--overwrite")
     );
+    // annotate writes annotations, not labels.
+    s.ok(&with_ns(&["annotate", "deploy", "web", "note=x"]));
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.annotations.note}/{.metadata.labels.note}"
+        ])),
+        "x/"
+    );
     s.ok(&with_ns(&[
         "patch",
         "deploy",
