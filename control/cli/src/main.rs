@@ -755,20 +755,8 @@ async fn main() -> ExitCode {
             overwrite,
             selector,
             all,
-        } => to_bool(
-            verbs::label(
-                cli,
-                client,
-                "labels",
-                kind,
-                args,
-                *overwrite,
-                // --all is the empty selector: it matches everything.
-                selector.as_deref().or(all.then_some("")),
-            )
-            .await,
-        ),
-        Cmd::Annotate {
+        }
+        | Cmd::Annotate {
             kind,
             args,
             overwrite,
@@ -778,7 +766,11 @@ async fn main() -> ExitCode {
             verbs::label(
                 cli,
                 client,
-                "annotations",
+                if matches!(cli.cmd, Cmd::Label { .. }) {
+                    "labels"
+                } else {
+                    "annotations"
+                },
                 kind,
                 args,
                 *overwrite,
