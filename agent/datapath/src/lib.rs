@@ -233,7 +233,7 @@ impl Datapath {
             source,
         })?;
         let hook = attach::Hook::NodeIngress;
-        let program = program_mut(&mut self.ebpf, hook.program())?;
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, hook.program())?;
         let held = attach::attach(program, hook, &link, links_dir)?;
         tracing::info!(interface = %link.name, node_ip = %node.ip, "NodePort program attached");
         Ok(held)
@@ -269,7 +269,7 @@ impl Datapath {
             attach::Hook::NodeIngress,
         ] {
             let name = hook.program();
-            program_mut(&mut ebpf, name)?
+            program_mut::<SchedClassifier>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
@@ -313,7 +313,7 @@ impl Datapath {
         let mut held: BTreeMap<String, Vec<attach::Held>> = BTreeMap::new();
         let mut failed = std::collections::BTreeSet::new();
         for hook in attach::Hook::ALL {
-            let program = program_mut(&mut self.ebpf, hook.program())?;
+            let program = program_mut::<SchedClassifier>(&mut self.ebpf, hook.program())?;
             for link in &plan.attach {
                 if failed.contains(&link.name) {
                     continue;
@@ -394,10 +394,12 @@ impl Datapath {
     }
 }
 
-fn program_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, DatapathError> {
+/// The program `name` of `ebpf` as its concrete type (tc classifier, cgroup
+/// socket program, ...).
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     let program = ebpf.program_mut(name).ok_or(DatapathError::Missing {
         what: "program",
         name,

@@ -23,7 +23,7 @@ use aya::programs::links::FdLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use weir_ebpf_common::program_names;
 
-use super::DatapathError;
+use super::{DatapathError, program_mut};
 
 /// Subdirectory of the bpffs directory holding the pinned cgroup links.
 pub const CGROUP_LINKS_DIR: &str = "cgroup-links";
@@ -43,23 +43,10 @@ pub struct CgroupLinks {
     _held: Vec<FdLink>,
 }
 
-pub fn program_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut CgroupSockAddr, DatapathError> {
-    let program = ebpf.program_mut(name).ok_or(DatapathError::Missing {
-        what: "program",
-        name,
-    })?;
-    program
-        .try_into()
-        .map_err(|source| DatapathError::Program { name, source })
-}
-
 /// Loads the socket programs into the kernel (attaching is separate).
 pub fn load(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
     for name in PROGRAMS {
-        program_mut(ebpf, name)?
+        program_mut::<CgroupSockAddr>(ebpf, name)?
             .load()
             .map_err(|source| DatapathError::Program { name, source })?;
     }
@@ -91,7 +78,7 @@ pub fn attach(
             path: cgroup_dir.to_owned(),
             source,
         })?;
-        let program = program_mut(ebpf, name)?;
+        let program = program_mut::<CgroupSockAddr>(ebpf, name)?;
         // Mode flags must be 0 for bpf_link_create on a cgroup (EINVAL
         // otherwise); cgroup *links* always behave as BPF_F_ALLOW_MULTI.
         // (aya uses links on kernels >= 5.7; the pins below need them.)
