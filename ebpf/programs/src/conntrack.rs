@@ -60,10 +60,18 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<CtValue> {
         created_ns: now,
         last_seen_ns: now,
     };
+    insert_pair(flow, if hairpin { flow.daddr } else { flow.saddr }, forward)
+}
+
+/// Inserts the reverse entry (backend -> `reply_to`, the forward entry with
+/// the reverse direction) and then the forward entry for `flow`; returns
+/// `forward`. Reverse first: once the forward entry exists, replies may arrive.
+#[inline(always)]
+fn insert_pair(flow: &Flow, reply_to: u32, forward: CtValue) -> Option<CtValue> {
     let reverse_key = CtKey {
-        saddr: backend.addr,
-        daddr: if hairpin { flow.daddr } else { flow.saddr },
-        sport: backend.port,
+        saddr: forward.backend_addr,
+        daddr: reply_to,
+        sport: forward.backend_port,
         dport: flow.sport,
         proto: flow.proto,
         _pad: [0; 3],
@@ -72,7 +80,6 @@ pub fn create(flow: &Flow, backend: &Backend) -> Option<CtValue> {
         direction: CT_DIR_REVERSE,
         ..forward
     };
-    // Reverse first: once the forward entry exists, replies may arrive.
     CONNTRACK
         .insert(reverse_key, reverse, u64::from(BPF_ANY))
         .ok()?;
@@ -113,25 +120,7 @@ pub fn create_nodeport(
         last_seen_ns: now,
     };
     let Some(snat_addr) = snat else {
-        let reverse_key = CtKey {
-            saddr: backend.addr,
-            daddr: flow.saddr,
-            sport: backend.port,
-            dport: flow.sport,
-            proto: flow.proto,
-            _pad: [0; 3],
-        };
-        let reverse = CtValue {
-            direction: CT_DIR_REVERSE,
-            ..forward
-        };
-        CONNTRACK
-            .insert(reverse_key, reverse, u64::from(BPF_ANY))
-            .ok()?;
-        CONNTRACK
-            .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
-            .ok()?;
-        return Some(forward);
+        return insert_pair(flow, flow.saddr, forward);
     };
     forward.flags |= CT_FLAG_SNAT;
     forward.nat_addr = snat_addr;
