@@ -96,7 +96,6 @@ pub fn run(opts: &TestOptions) -> Result<()> {
 
 fn e2e(opts: &TestOptions) -> Result<()> {
     cmd::require_root("test")?;
-    cmd::ensure_bpffs()?;
     let bins = build::run(false)?;
     let layout = Layout::new(E2E_CLUSTER)?;
     // Always a fresh cluster: one kept from an earlier run may run older binaries.
