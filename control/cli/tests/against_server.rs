@@ -222,6 +222,17 @@ fn kubectl_verbs_against_a_real_server() {
         ])),
         "3"
     );
+    s.ok(&with_ns(&["scale", "deploy", "web", "--replicas=2"]));
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ])),
+        "2"
+    );
     assert!(
         s.fails(&with_ns(&[
             "patch",
