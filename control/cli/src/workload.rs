@@ -7,7 +7,7 @@ use weir_client::{Client, ListParams};
 
 use crate::args::{Cli, RolloutCmd};
 use crate::{
-    Failed, Res, json_bytes, list_namespace, lookup_kind, rollout, server_error, singular,
+    Failed, Res, list_namespace, lookup_kind, rollout, server_error, singular,
     split_kind_name, verbs,
 };
 
@@ -41,23 +41,13 @@ pub(crate) async fn scale_one(
     name: &str,
     replicas: i32,
 ) -> Res<()> {
-    for _ in 0..3 {
-        let mut v: Value = match client.get_json(k.kind, ns, name).await {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| Failed(format!("error: decoding {} {name:?}: {e}", k.kind)))?,
-            Err(e) => return Err(server_error(&e, k, name)),
-        };
-        set_replicas(&mut v, replicas).map_err(|m| Failed(format!("error: {m}")))?;
-        match client.update_json(k.kind, json_bytes(&v), false).await {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(server_error(&e, k, name)),
-        }
-    }
-    Err(Failed(format!(
-        "error: {} {name:?} kept changing; try again",
-        k.kind
-    )))
+    // Written even when the count is already right, as kubectl scale does.
+    verbs::modify(client, k, ns, name, |v| {
+        set_replicas(v, replicas)?;
+        Ok(true)
+    })
+    .await
+    .map(|_| ())
 }
 
 pub(crate) async fn cmd_scale(
