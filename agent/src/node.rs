@@ -293,7 +293,8 @@ pub async fn heartbeat(
     facts: NodeFacts,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
+    // Registration has just written the status: the first beat is due one period later.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -301,16 +302,9 @@ pub async fn heartbeat(
         if let Some(error) = &runtime_error {
             warn!(error = %error, "container runtime does not answer; reporting the node not ready");
         }
-        let runtime_error = runtime_error.as_deref();
-        let result = match api.get_opt::<Node>("", &facts.name).await {
-            Ok(Some(node)) => write_status(&api, node, &facts, runtime_error)
-                .await
-                .map(drop),
-            Ok(None) => register_with(&api, &facts, runtime_error).await.map(drop),
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok(()) => debug!("node heartbeat"),
+        // Writes the status, re-creating the node if it was deleted.
+        match register_with(&api, &facts, runtime_error.as_deref()).await {
+            Ok(_) => debug!("node heartbeat"),
             Err(error) => warn!(error = %error, "node heartbeat failed"),
         }
     }
