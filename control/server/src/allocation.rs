@@ -103,13 +103,24 @@ impl Allocator {
                     )
                 })?)
             };
-            let used: BTreeSet<Ipv4Addr> = self
-                .storage
-                .keys(SERVICE_IPS)
-                .await?
-                .iter()
-                .filter_map(|k| k.strip_prefix(SERVICE_IPS)?.parse().ok())
-                .collect();
+            // A requested address needs only its own key; choosing the lowest
+            // free one needs the whole used set.
+            let used: BTreeSet<Ipv4Addr> = match req_ip {
+                Some(ip) => self
+                    .storage
+                    .get(&format!("{SERVICE_IPS}{ip}"))
+                    .await?
+                    .map(|_| ip)
+                    .into_iter()
+                    .collect(),
+                None => self
+                    .storage
+                    .keys(SERVICE_IPS)
+                    .await?
+                    .iter()
+                    .filter_map(|k| k.strip_prefix(SERVICE_IPS)?.parse().ok())
+                    .collect(),
+            };
             let ip = alloc::allocate_cluster_ip(self.ranges.service_cidr, &used, req_ip).map_err(
                 |e| match e {
                     AllocError::IpRangeFull => {
