@@ -70,16 +70,10 @@ pub(crate) async fn fetch(
     } else {
         let ns = list_namespace(cli, k, false);
         for n in names {
-            match client.get_json(k.kind, &ns, n).await {
-                Ok(b) => match serde_json::from_slice::<Value>(&b) {
-                    Ok(v) => objs.push(v),
-                    Err(e) => {
-                        eprintln!("error: decoding {} {n:?}: {e}", k.kind);
-                        failed = true;
-                    }
-                },
-                Err(e) => {
-                    eprintln!("{}", server_error(&e, k, n).0);
+            match crate::verbs::get_value(client, k, &ns, n).await {
+                Ok(v) => objs.push(v),
+                Err(Failed(m)) => {
+                    eprintln!("{m}");
                     failed = true;
                 }
             }
