@@ -14,6 +14,11 @@ fn s(v: &Value, p: &str) -> String {
     }
 }
 
+/// The elements of the array at pointer `p` in `v`; none when absent.
+fn items<'a>(v: &'a Value, p: &str) -> impl Iterator<Item = &'a Value> {
+    v.pointer(p).and_then(Value::as_array).into_iter().flatten()
+}
+
 fn or_none(s: String) -> String {
     if s.is_empty() { "<none>".into() } else { s }
 }
@@ -132,11 +137,7 @@ fn containers(out: &mut Out, title: &str, list: Option<&Value>, statuses: Option
         let name = s(c, "/name");
         out.line(format!("  {name}:"));
         out.kv(4, "Image", s(c, "/image"));
-        let ports: Vec<String> = c
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let ports: Vec<String> = items(c, "/ports")
             .map(|p| {
                 format!("{}/{}", s(p, "/containerPort"), {
                     let pr = s(p, "/protocol");
@@ -185,11 +186,7 @@ fn containers(out: &mut Out, title: &str, list: Option<&Value>, statuses: Option
             out.kv(4, "Ready", s(st, "/ready"));
             out.kv(4, "Restart Count", s(st, "/restartCount"));
         }
-        let env: Vec<String> = c
-            .get("env")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let env: Vec<String> = items(c, "/env")
             .map(|e| {
                 if e.get("valueFrom").is_some() {
                     format!("{}:  <set from a reference>", s(e, "/name"))
@@ -322,12 +319,7 @@ fn kind_sections(out: &mut Out, kind: &str, v: &Value) {
                 if t.is_empty() { "ClusterIP".into() } else { t }
             });
             out.kv(0, "IP", or_none(s(v, "/spec/clusterIP")));
-            for p in v
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for p in items(v, "/spec/ports") {
                 let name = or_none(s(p, "/name")).replace("<none>", "<unset>");
                 out.kv(
                     0,
@@ -351,11 +343,7 @@ fn kind_sections(out: &mut Out, kind: &str, v: &Value) {
             }
         }
         "Node" => {
-            let taints: Vec<String> = v
-                .pointer("/spec/taints")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            let taints: Vec<String> = items(v, "/spec/taints")
                 .map(|t| {
                     let val = s(t, "/value");
                     let kv = if val.is_empty() {
@@ -384,11 +372,7 @@ fn kind_sections(out: &mut Out, kind: &str, v: &Value) {
                     .to_string(),
             );
             conditions(out, v);
-            let addrs: Vec<String> = v
-                .pointer("/status/addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            let addrs: Vec<String> = items(v, "/status/addresses")
                 .map(|a| format!("{}: {}", s(a, "/type"), s(a, "/address")))
                 .collect();
             out.line("Addresses:");
@@ -476,29 +460,15 @@ pub struct Related {
 pub fn endpoints_line(slices: &[Value]) -> String {
     let mut eps = Vec::new();
     for sl in slices {
-        let ports: Vec<String> = sl
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        let ports: Vec<String> = items(sl, "/ports")
             .map(|p| s(p, "/port"))
             .filter(|p| !p.is_empty())
             .collect();
-        for e in sl
-            .get("endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for e in items(sl, "/endpoints") {
             if e.pointer("/conditions/ready").and_then(Value::as_bool) == Some(false) {
                 continue;
             }
-            for a in e
-                .get("addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for a in items(e, "/addresses") {
                 let ip = a.as_str().unwrap_or_default();
                 if ports.is_empty() {
                     eps.push(ip.to_string());
