@@ -7,8 +7,8 @@ use weir_client::{Client, ListParams};
 
 use crate::args::{Cli, RolloutCmd};
 use crate::{
-    Failed, Res, list_namespace, lookup_kind, rollout, server_error, singular,
-    split_kind_name, verbs,
+    Failed, Res, list_namespace, lookup_kind, rollout, server_error, singular, split_kind_name,
+    verbs,
 };
 
 /// Kinds whose size is `spec.replicas`.
