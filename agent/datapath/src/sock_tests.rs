@@ -276,6 +276,19 @@ fn assert_translated(lines: &[String]) {
         ["udp-connected", "10.96.7.53:53", "10.96.7.53:53"],
         "{other:?}"
     );
+    let is_backend = |ip: &str| {
+        BACKENDS
+            .iter()
+            .any(|b| Ipv4Addr::from(*b).to_string() == ip)
+    };
+    assert!(
+        is_backend(connected[3]),
+        "connected UDP answered by a backend: {other:?}"
+    );
+    assert!(
+        is_backend(sticky[0].trim_start_matches("sticky ")),
+        "sticky connects answered by a backend: {sticky:?}"
+    );
     assert_eq!(
         other[2],
         format!("empty {}", libc_eperm()),
