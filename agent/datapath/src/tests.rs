@@ -459,8 +459,14 @@ fn datapath_leaves_other_packets_untouched() {
     // Control: the seeded services do translate, so the cases above pass
     // because of the packet, not because lookups miss everything.
     for (name, packet) in [
-        ("TCP to the service port", tcp(CLIENT, 40009, WEB_VIP, 80, SYN)),
-        ("UDP to the DNS service", udp(CLIENT, 40010, DNS_VIP, 53, true)),
+        (
+            "TCP to the service port",
+            tcp(CLIENT, 40009, WEB_VIP, 80, SYN),
+        ),
+        (
+            "UDP to the DNS service",
+            udp(CLIENT, 40010, DNS_VIP, 53, true),
+        ),
     ] {
         let (verdict, out) = dp.run(&packet);
         assert_eq!(verdict, TC_ACT_OK, "{name}: verdict");
