@@ -706,13 +706,7 @@ impl Registry {
     }
 
     async fn check_namespace_open(&self, ns: &str) -> Result<(), ApiError> {
-        let key = kind("Namespace")?.key(None, ns);
-        let kv = self
-            .storage
-            .get(&key)
-            .await?
-            .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
-        let obj = ApiObject::from_stored(&kv.value, kv.mod_revision)?;
+        let obj = self.get(kind("Namespace")?, "", ns).await?;
         if obj.metadata.deletion_timestamp.is_some() {
             return Err(ApiError::Forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
