@@ -1117,14 +1117,22 @@ fn one_change_among_ten_thousand_services_touches_only_its_entries() {
     let mut new_set = backends(4242);
     new_set[0] = Backend::new([10, 244, 250, 1], 8080);
     new_set.sort();
-    desired.insert(changed, new_set.into());
+    desired.insert(changed, new_set.clone().into());
     let ops = diff(&desired, &state, &mut next_slot);
     assert_eq!(ops.len(), 9, "{ops:?}");
     let old_slot = state.services[&changed].backend_slot;
+    let new_slot = ops
+        .iter()
+        .find_map(|op| match op {
+            MapOp::PutService(_, v) => Some(v.backend_slot),
+            _ => None,
+        })
+        .expect("the service is flipped");
+    assert_ne!(new_slot, old_slot, "a new slot, not the one in use");
     assert!(ops.iter().all(|op| match op {
         MapOp::PutService(k, _) => *k == changed,
         MapOp::DeleteBackend(k) => k.slot == old_slot,
-        MapOp::PutBackend(..) => true,
+        MapOp::PutBackend(k, v) => k.slot == new_slot && new_set[k.index as usize] == *v,
         _ => false,
     }));
     ops.iter().for_each(|op| state.apply(op));
