@@ -69,20 +69,22 @@ struct Failed(String);
 
 type Res<T> = Result<T, Failed>;
 
+/// `name` qualified by `k`'s API group, if it has one: `deployments.apps`.
+fn with_group(k: &ResourceKind, name: &str) -> String {
+    match k.api_version.split_once('/') {
+        Some((group, _)) => format!("{name}.{group}"),
+        None => name.to_string(),
+    }
+}
+
 /// `deployment.apps` / `service`: the singular resource name kubectl prints.
 fn singular(k: &ResourceKind) -> String {
-    match k.api_version.split_once('/') {
-        Some((group, _)) => format!("{}.{group}", k.kind.to_ascii_lowercase()),
-        None => k.kind.to_ascii_lowercase(),
-    }
+    with_group(k, &k.kind.to_ascii_lowercase())
 }
 
 /// `deployments.apps` / `services`: the plural kubectl prints in errors.
 fn plural(k: &ResourceKind) -> String {
-    match k.api_version.split_once('/') {
-        Some((group, _)) => format!("{}.{group}", k.plural),
-        None => k.plural.to_string(),
-    }
+    with_group(k, k.plural)
 }
 
 /// An API error in kubectl's words.
