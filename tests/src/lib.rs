@@ -48,6 +48,8 @@ pub struct NodeInfo {
     pub pod_log_dir: PathBuf,
     /// weir-cni's IPAM dataDir: one file per allocated address.
     pub ipam_dir: PathBuf,
+    /// The agent's bpffs pin directory (what the kernel datapath holds).
+    pub bpffs_dir: PathBuf,
 }
 
 /// A connected e2e cluster.
@@ -110,6 +112,35 @@ impl Cluster {
             .output()
             .with_context(|| format!("cannot run {}", self.weir_bin.display()))?;
         Ok(out.into())
+    }
+
+    /// The backends the node's kernel datapath holds for `frontend`
+    /// (`ADDR:PORT`), read from its pinned maps with the `weir-datapath` tool
+    /// built next to the CLI: `None` when the frontend is not in the map.
+    pub fn datapath_backends(
+        &self,
+        node: &NodeInfo,
+        frontend: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let tool = self.weir_bin.with_file_name("weir-datapath");
+        let out = Command::new(&tool)
+            .arg("--bpffs-dir")
+            .arg(&node.bpffs_dir)
+            .arg("services")
+            .output()
+            .with_context(|| format!("cannot run {}", tool.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} failed on {}: {}",
+                tool.display(),
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(frontend_backends(
+            &String::from_utf8_lossy(&out.stdout),
+            frontend,
+        ))
     }
 
     /// `weir apply -f FILE` with `yaml` written to a temporary file.
@@ -222,4 +253,46 @@ pub fn phase(pod: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("")
+}
+
+/// Finds `frontend` in `weir-datapath services` output (tab-separated
+/// `FRONTEND PROTO KIND AFFINITY BACKENDS`) and returns its backends, empty
+/// when it has none; `None` when the frontend is absent.
+pub fn frontend_backends(services: &str, frontend: &str) -> Option<Vec<String>> {
+    services.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.first() != Some(&frontend) {
+            return None;
+        }
+        let backends = cols.get(4).copied().unwrap_or("");
+        Some(if backends.starts_with('<') || backends.is_empty() {
+            Vec::new()
+        } else {
+            let mut v: Vec<String> = backends.split(',').map(str::to_owned).collect();
+            v.sort();
+            v
+        })
+    })
+}
+
+#[cfg(test)]
+mod frontend_tests {
+    use super::frontend_backends;
+
+    #[test]
+    fn reads_backends_of_one_frontend() {
+        let out = "FRONTEND\tPROTO\tKIND\tAFFINITY\tBACKENDS\n\
+                   10.96.0.2:80\tTCP\tcluster\t-\t10.244.1.4:8080,10.244.1.3:8080\n\
+                   10.96.0.3:80\tTCP\tcluster\t-\t<none: new connections dropped>\n";
+        assert_eq!(
+            frontend_backends(out, "10.96.0.2:80"),
+            Some(vec![
+                "10.244.1.3:8080".to_owned(),
+                "10.244.1.4:8080".to_owned()
+            ])
+        );
+        assert_eq!(frontend_backends(out, "10.96.0.3:80"), Some(vec![]));
+        assert_eq!(frontend_backends(out, "10.96.0.2:81"), None);
+        assert_eq!(frontend_backends(out, "10.96.0.2"), None);
+    }
 }

@@ -177,6 +177,11 @@ async fn e2e_deployment_behind_clusterip() -> Result<()> {
         .spec
         .and_then(|s| s.cluster_ip)
         .context("Service has no clusterIP")?;
+    // What every node's kernel holds for the frontend: exactly the 3 pods.
+    let frontend = format!("{vip}:80");
+    let mut want: Vec<String> = pod_ips.iter().map(|ip| format!("{ip}:8080")).collect();
+    want.sort();
+    wait_for_frontend(&c, &frontend, want).await?;
 
     // 40 requests to the ClusterIP from a client pod: every answer is one of the
     // pods' names, and all three pods answer.
@@ -293,6 +298,9 @@ async fn e2e_deployment_behind_clusterip() -> Result<()> {
             );
         }
     }
+    // The kernel keeps the frontend but with no backend left (new
+    // connections are dropped, not routed to a deleted pod's address).
+    wait_for_frontend(&c, &frontend, Vec::new()).await?;
     let after = format!(
         "if timeout 5 wget -q -O - http://{vip}/; then echo GOT-ANSWER; else echo NO-ANSWER; fi"
     );
@@ -326,6 +334,21 @@ async fn e2e_deployment_behind_clusterip() -> Result<()> {
         .delete::<Service>(NS, &name, &DeleteParams::default())
         .await?;
     Ok(())
+}
+
+/// Waits until every node's datapath holds `want` for `frontend`.
+async fn wait_for_frontend(c: &Cluster, frontend: &str, want: Vec<String>) -> Result<()> {
+    let what = format!("every node's datapath to hold {frontend} -> {want:?}");
+    wait_for(&what, Duration::from_secs(30), || async {
+        for node in &c.info.nodes {
+            let got = c.datapath_backends(node, frontend)?;
+            if got.as_ref() != Some(&want) {
+                return Ok(Check::Waiting(format!("{}: {got:?}", node.name)));
+            }
+        }
+        Ok(Check::Done(()))
+    })
+    .await
 }
 
 /// One bad manifest: what `weir apply` must say, and objects that must not exist afterwards.
@@ -422,6 +445,34 @@ async fn e2e_bad_input_changes_nothing() -> Result<()> {
             }
         }
     }
+    // An invalid update of an existing object changes nothing either.
+    let existing = format!("e2e-bad-exist-{sfx}");
+    let svc_yaml = |port: u32| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {existing}\nspec:\n  selector: {{app: x}}\n  \
+             ports:\n  - port: {port}\n    targetPort: 8080\n"
+        )
+    };
+    c.apply_ok(&svc_yaml(80))?;
+    let before: Service = c.client.get(NS, &existing).await?;
+    let out = c.apply(&svc_yaml(70000))?;
+    if out.success {
+        problems.push(format!(
+            "invalid update of Service {existing}: weir apply succeeded"
+        ));
+    }
+    let after: Service = c.client.get(NS, &existing).await?;
+    if after.metadata.resource_version != before.metadata.resource_version
+        || after.spec != before.spec
+    {
+        problems.push(format!(
+            "invalid update of Service {existing} changed it: {:?} -> {:?}",
+            before.spec, after.spec
+        ));
+    }
+    c.client
+        .delete::<Service>(NS, &existing, &DeleteParams::default())
+        .await?;
     ensure!(
         problems.is_empty(),
         "bad input was not rejected cleanly:\n  {}",
