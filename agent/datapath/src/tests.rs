@@ -569,12 +569,22 @@ fn datapath_maps_survive_a_reload() {
     let mut dp = Datapath::load(&cfg).expect("load");
     dp.seed(&services());
     let before = dp.read_state().expect("read maps");
+    assert!(!before.services.is_empty(), "seeded: {before:?}");
+    let (verdict, _) = dp.run(&tcp(CLIENT, 40030, WEB_VIP, 80, SYN));
+    assert_eq!(verdict, TC_ACT_OK);
+    let connections = dp.conntrack().keys().count();
+    assert!(connections > 0, "the connection is tracked");
     drop(dp);
     let dp = Datapath::load(&cfg).expect("reload");
     assert_eq!(dp.read_state().expect("read maps"), before);
     assert!(
         dir.0.join(map_names::CONNTRACK).exists(),
         "conntrack is pinned"
+    );
+    assert_eq!(
+        dp.conntrack().keys().count(),
+        connections,
+        "conntrack entries survive the reload"
     );
 }
 
