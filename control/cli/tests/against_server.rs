@@ -283,6 +283,12 @@ fn kubectl_verbs_against_a_real_server() {
         s.ok(&with_ns(&["describe", "deploy", "web"]))
             .contains("ScalingReplicaSet")
     });
+    // Without a name: every deployment, described from the list (with its events).
+    let all = s.ok(&with_ns(&["describe", "deploy"]));
+    assert!(
+        all.contains("web") && all.contains("Replicas:") && all.contains("ScalingReplicaSet"),
+        "{all}"
+    );
 
     // edit with an editor that changes nothing.
     let o = s.weir_env(&with_ns(&["edit", "deploy", "web"]), &[("EDITOR", "true")]);
