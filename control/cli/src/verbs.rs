@@ -153,12 +153,14 @@ async fn describe_kind(
     cli: &Cli,
     client: &Client,
     kind: &str,
-    mut names: Vec<String>,
+    names: Vec<String>,
     selector: Option<&str>,
 ) -> Res<()> {
     let k = lookup_kind(kind)?;
     let ns = list_namespace(cli, k, false);
-    if names.is_empty() {
+    // Named objects are read one by one; listed ones are used as listed,
+    // without reading each again.
+    let targets: Vec<(String, Option<Value>)> = if names.is_empty() {
         let l = client
             .list_json(
                 k.kind,
@@ -167,30 +169,35 @@ async fn describe_kind(
             )
             .await
             .map_err(|e| server_error(&e, k, ""))?;
-        names = l
+        let listed: Vec<(String, Option<Value>)> = l
             .items
             .iter()
             .filter_map(|b| serde_json::from_slice::<Value>(b).ok())
             .filter_map(|v| {
-                v.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
+                let name = v.pointer("/metadata/name")?.as_str()?.to_string();
+                Some((name, Some(v)))
             })
             .collect();
-        if names.is_empty() {
+        if listed.is_empty() {
             eprintln!("No resources found in {ns} namespace.");
             return Ok(());
         }
-    }
+        listed
+    } else {
+        names.into_iter().map(|n| (n, None)).collect()
+    };
     let mut failed = None;
-    for (i, n) in names.iter().enumerate() {
-        let v = match get_value(client, k, &ns, n).await {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("{}", e.0);
-                failed = Some(Failed(String::new()));
-                continue;
-            }
+    for (i, (n, listed)) in targets.into_iter().enumerate() {
+        let v = match listed {
+            Some(v) => v,
+            None => match get_value(client, k, &ns, &n).await {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("{}", e.0);
+                    failed = Some(Failed(String::new()));
+                    continue;
+                }
+            },
         };
         // Events of this object, served by the API's involvedObject field selector.
         let fields = format!("involvedObject.name={n},involvedObject.kind={}", k.kind);
