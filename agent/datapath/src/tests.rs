@@ -73,6 +73,14 @@ impl Datapath {
         self.run_program(program_names::FROM_POD, packet)
     }
 
+    /// Runs the from-pod program on `packet`, which must pass (TC_ACT_OK):
+    /// the output bytes.
+    pub(crate) fn run_ok(&self, packet: &[u8]) -> Vec<u8> {
+        let (verdict, out) = self.run(packet);
+        assert_eq!(verdict, TC_ACT_OK, "the packet must pass");
+        out
+    }
+
     /// Runs program `name` on `packet`: (verdict, output bytes).
     pub(crate) fn run_program(&self, name: &str, packet: &[u8]) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; packet.len() + 256];
@@ -365,7 +373,7 @@ fn datapath_translates_service_connections_both_ways() {
         assert_eq!(rev.direction, CT_DIR_REVERSE, "{}", case.name);
 
         // The same flow sticks to the same backend.
-        let (_, again) = dp.run(&request);
+        let again = dp.run_ok(&request);
         assert_eq!(check(&again).dst, backend, "{}: not sticky", case.name);
 
         // Reverse: the backend's reply comes back from the VIP.
@@ -521,7 +529,7 @@ fn datapath_backend_swap_keeps_established_connections() {
     let (mut dp, _dir) = load();
     dp.seed(&services());
     let client = (CLIENT, 41000);
-    let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
+    let out = dp.run_ok(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
     let first = check(&out).dst;
 
     // Replace the backend set with one new backend.
@@ -539,13 +547,13 @@ fn datapath_backend_swap_keeps_established_connections() {
         "old backend slots are deleted: {state:?}"
     );
 
-    let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, ACK));
+    let out = dp.run_ok(&tcp(client.0, client.1, WEB_VIP, 80, ACK));
     assert_eq!(
         check(&out).dst,
         first,
         "an established connection keeps its backend"
     );
-    let (_, out) = dp.run(&tcp(client.0, 41001, WEB_VIP, 80, SYN));
+    let out = dp.run_ok(&tcp(client.0, 41001, WEB_VIP, 80, SYN));
     assert_eq!(
         check(&out).dst,
         new_backend,
@@ -553,7 +561,7 @@ fn datapath_backend_swap_keeps_established_connections() {
     );
     // A new connection that reuses the old source port must not follow the
     // stale conntrack entry to the removed backend.
-    let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
+    let out = dp.run_ok(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
     assert_eq!(check(&out).dst, new_backend, "a SYN is balanced afresh");
 }
 
@@ -683,7 +691,7 @@ fn datapath_udp_flows_move_off_removed_backends() {
     let (mut dp, _dir) = load();
     dp.seed(&services());
     let client = (CLIENT, 6000);
-    let (_, out) = dp.run(&udp(client.0, client.1, DNS_VIP, 53, true));
+    let out = dp.run_ok(&udp(client.0, client.1, DNS_VIP, 53, true));
     assert_eq!(check(&out).dst, DNS_BACKEND);
 
     let moved = ([10, 244, 1, 43], 5300);
@@ -696,7 +704,7 @@ fn datapath_udp_flows_move_off_removed_backends() {
     let purged = dp.purge_stale_udp_conntrack(&desired).expect("purge");
     assert_eq!(purged, 2, "forward and reverse entries of the flow");
 
-    let (_, out) = dp.run(&udp(client.0, client.1, DNS_VIP, 53, true));
+    let out = dp.run_ok(&udp(client.0, client.1, DNS_VIP, 53, true));
     assert_eq!(
         check(&out).dst,
         moved,
@@ -744,7 +752,7 @@ fn datapath_to_pod_reverse_translates_replies_of_remote_backends_only() {
     dp.seed(&services());
     // The client's connection is translated on this node (from-pod hook)...
     let client = (CLIENT, 42000);
-    let (_, out) = dp.run(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
+    let out = dp.run_ok(&tcp(client.0, client.1, WEB_VIP, 80, SYN));
     let backend = check(&out).dst;
 
     let to_pod = program_names::TO_POD;
@@ -825,7 +833,7 @@ fn datapath_hairpin_connection_to_itself_is_source_translated() {
         }
     );
     // ...and the rest of the connection follows conntrack.
-    let (_, out) = dp.run(&tcp(CLIENT, 43000, vip, 80, ACK));
+    let out = dp.run_ok(&tcp(CLIENT, 43000, vip, 80, ACK));
     assert_eq!(
         check(&out),
         Seen {
@@ -876,7 +884,7 @@ fn datapath_translates_icmp_errors_about_translated_connections() {
     let (mut dp, _dir) = load();
     dp.seed(&services());
     let request = udp(CLIENT, 5353, DNS_VIP, 53, true);
-    let (_, translated) = dp.run(&request);
+    let translated = dp.run_ok(&request);
     assert_eq!(
         check(&translated).dst,
         DNS_BACKEND,
