@@ -201,17 +201,7 @@ async fn describe_kind(
         };
         // Events of this object, served by the API's involvedObject field selector.
         let fields = format!("involvedObject.name={n},involvedObject.kind={}", k.kind);
-        let events: Vec<Value> = match client
-            .list_json("Event", &ns, &ListParams::default().fields(fields))
-            .await
-        {
-            Ok(l) => l
-                .items
-                .iter()
-                .filter_map(|b| serde_json::from_slice(b).ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let events = list_values(client, "Event", &ns, &ListParams::default().fields(fields)).await;
         let related = related_objects(client, k.kind, &ns, &v).await;
         if i > 0 {
             outln!("\n");
