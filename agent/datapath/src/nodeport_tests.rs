@@ -175,7 +175,8 @@ fn datapath_node_ingress_translates_nodeports() {
                 assert_eq!(out[6..12], mac(0x0b), "from the node's MAC");
 
                 // A retransmitted SYN keeps its SNAT port.
-                let (_, again) = node_ingress(&syn);
+                let (verdict, again) = node_ingress(&syn);
+                assert_eq!(verdict, TC_ACT_REDIRECT, "retransmitted SYN");
                 assert_eq!(check(&again).src, (NODE_IP, nat_port));
 
                 // The conntrack entries, both directions.
@@ -206,7 +207,8 @@ fn datapath_node_ingress_translates_nodeports() {
                 assert_eq!(out[0..6], mac(0x64), "to the client's MAC");
 
                 // The client's next packet follows conntrack.
-                let (_, out) = node_ingress(&tcp(CLIENT, 40000, NODE_IP, 30080, ACK));
+                let (verdict, out) = node_ingress(&tcp(CLIENT, 40000, NODE_IP, 30080, ACK));
+                assert_eq!(verdict, TC_ACT_REDIRECT, "the client's next packet");
                 let seen = check(&out);
                 assert_eq!(
                     (seen.src, seen.dst),
@@ -215,7 +217,8 @@ fn datapath_node_ingress_translates_nodeports() {
 
                 // Another client connection gets another SNAT port... unless
                 // it maps to a different backend tuple; here the same backend.
-                let (_, out) = node_ingress(&tcp(CLIENT, 40001, NODE_IP, 30080, SYN));
+                let (verdict, out) = node_ingress(&tcp(CLIENT, 40001, NODE_IP, 30080, SYN));
+                assert_eq!(verdict, TC_ACT_REDIRECT, "another client connection");
                 assert_ne!(
                     check(&out).src,
                     (NODE_IP, nat_port),
