@@ -253,6 +253,21 @@ fn kubectl_verbs_against_a_real_server() {
         let h = s.ok(&with_ns(&["rollout", "history", "deploy/web"]));
         h.contains("\n1 ") && h.contains("\n2 ")
     });
+    // undo goes back to revision 1's template (found among the owned ReplicaSets).
+    assert_eq!(
+        s.ok(&with_ns(&["rollout", "undo", "deploy/web"])),
+        "deployment.apps/web rolled back\n"
+    );
+    assert_eq!(
+        s.ok(&with_ns(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ])),
+        "img:1"
+    );
 
     // expose, describe.
     assert_eq!(
