@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use weir_api::ResourceKind;
-use weir_client::{Client, ListParams};
+use weir_client::Client;
 
 use crate::args::{Cli, RolloutCmd};
 use crate::{
@@ -193,21 +193,9 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                     .get(&ns, &name)
                     .await
                     .map_err(|e| server_error(&e, dk, &name))?;
-                let uid = d.metadata.uid.clone().unwrap_or_default();
-                let owned: Vec<k8s_openapi::api::apps::v1::ReplicaSet> = client
-                    .list(&ns, &ListParams::default())
+                let owned = verbs::owned_replicasets(client, &ns, &d)
                     .await
-                    .map_err(|e| server_error(&e, dk, &name))?
-                    .items
-                    .into_iter()
-                    .filter(|rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
-                        rs.metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .any(|r| r.uid == uid && r.controller == Some(true))
-                    })
-                    .collect();
+                    .map_err(|e| server_error(&e, dk, &name))?;
                 let current = d
                     .metadata
                     .annotations
