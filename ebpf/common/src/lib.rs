@@ -18,6 +18,7 @@
 // Only the `aya::Pod` marker impls (feature `user`) are unsafe.
 #![deny(unsafe_code)]
 
+pub mod flow;
 pub mod policy;
 
 /// IP protocol number of TCP (the `proto` field of keys).
@@ -63,8 +64,11 @@ pub mod drop_reason {
     pub const NO_ROUTE: u32 = 4;
     /// The client is outside the frontend's `loadBalancerSourceRanges`.
     pub const SOURCE_RANGE: u32 = 5;
+    /// NetworkPolicy denied a new connection (egress of the source or
+    /// ingress of the destination).
+    pub const POLICY_DENIED: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Counter names, by index (for logs and inspection).
     pub const NAMES: [&str; COUNT as usize] = [
         "no_backend",
@@ -73,6 +77,7 @@ pub mod drop_reason {
         "rewrite",
         "no_route",
         "source_range",
+        "policy_denied",
     ];
 }
 
@@ -472,6 +477,8 @@ mod pod {
         unsafe impl aya::Pod for NodeValue {}
         // SAFETY: see the module comment above.
         unsafe impl aya::Pod for SourceRangeKey {}
+        // SAFETY: see the module comment above.
+        unsafe impl aya::Pod for crate::flow::FlowEvent {}
     }
 }
 
