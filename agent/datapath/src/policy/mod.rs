@@ -46,6 +46,7 @@
 //! pod (its sandbox IP) before its first container starts.
 
 mod alloc;
+mod apply;
 mod compile;
 mod diff;
 mod feed;
@@ -67,6 +68,7 @@ use weir_ebpf_common::policy::{
 };
 
 pub use alloc::Allocator;
+pub use apply::{PolicyKernelMaps, apply_op, apply_ops, is_map_full, read_maps};
 pub use compile::{Allocations, Compiled, IdentityKey, compile};
 pub use diff::{PolicyMapOp, diff};
 pub use feed::node_network;
