@@ -4,6 +4,12 @@
 //! - `weir/hostname:v1`: answers `GET /` on :8080 with its hostname (the pod name).
 //! - `weir/client:v1`: busybox with its applet links (sh, wget, nc, sleep, ...).
 //! - `weir/pause:v1`: the sandbox process (xtask/images/pause.c, static).
+//! - `weir/netpol:v1`: busybox plus `/netprobe` (xtask/images/netprobe.c,
+//!   static): serves TCP and UDP on 80 and 81 answering with its identity,
+//!   probes many TCP/UDP targets at once with a timeout, watches a target's
+//!   reachability and generates connection load (the NetworkPolicy e2e
+//!   suite and `cargo xtask bench policy`). The same binary is kept at
+//!   `target/xtask/images/netprobe` for probes from a node's netns.
 //!
 //! Builds are cached by a hash of their inputs; pushes by a marker in the
 //! registry storage, so a second `up` does neither.
@@ -29,16 +35,18 @@ pub enum Image {
     Hostname,
     Client,
     Pause,
+    Netpol,
 }
 
 impl Image {
-    pub const ALL: [Image; 3] = [Image::Pause, Image::Hostname, Image::Client];
+    pub const ALL: [Image; 4] = [Image::Pause, Image::Hostname, Image::Client, Image::Netpol];
 
     pub fn name(self) -> &'static str {
         match self {
             Image::Hostname => "hostname",
             Image::Client => "client",
             Image::Pause => "pause",
+            Image::Netpol => "netpol",
         }
     }
 
@@ -101,12 +109,14 @@ pub fn build_all() -> Result<Vec<Built>> {
             Image::Pause => vec![fs::read(recipe_dir().join("pause.c"))?],
             Image::Hostname => vec![fs::read(recipe_dir().join("hostname-entrypoint.sh"))?],
             Image::Client => vec![],
+            Image::Netpol => vec![fs::read(recipe_dir().join("netprobe.c"))?],
         };
         let hash = inputs_hash(image, &busybox, &recipe_files);
         let layout = dir.join(image.name());
         let hash_file = dir.join(format!("{}.hash", image.name()));
         if fs::read_to_string(&hash_file).is_ok_and(|h| h.trim() == hash)
             && layout.join("index.json").is_file()
+            && (image != Image::Netpol || dir.join("netprobe").is_file())
         {
             info(format!("{}: up to date ({hash})", image.repository()));
         } else {
@@ -158,6 +168,18 @@ fn build_one(image: Image, layout: &Path, work: &Path) -> Result<()> {
         }
         Image::Client => {
             install_busybox(&rootfs)?;
+            vec![]
+        }
+        Image::Netpol => {
+            install_busybox(&rootfs)?;
+            let out = rootfs.join("netprobe");
+            cmd::run_quiet(
+                cmd("gcc", ["-static", "-O2", "-s", "-Wall", "-o"])
+                    .arg(&out)
+                    .arg(recipe_dir().join("netprobe.c")),
+            )?;
+            // For probes from a node's netns (the host runs it with nsenter).
+            fs::copy(&out, work.join("netprobe"))?;
             vec![]
         }
     };
@@ -252,6 +274,10 @@ mod tests {
             "127.0.0.1:5000/weir/client:v1"
         );
         assert_eq!(Image::Pause.reference(5000), "127.0.0.1:5000/weir/pause:v1");
+        assert_eq!(
+            Image::Netpol.reference(5000),
+            "127.0.0.1:5000/weir/netpol:v1"
+        );
     }
 
     #[test]
