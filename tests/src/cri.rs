@@ -1,5 +1,6 @@
-//! A read-only view of a node's containerd through CRI, to check what really
-//! runs (the API's view alone could hide leaked sandboxes or containers).
+//! A view of a node's containerd through CRI, to check what really runs (the
+//! API's view alone could hide leaked sandboxes or containers), and to run a
+//! command in a pod's container the way kubelet's exec does (ExecSync).
 
 use std::path::Path;
 
@@ -67,4 +68,54 @@ impl Cri {
             .filter(|s| s.metadata.as_ref().is_some_and(|m| m.uid == uid))
             .collect())
     }
+
+    /// The running containers of the pod with `uid`.
+    pub async fn running_containers_of(&self, uid: &str) -> Result<Vec<Container>> {
+        let sandboxes: Vec<String> = self
+            .sandboxes_of(uid)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        Ok(self
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|c| sandboxes.contains(&c.pod_sandbox_id))
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .collect())
+    }
+
+    /// Runs `cmd` in container `id` and waits for it (at most `timeout_secs`).
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout_secs: i64,
+    ) -> Result<ExecOutput> {
+        let r = self
+            .runtime
+            .clone()
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.to_string(),
+                cmd: cmd.to_vec(),
+                timeout: timeout_secs,
+            })
+            .await
+            .with_context(|| format!("ExecSync in container {id}"))?
+            .into_inner();
+        Ok(ExecOutput {
+            exit_code: r.exit_code,
+            stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+        })
+    }
+}
+
+/// What an ExecSync returned.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }

@@ -14,6 +14,7 @@
 
 pub mod cri;
 pub mod logs;
+pub mod netpol;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
