@@ -202,7 +202,22 @@ impl Datapath {
     /// `cfg.node`, records the node address for SNAT and attaches the
     /// NodePort program to `node.interface` (adopting an earlier agent's link).
     pub fn load(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
-        let mut dp = Self::load_from(EBPF_OBJECT, &cfg.bpffs_dir, cfg.cgroup_dir.as_deref())?;
+        Self::load_with_policy_limits(cfg, &policy::PolicyLimits::default())
+    }
+
+    /// [`Datapath::load`], creating the NetworkPolicy maps with `limits` as
+    /// their capacities (maps pinned by an earlier agent keep the capacity
+    /// they were created with: [`Datapath::take_policy_maps`] tells which).
+    pub fn load_with_policy_limits(
+        cfg: &DatapathConfig,
+        limits: &policy::PolicyLimits,
+    ) -> Result<Datapath, DatapathError> {
+        let mut dp = Self::load_from(
+            EBPF_OBJECT,
+            &cfg.bpffs_dir,
+            cfg.cgroup_dir.as_deref(),
+            limits,
+        )?;
         let mac = match &cfg.node {
             Some(node) => attach::interface_mac(&node.interface)?,
             None => None,
@@ -251,13 +266,18 @@ impl Datapath {
         object: &[u8],
         pin_dir: &Path,
         cgroup_dir: Option<&Path>,
+        limits: &policy::PolicyLimits,
     ) -> Result<Datapath, DatapathError> {
         std::fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
             path: pin_dir.to_owned(),
             source,
         })?;
+        use weir_ebpf_common::policy::map_names as policy_maps;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
+            .map_max_entries(policy_maps::IPCACHE, limits.ipcache_max_entries)
+            .map_max_entries(policy_maps::POLICY_ENDPOINTS, limits.endpoints_max_entries)
+            .map_max_entries(policy_maps::POLICY, limits.policy_max_entries)
             .load(object)
             .map_err(|source| DatapathError::Load {
                 pin_dir: pin_dir.to_owned(),
@@ -339,6 +359,16 @@ impl Datapath {
                 .insert(link.name, attach::Attached::new(link.index, holds));
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Takes the NetworkPolicy maps out of the loaded object, for the
+    /// policy sync to own (the programs keep using them), with the
+    /// capacities they really have. `None` when the programs declare none,
+    /// or when they were taken already.
+    pub fn take_policy_maps(
+        &mut self,
+    ) -> Result<Option<(policy::PolicyKernelMaps, policy::PolicyLimits)>, DatapathError> {
+        policy::PolicyKernelMaps::take(&mut self.ebpf)
     }
 
     /// How many packets (or socket calls) the datapath dropped since the maps

@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod agent;
 pub mod events;
 
 /// The generated protobuf messages and the tonic client/server.

@@ -37,6 +37,28 @@ impl<K: Ord + Clone> Allocator<K> {
         }
     }
 
+    /// An allocation over `min..=max` (`min <= max`) holding the pairs of
+    /// `assigned` that are consistent: a pair is dropped when its number is
+    /// outside the range or already another key's, or its key already has
+    /// a number (the first pair wins). For numbers recovered from maps an
+    /// earlier agent wrote, so a restart keeps them. Allocation continues
+    /// after the highest number kept.
+    pub fn seeded(min: u32, max: u32, assigned: impl IntoIterator<Item = (K, u32)>) -> Self {
+        let mut out = Self::new(min, max);
+        let mut taken = BTreeSet::new();
+        for (key, n) in assigned {
+            if !(min..=max).contains(&n) || taken.contains(&n) || out.assigned.contains_key(&key) {
+                continue;
+            }
+            taken.insert(n);
+            out.assigned.insert(key, n);
+        }
+        if let Some(&high) = taken.last() {
+            out.next = if high == max { min } else { high + 1 };
+        }
+        out
+    }
+
     /// The number of `key`, if it has one.
     pub fn get(&self, key: &K) -> Option<u32> {
         self.assigned.get(key).copied()
@@ -132,5 +154,41 @@ mod tests {
             d.reallocate(&["x", "z", "w", "v", "u"]),
             Err(Exhausted { capacity: 4 })
         );
+    }
+
+    #[test]
+    fn seeded_keeps_consistent_pairs_and_continues_after_them() {
+        let cases: [(&str, Vec<(&str, u32)>, Vec<(&str, u32)>); 4] = [
+            ("empty", vec![], vec![]),
+            (
+                "kept",
+                vec![("x", 12), ("y", 10)],
+                vec![("x", 12), ("y", 10)],
+            ),
+            (
+                "a number claimed twice: the first wins",
+                vec![("x", 11), ("y", 11)],
+                vec![("x", 11)],
+            ),
+            (
+                "a key twice, out of range",
+                vec![("x", 11), ("x", 12), ("y", 99), ("z", 9)],
+                vec![("x", 11)],
+            ),
+        ];
+        for (name, pairs, want) in cases {
+            let a = Allocator::seeded(10, 13, pairs);
+            let got: Vec<(&str, u32)> = a.iter().map(|(k, n)| (*k, n)).collect();
+            let mut want = want;
+            want.sort();
+            assert_eq!(got, want, "{name}");
+        }
+        // Fresh keys continue after the highest kept number.
+        let a = Allocator::seeded(10, 13, [("x", 11)]);
+        let b = a.reallocate(&["x", "w"]).expect("room");
+        assert_eq!((b.get(&"x"), b.get(&"w")), (Some(11), Some(12)));
+        let c = Allocator::seeded(10, 13, [("x", 13)]);
+        let d = c.reallocate(&["x", "w"]).expect("room");
+        assert_eq!(d.get(&"w"), Some(10), "wraps after the range end");
     }
 }

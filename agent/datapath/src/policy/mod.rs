@@ -53,6 +53,7 @@ mod feed;
 mod model;
 mod ports;
 mod rules;
+mod sync;
 mod verdict;
 
 #[cfg(test)]
@@ -78,6 +79,10 @@ pub use model::{
 };
 pub use ports::{PortBlock, port_blocks};
 pub use rules::PolicyWarning;
+pub use sync::{
+    AdmitError, PolicyAdmissions, PolicyHandle, PolicySyncConfig, recover_allocations,
+    run_policy_sync,
+};
 pub use verdict::{Decision, PolicyView, Verdict, ipcache_lookup, verdict};
 
 /// The key of an LPM trie entry: (prefix length in bits, key data), the two

@@ -134,14 +134,14 @@ pub(super) fn pods() -> Vec<PodInfo> {
     out
 }
 
-fn namespaces() -> Vec<NamespaceInfo> {
+pub(super) fn namespaces() -> Vec<NamespaceInfo> {
     NAMESPACES
         .iter()
         .map(|ns| NamespaceInfo::new(*ns, BTreeMap::from([("ns".to_string(), ns.to_string())])))
         .collect()
 }
 
-fn node(name: &str) -> NodeNetwork {
+pub(super) fn node(name: &str) -> NodeNetwork {
     let (own, gw, other) = if name == "node1" {
         (NODE1, Ipv4Addr::new(10, 244, 1, 1), NODE2)
     } else {
