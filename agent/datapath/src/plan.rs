@@ -102,137 +102,153 @@ pub fn desired_services<'a>(
 ) -> DesiredServices {
     let mut slices_by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
-        if slice.address_type != "IPv4" {
-            continue;
+        if let Some(service) = slice_service(slice) {
+            slices_by_service.entry(service).or_default().push(slice);
         }
-        let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        slices_by_service
-            .entry((ns, svc.as_str()))
-            .or_default()
-            .push(slice);
     }
 
     let mut desired = DesiredServices::new();
     for service in services {
-        let Some(cluster_ip) = cluster_ipv4(service) else {
-            continue;
-        };
         let ns = service.metadata.namespace.as_deref().unwrap_or_default();
         let name = service.metadata.name.as_deref().unwrap_or_default();
         let slices = slices_by_service
             .get(&(ns, name))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let ports = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_deref())
-            .unwrap_or_default();
-        let spec = service.spec.as_ref();
-        let node_ports = node.filter(|_| {
-            matches!(
-                spec.and_then(|s| s.type_.as_deref()),
-                Some("NodePort" | "LoadBalancer")
-            )
-        });
-        let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
-        let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
-        let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
-        let external_ips = external_ipv4s(service);
-        let lb_ips = load_balancer_ipv4s(service);
-        let source_ranges = spec.and_then(load_balancer_source_ranges);
-        if let Some(node) = node
-            && announce_owner(slices).as_deref() == Some(node.name.as_str())
-        {
-            for ip in load_balancer_ipv4s(service) {
-                desired.insert(
-                    ServiceKey::new(ip.octets(), 0, 0),
-                    Frontend {
-                        backends: Vec::new(),
-                        flags: SERVICE_FLAG_ANNOUNCE,
-                        affinity_timeout_secs: 0,
-                        source_ranges: Vec::new(),
-                    },
-                );
-            }
-        }
-        for port in ports {
-            let Some(proto) = protocol_number(port.protocol.as_deref()) else {
-                continue;
-            };
-            let Ok(port_number) = u16::try_from(port.port) else {
-                continue;
-            };
-            let key = ServiceKey::new(cluster_ip.octets(), port_number, proto);
-            let port_name = port.name.as_deref().unwrap_or_default();
-            let backends = backends_for_port(slices, port_name, proto, None);
-            // internalTrafficPolicy Local: the ClusterIP serves this node's
-            // endpoints only (none -> dropped, as Kubernetes specifies).
-            let cluster_backends = match node.filter(|_| int_local) {
-                Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
-                None => backends.clone(),
-            };
-            if let Some(node) = node_ports
-                && let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok())
-                && node_port != 0
-            {
-                let (backends, flags) = if ext_local {
-                    (
-                        backends_for_port(slices, port_name, proto, Some(&node.name)),
-                        SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL,
-                    )
-                } else {
-                    (backends.clone(), SERVICE_FLAG_NODEPORT)
-                };
-                desired.insert(
-                    ServiceKey::new(node.ip.octets(), node_port, proto),
-                    Frontend {
-                        backends,
-                        flags,
-                        affinity_timeout_secs,
-                        source_ranges: Vec::new(),
-                    },
-                );
-            }
-            for ip in &external_ips {
-                // loadBalancerSourceRanges restrict the LoadBalancer IPs only.
-                let ranges = source_ranges.as_ref().filter(|_| lb_ips.contains(ip));
-                let local = ext_local && node.is_some();
-                let backends = match node.filter(|_| local) {
-                    Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
-                    None => backends.clone(),
-                };
-                let local_flag = if local { SERVICE_FLAG_EXT_LOCAL } else { 0 };
-                desired.insert(
-                    ServiceKey::new(ip.octets(), port_number, proto),
-                    Frontend {
-                        backends,
-                        flags: SERVICE_FLAG_NODEPORT
-                            | local_flag
-                            | ranges.map_or(0, |_| SERVICE_FLAG_SOURCE_RANGES),
-                        affinity_timeout_secs,
-                        source_ranges: ranges.cloned().unwrap_or_default(),
-                    },
-                );
-            }
+        // A frontend key two services both claim goes to the later one (by
+        // namespace/name when the store iterates in order).
+        desired.extend(service_frontends(service, slices, node));
+    }
+    desired
+}
+
+/// The service (namespace, `kubernetes.io/service-name` label) an
+/// EndpointSlice belongs to; `None` for non-IPv4 and unlabelled slices, which
+/// the planner ignores.
+pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    if slice.address_type != "IPv4" {
+        return None;
+    }
+    let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((ns, svc.as_str()))
+}
+
+/// The frontends of one service, from the EndpointSlices of that service
+/// (see [`desired_services`] for the rules). [`desired_services`] is this
+/// function over every service; the agent's sync calls it for the services
+/// an event touched, so one change costs the same whatever the number of
+/// services.
+pub fn service_frontends(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    node: Option<&NodeContext>,
+) -> DesiredServices {
+    let mut desired = DesiredServices::new();
+    let Some(cluster_ip) = cluster_ipv4(service) else {
+        return desired;
+    };
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let spec = service.spec.as_ref();
+    let node_ports = node.filter(|_| {
+        matches!(
+            spec.and_then(|s| s.type_.as_deref()),
+            Some("NodePort" | "LoadBalancer")
+        )
+    });
+    let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+    let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
+    let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
+    let external_ips = external_ipv4s(service);
+    let lb_ips = load_balancer_ipv4s(service);
+    let source_ranges = spec.and_then(load_balancer_source_ranges);
+    if let Some(node) = node
+        && announce_owner(slices).as_deref() == Some(node.name.as_str())
+    {
+        for ip in load_balancer_ipv4s(service) {
             desired.insert(
-                key,
+                ServiceKey::new(ip.octets(), 0, 0),
                 Frontend {
-                    backends: cluster_backends,
-                    flags: 0,
+                    backends: Vec::new(),
+                    flags: SERVICE_FLAG_ANNOUNCE,
+                    affinity_timeout_secs: 0,
+                    source_ranges: Vec::new(),
+                },
+            );
+        }
+    }
+    for port in ports {
+        let Some(proto) = protocol_number(port.protocol.as_deref()) else {
+            continue;
+        };
+        let Ok(port_number) = u16::try_from(port.port) else {
+            continue;
+        };
+        let key = ServiceKey::new(cluster_ip.octets(), port_number, proto);
+        let port_name = port.name.as_deref().unwrap_or_default();
+        let backends = backends_for_port(slices, port_name, proto, None);
+        // internalTrafficPolicy Local: the ClusterIP serves this node's
+        // endpoints only (none -> dropped, as Kubernetes specifies).
+        let cluster_backends = match node.filter(|_| int_local) {
+            Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
+            None => backends.clone(),
+        };
+        if let Some(node) = node_ports
+            && let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok())
+            && node_port != 0
+        {
+            let (backends, flags) = if ext_local {
+                (
+                    backends_for_port(slices, port_name, proto, Some(&node.name)),
+                    SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL,
+                )
+            } else {
+                (backends.clone(), SERVICE_FLAG_NODEPORT)
+            };
+            desired.insert(
+                ServiceKey::new(node.ip.octets(), node_port, proto),
+                Frontend {
+                    backends,
+                    flags,
                     affinity_timeout_secs,
                     source_ranges: Vec::new(),
                 },
             );
         }
+        for ip in &external_ips {
+            // loadBalancerSourceRanges restrict the LoadBalancer IPs only.
+            let ranges = source_ranges.as_ref().filter(|_| lb_ips.contains(ip));
+            let local = ext_local && node.is_some();
+            let backends = match node.filter(|_| local) {
+                Some(node) => backends_for_port(slices, port_name, proto, Some(&node.name)),
+                None => backends.clone(),
+            };
+            let local_flag = if local { SERVICE_FLAG_EXT_LOCAL } else { 0 };
+            desired.insert(
+                ServiceKey::new(ip.octets(), port_number, proto),
+                Frontend {
+                    backends,
+                    flags: SERVICE_FLAG_NODEPORT
+                        | local_flag
+                        | ranges.map_or(0, |_| SERVICE_FLAG_SOURCE_RANGES),
+                    affinity_timeout_secs,
+                    source_ranges: ranges.cloned().unwrap_or_default(),
+                },
+            );
+        }
+        desired.insert(
+            key,
+            Frontend {
+                backends: cluster_backends,
+                flags: 0,
+                affinity_timeout_secs,
+                source_ranges: Vec::new(),
+            },
+        );
     }
     desired
 }
@@ -430,6 +446,23 @@ impl MapState {
             .collect()
     }
 
+    /// Every backend entry under `slot`.
+    fn slot_entries(&self, slot: u32) -> impl Iterator<Item = BackendKey> + '_ {
+        self.backends
+            .range(
+                BackendKey { slot, index: 0 }..=BackendKey {
+                    slot,
+                    index: u32::MAX,
+                },
+            )
+            .map(|(k, _)| *k)
+    }
+
+    /// Whether any backend entry uses `slot`.
+    fn slot_in_use(&self, slot: u32) -> bool {
+        self.slot_entries(slot).next().is_some()
+    }
+
     /// Records an op that was applied to the kernel maps.
     pub fn apply(&mut self, op: &MapOp) {
         match *op {
@@ -562,6 +595,108 @@ pub fn diff(desired: &DesiredServices, current: &MapState, next_slot: &mut u32) 
         .collect()
 }
 
+/// Plans the writes that bring only the frontends in `keys` to what
+/// `desired` says (absent from `desired` = delete), leaving every other
+/// frontend, backend set and source range alone: the incremental form of
+/// [`diff`] for a change to one or a few services. Its cost grows with the
+/// size of the change and `log N`, not with N.
+///
+/// The same three phases as [`diff`] (new backend sets, then the service
+/// flips and deletes, then the old backend sets) make each frontend's switch
+/// atomic. Backend sets are never shared between frontends (every new value
+/// gets a fresh slot), so the old set of a rewritten or deleted frontend is
+/// deleted with it. Leftovers of a crash are not looked for here; a full
+/// [`diff`] removes them.
+///
+/// New slots are checked against the backend entries in use; a slot of a
+/// frontend with no backends may in theory be handed out again after the
+/// cursor wraps past `u32::MAX`, which is harmless: a frontend with
+/// `backend_count` 0 never reads its slot.
+pub fn diff_frontends(
+    desired: &DesiredServices,
+    keys: &BTreeSet<ServiceKey>,
+    current: &MapState,
+    next_slot: &mut u32,
+) -> Vec<MapOp> {
+    let mut taken: BTreeSet<u32> = BTreeSet::new();
+    let mut put_backends = Vec::new();
+    let mut flips = Vec::new();
+    let mut deletes = Vec::new();
+    for key in keys {
+        let old = current.services.get(key);
+        let Some(want) = desired.get(key) else {
+            if let Some(old) = old {
+                flips.push(MapOp::DeleteService(*key));
+                deletes.extend(current.slot_entries(old.backend_slot));
+            }
+            continue;
+        };
+        let unchanged = old.is_some_and(|value| {
+            value.flags == want.flags
+                && value.affinity_timeout_secs == want.affinity_timeout_secs
+                && current.backends_of(value).as_deref() == Some(want.backends.as_slice())
+        });
+        if unchanged {
+            continue;
+        }
+        let slot = loop {
+            let slot = *next_slot;
+            *next_slot = next_slot.wrapping_add(1).max(1);
+            if slot != 0 && !current.slot_in_use(slot) && taken.insert(slot) {
+                break slot;
+            }
+        };
+        for (index, backend) in (0u32..).zip(&want.backends) {
+            put_backends.push(MapOp::PutBackend(BackendKey { slot, index }, *backend));
+        }
+        flips.push(MapOp::PutService(
+            *key,
+            ServiceValue {
+                backend_slot: slot,
+                backend_count: u32::try_from(want.backends.len()).unwrap_or(u32::MAX),
+                flags: want.flags,
+                affinity_timeout_secs: want.affinity_timeout_secs,
+            },
+        ));
+        if let Some(old) = old {
+            deletes.extend(current.slot_entries(old.backend_slot));
+        }
+    }
+
+    let subset: DesiredServices = keys
+        .iter()
+        .filter_map(|k| Some((*k, desired.get(k)?.clone())))
+        .collect();
+    let want_ranges = desired_source_ranges(&subset);
+    let have_ranges: BTreeSet<(u32, SourceRangeKey)> = current
+        .source_ranges
+        .iter()
+        .filter(|(_, r)| {
+            keys.contains(&ServiceKey {
+                addr: r.frontend_addr,
+                port: r.frontend_port,
+                proto: r.proto,
+                _pad: 0,
+            })
+        })
+        .copied()
+        .collect();
+    let put_ranges = want_ranges
+        .difference(&have_ranges)
+        .map(|(len, k)| MapOp::PutSourceRange(*len, *k));
+    let delete_ranges = have_ranges
+        .difference(&want_ranges)
+        .map(|(len, k)| MapOp::DeleteSourceRange(*len, *k));
+
+    put_backends
+        .into_iter()
+        .chain(put_ranges)
+        .chain(flips)
+        .chain(deletes.into_iter().map(MapOp::DeleteBackend))
+        .chain(delete_ranges)
+        .collect()
+}
+
 /// The LPM entries of every desired frontend's source ranges.
 fn desired_source_ranges(desired: &DesiredServices) -> BTreeSet<(u32, SourceRangeKey)> {
     desired
@@ -680,6 +815,8 @@ fn allocate_slot(next_slot: &mut u32, used: &mut BTreeSet<u32>) -> u32 {
         }
     }
 }
+
+pub mod maglev;
 
 #[cfg(test)]
 mod tests;

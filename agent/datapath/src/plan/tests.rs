@@ -1285,3 +1285,278 @@ fn expired_conntrack_table() {
         assert_eq!(got.len(), case.want_expired, "case: {}: {got:?}", case.name);
     }
 }
+
+/// Services with their flags and complete backend lists: what a packet sees,
+/// whatever the slot numbers.
+fn seen(s: &MapState) -> BTreeMap<ServiceKey, (u32, u32, Option<Vec<Backend>>)> {
+    s.services
+        .iter()
+        .map(|(k, v)| (*k, (v.flags, v.affinity_timeout_secs, s.backends_of(v))))
+        .collect()
+}
+
+#[test]
+fn diff_frontends_table() {
+    let a = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    let c = key([10, 96, 0, 11], 53, IPPROTO_UDP);
+    let lb = key([192, 168, 1, 240], 80, IPPROTO_TCP);
+    let restricted = |backends: Vec<Backend>, nets: &[&str]| Frontend {
+        backends,
+        flags: SERVICE_FLAG_NODEPORT | SERVICE_FLAG_SOURCE_RANGES,
+        affinity_timeout_secs: 0,
+        source_ranges: nets.iter().map(|n| n.parse().expect("net")).collect(),
+    };
+    let base: DesiredServices = [
+        (a, vec![b(2, 80), b(3, 80)].into()),
+        (c, vec![b(4, 53)].into()),
+        (lb, restricted(vec![b(5, 80)], &["10.0.0.0/8"])),
+    ]
+    .into();
+    struct Case {
+        name: &'static str,
+        desired: DesiredServices,
+        keys: Vec<ServiceKey>,
+        /// Expected (backend puts, range puts, service puts, service deletes,
+        /// backend deletes, range deletes).
+        want: (usize, usize, usize, usize, usize, usize),
+    }
+    let with = |k: ServiceKey, f: Option<Frontend>| {
+        let mut d = base.clone();
+        match f {
+            Some(f) => d.insert(k, f),
+            None => d.remove(&k),
+        };
+        d
+    };
+    let new_key = key([10, 96, 0, 12], 443, IPPROTO_TCP);
+    let cases = vec![
+        Case {
+            name: "unchanged frontend: nothing",
+            desired: base.clone(),
+            keys: vec![a, c, lb],
+            want: (0, 0, 0, 0, 0, 0),
+        },
+        Case {
+            name: "new frontend: its backends, then its service",
+            desired: with(new_key, Some(vec![b(7, 443)].into())),
+            keys: vec![new_key],
+            want: (1, 0, 1, 0, 0, 0),
+        },
+        Case {
+            name: "changed backends: new set, flip, old set deleted",
+            desired: with(a, Some(vec![b(2, 80), b(3, 80), b(9, 80)].into())),
+            keys: vec![a],
+            want: (3, 0, 1, 0, 2, 0),
+        },
+        Case {
+            name: "changed flags only: rewritten under a new slot",
+            desired: with(
+                c,
+                Some(Frontend {
+                    backends: vec![b(4, 53)],
+                    flags: 0,
+                    affinity_timeout_secs: 60,
+                    source_ranges: Vec::new(),
+                }),
+            ),
+            keys: vec![c],
+            want: (1, 0, 1, 0, 1, 0),
+        },
+        Case {
+            name: "deleted frontend: service, then its backends and ranges",
+            desired: with(lb, None),
+            keys: vec![lb],
+            want: (0, 0, 0, 1, 1, 1),
+        },
+        Case {
+            name: "deleted frontend never written: nothing",
+            desired: base.clone(),
+            keys: vec![new_key],
+            want: (0, 0, 0, 0, 0, 0),
+        },
+        Case {
+            name: "source range swapped: put new before, delete old after",
+            desired: with(lb, Some(restricted(vec![b(5, 80)], &["192.168.0.0/16"]))),
+            keys: vec![lb],
+            want: (0, 1, 0, 0, 0, 1),
+        },
+        Case {
+            name: "keys outside the set are left alone even if they differ",
+            desired: with(a, Some(vec![b(9, 80)].into())),
+            keys: vec![c],
+            want: (0, 0, 0, 0, 0, 0),
+        },
+    ];
+    for case in cases {
+        let mut current = MapState::default();
+        let mut next_slot = current.next_free_slot();
+        for op in diff(&base, &current, &mut next_slot) {
+            current.apply(&op);
+        }
+        let keys: BTreeSet<ServiceKey> = case.keys.iter().copied().collect();
+        let ops = diff_frontends(&case.desired, &keys, &current, &mut next_slot);
+        let count = |f: fn(&MapOp) -> bool| ops.iter().filter(|op| f(op)).count();
+        let got = (
+            count(|op| matches!(op, MapOp::PutBackend(..))),
+            count(|op| matches!(op, MapOp::PutSourceRange(..))),
+            count(|op| matches!(op, MapOp::PutService(..))),
+            count(|op| matches!(op, MapOp::DeleteService(..))),
+            count(|op| matches!(op, MapOp::DeleteBackend(..))),
+            count(|op| matches!(op, MapOp::DeleteSourceRange(..))),
+        );
+        assert_eq!(got, case.want, "case: {}: {ops:?}", case.name);
+        // Phases: every put of a backend or range comes before any service
+        // write, every delete of a backend or range after all of them.
+        let phase = |op: &MapOp| match op {
+            MapOp::PutBackend(..) | MapOp::PutSourceRange(..) => 0,
+            MapOp::PutService(..) | MapOp::DeleteService(..) => 1,
+            MapOp::DeleteBackend(..) | MapOp::DeleteSourceRange(..) => 2,
+        };
+        assert!(
+            ops.windows(2).all(|w| phase(&w[0]) <= phase(&w[1])),
+            "case: {}: phases out of order: {ops:?}",
+            case.name
+        );
+        // Only the listed frontends are written.
+        assert!(
+            ops.iter().all(|op| match op {
+                MapOp::PutService(k, _) | MapOp::DeleteService(k) => keys.contains(k),
+                _ => true,
+            }),
+            "case: {}",
+            case.name
+        );
+        // Applied, the listed frontends look exactly as a full plan makes
+        // them, the others are untouched, and no backend entry is orphaned.
+        let before = current.clone();
+        for op in &ops {
+            current.apply(op);
+            assert!(
+                consistent(&current),
+                "case: {}: torn after {op:?}",
+                case.name
+            );
+        }
+        let mut full = before.clone();
+        let mut full_slot = next_slot;
+        for op in diff(&case.desired, &before, &mut full_slot) {
+            full.apply(&op);
+        }
+        let (got_seen, full_seen, before_seen) = (seen(&current), seen(&full), seen(&before));
+        for k in [a, c, lb, new_key] {
+            let want = if keys.contains(&k) {
+                full_seen.get(&k)
+            } else {
+                before_seen.get(&k)
+            };
+            assert_eq!(
+                got_seen.get(&k),
+                want,
+                "case: {}: frontend {k:?}",
+                case.name
+            );
+        }
+        let referenced: BTreeSet<u32> = current.services.values().map(|v| v.backend_slot).collect();
+        assert!(
+            current
+                .backends
+                .keys()
+                .all(|k| referenced.contains(&k.slot)),
+            "case: {}: orphaned backends {:?}",
+            case.name,
+            current.backends
+        );
+        let want_ranges: BTreeSet<_> = if keys.contains(&lb) {
+            full.source_ranges.clone()
+        } else {
+            before.source_ranges.clone()
+        };
+        assert_eq!(current.source_ranges, want_ranges, "case: {}", case.name);
+        assert!(
+            diff_frontends(&case.desired, &keys, &current, &mut next_slot).is_empty(),
+            "case: {}: not idempotent",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn diff_frontends_skips_slots_in_use() {
+    let a = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    let n = key([10, 96, 0, 12], 80, IPPROTO_TCP);
+    let current = state(&[(a, 5, &[b(2, 80)])]);
+    let desired: DesiredServices = [(a, vec![b(2, 80)].into()), (n, vec![b(3, 80)].into())].into();
+    for start in [0, 5, u32::MAX] {
+        let mut next_slot = start;
+        let ops = diff_frontends(&desired, &[n].into(), &current, &mut next_slot);
+        let slot = match ops.last() {
+            Some(MapOp::PutService(_, v)) => v.backend_slot,
+            other => panic!("start {start}: {other:?}"),
+        };
+        assert!(slot != 0 && slot != 5, "start {start}: slot {slot}");
+    }
+}
+
+#[test]
+fn one_service_is_planned_alone_as_in_the_whole() {
+    let svc = |ns: &str, name: &str, ip: &str| {
+        service(
+            ns,
+            name,
+            Some(ip),
+            &[("http", 80, "TCP"), ("dns", 53, "UDP")],
+        )
+    };
+    let services = [
+        svc("a", "web", "10.96.0.10"),
+        svc("b", "db", "10.96.0.11"),
+        // Claims the same address as a/web: the later service wins.
+        svc("c", "clash", "10.96.0.10"),
+    ];
+    let slices = [
+        slice(
+            "a",
+            "web",
+            "IPv4",
+            &[("http", 8080, "TCP")],
+            &[ep("10.244.1.2", READY)],
+        ),
+        slice(
+            "b",
+            "db",
+            "IPv4",
+            &[("dns", 5353, "UDP")],
+            &[ep("10.244.1.3", READY)],
+        ),
+        slice(
+            "c",
+            "clash",
+            "IPv4",
+            &[("http", 9090, "TCP")],
+            &[ep("10.244.1.4", READY)],
+        ),
+        slice(
+            "a",
+            "web",
+            "IPv6",
+            &[("http", 8080, "TCP")],
+            &[ep("fd00::1", READY)],
+        ),
+    ];
+    let mut merged = DesiredServices::new();
+    for s in &services {
+        let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+        let name = s.metadata.name.as_deref().unwrap_or_default();
+        let own: Vec<&EndpointSlice> = slices
+            .iter()
+            .filter(|sl| slice_service(sl) == Some((ns, name)))
+            .collect();
+        merged.extend(service_frontends(s, &own, None));
+    }
+    assert_eq!(merged, desired_services(&services, &slices, None));
+    assert_eq!(
+        merged[&key([10, 96, 0, 10], 80, IPPROTO_TCP)].backends,
+        vec![Backend::new([10, 244, 1, 4], 9090)]
+    );
+    assert_eq!(slice_service(&slices[3]), None, "IPv6 slices are not used");
+}
