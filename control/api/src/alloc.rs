@@ -76,6 +76,20 @@ pub fn allocate_cluster_ip(
         .ok_or(AllocError::IpRangeFull)
 }
 
+/// The `n`-th address (wrapping) among the assignable addresses of `cidr`,
+/// the ones [`allocate_cluster_ip`] hands out: a cursor over the range, so
+/// the API server can test the next few addresses for being free one key at
+/// a time instead of reading the whole used set. `None` if `cidr` has no
+/// assignable address.
+pub fn cluster_ip_candidate(cidr: Ipv4Net, n: u64) -> Option<Ipv4Addr> {
+    let first = u32::from(cidr.network()).saturating_add(2);
+    let last = u32::from(cidr.broadcast()).saturating_sub(1);
+    let count = u64::from(last.checked_sub(first)?) + 1;
+    // `n % count` < count <= 2^32, so the sum stays within `last`.
+    let offset = u32::try_from(n % count).ok()?;
+    Some(Ipv4Addr::from(first + offset))
+}
+
 /// Chooses a node port: the requested one (non-zero) if in range and free,
 /// otherwise the lowest free port of `range`.
 pub fn allocate_node_port(
@@ -168,6 +182,62 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn cluster_ip_candidate_table() {
+        let cases: Vec<(&str, &str, u64, Option<&str>)> = vec![
+            (
+                "0 is the first assignable (.2)",
+                "10.96.0.0/16",
+                0,
+                Some("10.96.0.2"),
+            ),
+            (
+                "wraps at the count",
+                "10.96.0.0/16",
+                65533,
+                Some("10.96.0.2"),
+            ),
+            (
+                "the last assignable",
+                "10.96.0.0/16",
+                65532,
+                Some("10.96.255.254"),
+            ),
+            (
+                "large draws stay in range",
+                "10.96.0.0/16",
+                u64::MAX,
+                Some("10.96.0.82"),
+            ),
+            (
+                "a /30 has one assignable",
+                "10.96.0.0/30",
+                7,
+                Some("10.96.0.2"),
+            ),
+            ("a /31 has none", "10.96.0.0/31", 1, None),
+            ("a /32 has none", "10.96.0.7/32", 1, None),
+        ];
+        for (name, cidr, n, want) in cases {
+            assert_eq!(
+                cluster_ip_candidate(net(cidr), n),
+                want.map(ip),
+                "case: {name}"
+            );
+        }
+        // Every candidate is one `allocate_cluster_ip` accepts as requested.
+        let cidr = net("10.96.0.0/24");
+        for n in 0..600 {
+            let c = cluster_ip_candidate(cidr, n).expect("candidate");
+            assert_eq!(
+                allocate_cluster_ip(cidr, &BTreeSet::new(), Some(c)),
+                Ok(c),
+                "cursor {n}"
+            );
+            assert_ne!(c, ip("10.96.0.1"), "reserved for the kubernetes service");
+        }
     }
 
     #[test]

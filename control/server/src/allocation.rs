@@ -1,13 +1,17 @@
 //! Allocation of cluster resources on the write path: cluster IPs, node
 //! ports and LoadBalancer ingress addresses of Services, pod CIDRs of Nodes.
 //!
-//! The used sets are read from the allocation keys in etcd; the choice is made
-//! by the pure allocators in `weir_api::alloc`; the registry then writes the
+//! The used sets are read from the allocation keys in etcd (a free cluster IP
+//! is found by reading single keys from a cursor on, see `allocate_service`);
+//! the choice is made by the pure allocators in `weir_api::alloc`; the
+//! registry then writes the
 //! object together with its allocation keys in one transaction (a lost race
 //! fails that transaction and the registry allocates again).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::Ipv4Net;
 use serde_json::Value;
@@ -20,6 +24,10 @@ use crate::error::ApiError;
 use crate::lifecycle::{self, LB_IPS, NODE_PORTS, POD_CIDRS, SERVICE_IPS};
 use crate::object::ApiObject;
 use crate::storage::Storage;
+
+/// Addresses tried from the cursor before falling back to reading every
+/// allocated cluster IP.
+const CLUSTER_IP_PROBES: u64 = 16;
 
 /// Cluster-wide ranges the allocators hand out from.
 #[derive(Debug, Clone)]
@@ -36,11 +44,19 @@ pub struct Ranges {
 pub struct Allocator {
     storage: Storage,
     ranges: Ranges,
+    /// Where the next cluster IP search starts: an index into the
+    /// assignable addresses ([`alloc::cluster_ip_candidate`]), shared by the
+    /// clones. Only a hint: etcd's allocation keys decide what is free.
+    cluster_ip_cursor: Arc<AtomicU64>,
 }
 
 impl Allocator {
     pub fn new(storage: Storage, ranges: Ranges) -> Self {
-        Self { storage, ranges }
+        Self {
+            storage,
+            ranges,
+            cluster_ip_cursor: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Fills in cluster IPs, node ports and pod CIDRs the object needs and does
@@ -103,24 +119,32 @@ impl Allocator {
                     )
                 })?)
             };
-            // A requested address needs only its own key; choosing the lowest
-            // free one needs the whole used set.
-            let used: BTreeSet<Ipv4Addr> = match req_ip {
-                Some(ip) => self
-                    .storage
-                    .get(&format!("{SERVICE_IPS}{ip}"))
-                    .await?
-                    .map(|_| ip)
-                    .into_iter()
-                    .collect(),
-                None => self
-                    .storage
-                    .keys(SERVICE_IPS)
-                    .await?
-                    .iter()
-                    .filter_map(|k| k.strip_prefix(SERVICE_IPS)?.parse().ok())
-                    .collect(),
+            // A requested address needs only its own key. Otherwise the
+            // addresses after the cursor are tried one key each (next fit:
+            // O(1) while addresses are handed out in order); only if a few
+            // in a row are taken is the whole used set read for the lowest
+            // free one, and the cursor moves past it. Either way the claim key
+            // is written in the object's transaction, so a race fails the
+            // write and the registry allocates again.
+            let (used, req_ip): (BTreeSet<Ipv4Addr>, _) = match req_ip {
+                Some(ip) => (
+                    self.taken_service_ip(ip).await?.into_iter().collect(),
+                    Some(ip),
+                ),
+                None => match self.probe_free_service_ip().await? {
+                    Some(ip) => (BTreeSet::new(), Some(ip)),
+                    None => (
+                        self.storage
+                            .keys(SERVICE_IPS)
+                            .await?
+                            .iter()
+                            .filter_map(|k| k.strip_prefix(SERVICE_IPS)?.parse().ok())
+                            .collect(),
+                        None,
+                    ),
+                },
             };
+            let from_scan = req_ip.is_none();
             let ip = alloc::allocate_cluster_ip(self.ranges.service_cidr, &used, req_ip).map_err(
                 |e| match e {
                     AllocError::IpRangeFull => {
@@ -136,6 +160,9 @@ impl Allocator {
                     ),
                 },
             )?;
+            if from_scan {
+                self.move_cursor_past(ip);
+            }
             spec.insert("clusterIP".into(), Value::String(ip.to_string()));
             spec.insert("clusterIPs".into(), serde_json::json!([ip.to_string()]));
         }
@@ -182,6 +209,39 @@ impl Allocator {
         }
         obj.body.insert("spec".into(), Value::Object(spec));
         Ok(())
+    }
+
+    /// `Some(ip)` if `ip` is allocated to a service.
+    async fn taken_service_ip(&self, ip: Ipv4Addr) -> Result<Option<Ipv4Addr>, ApiError> {
+        Ok(self
+            .storage
+            .get(&format!("{SERVICE_IPS}{ip}"))
+            .await?
+            .map(|_| ip))
+    }
+
+    /// A free cluster IP among the next [`CLUSTER_IP_PROBES`] addresses
+    /// from the cursor (one etcd read each; the cursor moves past each one
+    /// tried, and wraps), or `None` if all of them were taken.
+    async fn probe_free_service_ip(&self) -> Result<Option<Ipv4Addr>, ApiError> {
+        for _ in 0..CLUSTER_IP_PROBES {
+            let n = self.cluster_ip_cursor.fetch_add(1, Ordering::Relaxed);
+            let Some(ip) = alloc::cluster_ip_candidate(self.ranges.service_cidr, n) else {
+                return Ok(None);
+            };
+            if self.taken_service_ip(ip).await?.is_none() {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Points the cursor at the address after `ip`.
+    fn move_cursor_past(&self, ip: Ipv4Addr) {
+        if let Some(first) = alloc::cluster_ip_candidate(self.ranges.service_cidr, 0) {
+            let next = u64::from(u32::from(ip).wrapping_sub(u32::from(first))) + 1;
+            self.cluster_ip_cursor.store(next, Ordering::Relaxed);
+        }
     }
 
     /// Keeps `status.loadBalancer.ingress` of a Service true: the address
