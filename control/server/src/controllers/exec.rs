@@ -18,7 +18,7 @@ use super::store::ObjKey;
 use super::{Cache, Ctx, deployment, endpointslice, nodelifecycle, replicaset, util};
 
 /// Ends a reconcile: forget the key's failures, or retry it with back-off.
-fn finish<T: Clone + Eq + std::hash::Hash + Send + 'static>(
+pub(super) fn finish<T: Clone + Eq + std::hash::Hash + Send + 'static>(
     q: &super::queue::WorkQueue<T>,
     key: T,
     r: Result<(), Error>,
@@ -43,7 +43,7 @@ fn ignore_exists<T>(r: Result<T, Error>) -> Result<(), Error> {
     }
 }
 
-fn ignore_not_found<T>(r: Result<T, Error>) -> Result<(), Error> {
+pub(super) fn ignore_not_found<T>(r: Result<T, Error>) -> Result<(), Error> {
     match r {
         Ok(_) | Err(Error::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
@@ -183,7 +183,7 @@ async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
 
 /// Five random name-suffix characters from the OS (falls back to the clock
 /// if the OS source fails, which only risks a retried AlreadyExists).
-fn random_suffix() -> String {
+pub(super) fn random_suffix() -> String {
     let mut b = [0u8; 5];
     if getrandom::fill(&mut b).is_err() {
         let n = util::now().as_nanosecond().to_le_bytes();
@@ -419,6 +419,7 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
         "Pod" => c.pods.uid_of(&key),
         "Service" => c.services.uid_of(&key),
         "EndpointSlice" => c.slices.uid_of(&key),
+        "DaemonSet" => c.daemonsets.uid_of(&key),
         _ => return OwnerState::Unknown,
     };
     if uid == Some(r.uid.as_str()) {
@@ -564,6 +565,7 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             "EndpointSlice" => c.slices.get(key).map(|o| o.metadata.clone()),
             "Deployment" => c.deployments.get(key).map(|o| o.metadata.clone()),
             "Service" => c.services.get(key).map(|o| o.metadata.clone()),
+            "DaemonSet" => c.daemonsets.get(key).map(|o| o.metadata.clone()),
             _ => None,
         };
         match meta {

@@ -9,11 +9,14 @@
 //! snapshot from the cache, calls the controller's pure `reconcile` and
 //! executes the returned actions through the API client.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 mod exec;
+mod exec_apps;
 pub mod gc;
 pub mod nodelifecycle;
+pub mod nodematch;
 pub mod queue;
 pub mod reflector;
 pub mod replicaset;
@@ -24,7 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -37,7 +40,8 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 5] = [
+pub const WATCHED: [&str; 6] = [
+    "DaemonSet",
     "Deployment",
     "ReplicaSet",
     "Pod",
@@ -56,6 +60,7 @@ pub struct Cache {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
+    pub daemonsets: Store<DaemonSet>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -85,6 +90,7 @@ cached!(Pod, pods, "Pod");
 cached!(Service, services, "Service");
 cached!(EndpointSlice, slices, "EndpointSlice");
 cached!(Node, nodes, "Node");
+cached!(DaemonSet, daemonsets, "DaemonSet");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -182,6 +188,8 @@ pub struct Ctx {
     pub gc: WorkQueue<GcKey>,
     pub expectations: Expectations,
     pub events: Recorders,
+    /// DaemonSet (and later workload) controllers' queues and recorders.
+    pub apps: exec_apps::Apps,
 }
 
 impl Ctx {
@@ -293,6 +301,7 @@ impl Ctx {
         for p in ch.old.iter().chain(ch.new.iter()) {
             self.enqueue_controller(&p.metadata, "ReplicaSet", &self.replicasets);
         }
+        self.on_pod_apps(ch);
         // Services whose selector matches the pod before or after the change.
         let mut services = BTreeSet::new();
         {
@@ -363,6 +372,7 @@ impl Ctx {
 
     /// Enqueues every object for a periodic full reconcile.
     fn on_node(&self, ch: &Change<Node>) {
+        self.on_node_apps(ch);
         if let Some(n) = &ch.new {
             self.nodes.add(ObjKey::of(n));
         }
@@ -382,6 +392,7 @@ impl Ctx {
         r.into_iter().for_each(|k| self.replicasets.add(k));
         s.into_iter().for_each(|k| self.slices.add(k));
         n.into_iter().for_each(|k| self.nodes.add(k));
+        self.resync_apps();
     }
 }
 
@@ -398,6 +409,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
         gc: WorkQueue::new(),
         expectations: Expectations::default(),
         events: Recorders::new(&client),
+        apps: exec_apps::Apps::new(&client),
     });
     let mut tasks = tokio::task::JoinSet::new();
     macro_rules! reflect {
@@ -416,11 +428,13 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     reflect!(Service, on_service);
     reflect!(EndpointSlice, on_slice);
     reflect!(Node, on_node);
+    reflect!(DaemonSet, on_daemonset);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));
     tasks.spawn(exec::gc_worker(ctx.clone()));
     tasks.spawn(exec::node_worker(ctx.clone()));
+    tasks.spawn(exec_apps::daemonset_worker(ctx.clone()));
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);

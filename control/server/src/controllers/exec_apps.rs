@@ -1,0 +1,257 @@
+//! The thin I/O side of the workload controllers (DaemonSet, ...): their
+//! queues, expectations and Event recorders, the change handlers that map
+//! cache changes to their keys, and one worker each that snapshots the
+//! cache, calls the pure reconcile and performs its actions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use tracing::Instrument;
+use weir_client::events::{self, EventType, Recorder};
+use weir_client::{DeleteParams, Error};
+
+use super::exec::{finish, ignore_not_found, random_suffix};
+use super::queue::WorkQueue;
+use super::store::{Change, ObjKey};
+use super::{Ctx, Expectations, daemonset, util};
+
+/// Queues, expectations and recorders of the workload controllers.
+pub struct Apps {
+    pub daemonsets: WorkQueue<ObjKey>,
+    pub ds_expectations: Expectations,
+    pub ds_events: Recorder,
+}
+
+impl Apps {
+    pub fn new(client: &weir_client::Client) -> Self {
+        Self {
+            daemonsets: WorkQueue::new(),
+            ds_expectations: Expectations::default(),
+            ds_events: Recorder::new(client.clone(), "daemonset-controller", None),
+        }
+    }
+}
+
+/// The controller key of an object whose controller is of `kind`.
+fn controller_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: &str,
+) -> Option<ObjKey> {
+    util::controller_of(meta)
+        .filter(|r| r.kind == kind)
+        .map(|r| ObjKey::new(meta.namespace.clone().unwrap_or_default(), r.name.clone()))
+}
+
+impl Ctx {
+    pub(super) fn on_daemonset(&self, ch: &Change<DaemonSet>) {
+        self.enqueue_propagation("DaemonSet", ch);
+        if let Some(d) = ch.latest() {
+            self.apps.daemonsets.add(ObjKey::of(d));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
+    /// Pod changes: lower the owner's expectations, then enqueue it.
+    pub(super) fn on_pod_apps(&self, ch: &Change<Pod>) {
+        let gone = |p: &Pod| util::terminating(&p.metadata);
+        let (pod, adds, dels) = match (&ch.old, &ch.new) {
+            (None, Some(new)) => (Some(new), 1, 0),
+            (Some(old), Some(new)) if !gone(old) && gone(new) => (Some(new), 0, 1),
+            (Some(old), None) if !gone(old) => (Some(old), 0, 1),
+            _ => (None, 0, 0),
+        };
+        if let Some(k) = pod.and_then(|p| controller_key(&p.metadata, "DaemonSet")) {
+            self.apps.ds_expectations.lower(&k, adds, dels);
+        }
+        for p in ch.old.iter().chain(ch.new.iter()) {
+            if let Some(k) = controller_key(&p.metadata, "DaemonSet") {
+                self.apps.daemonsets.add(k);
+            }
+        }
+    }
+
+    /// Node changes that can change where daemon pods belong: a node added
+    /// or removed, or its labels or taints changed (not every heartbeat).
+    pub(super) fn on_node_apps(&self, ch: &Change<Node>) {
+        let relevant = match (&ch.old, &ch.new) {
+            (Some(o), Some(n)) => {
+                o.metadata.labels != n.metadata.labels
+                    || o.spec.as_ref().map(|s| &s.taints) != n.spec.as_ref().map(|s| &s.taints)
+                    || o.metadata.deletion_timestamp != n.metadata.deletion_timestamp
+            }
+            _ => true,
+        };
+        if relevant {
+            let keys: Vec<ObjKey> = self.read().daemonsets.iter().map(ObjKey::of).collect();
+            keys.into_iter().for_each(|k| self.apps.daemonsets.add(k));
+        }
+    }
+
+    pub(super) fn resync_apps(&self) {
+        let keys: Vec<ObjKey> = self.read().daemonsets.iter().map(ObjKey::of).collect();
+        keys.into_iter().for_each(|k| self.apps.daemonsets.add(k));
+    }
+}
+
+pub async fn daemonset_worker(ctx: Arc<Ctx>) {
+    loop {
+        let key = ctx.apps.daemonsets.pop().await;
+        let span = tracing::info_span!("reconcile", controller = "daemonset", namespace = %key.namespace, name = %key.name);
+        let r = reconcile_daemonset(&ctx, &key)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| finish(&ctx.apps.daemonsets, key, r));
+    }
+}
+
+async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let q = &ctx.apps.daemonsets;
+    if !ctx.apps.ds_expectations.satisfied(key, Instant::now()) {
+        // Our own creations/deletions are not in the cache yet; their events re-enqueue us.
+        q.add_after(key.clone(), Duration::from_secs(1));
+        return Ok(());
+    }
+    let (ds, nodes, pods, adopt) = {
+        let c = ctx.read();
+        if !c.synced.contains("Node") || !c.synced.contains("Pod") {
+            q.add_after(key.clone(), Duration::from_secs(1));
+            return Ok(());
+        }
+        let Some(ds) = c.daemonsets.get(key).cloned() else {
+            return Ok(());
+        };
+        let uid = ds.metadata.uid.clone().unwrap_or_default();
+        let in_ns: Vec<Pod> = c.pods.in_namespace(&key.namespace).cloned().collect();
+        let selector = ds
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let adopt = util::adoptable(&ds.metadata, "apps/v1", "DaemonSet", &selector, &in_ns);
+        let pods: Vec<Pod> = in_ns
+            .into_iter()
+            .filter(|p| util::controlled_by(&p.metadata, &uid))
+            .collect();
+        let nodes: Vec<Node> = c.nodes.iter().cloned().collect();
+        (ds, nodes, pods, adopt)
+    };
+    if !adopt.is_empty() {
+        for p in adopt {
+            tracing::info!(
+                pod = p.metadata.name.as_deref().unwrap_or_default(),
+                "adopting pod"
+            );
+            ignore_not_found(ctx.client.update(&p).await)?;
+        }
+        return Ok(());
+    }
+    let now = util::now();
+    let actions = daemonset::reconcile(&ds, &nodes, &pods, now, &mut random_suffix);
+    let adds = actions
+        .iter()
+        .filter(|a| matches!(a, daemonset::Action::CreatePod(_)))
+        .count() as i64;
+    let dels = actions
+        .iter()
+        .filter(|a| matches!(a, daemonset::Action::DeletePod { .. }))
+        .count() as i64;
+    if adds > 0 || dels > 0 {
+        ctx.apps
+            .ds_expectations
+            .expect(key, adds, dels, Instant::now());
+    }
+    let rec = &ctx.apps.ds_events;
+    let mut first_err = None;
+    for a in actions {
+        let r = match a {
+            daemonset::Action::CreatePod(p) => {
+                let node = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default();
+                match ctx.client.create(&p).await {
+                    Ok(created) => {
+                        let name = created.metadata.name.clone().unwrap_or_default();
+                        tracing::info!(pod = %name, %node, "created daemon pod");
+                        super::emit(
+                            rec,
+                            events::reference(&ds),
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {name}"),
+                        );
+                        Ok(())
+                    }
+                    Err(error) => {
+                        ctx.apps.ds_expectations.lower(key, 1, 0);
+                        super::emit(
+                            rec,
+                            events::reference(&ds),
+                            EventType::Warning,
+                            "FailedCreate",
+                            format!("Error creating: {error}"),
+                        );
+                        Err(error)
+                    }
+                }
+            }
+            daemonset::Action::DeletePod { pod, node, why } => {
+                tracing::info!(pod = %pod.name, %node, ?why, "deleting daemon pod");
+                if why == daemonset::Why::Failed {
+                    super::emit(
+                        rec,
+                        events::reference(&ds),
+                        EventType::Warning,
+                        "FailedDaemonPod",
+                        format!(
+                            "Found failed daemon pod {} on node {node}, will try to kill it",
+                            pod
+                        ),
+                    );
+                }
+                let r = ctx
+                    .client
+                    .delete::<Pod>(&pod.namespace, &pod.name, &DeleteParams::default())
+                    .await;
+                if r.is_err() {
+                    ctx.apps.ds_expectations.lower(key, 0, 1);
+                } else {
+                    super::emit(
+                        rec,
+                        events::reference(&ds),
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", pod.name),
+                    );
+                }
+                ignore_not_found(r)
+            }
+            daemonset::Action::UpdateStatus(n) => ctx.client.update_status(&n).await.map(|_| ()),
+        };
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    // Pods ready but not yet available for minReadySeconds need a later look.
+    let min_ready = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    if min_ready > 0
+        && pods
+            .iter()
+            .any(|p| util::pod_ready(p) && !util::pod_available(p, min_ready, now))
+    {
+        q.add_after(
+            key.clone(),
+            Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)),
+        );
+    }
+    first_err.map_or(Ok(()), Err)
+}
