@@ -1,8 +1,15 @@
 //! Runs and supervises the embedded etcd (used when no `--etcd` is given):
 //! starts it, restarts it if it dies, and stops it by PID on shutdown.
+//!
+//! The PID of the running etcd is kept in `<data dir>.pid`. A weir-control
+//! killed with SIGKILL cannot stop its etcd, which keeps running and holds
+//! the data directory and ports; the next weir-control on the same state
+//! directory finds it through that file and stops it (SIGTERM: etcd syncs
+//! its WAL) before starting its own, instead of failing to start one forever.
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -90,6 +97,55 @@ fn start(cfg: &EtcdConfig) -> std::io::Result<Child> {
         .spawn()
 }
 
+/// Where the PID of the etcd this supervisor runs is recorded.
+fn pid_file(cfg: &EtcdConfig) -> PathBuf {
+    cfg.data_dir.with_extension("pid")
+}
+
+/// Whether a NUL-separated `/proc/PID/cmdline` is an etcd serving `data_dir`
+/// (so a recorded PID that was reused by another process is left alone).
+pub fn is_etcd_on(cmdline: &[u8], data_dir: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"--data-dir" && w[1] == data_dir.as_os_str().as_bytes())
+}
+
+/// Whether `pid` is still the etcd of `data_dir` (a zombie has no cmdline).
+fn still_ours(pid: i32, data_dir: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_etcd_on(&c, data_dir))
+}
+
+/// Stops an etcd a previous, crashed weir-control left running on this data
+/// directory (see the module doc).
+pub async fn stop_stale(cfg: &EtcdConfig) {
+    let file = pid_file(cfg);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    if let Ok(pid) = text.trim().parse::<i32>()
+        && pid > 0
+        && still_ours(pid, &cfg.data_dir)
+    {
+        tracing::warn!(
+            pid,
+            "stopping the etcd a previous weir-control left running"
+        );
+        for (signal, wait) in [(Signal::SIGTERM, 100), (Signal::SIGKILL, 50)] {
+            let _ = kill(Pid::from_raw(pid), signal);
+            for _ in 0..wait {
+                if !still_ours(pid, &cfg.data_dir) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !still_ours(pid, &cfg.data_dir) {
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
 async fn supervise(cfg: EtcdConfig, mut stop: watch::Receiver<bool>) {
     loop {
         let mut child = match start(&cfg) {
@@ -103,6 +159,11 @@ async fn supervise(cfg: EtcdConfig, mut stop: watch::Receiver<bool>) {
             }
         };
         tracing::info!(pid = child.id(), url = cfg.client_url(), log = %cfg.log_file.display(), "etcd started");
+        if let Some(pid) = child.id()
+            && let Err(error) = std::fs::write(pid_file(&cfg), pid.to_string())
+        {
+            tracing::warn!(%error, "cannot record the etcd PID");
+        }
         tokio::select! {
             status = child.wait() => {
                 tracing::error!(?status, "etcd exited; restarting in 1s");
@@ -112,6 +173,7 @@ async fn supervise(cfg: EtcdConfig, mut stop: watch::Receiver<bool>) {
             }
             _ = stop.changed() => {
                 terminate(&mut child).await;
+                let _ = std::fs::remove_file(pid_file(&cfg));
                 return;
             }
         }
@@ -174,5 +236,42 @@ mod tests {
             Some("weir=http://127.0.0.1:2380")
         );
         assert_eq!(value("--data-dir").as_deref(), Some("/tmp/x/etcd"));
+    }
+
+    #[test]
+    fn recognises_only_an_etcd_on_its_own_data_dir() {
+        let dir = Path::new("/var/lib/weir/a/etcd");
+        let cmd = |args: &[&str]| args.join("\0").into_bytes();
+        for (cmdline, ours) in [
+            (
+                cmd(&[
+                    "/usr/bin/etcd",
+                    "--name",
+                    "weir",
+                    "--data-dir",
+                    "/var/lib/weir/a/etcd",
+                ]),
+                true,
+            ),
+            (
+                cmd(&["/usr/bin/etcd", "--data-dir", "/var/lib/weir/b/etcd"]),
+                false,
+            ),
+            (
+                cmd(&["/usr/bin/etcd", "--data-dir", "/var/lib/weir/a/etcd2"]),
+                false,
+            ),
+            // A reused PID: some other process mentioning the path.
+            (cmd(&["cat", "/var/lib/weir/a/etcd"]), false),
+            (cmd(&["/usr/bin/etcd", "--data-dir"]), false),
+            (Vec::new(), false), // a zombie
+        ] {
+            assert_eq!(
+                is_etcd_on(&cmdline, dir),
+                ours,
+                "{:?}",
+                String::from_utf8_lossy(&cmdline)
+            );
+        }
     }
 }

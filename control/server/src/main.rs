@@ -159,6 +159,8 @@ async fn main() -> anyhow::Result<()> {
                 .checked_add(1)
                 .context("--embedded-etcd-port too large")?,
         };
+        // An etcd our crashed predecessor left running holds the ports.
+        etcd_supervisor::stop_stale(&cfg).await;
         // A busy port would make us talk to somebody else's etcd: refuse.
         for port in [cfg.client_port, cfg.peer_port] {
             std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {

@@ -4,7 +4,6 @@
 //! tier `cargo xtask test` runs.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_client::{Client, DeleteParams, Error, ListParams, WatchEvent, WatchParams};
 
 mod common;
-use common::{Proc, Server, connect_when_up, free_port, free_port_pair};
+use common::{Etcd, Proc, Replica, Server};
 
 fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
     ObjectMeta {
@@ -556,51 +555,17 @@ async fn lists_larger_than_one_grpc_message() {
     assert_eq!(all.items.len(), 8);
 }
 
-/// A stand-alone etcd on free loopback ports.
-fn start_etcd(dir: &std::path::Path) -> (Proc, String) {
-    let port = free_port_pair();
-    let client = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{}", port + 1);
-    let child = Command::new("/usr/bin/etcd")
-        .args(["--name", "t", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("t={peer}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start etcd");
-    (Proc(child), client)
-}
-
 /// A weir-control replica against `etcd`, with a fast election.
 async fn start_replica(dir: &std::path::Path, etcd: &str) -> (Proc, Client) {
-    std::fs::create_dir_all(dir).expect("replica dir");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_weir-control"))
-        .arg("--state-dir")
-        .arg(dir)
-        .args(["--etcd", etcd, "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--leader-elect-lease-duration-seconds", "4"])
-        .args(["--leader-elect-renew-deadline-seconds", "3"])
-        .args(["--leader-elect-retry-period-seconds", "1"])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start weir-control");
-    let proc = Proc(child);
-    let c = connect_when_up(&format!("http://127.0.0.1:{port}")).await;
-    (proc, c)
+    let flags = [
+        "--leader-elect-lease-duration-seconds",
+        "4",
+        "--leader-elect-renew-deadline-seconds",
+        "3",
+        "--leader-elect-retry-period-seconds",
+        "1",
+    ];
+    Replica::new(dir, etcd, &flags).start().await
 }
 
 async fn lease_holder(c: &Client) -> Option<String> {
@@ -681,7 +646,8 @@ async fn replica_set_gets_a_pod(c: &Client, name: &str) {
 #[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
 async fn two_replicas_elect_one_leader_and_fail_over() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_etcd, etcd_url) = start_etcd(dir.path());
+    let etcd = Etcd::start(dir.path());
+    let etcd_url = etcd.url.clone();
     let (a, ca) = start_replica(&dir.path().join("a"), &etcd_url).await;
     let leader_a = wait_holder(&ca, 30, "first replica leads", Option::is_some).await;
     let (b, cb) = start_replica(&dir.path().join("b"), &etcd_url).await;

@@ -4,7 +4,8 @@
 #![allow(dead_code)] // each test crate uses a part
 
 use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -40,6 +41,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Already reaped (killed by the test): its PID may belong to someone else now.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         self.signal(nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -50,6 +55,110 @@ impl Drop for Proc {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGKILL (a crash: no cleanup, no flush) and reap.
+    pub fn crash(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// A stand-alone etcd on free loopback ports, which a test can crash and
+/// restart on the same data directory and ports.
+pub struct Etcd {
+    proc: Option<Proc>,
+    dir: PathBuf,
+    port: u16,
+    pub url: String,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path) -> Etcd {
+        let port = free_port_pair();
+        let mut etcd = Etcd {
+            proc: None,
+            dir: dir.join("etcd"),
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        etcd.restart();
+        etcd
+    }
+
+    /// Starts it again (after [`Etcd::crash`]) with the same data and ports.
+    pub fn restart(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.port + 1);
+        let child = Command::new("/usr/bin/etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        self.proc = Some(Proc(child));
+    }
+
+    /// SIGKILL, like a power cut of the etcd process.
+    pub fn crash(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.crash();
+        }
+    }
+}
+
+/// A weir-control against an external etcd on a fixed address, so a restart
+/// after [`Proc::crash`] serves where clients already connect.
+pub struct Replica {
+    pub dir: PathBuf,
+    pub addr: String,
+    port: u16,
+    /// `--etcd URL`, or `--embedded-etcd-port P` (fixed so a restart finds its data).
+    etcd_flags: [String; 2],
+    extra: Vec<String>,
+}
+
+impl Replica {
+    pub fn new(dir: &Path, etcd: &str, extra: &[&str]) -> Replica {
+        std::fs::create_dir_all(dir).expect("replica dir");
+        let port = free_port();
+        Replica {
+            dir: dir.to_path_buf(),
+            addr: format!("http://127.0.0.1:{port}"),
+            port,
+            etcd_flags: ["--etcd".into(), etcd.to_string()],
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A weir-control running its own embedded etcd in `dir`.
+    pub fn embedded(dir: &Path) -> Replica {
+        let mut r = Replica::new(dir, "", &[]);
+        r.etcd_flags = ["--embedded-etcd-port".into(), free_port_pair().to_string()];
+        r
+    }
+
+    /// Starts the process and returns it with a client once it answers.
+    pub async fn start(&self) -> (Proc, Client) {
+        let child = Command::new(env!("CARGO_BIN_EXE_weir-control"))
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .args(&self.etcd_flags)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start weir-control");
+        let proc = Proc(child);
+        let client = connect_when_up(&self.addr).await;
+        (proc, client)
     }
 }
 
