@@ -158,7 +158,8 @@ mod tests {
 
     #[test]
     fn seeded_keeps_consistent_pairs_and_continues_after_them() {
-        let cases: [(&str, Vec<(&str, u32)>, Vec<(&str, u32)>); 4] = [
+        type Pairs = Vec<(&'static str, u32)>;
+        let cases: [(&str, Pairs, Pairs); 4] = [
             ("empty", vec![], vec![]),
             (
                 "kept",
