@@ -60,6 +60,19 @@ pub struct Args {
     /// MTU written into the CNI configuration.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
+    /// Masquerade pod connections leaving the cluster: their source becomes
+    /// the node's address (`--masquerade false`: pods keep theirs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub masquerade: bool,
+    /// Destinations pods reach with their own address (comma-separated
+    /// CIDRs; the cluster's pod CIDR by default). Node addresses are added
+    /// to these automatically.
+    #[arg(
+        long = "non-masquerade-cidr",
+        value_delimiter = ',',
+        default_value = "10.244.0.0/16"
+    )]
+    pub non_masquerade_cidrs: Vec<ipnet::Ipv4Net>,
 }
 
 /// The agent's configuration, as plain data.
@@ -81,6 +94,10 @@ pub struct Config {
     pub pod_poll: Duration,
     pub max_pods: u32,
     pub mtu: u32,
+    /// Whether pod connections leaving the cluster are masqueraded.
+    pub masquerade: bool,
+    /// Destinations that are never masqueraded (besides the nodes).
+    pub non_masquerade_cidrs: std::collections::BTreeSet<ipnet::Ipv4Net>,
 }
 
 /// A flag value the agent cannot work with.
@@ -137,6 +154,8 @@ impl TryFrom<Args> for Config {
             pod_poll: Duration::from_millis(a.pod_poll_ms.max(100)),
             max_pods: a.max_pods,
             mtu: a.mtu,
+            masquerade: a.masquerade,
+            non_masquerade_cidrs: a.non_masquerade_cidrs.iter().map(|n| n.trunc()).collect(),
         })
     }
 }
@@ -183,6 +202,49 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert_eq!(c.pod_poll, Duration::from_secs(1));
         assert_eq!(c.netns, None);
+        assert!(c.masquerade);
+        let cluster: ipnet::Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        assert_eq!(c.non_masquerade_cidrs, [cluster].into());
+    }
+
+    #[test]
+    fn masquerade_flags_parse() {
+        let argv = [
+            "weir-agent",
+            "--node-name",
+            "n",
+            "--server",
+            "s",
+            "--node-ip",
+            "172.30.0.11",
+            "--cri-socket",
+            "c",
+            "--state-dir",
+            "d",
+            "--bpffs-dir",
+            "b",
+            "--cgroup-parent",
+            "/p",
+            "--cni-conf-dir",
+            "e",
+            "--pod-log-dir",
+            "l",
+            "--masquerade",
+            "false",
+            "--non-masquerade-cidr",
+            "10.0.0.0/8,192.168.1.7/24",
+        ];
+        let c = Config::try_from(Args::try_parse_from(argv).expect("parse")).expect("valid");
+        assert!(!c.masquerade);
+        let want: std::collections::BTreeSet<ipnet::Ipv4Net> = [
+            "10.0.0.0/8".parse().unwrap(),
+            "192.168.1.0/24".parse().unwrap(),
+        ]
+        .into();
+        assert_eq!(c.non_masquerade_cidrs, want);
+        let mut bad = argv.to_vec();
+        *bad.last_mut().unwrap() = "10.0.0.0/33";
+        assert!(Args::try_parse_from(bad).is_err(), "a bad CIDR is refused");
     }
 
     #[test]
