@@ -14,6 +14,8 @@ mod datapath;
 mod iptables;
 mod netns;
 mod plan;
+mod policy;
+mod policy_report;
 mod report;
 mod server;
 mod stats;
@@ -39,6 +41,8 @@ enum Cmd {
     Datapath(datapath::DatapathArgs),
     /// Control plane: write/list/watch latency and memory against a real etcd.
     Control(control::ControlArgs),
+    /// NetworkPolicy: connection rate with N policies vs none, change -> enforced latency.
+    Policy(policy::PolicyArgs),
     /// (internal) The TCP server, inside the server netns.
     Serve {
         #[arg(long)]
@@ -88,6 +92,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Datapath(args) => datapath::run(args),
         Cmd::Control(args) => control::run(args),
+        Cmd::Policy(args) => policy::run(args),
         Cmd::Serve {
             netns: ns,
             port,
