@@ -20,7 +20,8 @@
 //! - `sock`: the cgroup socket hooks (socket-level load balancing);
 //! - `inspect`: read-only snapshot of a node's pinned maps, and its rendering;
 //! - `maps`: typed access to the pinned maps;
-//! - `sync`: the watch -> store -> plan -> apply loop.
+//! - `sync`: the watch -> store -> plan -> apply loop;
+//! - `xdp`: the XDP fast path's Maglev tables and its node interface attachment.
 #![forbid(unsafe_code)]
 
 #[cfg(test)]
@@ -40,6 +41,9 @@ mod sync;
 mod tests;
 #[cfg(test)]
 mod traffic_tests;
+mod xdp;
+#[cfg(test)]
+mod xdp_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -184,6 +188,10 @@ pub struct Datapath {
     _cgroup_links: Option<sock::CgroupLinks>,
     /// The node (for the planner) and the NodePort attachment on its interface.
     node: Option<(NodeConfig, attach::Held)>,
+    /// The Maglev tables of the XDP fast path and tc node-ingress.
+    maglev: xdp::MaglevTables,
+    /// The XDP fast path on the node interface, when a node is configured.
+    xdp: Option<xdp::XdpAttachment>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -226,6 +234,7 @@ impl Datapath {
         if let Some(node) = &cfg.node {
             let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
             dp.node = Some((node.clone(), held));
+            dp.xdp = Some(dp.attach_node_xdp(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?);
         }
         Ok(dp)
     }
@@ -252,6 +261,23 @@ impl Datapath {
         let held = attach::attach(program, hook, &link, links_dir)?;
         tracing::info!(interface = %link.name, node_ip = %node.ip, "NodePort program attached");
         Ok(held)
+    }
+
+    /// Attaches the XDP fast path to the node interface (adopting the link a
+    /// previous agent pinned), after the tc program it falls back to.
+    fn attach_node_xdp(
+        &mut self,
+        node: &NodeConfig,
+        links_dir: &Path,
+    ) -> Result<xdp::XdpAttachment, DatapathError> {
+        let link = attach::list_links()?
+            .into_iter()
+            .find(|l| l.name == node.interface)
+            .ok_or_else(|| DatapathError::NoInterface {
+                interface: node.interface.clone(),
+            })?;
+        let mode = xdp::mode_for(xdp::link_kind(&link.name).as_deref());
+        xdp::attach(&mut self.ebpf, &link, mode, links_dir)
     }
 
     /// The node context for the planner (`None` without a node config).
@@ -294,10 +320,12 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
         sock::load(&mut ebpf)?;
+        xdp::load(&mut ebpf)?;
         let cgroup_links = cgroup_dir
             .map(|dir| sock::attach(&mut ebpf, dir, pin_dir))
             .transpose()?;
         let maps = maps::ServiceMaps::take(&mut ebpf)?;
+        let maglev = xdp::MaglevTables::take(&mut ebpf)?;
         tracing::info!(pin_dir = %pin_dir.display(), "eBPF datapath loaded");
         Ok(Datapath {
             ebpf,
@@ -306,6 +334,8 @@ impl Datapath {
             links_dir: pin_dir.join(LINKS_DIR),
             _cgroup_links: cgroup_links,
             node: None,
+            maglev,
+            xdp: None,
         })
     }
 
@@ -411,15 +441,19 @@ impl Datapath {
 
     /// Applies `ops` in order, mirroring each success into `state`. Stops at
     /// the first failure, leaving `state` equal to what the maps now hold.
+    /// The Maglev tables the ops' backend sets need are written first and
+    /// those no frontend uses any more deleted last (see `xdp`).
     pub fn apply(
         &mut self,
         ops: &[plan::MapOp],
         state: &mut MapState,
     ) -> Result<(), DatapathError> {
+        self.maglev.put_missing(ops, state)?;
         for op in ops {
             self.maps.apply(op)?;
             state.apply(op);
         }
+        self.maglev.delete_stale(state)?;
         Ok(())
     }
 }

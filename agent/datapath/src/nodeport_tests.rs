@@ -21,15 +21,15 @@ use super::{Datapath, DatapathConfig, NodeConfig};
 /// `bpf_redirect`'s verdict.
 const TC_ACT_REDIRECT: u32 = 7;
 
-const NODE_IP: [u8; 4] = [172, 30, 0, 11];
-const CLIENT: [u8; 4] = [172, 30, 0, 100];
-const CLUSTER_IP: [u8; 4] = [10, 96, 0, 10];
-const REMOTE_POD: [u8; 4] = [10, 244, 2, 3];
-const LOCAL_POD: [u8; 4] = [10, 244, 1, 3];
+pub(crate) const NODE_IP: [u8; 4] = [172, 30, 0, 11];
+pub(crate) const CLIENT: [u8; 4] = [172, 30, 0, 100];
+pub(crate) const CLUSTER_IP: [u8; 4] = [10, 96, 0, 10];
+pub(crate) const REMOTE_POD: [u8; 4] = [10, 244, 2, 3];
+pub(crate) const LOCAL_POD: [u8; 4] = [10, 244, 1, 3];
 /// An external IP of a service, routed by the external client to node1.
-const EXTERNAL_IP: [u8; 4] = [192, 0, 2, 10];
+pub(crate) const EXTERNAL_IP: [u8; 4] = [192, 0, 2, 10];
 /// A LoadBalancer IP on the underlay segment, announced (ARP) by node1.
-const LB_IP: [u8; 4] = [172, 30, 0, 200];
+pub(crate) const LB_IP: [u8; 4] = [172, 30, 0, 200];
 
 /// NodePorts of the tests: (port, backends, flags).
 const NODEPORTS: [(u16, u8, &[[u8; 4]], u32); 5] = [
@@ -50,7 +50,7 @@ const NODEPORTS: [(u16, u8, &[[u8; 4]], u32); 5] = [
     (30053, IPPROTO_UDP, &[REMOTE_POD], SERVICE_FLAG_NODEPORT),
 ];
 
-fn services() -> DesiredServices {
+pub(crate) fn services() -> DesiredServices {
     let mut desired: DesiredServices = NODEPORTS
         .iter()
         .map(|&(port, proto, backends, flags)| {
@@ -112,14 +112,14 @@ fn services() -> DesiredServices {
     desired
 }
 
-fn mac(last: u8) -> [u8; 6] {
+pub(crate) fn mac(last: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, last]
 }
 
 /// A namespace in which the FIB sends 10.244.0.0/16 to a "node2" and
 /// 172.30.0.0/24 out of a veth, with permanent neighbours, so redirects
 /// are deterministic.
-fn fib_netns(name: &str) -> Netns {
+pub(crate) fn fib_netns(name: &str) -> Netns {
     let ns = Netns(vec![name.to_owned()]);
     run(&format!("ip netns add {name}"));
     run(&format!(

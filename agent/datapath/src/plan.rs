@@ -816,5 +816,7 @@ fn allocate_slot(next_slot: &mut u32, used: &mut BTreeSet<u32>) -> u32 {
     }
 }
 
+pub mod maglev;
+
 #[cfg(test)]
 mod tests;

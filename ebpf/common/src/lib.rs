@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod flow;
+pub mod maglev;
 pub mod policy;
 
 /// IP protocol number of TCP (the `proto` field of keys).
@@ -105,6 +106,10 @@ pub mod program_names {
     /// the node netns): NodePort translation of traffic from outside the
     /// node, and reverse translation of replies of remote backends.
     pub const NODE_INGRESS: &str = "weir_node_ingress";
+    /// XDP program on the node interface: the fast path for new and
+    /// established NodePort/LoadBalancer/externalIP connections whose backend
+    /// is on another node (see `ebpf/programs/src/xdp.rs`).
+    pub const NODE_XDP: &str = "weir_node_xdp";
 }
 
 /// Capacity of the services map: one entry per (ClusterIP, port, protocol).

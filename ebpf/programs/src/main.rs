@@ -1,7 +1,7 @@
 //! weir's kernel datapath.
 //!
 //! One entry module per hook ([`from_pod`], [`to_pod`], [`node_ingress`],
-//! [`sock`]); the per-concern
+//! [`sock`], [`xdp`]); the per-concern
 //! modules below hold everything the hooks share:
 //!
 //! - [`packet`]: bounds-checked reads and writes of packet bytes,
@@ -9,6 +9,8 @@
 //! - [`maps`]: the map definitions (layouts come from `weir-ebpf-common`),
 //! - [`conntrack`]: per-connection translation state,
 //! - [`lb`]: backend selection,
+//! - [`maglev`]: Maglev consistent-hashing backend choice (XDP and node-ingress),
+//! - [`xdp_packet`]: direct packet access, parsing and NAT for the XDP hook,
 //! - [`nat`]: address/port rewriting with incremental checksum updates,
 //! - [`fib`]: forwarding translated packets past the stack (FIB + redirect),
 //! - [`arp`]: answering ARP for owned LoadBalancer IPs,
@@ -22,6 +24,7 @@ mod fib;
 mod from_pod;
 mod icmp;
 mod lb;
+mod maglev;
 mod maps;
 mod nat;
 mod node_ingress;
@@ -29,6 +32,8 @@ mod packet;
 mod parse;
 mod sock;
 mod to_pod;
+mod xdp;
+mod xdp_packet;
 
 /// Required by `no_std`. The verifier rejects programs that could reach a
 /// panic (there is no unwinding in BPF), so this is never called at run time.

@@ -3,7 +3,8 @@
 //! and from outside.
 //!
 //! - A new connection to a NodePort or external IP (frontend in
-//!   `WEIR_SERVICES` with `SERVICE_FLAG_NODEPORT`) gets a backend; its
+//!   `WEIR_SERVICES` with `SERVICE_FLAG_NODEPORT`) gets a backend (from the
+//!   frontend's Maglev table when it has one, as XDP picks it); its
 //!   destination becomes the backend and, unless externalTrafficPolicy is
 //!   Local, its source the node address and a SNAT port, so replies of
 //!   backends on other nodes come back here. Both directions are recorded in
@@ -83,7 +84,7 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     }
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);
-    let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
+    let Some(backend) = crate::maglev::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
         maps::count_drop(drop_reason::NO_BACKEND);
         return TC_ACT_SHOT;
     };

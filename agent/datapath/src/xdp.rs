@@ -1,0 +1,245 @@
+//! The XDP fast path's user-space side: the Maglev tables map and the XDP
+//! attachment on the node interface.
+//!
+//! Tables: before a plan is applied, every backend set a frontend will use
+//! and that wants a table gets one (written whole, under the set's fresh
+//! slot, before the frontend is pointed at it); after the plan, tables of
+//! sets no frontend uses are deleted. Which ones is decided by the pure
+//! `plan::maglev::{tables_to_put, tables_to_delete}`.
+//!
+//! Attachment: the XDP program is attached to the node interface as a
+//! bpf_link pinned at `<bpffs>/node-links/<ifname>@<ifindex>-xdp`; the next
+//! agent adopts the pinned link and swaps its program in with one
+//! `BPF_LINK_UPDATE`, as for the TCX links (see `attach.rs`), so a restart
+//! never leaves the interface without the program.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, MapError};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
+use aya::programs::{Xdp, XdpMode};
+use weir_ebpf_common::maglev::{MAGLEV_MAP, MaglevTable};
+use weir_ebpf_common::program_names;
+
+use super::DatapathError;
+use super::attach::{self, Link};
+use super::plan::{MapOp, MapState, maglev};
+
+/// The Maglev tables map and the backend sets it holds a table for.
+pub struct MaglevTables {
+    map: HashMap<MapData, u32, MaglevTable>,
+    slots: BTreeSet<u32>,
+}
+
+impl MaglevTables {
+    /// Takes the map out of a loaded object and reads which tables exist
+    /// (pinned maps keep them across agent restarts).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        let map = ebpf.take_map(MAGLEV_MAP).ok_or(DatapathError::Missing {
+            what: "map",
+            name: MAGLEV_MAP,
+        })?;
+        let map: HashMap<MapData, u32, MaglevTable> = HashMap::try_from(map).map_err(map_error)?;
+        let slots = map
+            .keys()
+            .collect::<Result<BTreeSet<u32>, MapError>>()
+            .map_err(map_error)?;
+        Ok(Self { map, slots })
+    }
+
+    /// Writes the tables `ops` will need (call before applying them).
+    pub fn put_missing(&mut self, ops: &[MapOp], state: &MapState) -> Result<(), DatapathError> {
+        for (slot, backends) in maglev::tables_to_put(ops, state, &self.slots) {
+            let entries = match maglev::datapath_table(&backends) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    // Excluded by wants_table; the datapath falls back to
+                    // hash % count for this set.
+                    tracing::warn!(slot, %error, "no Maglev table for a backend set");
+                    continue;
+                }
+            };
+            let mut table = MaglevTable::default();
+            table.entries.copy_from_slice(&entries);
+            self.map.insert(slot, table, 0).map_err(map_error)?;
+            self.slots.insert(slot);
+        }
+        Ok(())
+    }
+
+    /// Deletes the tables no frontend of `state` uses (call after a plan).
+    pub fn delete_stale(&mut self, state: &MapState) -> Result<(), DatapathError> {
+        for slot in maglev::tables_to_delete(state, &self.slots) {
+            match self.map.remove(&slot) {
+                Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(map_error(error)),
+            }
+            self.slots.remove(&slot);
+        }
+        Ok(())
+    }
+
+    /// The backend sets that have a table.
+    #[cfg(test)]
+    pub fn slots(&self) -> &BTreeSet<u32> {
+        &self.slots
+    }
+
+    /// The table of `slot`, if any.
+    #[cfg(test)]
+    pub fn get(&self, slot: u32) -> Option<MaglevTable> {
+        self.map.get(&slot, 0).ok()
+    }
+}
+
+fn map_error(source: MapError) -> DatapathError {
+    DatapathError::Map {
+        name: MAGLEV_MAP,
+        source,
+    }
+}
+
+/// The XDP program's attachment to the node interface.
+#[derive(Debug)]
+pub struct XdpAttachment {
+    /// Our handle on the pinned link (closing it does not detach: the pin
+    /// holds the link).
+    _fd: FdLink,
+    _path: PathBuf,
+}
+
+/// Loads the XDP program (once, at datapath load).
+pub fn load(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    let name = program_names::NODE_XDP;
+    super::program_mut::<Xdp>(ebpf, name)?
+        .load()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+/// The attach mode for an interface. Native (driver) mode is the fast one,
+/// but on a veth an `XDP_TX` frame is dropped unless the *peer* runs NAPI
+/// (has an XDP program or GRO enabled), which the agent cannot arrange for
+/// a peer in another namespace; generic mode transmits through the stack's
+/// queue and works whatever the peer. So: generic on veth, the kernel's
+/// choice (native when the driver supports it) elsewhere.
+pub fn mode_for(driver_kind: Option<&str>) -> XdpMode {
+    match driver_kind {
+        Some("veth") => XdpMode::Skb,
+        _ => XdpMode::Default,
+    }
+}
+
+/// The kind of interface `name` in the current network namespace as
+/// netlink reports it (`veth`, `bridge`, ...); `None` for devices without
+/// one (physical NICs) or when netlink cannot tell. Asks from a throwaway
+/// thread with its own small runtime (the caller may be inside the agent's
+/// runtime); the thread inherits the caller's network namespace.
+pub fn link_kind(name: &str) -> Option<String> {
+    use futures::TryStreamExt;
+    use netlink_packet_route::link::{LinkAttribute, LinkInfo};
+    let name = name.to_owned();
+    let ask = move || -> Option<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .ok()?;
+        runtime.block_on(async move {
+            let (connection, handle, _) = rtnetlink::new_connection().ok()?;
+            let task = tokio::spawn(connection);
+            let mut links = handle.link().get().match_name(name).execute();
+            let message = links.try_next().await.ok().flatten();
+            task.abort();
+            message?.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.into_iter().find_map(|i| match i {
+                    LinkInfo::Kind(kind) => Some(kind.to_string()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        })
+    };
+    std::thread::spawn(ask).join().ok().flatten()
+}
+
+/// Attaches the XDP program to `link` (the node interface), adopting the
+/// link a previous agent pinned under `links_dir` if there is one.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    link: &Link,
+    mode: XdpMode,
+    links_dir: &Path,
+) -> Result<XdpAttachment, DatapathError> {
+    let name = program_names::NODE_XDP;
+    let program = super::program_mut::<Xdp>(ebpf, name)?;
+    let pin_name = format!("{}@{}-xdp", link.name, link.index);
+    let path = links_dir.join(&pin_name);
+    let attach_err = |source| DatapathError::Attach {
+        program: name,
+        interface: link.name.clone(),
+        source,
+    };
+    let link_err = |source| DatapathError::Link {
+        interface: link.name.clone(),
+        path: path.clone(),
+        source,
+    };
+    if path.exists() {
+        let adopted = PinnedLink::from_pin(&path)
+            .map_err(link_err)
+            .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(link_err))
+            .and_then(|xdp_link| program.attach_to_link(xdp_link).map_err(attach_err))
+            .and_then(|id| program.take_link(id).map_err(attach_err))
+            .and_then(|owned| FdLink::try_from(owned).map_err(link_err));
+        match adopted {
+            Ok(fd) => {
+                tracing::info!(interface = %link.name, "adopted the pinned XDP link");
+                return Ok(XdpAttachment {
+                    _fd: fd,
+                    _path: path,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(interface = %link.name, %error, "cannot adopt the pinned XDP link; re-attaching");
+                attach::remove_pin(links_dir, &pin_name);
+            }
+        }
+    }
+    let id = program
+        .attach_to_if_index(link.index, mode)
+        .map_err(attach_err)?;
+    let owned = program.take_link(id).map_err(attach_err)?;
+    // Netlink XDP (kernels without XDP bpf_links, < 5.9) cannot be pinned.
+    let fd = FdLink::try_from(owned).map_err(link_err)?;
+    let pinned = fd.pin(&path).map_err(|source| DatapathError::PinLink {
+        interface: link.name.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    tracing::info!(interface = %link.name, ?mode, "XDP fast path attached");
+    Ok(XdpAttachment {
+        _fd: FdLink::from(pinned),
+        _path: path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_table() {
+        let cases = [
+            (Some("veth"), XdpMode::Skb),
+            (Some("mlx5_core"), XdpMode::Default),
+            (None, XdpMode::Default),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(mode_for(kind), want, "{kind:?}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Hook: **XDP on the node interface** (`eth0` of the node's network
+//! namespace), before the stack and before tc node-ingress: the fast path
+//! for traffic from outside to NodePorts, externalIPs and LoadBalancer IPs
+//! whose backend is on another node.
+//!
+//! - A new connection to such a frontend (`SERVICE_FLAG_NODEPORT`, cluster
+//!   traffic policy, no session affinity) gets its backend from the
+//!   frontend's Maglev table ([`crate::maglev`]) on the 5-tuple hash. If the
+//!   FIB sends the backend out of this same interface (a remote backend), the
+//!   connection is recorded in the shared conntrack map exactly as tc
+//!   node-ingress records it ([`conntrack::create_nodeport`]: DNAT, SNAT to
+//!   the node address and a SNAT port, `CT_FLAG_NODEPORT`), the frame is
+//!   rewritten, given the next hop's MAC and sent back out with `XDP_TX`.
+//! - Later packets of such connections in either direction (the client's,
+//!   and the backend's replies to the node's SNAT port) follow their
+//!   conntrack entry the same way.
+//! - A new connection from a client outside the frontend's
+//!   `loadBalancerSourceRanges` is dropped here (`drop_reason::SOURCE_RANGE`);
+//!   one to a frontend without backends too (`NO_BACKEND`).
+//! - Everything else goes to the stack untouched (`XDP_PASS`), where tc
+//!   node-ingress is the reference behaviour: backends on this node (the FIB
+//!   routes them to a pod veth), externalTrafficPolicy Local and session
+//!   affinity frontends, next hops whose MAC is not resolved yet or that are
+//!   reached through another interface, ARP, IPv6, IPv4 with options,
+//!   fragments, truncated headers, protocols other than TCP/UDP. Nothing is
+//!   recorded before the decision to forward, so a passed packet reaches tc
+//!   exactly as it arrived.
+//!
+//! Direct server return is not implemented: replies of remote backends come
+//! back through this node (SNAT), as on the tc path.
+
+use core::mem;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    },
+    helpers::bpf_fib_lookup as fib_lookup,
+    macros::xdp,
+    programs::XdpContext,
+};
+use weir_ebpf_common::{
+    AFFINITY_CLIENT_IP, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NODEPORT,
+    CT_FLAG_SNAT, CtValue, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
+    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
+};
+
+use crate::{
+    conntrack, lb, maglev, maps,
+    parse::Flow,
+    xdp_packet::{self, Tuple},
+};
+
+#[xdp]
+pub fn weir_node_xdp(ctx: XdpContext) -> u32 {
+    match xdp_packet::parse(&ctx) {
+        Some(flow) => handle(&ctx, &flow),
+        None => XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
+    // As tc node-ingress: a SYN is balanced afresh (port reuse).
+    let existing = if flow.tcp_syn {
+        None
+    } else {
+        conntrack::lookup(flow)
+    };
+    if let Some(ct) = existing {
+        // Pod connections' entries are the pod hooks' business.
+        if ct.flags & CT_FLAG_NODEPORT == 0 {
+            return XDP_PASS;
+        }
+        let to = translated(flow, &ct);
+        return match next_hop(ctx, &to, flow.proto) {
+            Some(macs) => transmit(ctx, flow, &to, macs),
+            None => XDP_PASS,
+        };
+    }
+
+    let key = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
+        return XDP_PASS;
+    };
+    if svc.flags & SERVICE_FLAG_NODEPORT == 0 {
+        return XDP_PASS;
+    }
+    if svc.flags & SERVICE_FLAG_SOURCE_RANGES != 0 && !maps::source_allowed(&key, flow.saddr) {
+        maps::count_drop(drop_reason::SOURCE_RANGE);
+        return XDP_DROP;
+    }
+    if svc.backend_count == 0 {
+        maps::count_drop(drop_reason::NO_BACKEND);
+        return XDP_DROP;
+    }
+    // Local backends only (no SNAT, client address kept) or per-client
+    // affinity state: tc's job.
+    if svc.flags & SERVICE_FLAG_EXT_LOCAL != 0 || svc.affinity_timeout_secs != 0 {
+        return XDP_PASS;
+    }
+    let hash = lb::flow_hash(flow);
+    let Some(backend) = maglev::select(&svc, &key, AFFINITY_CLIENT_IP, u64::from(flow.saddr), hash)
+    else {
+        return XDP_PASS;
+    };
+    let snat = maps::node_addr().unwrap_or(flow.daddr);
+    // Decide before recording anything: only a backend reached through this
+    // interface is forwarded here.
+    let probe = Tuple {
+        saddr: snat,
+        sport: flow.sport,
+        daddr: backend.addr,
+        dport: backend.port,
+    };
+    let Some(macs) = next_hop(ctx, &probe, flow.proto) else {
+        return XDP_PASS;
+    };
+    let Some(ct) = conntrack::create_nodeport(flow, &backend, Some(snat), hash) else {
+        maps::count_drop(drop_reason::SNAT_PORTS);
+        return XDP_DROP;
+    };
+    transmit(ctx, flow, &translated(flow, &ct), macs)
+}
+
+/// The addresses and ports a conntrack entry gives this packet (what
+/// [`crate::nat::translate`] writes on the tc path).
+#[inline(always)]
+fn translated(flow: &Flow, ct: &CtValue) -> Tuple {
+    let mut to = Tuple {
+        saddr: flow.saddr,
+        sport: flow.sport,
+        daddr: flow.daddr,
+        dport: flow.dport,
+    };
+    let hairpin = ct.flags & CT_FLAG_HAIRPIN != 0;
+    let snat = ct.flags & CT_FLAG_SNAT != 0;
+    match ct.direction {
+        CT_DIR_FORWARD => {
+            to.daddr = ct.backend_addr;
+            to.dport = ct.backend_port;
+            if hairpin {
+                to.saddr = ct.frontend_addr;
+            } else if snat {
+                to.saddr = ct.nat_addr;
+                to.sport = ct.nat_port;
+            }
+        }
+        CT_DIR_REVERSE => {
+            to.saddr = ct.frontend_addr;
+            to.sport = ct.frontend_port;
+            if hairpin {
+                to.daddr = ct.backend_addr;
+            } else if snat {
+                to.daddr = ct.nat_addr;
+                to.dport = ct.nat_port;
+            }
+        }
+        _ => {}
+    }
+    to
+}
+
+/// Rewrites the frame to `to`, sets the MACs and sends it back out.
+#[inline(always)]
+fn transmit(ctx: &XdpContext, flow: &Flow, to: &Tuple, macs: ([u8; 6], [u8; 6])) -> u32 {
+    if xdp_packet::rewrite(ctx, flow, to).is_none()
+        || xdp_packet::set_macs(ctx, macs.0, macs.1).is_none()
+    {
+        maps::count_drop(drop_reason::REWRITE);
+        return XDP_DROP;
+    }
+    XDP_TX
+}
+
+const AF_INET: u8 = 2;
+
+/// The (destination, source) MACs of the next hop towards `to.daddr`, if the
+/// FIB routes it out of the interface the frame came in on and the
+/// neighbour is resolved; `None` otherwise (the caller passes the frame to
+/// tc, which forwards with `bpf_redirect_neigh` or delivers it to a pod).
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, to: &Tuple, proto: u8) -> Option<([u8; 6], [u8; 6])> {
+    let tot_len = xdp_packet::ip_tot_len(ctx)?;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: bpf_fib_lookup is plain data (integers and unions of them);
+    // all zeroes is a valid value and what the helper expects for unused fields.
+    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = proto;
+    params.sport = to.sport;
+    params.dport = to.dport;
+    params.__bindgen_anon_1.tot_len = tot_len;
+    params.ifindex = ifindex;
+    params.__bindgen_anon_3.ipv4_src = to.saddr;
+    params.__bindgen_anon_4.ipv4_dst = to.daddr;
+    // SAFETY: the helper reads and writes `params`, a valid local of the
+    // size passed, and takes the program's own context.
+    let ret = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    (ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) && params.ifindex == ifindex)
+        .then_some((params.dmac, params.smac))
+}
