@@ -1,6 +1,6 @@
 //! Command-line flags, parsed into a plain [`Config`] that the rest of the agent reads.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +73,14 @@ pub struct Args {
         default_value = "10.244.0.0/16"
     )]
     pub non_masquerade_cidrs: Vec<ipnet::Ipv4Net>,
+    /// Where the node API (`weir observe`, `weir datapath`) listens; default
+    /// the node IP, port 4244.
+    #[arg(long)]
+    pub api_addr: Option<SocketAddr>,
+    /// Where the Prometheus endpoint (`/metrics`) listens; default the node
+    /// IP, port 9962.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The agent's configuration, as plain data.
@@ -98,7 +106,14 @@ pub struct Config {
     pub masquerade: bool,
     /// Destinations that are never masqueraded (besides the nodes).
     pub non_masquerade_cidrs: std::collections::BTreeSet<ipnet::Ipv4Net>,
+    pub api_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
 }
+
+/// Default port of the node API (Hubble's, for familiarity).
+pub const DEFAULT_API_PORT: u16 = weir_client::agent::DEFAULT_PORT;
+/// Default port of the metrics endpoint.
+pub const DEFAULT_METRICS_PORT: u16 = 9962;
 
 /// A flag value the agent cannot work with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -156,6 +171,12 @@ impl TryFrom<Args> for Config {
             mtu: a.mtu,
             masquerade: a.masquerade,
             non_masquerade_cidrs: a.non_masquerade_cidrs.iter().map(|n| n.trunc()).collect(),
+            api_addr: a
+                .api_addr
+                .unwrap_or(SocketAddr::new(a.node_ip.into(), DEFAULT_API_PORT)),
+            metrics_addr: a
+                .metrics_addr
+                .unwrap_or(SocketAddr::new(a.node_ip.into(), DEFAULT_METRICS_PORT)),
         })
     }
 }
@@ -202,6 +223,8 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert_eq!(c.pod_poll, Duration::from_secs(1));
         assert_eq!(c.netns, None);
+        assert_eq!(c.api_addr, "172.30.0.11:4244".parse().unwrap());
+        assert_eq!(c.metrics_addr, "172.30.0.11:9962".parse().unwrap());
         assert!(c.masquerade);
         let cluster: ipnet::Ipv4Net = "10.244.0.0/16".parse().unwrap();
         assert_eq!(c.non_masquerade_cidrs, [cluster].into());

@@ -18,6 +18,8 @@
 //! - `cgroup`: pod-level cgroup parents in every hierarchy.
 //! - `routes`: routes to the other nodes' pod CIDRs (watch Nodes, pure plan, rtnetlink).
 //! - `clock`: the wall clock, read only by the I/O loops.
+//! - `api`: the node API (flows for `weir observe`, datapath views for
+//!   `weir datapath`) and the Prometheus endpoint.
 //!
 //! The eBPF datapath (loading BPF, pinned maps, Service sync) is the
 //! `weir-datapath` crate in agent/datapath; this binary only wires it in.
@@ -25,6 +27,7 @@
 
 mod cgroup;
 mod clock;
+mod api;
 mod config;
 mod cri;
 mod node;
@@ -124,6 +127,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let cgroups = cgroup::Cgroups::detect(&cfg.cgroup_root)?;
     let network = start_datapath(&cfg, &cgroups, &api)?;
+    // Policy names for flow records; the policy sync publishes into it.
+    let policy_names = datapath::flows::PolicyNames::default();
+    api::start(
+        api::ApiConfig {
+            node_name: cfg.node_name.clone(),
+            bpffs_dir: cfg.bpffs_dir.clone(),
+            api_addr: cfg.api_addr,
+            metrics_addr: cfg.metrics_addr,
+        },
+        api.clone(),
+        policy_names.clone(),
+    );
     let (routes_api, node_name) = (api.clone(), cfg.node_name.clone());
     tokio::spawn(async move {
         if let Err(error) = routes::run_route_sync(routes_api, node_name).await {

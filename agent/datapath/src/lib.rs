@@ -19,6 +19,8 @@
 //! - `attach`: which interfaces to attach to / forget (pure) and the attach calls;
 //! - `sock`: the cgroup socket hooks (socket-level load balancing);
 //! - `inspect`: read-only snapshot of a node's pinned maps, and its rendering;
+//! - `flows`: the flow-event ring reader (decode, wall-clock time, names)
+//!   and the drop / lost-event counters;
 //! - `maps`: typed access to the pinned maps;
 //! - `sync`: the watch -> store -> plan -> apply loop;
 //! - `xdp`: the XDP fast path's Maglev tables and its node interface attachment.
@@ -27,6 +29,7 @@
 #[cfg(test)]
 mod affinity_tests;
 mod attach;
+pub mod flows;
 pub mod inspect;
 mod maps;
 #[cfg(test)]

@@ -199,8 +199,9 @@ pub(crate) enum Cmd {
         /// Wait until the objects are gone (like kubectl, on by default; --wait=false to not).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
         wait: bool,
-        /// Give up waiting after this many seconds (0: a week, like kubectl).
-        #[arg(long, default_value_t = 0)]
+        /// Give up waiting after this long (a Go duration like 30s, 5m, 1h30m, or
+        /// seconds; 0: a week, like kubectl).
+        #[arg(long, default_value = "0", value_parser = parse_timeout)]
         timeout: u64,
     },
     /// Follow or undo a Deployment's rollout.
@@ -216,6 +217,58 @@ pub(crate) enum Cmd {
         #[arg(long)]
         replicas: i32,
     },
+    /// Flows the nodes' datapaths judged (policy verdicts and drops), like
+    /// `hubble observe`: from every node's agent, merged by time.
+    Observe {
+        /// Only flows from or to this pod: NAMESPACE/NAME, or NAME in -n's namespace.
+        #[arg(long)]
+        pod: Option<String>,
+        /// forwarded or dropped.
+        #[arg(long)]
+        verdict: Option<String>,
+        /// Only this node's flows.
+        #[arg(long)]
+        node: Option<String>,
+        /// Flows of the last DURATION (30s, 5m, 1h): all of them unless --last.
+        #[arg(long)]
+        since: Option<String>,
+        /// The N most recent flows (default 20; with -f alone: none).
+        #[arg(long)]
+        last: Option<u32>,
+        /// Keep printing new flows.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// json: one object per line.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+        /// Port of the agents' node API (weir-agent --api-addr).
+        #[arg(long, default_value_t = weir_client::agent::DEFAULT_PORT)]
+        agent_port: u16,
+    },
+    /// What the nodes' kernel datapaths hold, read through their agents.
+    Datapath {
+        #[arg(value_enum)]
+        what: DatapathWhat,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Port of the agents' node API (weir-agent --api-addr).
+        #[arg(long, default_value_t = weir_client::agent::DEFAULT_PORT)]
+        agent_port: u16,
+    },
+}
+
+/// What `weir datapath` shows.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum DatapathWhat {
+    /// Frontends (ClusterIP, NodePort, external and LoadBalancer IPs) with their backends.
+    Services,
+    /// Backends with the frontends that send to them.
+    Backends,
+    /// Connections the datapath translated, both directions.
+    Conntrack,
+    /// Entry counts, flows seen and lost, drop counters by reason.
+    Stats,
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,8 +278,9 @@ pub(crate) enum RolloutCmd {
         /// deployment/NAME (or `deployment NAME`).
         kind: String,
         name: Option<String>,
-        /// Give up after this many seconds (0: wait forever).
-        #[arg(long, default_value_t = 0)]
+        /// Give up after this long (a Go duration like 30s, 5m, 1h30m, or
+        /// seconds; 0: wait forever).
+        #[arg(long, default_value = "0", value_parser = parse_timeout)]
         timeout: u64,
     },
     /// List a Deployment's revisions (or show one with --revision).
@@ -579,5 +633,65 @@ mod tests {
         ));
         // The whole command tree is consistent (clap's own checks).
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}
+
+/// kubectl's `--timeout` values: a Go duration (`300ms`, `30s`, `5m`,
+/// `1h30m`) or a bare number of seconds, in whole seconds rounded up (a
+/// sub-second timeout still waits, it does not mean "forever").
+pub(crate) fn parse_timeout(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration {s:?}: use e.g. 30s, 5m, 1h30m or a number of seconds");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(secs);
+    }
+    let mut millis: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let per: u64 = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit..];
+        millis = n
+            .checked_mul(per)
+            .and_then(|v| millis.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    Ok(millis.div_ceil(1_000))
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::parse_timeout;
+
+    #[test]
+    fn kubectl_durations() {
+        for (s, want) in [
+            ("0", Ok(0)),
+            ("30", Ok(30)),
+            ("0s", Ok(0)),
+            ("30s", Ok(30)),
+            ("5m", Ok(300)),
+            ("1h30m", Ok(5400)),
+            ("1m30s", Ok(90)),
+            ("300ms", Ok(1)),
+            ("1500ms", Ok(2)),
+        ] {
+            assert_eq!(parse_timeout(s), want, "{s}");
+        }
+        for s in ["", "s", "5x", "-5s", "5 m", "1.5s"] {
+            let e = parse_timeout(s).expect_err(s);
+            assert!(e.contains("invalid duration"), "{s}: {e}");
+        }
     }
 }

@@ -88,21 +88,21 @@ pub(crate) async fn wait_deleted(
     let secs = if timeout == 0 { 7 * 24 * 3600 } else { timeout };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     for (k, ns, name) in gone {
-        loop {
-            match client.get_json(k.kind, ns, name).await {
-                Err(Error::NotFound(_)) => break,
-                Err(e) => {
-                    eprintln!("{}", server_error(&e, k, name).0);
-                    return false;
-                }
-                Ok(_) if std::time::Instant::now() >= deadline => {
-                    eprintln!(
-                        "error: timed out waiting for the condition on {}/{name}",
-                        plural(k)
-                    );
-                    return false;
-                }
-                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        let gone = crate::wait::follow(client, k.kind, ns, name, Some(deadline), |state| {
+            state.is_none().then_some(())
+        });
+        match gone.await {
+            Ok(()) => {}
+            Err(crate::wait::WaitError::Timeout) => {
+                eprintln!(
+                    "error: timed out waiting for the condition on {}/{name}",
+                    plural(k)
+                );
+                return false;
+            }
+            Err(crate::wait::WaitError::Api(e)) => {
+                eprintln!("{}", server_error(&e, k, name).0);
+                return false;
             }
         }
     }

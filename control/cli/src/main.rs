@@ -35,6 +35,7 @@ mod args;
 mod columns;
 mod config;
 mod create;
+mod datapath;
 mod delete;
 mod describe;
 mod explain;
@@ -42,12 +43,15 @@ mod get;
 mod jsonpath;
 mod manifest;
 mod merge;
+mod nodeapi;
+mod observe;
 mod patch;
 mod rollout;
 mod strategic;
 mod table;
 mod table_kinds;
 mod verbs;
+mod wait;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -826,6 +830,53 @@ async fn main() -> ExitCode {
             names,
             replicas,
         } => cmd_scale(cli, client, kind, names, *replicas).await,
+        Cmd::Observe {
+            pod,
+            verdict,
+            node,
+            since,
+            last,
+            follow,
+            output,
+            agent_port,
+        } => {
+            let json = match output.as_deref() {
+                None => false,
+                Some("json") => true,
+                Some(other) => {
+                    eprintln!(
+                        "error: unable to match a printer suitable for the output format {other:?}, allowed formats are: json"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let o = observe::ObserveOpts {
+                pod: pod.clone(),
+                verdict: verdict.clone(),
+                node: node.clone(),
+                since: since.clone(),
+                last: *last,
+                follow: *follow,
+                json,
+                agent_port: *agent_port,
+            };
+            let ns = cli.namespace.as_deref().unwrap_or("default");
+            to_bool(observe::cmd_observe(client, ns, &o).await)
+        }
+        Cmd::Datapath {
+            what,
+            node,
+            agent_port,
+        } => {
+            use weir_client::agent::proto::datapath_request::View;
+            let view = match what {
+                args::DatapathWhat::Services => View::Services,
+                args::DatapathWhat::Backends => View::Backends,
+                args::DatapathWhat::Conntrack => View::Conntrack,
+                args::DatapathWhat::Stats => View::Stats,
+            };
+            to_bool(datapath::cmd_datapath(client, view, node.as_deref(), *agent_port).await)
+        }
         Cmd::Config { .. } | Cmd::Completion { .. } | Cmd::Explain { .. } | Cmd::ApiResources => {
             true
         }

@@ -124,27 +124,35 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             let deadline = (*timeout > 0)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_secs(*timeout));
             let mut last = String::new();
-            loop {
-                let d: k8s_openapi::api::apps::v1::Deployment = client
-                    .get(&ns, &name)
-                    .await
-                    .map_err(|e| server_error(&e, dk, &name))?;
+            let done = crate::wait::follow(client, dk.kind, &ns, &name, deadline, |state| {
+                let Some(json) = state else {
+                    let gone = weir_client::Error::NotFound(String::new());
+                    return Some(Err(server_error(&gone, dk, &name)));
+                };
+                let d: k8s_openapi::api::apps::v1::Deployment = match serde_json::from_slice(json) {
+                    Ok(d) => d,
+                    Err(e) => return Some(Err(Failed(format!("error: decoding {name}: {e}")))),
+                };
                 match rollout::progress(&d) {
                     rollout::Progress::Done(m) => {
                         outln!("{m}");
-                        return Ok(());
+                        Some(Ok(()))
                     }
                     rollout::Progress::Waiting(m) => {
                         if m != last {
                             outln!("{m}");
                             last = m;
                         }
+                        None
                     }
                 }
-                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    return Err(Failed("error: timed out waiting for the condition".into()));
+            });
+            match done.await {
+                Ok(result) => result,
+                Err(crate::wait::WaitError::Timeout) => {
+                    Err(Failed("error: timed out waiting for the condition".into()))
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                Err(crate::wait::WaitError::Api(e)) => Err(server_error(&e, dk, &name)),
             }
         }
         RolloutCmd::Restart { kind, name }

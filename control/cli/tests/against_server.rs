@@ -312,6 +312,57 @@ fn kubectl_verbs_against_a_real_server() {
         "Edit cancelled, no changes made.\n"
     );
 
+    // rollout status follows the Deployment by watch. No pod becomes
+    // available here (no nodes): it says what it waits for and times out
+    // (kubectl's duration syntax)...
+    let o = s.weir(&with_ns(&[
+        "rollout",
+        "status",
+        "deploy/web",
+        "--timeout",
+        "2s",
+    ]));
+    assert!(!o.status.success(), "rollout status should time out");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("timed out waiting for the condition"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("Waiting for deployment \"web\" rollout to finish"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // ...and returns as soon as the rollout is done: scaled to 0 while it waits.
+    let waiting = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(with_ns(&[
+            "rollout",
+            "status",
+            "deploy/web",
+            "--timeout",
+            "1m",
+        ]))
+        .env("WEIR_SERVER", &s.addr)
+        .env("WEIR_CONFIG", s.dir.path().join("config.yaml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run weir rollout status");
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&with_ns(&["scale", "deploy", "web", "--replicas=0"]));
+    let o = waiting.wait_with_output().expect("rollout status");
+    assert!(
+        o.status.success(),
+        "rollout status failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("deployment \"web\" successfully rolled out"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
     // delete waits until the object is gone; then NotFound.
     assert_eq!(
         s.ok(&with_ns(&["delete", "deploy", "web"])),
