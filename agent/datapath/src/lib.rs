@@ -36,6 +36,8 @@ mod maps;
 mod nodeport_tests;
 pub mod plan;
 pub mod policy;
+#[cfg(test)]
+mod policy_dp_tests;
 mod sock;
 #[cfg(test)]
 mod sock_tests;

@@ -51,7 +51,7 @@ impl Datapath {
         self.attached.keys().map(String::as_str)
     }
 
-    fn program(&self, name: &str) -> &SchedClassifier {
+    pub(crate) fn program(&self, name: &str) -> &SchedClassifier {
         let program = self.ebpf.program(name).expect("program in object");
         program.try_into().expect("a tc program")
     }
@@ -155,7 +155,7 @@ fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
 
 /// An Ethernet + IPv4 frame with correct checksums. `l4_csum_at` is the
 /// offset of the L4 checksum inside `l4` (None: leave it as given).
-fn ipv4_frame(
+pub(crate) fn ipv4_frame(
     src: [u8; 4],
     dst: [u8; 4],
     proto: u8,

@@ -268,7 +268,8 @@ pub struct CtKey {
     pub sport: u16,
     /// Destination port, network byte order.
     pub dport: u16,
-    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    /// [`IPPROTO_TCP`], [`IPPROTO_UDP`] or (policy-only entries)
+    /// [`policy::IPPROTO_SCTP`].
     pub proto: u8,
     /// Must be zero.
     pub _pad: [u8; 3],
@@ -300,6 +301,21 @@ pub const CT_FLAG_SNAT: u8 = 2;
 /// drop as a martian, so they are forwarded with a FIB lookup and
 /// `bpf_redirect` instead of going up the stack.
 pub const CT_FLAG_NODEPORT: u8 = 4;
+/// [`CtValue::flags`] bit: a connection tracked only for NetworkPolicy (a
+/// pod-to-pod or pod-to-outside connection that policy judged and allowed):
+/// no translation (`frontend_*` equal `backend_*`, the destination), so
+/// `nat::translate` leaves its packets alone. Its entries make the
+/// connection stateful: replies and later packets pass on them without a
+/// policy lookup.
+pub const CT_FLAG_NO_NAT: u8 = 8;
+
+/// `skb->mark` bit set by the tc hooks that judged a new connection's first
+/// packet against the *destination's* ingress policy on this node (from-pod
+/// for a local destination, node-ingress for a local NodePort backend), so
+/// the to-pod hook of that destination does not judge the same packet again.
+/// Marks never cross a network namespace (the kernel scrubs them), so a pod
+/// cannot forge it.
+pub const SKB_MARK_POLICY_JUDGED: u32 = 1 << 21;
 
 /// First source port used for NodePort SNAT: above the kernel's default
 /// ephemeral range (32768-60999), so translated connections never collide
@@ -326,8 +342,9 @@ pub struct CtValue {
     pub flags: u8,
     /// With [`CT_FLAG_SNAT`]: the port of `nat_addr`, network byte order.
     pub nat_port: u16,
-    /// Policy identity of the source; 0 until identities exist. Reserved so
-    /// NetworkPolicy needs no ABI change.
+    /// Policy identity of the connection's source when policy judged it
+    /// (`policy::IpcacheValue::identity` or the source endpoint's own); 0
+    /// when no policy lookup happened.
     pub src_identity: u32,
     /// With [`CT_FLAG_SNAT`]: the other end's address after translation
     /// (forward: the node address the source becomes; reverse: the client

@@ -1,17 +1,19 @@
-//! Connection tracking for translated connections.
+//! Connection tracking for translated connections and for connections
+//! NetworkPolicy judged.
 //!
-//! A translated connection has two entries in `WEIR_CT`, both keyed by a
+//! A tracked connection has two entries in `WEIR_CT`, both keyed by a
 //! tuple as it appears on the wire: forward (client -> frontend) and reverse
 //! (backend -> client). Both directions therefore cost one lookup of the
-//! packet's own tuple, and the value says which rewrite to apply.
+//! packet's own tuple, and the value says which rewrite to apply (none for
+//! `CT_FLAG_NO_NAT`, the entries that only make policy stateful).
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::bpf_ktime_get_ns,
 };
 use weir_ebpf_common::{
-    Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NODEPORT, CT_FLAG_SNAT,
-    CtKey, CtValue, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS,
+    Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_NODEPORT,
+    CT_FLAG_SNAT, CtKey, CtValue, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS,
 };
 
 use crate::{maps::CONNTRACK, parse::Flow};
@@ -36,6 +38,46 @@ pub fn lookup(flow: &Flow) -> Option<CtValue> {
         (*ptr).last_seen_ns = now_ns();
         Some(*ptr)
     }
+}
+
+/// Whether the packet belongs to a tracked connection seen from the other
+/// end: its swapped tuple has an entry. That is the case of a translated
+/// connection's request after DNAT (client -> backend, whose reverse entry
+/// is backend -> client) on its way into the backend.
+#[inline(always)]
+pub fn tracked_swapped(flow: &Flow) -> bool {
+    let swapped = CtKey {
+        saddr: flow.daddr,
+        daddr: flow.saddr,
+        sport: flow.dport,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    CONNTRACK.get_ptr(swapped).is_some()
+}
+
+/// Records a new connection that policy allowed and nothing translates, so
+/// that its replies and later packets pass without a policy lookup: the
+/// forward entry for `flow` and the reverse entry for the replies, both
+/// with `CT_FLAG_NO_NAT`. `src_identity`: the source's policy identity.
+#[inline(always)]
+pub fn create_untranslated(flow: &Flow, src_identity: u32) -> Option<CtValue> {
+    let now = now_ns();
+    let forward = CtValue {
+        frontend_addr: flow.daddr,
+        backend_addr: flow.daddr,
+        frontend_port: flow.dport,
+        backend_port: flow.dport,
+        direction: CT_DIR_FORWARD,
+        flags: CT_FLAG_NO_NAT,
+        nat_port: 0,
+        src_identity,
+        nat_addr: 0,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    insert_pair(flow, flow.saddr, forward)
 }
 
 /// Records a new translated connection: the forward entry for `flow` (client

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use weir_ebpf_common::drop_reason;
 
 use crate::{
-    maps,
+    flow,
     packet::{read, write},
     parse::{ETH_HLEN, IP_DADDR_OFF, IP_SADDR_OFF},
 };
@@ -29,9 +29,10 @@ const AF_INET: u8 = 2;
 const IP_TOT_LEN_OFF: usize = 2;
 
 /// Forwards the (already translated) IPv4 packet to where the FIB routes its
-/// destination; the verdict to return. Drops it when there is no route.
+/// destination; the verdict to return. Drops it when there is no route
+/// (`hook`: the calling hook, for the drop's flow event).
 #[inline(always)]
-pub fn redirect(ctx: &TcContext, proto: u8) -> i32 {
+pub fn redirect(ctx: &TcContext, proto: u8, hook: u8) -> i32 {
     let (Some(saddr), Some(daddr), Some(tot_len)) = (
         read::<u32>(ctx, ETH_HLEN + IP_SADDR_OFF),
         read::<u32>(ctx, ETH_HLEN + IP_DADDR_OFF),
@@ -70,7 +71,6 @@ pub fn redirect(ctx: &TcContext, proto: u8) -> i32 {
         // own destination for the neighbour lookup.
         unsafe { bpf_redirect_neigh(params.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
     } else {
-        maps::count_drop(drop_reason::NO_ROUTE);
-        TC_ACT_SHOT as i32
+        flow::dropped(ctx, hook, drop_reason::NO_ROUTE)
     }
 }

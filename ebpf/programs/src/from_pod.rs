@@ -16,17 +16,27 @@
 //!   kube-proxy's reject, instead of leaking to the default route.
 //! - A pod reaching itself through a service (hairpin) also gets its source
 //!   rewritten to the frontend (see `CT_FLAG_HAIRPIN`).
+//! - NetworkPolicy, on the first packet of a connection (a conntrack miss),
+//!   after service translation: the source's egress and, when the
+//!   destination (the backend) is a pod of this node, its ingress too (see
+//!   [`crate::policy`]). Denied: dropped (`policy_denied`). Allowed: the
+//!   connection gets a conntrack entry even when nothing is translated
+//!   (`CT_FLAG_NO_NAT`), so its replies and later packets pass on it.
+//! - Every verdict and every drop is a flow event (see [`crate::flow`]).
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
     programs::TcContext,
 };
-use weir_ebpf_common::{AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, ServiceKey, drop_reason};
+use weir_ebpf_common::{
+    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, ServiceKey, drop_reason, flow::hook::FROM_POD,
+};
 
 use crate::{
-    conntrack, fib, icmp, lb, maps, nat,
+    conntrack, fib, flow, icmp, lb, maps, nat,
     parse::{self, Flow},
+    policy::{self, Conn, Outcome},
 };
 
 #[classifier]
@@ -34,7 +44,7 @@ pub fn weir_from_pod(ctx: TcContext) -> i32 {
     match parse::parse_ipv4_l4(&ctx) {
         Some(flow) => handle(&ctx, &flow),
         // ICMP errors of local backends about translated connections.
-        None => icmp::translate_error(&ctx),
+        None => icmp::translate_error(&ctx, FROM_POD),
     }
 }
 
@@ -54,11 +64,11 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         // address after translation: forward them past the stack.
         if ct.flags & CT_FLAG_NODEPORT != 0 {
             return match nat::translate(ctx, flow, &ct) {
-                Some(()) => fib::redirect(ctx, flow.proto),
-                None => dropped(drop_reason::REWRITE),
+                Some(()) => fib::redirect(ctx, flow.proto, FROM_POD),
+                None => flow::dropped(ctx, FROM_POD, drop_reason::REWRITE),
             };
         }
-        return verdict(nat::translate(ctx, flow, &ct));
+        return verdict(ctx, nat::translate(ctx, flow, &ct));
     }
 
     let key = ServiceKey {
@@ -68,32 +78,40 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         _pad: 0,
     };
     let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
-        return TC_ACT_OK;
+        // Not a service: policy alone decides.
+        return match policy::judge_from_pod(ctx, FROM_POD, &Conn::of(flow)) {
+            Outcome::NotEnforced => TC_ACT_OK,
+            Outcome::Denied => TC_ACT_SHOT,
+            Outcome::Allowed { src_identity } => {
+                match conntrack::create_untranslated(flow, src_identity) {
+                    Some(_) => TC_ACT_OK,
+                    None => flow::dropped(ctx, FROM_POD, drop_reason::MAP_INSERT),
+                }
+            }
+        };
     };
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);
     let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
-        return dropped(drop_reason::NO_BACKEND);
+        return flow::dropped(ctx, FROM_POD, drop_reason::NO_BACKEND);
     };
+    // Judged on the backend: policy applies after service translation.
+    let conn = Conn::translated(flow, backend.addr, backend.port);
+    if policy::judge_from_pod(ctx, FROM_POD, &conn) == Outcome::Denied {
+        return TC_ACT_SHOT;
+    }
     let Some(forward) = conntrack::create(flow, &backend) else {
-        return dropped(drop_reason::MAP_INSERT);
+        return flow::dropped(ctx, FROM_POD, drop_reason::MAP_INSERT);
     };
-    verdict(nat::translate(ctx, flow, &forward))
+    verdict(ctx, nat::translate(ctx, flow, &forward))
 }
 
 /// A failed rewrite leaves a half-written packet: drop it rather than deliver
 /// it with a wrong checksum or address.
 #[inline(always)]
-fn verdict(translated: Option<()>) -> i32 {
+fn verdict(ctx: &TcContext, translated: Option<()>) -> i32 {
     match translated {
         Some(()) => TC_ACT_OK,
-        None => dropped(drop_reason::REWRITE),
+        None => flow::dropped(ctx, FROM_POD, drop_reason::REWRITE),
     }
-}
-
-/// Counts a drop and returns the drop verdict.
-#[inline(always)]
-fn dropped(reason: u32) -> i32 {
-    maps::count_drop(reason);
-    TC_ACT_SHOT
 }

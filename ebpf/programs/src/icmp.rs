@@ -10,16 +10,13 @@
 //! entry, pass untouched, never half-translated. The quoted L4 checksum is
 //! left as is (receivers do not verify the quote's L4 checksum).
 
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use weir_ebpf_common::{
     CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_SNAT, CtKey, IPPROTO_TCP, IPPROTO_UDP, drop_reason,
 };
 
 use crate::{
-    maps,
+    flow, maps,
     packet::{read, write},
     parse::{ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_OFF, L4_SPORT_OFF},
 };
@@ -33,15 +30,13 @@ const ICMP_CSUM_OFF: usize = 2;
 /// Length of the ICMP header before the quoted packet.
 const ICMP_HLEN: usize = 8;
 
-/// Translates an ICMP error about a translated connection; the verdict.
+/// Translates an ICMP error about a translated connection; the verdict
+/// (`hook`: the calling hook, for a drop's flow event).
 #[inline(always)]
-pub fn translate_error(ctx: &TcContext) -> i32 {
+pub fn translate_error(ctx: &TcContext, hook: u8) -> i32 {
     match try_translate(ctx) {
         Some(true) | None => TC_ACT_OK,
-        Some(false) => {
-            maps::count_drop(drop_reason::REWRITE);
-            TC_ACT_SHOT
-        }
+        Some(false) => flow::dropped(ctx, hook, drop_reason::REWRITE),
     }
 }
 

@@ -5,7 +5,7 @@
 //! modules below hold everything the hooks share:
 //!
 //! - [`packet`]: bounds-checked reads and writes of packet bytes,
-//! - [`parse`]: Ethernet/IPv4/TCP/UDP header parsing into a [`parse::Flow`],
+//! - [`parse`]: Ethernet/IPv4/TCP/UDP/SCTP header parsing into a [`parse::Flow`],
 //! - [`maps`]: the map definitions (layouts come from `weir-ebpf-common`),
 //! - [`conntrack`]: per-connection translation state,
 //! - [`lb`]: backend selection,
@@ -14,13 +14,16 @@
 //! - [`nat`]: address/port rewriting with incremental checksum updates,
 //! - [`fib`]: forwarding translated packets past the stack (FIB + redirect),
 //! - [`arp`]: answering ARP for owned LoadBalancer IPs,
-//! - [`icmp`]: ICMP errors about translated connections.
+//! - [`icmp`]: ICMP errors about translated connections,
+//! - [`policy`]: NetworkPolicy verdicts on new connections,
+//! - [`flow`]: flow events (verdicts and drops) into the ring buffer.
 #![no_std]
 #![no_main]
 
 mod arp;
 mod conntrack;
 mod fib;
+mod flow;
 mod from_pod;
 mod icmp;
 mod lb;
@@ -30,6 +33,7 @@ mod nat;
 mod node_ingress;
 mod packet;
 mod parse;
+mod policy;
 mod sock;
 mod to_pod;
 mod xdp;

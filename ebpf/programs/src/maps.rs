@@ -4,7 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use weir_ebpf_common::flow::FLOWS_RING_BYTES;
+use weir_ebpf_common::policy::{
+    EndpointKey, EndpointValue, IPCACHE_MAX_ENTRIES, IpcacheKey, IpcacheValue,
+    POLICY_ENDPOINTS_MAX_ENTRIES, POLICY_MAX_ENTRIES, PolicyKey, PolicyValue,
 };
 use weir_ebpf_common::{
     AFFINITY_MAX_ENTRIES, AffinityKey, AffinityValue, BACKENDS_MAX_ENTRIES, Backend, BackendKey,
@@ -50,6 +55,35 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::pinned(drop_reason::COUNT, 0);
 /// This node's facts (`NodeValue`), at index 0. Written by the agent.
 #[map(name = "WEIR_NODE")]
 pub static NODE: Array<NodeValue> = Array::pinned(1, 0);
+
+/// NetworkPolicy: address/prefix -> (identity, CIDR identity), longest
+/// prefix match (`weir_ebpf_common::policy`). Written only by the agent.
+/// (aya-ebpf adds `BPF_F_NO_PREALLOC` to every LPM trie, as the kernel
+/// requires; the agent may resize it at load with `map_max_entries`.)
+#[map(name = "WEIR_IPCACHE")]
+pub static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(IPCACHE_MAX_ENTRIES, 0);
+
+/// NetworkPolicy: the pods of this node that policy is enforced for (pod
+/// address -> endpoint id). A pod address missing here is not enforced.
+/// Written only by the agent.
+#[map(name = "WEIR_POL_EP")]
+pub static POL_EP: HashMap<EndpointKey, EndpointValue> =
+    HashMap::pinned(POLICY_ENDPOINTS_MAX_ENTRIES, 0);
+
+/// NetworkPolicy: what each endpoint allows, per direction (LPM over
+/// endpoint, direction, identity, protocol, port block); absence = deny.
+/// Written only by the agent.
+#[map(name = "WEIR_POLICY")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(POLICY_MAX_ENTRIES, 0);
+
+/// Flow events (`weir_ebpf_common::flow::FlowEvent`): every policy verdict
+/// and every datapath drop, read by the agent.
+#[map(name = "WEIR_FLOWS")]
+pub static FLOWS: RingBuf = RingBuf::pinned(FLOWS_RING_BYTES, 0);
+
+/// Flow events lost because the ring was full (index 0, per CPU).
+#[map(name = "WEIR_FLOW_LOST")]
+pub static FLOW_LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 
 /// The node address to SNAT to, if the agent configured one.
 #[inline(always)]
@@ -108,3 +142,4 @@ pub fn get_copy<K, V: Copy>(map: &HashMap<K, V>, key: &K) -> Option<V> {
     // integers, never an invalid value.
     Some(unsafe { *ptr })
 }
+

@@ -14,7 +14,8 @@ use aya_ebpf::{
 };
 
 use weir_ebpf_common::{
-    CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_SNAT, CtValue, IPPROTO_UDP,
+    CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_SNAT, CtValue,
+    IPPROTO_UDP,
 };
 
 use crate::{
@@ -79,8 +80,12 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr: u32, port: u16) -
 /// forward direction rewrites the destination to the backend, the reverse
 /// direction the source back to the frontend; hairpin and SNAT connections
 /// also get the other end rewritten (see `CT_FLAG_HAIRPIN`, `CT_FLAG_SNAT`).
+/// Entries tracked only for policy (`CT_FLAG_NO_NAT`) change nothing.
 #[inline(always)]
 pub fn translate(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> Option<()> {
+    if ct.flags & CT_FLAG_NO_NAT != 0 {
+        return Some(());
+    }
     let hairpin = ct.flags & CT_FLAG_HAIRPIN != 0;
     let snat = ct.flags & CT_FLAG_SNAT != 0;
     match ct.direction {

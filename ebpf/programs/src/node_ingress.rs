@@ -17,6 +17,12 @@
 //!   `loadBalancerSourceRanges` (`SERVICE_FLAG_SOURCE_RANGES`) is dropped.
 //! - A NodePort without usable backends (for Local: none on this node) drops
 //!   new connections: the node does not answer.
+//! - NetworkPolicy: a new NodePort connection to a backend on this node is
+//!   judged against the backend's ingress with the client's own address,
+//!   before SNAT (after it, every client would be this node, which policy
+//!   always allows). Other new connections to local pods are judged by the
+//!   to-pod hook; backends on other nodes by theirs.
+//! - Every drop is a flow event (see [`crate::flow`]).
 //! - ARP requests for LoadBalancer IPs this node owns are answered (see
 //!   [`crate::arp`]).
 //! - Everything else, including ClusterIP frontends (not reachable from
@@ -29,13 +35,14 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
-    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
+    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason, flow::hook::NODE_INGRESS,
 };
 
 use crate::{
-    arp, conntrack, fib, lb, maps, nat,
+    arp, conntrack, fib, flow, lb, maps, nat,
     packet::read,
     parse::{self, Flow},
+    policy,
 };
 
 #[classifier]
@@ -79,27 +86,30 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         return TC_ACT_OK;
     }
     if svc.flags & SERVICE_FLAG_SOURCE_RANGES != 0 && !maps::source_allowed(&key, flow.saddr) {
-        maps::count_drop(drop_reason::SOURCE_RANGE);
-        return TC_ACT_SHOT;
+        return flow::dropped(ctx, NODE_INGRESS, drop_reason::SOURCE_RANGE);
     }
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);
     let Some(backend) = crate::maglev::select(&svc, &key, AFFINITY_CLIENT_IP, client, hash) else {
-        maps::count_drop(drop_reason::NO_BACKEND);
-        return TC_ACT_SHOT;
+        return flow::dropped(ctx, NODE_INGRESS, drop_reason::NO_BACKEND);
     };
+    // A local backend's ingress, judged with the client's address.
+    let conn = policy::Conn::translated(flow, backend.addr, backend.port);
+    if policy::judge_ingress(ctx, NODE_INGRESS, &conn) == policy::Outcome::Denied {
+        return TC_ACT_SHOT;
+    }
     // SNAT to the node address (an external IP may not be the node's own);
     // without one configured, to the address the client reached (a NodePort).
     let snat =
         (svc.flags & SERVICE_FLAG_EXT_LOCAL == 0).then(|| maps::node_addr().unwrap_or(flow.daddr));
     let Some(ct) = conntrack::create_nodeport(flow, &backend, snat, hash) else {
         // Without SNAT only a failed insert gets here.
-        maps::count_drop(if snat.is_some() {
+        let reason = if snat.is_some() {
             drop_reason::SNAT_PORTS
         } else {
             drop_reason::MAP_INSERT
-        });
-        return TC_ACT_SHOT;
+        };
+        return flow::dropped(ctx, NODE_INGRESS, reason);
     };
     forward(ctx, flow, nat::translate(ctx, flow, &ct))
 }
@@ -108,10 +118,7 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
 #[inline(always)]
 fn forward(ctx: &TcContext, flow: &Flow, translated: Option<()>) -> i32 {
     match translated {
-        Some(()) => fib::redirect(ctx, flow.proto),
-        None => {
-            maps::count_drop(drop_reason::REWRITE);
-            TC_ACT_SHOT
-        }
+        Some(()) => fib::redirect(ctx, flow.proto, NODE_INGRESS),
+        None => flow::dropped(ctx, NODE_INGRESS, drop_reason::REWRITE),
     }
 }

@@ -1,10 +1,15 @@
 //! Header parsing: from raw packet bytes to a [`Flow`] (the 5-tuple plus the
 //! offsets the NAT code needs). Anything that is not a complete, unfragmented
-//! IPv4 TCP or UDP header yields `None`, and the caller passes the packet on
-//! untouched.
+//! IPv4 TCP, UDP or SCTP header yields `None`, and the caller passes the
+//! packet on untouched.
+//!
+//! SCTP is parsed for NetworkPolicy (its ports sit where TCP's and UDP's
+//! do) and never translated: the planner writes no SCTP service, so no
+//! SCTP packet is ever rewritten (its CRC32c checksum cannot be updated
+//! incrementally like the others).
 
 use aya_ebpf::programs::TcContext;
-use weir_ebpf_common::{CtKey, IPPROTO_TCP, IPPROTO_UDP};
+use weir_ebpf_common::{CtKey, IPPROTO_TCP, IPPROTO_UDP, policy::IPPROTO_SCTP};
 
 use crate::packet::read;
 
@@ -17,7 +22,7 @@ pub const IP_CSUM_OFF: usize = 10;
 pub const IP_SADDR_OFF: usize = 12;
 pub const IP_DADDR_OFF: usize = 16;
 
-/// Offsets inside the L4 header (same for TCP and UDP).
+/// Offsets inside the L4 header (same for TCP, UDP and SCTP).
 pub const L4_SPORT_OFF: usize = 0;
 pub const L4_DPORT_OFF: usize = 2;
 const TCP_FLAGS_OFF: usize = 13;
@@ -25,6 +30,8 @@ const TCP_CSUM_OFF: usize = 16;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
 const UDP_CSUM_OFF: usize = 6;
+/// SCTP's common header: ports, verification tag, then the CRC32c.
+const SCTP_CSUM_OFF: usize = 8;
 
 /// The fixed part of an IPv4 header, as on the wire.
 #[repr(C)]
@@ -42,7 +49,8 @@ struct Ipv4Hdr {
     daddr: u32,
 }
 
-/// A parsed IPv4 TCP/UDP packet. Addresses and ports are in network order.
+/// A parsed IPv4 TCP/UDP/SCTP packet. Addresses and ports are in network
+/// order.
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub saddr: u32,
@@ -54,7 +62,7 @@ pub struct Flow {
     pub l3_off: usize,
     /// Offset of the TCP/UDP header.
     pub l4_off: usize,
-    /// Offset of the TCP/UDP checksum field.
+    /// Offset of the TCP/UDP checksum field (SCTP: its CRC32c).
     pub l4_csum_off: usize,
     /// UDP with a zero checksum ("no checksum", RFC 768): must stay zero.
     pub udp_no_csum: bool,
@@ -77,7 +85,7 @@ impl Flow {
     }
 }
 
-/// Parses an Ethernet frame carrying IPv4 TCP or UDP.
+/// Parses an Ethernet frame carrying IPv4 TCP, UDP or SCTP.
 #[inline(always)]
 pub fn parse_ipv4_l4(ctx: &TcContext) -> Option<Flow> {
     let ethertype = u16::from_be(read::<u16>(ctx, 12)?);
@@ -102,6 +110,7 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Option<Flow> {
     let l4_csum_off = match ip.proto {
         IPPROTO_TCP => l4_off + TCP_CSUM_OFF,
         IPPROTO_UDP => l4_off + UDP_CSUM_OFF,
+        IPPROTO_SCTP => l4_off + SCTP_CSUM_OFF,
         _ => return None,
     };
     let sport: u16 = read(ctx, l4_off + L4_SPORT_OFF)?;
