@@ -47,6 +47,21 @@ impl ChangeResult {
     pub fn applied_p50_ms(&self) -> f64 {
         crate::stats::median(&self.applied_ms).unwrap_or(f64::NAN)
     }
+    /// p50 and max of (first connect − the change call's return): for weir
+    /// the watch -> agent -> maps part alone (negative for iptables, whose
+    /// restore returns after the rules already work).
+    pub fn after_return_ms(&self) -> (f64, f64) {
+        let after: Vec<f64> = self
+            .samples_ms
+            .iter()
+            .zip(&self.applied_ms)
+            .map(|(s, a)| s - a)
+            .collect();
+        (
+            crate::stats::median(&after).unwrap_or(f64::NAN),
+            after.iter().copied().fold(f64::NAN, f64::max),
+        )
+    }
     pub fn max_ms(&self) -> f64 {
         self.samples_ms.iter().copied().fold(f64::NAN, f64::max)
     }

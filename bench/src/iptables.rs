@@ -81,23 +81,27 @@ struct ServiceChains {
 }
 
 fn service_chains(i: u32, comments: bool) -> ServiceChains {
+    service_chains_proto(i, comments, "tcp")
+}
+
+fn service_chains_proto(i: u32, comments: bool, p: &str) -> ServiceChains {
     let comment = |text: &str| comment(comments, text);
     let name = format!("bench/svc-{i}:http");
     let vip = plan::vip(i);
     let cluster_cidr = plan::CLUSTER_CIDR;
-    let svc_chain = chain_name("KUBE-SVC-", &format!("{name}tcp"));
+    let svc_chain = chain_name("KUBE-SVC-", &format!("{name}{p}"));
     let mut declarations = format!(":{svc_chain} - [0:0]\n");
     let jump = format!(
-        "-A KUBE-SERVICES{} -m tcp -p tcp -d {vip}/32 --dport {SERVICE_PORT} -j {svc_chain}\n",
+        "-A KUBE-SERVICES{} -m {p} -p {p} -d {vip}/32 --dport {SERVICE_PORT} -j {svc_chain}\n",
         comment(&format!("{name} cluster IP"))
     );
     let mut rules = format!(
-        "-A {svc_chain}{} -m tcp -p tcp -d {vip}/32 --dport {SERVICE_PORT} ! -s {cluster_cidr} -j KUBE-MARK-MASQ\n",
+        "-A {svc_chain}{} -m {p} -p {p} -d {vip}/32 --dport {SERVICE_PORT} ! -s {cluster_cidr} -j KUBE-MARK-MASQ\n",
         comment(&format!("{name} cluster IP"))
     );
     for j in 0..ENDPOINTS_PER_SERVICE {
         let ep = plan::backend(i, j);
-        let sep_chain = chain_name("KUBE-SEP-", &format!("{name}tcp{ep}:{TARGET_PORT}"));
+        let sep_chain = chain_name("KUBE-SEP-", &format!("{name}{p}{ep}:{TARGET_PORT}"));
         let _ = writeln!(declarations, ":{sep_chain} - [0:0]");
         let remaining = ENDPOINTS_PER_SERVICE - j;
         let statistic = if remaining > 1 {
@@ -120,7 +124,7 @@ fn service_chains(i: u32, comments: bool) -> ServiceChains {
         );
         let _ = writeln!(
             rules,
-            "-A {sep_chain}{} -m tcp -p tcp -j DNAT --to-destination {ep}:{TARGET_PORT}",
+            "-A {sep_chain}{} -m {p} -p {p} -j DNAT --to-destination {ep}:{TARGET_PORT}",
             comment(&name)
         );
     }
@@ -152,6 +156,45 @@ pub fn restore_add_service(total: u32) -> String {
 /// The `iptables-legacy-restore` input for `services` services (flushes and
 /// rewrites the filter and nat tables).
 pub fn restore_input(services: u32) -> String {
+    restore_input_with(services, false)
+}
+
+/// [`restore_input`] plus one UDP NodePort service (service number
+/// [`plan::NODEPORT_SERVICE`], node port [`plan::NODE_PORT`], externalTrafficPolicy
+/// Cluster) as kube-proxy writes it: its ClusterIP jump in `KUBE-SERVICES`,
+/// `KUBE-NODEPORTS` -> `KUBE-EXT-*` (masquerade mark, then the service chain)
+/// -> `KUBE-SVC-*` -> `KUBE-SEP-*` DNAT.
+pub fn restore_input_nodeport(services: u32) -> String {
+    restore_input_with(services, true)
+}
+
+/// The nat-table pieces of the UDP NodePort service.
+fn nodeport_chains(comments: bool) -> ServiceChains {
+    let i = plan::NODEPORT_SERVICE;
+    let mut chains = service_chains_proto(i, comments, "udp");
+    let name = format!("bench/svc-{i}:http");
+    let svc_chain = chain_name("KUBE-SVC-", &format!("{name}udp"));
+    let ext_chain = chain_name("KUBE-EXT-", &format!("{name}udp"));
+    let _ = writeln!(chains.declarations, ":{ext_chain} - [0:0]");
+    let port = plan::NODE_PORT;
+    let _ = writeln!(
+        chains.rules,
+        "-A KUBE-NODEPORTS{} -m udp -p udp --dport {port} -j {ext_chain}",
+        comment(comments, &name)
+    );
+    let _ = writeln!(
+        chains.rules,
+        "-A {ext_chain}{} -j KUBE-MARK-MASQ",
+        comment(
+            comments,
+            &format!("masquerade traffic for {name} external destinations")
+        )
+    );
+    let _ = writeln!(chains.rules, "-A {ext_chain} -j {svc_chain}");
+    chains
+}
+
+fn restore_input_with(services: u32, nodeport: bool) -> String {
     let comments = uses_comments(services);
     let comment = |text: &str| comment(comments, text);
     // Writing to a String cannot fail; ignore the fmt::Result.
@@ -240,8 +283,11 @@ pub fn restore_input(services: u32) -> String {
     }
     let mut rules = String::with_capacity(services as usize * 800);
     let mut service_jumps = String::with_capacity(services as usize * 100);
-    for i in 0..services {
-        let chains = service_chains(i, comments);
+    let nodeport = nodeport.then(|| nodeport_chains(comments));
+    for chains in (0..services)
+        .map(|i| service_chains(i, comments))
+        .chain(nodeport)
+    {
         out.push_str(&chains.declarations);
         service_jumps.push_str(&chains.jump);
         rules.push_str(&chains.rules);
@@ -326,6 +372,39 @@ mod tests {
         );
         assert_eq!(text.matches("COMMIT").count(), 2);
         assert!(text.contains("--comment"), "small clusters keep comments");
+    }
+
+    #[test]
+    fn udp_node_port_has_kube_proxy_structure() {
+        let text = restore_input_nodeport(2);
+        let name = format!("bench/svc-{}:http", plan::NODEPORT_SERVICE);
+        let svc = chain_name("KUBE-SVC-", &format!("{name}udp"));
+        let ext = chain_name("KUBE-EXT-", &format!("{name}udp"));
+        // Its ClusterIP jump sits with the others, before the catch-all.
+        let jumps = lines_matching(&text, "-A KUBE-SERVICES");
+        assert_eq!(jumps.len(), 4, "{jumps:?}");
+        assert!(jumps[2].contains("-m udp -p udp -d 10.96.190.127/32 --dport 80"));
+        assert!(jumps[3].contains("KUBE-NODEPORTS"));
+        assert_eq!(
+            lines_matching(&text, "-A KUBE-NODEPORTS"),
+            vec![format!(
+                "-A KUBE-NODEPORTS -m comment --comment \"{name}\" -m udp -p udp --dport 30080 -j {ext}"
+            )]
+        );
+        let ext_rules = lines_matching(&text, &format!("-A {ext}"));
+        assert!(ext_rules[0].ends_with("-j KUBE-MARK-MASQ"), "{ext_rules:?}");
+        assert!(
+            ext_rules[1].ends_with(&format!("-j {svc}")),
+            "{ext_rules:?}"
+        );
+        assert_eq!(text.matches(&format!(":{ext} - [0:0]")).count(), 1);
+        let udp_dnats = lines_matching(&text, "-m udp -p udp -j DNAT");
+        assert_eq!(udp_dnats.len(), 4);
+        assert!(udp_dnats[0].ends_with(&format!(
+            "--to-destination {}:8080",
+            plan::backend(plan::NODEPORT_SERVICE, 0)
+        )));
+        assert_eq!(lines_matching(&text, "-m tcp -p tcp -j DNAT").len(), 8);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod control;
 mod datapath;
 mod iptables;
 mod netns;
+mod nodeport;
 mod plan;
 mod policy;
 mod policy_report;
@@ -41,6 +42,8 @@ enum Cmd {
     Datapath(datapath::DatapathArgs),
     /// Control plane: write/list/watch latency and memory against a real etcd.
     Control(control::ControlArgs),
+    /// NodePort 64-byte UDP packets/s forwarded on one core: direct vs weir vs iptables.
+    Nodeport(nodeport::NodePortArgs),
     /// NetworkPolicy: connection rate with N policies vs none, change -> enforced latency.
     Policy(policy::PolicyArgs),
     /// (internal) The TCP server, inside the server netns.
@@ -92,6 +95,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Datapath(args) => datapath::run(args),
         Cmd::Control(args) => control::run(args),
+        Cmd::Nodeport(args) => nodeport::run(args),
         Cmd::Policy(args) => policy::run(args),
         Cmd::Serve {
             netns: ns,

@@ -42,6 +42,10 @@ pub struct Topology {
     pub node: String,
     pub client: String,
     pub server: String,
+    /// With [`Topology::create_with_external`]: a netns outside the node
+    /// whose `eth0` (`EXTERNAL_ADDR`) is the peer of the node's `eth0`, the
+    /// node's underlay, where NodePorts are reached.
+    pub external: Option<String>,
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -98,27 +102,59 @@ fn sysctls(netns: &str, settings: &[&str]) -> Result<()> {
 impl Topology {
     /// Builds the three namespaces for run `tag` (short, unique per run).
     pub fn create(tag: &str) -> Result<Topology> {
+        Self::build(tag, false)
+    }
+
+    /// Like [`Topology::create`], plus the external netns on the node's
+    /// underlay (for NodePort traffic from outside the node).
+    pub fn create_with_external(tag: &str) -> Result<Topology> {
+        Self::build(tag, true)
+    }
+
+    fn build(tag: &str, external: bool) -> Result<Topology> {
         let topo = Topology {
             node: format!("{PREFIX}{tag}-n"),
             client: format!("{PREFIX}{tag}-c"),
             server: format!("{PREFIX}{tag}-s"),
+            external: external.then(|| format!("{PREFIX}{tag}-x")),
         };
         // From here on, drop cleans up whatever part was created.
-        for ns in [&topo.node, &topo.client, &topo.server] {
+        for ns in [&topo.node, &topo.client, &topo.server]
+            .into_iter()
+            .chain(topo.external.as_ref())
+        {
             run(Command::new("ip").args(["netns", "add", ns]))?;
         }
         let (n, c, s) = (&topo.node, &topo.client, &topo.server);
-        // eth0/ul0: the node's underlay stand-in, carrying the node IP (no
-        // benchmark traffic crosses it).
+        // eth0: the node's underlay, carrying the node IP; its peer is ul0 in
+        // the node itself (idle), or eth0 of the external netns.
+        let underlay_peer = match &topo.external {
+            Some(x) => format!("eth0 netns {x}"),
+            None => format!("ul0 netns {n}"),
+        };
         ip_batch(
             None,
             &format!(
                 "link add wrcli0 netns {n} type veth peer name eth0 netns {c}\n\
                  link add wrsrv0 netns {n} type veth peer name eth0 netns {s}\n\
-                 link add eth0 netns {n} type veth peer name ul0 netns {n}\n"
+                 link add eth0 netns {n} type veth peer name {underlay_peer}\n"
             ),
         )?;
-        let mut node = String::from("link set lo up\nlink set ul0 up\nlink set eth0 up\n");
+        if let Some(x) = &topo.external {
+            ip_batch(
+                Some(x),
+                &format!(
+                    "link set lo up\nlink set eth0 up\naddr add {}/24 dev eth0\n\
+                     route add default via {}\n",
+                    plan::EXTERNAL_ADDR,
+                    plan::NODE_IP
+                ),
+            )?;
+        }
+        let mut node = String::from("link set lo up\nlink set eth0 up\n");
+        if topo.external.is_none() {
+            node.push_str("link set ul0 up\n");
+        }
         node.push_str(&format!("addr add {}/24 dev eth0\n", plan::NODE_IP));
         node.push_str(&format!(
             "addr add {}/24 dev wrcli0\n",
@@ -165,6 +201,7 @@ impl Topology {
                 "net.ipv4.conf.default.rp_filter=0",
                 "net.ipv4.conf.wrcli0.rp_filter=0",
                 "net.ipv4.conf.wrsrv0.rp_filter=0",
+                "net.ipv4.conf.eth0.rp_filter=0",
             ],
         )?;
         sysctls(c, &["net.ipv4.ip_local_port_range=1024 65000"])?;
@@ -197,7 +234,10 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in [&self.client, &self.server, &self.node] {
+        for ns in [&self.client, &self.server, &self.node]
+            .into_iter()
+            .chain(self.external.as_ref())
+        {
             // Deleting a netns deletes its veths; a missing one is fine.
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])

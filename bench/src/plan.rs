@@ -26,6 +26,12 @@ pub const SOURCES: u32 = 16;
 /// Largest service count the plan can address (backends must fit 10.245/16).
 pub const MAX_SERVICES: u32 = 16_000;
 
+/// The UDP NodePort service of the NodePort runs: its number (for its VIP
+/// and backend addresses, beyond any service count the runs use).
+pub const NODEPORT_SERVICE: u32 = MAX_SERVICES - 1;
+/// Its node port.
+pub const NODE_PORT: u16 = 30080;
+
 /// The pod CIDR the iptables rules treat as "in cluster" (clients and
 /// backends are both inside it, so pod -> service traffic is not masqueraded,
 /// exactly as for a pod in a real cluster).
@@ -38,6 +44,8 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The node's own address, on its underlay interface `eth0` (not on a pod
 /// veth: the agent attaches its node-interface programs where the node IP is).
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 1);
+/// The external client's address, on the node's underlay (NodePort runs).
+pub const EXTERNAL_ADDR: Ipv4Addr = Ipv4Addr::new(172, 31, 255, 2);
 pub const CLIENT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 pub const SERVER_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 255, 1);
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 244, 255, 2);

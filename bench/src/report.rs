@@ -181,17 +181,20 @@ pub fn markdown(
     }
     if !changes.is_empty() {
         out.push_str("\nService change -> first successful connect to the new VIP:\n\n");
-        out.push_str("| N services | variant | changes | p50 ms | max ms | p50 ms until the change call returned | how the change is applied |\n|---:|---|---:|---:|---:|---:|---|\n");
+        out.push_str("| N services | variant | changes | p50 ms | max ms | p50 ms until the change call returned | p50 / max ms from the call's return to the connect | how the change is applied |\n|---:|---|---:|---:|---:|---:|---:|---|\n");
         for c in changes {
+            let (after_p50, after_max) = c.after_return_ms();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} |",
                 c.services,
                 c.variant.name(),
                 c.samples_ms.len(),
                 c.p50_ms(),
                 c.max_ms(),
                 c.applied_p50_ms(),
+                after_p50,
+                after_max,
                 c.method
             );
         }

@@ -47,6 +47,8 @@ pub struct WeirCluster {
     client: weir_client::Client,
     /// Services `0..services` exist in the API.
     services: u32,
+    /// The NodePort service exists.
+    nodeport: bool,
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
@@ -105,6 +107,33 @@ fn slice_json(i: u32) -> serde_json::Value {
         "endpoints": endpoints,
         "ports": [{"name": "http", "port": plan::TARGET_PORT, "protocol": "TCP"}]
     })
+}
+
+/// The UDP NodePort service of the NodePort runs (service number
+/// [`plan::NODEPORT_SERVICE`]) and its EndpointSlice.
+fn nodeport_json() -> (serde_json::Value, serde_json::Value) {
+    let i = plan::NODEPORT_SERVICE;
+    let vip = plan::vip(i).to_string();
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "nodeport-udp", "namespace": NAMESPACE},
+        "spec": {"type": "NodePort", "clusterIP": vip, "clusterIPs": [vip],
+                 "externalTrafficPolicy": "Cluster",
+                 "ports": [{"name": "udp", "port": plan::SERVICE_PORT, "targetPort": plan::TARGET_PORT,
+                            "protocol": "UDP", "nodePort": plan::NODE_PORT}]}
+    });
+    let endpoints: Vec<_> = (0..plan::ENDPOINTS_PER_SERVICE)
+        .map(|j| json!({"addresses": [plan::backend(i, j).to_string()], "conditions": {"ready": true}}))
+        .collect();
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "nodeport-udp-bench", "namespace": NAMESPACE,
+                     "labels": {"kubernetes.io/service-name": "nodeport-udp"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "udp", "port": plan::TARGET_PORT, "protocol": "UDP"}]
+    });
+    (service, slice)
 }
 
 async fn create_service(client: &weir_client::Client, i: u32) -> Result<()> {
@@ -180,6 +209,7 @@ impl WeirCluster {
             client: runtime.block_on(Self::wait_for_api(&server))?,
             runtime,
             services: 0,
+            nodeport: false,
         };
         let sock = cluster.dir.join("containerd.sock");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -233,6 +263,28 @@ impl WeirCluster {
         })?;
         self.services = self.services.max(n);
         Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Creates the UDP NodePort service and its slice (once).
+    pub fn ensure_nodeport_service(&mut self) -> Result<()> {
+        if self.nodeport {
+            return Ok(());
+        }
+        let (service, slice) = nodeport_json();
+        let client = self.client.clone();
+        self.runtime.block_on(async move {
+            client
+                .create_json("Service", serde_json::to_vec(&service)?, false)
+                .await
+                .context("cannot create the NodePort Service")?;
+            client
+                .create_json("EndpointSlice", serde_json::to_vec(&slice)?, false)
+                .await
+                .context("cannot create the NodePort EndpointSlice")?;
+            Ok::<_, anyhow::Error>(())
+        })?;
+        self.nodeport = true;
+        Ok(())
     }
 
     pub fn services(&self) -> u32 {
