@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSpec, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec, Taint,
+    Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
+    PodTemplateSpec, Taint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use weir_client::{Client, DeleteParams, ListParams};
@@ -64,9 +66,13 @@ fn nodes_of(ps: &[Pod]) -> Vec<String> {
     v
 }
 
+/// What the fake kubelet makes of a bound pod: "Running" (and Ready),
+/// "Succeeded" or "Failed".
+type Outcome = fn(&Pod) -> &'static str;
+
 /// One pass of a fake kubelet: bound pods that have no phase beyond Pending
-/// start Running and Ready; pods marked for deletion are finished off.
-async fn kubelet_tick(c: &Client) {
+/// get their outcome; pods marked for deletion are finished off.
+async fn kubelet_tick(c: &Client, outcome: Outcome) {
     for p in pods(c).await {
         let name = p.metadata.name.clone().unwrap_or_default();
         if p.metadata.deletion_timestamp.is_some() {
@@ -85,12 +91,13 @@ async fn kubelet_tick(c: &Client) {
         let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
         if !node_name(&p).is_empty() && matches!(phase, None | Some("Pending")) {
             let mut p = p.clone();
+            let phase = outcome(&p);
             p.status = Some(PodStatus {
-                phase: Some("Running".into()),
+                phase: Some(phase.into()),
                 pod_ip: Some("10.244.1.5".into()),
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
-                    status: "True".into(),
+                    status: if phase == "Running" { "True" } else { "False" }.into(),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -103,11 +110,11 @@ async fn kubelet_tick(c: &Client) {
 /// Runs the fake kubelet in the background until the returned handle is dropped.
 struct Kubelet(tokio::task::JoinHandle<()>);
 impl Kubelet {
-    fn start(c: &Client) -> Self {
+    fn start(c: &Client, outcome: Outcome) -> Self {
         let c = c.clone();
         Kubelet(tokio::spawn(async move {
             loop {
-                kubelet_tick(&c).await;
+                kubelet_tick(&c, outcome).await;
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         }))
@@ -203,7 +210,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
     ] {
         c.create(&n).await.expect("create node");
     }
-    let _kubelet = Kubelet::start(c);
+    let _kubelet = Kubelet::start(c, |_| "Running");
     c.create(&daemonset("registry.local/agent:v1"))
         .await
         .expect("create daemonset");
@@ -310,6 +317,212 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
         .expect("delete ds");
     eventually("pods collected", || async {
         pods(c).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// A Ready node the scheduler can bind pods to.
+async fn ready_node(c: &Client, name: &str) {
+    let mut n = c.create(&node(name, &[], None)).await.expect("create node");
+    n.status = Some(NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    c.update_status(&n).await.expect("node ready");
+}
+
+fn job(name: &str, f: impl FnOnce(&mut JobSpec)) -> Job {
+    let mut spec = JobSpec {
+        template: PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                restart_policy: Some("Never".into()),
+                containers: vec![Container {
+                    name: "work".into(),
+                    image: Some("registry.local/busybox:v1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    };
+    f(&mut spec);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+fn job_of(p: &Pod) -> String {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("batch.kubernetes.io/job-name"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn job_condition(j: &Job, type_: &str) -> Option<(String, Option<String>)> {
+    j.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| (c.type_.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn jobs_complete_fail_index_expire_and_suspend() {
+    let s = Server::start().await;
+    let c = &s.client;
+    ready_node(c, "n1").await;
+    // Pods of "flaky" fail; every other job's pods succeed.
+    let _kubelet = Kubelet::start(c, |p| {
+        if job_of(p) == "flaky" {
+            "Failed"
+        } else {
+            "Succeeded"
+        }
+    });
+    let jobs = [
+        job("pi", |s| {
+            s.completions = Some(3);
+            s.parallelism = Some(2);
+        }),
+        job("flaky", |s| s.backoff_limit = Some(1)),
+        job("indexed", |s| {
+            s.completions = Some(3);
+            s.parallelism = Some(3);
+            s.completion_mode = Some("Indexed".into());
+        }),
+        job("shortlived", |s| s.ttl_seconds_after_finished = Some(0)),
+        job("held", |s| s.suspend = Some(true)),
+    ];
+    for j in &jobs {
+        c.create(j).await.expect("create job");
+    }
+
+    let max_running = std::sync::atomic::AtomicUsize::new(0);
+    let running = &max_running;
+    let pi = eventually("pi complete", || async move {
+        let live = pods(c)
+            .await
+            .into_iter()
+            .filter(|p| job_of(p) == "pi")
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded") | Some("Failed")
+                )
+            })
+            .count();
+        running.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
+        let j: Job = c.get("default", "pi").await.ok()?;
+        job_condition(&j, "Complete").map(|_| j)
+    })
+    .await;
+    assert!(max_running.into_inner() <= 2, "more pods than parallelism");
+    let st = pi.status.expect("status");
+    assert_eq!((st.succeeded, st.failed, st.active), (Some(3), None, None));
+    assert!(st.start_time.is_some() && st.completion_time.is_some());
+    let pi_pods: Vec<Pod> = pods(c)
+        .await
+        .into_iter()
+        .filter(|p| job_of(p) == "pi")
+        .collect();
+    assert_eq!(pi_pods.len(), 3, "finished pods are kept");
+
+    let flaky = eventually("flaky failed", || async {
+        let j: Job = c.get("default", "flaky").await.ok()?;
+        job_condition(&j, "Failed").map(|c| (c, j))
+    })
+    .await;
+    assert_eq!(flaky.0.1.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(flaky.1.status.and_then(|s| s.failed), Some(2));
+
+    let indexed = eventually("indexed complete", || async {
+        let j: Job = c.get("default", "indexed").await.ok()?;
+        job_condition(&j, "Complete").map(|_| j)
+    })
+    .await;
+    assert_eq!(
+        indexed.status.and_then(|s| s.completed_indexes).as_deref(),
+        Some("0-2")
+    );
+    let mut indexes: Vec<String> = pods(c)
+        .await
+        .iter()
+        .filter(|p| job_of(p) == "indexed")
+        .filter_map(|p| {
+            p.metadata
+                .annotations
+                .as_ref()?
+                .get("batch.kubernetes.io/job-completion-index")
+                .cloned()
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"]);
+
+    eventually(
+        "shortlived deleted after its TTL, pods collected",
+        || async {
+            let gone = c
+                .get_opt::<Job>("default", "shortlived")
+                .await
+                .ok()?
+                .is_none();
+            let left = pods(c)
+                .await
+                .iter()
+                .filter(|p| job_of(p) == "shortlived")
+                .count();
+            (gone && left == 0).then_some(())
+        },
+    )
+    .await;
+
+    // Suspended: no pods and a Suspended condition; resumed: it runs.
+    eventually("held suspended", || async {
+        let j: Job = c.get("default", "held").await.ok()?;
+        job_condition(&j, "Suspended")
+    })
+    .await;
+    assert!(pods(c).await.iter().all(|p| job_of(p) != "held"));
+    eventually("held resumed", || async {
+        let mut j: Job = c.get("default", "held").await.ok()?;
+        j.spec.as_mut()?.suspend = Some(false);
+        c.update(&j).await.ok().map(|_| ())
+    })
+    .await;
+    eventually("held complete", || async {
+        let j: Job = c.get("default", "held").await.ok()?;
+        job_condition(&j, "Complete").map(|_| ())
+    })
+    .await;
+
+    // Deleting a Job collects its pods.
+    c.delete::<Job>("default", "pi", &DeleteParams::default())
+        .await
+        .expect("delete pi");
+    eventually("pi pods collected", || async {
+        pods(c)
+            .await
+            .iter()
+            .all(|p| job_of(p) != "pi")
+            .then_some(())
     })
     .await;
 }

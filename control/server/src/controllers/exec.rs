@@ -420,6 +420,7 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
         "Service" => c.services.uid_of(&key),
         "EndpointSlice" => c.slices.uid_of(&key),
         "DaemonSet" => c.daemonsets.uid_of(&key),
+        "Job" => c.jobs.uid_of(&key),
         _ => return OwnerState::Unknown,
     };
     if uid == Some(r.uid.as_str()) {
@@ -443,6 +444,11 @@ fn dependents_of(c: &Cache, uid: &str) -> Vec<(super::GcKey, bool)> {
         c.pods
             .owned_by(uid)
             .map(|o| (("Pod", ObjKey::of(o)), gone(&o.metadata))),
+    );
+    out.extend(
+        c.jobs
+            .owned_by(uid)
+            .map(|o| (("Job", ObjKey::of(o)), gone(&o.metadata))),
     );
     out.extend(
         c.slices
@@ -566,6 +572,7 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             "Deployment" => c.deployments.get(key).map(|o| o.metadata.clone()),
             "Service" => c.services.get(key).map(|o| o.metadata.clone()),
             "DaemonSet" => c.daemonsets.get(key).map(|o| o.metadata.clone()),
+            "Job" => c.jobs.get(key).map(|o| o.metadata.clone()),
             _ => None,
         };
         match meta {

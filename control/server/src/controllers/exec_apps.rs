@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use tracing::Instrument;
 use weir_client::events::{self, EventType, Recorder};
@@ -15,13 +16,16 @@ use weir_client::{DeleteParams, Error};
 use super::exec::{finish, ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
-use super::{Ctx, Expectations, daemonset, util};
+use super::{Ctx, Expectations, daemonset, job, util};
 
 /// Queues, expectations and recorders of the workload controllers.
 pub struct Apps {
     pub daemonsets: WorkQueue<ObjKey>,
     pub ds_expectations: Expectations,
     pub ds_events: Recorder,
+    pub jobs: WorkQueue<ObjKey>,
+    pub job_expectations: Expectations,
+    pub job_events: Recorder,
 }
 
 impl Apps {
@@ -30,6 +34,9 @@ impl Apps {
             daemonsets: WorkQueue::new(),
             ds_expectations: Expectations::default(),
             ds_events: Recorder::new(client.clone(), "daemonset-controller", None),
+            jobs: WorkQueue::new(),
+            job_expectations: Expectations::default(),
+            job_events: Recorder::new(client.clone(), "job-controller", None),
         }
     }
 }
@@ -64,12 +71,22 @@ impl Ctx {
             (Some(old), None) if !gone(old) => (Some(old), 0, 1),
             _ => (None, 0, 0),
         };
-        if let Some(k) = pod.and_then(|p| controller_key(&p.metadata, "DaemonSet")) {
-            self.apps.ds_expectations.lower(&k, adds, dels);
-        }
-        for p in ch.old.iter().chain(ch.new.iter()) {
-            if let Some(k) = controller_key(&p.metadata, "DaemonSet") {
-                self.apps.daemonsets.add(k);
+        let kinds = [
+            (
+                "DaemonSet",
+                &self.apps.daemonsets,
+                &self.apps.ds_expectations,
+            ),
+            ("Job", &self.apps.jobs, &self.apps.job_expectations),
+        ];
+        for (kind, q, exp) in kinds {
+            if let Some(k) = pod.and_then(|p| controller_key(&p.metadata, kind)) {
+                exp.lower(&k, adds, dels);
+            }
+            for p in ch.old.iter().chain(ch.new.iter()) {
+                if let Some(k) = controller_key(&p.metadata, kind) {
+                    q.add(k);
+                }
             }
         }
     }
@@ -91,9 +108,29 @@ impl Ctx {
         }
     }
 
+    pub(super) fn on_job(&self, ch: &Change<Job>) {
+        self.enqueue_propagation("Job", ch);
+        if let Some(j) = ch.latest() {
+            self.apps.jobs.add(ObjKey::of(j));
+        }
+        if let Some(j) = &ch.new {
+            self.gc.add(("Job", ObjKey::of(j)));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
     pub(super) fn resync_apps(&self) {
-        let keys: Vec<ObjKey> = self.read().daemonsets.iter().map(ObjKey::of).collect();
-        keys.into_iter().for_each(|k| self.apps.daemonsets.add(k));
+        let (ds, jobs) = {
+            let c = self.read();
+            (
+                c.daemonsets.iter().map(ObjKey::of).collect::<Vec<_>>(),
+                c.jobs.iter().map(ObjKey::of).collect::<Vec<_>>(),
+            )
+        };
+        ds.into_iter().for_each(|k| self.apps.daemonsets.add(k));
+        jobs.into_iter().for_each(|k| self.apps.jobs.add(k));
     }
 }
 
@@ -252,6 +289,141 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             key.clone(),
             Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)),
         );
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+pub async fn job_worker(ctx: Arc<Ctx>) {
+    loop {
+        let key = ctx.apps.jobs.pop().await;
+        let span = tracing::info_span!("reconcile", controller = "job", namespace = %key.namespace, name = %key.name);
+        let r = reconcile_job(&ctx, &key).instrument(span.clone()).await;
+        span.in_scope(|| finish(&ctx.apps.jobs, key, r));
+    }
+}
+
+async fn reconcile_job(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let q = &ctx.apps.jobs;
+    let exp = &ctx.apps.job_expectations;
+    if !exp.satisfied(key, Instant::now()) {
+        q.add_after(key.clone(), Duration::from_secs(1));
+        return Ok(());
+    }
+    let (job, pods) = {
+        let c = ctx.read();
+        if !c.synced.contains("Pod") {
+            q.add_after(key.clone(), Duration::from_secs(1));
+            return Ok(());
+        }
+        let Some(job) = c.jobs.get(key).cloned() else {
+            return Ok(());
+        };
+        // A Job's pods are those it controls (its generated selector is its uid).
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let pods: Vec<Pod> = c
+            .pods
+            .owned_by(&uid)
+            .filter(|p| util::controlled_by(&p.metadata, &uid))
+            .cloned()
+            .collect();
+        (job, pods)
+    };
+    let now = util::now();
+    let actions = job::reconcile(&job, &pods, now, &mut random_suffix);
+    let adds = actions
+        .iter()
+        .filter(|a| matches!(a, job::Action::CreatePod(_)))
+        .count() as i64;
+    let dels = actions
+        .iter()
+        .filter(|a| matches!(a, job::Action::DeletePod(_)))
+        .count() as i64;
+    if adds > 0 || dels > 0 {
+        exp.expect(key, adds, dels, Instant::now());
+    }
+    let rec = &ctx.apps.job_events;
+    let mut first_err = None;
+    for a in actions {
+        let r = match a {
+            job::Action::CreatePod(p) => match ctx.client.create(p.as_ref()).await {
+                Ok(created) => {
+                    let name = created.metadata.name.clone().unwrap_or_default();
+                    tracing::info!(pod = %name, "created job pod");
+                    super::emit(
+                        rec,
+                        events::reference(&job),
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
+                    );
+                    Ok(())
+                }
+                Err(error) => {
+                    exp.lower(key, 1, 0);
+                    super::emit(
+                        rec,
+                        events::reference(&job),
+                        EventType::Warning,
+                        "FailedCreate",
+                        format!("Error creating: {error}"),
+                    );
+                    Err(error)
+                }
+            },
+            job::Action::DeletePod(k) => {
+                tracing::info!(pod = %k.name, "deleting job pod");
+                let r = ctx
+                    .client
+                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
+                    .await;
+                if r.is_err() {
+                    exp.lower(key, 0, 1);
+                } else {
+                    super::emit(
+                        rec,
+                        events::reference(&job),
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", k.name),
+                    );
+                }
+                ignore_not_found(r)
+            }
+            job::Action::UpdateStatus(n) => ctx.client.update_status(n.as_ref()).await.map(|_| ()),
+            job::Action::DeleteJob => {
+                tracing::info!("ttlSecondsAfterFinished passed; deleting job");
+                let params = DeleteParams {
+                    propagation_policy: "Background".into(),
+                    ..Default::default()
+                };
+                ignore_not_found(
+                    ctx.client
+                        .delete::<Job>(&key.namespace, &key.name, &params)
+                        .await,
+                )
+            }
+            job::Action::Record {
+                warning,
+                reason,
+                message,
+            } => {
+                let t = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                super::emit(rec, events::reference(&job), t, reason, message);
+                Ok(())
+            }
+            job::Action::RequeueAt(t) => {
+                let wait = t.duration_since(now).unsigned_abs();
+                q.add_after(key.clone(), wait + Duration::from_millis(100));
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
     }
     first_err.map_or(Ok(()), Err)
 }

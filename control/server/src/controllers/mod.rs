@@ -15,6 +15,7 @@ pub mod endpointslice;
 mod exec;
 mod exec_apps;
 pub mod gc;
+pub mod job;
 pub mod nodelifecycle;
 pub mod nodematch;
 pub mod queue;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -40,8 +42,9 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 6] = [
+pub const WATCHED: [&str; 7] = [
     "DaemonSet",
+    "Job",
     "Deployment",
     "ReplicaSet",
     "Pod",
@@ -61,6 +64,7 @@ pub struct Cache {
     pub slices: Store<EndpointSlice>,
     pub nodes: Store<Node>,
     pub daemonsets: Store<DaemonSet>,
+    pub jobs: Store<Job>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -91,6 +95,7 @@ cached!(Service, services, "Service");
 cached!(EndpointSlice, slices, "EndpointSlice");
 cached!(Node, nodes, "Node");
 cached!(DaemonSet, daemonsets, "DaemonSet");
+cached!(Job, jobs, "Job");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -211,6 +216,7 @@ impl Ctx {
                     .map(|o| ("ReplicaSet", ObjKey::of(o))),
             );
             keys.extend(c.pods.owned_by(uid).map(|o| ("Pod", ObjKey::of(o))));
+            keys.extend(c.jobs.owned_by(uid).map(|o| ("Job", ObjKey::of(o))));
             keys.extend(
                 c.slices
                     .owned_by(uid)
@@ -429,12 +435,14 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     reflect!(EndpointSlice, on_slice);
     reflect!(Node, on_node);
     reflect!(DaemonSet, on_daemonset);
+    reflect!(Job, on_job);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));
     tasks.spawn(exec::gc_worker(ctx.clone()));
     tasks.spawn(exec::node_worker(ctx.clone()));
     tasks.spawn(exec_apps::daemonset_worker(ctx.clone()));
+    tasks.spawn(exec_apps::job_worker(ctx.clone()));
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
