@@ -287,6 +287,18 @@ fn addr(ip: [u8; 4]) -> u32 {
 
 // ---- the tests ----
 
+/// (what, program, protocol, source, destination, destination port,
+/// expected).
+type Probe = (
+    &'static str,
+    &'static str,
+    u8,
+    [u8; 4],
+    [u8; 4],
+    u16,
+    Expect,
+);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
     Pass,
@@ -299,8 +311,7 @@ fn policy_judges_the_first_packet_of_new_connections() {
     use Expect::*;
     let (dp, dir, _) = setup();
     let (from_pod, to_pod) = (program_names::FROM_POD, program_names::TO_POD);
-    // (what, hook, proto, src, dst port, dst, expected)
-    let cases: &[(&str, &str, u8, [u8; 4], [u8; 4], u16, Expect)] = &[
+    let cases: &[Probe] = &[
         // Egress of y/c (UDP 80 to x/a only).
         ("egress allowed", from_pod, IPPROTO_UDP, YC, XA, 80, Pass),
         (
