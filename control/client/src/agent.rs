@@ -42,6 +42,11 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The agent refused the request as malformed (the message names the field).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, AgentError::Status { code, .. } if *code == tonic::Code::InvalidArgument)
+    }
+
     fn status(addr: &str, s: &tonic::Status) -> Self {
         AgentError::Status {
             addr: addr.to_string(),
