@@ -60,6 +60,25 @@ pub struct Args {
     /// MTU written into the CNI configuration.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
+    /// The cluster's pod CIDR (weir-control's `--cluster-cidr`): NetworkPolicy
+    /// treats addresses in it that no known pod holds as unmanaged pod
+    /// addresses rather than the outside world.
+    #[arg(long)]
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// Capacity of the NetworkPolicy ipcache map (WEIR_IPCACHE): pod and node
+    /// addresses of the cluster plus ipBlock prefixes. Applies when the map
+    /// is created (a pinned map keeps its size until the node's bpffs
+    /// directory is removed).
+    #[arg(long, default_value_t = weir_datapath::policy::PolicyLimits::default().ipcache_max_entries)]
+    pub policy_ipcache_max_entries: u32,
+    /// Capacity of the NetworkPolicy endpoints map (WEIR_POL_EP): pods of
+    /// this node (at most 65535).
+    #[arg(long, default_value_t = weir_datapath::policy::PolicyLimits::default().endpoints_max_entries)]
+    pub policy_endpoints_max_entries: u32,
+    /// Capacity of the NetworkPolicy rule map (WEIR_POLICY): allowed
+    /// (pod, direction, peer, protocol, port block) entries of this node.
+    #[arg(long, default_value_t = weir_datapath::policy::PolicyLimits::default().policy_max_entries)]
+    pub policy_max_entries: u32,
     /// Masquerade pod connections leaving the cluster: their source becomes
     /// the node's address (`--masquerade false`: pods keep theirs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -102,6 +121,8 @@ pub struct Config {
     pub pod_poll: Duration,
     pub max_pods: u32,
     pub mtu: u32,
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    pub policy_limits: weir_datapath::policy::PolicyLimits,
     /// Whether pod connections leaving the cluster are masqueraded.
     pub masquerade: bool,
     /// Destinations that are never masqueraded (besides the nodes).
@@ -126,6 +147,12 @@ pub enum ConfigError {
         "--cgroup-parent {0:?} must be an absolute cgroup path like /weir-weir-node1 (no '..')"
     )]
     CgroupParent(String),
+    #[error("--{flag} {value} is out of range (1..={max})")]
+    PolicyLimit {
+        flag: &'static str,
+        value: u32,
+        max: u32,
+    },
 }
 
 fn valid_node_name(name: &str) -> bool {
@@ -152,6 +179,7 @@ impl TryFrom<Args> for Config {
         if !valid_cgroup_parent(&a.cgroup_parent) {
             return Err(ConfigError::CgroupParent(a.cgroup_parent));
         }
+        let policy_limits = policy_limits(&a)?;
         Ok(Config {
             node_name: a.node_name,
             server: a.server,
@@ -169,6 +197,8 @@ impl TryFrom<Args> for Config {
             pod_poll: Duration::from_millis(a.pod_poll_ms.max(100)),
             max_pods: a.max_pods,
             mtu: a.mtu,
+            cluster_cidr: a.cluster_cidr.map(|c| c.trunc()),
+            policy_limits,
             masquerade: a.masquerade,
             non_masquerade_cidrs: a.non_masquerade_cidrs.iter().map(|n| n.trunc()).collect(),
             api_addr: a
@@ -179,6 +209,30 @@ impl TryFrom<Args> for Config {
                 .unwrap_or(SocketAddr::new(a.node_ip.into(), DEFAULT_METRICS_PORT)),
         })
     }
+}
+
+/// The NetworkPolicy map sizes, each at least 1; endpoint ids are 16-bit.
+fn policy_limits(a: &Args) -> Result<weir_datapath::policy::PolicyLimits, ConfigError> {
+    let check = |flag, value: u32, max: u32| {
+        if (1..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::PolicyLimit { flag, value, max })
+        }
+    };
+    Ok(weir_datapath::policy::PolicyLimits {
+        ipcache_max_entries: check(
+            "policy-ipcache-max-entries",
+            a.policy_ipcache_max_entries,
+            u32::MAX,
+        )?,
+        endpoints_max_entries: check(
+            "policy-endpoints-max-entries",
+            a.policy_endpoints_max_entries,
+            u32::from(u16::MAX),
+        )?,
+        policy_max_entries: check("policy-max-entries", a.policy_max_entries, u32::MAX)?,
+    })
 }
 
 impl Config {
@@ -291,5 +345,43 @@ mod tests {
             let got = Config::try_from(args(&[flag])).expect_err("invalid");
             assert_eq!(got, want, "{flag:?}");
         }
+    }
+
+    #[test]
+    fn policy_flags() {
+        let c = Config::try_from(args(&[])).expect("valid");
+        assert_eq!(
+            c.policy_limits,
+            weir_datapath::policy::PolicyLimits::default()
+        );
+        assert_eq!(c.cluster_cidr, None);
+        let argv = [
+            "weir-agent",
+            "--node-name=node1",
+            "--server=unix:///s",
+            "--node-ip=172.30.0.11",
+            "--cri-socket=/c",
+            "--state-dir=/s",
+            "--bpffs-dir=/b",
+            "--cgroup-parent=/w",
+            "--cni-conf-dir=/e",
+            "--pod-log-dir=/l",
+            "--cluster-cidr=10.244.7.0/16",
+            "--policy-max-entries=1000",
+            "--policy-endpoints-max-entries=70000",
+        ];
+        let got = Config::try_from(Args::try_parse_from(argv).expect("parse"));
+        assert_eq!(
+            got.expect_err("endpoint ids are 16-bit"),
+            ConfigError::PolicyLimit {
+                flag: "policy-endpoints-max-entries",
+                value: 70000,
+                max: 65535
+            }
+        );
+        let argv: Vec<&str> = argv.iter().copied().take(argv.len() - 1).collect();
+        let c = Config::try_from(Args::try_parse_from(argv).expect("parse")).expect("valid");
+        assert_eq!(c.policy_limits.policy_max_entries, 1000);
+        assert_eq!(c.cluster_cidr, Some("10.244.0.0/16".parse().expect("cidr")));
     }
 }

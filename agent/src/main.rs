@@ -25,9 +25,9 @@
 //! `weir-datapath` crate in agent/datapath; this binary only wires it in.
 #![forbid(unsafe_code)]
 
+mod api;
 mod cgroup;
 mod clock;
-mod api;
 mod config;
 mod cri;
 mod node;
@@ -126,9 +126,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(pod_cidr = %pod_cidr, path = %path.display(), "CNI configuration written");
 
     let cgroups = cgroup::Cgroups::detect(&cfg.cgroup_root)?;
-    let network = start_datapath(&cfg, &cgroups, &api)?;
     // Policy names for flow records; the policy sync publishes into it.
     let policy_names = datapath::flows::PolicyNames::default();
+    let network = start_datapath(&cfg, &cgroups, &api, &policy_names)?;
     api::start(
         api::ApiConfig {
             node_name: cfg.node_name.clone(),
@@ -175,15 +175,23 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 /// Where the bpf file system is conventionally mounted.
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
-/// Attaches the datapath's pod programs to new pod veths.
-struct DatapathHook(Arc<Mutex<datapath::Datapath>>);
+/// Attaches the datapath's pod programs to new pod veths, and hands pod
+/// workers the NetworkPolicy sync (when policy is enforced).
+struct DatapathHook {
+    dp: Arc<Mutex<datapath::Datapath>>,
+    policy: Option<datapath::policy::PolicyHandle>,
+}
 
 impl NetworkHook for DatapathHook {
     fn sandbox_network_ready(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         // A panic while holding the lock cannot leave the attach bookkeeping
         // half-written in a way a later attach does not repair, so keep going.
-        let mut dp = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut dp = self.dp.lock().unwrap_or_else(PoisonError::into_inner);
         dp.attach_pod_interfaces().map_err(Into::into)
+    }
+
+    fn policy(&self) -> Option<&datapath::policy::PolicyHandle> {
+        self.policy.as_ref()
     }
 }
 
@@ -194,6 +202,7 @@ fn start_datapath(
     cfg: &Config,
     cgroups: &cgroup::Cgroups,
     api: &weir_client::Client,
+    policy_names: &datapath::flows::PolicyNames,
 ) -> anyhow::Result<Arc<dyn NetworkHook>> {
     let bpffs = std::path::Path::new(BPFFS_ROOT);
     if cfg.bpffs_dir.starts_with(bpffs) && sys::ensure_bpffs(bpffs)? {
@@ -226,7 +235,8 @@ fn start_datapath(
         cgroup_dir,
         node,
     };
-    let dp = match datapath::Datapath::load(&full) {
+    let limits = &cfg.policy_limits;
+    let mut dp = match datapath::Datapath::load_with_policy_limits(&full, limits) {
         Ok(dp) => dp,
         // Socket-level load balancing and NodePort add to the per-packet tc
         // path, which alone still serves every ClusterIP: degrade, loudly,
@@ -242,14 +252,35 @@ fn start_datapath(
                 node: None,
                 ..full
             };
-            datapath::Datapath::load(&tc_only).context("cannot load the eBPF datapath")?
+            datapath::Datapath::load_with_policy_limits(&tc_only, limits)
+                .context("cannot load the eBPF datapath")?
         }
         Err(error) => {
             return Err(anyhow::Error::new(error).context("cannot load the eBPF datapath"));
         }
     };
+    // The NetworkPolicy sync owns its maps (no lock shared with the Service
+    // sync, so policy changes never wait for a service update).
+    let policy = match dp.take_policy_maps() {
+        Ok(Some((maps, actual))) => Some(start_policy_sync(cfg, api, maps, actual, policy_names)),
+        Ok(None) => {
+            warn!("the eBPF programs have no NetworkPolicy maps: NetworkPolicy is not enforced");
+            None
+        }
+        Err(error) => {
+            let error = anyhow::Error::new(error);
+            error!(
+                error = format!("{error:#}"),
+                "cannot open the NetworkPolicy maps: NetworkPolicy is not enforced"
+            );
+            None
+        }
+    };
     let dp = Arc::new(Mutex::new(dp));
-    let hook = DatapathHook(dp.clone());
+    let hook = DatapathHook {
+        dp: dp.clone(),
+        policy,
+    };
     if let Err(error) = hook.sandbox_network_ready() {
         warn!(error = %error, "cannot attach the datapath to existing pod interfaces");
     }
@@ -260,4 +291,38 @@ fn start_datapath(
         }
     });
     Ok(Arc::new(hook))
+}
+
+/// Spawns the NetworkPolicy sync over the maps taken from the datapath
+/// (`actual`: their kernel capacities) and returns the pod workers' handle.
+fn start_policy_sync(
+    cfg: &Config,
+    api: &weir_client::Client,
+    maps: datapath::policy::PolicyKernelMaps,
+    actual: datapath::policy::PolicyLimits,
+    names: &datapath::flows::PolicyNames,
+) -> datapath::policy::PolicyHandle {
+    if actual != cfg.policy_limits {
+        warn!(
+            configured = ?cfg.policy_limits,
+            actual = ?actual,
+            "the pinned NetworkPolicy maps keep the sizes they were created with (remove the node's bpffs directory to resize them)"
+        );
+    }
+    let (handle, admissions) = datapath::policy::PolicyHandle::channel();
+    let sync_cfg = datapath::policy::PolicySyncConfig {
+        node_name: cfg.node_name.clone(),
+        cluster_cidr: cfg.cluster_cidr,
+    };
+    let (api, names) = (api.clone(), names.clone());
+    tokio::spawn(async move {
+        let publish = move |ids| names.replace(ids);
+        let sync =
+            datapath::policy::run_policy_sync(api, maps, actual, sync_cfg, admissions, publish);
+        if let Err(error) = sync.await {
+            error!(error = %error, "the NetworkPolicy sync stopped; policy changes are no longer applied");
+        }
+    });
+    info!(limits = ?actual, "NetworkPolicy sync started");
+    handle
 }

@@ -3,8 +3,10 @@
 //!
 //! Data flow: API watch -> [`PodStore::apply`] (pure) -> per-uid worker ->
 //! observe (CRI) -> [`plan::plan`] (pure) -> execute -> [`status::pod_status`]
-//! (pure) -> `update_status`.
+//! (pure) -> `update_status`. Before a sandbox's first container starts, the
+//! worker waits until NetworkPolicy covers the pod (`isolation`).
 
+pub mod isolation;
 pub mod observed;
 pub mod plan;
 pub mod spec;

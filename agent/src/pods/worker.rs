@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 use weir_client::DeleteParams;
 
+use super::isolation::{Admitted, Isolation, isolation};
 use super::observed::{LABEL_POD_UID, ObservedPod, container_from_cri, sandbox_from_cri};
 use super::plan::{Action, PullFailure, plan};
 use super::spec::{
@@ -28,6 +29,12 @@ use crate::cri::{CriClient, CriError};
 /// datapath attaches its programs to the new host-side veth here.
 pub trait NetworkHook: Send + Sync + 'static {
     fn sandbox_network_ready(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The NetworkPolicy sync, when the datapath enforces policy: no
+    /// container starts before the policy maps include its pod's address.
+    fn policy(&self) -> Option<&weir_datapath::policy::PolicyHandle> {
+        None
+    }
 }
 
 /// Everything workers share.
@@ -43,6 +50,11 @@ pub struct WorkerContext {
     /// PLEG relists every second too).
     pub poll: Duration,
 }
+
+/// How long a worker waits for the policy maps to include a new pod before
+/// it gives up this round (the container is not started; the next round
+/// tries again).
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A round failed; the worker retries after a pause.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +73,8 @@ pub enum WorkerError {
     },
     #[error("container {0} is not in the pod spec")]
     UnknownContainer(String),
+    #[error("not starting containers before NetworkPolicy covers the pod: {0}")]
+    Policy(#[from] weir_datapath::policy::AdmitError),
 }
 
 enum Outcome {
@@ -143,6 +157,8 @@ struct WorkerState {
     last_written: Option<Written>,
     /// Runtime reads that cannot change, so each poll need not repeat them.
     cache: ObserveCache,
+    /// The sandbox the policy maps were confirmed to include.
+    admitted: Option<Admitted>,
 }
 
 impl WorkerState {
@@ -244,6 +260,8 @@ impl WorkerState {
                 } else {
                     pod_ip
                 };
+                self.ensure_isolated(ctx, uid, pod, sandbox_id, pod_ip)
+                    .await?;
                 let target = StartTarget {
                     pod,
                     r,
@@ -301,6 +319,56 @@ impl WorkerState {
                     Err(e) => return Err(e.into()),
                 }
                 Ok(Step::Continue)
+            }
+        }
+    }
+
+    /// Before a container starts in `sandbox_id`: makes sure the policy maps
+    /// include the pod with the sandbox's address (see `isolation`). On
+    /// failure the container is not started, a Warning Event says why, and
+    /// the round fails (the worker retries with back-off).
+    async fn ensure_isolated(
+        &mut self,
+        ctx: &WorkerContext,
+        uid: &str,
+        pod: &Pod,
+        sandbox_id: &str,
+        pod_ip: Option<&str>,
+    ) -> Result<(), WorkerError> {
+        let Some(policy) = ctx.network.policy() else {
+            return Ok(());
+        };
+        let Isolation::Admit(info) = isolation(pod, sandbox_id, pod_ip, self.admitted.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some(ip) = info.ip else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        match policy.admit(uid, *info, ADMIT_TIMEOUT).await {
+            Ok(()) => {
+                debug!(%ip, elapsed = ?started.elapsed(), "NetworkPolicy covers the pod");
+                self.admitted = Some(Admitted {
+                    sandbox_id: sandbox_id.to_string(),
+                    ip,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                let recorder =
+                    weir_client::events::Recorder::new(ctx.api.clone(), "weir-agent", None);
+                let regarding = weir_client::events::reference(pod);
+                let message = format!("containers not started: {error}");
+                tokio::spawn(async move {
+                    if let Err(e) = recorder
+                        .warning(&regarding, "NetworkPolicyPending", &message)
+                        .await
+                    {
+                        debug!(error = %e, "could not record event");
+                    }
+                });
+                Err(error.into())
             }
         }
     }
