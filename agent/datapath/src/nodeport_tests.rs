@@ -371,7 +371,7 @@ fn datapath_node_ingress_translates_nodeports() {
 
 /// Starts a TCP (8080) and UDP (5300) server in pod netns `pod`; both answer
 /// with the client address they see.
-fn start_peer_echo(pod: &str) {
+pub(crate) fn start_peer_echo(pod: &str) {
     let (tcp, udp) = in_netns(pod, || {
         (
             TcpListener::bind("0.0.0.0:8080").expect("bind tcp"),
@@ -399,7 +399,7 @@ fn start_peer_echo(pod: &str) {
 }
 
 /// Connects from the external namespace; the first line of the answer.
-fn ask_tcp(ext: &str, port: u16) -> std::io::Result<String> {
+pub(crate) fn ask_tcp(ext: &str, port: u16) -> std::io::Result<String> {
     in_netns(ext, move || {
         let addr = SocketAddr::from((NODE_IP, port));
         let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -412,13 +412,17 @@ fn ask_tcp(ext: &str, port: u16) -> std::io::Result<String> {
     .expect("client thread")
 }
 
-#[test]
-#[ignore = "privileged: creates network namespaces, loads and attaches BPF programs (root)"]
-fn datapath_real_traffic_reaches_nodeports_from_outside() {
+/// Two simulated nodes and an external client on one underlay segment
+/// (172.30.0.0/24 on a bridge in its own namespace; ext .100, n1 .11, n2
+/// .12), one pod per node (pa 10.244.1.3 on n1, pb 10.244.2.3 on n2, each
+/// answering TCP 8080 and UDP 5300 with the client address it sees), routes
+/// between the pod networks. Namespace names start with `prefix`; returns
+/// them ([br, ext, n1, n2, pa, pb]) and the guard that deletes them.
+pub(crate) fn two_nodes(prefix: &str) -> ([String; 6], Netns) {
     let id = std::process::id();
     let [br, ext, n1, n2, pa, pb] =
-        ["br", "ext", "n1", "n2", "pa", "pb"].map(|s| format!("wdp2-np{s}-{id}"));
-    let _netns = Netns(vec![
+        ["br", "ext", "n1", "n2", "pa", "pb"].map(|s| format!("{prefix}{s}-{id}"));
+    let netns = Netns(vec![
         br.clone(),
         ext.clone(),
         n1.clone(),
@@ -464,6 +468,14 @@ fn datapath_real_traffic_reaches_nodeports_from_outside() {
     start_peer_echo(&pa);
     start_peer_echo(&pb);
 
+    let names = [br, ext, n1, n2, pa, pb];
+    (names, netns)
+}
+
+#[test]
+#[ignore = "privileged: creates network namespaces, loads and attaches BPF programs (root)"]
+fn datapath_real_traffic_reaches_nodeports_from_outside() {
+    let ([_br, ext, n1, _n2, _pa, _pb], _netns) = two_nodes("wdp2-np");
     let pins = PinDir::new();
     let cfg = DatapathConfig {
         bpffs_dir: pins.0.clone(),

@@ -6,6 +6,8 @@
 //! Run with `cargo test -p weir-datapath -- --ignored` as root.
 
 use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use weir_ebpf_common::maglev::MAGLEV_TABLE_SIZE;
@@ -14,12 +16,14 @@ use weir_ebpf_common::{
     NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_NODEPORT, ServiceKey, program_names,
 };
 
-use super::Datapath;
 use super::nodeport_tests::{
-    CLIENT, CLUSTER_IP, LB_IP, LOCAL_POD, NODE_IP, REMOTE_POD, fib_netns, mac, services,
+    CLIENT, CLUSTER_IP, LB_IP, LOCAL_POD, NODE_IP, REMOTE_POD, ask_tcp, fib_netns, mac, services,
+    two_nodes,
 };
 use super::plan::{DesiredServices, Frontend, maglev};
-use super::tests::{ACK, SYN, check, ct_key, invariant_bytes, load, tcp, udp};
+use super::tests::{ACK, PinDir, SYN, check, ct_key, invariant_bytes, load, tcp, udp};
+use super::traffic_tests::{in_netns, run};
+use super::{Datapath, DatapathConfig, NodeConfig, attach};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -85,7 +89,7 @@ fn xdp_forwards_remote_backends_and_passes_the_rest() {
     let ns_name = format!("wdp8-xdp-{}", std::process::id());
     let _ns = fib_netns(&ns_name);
     // A local pod behind another interface of the node.
-    super::traffic_tests::run(&format!(
+    run(&format!(
         "ip -n {ns_name} route add 10.244.1.0/24 dev wdp2v1"
     ));
 
@@ -401,4 +405,74 @@ fn xdp_same_flow_same_backend_on_every_node() {
         let stored = node.maglev.get(slot).expect("table");
         assert_eq!(stored.entries.as_slice(), table.as_slice());
     }
+}
+
+#[test]
+#[ignore = "privileged: creates network namespaces, loads and attaches BPF programs (root)"]
+fn xdp_forwards_real_traffic_to_a_remote_node_without_tc() {
+    let ([_br, ext, n1, _n2, _pa, _pb], _netns) = two_nodes("wdp8-x");
+    let pins = PinDir::new();
+    let cfg = DatapathConfig {
+        bpffs_dir: pins.0.clone(),
+        cgroup_dir: None,
+        node: Some(NodeConfig {
+            name: "node1".into(),
+            ip: NODE_IP.into(),
+            interface: "eth0".into(),
+        }),
+    };
+    let mut dp: Datapath = in_netns(&n1, move || {
+        let mut dp = Datapath::load(&cfg).expect("load");
+        dp.attach_pod_interfaces().expect("attach pods");
+        dp
+    })
+    .join()
+    .expect("node thread");
+    dp.seed(&services());
+    // Take tc node-ingress off the interface: whatever NodePort traffic
+    // still works was forwarded by XDP, in both directions.
+    let (_, tc_link) = dp.node.take().expect("node attachment");
+    attach::release(tc_link);
+    // XDP forwards only to resolved neighbours (it leaves resolution to tc's
+    // bpf_redirect_neigh, absent here): let node1 meet node2 and the client.
+    in_netns(&n1, || {
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for peer in [[172, 30, 0, 12], [172, 30, 0, 100]] {
+            udp.send_to(b"hello", SocketAddr::from((peer, 9)))
+                .expect("send");
+        }
+    })
+    .join()
+    .expect("neighbour thread");
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(
+        ask_tcp(&ext, 30080).ok().as_deref(),
+        Some("172.30.0.11"),
+        "TCP to a NodePort whose backend is on node2, SNAT to node1"
+    );
+    let reply = in_netns(&ext, || {
+        let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        udp.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        udp.send_to(b"q", SocketAddr::from((NODE_IP, 30053)))
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let (n, from) = udp.recv_from(&mut buf).expect("UDP NodePort reply");
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    })
+    .join()
+    .expect("udp client");
+    assert_eq!(
+        reply,
+        ("172.30.0.11".to_owned(), SocketAddr::from((NODE_IP, 30053))),
+        "UDP through XDP both ways"
+    );
+    // A backend on node1 is tc's job: without tc the stack refuses it.
+    assert!(
+        ask_tcp(&ext, 30081).is_err(),
+        "XDP passed the local backend's connection to the (absent) tc program"
+    );
+    drop(dp);
+    drop(pins);
 }
