@@ -18,10 +18,10 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::{
-    Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_HAIRPIN, CT_FLAG_SNAT, CtKey, CtValue,
-    IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
-    SERVICE_FLAG_SOURCE_RANGES, SOURCE_RANGE_FRONTEND_BITS, ServiceKey, ServiceValue,
-    SourceRangeKey,
+    Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_SNAT, CtKey,
+    CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL,
+    SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES, SOURCE_RANGE_FRONTEND_BITS, ServiceKey,
+    ServiceValue, SourceRangeKey,
 };
 
 /// The label an EndpointSlice carries to name its Service.
@@ -733,6 +733,9 @@ pub fn stale_udp_conntrack(
     entries
         .into_iter()
         .filter(|(key, _)| key.proto == IPPROTO_UDP)
+        // Entries that only make NetworkPolicy stateful translate nothing
+        // and follow no service: they stay until they go idle.
+        .filter(|(_, ct)| ct.flags & CT_FLAG_NO_NAT == 0)
         .filter(|(_, ct)| {
             let frontend = ServiceKey {
                 addr: ct.frontend_addr,

@@ -482,6 +482,17 @@ fn stale_udp_conntrack_table() {
             entry(5, web, b(9, 8080)),
             false,
         ),
+        (
+            "UDP entry tracked only for policy is kept",
+            {
+                // Pod to pod, no service: frontend = backend = the destination.
+                let pod = key([10, 244, 1, 9], 53, IPPROTO_UDP);
+                let (k, mut v) = entry(6, pod, b(9, 53));
+                v.flags = CT_FLAG_NO_NAT;
+                (k, v)
+            },
+            false,
+        ),
     ];
     for (name, e, want_stale) in cases {
         let got = stale_udp_conntrack([e], &desired);
