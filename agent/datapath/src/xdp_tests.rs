@@ -476,3 +476,61 @@ fn xdp_forwards_real_traffic_to_a_remote_node_without_tc() {
     drop(dp);
     drop(pins);
 }
+
+#[test]
+#[ignore = "privileged: creates a network namespace and a veth, attaches XDP (root)"]
+fn xdp_link_outlives_the_agent_and_is_adopted_by_the_next() {
+    let dir = PinDir::new();
+    let cfg = DatapathConfig {
+        bpffs_dir: dir.0.clone(),
+        cgroup_dir: None,
+        node: Some(NodeConfig {
+            name: "node1".into(),
+            ip: NODE_IP.into(),
+            interface: "wdp8e0".into(),
+        }),
+    };
+    // A thread in a fresh netns: the namespace and its veth vanish with it.
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare netns");
+        run("ip link add wdp8e0 type veth peer name wdp8e1");
+        run("ip link set wdp8e0 up");
+        // (mode, program id) of the XDP program on the interface, per iproute2.
+        let xdp = || -> Option<(u64, u64)> {
+            let out = std::process::Command::new("ip")
+                .args(["-j", "link", "show", "dev", "wdp8e0"])
+                .output()
+                .expect("ip");
+            let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            let xdp = links.get(0)?.get("xdp")?;
+            Some((
+                xdp.get("mode")?.as_u64()?,
+                xdp.get("prog")?.get("id")?.as_u64()?,
+            ))
+        };
+        const XDP_ATTACHED_SKB: u64 = 2;
+
+        let dp = Datapath::load(&cfg).expect("load");
+        let (mode, first) = xdp().expect("XDP attached");
+        assert_eq!(mode, XDP_ATTACHED_SKB, "generic mode on a veth");
+        drop(dp);
+        assert_eq!(
+            xdp(),
+            Some((mode, first)),
+            "the pinned link keeps the program attached while no agent runs"
+        );
+        let dp = Datapath::load(&cfg).expect("reload");
+        let (_, second) = xdp().expect("XDP attached after the restart");
+        assert_ne!(second, first, "the new agent's program was swapped in");
+        assert!(
+            std::fs::read_dir(cfg.bpffs_dir.join("node-links"))
+                .expect("pins")
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with("-xdp")),
+            "one pinned XDP link"
+        );
+        drop(dp);
+    })
+    .join()
+    .expect("netns thread");
+}
