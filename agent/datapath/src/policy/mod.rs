@@ -1,8 +1,9 @@
-//! The NetworkPolicy compiler: pure functions from (NetworkPolicies, Pods,
-//! Namespaces, this node) to the contents of the policy maps whose ABI is
-//! `weir_ebpf_common::policy`, and from (current, desired) contents to map
-//! operations. No I/O, no clock: the agent's watch loop feeds it and a thin
-//! executor applies the ops.
+//! NetworkPolicy in the agent. The compiler: pure functions from
+//! (NetworkPolicies, Pods, Namespaces, this node) to the contents of the
+//! policy maps whose ABI is `weir_ebpf_common::policy`, and from (current,
+//! desired) contents to map operations; no I/O, no clock. Around it, the
+//! thin shell: the watch loop that feeds it (`sync`) and the executor that
+//! applies the ops (`apply`).
 //!
 //! - `feed`: the node facts from Node objects ([`node_network`]);
 //! - `model`: the inputs ([`PodInfo`], [`NamespaceInfo`], [`NodeNetwork`])
@@ -31,19 +32,34 @@
 //! conntrack entry), and judging after service translation (the lookup
 //! uses the backend's address and port).
 //!
-//! Not wired yet (the tc programs and the agent's sync do not use these
-//! maps). The plan: the programs declare `WEIR_IPCACHE`, `WEIR_POL_EP` and
-//! `WEIR_POLICY` and, on a conntrack miss only, call
+//! The datapath side: the programs declare `WEIR_IPCACHE`, `WEIR_POL_EP`
+//! and `WEIR_POLICY` and, on a conntrack miss only, call
 //! `weir_ebpf_common::policy::decide` *before* creating the conntrack entry:
 //! from-pod checks the source's egress and, when the (translated)
 //! destination is a local endpoint, its ingress too (the packet may be
 //! redirected straight into the peer); to-pod checks ingress of traffic from
 //! the stack; node-ingress checks a local NodePort backend's ingress with
 //! the client's address before SNAT. Allowed connections get a conntrack
-//! entry (also untranslated ones), which lets replies pass. The agent runs
-//! a `run_service_sync`-like loop over NetworkPolicy, Pod, Namespace and
-//! Node watches -> [`compile`] -> [`diff`] -> map writes, and compiles a new
-//! pod (its sandbox IP) before its first container starts.
+//! entry (also untranslated ones), which lets replies pass.
+//!
+//! The agent side:
+//! - `apply`: the executor ([`apply_ops`] of [`PolicyMapOp`]s over
+//!   [`PolicyKernelMaps`], errors naming the map; [`read_maps`]);
+//! - `sync`: [`run_policy_sync`], NetworkPolicy/Pod (all namespaces)/
+//!   Namespace/Node watches -> reduced inputs -> [`compile`] (numbers kept
+//!   stable, and recovered from the pinned maps after a restart by
+//!   [`recover_allocations`]) -> [`diff`] against the maps' contents ->
+//!   [`apply_ops`]; a compile that does not fit or a failed write leaves
+//!   the maps as they are and is reported by map name (log + Warning Event
+//!   on the Node). Map sizes come from the agent's flags
+//!   (`Datapath::load_with_policy_limits`), and the kernel's real
+//!   capacities (a pinned map keeps its size) are what the compile checks.
+//! - new pods: the pod worker calls [`PolicyHandle::admit`] with the
+//!   sandbox's address before the first container (init containers
+//!   included) starts, and starts nothing until the sync acknowledges a
+//!   compile including the pod was applied (bounded wait; on timeout an
+//!   Event and a retry), so a pod a policy selects is isolated from its
+//!   first packet.
 
 mod alloc;
 mod apply;

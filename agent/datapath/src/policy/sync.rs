@@ -1088,4 +1088,91 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    #[ignore = "privileged: loads the eBPF programs and pins maps (root, CAP_BPF, bpffs)"]
+    fn loaded_maps_take_the_limits_and_a_restart_converges_without_a_flush() {
+        use crate::{Datapath, DatapathConfig};
+        let dir = crate::tests::PinDir::new();
+        let cfg = DatapathConfig {
+            bpffs_dir: dir.0.clone(),
+            cgroup_dir: None,
+            node: None,
+        };
+        let small = PolicyLimits {
+            ipcache_max_entries: 1000,
+            endpoints_max_entries: 100,
+            policy_max_entries: 5000,
+        };
+        let policies = [
+            np("x", "deny", json!({"podSelector": {}})),
+            np(
+                "y",
+                "web",
+                json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+                {"from": [{"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.2.0/24"]}}],
+                 "ports": [{"port": 80, "endPort": 90}]}]}),
+            ),
+        ];
+        let pods = cluster_pods();
+        let namespaces = super::super::tests::namespaces();
+        let node = super::super::tests::node("node1");
+        let input = PolicyInput {
+            policies: &policies,
+            pods: &pods,
+            namespaces: &namespaces,
+            node: &node,
+        };
+
+        let first = {
+            let mut dp = Datapath::load_with_policy_limits(&cfg, &small).expect("load");
+            let (mut maps, actual) = dp
+                .take_policy_maps()
+                .expect("take")
+                .expect("the programs declare the policy maps");
+            assert_eq!(actual, small, "the maps are created with the limits");
+            assert!(
+                dp.take_policy_maps().expect("take again").is_none(),
+                "taken once"
+            );
+            let compiled = compile(input, &Allocations::default(), &actual).expect("fits");
+            let mut state = read_maps(&maps).expect("read");
+            assert_eq!(state, PolicyMaps::default(), "new maps are empty");
+            apply_ops(
+                &mut maps,
+                &diff(&state, &compiled.maps, &actual),
+                &mut state,
+            )
+            .expect("apply");
+            compiled
+            // The agent exits: programs and handles are dropped, the pins stay.
+        };
+
+        // The next agent asks for other sizes: the pinned maps keep theirs
+        // and their contents.
+        let mut dp =
+            Datapath::load_with_policy_limits(&cfg, &PolicyLimits::default()).expect("reload");
+        let (maps, actual) = dp.take_policy_maps().expect("take").expect("declared");
+        assert_eq!(actual, small, "a pinned map keeps its size");
+        let state = read_maps(&maps).expect("read back");
+        assert_eq!(state, first.maps, "the restart read back what was written");
+        let alloc = recover_allocations(&state, &pods, "node1");
+        let again = compile(input, &alloc, &actual).expect("fits");
+        assert!(
+            diff(&state, &again.maps, &actual).is_empty(),
+            "the first compile after a restart writes nothing"
+        );
+        // What does not fit the real capacity is refused by name.
+        let tiny = PolicyLimits {
+            policy_max_entries: 3,
+            ..actual
+        };
+        assert!(matches!(
+            compile(input, &alloc, &tiny),
+            Err(PolicyError::MapFull {
+                map: "WEIR_POLICY",
+                ..
+            })
+        ));
+    }
 }
