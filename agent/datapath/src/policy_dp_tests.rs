@@ -961,3 +961,160 @@ fn pinned_policy_maps_take_the_loaders_sizes_when_created() {
     let _second = load(2048);
     assert_eq!(size(policy_maps::POLICY), 1024);
 }
+
+/// Real traffic: a node namespace and three pods wired like weir-cni does,
+/// the datapath attached, x/b admitting x/a only (TCP 8080, UDP 5300).
+/// Covers what BPF_PROG_TEST_RUN cannot: the mark surviving from the
+/// client's veth to the server's, replies of real sockets passing on the
+/// conntrack entries, the node's own connections.
+#[test]
+#[ignore = "privileged: creates network namespaces and veths, loads and attaches BPF programs"]
+fn real_traffic_follows_network_policy() {
+    use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::time::Duration;
+
+    use super::traffic_tests::{Netns, TIMEOUT, echo_lines, exchange, in_netns, run, wire_pod};
+    use super::{DatapathConfig, policy::ObjectRef};
+
+    let prefix = format!("weir-test-pol-{}", std::process::id());
+    let [node, a, b, c] = ["node", "a", "b", "c"].map(|n| format!("{prefix}-{n}"));
+    let _netns = Netns(vec![node.clone(), a.clone(), b.clone(), c.clone()]);
+    for ns in [&node, &a, &b, &c] {
+        run(&format!("ip netns add {ns}"));
+    }
+    run(&format!(
+        "ip netns exec {node} sysctl -q -w net.ipv4.ip_forward=1"
+    ));
+    let ips = [
+        ("a", [10, 244, 1, 2], &a, "wrtestpola"),
+        ("b", [10, 244, 1, 3], &b, "wrtestpolb"),
+        ("c", [10, 244, 1, 4], &c, "wrtestpolc"),
+    ];
+    for (_, ip, ns, veth) in &ips {
+        wire_pod(&node, ns, veth, &Ipv4Addr::from(*ip).to_string());
+    }
+    let serve_tcp = |ns: &str, port: u16| {
+        in_netns(ns, move || {
+            let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind tcp");
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                std::thread::spawn(move || echo_lines(conn));
+            }
+        });
+    };
+    serve_tcp(&b, 8080);
+    serve_tcp(&b, 9090);
+    serve_tcp(&a, 8080);
+    in_netns(&b, || {
+        let socket = UdpSocket::bind("0.0.0.0:5300").expect("bind udp");
+        let mut buf = [0u8; 64];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], peer);
+        }
+    });
+
+    let pins = PinDir::new();
+    let cfg = DatapathConfig {
+        bpffs_dir: pins.0.clone(),
+        cgroup_dir: None,
+        node: None,
+    };
+    let _dp = in_netns(&node, move || {
+        let mut dp = Datapath::load(&cfg).expect("load");
+        dp.attach_pod_interfaces().expect("attach");
+        dp
+    })
+    .join()
+    .expect("node thread");
+
+    let pods: Vec<PodInfo> = ips
+        .iter()
+        .map(|(name, ip, _, _)| pod("x", name, *ip, "node1"))
+        .collect();
+    let policies = [np(
+        "x",
+        "b-from-a",
+        json!({"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"pod": "a"}}}],
+             "ports": [{"port": 8080}, {"protocol": "UDP", "port": 5300}]}]}),
+    )];
+    let namespaces = [NamespaceInfo::new("x", BTreeMap::new())];
+    let node_net = NodeNetwork {
+        name: "node1".into(),
+        host_ips: vec![GATEWAY.into()],
+        remote_node_ips: vec![],
+        cluster_cidr: Some("10.244.0.0/16".parse().expect("cidr")),
+    };
+    let input = PolicyInput {
+        policies: &policies,
+        pods: &pods,
+        namespaces: &namespaces,
+        node: &node_net,
+    };
+    let compiled =
+        compile(input, &Allocations::default(), &PolicyLimits::default()).expect("compiles");
+    enforce(&pins.0, &compiled);
+    let _ = flow_events(&pins.0);
+
+    let try_connect = |ns: &str, to: &'static str| {
+        in_netns(ns, move || {
+            let addr: SocketAddr = to.parse().expect("addr");
+            TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).inspect(|conn| {
+                conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+            })
+        })
+        .join()
+        .expect("client thread")
+    };
+    let mut allowed = try_connect(&a, "10.244.1.3:8080").expect("x/a reaches x/b:8080");
+    assert_eq!(exchange(&mut allowed, "hello"), "hello");
+    let events = flow_events(&pins.0);
+    let b_id = compiled
+        .alloc
+        .policies
+        .get(&ObjectRef::new("x", "b-from-a"));
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.direction, e.verdict, e.hook, Some(e.policy_id)))
+            .collect::<Vec<_>>(),
+        [
+            (
+                DIR_EGRESS,
+                VERDICT_FORWARDED,
+                hook::FROM_POD,
+                Some(POLICY_ID_UNISOLATED)
+            ),
+            (DIR_INGRESS, VERDICT_FORWARDED, hook::FROM_POD, b_id),
+        ],
+        "judged once, in from-pod; the mark spares to-pod a second verdict"
+    );
+    assert!(
+        try_connect(&a, "10.244.1.3:9090").is_err(),
+        "x/a may not reach x/b:9090"
+    );
+    assert!(
+        try_connect(&c, "10.244.1.3:8080").is_err(),
+        "x/c may not reach x/b"
+    );
+    let mut probe = try_connect(&node, "10.244.1.3:8080").expect("the node reaches its pod");
+    assert_eq!(exchange(&mut probe, "probe"), "probe");
+    let mut back = try_connect(&b, "10.244.1.2:8080").expect("x/b reaches x/a");
+    assert_eq!(exchange(&mut back, "back"), "back");
+    assert_eq!(
+        exchange(&mut allowed, "still"),
+        "still",
+        "the first connection is unaffected"
+    );
+    let echo = in_netns(&a, || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        socket.send_to(b"ping", "10.244.1.3:5300").expect("send");
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf).expect("the UDP reply passes");
+        buf[..n].to_vec()
+    })
+    .join()
+    .expect("udp client");
+    assert_eq!(echo, b"ping");
+}

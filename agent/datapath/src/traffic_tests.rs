@@ -207,7 +207,7 @@ fn datapath_real_traffic_reaches_backends_through_cluster_ips() {
     assert_eq!(exchange(&mut hairpin, "five"), "five", "hairpin connection");
 }
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
 struct RemoveOnDrop(std::path::PathBuf);
 
@@ -225,7 +225,7 @@ fn connect(addr: &str) -> TcpStream {
 }
 
 /// Sends one line and returns the echoed line.
-fn exchange(conn: &mut TcpStream, line: &str) -> String {
+pub(crate) fn exchange(conn: &mut TcpStream, line: &str) -> String {
     conn.write_all(format!("{line}\n").as_bytes())
         .expect("write");
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
@@ -234,7 +234,7 @@ fn exchange(conn: &mut TcpStream, line: &str) -> String {
     reply.trim_end().to_owned()
 }
 
-fn echo_lines(conn: TcpStream) {
+pub(crate) fn echo_lines(conn: TcpStream) {
     let mut writer = conn.try_clone().expect("clone");
     for line in BufReader::new(conn).lines() {
         let Ok(line) = line else { return };
