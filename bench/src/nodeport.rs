@@ -19,10 +19,12 @@
 //! receive processing back to the sender's CPU, so one core forwards and
 //! nothing else of the benchmark runs on it. Forwarded packets are counted
 //! where they arrive: `rx_packets` of the server netns's `eth0` (the backend
-//! side) over the measured window; a sink socket reads what it can on the
-//! sender's core (its count is reported, not used as the rate). The forward
-//! core's busy share and softirq share over the window show whether the
-//! forwarder was the bottleneck.
+//! side) over the measured window; there blackhole routes drop them
+//! (with `--socket-sink`, a sink socket reads what it can on the sender's
+//! core instead; its count is reported, not used as the rate). Sent well
+//! above forwarded means the forward core was the bottleneck (the excess is
+//! dropped at its backlog); the forward core's busy and softirq shares over
+//! the window are reported too.
 //!
 //! Variants: `direct` (the sender targets a backend address: routing only),
 //! `weir` (a real weir-agent with a NodePort Service of type NodePort,
@@ -97,6 +99,12 @@ pub struct NodePortArgs {
     /// The CPU of the sender, the sink and the server netns.
     #[arg(long, default_value_t = 0)]
     pub sender_cpu: usize,
+    /// Also deliver the packets to a sink socket in the server netns (on the
+    /// sender's CPU). By default the server netns drops them at routing once
+    /// its `eth0` counted them, so delivery does not take CPU from the
+    /// sender.
+    #[arg(long)]
+    pub socket_sink: bool,
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,
     /// Directory holding weir-control and weir-agent (default: next to weir-bench).
@@ -163,6 +171,23 @@ fn set_rps(netns: &str, dev: &str, mask: u64) -> Result<()> {
         ))
         .status()?;
     anyhow::ensure!(status.success(), "cannot set rps_cpus of {dev} in {netns}");
+    Ok(())
+}
+
+/// Drops what arrives in `netns` for the NodePort service's backends at
+/// routing (blackhole routes in the local table, which win over the AnyIP
+/// `local` route; no ICMP is sent), after the interface counted them.
+/// Kernels here have no tc classifier modules, so no tc drop.
+fn drop_at_ingress(netns: &str) -> Result<()> {
+    for j in 0..plan::ENDPOINTS_PER_SERVICE {
+        let backend = plan::backend(plan::NODEPORT_SERVICE, j);
+        let status = Command::new("ip")
+            .args(["-n", netns, "route", "add", "blackhole"])
+            .arg(format!("{backend}/32"))
+            .args(["table", "local"])
+            .status()?;
+        anyhow::ensure!(status.success(), "cannot blackhole {backend} in {netns}");
+    }
     Ok(())
 }
 
@@ -318,7 +343,16 @@ fn one_run(
         }
     };
     let shared = Arc::new(Shared::default());
-    let sink = spawn_sink(topo.server.clone(), args.sender_cpu, shared.clone())?;
+    let sink = if args.socket_sink {
+        Some(spawn_sink(
+            topo.server.clone(),
+            args.sender_cpu,
+            shared.clone(),
+        )?)
+    } else {
+        drop_at_ingress(&topo.server)?;
+        None
+    };
     let senders: Vec<_> = (0..args.senders.max(1))
         .map(|_| {
             spawn_sender(
@@ -350,8 +384,10 @@ fn one_run(
     for s in senders {
         s.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
     }
-    sink.join()
-        .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    if let Some(sink) = sink {
+        sink.join()
+            .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    }
     drop(agent_guard);
     drop(topo);
     let total = (cpu1.0 - cpu0.0).max(1) as f64;
