@@ -76,42 +76,71 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, side: Side, addr: u32, port: u16) -
     Some(())
 }
 
-/// Applies the translation a conntrack entry records to this packet: the
-/// forward direction rewrites the destination to the backend, the reverse
-/// direction the source back to the frontend; hairpin and SNAT connections
-/// also get the other end rewritten (see `CT_FLAG_HAIRPIN`, `CT_FLAG_SNAT`).
-/// Entries tracked only for policy (`CT_FLAG_NO_NAT`) change nothing.
+/// Source and destination of a packet after translation (network order).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tuple {
+    pub saddr: u32,
+    pub sport: u16,
+    pub daddr: u32,
+    pub dport: u16,
+}
+
+/// The addresses and ports the translation a conntrack entry records gives
+/// this packet: the forward direction rewrites the destination to the
+/// backend, the reverse direction the source back to the frontend; hairpin
+/// and SNAT connections also get the other end rewritten (see
+/// `CT_FLAG_HAIRPIN`, `CT_FLAG_SNAT`); policy-only entries (`CT_FLAG_NO_NAT`)
+/// change nothing. The one decision both the tc programs ([`translate`]) and
+/// XDP (`crate::xdp`) apply.
 #[inline(always)]
-pub fn translate(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> Option<()> {
+pub fn translated(flow: &Flow, ct: &CtValue) -> Tuple {
+    let mut to = Tuple {
+        saddr: flow.saddr,
+        sport: flow.sport,
+        daddr: flow.daddr,
+        dport: flow.dport,
+    };
     if ct.flags & CT_FLAG_NO_NAT != 0 {
-        return Some(());
+        return to;
     }
     let hairpin = ct.flags & CT_FLAG_HAIRPIN != 0;
     let snat = ct.flags & CT_FLAG_SNAT != 0;
     match ct.direction {
         CT_DIR_FORWARD => {
-            rewrite(
-                ctx,
-                flow,
-                Side::Destination,
-                ct.backend_addr,
-                ct.backend_port,
-            )?;
+            to.daddr = ct.backend_addr;
+            to.dport = ct.backend_port;
             if hairpin {
-                rewrite(ctx, flow, Side::Source, ct.frontend_addr, flow.sport)?;
+                to.saddr = ct.frontend_addr;
             } else if snat {
-                rewrite(ctx, flow, Side::Source, ct.nat_addr, ct.nat_port)?;
+                to.saddr = ct.nat_addr;
+                to.sport = ct.nat_port;
             }
         }
         CT_DIR_REVERSE => {
-            rewrite(ctx, flow, Side::Source, ct.frontend_addr, ct.frontend_port)?;
+            to.saddr = ct.frontend_addr;
+            to.sport = ct.frontend_port;
             if hairpin {
-                rewrite(ctx, flow, Side::Destination, ct.backend_addr, flow.dport)?;
+                to.daddr = ct.backend_addr;
             } else if snat {
-                rewrite(ctx, flow, Side::Destination, ct.nat_addr, ct.nat_port)?;
+                to.daddr = ct.nat_addr;
+                to.dport = ct.nat_port;
             }
         }
         _ => {}
+    }
+    to
+}
+
+/// Applies the translation a conntrack entry records to this packet (see
+/// [`translated`]), fixing the checksums.
+#[inline(always)]
+pub fn translate(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> Option<()> {
+    let to = translated(flow, ct);
+    if to.daddr != flow.daddr || to.dport != flow.dport {
+        rewrite(ctx, flow, Side::Destination, to.daddr, to.dport)?;
+    }
+    if to.saddr != flow.saddr || to.sport != flow.sport {
+        rewrite(ctx, flow, Side::Source, to.saddr, to.sport)?;
     }
     Some(())
 }

@@ -42,15 +42,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use weir_ebpf_common::{
-    AFFINITY_CLIENT_IP, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NODEPORT,
-    CT_FLAG_SNAT, CtValue, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
+    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
     SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
 };
 
 use crate::{
     conntrack, lb, maglev, maps,
+    nat::{self, Tuple},
     parse::Flow,
-    xdp_packet::{self, Tuple},
+    xdp_packet,
 };
 
 #[xdp]
@@ -74,7 +74,7 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
         if ct.flags & CT_FLAG_NODEPORT == 0 {
             return XDP_PASS;
         }
-        let to = translated(flow, &ct);
+        let to = nat::translated(flow, &ct);
         return match next_hop(ctx, &to, flow.proto) {
             Some(macs) => transmit(ctx, flow, &to, macs),
             None => XDP_PASS,
@@ -127,45 +127,7 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
         maps::count_drop(drop_reason::SNAT_PORTS);
         return XDP_DROP;
     };
-    transmit(ctx, flow, &translated(flow, &ct), macs)
-}
-
-/// The addresses and ports a conntrack entry gives this packet (what
-/// [`crate::nat::translate`] writes on the tc path).
-#[inline(always)]
-fn translated(flow: &Flow, ct: &CtValue) -> Tuple {
-    let mut to = Tuple {
-        saddr: flow.saddr,
-        sport: flow.sport,
-        daddr: flow.daddr,
-        dport: flow.dport,
-    };
-    let hairpin = ct.flags & CT_FLAG_HAIRPIN != 0;
-    let snat = ct.flags & CT_FLAG_SNAT != 0;
-    match ct.direction {
-        CT_DIR_FORWARD => {
-            to.daddr = ct.backend_addr;
-            to.dport = ct.backend_port;
-            if hairpin {
-                to.saddr = ct.frontend_addr;
-            } else if snat {
-                to.saddr = ct.nat_addr;
-                to.sport = ct.nat_port;
-            }
-        }
-        CT_DIR_REVERSE => {
-            to.saddr = ct.frontend_addr;
-            to.sport = ct.frontend_port;
-            if hairpin {
-                to.daddr = ct.backend_addr;
-            } else if snat {
-                to.daddr = ct.nat_addr;
-                to.dport = ct.nat_port;
-            }
-        }
-        _ => {}
-    }
-    to
+    transmit(ctx, flow, &nat::translated(flow, &ct), macs)
 }
 
 /// Rewrites the frame to `to`, sets the MACs and sends it back out.

@@ -15,7 +15,10 @@ use core::{mem, ptr};
 use aya_ebpf::programs::XdpContext;
 use weir_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP};
 
-use crate::parse::{ETH_HLEN, Flow, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF};
+use crate::{
+    nat::Tuple,
+    parse::{ETH_HLEN, Flow, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const IP_HLEN: usize = 20;
@@ -102,15 +105,6 @@ pub fn parse(ctx: &XdpContext) -> Option<Flow> {
 #[inline(always)]
 pub fn ip_tot_len(ctx: &XdpContext) -> Option<u16> {
     read::<u16>(ctx, ETH_HLEN + IP_TOT_LEN_OFF).map(u16::from_be)
-}
-
-/// Source and destination of a packet after translation (network order).
-#[derive(Clone, Copy)]
-pub struct Tuple {
-    pub saddr: u32,
-    pub sport: u16,
-    pub daddr: u32,
-    pub dport: u16,
 }
 
 /// Rewrites the frame's addresses and ports from `flow`'s to `to`, updating
