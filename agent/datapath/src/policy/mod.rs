@@ -32,15 +32,21 @@
 //! conntrack entry), and judging after service translation (the lookup
 //! uses the backend's address and port).
 //!
-//! The datapath side: the programs declare `WEIR_IPCACHE`, `WEIR_POL_EP`
-//! and `WEIR_POLICY` and, on a conntrack miss only, call
-//! `weir_ebpf_common::policy::decide` *before* creating the conntrack entry:
-//! from-pod checks the source's egress and, when the (translated)
-//! destination is a local endpoint, its ingress too (the packet may be
-//! redirected straight into the peer); to-pod checks ingress of traffic from
-//! the stack; node-ingress checks a local NodePort backend's ingress with
-//! the client's address before SNAT. Allowed connections get a conntrack
-//! entry (also untranslated ones), which lets replies pass.
+//! The datapath side (`ebpf/programs/src/policy.rs`): the tc programs read
+//! `WEIR_IPCACHE`, `WEIR_POL_EP` and `WEIR_POLICY` and, for the first
+//! packet of a connection only (a conntrack miss, or a TCP SYN), call
+//! `weir_ebpf_common::policy::decide` on the translated destination before
+//! creating the conntrack entry: from-pod checks the source's egress and,
+//! when the destination is a local endpoint, its ingress too, and marks the
+//! packet (`SKB_MARK_POLICY_JUDGED`) so the destination's to-pod does not
+//! judge it again; to-pod checks the ingress of what comes from the stack
+//! (the node, other nodes); node-ingress checks a local NodePort backend's
+//! ingress with the client's address before SNAT. An address missing from
+//! `WEIR_POL_EP` is not enforced. Allowed connections get conntrack entries,
+//! untranslated ones with `CT_FLAG_NO_NAT`, which lets replies pass. Every
+//! verdict (per judged direction) and every drop is a `FlowEvent` in
+//! `WEIR_FLOWS`. Tested with BPF_PROG_TEST_RUN and real traffic in
+//! `policy_dp_tests.rs`, on maps written by [`compile`] + [`apply_ops`].
 //!
 //! The agent side:
 //! - `apply`: the executor ([`apply_ops`] of [`PolicyMapOp`]s over
