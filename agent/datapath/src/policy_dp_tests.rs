@@ -246,7 +246,7 @@ impl Datapath {
 }
 
 /// Every flow event in the ring (drained).
-fn flow_events(dir: &Path) -> Vec<FlowEvent> {
+pub(crate) fn flow_events(dir: &Path) -> Vec<FlowEvent> {
     let mut ring = RingBuf::try_from(Map::RingBuf(pinned(dir, FLOWS_MAP))).expect("ring");
     let mut out = Vec::new();
     while let Some(item) = ring.next() {

@@ -10,10 +10,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use weir_ebpf_common::flow::{VERDICT_DROPPED, hook};
 use weir_ebpf_common::maglev::MAGLEV_TABLE_SIZE;
 use weir_ebpf_common::{
     Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_NODEPORT, CT_FLAG_SNAT, IPPROTO_TCP,
-    NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_NODEPORT, ServiceKey, program_names,
+    NODEPORT_SNAT_PORT_MIN, SERVICE_FLAG_NODEPORT, ServiceKey, drop_reason, program_names,
 };
 
 use super::nodeport_tests::{
@@ -21,6 +22,7 @@ use super::nodeport_tests::{
     two_nodes,
 };
 use super::plan::{DesiredServices, Frontend, maglev};
+use super::policy_dp_tests::flow_events;
 use super::tests::{ACK, PinDir, SYN, check, ct_key, invariant_bytes, load, tcp, udp};
 use super::traffic_tests::{in_netns, run};
 use super::{Datapath, DatapathConfig, NodeConfig, attach};
@@ -81,7 +83,7 @@ fn payload_bytes(frame: &[u8]) -> Vec<u8> {
 #[test]
 #[ignore = "privileged: loads BPF programs and creates a netns (root)"]
 fn xdp_forwards_remote_backends_and_passes_the_rest() {
-    let (mut dp, _dir) = load();
+    let (mut dp, dir) = load();
     dp.seed(&services());
     dp.maps
         .set_node(Some(NODE_IP.into()), Some(mac(0x0b)))
@@ -185,6 +187,21 @@ fn xdp_forwards_remote_backends_and_passes_the_rest() {
                 assert_eq!(verdict, XDP_DROP, "outside the source ranges");
                 let drops = dp.drop_counters().expect("drops");
                 assert!(drops.contains(&("source_range", 1)), "{drops:?}");
+                let events: Vec<_> = flow_events(&dir.0)
+                    .into_iter()
+                    .filter(|e| e.hook == hook::XDP)
+                    .map(|e| (e.verdict, e.drop_reason, e.saddr, e.ifindex))
+                    .collect();
+                assert_eq!(
+                    events,
+                    [(
+                        VERDICT_DROPPED,
+                        drop_reason::SOURCE_RANGE as u16,
+                        u32::from_ne_bytes([172, 30, 0, 104]),
+                        eth
+                    )],
+                    "the drop is a flow event of the XDP hook"
+                );
 
                 // externalTrafficPolicy Local without a local backend: dropped.
                 let (verdict, _) = xdp(&tcp(CLIENT, 40030, NODE_IP, 30083, SYN));

@@ -16,7 +16,8 @@
 //!   conntrack entry the same way.
 //! - A new connection from a client outside the frontend's
 //!   `loadBalancerSourceRanges` is dropped here (`drop_reason::SOURCE_RANGE`);
-//!   one to a frontend without backends too (`NO_BACKEND`).
+//!   one to a frontend without backends too (`NO_BACKEND`). Every drop is
+//!   counted and is a flow event with hook `XDP`, as on the tc path.
 //! - Everything else goes to the stack untouched (`XDP_PASS`), where tc
 //!   node-ingress is the reference behaviour: backends on this node (the FIB
 //!   routes them to a pod veth), externalTrafficPolicy Local and session
@@ -44,6 +45,7 @@ use aya_ebpf::{
 use weir_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
     SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
+    flow::{FlowEvent, VERDICT_DROPPED, hook},
 };
 
 use crate::{
@@ -94,12 +96,10 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
         return XDP_PASS;
     }
     if svc.flags & SERVICE_FLAG_SOURCE_RANGES != 0 && !maps::source_allowed(&key, flow.saddr) {
-        maps::count_drop(drop_reason::SOURCE_RANGE);
-        return XDP_DROP;
+        return dropped(ctx, flow, drop_reason::SOURCE_RANGE);
     }
     if svc.backend_count == 0 {
-        maps::count_drop(drop_reason::NO_BACKEND);
-        return XDP_DROP;
+        return dropped(ctx, flow, drop_reason::NO_BACKEND);
     }
     // Local backends only (no SNAT, client address kept) or per-client
     // affinity state: tc's job.
@@ -124,8 +124,7 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
         return XDP_PASS;
     };
     let Some(ct) = conntrack::create_nodeport(flow, &backend, Some(snat), hash) else {
-        maps::count_drop(drop_reason::SNAT_PORTS);
-        return XDP_DROP;
+        return dropped(ctx, flow, drop_reason::SNAT_PORTS);
     };
     transmit(ctx, flow, &nat::translated(flow, &ct), macs)
 }
@@ -136,10 +135,37 @@ fn transmit(ctx: &XdpContext, flow: &Flow, to: &Tuple, macs: ([u8; 6], [u8; 6]))
     if xdp_packet::rewrite(ctx, flow, to).is_none()
         || xdp_packet::set_macs(ctx, macs.0, macs.1).is_none()
     {
-        maps::count_drop(drop_reason::REWRITE);
-        return XDP_DROP;
+        return dropped(ctx, flow, drop_reason::REWRITE);
     }
     XDP_TX
+}
+
+/// Counts a drop for `reason`, emits its flow event (hook `XDP`, the
+/// packet's tuple as it arrived) like the tc hooks' `flow::dropped`, and
+/// returns the drop verdict.
+#[inline(always)]
+fn dropped(ctx: &XdpContext, flow: &Flow, reason: u32) -> u32 {
+    maps::count_drop(reason);
+    crate::flow::emit(&FlowEvent {
+        ktime_ns: conntrack::now_ns(),
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        orig_daddr: 0,
+        sport: flow.sport,
+        dport: flow.dport,
+        orig_dport: 0,
+        proto: flow.proto,
+        verdict: VERDICT_DROPPED,
+        drop_reason: reason as u16,
+        direction: 0,
+        hook: hook::XDP,
+        policy_id: 0,
+        endpoint_id: 0,
+        _pad: 0,
+        ifindex: ctx.ingress_ifindex() as u32,
+        _pad2: 0,
+    });
+    XDP_DROP
 }
 
 const AF_INET: u8 = 2;
