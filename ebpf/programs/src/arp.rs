@@ -5,12 +5,8 @@
 //! (where the node-ingress hook translates it). The address is never
 //! configured on the interface, so the stack itself would not answer.
 
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect,
-    programs::TcContext,
-};
-use weir_ebpf_common::{SERVICE_FLAG_ANNOUNCE, ServiceKey};
+use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_redirect, programs::TcContext};
+use weir_ebpf_common::{SERVICE_FLAG_ANNOUNCE, ServiceKey, drop_reason, flow::hook};
 
 use crate::{
     maps,
@@ -77,7 +73,7 @@ pub fn handle(ctx: &TcContext) -> i32 {
         || write(ctx, 6, &mac).is_none()
         || write(ctx, ETH_HLEN, &reply).is_none()
     {
-        return TC_ACT_SHOT;
+        return crate::flow::dropped(ctx, hook::NODE_INGRESS, drop_reason::REWRITE);
     }
     // SAFETY: `skb` is the context pointer the kernel passed to the program;
     // bpf_redirect takes an ifindex and flags, no pointers.

@@ -11,7 +11,7 @@ use core::mem;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, bpf_fib_lookup},
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup},
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
@@ -38,7 +38,7 @@ pub fn redirect(ctx: &TcContext, proto: u8, hook: u8) -> i32 {
         read::<u32>(ctx, ETH_HLEN + IP_DADDR_OFF),
         read::<u16>(ctx, ETH_HLEN + IP_TOT_LEN_OFF),
     ) else {
-        return TC_ACT_SHOT as i32;
+        return flow::dropped(ctx, hook, drop_reason::REWRITE);
     };
     // SAFETY: bpf_fib_lookup is plain data (integers and unions of them);
     // all zeroes is a valid value and what the helper expects for unused fields.
@@ -62,7 +62,7 @@ pub fn redirect(ctx: &TcContext, proto: u8, hook: u8) -> i32 {
     };
     if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         if write(ctx, 0, &params.dmac).is_none() || write(ctx, 6, &params.smac).is_none() {
-            return TC_ACT_SHOT as i32;
+            return flow::dropped(ctx, hook, drop_reason::REWRITE);
         }
         // SAFETY: bpf_redirect takes an ifindex and flags; no pointers.
         unsafe { bpf_redirect(params.ifindex, 0) as i32 }
