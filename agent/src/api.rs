@@ -58,9 +58,9 @@ pub fn start(cfg: ApiConfig, client: Client, names: PolicyNames) {
     let index = pods::SharedIndex::default();
     tokio::spawn(pods::run(client, index.clone()));
 
-    let (reader_hub, node) = (hub.clone(), cfg.node_name.clone());
+    let (reader_hub, node, reader_index) = (hub.clone(), cfg.node_name.clone(), index.clone());
     tokio::spawn(flows::run_flow_reader(cfg.bpffs_dir.clone(), move |flow| {
-        let pod_of = |ip| pods::lookup(&index, ip);
+        let pod_of = |ip| pods::lookup(&reader_index, ip);
         reader_hub.push(convert::flow(&flow, &node, pod_of, &names));
         true
     }));
@@ -70,6 +70,7 @@ pub fn start(cfg: ApiConfig, client: Client, names: PolicyNames) {
         node: cfg.node_name.clone(),
         bpffs_dir: cfg.bpffs_dir.clone(),
         hub: hub.clone(),
+        index,
     };
     let api_addr = cfg.api_addr;
     tokio::spawn(async move {
@@ -150,6 +151,9 @@ struct NodeApi {
     node: String,
     bpffs_dir: PathBuf,
     hub: Arc<Hub>,
+    /// Names ends that had no known pod when the flow was read (a new pod's
+    /// first connection often races its status update).
+    index: pods::SharedIndex,
 }
 
 type ObserveStream = Pin<Box<dyn Stream<Item = Result<ObserveResponse, Status>> + Send>>;
@@ -170,6 +174,17 @@ fn lost_event(node: &str, events: u64, cause: &str) -> ObserveResponse {
     }
 }
 
+/// `f` with the ends it could not name when it was read named now, if
+/// the pod index knows them by now.
+fn named(f: &Shared, index: &pods::SharedIndex) -> Shared {
+    let mut flow = (*f.0).clone();
+    if convert::fill_pods(&mut flow, |ip| pods::lookup(index, ip)) {
+        Shared(Arc::new(flow))
+    } else {
+        f.clone()
+    }
+}
+
 /// Sends the replay, then (with follow) what the hub broadcasts, until the
 /// client goes away.
 async fn stream_flows(
@@ -178,6 +193,7 @@ async fn stream_flows(
     replay: Vec<Shared>,
     mut rx: broadcast::Receiver<Event>,
     tx: mpsc::Sender<Result<ObserveResponse, Status>>,
+    index: pods::SharedIndex,
 ) {
     for f in &replay {
         if tx.send(Ok(flow_event(f))).await.is_err() {
@@ -193,8 +209,13 @@ async fn stream_flows(
             event = rx.recv() => event,
         };
         let out = match event {
-            Ok(Event::Flow(f)) if filter.matches(&f.0) => flow_event(&f),
-            Ok(Event::Flow(_)) => continue,
+            Ok(Event::Flow(f)) => {
+                let f = named(&f, &index);
+                if !filter.matches(&f.0) {
+                    continue;
+                }
+                flow_event(&f)
+            }
             Ok(Event::KernelLost(n)) => lost_event(&node, n, "kernel ring full"),
             Err(broadcast::error::RecvError::Lagged(n)) => lost_event(&node, n, "client too slow"),
             Err(broadcast::error::RecvError::Closed) => return,
@@ -216,6 +237,7 @@ impl Agent for NodeApi {
         let filter = Filter::try_from(request.get_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (replay, rx) = self.hub.subscribe(|ring| {
+            let ring: Vec<Shared> = ring.iter().map(|f| named(f, &self.index)).collect();
             filter
                 .replay(ring.iter())
                 .into_iter()
@@ -223,7 +245,14 @@ impl Agent for NodeApi {
                 .collect::<Vec<_>>()
         });
         let (tx, out) = mpsc::channel(256);
-        tokio::spawn(stream_flows(self.node.clone(), filter, replay, rx, tx));
+        tokio::spawn(stream_flows(
+            self.node.clone(),
+            filter,
+            replay,
+            rx,
+            tx,
+            self.index.clone(),
+        ));
         let stream = futures::stream::unfold(out, |mut out| async move {
             out.recv().await.map(|item| (item, out))
         });
@@ -302,6 +331,7 @@ mod tests {
             node: "node1".into(),
             bpffs_dir: PathBuf::from("/nonexistent"),
             hub: Arc::new(Hub::new(16)),
+            index: pods::SharedIndex::default(),
         };
         api.hub.push(flow(1, Verdict::Dropped));
         api.hub.push(flow(2, Verdict::Forwarded));
@@ -352,6 +382,7 @@ mod tests {
             node: "node1".into(),
             bpffs_dir: PathBuf::from("/nonexistent"),
             hub: Arc::new(Hub::new(16)),
+            index: pods::SharedIndex::default(),
         };
         let bad = ObserveRequest {
             pod: "nope".into(),

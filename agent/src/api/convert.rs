@@ -62,6 +62,29 @@ pub fn flow(
     }
 }
 
+/// Names the ends of `flow` that have no pod yet with `pod_of`; whether
+/// anything changed.
+pub fn fill_pods(
+    flow: &mut proto::Flow,
+    pod_of: impl Fn(Ipv4Addr) -> Option<(String, String)>,
+) -> bool {
+    let mut changed = false;
+    for end in [flow.source.as_mut(), flow.destination.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if !end.pod.is_empty() {
+            continue;
+        }
+        if let Some((namespace, pod)) = end.ip.parse().ok().and_then(&pod_of) {
+            end.namespace = namespace;
+            end.pod = pod;
+            changed = true;
+        }
+    }
+    changed
+}
+
 fn addr_port(be_addr: u32, be_port: u16) -> String {
     SocketAddrV4::new(Ipv4Addr::from(u32::from_be(be_addr)), u16::from_be(be_port)).to_string()
 }
@@ -220,6 +243,29 @@ mod tests {
                 ifindex: 7,
             }
         );
+    }
+
+    #[test]
+    fn late_pod_names_are_filled_in_once() {
+        let mut f = proto::Flow {
+            source: Some(Endpoint {
+                ip: "10.244.0.5".into(),
+                ..Default::default()
+            }),
+            destination: Some(Endpoint {
+                ip: "10.244.0.7".into(),
+                namespace: "b".into(),
+                pod: "web".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pods = |ip: Ipv4Addr| Some(("a".to_owned(), format!("pod-{}", ip.octets()[3])));
+        assert!(fill_pods(&mut f, pods));
+        assert_eq!(f.source.as_ref().unwrap().pod, "pod-5");
+        assert_eq!(f.destination.as_ref().unwrap().pod, "web", "kept");
+        assert!(!fill_pods(&mut f, pods), "nothing left to name");
+        assert!(!fill_pods(&mut proto::Flow::default(), pods));
     }
 
     #[test]
