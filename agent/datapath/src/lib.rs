@@ -239,7 +239,14 @@ impl Datapath {
         if let Some(node) = &cfg.node {
             let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
             dp.node = Some((node.clone(), held));
-            dp.xdp = Some(dp.attach_node_xdp(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?);
+            // An accelerator: without it tc node-ingress serves the same traffic.
+            dp.xdp = match dp.attach_node_xdp(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR)) {
+                Ok(attached) => Some(attached),
+                Err(error) => {
+                    tracing::warn!(%error, "XDP fast path not attached; NodePort traffic takes the tc path");
+                    None
+                }
+            };
         }
         Ok(dp)
     }
