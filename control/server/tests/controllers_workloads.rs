@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
     PodTemplateSpec, Taint,
@@ -523,6 +523,147 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
             .iter()
             .all(|p| job_of(p) != "pi")
             .then_some(())
+    })
+    .await;
+}
+
+fn cronjob(name: &str, f: impl FnOnce(&mut CronJobSpec)) -> CronJob {
+    let mut spec = CronJobSpec {
+        schedule: "* * * * *".into(),
+        job_template: JobTemplateSpec {
+            metadata: None,
+            spec: job(name, |_| {}).spec,
+        },
+        ..Default::default()
+    };
+    f(&mut spec);
+    CronJob {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+async fn jobs_of(c: &Client, cronjob: &str) -> Vec<Job> {
+    let mut v: Vec<Job> = c
+        .list::<Job>("default", &ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|j| {
+            j.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.kind == "CronJob" && r.name == cronjob)
+        })
+        .collect();
+    v.sort_by_key(|j| j.metadata.name.clone());
+    v
+}
+
+/// Pretends the controller was down for ten minutes: the CronJob's last
+/// run is set back, so every minute since is a missed start time.
+async fn miss_ten_minutes(c: &Client, name: &str) {
+    eventually("lastScheduleTime set back", || async {
+        let mut cj: CronJob = c.get("default", name).await.ok()?;
+        let back = std::time::SystemTime::now() - Duration::from_secs(600);
+        let secs = back.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        let at: k8s_openapi::jiff::Timestamp =
+            k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).ok()?).ok()?;
+        cj.status
+            .get_or_insert_with(Default::default)
+            .last_schedule_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+        c.update_status(&cj).await.ok().map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test; waits for a minute boundary"]
+async fn cronjob_catches_up_once_runs_and_keeps_history() {
+    let s = Server::start().await;
+    let c = &s.client;
+    ready_node(c, "n1").await;
+    let _kubelet = Kubelet::start(c, |_| "Succeeded");
+    c.create(&cronjob("report", |s| {
+        s.concurrency_policy = Some("Forbid".into());
+        s.successful_jobs_history_limit = Some(1);
+    }))
+    .await
+    .expect("create cronjob");
+    c.create(&cronjob("paused", |s| s.suspend = Some(true)))
+        .await
+        .expect("create suspended cronjob");
+    miss_ten_minutes(c, "report").await;
+    miss_ten_minutes(c, "paused").await;
+
+    // Ten missed minutes start one Job (the most recent), not ten.
+    let first = eventually("one job for the missed runs", || async {
+        let js = jobs_of(c, "report").await;
+        (!js.is_empty()).then_some(js)
+    })
+    .await;
+    assert_eq!(first.len(), 1, "no flood after downtime");
+    let first = &first[0];
+    let first_name = first.metadata.name.clone().unwrap_or_default();
+    let scheduled = first
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("batch.kubernetes.io/cronjob-scheduled-timestamp"))
+        .cloned()
+        .expect("scheduled-timestamp annotation");
+    let at: k8s_openapi::jiff::Timestamp = scheduled.parse().expect("RFC 3339");
+    assert_eq!(first_name, format!("report-{}", at.as_second() / 60));
+    assert_eq!(at.as_second() % 60, 0, "a minute boundary");
+
+    // The Job runs to completion; the CronJob records it.
+    let st = eventually("lastSuccessfulTime", || async {
+        let cj: CronJob = c.get("default", "report").await.ok()?;
+        let st = cj.status?;
+        (st.last_successful_time.is_some() && st.active.is_none()).then_some(st)
+    })
+    .await;
+    assert_eq!(st.last_schedule_time.map(|t| t.0), Some(at));
+
+    // At the next minute another run; with a history of 1 the first Job goes.
+    let deadline = Instant::now() + Duration::from_secs(100);
+    loop {
+        let js = jobs_of(c, "report").await;
+        let names: Vec<String> = js.iter().filter_map(|j| j.metadata.name.clone()).collect();
+        let done = js.iter().all(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete"))
+        });
+        if names.len() == 1 && names[0] != first_name && done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "second run and history cleanup: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        jobs_of(c, "paused").await.is_empty(),
+        "a suspended CronJob starts nothing"
+    );
+
+    // Deleting the CronJob collects its Jobs and their pods.
+    c.delete::<CronJob>("default", "report", &DeleteParams::default())
+        .await
+        .expect("delete cronjob");
+    eventually("jobs and pods collected", || async {
+        let left = jobs_of(c, "report").await.len() + pods(c).await.len();
+        (left == 0).then_some(())
     })
     .await;
 }

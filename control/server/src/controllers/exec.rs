@@ -421,6 +421,7 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
         "EndpointSlice" => c.slices.uid_of(&key),
         "DaemonSet" => c.daemonsets.uid_of(&key),
         "Job" => c.jobs.uid_of(&key),
+        "CronJob" => c.cronjobs.uid_of(&key),
         _ => return OwnerState::Unknown,
     };
     if uid == Some(r.uid.as_str()) {
@@ -573,6 +574,7 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             "Service" => c.services.get(key).map(|o| o.metadata.clone()),
             "DaemonSet" => c.daemonsets.get(key).map(|o| o.metadata.clone()),
             "Job" => c.jobs.get(key).map(|o| o.metadata.clone()),
+            "CronJob" => c.cronjobs.get(key).map(|o| o.metadata.clone()),
             _ => None,
         };
         match meta {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use tracing::Instrument;
 use weir_client::events::{self, EventType, Recorder};
@@ -16,7 +16,7 @@ use weir_client::{DeleteParams, Error};
 use super::exec::{finish, ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
-use super::{Ctx, Expectations, daemonset, job, util};
+use super::{Ctx, Expectations, cronjob, daemonset, job, util};
 
 /// Queues, expectations and recorders of the workload controllers.
 pub struct Apps {
@@ -26,6 +26,8 @@ pub struct Apps {
     pub jobs: WorkQueue<ObjKey>,
     pub job_expectations: Expectations,
     pub job_events: Recorder,
+    pub cronjobs: WorkQueue<ObjKey>,
+    pub cronjob_events: Recorder,
 }
 
 impl Apps {
@@ -37,6 +39,8 @@ impl Apps {
             jobs: WorkQueue::new(),
             job_expectations: Expectations::default(),
             job_events: Recorder::new(client.clone(), "job-controller", None),
+            cronjobs: WorkQueue::new(),
+            cronjob_events: Recorder::new(client.clone(), "cronjob-controller", None),
         }
     }
 }
@@ -113,6 +117,11 @@ impl Ctx {
         if let Some(j) = ch.latest() {
             self.apps.jobs.add(ObjKey::of(j));
         }
+        for j in ch.old.iter().chain(ch.new.iter()) {
+            if let Some(k) = controller_key(&j.metadata, "CronJob") {
+                self.apps.cronjobs.add(k);
+            }
+        }
         if let Some(j) = &ch.new {
             self.gc.add(("Job", ObjKey::of(j)));
         }
@@ -121,16 +130,28 @@ impl Ctx {
         }
     }
 
+    pub(super) fn on_cronjob(&self, ch: &Change<CronJob>) {
+        self.enqueue_propagation("CronJob", ch);
+        if let Some(c) = ch.latest() {
+            self.apps.cronjobs.add(ObjKey::of(c));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
     pub(super) fn resync_apps(&self) {
-        let (ds, jobs) = {
+        let (ds, jobs, cjs) = {
             let c = self.read();
             (
                 c.daemonsets.iter().map(ObjKey::of).collect::<Vec<_>>(),
                 c.jobs.iter().map(ObjKey::of).collect::<Vec<_>>(),
+                c.cronjobs.iter().map(ObjKey::of).collect::<Vec<_>>(),
             )
         };
         ds.into_iter().for_each(|k| self.apps.daemonsets.add(k));
         jobs.into_iter().for_each(|k| self.apps.jobs.add(k));
+        cjs.into_iter().for_each(|k| self.apps.cronjobs.add(k));
     }
 }
 
@@ -426,4 +447,106 @@ async fn reconcile_job(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+pub async fn cronjob_worker(ctx: Arc<Ctx>) {
+    loop {
+        let key = ctx.apps.cronjobs.pop().await;
+        let span = tracing::info_span!("reconcile", controller = "cronjob", namespace = %key.namespace, name = %key.name);
+        let r = reconcile_cronjob(&ctx, &key).instrument(span.clone()).await;
+        span.in_scope(|| finish(&ctx.apps.cronjobs, key, r));
+    }
+}
+
+async fn reconcile_cronjob(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let q = &ctx.apps.cronjobs;
+    let (cj, jobs) = {
+        let c = ctx.read();
+        if !c.synced.contains("Job") {
+            q.add_after(key.clone(), Duration::from_secs(1));
+            return Ok(());
+        }
+        let Some(cj) = c.cronjobs.get(key).cloned() else {
+            return Ok(());
+        };
+        let uid = cj.metadata.uid.clone().unwrap_or_default();
+        let jobs: Vec<Job> = c
+            .jobs
+            .owned_by(&uid)
+            .filter(|j| util::controlled_by(&j.metadata, &uid))
+            .cloned()
+            .collect();
+        (cj, jobs)
+    };
+    let now = util::now();
+    let rec = &ctx.apps.cronjob_events;
+    let emit = |t: EventType, reason: &'static str, message: String| {
+        super::emit(rec, events::reference(&cj), t, reason, message);
+    };
+    // The decision's order matters: a status naming a Job is written only
+    // after that Job was created.
+    for a in cronjob::reconcile(&cj, &jobs, now) {
+        match a {
+            cronjob::Action::CreateJob(j) => {
+                let name = j.metadata.name.clone().unwrap_or_default();
+                match ctx.client.create(j.as_ref()).await {
+                    Ok(_) => {
+                        tracing::info!(job = %name, "created job");
+                        emit(
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("Created job {name}"),
+                        );
+                    }
+                    // Made by an earlier pass whose status write was lost.
+                    Err(Error::AlreadyExists(_)) => {}
+                    Err(error) => {
+                        emit(
+                            EventType::Warning,
+                            "FailedCreate",
+                            format!("Error creating job: {error}"),
+                        );
+                        return Err(error);
+                    }
+                }
+            }
+            cronjob::Action::DeleteJob { name, replaced } => {
+                tracing::info!(job = %name, replaced, "deleting job");
+                let params = DeleteParams {
+                    propagation_policy: "Background".into(),
+                    ..Default::default()
+                };
+                ignore_not_found(
+                    ctx.client
+                        .delete::<Job>(&key.namespace, &name, &params)
+                        .await,
+                )?;
+                emit(
+                    EventType::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted job {name}"),
+                );
+            }
+            cronjob::Action::UpdateStatus(n) => {
+                ctx.client.update_status(n.as_ref()).await?;
+            }
+            cronjob::Action::Record {
+                warning,
+                reason,
+                message,
+            } => {
+                let t = if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                emit(t, reason, message);
+            }
+            cronjob::Action::RequeueAt(t) => {
+                let wait = t.duration_since(now).unsigned_abs();
+                q.add_after(key.clone(), wait + Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
 }

@@ -9,6 +9,8 @@
 //! snapshot from the cache, calls the controller's pure `reconcile` and
 //! executes the returned actions through the API client.
 
+pub mod cron;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
@@ -29,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -42,9 +44,10 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 7] = [
+pub const WATCHED: [&str; 8] = [
     "DaemonSet",
     "Job",
+    "CronJob",
     "Deployment",
     "ReplicaSet",
     "Pod",
@@ -65,6 +68,7 @@ pub struct Cache {
     pub nodes: Store<Node>,
     pub daemonsets: Store<DaemonSet>,
     pub jobs: Store<Job>,
+    pub cronjobs: Store<CronJob>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -96,6 +100,7 @@ cached!(EndpointSlice, slices, "EndpointSlice");
 cached!(Node, nodes, "Node");
 cached!(DaemonSet, daemonsets, "DaemonSet");
 cached!(Job, jobs, "Job");
+cached!(CronJob, cronjobs, "CronJob");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -436,6 +441,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     reflect!(Node, on_node);
     reflect!(DaemonSet, on_daemonset);
     reflect!(Job, on_job);
+    reflect!(CronJob, on_cronjob);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));
@@ -443,6 +449,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     tasks.spawn(exec::node_worker(ctx.clone()));
     tasks.spawn(exec_apps::daemonset_worker(ctx.clone()));
     tasks.spawn(exec_apps::job_worker(ctx.clone()));
+    tasks.spawn(exec_apps::cronjob_worker(ctx.clone()));
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
