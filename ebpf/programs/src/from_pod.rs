@@ -10,8 +10,9 @@
 //!   NodePort clients outside the node are then redirected out (see `fib`).
 //! - ICMP errors of a backend about a translated connection get their quoted
 //!   packet translated back (see `icmp`).
-//! - Everything else (non-IPv4, not TCP/UDP, fragments, truncated headers,
-//!   ports a service does not have) passes untouched.
+//! - Everything else (non-IPv4, not TCP/UDP/SCTP, fragments, truncated
+//!   headers, ports a service does not have) passes untouched, subject to
+//!   policy where it has ports (below; ICMP is not judged).
 //! - A new connection to a service with no ready backend is dropped, like
 //!   kube-proxy's reject, instead of leaking to the default route.
 //! - A pod reaching itself through a service (hairpin) also gets its source
@@ -21,7 +22,9 @@
 //!   destination (the backend) is a pod of this node, its ingress too (see
 //!   [`crate::policy`]). Denied: dropped (`policy_denied`). Allowed: the
 //!   connection gets a conntrack entry even when nothing is translated
-//!   (`CT_FLAG_NO_NAT`), so its replies and later packets pass on it.
+//!   (`CT_FLAG_NO_NAT`), so its replies and later packets pass on it. The
+//!   first fragment of a datagram is judged too (never translated); later
+//!   fragments pass, useless without it.
 //! - Every verdict and every drop is a flow event (see [`crate::flow`]).
 
 use aya_ebpf::{
@@ -41,10 +44,50 @@ use crate::{
 
 #[classifier]
 pub fn weir_from_pod(ctx: TcContext) -> i32 {
-    match parse::parse_ipv4_l4(&ctx) {
-        Some(flow) => handle(&ctx, &flow),
-        // ICMP errors of local backends about translated connections.
-        None => icmp::translate_error(&ctx, FROM_POD),
+    if let Some(flow) = parse::parse_ipv4_l4(&ctx) {
+        return handle(&ctx, &flow);
+    }
+    if let Some(flow) = parse::first_fragment(&ctx) {
+        return first_fragment(&ctx, &flow);
+    }
+    // ICMP errors of local backends about translated connections.
+    icmp::translate_error(&ctx, FROM_POD)
+}
+
+/// The first fragment of a datagram: never translated (that would break
+/// reassembly), but judged by policy like the first packet of a connection
+/// unless it belongs to a tracked one or goes to a service frontend (it
+/// passes untouched, as it always did).
+#[inline(always)]
+fn first_fragment(ctx: &TcContext, flow: &Flow) -> i32 {
+    if conntrack::lookup(flow).is_some() {
+        return TC_ACT_OK;
+    }
+    let key = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    if maps::get_copy(&maps::SERVICES, &key).is_some() {
+        return TC_ACT_OK;
+    }
+    untranslated(ctx, flow)
+}
+
+/// A new connection to something that is not a service: policy alone
+/// decides, and an allowed connection is tracked so its replies pass.
+#[inline(always)]
+fn untranslated(ctx: &TcContext, flow: &Flow) -> i32 {
+    match policy::judge_from_pod(ctx, FROM_POD, &Conn::of(flow)) {
+        Outcome::NotEnforced => TC_ACT_OK,
+        Outcome::Denied => TC_ACT_SHOT,
+        Outcome::Allowed { src_identity } => {
+            match conntrack::create_untranslated(flow, src_identity) {
+                Some(_) => TC_ACT_OK,
+                None => flow::dropped(ctx, FROM_POD, drop_reason::MAP_INSERT),
+            }
+        }
     }
 }
 
@@ -78,17 +121,7 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         _pad: 0,
     };
     let Some(svc) = maps::get_copy(&maps::SERVICES, &key) else {
-        // Not a service: policy alone decides.
-        return match policy::judge_from_pod(ctx, FROM_POD, &Conn::of(flow)) {
-            Outcome::NotEnforced => TC_ACT_OK,
-            Outcome::Denied => TC_ACT_SHOT,
-            Outcome::Allowed { src_identity } => {
-                match conntrack::create_untranslated(flow, src_identity) {
-                    Some(_) => TC_ACT_OK,
-                    None => flow::dropped(ctx, FROM_POD, drop_reason::MAP_INSERT),
-                }
-            }
-        };
+        return untranslated(ctx, flow);
     };
     let hash = lb::flow_hash(flow);
     let client = u64::from(flow.saddr);

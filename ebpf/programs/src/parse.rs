@@ -7,6 +7,11 @@
 //! do) and never translated: the planner writes no SCTP service, so no
 //! SCTP packet is ever rewritten (its CRC32c checksum cannot be updated
 //! incrementally like the others).
+//!
+//! [`first_fragment`] reads the ports of the first fragment of a datagram,
+//! for NetworkPolicy alone: it is the only fragment with ports, and a
+//! datagram whose first fragment is dropped cannot be reassembled, so
+//! judging it is enough (later fragments pass).
 
 use aya_ebpf::programs::TcContext;
 use weir_ebpf_common::{CtKey, IPPROTO_TCP, IPPROTO_UDP, policy::IPPROTO_SCTP};
@@ -133,5 +138,39 @@ pub fn parse_ipv4_l4(ctx: &TcContext) -> Option<Flow> {
         l4_csum_off,
         udp_no_csum: ip.proto == IPPROTO_UDP && l4_csum == 0,
         tcp_syn,
+    })
+}
+
+/// The 5-tuple of the first fragment of a TCP/UDP/SCTP datagram (MF set,
+/// offset 0), for policy only: the packet must not be translated, so only
+/// addresses and ports are meaningful. Ports the fragment is too short to
+/// carry read as 0 (a "tiny fragment" then matches only rules without
+/// ports, instead of passing unjudged).
+#[inline(always)]
+pub fn first_fragment(ctx: &TcContext) -> Option<Flow> {
+    if u16::from_be(read::<u16>(ctx, 12)?) != ETH_P_IP {
+        return None;
+    }
+    let l3_off = ETH_HLEN;
+    let ip: Ipv4Hdr = read(ctx, l3_off)?;
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    if ip.version_ihl >> 4 != 4 || ihl < 20 || u16::from_be(ip.frag_off) & 0x3fff != 0x2000 {
+        return None;
+    }
+    if !matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+        return None;
+    }
+    let l4_off = l3_off + ihl;
+    Some(Flow {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport: read(ctx, l4_off + L4_SPORT_OFF).unwrap_or(0),
+        dport: read(ctx, l4_off + L4_DPORT_OFF).unwrap_or(0),
+        proto: ip.proto,
+        l3_off,
+        l4_off,
+        l4_csum_off: 0,
+        udp_no_csum: false,
+        tcp_syn: false,
     })
 }

@@ -19,6 +19,7 @@
 //! node-ingress for a NodePort client; `SKB_MARK_POLICY_JUDGED`) are not
 //! judged again. Allowed connections get a conntrack entry
 //! (`CT_FLAG_NO_NAT`) so their replies leave through from-pod untouched.
+//! First fragments of untracked datagrams are judged the same way.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -36,6 +37,13 @@ use crate::{
 #[classifier]
 pub fn weir_to_pod(ctx: TcContext) -> i32 {
     let Some(flow) = parse::parse_ipv4_l4(&ctx) else {
+        if let Some(flow) = parse::first_fragment(&ctx) {
+            // Never translated; judged unless tracked (see from-pod).
+            return match conntrack::lookup(&flow) {
+                Some(_) => TC_ACT_OK,
+                None => new_connection(&ctx, &flow),
+            };
+        }
         // ICMP errors of remote backends about translated connections.
         return icmp::translate_error(&ctx, TO_POD);
     };
