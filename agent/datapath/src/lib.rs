@@ -460,12 +460,12 @@ impl Datapath {
         ops: &[plan::MapOp],
         state: &mut MapState,
     ) -> Result<(), DatapathError> {
-        self.maglev.put_missing(ops, state)?;
+        self.maglev.put_missing(ops, state);
         for op in ops {
             self.maps.apply(op)?;
             state.apply(op);
         }
-        self.maglev.delete_stale(state)?;
+        self.maglev.delete_stale(state);
         Ok(())
     }
 }

@@ -51,37 +51,54 @@ impl MaglevTables {
     }
 
     /// Writes the tables `ops` will need (call before applying them).
-    pub fn put_missing(&mut self, ops: &[MapOp], state: &MapState) -> Result<(), DatapathError> {
+    ///
+    /// Best effort: a table that cannot be written (the kernel refused the
+    /// 32 KiB element, e.g. out of memory) is reported with the map's name
+    /// and retried with the next plan, but does not hold the plan up: the
+    /// datapath then chooses that set's backends by `hash % count`, on the
+    /// tc path and in XDP alike, so the node still serves the frontend.
+    pub fn put_missing(&mut self, ops: &[MapOp], state: &MapState) {
         for (slot, backends) in maglev::tables_to_put(ops, state, &self.slots) {
             let entries = match maglev::datapath_table(&backends) {
                 Ok(entries) => entries,
                 Err(error) => {
-                    // Excluded by wants_table; the datapath falls back to
-                    // hash % count for this set.
+                    // Excluded by wants_table.
                     tracing::warn!(slot, %error, "no Maglev table for a backend set");
                     continue;
                 }
             };
             let mut table = MaglevTable::default();
             table.entries.copy_from_slice(&entries);
-            self.map.insert(slot, table, 0).map_err(map_error)?;
-            self.slots.insert(slot);
+            match self.map.insert(slot, table, 0) {
+                Ok(()) => {
+                    self.slots.insert(slot);
+                }
+                Err(error) => tracing::warn!(
+                    map = MAGLEV_MAP,
+                    slot,
+                    %error,
+                    "cannot write a Maglev table; the backend set is balanced by hash % count"
+                ),
+            }
         }
-        Ok(())
     }
 
     /// Deletes the tables no frontend of `state` uses (call after a plan).
-    pub fn delete_stale(&mut self, state: &MapState) -> Result<(), DatapathError> {
+    /// Best effort like [`Self::put_missing`]: a table that cannot be
+    /// deleted is reported and retried after the next plan.
+    pub fn delete_stale(&mut self, state: &MapState) {
         for slot in maglev::tables_to_delete(state, &self.slots) {
             match self.map.remove(&slot) {
                 Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
                 Err(MapError::SyscallError(e))
                     if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(map_error(error)),
+                Err(error) => {
+                    tracing::warn!(map = MAGLEV_MAP, slot, %error, "cannot delete a Maglev table");
+                    continue;
+                }
             }
             self.slots.remove(&slot);
         }
-        Ok(())
     }
 
     /// The backend sets that have a table.
