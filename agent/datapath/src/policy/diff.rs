@@ -88,17 +88,45 @@ fn changes<K: Ord + Copy, V: PartialEq + Copy>(
     upsert: impl Fn(K, V) -> PolicyMapOp,
     delete: impl Fn(K) -> PolicyMapOp,
 ) -> Changes {
-    let peak = current.len() + desired.keys().filter(|k| !current.contains_key(k)).count();
-    let ups = desired
-        .iter()
-        .filter(|(k, v)| current.get(k) != Some(v))
-        .map(|(k, v)| upsert(*k, *v))
-        .collect();
-    let dels = current
-        .keys()
-        .filter(|k| !desired.contains_key(k))
-        .map(|k| delete(*k))
-        .collect();
+    // One merge pass over the two sorted maps (no per-key lookups: the
+    // policy map of a node with many policies holds tens of thousands of
+    // entries, and this runs on every change).
+    let (mut ups, mut dels) = (Vec::new(), Vec::new());
+    let mut peak = current.len();
+    let mut cur = current.iter().peekable();
+    let mut des = desired.iter().peekable();
+    loop {
+        match (cur.peek(), des.peek()) {
+            (Some((ck, _)), Some((dk, dv))) => match ck.cmp(dk) {
+                std::cmp::Ordering::Less => {
+                    dels.push(delete(**ck));
+                    cur.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    ups.push(upsert(**dk, **dv));
+                    peak += 1;
+                    des.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    let (_, cv) = cur.next().expect("peeked");
+                    if cv != *dv {
+                        ups.push(upsert(**dk, **dv));
+                    }
+                    des.next();
+                }
+            },
+            (Some((ck, _)), None) => {
+                dels.push(delete(**ck));
+                cur.next();
+            }
+            (None, Some((dk, dv))) => {
+                ups.push(upsert(**dk, **dv));
+                peak += 1;
+                des.next();
+            }
+            (None, None) => break,
+        }
+    }
     (ups, dels, peak)
 }
 
