@@ -4,7 +4,8 @@
 //! packets that follow a conntrack entry cost nothing here.
 //!
 //! A full ring loses the event, never the packet: the loss is counted in
-//! `WEIR_FLOW_LOST`.
+//! `WEIR_FLOW_LOST`. (The socket hooks' rejections are counted in
+//! `WEIR_DROPS` but are no packets, so they have no flow event.)
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_SHOT},
