@@ -275,7 +275,7 @@ pub(crate) enum DatapathWhat {
 pub(crate) enum RolloutCmd {
     /// Wait until the rollout finishes (or the timeout passes).
     Status {
-        /// deployment/NAME (or `deployment NAME`).
+        /// deployment/NAME, daemonset/NAME or statefulset/NAME (or `KIND NAME`).
         kind: String,
         name: Option<String>,
         /// Give up after this long (a Go duration like 30s, 5m, 1h30m, or

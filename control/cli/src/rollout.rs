@@ -1,8 +1,9 @@
-//! `weir rollout status|undo` for Deployments, pure parts: reading a
-//! rollout's progress from the Deployment's status, and picking the
-//! template to roll back to from its ReplicaSets' revisions.
+//! `weir rollout status|undo`, pure parts: reading a rollout's progress
+//! from a Deployment's, DaemonSet's or StatefulSet's status (kubectl's
+//! status viewers, in their words), and picking the template to roll back
+//! to from a Deployment's ReplicaSets' revisions.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -49,6 +50,116 @@ pub fn progress(d: &Deployment) -> Progress {
         ));
     }
     Progress::Done(format!("deployment {name:?} successfully rolled out"))
+}
+
+/// The only update strategy whose rollout has a status (kubectl's rule).
+const ROLLING_UPDATE: &str = "RollingUpdate";
+
+fn not_rolling(strategy: Option<&str>) -> Option<String> {
+    // Unset means the server's default, RollingUpdate.
+    let t = strategy.unwrap_or(ROLLING_UPDATE);
+    (t != ROLLING_UPDATE).then(|| {
+        format!("error: rollout status is only available for {ROLLING_UPDATE} strategy type")
+    })
+}
+
+/// Reads a DaemonSet's rollout state as `kubectl rollout status ds/NAME` does.
+pub fn daemonset_progress(ds: &DaemonSet) -> Result<Progress, String> {
+    let strategy = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+    if let Some(e) = not_rolling(strategy.and_then(|u| u.type_.as_deref())) {
+        return Err(e);
+    }
+    let name = ds.metadata.name.clone().unwrap_or_default();
+    let st = ds.status.clone().unwrap_or_default();
+    if ds.metadata.generation.unwrap_or(0) > st.observed_generation.unwrap_or(0) {
+        return Ok(Progress::Waiting(
+            "Waiting for daemon set spec update to be observed...".into(),
+        ));
+    }
+    let desired = st.desired_number_scheduled;
+    let updated = st.updated_number_scheduled.unwrap_or(0);
+    let available = st.number_available.unwrap_or(0);
+    let wait = |m: String| {
+        Ok(Progress::Waiting(format!(
+            "Waiting for daemon set {name:?} rollout to finish: {m}"
+        )))
+    };
+    if updated < desired {
+        return wait(format!(
+            "{updated} out of {desired} new pods have been updated..."
+        ));
+    }
+    if available < desired {
+        return wait(format!(
+            "{available} of {desired} updated pods are available..."
+        ));
+    }
+    Ok(Progress::Done(format!(
+        "daemon set {name:?} successfully rolled out"
+    )))
+}
+
+/// Reads a StatefulSet's rollout state as `kubectl rollout status sts/NAME`
+/// does (partitioned roll outs included).
+pub fn statefulset_progress(sts: &StatefulSet) -> Result<Progress, String> {
+    let spec = sts.spec.as_ref();
+    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
+    if let Some(e) = not_rolling(strategy.and_then(|u| u.type_.as_deref())) {
+        return Err(e);
+    }
+    let st = sts.status.clone().unwrap_or_default();
+    let observed = st.observed_generation.unwrap_or(0);
+    if observed == 0 || sts.metadata.generation.unwrap_or(0) > observed {
+        return Ok(Progress::Waiting(
+            "Waiting for statefulset spec update to be observed...".into(),
+        ));
+    }
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let ready = st.ready_replicas.unwrap_or(0);
+    if ready < replicas {
+        return Ok(Progress::Waiting(format!(
+            "Waiting for {} pods to be ready...",
+            replicas - ready
+        )));
+    }
+    let updated = st.updated_replicas.unwrap_or(0);
+    if let Some(partition) = strategy
+        .and_then(|u| u.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+    {
+        let want = (replicas - partition).max(0);
+        if updated < want {
+            return Ok(Progress::Waiting(format!(
+                "Waiting for partitioned roll out to finish: {updated} out of {want} new pods have been updated..."
+            )));
+        }
+        return Ok(Progress::Done(format!(
+            "partitioned roll out complete: {updated} new pods have been updated..."
+        )));
+    }
+    let update_rev = st.update_revision.clone().unwrap_or_default();
+    if update_rev != st.current_revision.clone().unwrap_or_default() {
+        return Ok(Progress::Waiting(format!(
+            "waiting for statefulset rolling update to complete {updated} pods at revision {update_rev}..."
+        )));
+    }
+    Ok(Progress::Done(format!(
+        "statefulset rolling update complete {} pods at revision {update_rev}...",
+        st.current_replicas.unwrap_or(0)
+    )))
+}
+
+/// The rollout state of an object of `kind` from its JSON.
+pub fn progress_of(kind: &str, json: &[u8]) -> Result<Progress, String> {
+    let bad = |e: serde_json::Error| format!("error: decoding the {kind}: {e}");
+    match kind {
+        "Deployment" => Ok(progress(&serde_json::from_slice(json).map_err(bad)?)),
+        "DaemonSet" => daemonset_progress(&serde_json::from_slice(json).map_err(bad)?),
+        "StatefulSet" => statefulset_progress(&serde_json::from_slice(json).map_err(bad)?),
+        other => Err(format!(
+            "error: no status viewer has been implemented for {other}"
+        )),
+    }
 }
 
 fn revision(rs: &ReplicaSet) -> i64 {
@@ -344,5 +455,166 @@ mod tests {
             .expect("template");
         assert!(same_template(&t3, &raw3), "the hash label does not count");
         assert!(revision_template(&owned, 9).is_err());
+    }
+
+    fn ds(strategy: Option<&str>, gen_: i64, observed: i64, counts: (i32, i32, i32)) -> DaemonSet {
+        use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetStatus, DaemonSetUpdateStrategy};
+        let (desired, updated, available) = counts;
+        DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                generation: Some(gen_),
+                ..Default::default()
+            },
+            spec: Some(DaemonSetSpec {
+                update_strategy: strategy.map(|t| DaemonSetUpdateStrategy {
+                    type_: Some(t.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(DaemonSetStatus {
+                observed_generation: Some(observed),
+                desired_number_scheduled: desired,
+                updated_number_scheduled: Some(updated),
+                number_available: Some(available),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn daemonset_status_like_kubectl() {
+        let w = |m: &str| Ok(Progress::Waiting(m.to_string()));
+        for (set, want) in [
+            (
+                ds(None, 2, 1, (3, 3, 3)),
+                w("Waiting for daemon set spec update to be observed..."),
+            ),
+            (
+                ds(Some("RollingUpdate"), 2, 2, (3, 1, 1)),
+                w(
+                    "Waiting for daemon set \"agent\" rollout to finish: 1 out of 3 new pods have been updated...",
+                ),
+            ),
+            (
+                ds(None, 2, 2, (3, 3, 2)),
+                w(
+                    "Waiting for daemon set \"agent\" rollout to finish: 2 of 3 updated pods are available...",
+                ),
+            ),
+            (
+                ds(None, 2, 2, (3, 3, 3)),
+                Ok(Progress::Done(
+                    "daemon set \"agent\" successfully rolled out".into(),
+                )),
+            ),
+            (
+                ds(Some("OnDelete"), 2, 2, (3, 3, 3)),
+                Err(
+                    "error: rollout status is only available for RollingUpdate strategy type"
+                        .into(),
+                ),
+            ),
+        ] {
+            assert_eq!(daemonset_progress(&set), want);
+        }
+    }
+
+    fn sts(
+        partition: Option<i32>,
+        observed: i64,
+        ready: i32,
+        updated: i32,
+        revs: (&str, &str),
+    ) -> StatefulSet {
+        use k8s_openapi::api::apps::v1::{
+            RollingUpdateStatefulSetStrategy, StatefulSetSpec, StatefulSetStatus,
+            StatefulSetUpdateStrategy,
+        };
+        StatefulSet {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            spec: Some(StatefulSetSpec {
+                replicas: Some(3),
+                update_strategy: Some(StatefulSetUpdateStrategy {
+                    type_: Some("RollingUpdate".into()),
+                    rolling_update: partition.map(|p| RollingUpdateStatefulSetStrategy {
+                        partition: Some(p),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                current_replicas: Some(3),
+                current_revision: Some(revs.0.into()),
+                update_revision: Some(revs.1.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn statefulset_status_like_kubectl() {
+        let w = |m: &str| Ok(Progress::Waiting(m.to_string()));
+        let done = |m: &str| Ok(Progress::Done(m.to_string()));
+        for (set, want) in [
+            (
+                sts(None, 0, 3, 3, ("a", "a")),
+                w("Waiting for statefulset spec update to be observed..."),
+            ),
+            (
+                sts(None, 2, 3, 3, ("a", "a")),
+                w("Waiting for statefulset spec update to be observed..."),
+            ),
+            (
+                sts(None, 3, 1, 3, ("a", "a")),
+                w("Waiting for 2 pods to be ready..."),
+            ),
+            (
+                sts(None, 3, 3, 1, ("a", "b")),
+                w("waiting for statefulset rolling update to complete 1 pods at revision b..."),
+            ),
+            (
+                sts(None, 3, 3, 3, ("b", "b")),
+                done("statefulset rolling update complete 3 pods at revision b..."),
+            ),
+            (
+                sts(Some(2), 3, 3, 0, ("a", "b")),
+                w(
+                    "Waiting for partitioned roll out to finish: 0 out of 1 new pods have been updated...",
+                ),
+            ),
+            (
+                sts(Some(2), 3, 3, 1, ("a", "b")),
+                done("partitioned roll out complete: 1 new pods have been updated..."),
+            ),
+        ] {
+            assert_eq!(statefulset_progress(&set), want);
+        }
+    }
+
+    #[test]
+    fn progress_of_dispatches_by_kind() {
+        assert!(matches!(
+            progress_of("Deployment", br#"{"metadata":{"name":"web"}}"#),
+            Ok(Progress::Done(_) | Progress::Waiting(_))
+        ));
+        assert_eq!(
+            progress_of("ReplicaSet", b"{}"),
+            Err("error: no status viewer has been implemented for ReplicaSet".into())
+        );
+        assert!(
+            progress_of("DaemonSet", b"[")
+                .unwrap_err()
+                .contains("decoding the DaemonSet")
+        );
     }
 }

@@ -111,6 +111,30 @@ pub(crate) fn deployment_name(kind: &str, name: Option<&str>) -> Res<String> {
     }
 }
 
+/// The object `rollout status` follows: a Deployment, DaemonSet or
+/// StatefulSet (the kinds kubectl has status viewers for).
+fn status_target(kind: &str, name: Option<&str>) -> Res<(&'static weir_api::ResourceKind, String)> {
+    let (k, names) = split_kind_name(
+        kind,
+        &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
+    );
+    let rk = lookup_kind(&k)?;
+    if !matches!(rk.kind, "Deployment" | "DaemonSet" | "StatefulSet") {
+        return Err(Failed(format!(
+            "error: no status viewer has been implemented for {}",
+            rk.kind
+        )));
+    }
+    match names.as_slice() {
+        [n] => Ok((rk, n.clone())),
+        _ => Err(Failed(format!(
+            "error: specify exactly one {}, e.g. {}/web",
+            rk.kind.to_ascii_lowercase(),
+            rk.kind.to_ascii_lowercase()
+        ))),
+    }
+}
+
 pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
     let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
     let dk = lookup_kind("Deployment")?;
@@ -120,25 +144,22 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             name,
             timeout,
         } => {
-            let name = deployment_name(kind, name.as_deref())?;
+            let (rk, name) = status_target(kind, name.as_deref())?;
             let deadline = (*timeout > 0)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_secs(*timeout));
             let mut last = String::new();
-            let done = crate::wait::follow(client, dk.kind, &ns, &name, deadline, |state| {
+            let done = crate::wait::follow(client, rk.kind, &ns, &name, deadline, |state| {
                 let Some(json) = state else {
                     let gone = weir_client::Error::NotFound(String::new());
-                    return Some(Err(server_error(&gone, dk, &name)));
+                    return Some(Err(server_error(&gone, rk, &name)));
                 };
-                let d: k8s_openapi::api::apps::v1::Deployment = match serde_json::from_slice(json) {
-                    Ok(d) => d,
-                    Err(e) => return Some(Err(Failed(format!("error: decoding {name}: {e}")))),
-                };
-                match rollout::progress(&d) {
-                    rollout::Progress::Done(m) => {
+                match rollout::progress_of(rk.kind, json) {
+                    Err(e) => Some(Err(Failed(e))),
+                    Ok(rollout::Progress::Done(m)) => {
                         outln!("{m}");
                         Some(Ok(()))
                     }
-                    rollout::Progress::Waiting(m) => {
+                    Ok(rollout::Progress::Waiting(m)) => {
                         if m != last {
                             outln!("{m}");
                             last = m;
@@ -152,7 +173,7 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                 Err(crate::wait::WaitError::Timeout) => {
                     Err(Failed("error: timed out waiting for the condition".into()))
                 }
-                Err(crate::wait::WaitError::Api(e)) => Err(server_error(&e, dk, &name)),
+                Err(crate::wait::WaitError::Api(e)) => Err(server_error(&e, rk, &name)),
             }
         }
         RolloutCmd::Restart { kind, name }

@@ -363,6 +363,32 @@ fn kubectl_verbs_against_a_real_server() {
         String::from_utf8_lossy(&o.stdout)
     );
 
+    // A DaemonSet's rollout (no nodes here: nothing to schedule) is done
+    // once the controller has observed it; a ReplicaSet has no status viewer.
+    let ds = s.dir.path().join("ds.yaml");
+    std::fs::write(
+        &ds,
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\n  namespace: t1\n\
+         spec:\n  selector:\n    matchLabels: {app: agent}\n  template:\n    metadata:\n      \
+         labels: {app: agent}\n    spec:\n      containers:\n      - name: a\n        image: img:1\n",
+    )
+    .expect("write ds.yaml");
+    s.ok(&["apply", "-f", ds.to_str().expect("utf-8 path")]);
+    assert!(
+        s.ok(&with_ns(&[
+            "rollout",
+            "status",
+            "ds/agent",
+            "--timeout",
+            "30s"
+        ]))
+        .contains("daemon set \"agent\" successfully rolled out")
+    );
+    assert!(
+        s.fails(&with_ns(&["rollout", "status", "rs/whatever"]))
+            .contains("no status viewer has been implemented for ReplicaSet")
+    );
+
     // delete waits until the object is gone; then NotFound.
     assert_eq!(
         s.ok(&with_ns(&["delete", "deploy", "web"])),
