@@ -32,6 +32,14 @@ use super::plan::{MapOp, MapState, maglev};
 pub struct MaglevTables {
     map: HashMap<MapData, u32, MaglevTable>,
     slots: BTreeSet<u32>,
+    /// Set by [`Self::delete_stale`], i.e. after a plan was applied
+    /// completely: then the next plan needs to look at its own ops only.
+    /// Unset at load and while a plan is being applied, so a plan that
+    /// fails halfway is followed by a full pass.
+    reconciled: bool,
+    /// The tables the plan being applied releases ([`maglev::tables_released`]);
+    /// `None` when the next delete must be a full pass.
+    released: Option<Vec<u32>>,
 }
 
 impl MaglevTables {
@@ -47,7 +55,12 @@ impl MaglevTables {
             .keys()
             .collect::<Result<BTreeSet<u32>, MapError>>()
             .map_err(map_error)?;
-        Ok(Self { map, slots })
+        Ok(Self {
+            map,
+            slots,
+            reconciled: false,
+            released: None,
+        })
     }
 
     /// Writes the tables `ops` will need (call before applying them).
@@ -58,7 +71,15 @@ impl MaglevTables {
     /// datapath then chooses that set's backends by `hash % count`, on the
     /// tc path and in XDP alike, so the node still serves the frontend.
     pub fn put_missing(&mut self, ops: &[MapOp], state: &MapState) {
-        for (slot, backends) in maglev::tables_to_put(ops, state, &self.slots) {
+        let scope = if self.reconciled {
+            maglev::Scope::Ops
+        } else {
+            maglev::Scope::Everything
+        };
+        self.released =
+            (scope == maglev::Scope::Ops).then(|| maglev::tables_released(ops, state, &self.slots));
+        self.reconciled = false;
+        for (slot, backends) in maglev::tables_to_put(ops, state, &self.slots, scope) {
             let entries = match maglev::datapath_table(&backends) {
                 Ok(entries) => entries,
                 Err(error) => {
@@ -87,18 +108,26 @@ impl MaglevTables {
     /// Best effort like [`Self::put_missing`]: a table that cannot be
     /// deleted is reported and retried after the next plan.
     pub fn delete_stale(&mut self, state: &MapState) {
-        for slot in maglev::tables_to_delete(state, &self.slots) {
+        let stale = match self.released.take() {
+            Some(released) => released,
+            None => maglev::tables_to_delete(state, &self.slots),
+        };
+        let mut all_deleted = true;
+        for slot in stale {
             match self.map.remove(&slot) {
                 Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
                 Err(MapError::SyscallError(e))
                     if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
                     tracing::warn!(map = MAGLEV_MAP, slot, %error, "cannot delete a Maglev table");
+                    all_deleted = false;
                     continue;
                 }
             }
             self.slots.remove(&slot);
         }
+        // A table left behind is found by the next full pass.
+        self.reconciled = all_deleted;
     }
 
     /// The backend sets that have a table.

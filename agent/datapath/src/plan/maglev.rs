@@ -107,18 +107,31 @@ pub fn wants_table(value: &ServiceValue) -> bool {
         && value.backend_count as usize <= MAGLEV_MAX_BACKENDS
 }
 
+/// Which frontends [`tables_to_put`] considers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Those the ops point at a backend set, and every other frontend of
+    /// the state: after a (re)start, an upgrade that added the tables map,
+    /// or a plan that failed halfway. Costs a pass over all frontends.
+    Everything,
+    /// Only those the ops point at a backend set: after a plan that was
+    /// applied completely, every other frontend has its table already.
+    Ops,
+}
+
 /// The tables to write before `ops` are applied to the maps that `state`
 /// mirrors, given the backend sets (slots) that already have a table: one
-/// per backend set that a frontend will point at after the ops and that
-/// wants a table ([`wants_table`]) but has none. Each comes with the set's
-/// backends in index order (from the ops' `PutBackend`s for new sets, from
-/// `state` for existing ones, e.g. after an upgrade that added the tables
-/// map). Written first, a table exists before any frontend uses its slot,
-/// so no packet chooses a backend of a new set without it.
+/// per backend set that a frontend (in `scope`) will point at after the ops
+/// and that wants a table ([`wants_table`]) but has none. Each comes with
+/// the set's backends in index order (from the ops' `PutBackend`s for new
+/// sets, from `state` for existing ones). Written first, a table exists
+/// before any frontend uses its slot, so no packet chooses a backend of a
+/// new set without it.
 pub fn tables_to_put(
     ops: &[MapOp],
     state: &MapState,
     have: &BTreeSet<u32>,
+    scope: Scope,
 ) -> Vec<(u32, Vec<Backend>)> {
     let mut new_backends: BTreeMap<BackendKey, Backend> = BTreeMap::new();
     let mut changed: BTreeSet<ServiceKey> = BTreeSet::new();
@@ -140,9 +153,11 @@ pub fn tables_to_put(
             _ => {}
         }
     }
-    for (k, v) in &state.services {
-        if !changed.contains(k) && wants_table(v) {
-            wanted.insert(v.backend_slot, v.backend_count);
+    if scope == Scope::Everything {
+        for (k, v) in &state.services {
+            if !changed.contains(k) && wants_table(v) {
+                wanted.insert(v.backend_slot, v.backend_count);
+            }
         }
     }
     wanted
@@ -163,8 +178,37 @@ pub fn tables_to_put(
         .collect()
 }
 
-/// The tables no frontend of `state` uses any more (to delete after a plan
-/// was applied, like the old slots' backends).
+/// The tables `ops` release, computed before they are applied to the maps
+/// `state` mirrors: the backend sets of frontends the ops point elsewhere or
+/// delete. The planner gives every changed frontend a fresh slot and no two
+/// frontends share one, so once the ops are applied nothing uses these (to
+/// delete then, without a pass over all frontends).
+pub fn tables_released(ops: &[MapOp], state: &MapState, have: &BTreeSet<u32>) -> Vec<u32> {
+    let mut kept = BTreeSet::new();
+    let mut released = BTreeSet::new();
+    for op in ops {
+        let key = match op {
+            MapOp::PutService(k, v) => {
+                if wants_table(v) {
+                    kept.insert(v.backend_slot);
+                }
+                k
+            }
+            MapOp::DeleteService(k) => k,
+            _ => continue,
+        };
+        if let Some(old) = state.services.get(key)
+            && have.contains(&old.backend_slot)
+        {
+            released.insert(old.backend_slot);
+        }
+    }
+    released.difference(&kept).copied().collect()
+}
+
+/// The tables no frontend of `state` uses any more: all of them, with a
+/// pass over every frontend (after a restart or a plan that failed halfway;
+/// otherwise [`tables_released`] is exact and cheaper).
 pub fn tables_to_delete(state: &MapState, have: &BTreeSet<u32>) -> Vec<u32> {
     let used: BTreeSet<u32> = state
         .services
@@ -421,13 +465,17 @@ mod tests {
         }
 
         // An agent meeting maps without tables (first start, upgrade) writes
-        // the NodePort's, not the ClusterIP's.
+        // the NodePort's, not the ClusterIP's; a pass over its own ops only
+        // finds nothing.
+        let (all, ops_only) = (Scope::Everything, Scope::Ops);
         let none = BTreeSet::new();
-        assert_eq!(tables_to_put(&[], &state, &none), [(1, vec![a, b])]);
+        assert_eq!(tables_to_put(&[], &state, &none, all), [(1, vec![a, b])]);
+        assert_eq!(tables_to_put(&[], &state, &none, ops_only), []);
         let have = BTreeSet::from([1]);
-        assert_eq!(tables_to_put(&[], &state, &have), []);
+        assert_eq!(tables_to_put(&[], &state, &have, all), []);
 
-        // A change: new set in slot 3, written with its table before the flip.
+        // A change: new set in slot 3, written with its table before the
+        // flip; the old set's table is released and goes after it.
         let ops = [
             MapOp::PutBackend(bk(3, 0), a),
             MapOp::PutBackend(bk(3, 1), b),
@@ -436,31 +484,47 @@ mod tests {
             MapOp::DeleteBackend(bk(1, 0)),
             MapOp::DeleteBackend(bk(1, 1)),
         ];
-        assert_eq!(tables_to_put(&ops, &state, &have), [(3, vec![a, b, c])]);
+        for scope in [all, ops_only] {
+            let got = tables_to_put(&ops, &state, &have, scope);
+            assert_eq!(got, [(3, vec![a, b, c])], "{scope:?}");
+        }
+        let released = tables_released(&ops, &state, &have);
+        assert_eq!(released, [1]);
         for op in &ops {
             state.apply(op);
         }
         let have = BTreeSet::from([1, 3]);
         assert_eq!(
             tables_to_delete(&state, &have),
-            [1],
-            "the old set's table goes"
+            released,
+            "a full pass agrees"
         );
 
         // The frontend turns externalTrafficPolicy Local: no table wanted.
         let ops = [MapOp::PutService(
             node_port,
-            svc(3, 3, np | SERVICE_FLAG_EXT_LOCAL, 0),
+            svc(4, 3, np | SERVICE_FLAG_EXT_LOCAL, 0),
         )];
-        assert_eq!(tables_to_put(&ops, &state, &BTreeSet::new()), []);
+        let have = BTreeSet::from([3]);
+        assert_eq!(tables_to_put(&ops, &state, &have, all), []);
+        assert_eq!(tables_released(&ops, &state, &have), [3]);
         for op in &ops {
             state.apply(op);
         }
-        assert_eq!(tables_to_delete(&state, &BTreeSet::from([3])), [3]);
+        assert_eq!(tables_to_delete(&state, &have), [3]);
+
+        // Deleting frontends releases only the tables that exist.
+        state.services.insert(node_port, svc(7, 3, np, 0));
+        let ops = [
+            MapOp::DeleteService(node_port),
+            MapOp::DeleteService(cluster_ip),
+        ];
+        assert!(tables_released(&ops, &state, &BTreeSet::new()).is_empty());
+        assert_eq!(tables_released(&ops, &state, &BTreeSet::from([7])), [7]);
 
         // A set whose backends are missing (a torn map) gets no table.
         let ops = [MapOp::PutService(node_port, svc(9, 2, np, 0))];
-        assert_eq!(tables_to_put(&ops, &state, &BTreeSet::new()), []);
+        assert_eq!(tables_to_put(&ops, &state, &BTreeSet::new(), all), []);
     }
 
     #[test]
