@@ -83,6 +83,11 @@ pub struct Args {
     /// the node's address (`--masquerade false`: pods keep theirs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub masquerade: bool,
+    /// How pod traffic reaches other nodes: `native` (routes via their
+    /// InternalIPs, one L2 segment) or `vxlan` (encapsulated; pods get
+    /// `--mtu` minus 50, the VXLAN overhead).
+    #[arg(long, value_enum, default_value_t = crate::overlay::RoutingMode::Native)]
+    pub routing_mode: crate::overlay::RoutingMode,
     /// Destinations pods reach with their own address (comma-separated
     /// CIDRs; the cluster's pod CIDR by default). Node addresses are added
     /// to these automatically.
@@ -125,6 +130,8 @@ pub struct Config {
     pub policy_limits: weir_datapath::policy::PolicyLimits,
     /// Whether pod connections leaving the cluster are masqueraded.
     pub masquerade: bool,
+    /// Native routing or VXLAN.
+    pub routing_mode: crate::overlay::RoutingMode,
     /// Destinations that are never masqueraded (besides the nodes).
     pub non_masquerade_cidrs: std::collections::BTreeSet<ipnet::Ipv4Net>,
     pub api_addr: SocketAddr,
@@ -200,6 +207,7 @@ impl TryFrom<Args> for Config {
             cluster_cidr: a.cluster_cidr.map(|c| c.trunc()),
             policy_limits,
             masquerade: a.masquerade,
+            routing_mode: a.routing_mode,
             non_masquerade_cidrs: a.non_masquerade_cidrs.iter().map(|n| n.trunc()).collect(),
             api_addr: a
                 .api_addr
@@ -277,11 +285,12 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert_eq!(c.pod_poll, Duration::from_secs(1));
         assert_eq!(c.netns, None);
-        assert_eq!(c.api_addr, "172.30.0.11:4244".parse().unwrap());
-        assert_eq!(c.metrics_addr, "172.30.0.11:9962".parse().unwrap());
         assert!(c.masquerade);
+        assert_eq!(c.routing_mode, crate::overlay::RoutingMode::Native);
         let cluster: ipnet::Ipv4Net = "10.244.0.0/16".parse().unwrap();
         assert_eq!(c.non_masquerade_cidrs, [cluster].into());
+        assert_eq!(c.api_addr, "172.30.0.11:4244".parse().unwrap());
+        assert_eq!(c.metrics_addr, "172.30.0.11:9962".parse().unwrap());
     }
 
     #[test]
@@ -308,11 +317,14 @@ mod tests {
             "l",
             "--masquerade",
             "false",
+            "--routing-mode",
+            "vxlan",
             "--non-masquerade-cidr",
             "10.0.0.0/8,192.168.1.7/24",
         ];
         let c = Config::try_from(Args::try_parse_from(argv).expect("parse")).expect("valid");
         assert!(!c.masquerade);
+        assert_eq!(c.routing_mode, crate::overlay::RoutingMode::Vxlan);
         let want: std::collections::BTreeSet<ipnet::Ipv4Net> = [
             "10.0.0.0/8".parse().unwrap(),
             "192.168.1.0/24".parse().unwrap(),

@@ -16,7 +16,9 @@
 //! - `pods`: watch this node's Pods -> store -> one worker per pod uid:
 //!   observe (CRI) -> `plan` (pure) -> execute -> `status` (pure) -> update_status.
 //! - `cgroup`: pod-level cgroup parents in every hierarchy.
-//! - `routes`: routes to the other nodes' pod CIDRs (watch Nodes, pure plan, rtnetlink).
+//! - `routes`: routes to the other nodes' pod CIDRs (watch Nodes, pure plan,
+//!   rtnetlink), natively or through VXLAN (`overlay`: the pure decisions),
+//!   and masquerade's non-masqueraded destinations.
 //! - `clock`: the wall clock, read only by the I/O loops.
 //! - `api`: the node API (flows for `weir observe`, datapath views for
 //!   `weir datapath`) and the Prometheus endpoint.
@@ -31,6 +33,7 @@ mod clock;
 mod config;
 mod cri;
 mod node;
+mod overlay;
 mod pods;
 mod routes;
 mod sys;
@@ -121,14 +124,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
 
     let pod_cidr = node::wait_for_pod_cidr(&api, &cfg.node_name).await?;
-    let conflist = node::cni_conflist(pod_cidr, &cfg.ipam_dir(), cfg.mtu);
+    // Pods get the node network's MTU minus what encapsulation adds.
+    let conflist = node::cni_conflist(pod_cidr, &cfg.ipam_dir(), cfg.routing_mode.pod_mtu(cfg.mtu));
     let path = node::write_cni_conflist(&cfg.cni_conf_dir, &conflist)?;
     info!(pod_cidr = %pod_cidr, path = %path.display(), "CNI configuration written");
 
     let cgroups = cgroup::Cgroups::detect(&cfg.cgroup_root)?;
     // Policy names for flow records; the policy sync publishes into it.
     let policy_names = datapath::flows::PolicyNames::default();
-    let network = start_datapath(&cfg, &cgroups, &api, &policy_names)?;
+    let (network, datapath) = start_datapath(&cfg, &cgroups, &api, &policy_names)?;
     api::start(
         api::ApiConfig {
             node_name: cfg.node_name.clone(),
@@ -139,9 +143,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         api.clone(),
         policy_names.clone(),
     );
-    let (routes_api, node_name) = (api.clone(), cfg.node_name.clone());
+    let routes_api = api.clone();
+    let route_cfg = routes::RouteConfig {
+        self_name: cfg.node_name.clone(),
+        mode: cfg.routing_mode,
+        node_ip: cfg.node_ip,
+        pod_cidr,
+    };
+    let masq = routes::MasqueradeSync {
+        datapath,
+        pod_cidr: cfg.masquerade.then_some(pod_cidr),
+        configured: cfg.non_masquerade_cidrs.clone(),
+    };
     tokio::spawn(async move {
-        if let Err(error) = routes::run_route_sync(routes_api, node_name).await {
+        if let Err(error) = routes::run_route_sync(routes_api, route_cfg, Some(masq)).await {
             error!(error = %error, "cannot manage routes to other nodes' pods");
         }
     });
@@ -195,15 +210,19 @@ impl NetworkHook for DatapathHook {
     }
 }
 
+/// The loaded datapath, shared by the pod hook, the Service sync and masquerade.
+type SharedDatapath = Arc<Mutex<datapath::Datapath>>;
+
 /// Loads the eBPF datapath, attaches it to the pod veths that already exist
 /// (pods that survived an agent restart) and starts the Service sync.
 /// Without a datapath Services cannot work, so a load failure is fatal.
+/// Returns the hook for new pods and the datapath (for masquerade).
 fn start_datapath(
     cfg: &Config,
     cgroups: &cgroup::Cgroups,
     api: &weir_client::Client,
     policy_names: &datapath::flows::PolicyNames,
-) -> anyhow::Result<Arc<dyn NetworkHook>> {
+) -> anyhow::Result<(Arc<dyn NetworkHook>, SharedDatapath)> {
     let bpffs = std::path::Path::new(BPFFS_ROOT);
     if cfg.bpffs_dir.starts_with(bpffs) && sys::ensure_bpffs(bpffs)? {
         info!(path = BPFFS_ROOT, "mounted the bpf file system");
@@ -281,6 +300,7 @@ fn start_datapath(
         dp: dp.clone(),
         policy,
     };
+    let handle = dp.clone();
     if let Err(error) = hook.sandbox_network_ready() {
         warn!(error = %error, "cannot attach the datapath to existing pod interfaces");
     }
@@ -290,7 +310,7 @@ fn start_datapath(
             error!(error = %error, "the service sync stopped; Services are no longer updated");
         }
     });
-    Ok(Arc::new(hook))
+    Ok((Arc::new(hook), handle))
 }
 
 /// Spawns the NetworkPolicy sync over the maps taken from the datapath

@@ -34,6 +34,8 @@ pub enum Hook {
     /// TCX ingress of the node interface (NodePort); not a pod hook, so not
     /// in [`Hook::ALL`].
     NodeIngress,
+    /// TCX egress of the node interface (masquerade); not a pod hook either.
+    NodeEgress,
 }
 
 impl Hook {
@@ -46,20 +48,21 @@ impl Hook {
             Hook::FromPod => program_names::FROM_POD,
             Hook::ToPod => program_names::TO_POD,
             Hook::NodeIngress => program_names::NODE_INGRESS,
+            Hook::NodeEgress => program_names::NODE_EGRESS,
         }
     }
 
     const fn attach_type(self) -> TcAttachType {
         match self {
             Hook::FromPod | Hook::NodeIngress => TcAttachType::Ingress,
-            Hook::ToPod => TcAttachType::Egress,
+            Hook::ToPod | Hook::NodeEgress => TcAttachType::Egress,
         }
     }
 
     const fn pin_suffix(self) -> &'static str {
         match self {
             Hook::FromPod | Hook::NodeIngress => "ingress",
-            Hook::ToPod => "egress",
+            Hook::ToPod | Hook::NodeEgress => "egress",
         }
     }
 }

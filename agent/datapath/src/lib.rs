@@ -32,6 +32,9 @@ mod attach;
 pub mod flows;
 pub mod inspect;
 mod maps;
+pub mod masq;
+#[cfg(test)]
+mod masq_tests;
 #[cfg(test)]
 mod nodeport_tests;
 pub mod plan;
@@ -193,6 +196,8 @@ pub struct Datapath {
     _cgroup_links: Option<sock::CgroupLinks>,
     /// The node (for the planner) and the NodePort attachment on its interface.
     node: Option<(NodeConfig, attach::Held)>,
+    /// The masquerade program on the node interface, once turned on.
+    node_egress: Option<attach::Held>,
     /// The Maglev tables of the XDP fast path and tc node-ingress.
     maglev: xdp::MaglevTables,
     /// The XDP fast path on the node interface, when a node is configured.
@@ -325,6 +330,7 @@ impl Datapath {
             attach::Hook::FromPod,
             attach::Hook::ToPod,
             attach::Hook::NodeIngress,
+            attach::Hook::NodeEgress,
         ] {
             let name = hook.program();
             program_mut::<SchedClassifier>(&mut ebpf, name)?
@@ -346,6 +352,7 @@ impl Datapath {
             links_dir: pin_dir.join(LINKS_DIR),
             _cgroup_links: cgroup_links,
             node: None,
+            node_egress: None,
             maglev,
             xdp: None,
         })

@@ -20,6 +20,7 @@
 
 pub mod flow;
 pub mod maglev;
+pub mod masq;
 pub mod policy;
 
 /// IP protocol number of TCP (the `proto` field of keys).
@@ -106,6 +107,10 @@ pub mod program_names {
     /// the node netns): NodePort translation of traffic from outside the
     /// node, and reverse translation of replies of remote backends.
     pub const NODE_INGRESS: &str = "weir_node_ingress";
+    /// tc program attached at TCX egress of the node interface: masquerade
+    /// (SNAT to the node address) of pod traffic leaving the cluster (see
+    /// [`crate::masq`]).
+    pub const NODE_EGRESS: &str = "weir_node_egress";
     /// XDP program on the node interface: the fast path for new and
     /// established NodePort/LoadBalancer/externalIP connections whose backend
     /// is on another node (see `ebpf/programs/src/xdp.rs`).
@@ -301,6 +306,12 @@ pub const CT_FLAG_SNAT: u8 = 2;
 /// drop as a martian, so they are forwarded with a FIB lookup and
 /// `bpf_redirect` instead of going up the stack.
 pub const CT_FLAG_NODEPORT: u8 = 4;
+/// [`CtValue::flags`] bit: the reverse entry of a masqueraded connection (a
+/// pod's connection to outside the cluster, source-translated to the node
+/// address by the node-egress program, see [`masq`]). Keyed destination ->
+/// node:`nat_port` (a NodePort SNAT port); `nat_addr:nat_port` hold the pod
+/// address and port the node-ingress program restores as the destination.
+pub const CT_FLAG_MASQ: u8 = 16;
 /// [`CtValue::flags`] bit: a connection tracked only for NetworkPolicy (a
 /// pod-to-pod or pod-to-outside connection that policy judged and allowed):
 /// no translation (`frontend_*` equal `backend_*`, the destination), so

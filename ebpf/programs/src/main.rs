@@ -1,6 +1,6 @@
 //! weir's kernel datapath.
 //!
-//! One entry module per hook ([`from_pod`], [`to_pod`], [`node_ingress`],
+//! One entry module per hook ([`from_pod`], [`to_pod`], [`node_ingress`], [`node_egress`],
 //! [`sock`], [`xdp`]); the per-concern
 //! modules below hold everything the hooks share:
 //!
@@ -29,7 +29,9 @@ mod icmp;
 mod lb;
 mod maglev;
 mod maps;
+mod masq;
 mod nat;
+mod node_egress;
 mod node_ingress;
 mod packet;
 mod parse;

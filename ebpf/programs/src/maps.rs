@@ -143,3 +143,19 @@ pub fn get_copy<K, V: Copy>(map: &HashMap<K, V>, key: &K) -> Option<V> {
     Some(unsafe { *ptr })
 }
 
+/// Masquerade: this node's pod CIDR and whether masquerading is on
+/// (`weir_ebpf_common::masq::MasqConfig`, index 0). Written by the agent.
+#[map(name = "WEIR_MASQ_CFG")]
+pub static MASQ_CONFIG: Array<weir_ebpf_common::masq::MasqConfig> = Array::pinned(1, 0);
+
+/// Masquerade: destination prefixes never masqueraded (the cluster's pod
+/// CIDR, configured non-masquerade CIDRs, node addresses). Written by the agent.
+#[map(name = "WEIR_MASQ_SKIP")]
+pub static MASQ_SKIP: LpmTrie<u32, u8> =
+    LpmTrie::pinned(weir_ebpf_common::masq::MASQ_SKIP_MAX_ENTRIES, 0);
+
+/// Masquerade: forward entries (pod tuple -> the node:port it leaves with);
+/// the reverse entries are in `WEIR_CT`. Written by the datapath; LRU.
+#[map(name = "WEIR_MASQ_CT")]
+pub static MASQ_CT: LruHashMap<CtKey, CtValue> =
+    LruHashMap::pinned(weir_ebpf_common::masq::MASQ_CT_MAX_ENTRIES, 0);

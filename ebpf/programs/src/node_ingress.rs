@@ -65,6 +65,10 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         conntrack::lookup(flow)
     };
     if let Some(ct) = existing {
+        // Replies to masqueraded pod connections: back to the pod.
+        if ct.flags & weir_ebpf_common::CT_FLAG_MASQ != 0 {
+            return crate::masq::reverse(ctx, flow, &ct);
+        }
         // Entries of pod connections (e.g. replies of remote backends to a
         // local pod) are the pod hooks' business.
         if ct.flags & CT_FLAG_NODEPORT == 0 {
