@@ -14,7 +14,9 @@
 
 pub mod cri;
 pub mod logs;
+pub mod netns;
 pub mod netpol;
+pub mod pods;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -38,6 +40,21 @@ pub struct ClusterInfo {
     /// API server, e.g. `http://127.0.0.1:6543`.
     pub server: String,
     pub nodes: Vec<NodeInfo>,
+    /// The external client namespace on the underlay (absent in state files
+    /// written before it was recorded).
+    #[serde(default)]
+    pub external: Option<ExternalInfo>,
+    /// The agents' routing mode (`native` or `vxlan`).
+    #[serde(default)]
+    pub routing: Option<String>,
+}
+
+/// The external client namespace: a machine outside the cluster on the
+/// nodes' network (for NodePort and masquerade tests).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExternalInfo {
+    pub netns: String,
+    pub ip: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,7 +40,7 @@ enum Task {
     /// Start a local cluster: underlay bridge, node netns, control plane, containerd, agents.
     Up {
         /// Number of nodes.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 2)]
         nodes: u8,
         /// Cluster name (1-10 lower-case letters/digits).
         #[arg(long, default_value = "weir")]
@@ -51,6 +51,9 @@ enum Task {
         /// Do not apply the demo workload.
         #[arg(long)]
         no_demo: bool,
+        /// How pod traffic crosses nodes: native routes or VXLAN.
+        #[arg(long, value_enum, default_value_t = cluster::state::Routing::Native)]
+        routing: cluster::state::Routing,
     },
     /// Remove a local cluster completely (safe to run twice, or after a crash).
     Down {
@@ -61,6 +64,14 @@ enum Task {
     Status {
         #[arg(long, default_value = "weir")]
         name: String,
+    },
+    /// Kill one node's weir-agent (SIGKILL, by its recorded PID) and start it
+    /// again with the same flags; the state file records the new PID.
+    RestartAgent {
+        #[arg(long, default_value = "weir")]
+        name: String,
+        /// The node, e.g. node2.
+        node: String,
     },
     /// Run a command in a pod's container: cargo xtask exec POD -- CMD [ARGS...]
     Exec {
@@ -85,9 +96,12 @@ enum Task {
         /// Leave the e2e cluster running afterwards.
         #[arg(long)]
         keep_cluster: bool,
-        /// Nodes of the e2e cluster.
-        #[arg(long, default_value_t = 1)]
+        /// Nodes of the e2e cluster (the multi-node suite needs 3).
+        #[arg(long, default_value_t = 3)]
         nodes: u8,
+        /// Routing mode of the e2e cluster's agents.
+        #[arg(long, value_enum, default_value_t = cluster::state::Routing::Native)]
+        routing: cluster::state::Routing,
         /// Passed to the e2e test binary (e.g. a test name).
         #[arg(last = true)]
         e2e_args: Vec<String>,
@@ -115,6 +129,7 @@ fn run(task: Task) -> Result<()> {
             name,
             release,
             no_demo,
+            routing,
         } => {
             let layout = layout::Layout::new(&name)?;
             cmd::require_root("up")?;
@@ -125,6 +140,7 @@ fn run(task: Task) -> Result<()> {
                 nodes,
                 demo: !no_demo,
                 write_cli_config: dev,
+                routing,
             };
             let state = cluster::up::up(&layout, &bins, &opts)?;
             println!("{}", cluster::demo::usage(&state, &layout, !no_demo));
@@ -132,6 +148,9 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Down { name } => cluster::cleanup::down(&layout::Layout::new(&name)?),
         Task::Status { name } => cluster::status(&layout::Layout::new(&name)?),
+        Task::RestartAgent { name, node } => {
+            cluster::up::restart_agent(&layout::Layout::new(&name)?, &node)
+        }
         Task::Exec {
             name,
             namespace,
@@ -143,11 +162,13 @@ fn run(task: Task) -> Result<()> {
             tiers,
             keep_cluster,
             nodes,
+            routing,
             e2e_args,
         } => test::run(&test::TestOptions {
             tiers,
             keep_cluster,
             nodes,
+            routing,
             e2e_args,
         }),
     }

@@ -30,6 +30,8 @@ pub struct TestOptions {
     pub keep_cluster: bool,
     /// Nodes of the e2e cluster.
     pub nodes: u8,
+    /// Routing mode of the e2e cluster.
+    pub routing: crate::cluster::state::Routing,
     /// Extra arguments for the e2e test binary (e.g. a test name filter).
     pub e2e_args: Vec<String>,
 }
@@ -106,6 +108,7 @@ fn e2e(opts: &TestOptions) -> Result<()> {
         nodes: opts.nodes,
         demo: false,
         write_cli_config: false,
+        routing: opts.routing,
     };
     let result = up::up(&layout, &bins, &up_opts).and_then(|_| {
         step("running weir-e2e");
@@ -128,6 +131,8 @@ fn e2e(opts: &TestOptions) -> Result<()> {
                 .args(&opts.e2e_args)
                 .env("WEIR_E2E_CLUSTER_FILE", layout.state_file())
                 .env("WEIR_BIN", bins.cli())
+                // The multi-node suite restarts an agent through `xtask restart-agent`.
+                .env("WEIR_XTASK", std::env::current_exe()?)
                 .current_dir(cmd::workspace_root()),
         )
     });

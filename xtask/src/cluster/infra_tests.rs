@@ -166,7 +166,13 @@ fn infra_serves_images_to_each_node_and_down_removes_everything() {
     let _ = cleanup::down(&layout);
     let nodes = vec![layout.node(1), layout.node(2)];
     let result = std::panic::catch_unwind(|| {
-        let mut s = Starting::new(&layout, &nodes, Path::new("/nonexistent")).expect("prepare");
+        let mut s = Starting::new(
+            &layout,
+            &nodes,
+            Path::new("/nonexistent"),
+            super::state::Routing::Native,
+        )
+        .expect("prepare");
         link_cni_plugins(&layout, None).expect("cni bin dir");
         s.start_infra(&nodes).expect("infra");
         for n in &nodes {

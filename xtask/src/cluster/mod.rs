@@ -6,6 +6,8 @@ pub mod demo;
 pub mod exec;
 #[cfg(test)]
 mod infra_tests;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod procs;
 pub mod state;
 pub mod topology;

@@ -27,7 +27,40 @@ pub struct ClusterState {
     pub bin_dir: PathBuf,
     pub logs_dir: PathBuf,
     pub nodes: Vec<NodeState>,
+    /// The external client namespace on the underlay (NodePort, masquerade).
+    #[serde(default)]
+    pub external: Option<ExternalState>,
+    /// How the agents route pod traffic between nodes.
+    #[serde(default)]
+    pub routing: Routing,
     pub processes: Vec<Process>,
+}
+
+/// The agents' `--routing-mode`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Routes via the nodes' addresses (they share the underlay bridge).
+    #[default]
+    Native,
+    /// VXLAN between the nodes.
+    Vxlan,
+}
+
+impl Routing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Native => "native",
+            Routing::Vxlan => "vxlan",
+        }
+    }
+}
+
+/// A namespace outside the cluster on the nodes' network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExternalState {
+    pub netns: String,
+    pub ip: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,7 +97,12 @@ impl From<&NodeLayout> for NodeState {
 }
 
 impl ClusterState {
-    pub fn new(layout: &Layout, nodes: &[NodeLayout], bin_dir: &Path) -> ClusterState {
+    pub fn new(
+        layout: &Layout,
+        nodes: &[NodeLayout],
+        bin_dir: &Path,
+        routing: Routing,
+    ) -> ClusterState {
         ClusterState {
             name: layout.name.clone(),
             server: layout.server_url(),
@@ -73,6 +111,11 @@ impl ClusterState {
             bin_dir: bin_dir.to_path_buf(),
             logs_dir: layout.logs_dir(),
             nodes: nodes.iter().map(NodeState::from).collect(),
+            external: Some(ExternalState {
+                netns: layout.ext_netns(),
+                ip: layout.ext_ip(),
+            }),
+            routing,
             processes: Vec::new(),
         }
     }
@@ -103,7 +146,12 @@ mod tests {
     #[test]
     fn state_round_trips_through_json() {
         let l = Layout::new("weirtest").unwrap();
-        let mut s = ClusterState::new(&l, &[l.node(1)], Path::new("/w/target/debug"));
+        let mut s = ClusterState::new(
+            &l,
+            &[l.node(1)],
+            Path::new("/w/target/debug"),
+            Routing::Vxlan,
+        );
         s.processes.push(Process {
             name: "containerd/node1".into(),
             pid: 42,
@@ -113,6 +161,11 @@ mod tests {
         let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.server, "http://127.0.0.1:6543");
+        assert!(
+            serde_json::to_string(&s)
+                .unwrap()
+                .contains(r#""routing":"vxlan""#)
+        );
         assert_eq!(
             back.nodes[0].ipam_dir,
             PathBuf::from("/var/lib/weir/weirtest/node1/ipam")

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Node;
 
 use super::procs::{self, Daemon};
-use super::state::ClusterState;
+use super::state::{ClusterState, Routing};
 use super::{cleanup, config, topology};
 use crate::build::Binaries;
 use crate::cmd::{self, cmd, info, step};
@@ -29,6 +29,8 @@ pub struct UpOptions {
     pub demo: bool,
     /// Write ~/.weir/config.yaml pointing at this cluster.
     pub write_cli_config: bool,
+    /// The agents' routing mode.
+    pub routing: Routing,
 }
 
 /// A cluster being started: the layout, the state file contents, the live children.
@@ -44,6 +46,7 @@ impl<'a> Starting<'a> {
         layout: &'a Layout,
         nodes: &[NodeLayout],
         bin_dir: &Path,
+        routing: Routing,
     ) -> Result<Starting<'a>> {
         for d in [
             layout.logs_dir(),
@@ -56,7 +59,7 @@ impl<'a> Starting<'a> {
         }
         let s = Starting {
             layout,
-            state: ClusterState::new(layout, nodes, bin_dir),
+            state: ClusterState::new(layout, nodes, bin_dir, routing),
             daemons: Vec::new(),
         };
         s.state.save(&layout.state_file())?;
@@ -184,7 +187,7 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
     check_ports_free(layout)?;
 
     let nodes: Vec<NodeLayout> = (1..=opts.nodes).map(|i| layout.node(i)).collect();
-    let mut s = Starting::new(layout, &nodes, &bins.dir)?;
+    let mut s = Starting::new(layout, &nodes, &bins.dir, opts.routing)?;
     s.start_infra(&nodes)?;
 
     step("starting weir-control");
@@ -303,31 +306,88 @@ impl Starting<'_> {
     /// The node's weir-agent; it enters the node netns itself (setns before its runtime starts).
     fn start_agent(&mut self, n: &NodeLayout, bins: &Binaries) -> Result<()> {
         step(format!("starting the agent of {}", n.name));
-        let agent = vec![
-            bins.agent().display().to_string(),
-            "--node-name".into(),
-            n.name.clone(),
-            "--server".into(),
-            self.layout.agent_server_url(),
-            "--netns".into(),
-            topology::netns_path(&n.netns),
-            "--node-ip".into(),
-            n.ip.to_string(),
-            "--cri-socket".into(),
-            n.cri_socket.display().to_string(),
-            "--state-dir".into(),
-            n.state_dir.display().to_string(),
-            "--bpffs-dir".into(),
-            n.bpffs_dir.display().to_string(),
-            "--cgroup-parent".into(),
-            n.cgroup_parent.clone(),
-            "--cni-conf-dir".into(),
-            n.cni_conf_dir.display().to_string(),
-            "--pod-log-dir".into(),
-            n.pod_log_dir.display().to_string(),
-        ];
-        self.start(&format!("agent/{}", n.name), &n.daemon_cgroup, agent)
+        let argv = agent_argv(self.layout, n, &bins.agent(), self.state.routing);
+        self.start(&format!("agent/{}", n.name), &n.daemon_cgroup, argv)
     }
+}
+
+/// The command line of node `n`'s weir-agent.
+pub(crate) fn agent_argv(
+    layout: &Layout,
+    n: &NodeLayout,
+    agent: &Path,
+    routing: Routing,
+) -> Vec<String> {
+    vec![
+        agent.display().to_string(),
+        "--node-name".into(),
+        n.name.clone(),
+        "--server".into(),
+        layout.agent_server_url(),
+        "--netns".into(),
+        topology::netns_path(&n.netns),
+        "--node-ip".into(),
+        n.ip.to_string(),
+        "--cri-socket".into(),
+        n.cri_socket.display().to_string(),
+        "--state-dir".into(),
+        n.state_dir.display().to_string(),
+        "--bpffs-dir".into(),
+        n.bpffs_dir.display().to_string(),
+        "--cgroup-parent".into(),
+        n.cgroup_parent.clone(),
+        "--cni-conf-dir".into(),
+        n.cni_conf_dir.display().to_string(),
+        "--pod-log-dir".into(),
+        n.pod_log_dir.display().to_string(),
+        "--routing-mode".into(),
+        routing.as_str().into(),
+    ]
+}
+
+/// `cargo xtask restart-agent NODE`: kills the node's weir-agent with SIGKILL
+/// (a crash, not a clean exit), found by the PID and start time the state
+/// file recorded, and starts it again with the same flags in the same cgroup.
+/// The state file then records the new process. Pods, their veths and the
+/// pinned datapath are left as they are: that is what a restart must keep.
+pub fn restart_agent(layout: &Layout, node: &str) -> Result<()> {
+    cmd::require_root("restart-agent")?;
+    let mut state = ClusterState::load(&layout.state_file())?
+        .with_context(|| format!("cluster {:?} is not up", layout.name))?;
+    let n = state
+        .nodes
+        .iter()
+        .position(|s| s.name == node)
+        .and_then(|i| u8::try_from(i + 1).ok())
+        .map(|i| layout.node(i))
+        .filter(|n| n.name == node)
+        .with_context(|| {
+            let names: Vec<&str> = state.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "cluster {:?} has no node {node:?} (nodes: {names:?})",
+                layout.name
+            )
+        })?;
+    let proc_name = format!("agent/{node}");
+    let slot = state
+        .processes
+        .iter()
+        .position(|p| p.name == proc_name)
+        .with_context(|| format!("the state file records no process {proc_name}"))?;
+    let old = state.processes[slot].clone();
+    if procs::is_alive(&old) {
+        step(format!("killing {proc_name} (pid {})", old.pid));
+        procs::kill_all(&[old.pid], Duration::from_secs(10))?;
+    } else {
+        info(format!("{proc_name} (pid {}) was not running", old.pid));
+    }
+    let agent = state.bin_dir.join("weir-agent");
+    let argv = agent_argv(layout, &n, &agent, state.routing);
+    step(format!("starting {proc_name} again"));
+    let d = procs::spawn(&proc_name, &n.daemon_cgroup, &argv, &old.log)?;
+    info(format!("{proc_name}: new pid {}", d.record.pid));
+    state.processes[slot] = d.record;
+    state.save(&layout.state_file())
 }
 
 fn argv<const N: usize, const M: usize>(head: [&str; N], paths: [&Path; M]) -> Vec<String> {
