@@ -747,7 +747,15 @@ fn services_are_judged_on_the_backend_and_the_mark_spares_a_second_judgement() {
     let to_pod = program_names::TO_POD;
     let (verdict, _, _) = dp.run_marked(to_pod, &out, mark);
     assert_eq!(verdict, TC_ACT_OK);
-    let ack = dp.run_ok(&tcp(XA, 41000, vip(10), 80, ACK));
+    let (verdict, ack, mark) = dp.run_marked(from_pod, &tcp(XA, 41000, vip(10), 80, ACK), 0);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_ne!(
+        mark & SKB_MARK_POLICY_JUDGED,
+        0,
+        "from-pod marks every packet of a tracked connection"
+    );
+    assert_eq!(dp.run_marked(to_pod, &ack, mark).0, TC_ACT_OK);
+    // Unmarked (e.g. the client on another node): conntrack has it.
     assert_eq!(dp.run_program(to_pod, &ack).0, TC_ACT_OK);
     assert!(flow_events(&dir.0).is_empty(), "nothing judged twice");
     // Without the mark the same SYN is judged again (it came from elsewhere).

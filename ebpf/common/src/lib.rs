@@ -320,12 +320,13 @@ pub const CT_FLAG_MASQ: u8 = 16;
 /// policy lookup.
 pub const CT_FLAG_NO_NAT: u8 = 8;
 
-/// `skb->mark` bit set by the tc hooks that judged a new connection's first
-/// packet against the *destination's* ingress policy on this node (from-pod
-/// for a local destination, node-ingress for a local NodePort backend), so
-/// the to-pod hook of that destination does not judge the same packet again.
-/// Marks never cross a network namespace (the kernel scrubs them), so a pod
-/// cannot forge it.
+/// `skb->mark` bit: a tc hook of this node already decided the packet for
+/// its destination's to-pod. From-pod sets it on a new connection's first
+/// packet it judged against a local destination's ingress and on every
+/// packet of a tracked connection; node-ingress on a NodePort connection it
+/// judged against a local backend's ingress. To-pod passes such packets
+/// without a lookup (and never judges one twice). Marks never cross a
+/// network namespace (the kernel scrubs them), so a pod cannot forge it.
 pub const SKB_MARK_POLICY_JUDGED: u32 = 1 << 21;
 
 /// First source port used for NodePort SNAT: above the kernel's default

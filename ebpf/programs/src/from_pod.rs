@@ -103,6 +103,9 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         conntrack::lookup(flow)
     };
     if let Some(ct) = existing {
+        // A tracked connection: its destination's to-pod, if local, need
+        // not look it up again.
+        policy::mark_judged(ctx);
         // Replies of local backends to NodePort clients carry the node
         // address after translation: forward them past the stack.
         if ct.flags & CT_FLAG_NODEPORT != 0 {

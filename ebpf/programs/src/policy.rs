@@ -162,8 +162,9 @@ pub fn already_judged(ctx: &TcContext) -> bool {
     mark(ctx) & SKB_MARK_POLICY_JUDGED != 0
 }
 
+/// Marks the packet as decided by this node (see `SKB_MARK_POLICY_JUDGED`).
 #[inline(always)]
-fn mark_judged(ctx: &TcContext) {
+pub fn mark_judged(ctx: &TcContext) {
     let mark = mark(ctx) | SKB_MARK_POLICY_JUDGED;
     // SAFETY: as in `mark`; `mark` is a writable field for tc programs.
     unsafe { (*flow::skb(ctx)).mark = mark }

@@ -14,10 +14,10 @@
 //!
 //! NetworkPolicy: the ingress of the pod, for a new connection from the
 //! stack (the node itself, another node, the outside) — a packet that no
-//! conntrack entry covers, or a TCP SYN. Packets that a hook of this node
-//! already judged against this pod's ingress (from-pod for a local client,
-//! node-ingress for a NodePort client; `SKB_MARK_POLICY_JUDGED`) are not
-//! judged again. Allowed connections get a conntrack entry
+//! conntrack entry covers, or a TCP SYN. Packets a hook of this node already
+//! decided (`SKB_MARK_POLICY_JUDGED`: from-pod for a local client, on a new
+//! connection judged against this pod's ingress or on a tracked one;
+//! node-ingress for a NodePort client) pass without any lookup. Allowed connections get a conntrack entry
 //! (`CT_FLAG_NO_NAT`) so their replies leave through from-pod untouched.
 //! First fragments of untracked datagrams are judged the same way.
 
@@ -36,6 +36,12 @@ use crate::{
 
 #[classifier]
 pub fn weir_to_pod(ctx: TcContext) -> i32 {
+    // Decided by this node's from-pod (or node-ingress) already: a new
+    // connection judged against this pod's ingress, or a packet of a tracked
+    // connection (whose replies from local backends are translated there).
+    if policy::already_judged(&ctx) {
+        return TC_ACT_OK;
+    }
     let Some(flow) = parse::parse_ipv4_l4(&ctx) else {
         if let Some(flow) = parse::first_fragment(&ctx) {
             // Never translated; judged unless tracked (see from-pod).
@@ -68,9 +74,6 @@ pub fn weir_to_pod(ctx: TcContext) -> i32 {
 /// A packet with no conntrack entry of its own tuple, or a SYN.
 #[inline(always)]
 fn new_connection(ctx: &TcContext, flow: &Flow) -> i32 {
-    if policy::already_judged(ctx) {
-        return TC_ACT_OK;
-    }
     // A translated request on its way into a local backend (its tuple is
     // client -> backend; the connection's reverse entry is the swap).
     if !flow.tcp_syn && conntrack::tracked_swapped(flow) {
