@@ -6,11 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodCondition, PodSpec, PodStatus,
-    PodTemplateSpec, Taint,
+    Container, Node, NodeCondition, NodeSpec, NodeStatus, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec, Taint,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use weir_client::{Client, DeleteParams, ListParams};
@@ -666,4 +670,237 @@ async fn cronjob_catches_up_once_runs_and_keeps_history() {
         (left == 0).then_some(())
     })
     .await;
+}
+
+fn statefulset(replicas: i32) -> StatefulSet {
+    let labels = map(&[("app", "db")]);
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some("db".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some("db".into()),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "db".into(),
+                        image: Some("registry.local/db:v1".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                status: None,
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Live pod names of the set, sorted by ordinal.
+fn set_pods(ps: &[Pod]) -> Vec<String> {
+    let mut v: Vec<(i32, String)> = ps
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let name = p.metadata.name.clone()?;
+            let o = name.strip_prefix("db-")?.parse().ok()?;
+            Some((o, name))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Whether the names are exactly db-0..db-n (OrderedReady never leaves a gap).
+fn is_prefix(names: &[String]) -> bool {
+    names
+        .iter()
+        .enumerate()
+        .all(|(i, n)| *n == format!("db-{i}"))
+}
+
+async fn set_sts(c: &Client, f: impl Fn(&mut StatefulSet)) {
+    eventually("statefulset updated", || async {
+        let mut s: StatefulSet = c.get("default", "db").await.ok()?;
+        f(&mut s);
+        c.update(&s).await.ok().map(|_| ())
+    })
+    .await;
+}
+
+fn images(ps: &[Pod]) -> Vec<String> {
+    let mut live: Vec<&Pod> = ps
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    live.sort_by_key(|p| p.metadata.name.clone());
+    live.iter().map(|p| image(p)).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
+    let s = Server::start().await;
+    let c = &s.client;
+    ready_node(c, "n1").await;
+    let _kubelet = Kubelet::start(c, |_| "Running");
+    c.create(&statefulset(3)).await.expect("create statefulset");
+
+    // Pods come up one by one, in ordinal order: never a gap.
+    let ps = eventually("db-0, db-1, db-2", || async {
+        let ps = pods(c).await;
+        let names = set_pods(&ps);
+        assert!(is_prefix(&names), "out of order: {names:?}");
+        (names.len() == 3).then_some(ps)
+    })
+    .await;
+    let mut created: Vec<(String, Option<k8s_openapi::jiff::Timestamp>)> = ps
+        .iter()
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            )
+        })
+        .collect();
+    created.sort();
+    assert!(
+        created.windows(2).all(|w| w[0].1 <= w[1].1),
+        "created in ordinal order: {created:?}"
+    );
+    for p in &ps {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let spec = p.spec.as_ref().expect("spec");
+        assert_eq!(spec.hostname.as_deref(), Some(name.as_str()));
+        assert_eq!(spec.subdomain.as_deref(), Some("db"));
+        let claim = spec.volumes.as_ref().expect("volumes")[0]
+            .persistent_volume_claim
+            .as_ref()
+            .expect("claim volume")
+            .claim_name
+            .clone();
+        assert_eq!(claim, format!("data-{name}"));
+    }
+    let claims = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let mut v: Vec<String> = c
+                .list::<PersistentVolumeClaim>("default", &ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(claims(c).await, ["data-db-0", "data-db-1", "data-db-2"]);
+    eventually("status", || async {
+        let st = c.get::<StatefulSet>("default", "db").await.ok()?.status?;
+        (st.replicas == 3
+            && st.ready_replicas == Some(3)
+            && st.updated_replicas == Some(3)
+            && st.current_revision.is_some()
+            && st.current_revision == st.update_revision)
+            .then_some(())
+    })
+    .await;
+
+    // A new template with partition 2: only db-2 is replaced.
+    set_sts(c, |s| {
+        let spec = s.spec.as_mut().expect("spec");
+        spec.update_strategy = Some(StatefulSetUpdateStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                partition: Some(2),
+                max_unavailable: None,
+            }),
+        });
+        spec.template.spec.as_mut().expect("pod spec").containers[0].image =
+            Some("registry.local/db:v2".into());
+    })
+    .await;
+    eventually("db-2 on v2, the rest on v1", || async {
+        let imgs = images(&pods(c).await);
+        (imgs
+            == [
+                "registry.local/db:v1",
+                "registry.local/db:v1",
+                "registry.local/db:v2",
+            ])
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        images(&pods(c).await)[..2],
+        ["registry.local/db:v1", "registry.local/db:v1"],
+        "the partition holds"
+    );
+    // Partition 0: the rest follow, highest ordinal first.
+    set_sts(c, |s| {
+        if let Some(u) = s.spec.as_mut().and_then(|s| s.update_strategy.as_mut()) {
+            u.rolling_update = Some(RollingUpdateStatefulSetStrategy {
+                partition: Some(0),
+                max_unavailable: None,
+            });
+        }
+    })
+    .await;
+    eventually("all on v2", || async {
+        let imgs = images(&pods(c).await);
+        (imgs.len() == 3 && imgs.iter().all(|i| i.ends_with(":v2"))).then_some(())
+    })
+    .await;
+
+    // Scale down removes the highest ordinals; the claims stay.
+    set_sts(c, |s| s.spec.as_mut().expect("spec").replicas = Some(1)).await;
+    eventually("only db-0", || async {
+        let names = set_pods(&pods(c).await);
+        assert!(is_prefix(&names), "scale down left a gap: {names:?}");
+        (names == ["db-0"]).then_some(())
+    })
+    .await;
+    assert_eq!(claims(c).await.len(), 3, "claims are retained");
+
+    // Deleting the set collects its pods, not its claims.
+    c.delete::<StatefulSet>("default", "db", &DeleteParams::default())
+        .await
+        .expect("delete statefulset");
+    eventually("pods collected", || async {
+        pods(c).await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(claims(c).await.len(), 3);
 }

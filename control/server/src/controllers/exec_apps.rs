@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use tracing::Instrument;
@@ -16,7 +16,7 @@ use weir_client::{DeleteParams, Error};
 use super::exec::{finish, ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
-use super::{Ctx, Expectations, cronjob, daemonset, job, util};
+use super::{Ctx, Expectations, cronjob, daemonset, job, statefulset, util};
 
 /// Queues, expectations and recorders of the workload controllers.
 pub struct Apps {
@@ -28,6 +28,9 @@ pub struct Apps {
     pub job_events: Recorder,
     pub cronjobs: WorkQueue<ObjKey>,
     pub cronjob_events: Recorder,
+    pub statefulsets: WorkQueue<ObjKey>,
+    pub sts_expectations: Expectations,
+    pub sts_events: Recorder,
 }
 
 impl Apps {
@@ -41,6 +44,9 @@ impl Apps {
             job_events: Recorder::new(client.clone(), "job-controller", None),
             cronjobs: WorkQueue::new(),
             cronjob_events: Recorder::new(client.clone(), "cronjob-controller", None),
+            statefulsets: WorkQueue::new(),
+            sts_expectations: Expectations::default(),
+            sts_events: Recorder::new(client.clone(), "statefulset-controller", None),
         }
     }
 }
@@ -82,6 +88,11 @@ impl Ctx {
                 &self.apps.ds_expectations,
             ),
             ("Job", &self.apps.jobs, &self.apps.job_expectations),
+            (
+                "StatefulSet",
+                &self.apps.statefulsets,
+                &self.apps.sts_expectations,
+            ),
         ];
         for (kind, q, exp) in kinds {
             if let Some(k) = pod.and_then(|p| controller_key(&p.metadata, kind)) {
@@ -140,18 +151,30 @@ impl Ctx {
         }
     }
 
+    pub(super) fn on_statefulset(&self, ch: &Change<StatefulSet>) {
+        self.enqueue_propagation("StatefulSet", ch);
+        if let Some(s) = ch.latest() {
+            self.apps.statefulsets.add(ObjKey::of(s));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
     pub(super) fn resync_apps(&self) {
-        let (ds, jobs, cjs) = {
+        let (ds, jobs, cjs, sts) = {
             let c = self.read();
             (
                 c.daemonsets.iter().map(ObjKey::of).collect::<Vec<_>>(),
                 c.jobs.iter().map(ObjKey::of).collect::<Vec<_>>(),
                 c.cronjobs.iter().map(ObjKey::of).collect::<Vec<_>>(),
+                c.statefulsets.iter().map(ObjKey::of).collect::<Vec<_>>(),
             )
         };
         ds.into_iter().for_each(|k| self.apps.daemonsets.add(k));
         jobs.into_iter().for_each(|k| self.apps.jobs.add(k));
         cjs.into_iter().for_each(|k| self.apps.cronjobs.add(k));
+        sts.into_iter().for_each(|k| self.apps.statefulsets.add(k));
     }
 }
 
@@ -545,6 +568,154 @@ async fn reconcile_cronjob(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             cronjob::Action::RequeueAt(t) => {
                 let wait = t.duration_since(now).unsigned_abs();
                 q.add_after(key.clone(), wait + Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn statefulset_worker(ctx: Arc<Ctx>) {
+    loop {
+        let key = ctx.apps.statefulsets.pop().await;
+        let span = tracing::info_span!("reconcile", controller = "statefulset", namespace = %key.namespace, name = %key.name);
+        let r = reconcile_statefulset(&ctx, &key)
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| finish(&ctx.apps.statefulsets, key, r));
+    }
+}
+
+async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let q = &ctx.apps.statefulsets;
+    let exp = &ctx.apps.sts_expectations;
+    if !exp.satisfied(key, Instant::now()) {
+        q.add_after(key.clone(), Duration::from_secs(1));
+        return Ok(());
+    }
+    let (sts, pods, adopt) = {
+        let c = ctx.read();
+        if !c.synced.contains("Pod") {
+            q.add_after(key.clone(), Duration::from_secs(1));
+            return Ok(());
+        }
+        let Some(sts) = c.statefulsets.get(key).cloned() else {
+            return Ok(());
+        };
+        let uid = sts.metadata.uid.clone().unwrap_or_default();
+        let in_ns: Vec<Pod> = c.pods.in_namespace(&key.namespace).cloned().collect();
+        let selector = sts
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let adopt = util::adoptable(&sts.metadata, "apps/v1", "StatefulSet", &selector, &in_ns);
+        let pods: Vec<Pod> = in_ns
+            .into_iter()
+            .filter(|p| util::controlled_by(&p.metadata, &uid))
+            .collect();
+        (sts, pods, adopt)
+    };
+    if !adopt.is_empty() {
+        for p in adopt {
+            tracing::info!(
+                pod = p.metadata.name.as_deref().unwrap_or_default(),
+                "adopting pod"
+            );
+            ignore_not_found(ctx.client.update(&p).await)?;
+        }
+        return Ok(());
+    }
+    let now = util::now();
+    let actions = statefulset::reconcile(&sts, &pods, now);
+    let adds = actions
+        .iter()
+        .filter(|a| matches!(a, statefulset::Action::CreatePod(_)))
+        .count() as i64;
+    let dels = actions
+        .iter()
+        .filter(|a| matches!(a, statefulset::Action::DeletePod(_)))
+        .count() as i64;
+    if adds > 0 || dels > 0 {
+        exp.expect(key, adds, dels, Instant::now());
+    }
+    let set = key.name.as_str();
+    let rec = &ctx.apps.sts_events;
+    let emit = |t: EventType, reason: &'static str, message: String| {
+        super::emit(rec, events::reference(&sts), t, reason, message);
+    };
+    for a in actions {
+        match a {
+            statefulset::Action::CreateClaim(c) => {
+                let name = c.metadata.name.clone().unwrap_or_default();
+                match ctx.client.create(c.as_ref()).await {
+                    Ok(_) => {
+                        tracing::info!(claim = %name, "created claim");
+                        emit(
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("create Claim {name} in StatefulSet {set} success"),
+                        );
+                    }
+                    Err(Error::AlreadyExists(_)) => {}
+                    Err(error) => {
+                        emit(
+                            EventType::Warning,
+                            "FailedCreate",
+                            format!(
+                                "create Claim {name} in StatefulSet {set} failed error: {error}"
+                            ),
+                        );
+                        // The rest of this pass is not done: expect nothing of it.
+                        exp.expect(key, 0, 0, Instant::now());
+                        return Err(error);
+                    }
+                }
+            }
+            statefulset::Action::CreatePod(p) => {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                match ctx.client.create(p.as_ref()).await {
+                    Ok(_) => {
+                        tracing::info!(pod = %name, "created pod");
+                        emit(
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("create Pod {name} in StatefulSet {set} successful"),
+                        );
+                    }
+                    Err(error) => {
+                        exp.expect(key, 0, 0, Instant::now());
+                        if !matches!(error, Error::AlreadyExists(_)) {
+                            emit(
+                                EventType::Warning,
+                                "FailedCreate",
+                                format!(
+                                    "create Pod {name} in StatefulSet {set} failed error: {error}"
+                                ),
+                            );
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            statefulset::Action::DeletePod(k) => {
+                tracing::info!(pod = %k.name, "deleting pod");
+                let r = ctx
+                    .client
+                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
+                    .await;
+                if r.is_err() {
+                    exp.lower(key, 0, 1);
+                } else {
+                    emit(
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("delete Pod {} in StatefulSet {set} successful", k.name),
+                    );
+                }
+                ignore_not_found(r)?;
+            }
+            statefulset::Action::UpdateStatus(n) => {
+                ctx.client.update_status(n.as_ref()).await?;
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod nodematch;
 pub mod queue;
 pub mod reflector;
 pub mod replicaset;
+pub mod statefulset;
 pub mod store;
 pub mod util;
 
@@ -30,7 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -44,10 +45,11 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 8] = [
+pub const WATCHED: [&str; 9] = [
     "DaemonSet",
     "Job",
     "CronJob",
+    "StatefulSet",
     "Deployment",
     "ReplicaSet",
     "Pod",
@@ -69,6 +71,7 @@ pub struct Cache {
     pub daemonsets: Store<DaemonSet>,
     pub jobs: Store<Job>,
     pub cronjobs: Store<CronJob>,
+    pub statefulsets: Store<StatefulSet>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -101,6 +104,7 @@ cached!(Node, nodes, "Node");
 cached!(DaemonSet, daemonsets, "DaemonSet");
 cached!(Job, jobs, "Job");
 cached!(CronJob, cronjobs, "CronJob");
+cached!(StatefulSet, statefulsets, "StatefulSet");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -442,6 +446,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     reflect!(DaemonSet, on_daemonset);
     reflect!(Job, on_job);
     reflect!(CronJob, on_cronjob);
+    reflect!(StatefulSet, on_statefulset);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));
@@ -450,6 +455,7 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
     tasks.spawn(exec_apps::daemonset_worker(ctx.clone()));
     tasks.spawn(exec_apps::job_worker(ctx.clone()));
     tasks.spawn(exec_apps::cronjob_worker(ctx.clone()));
+    tasks.spawn(exec_apps::statefulset_worker(ctx.clone()));
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
