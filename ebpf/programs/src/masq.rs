@@ -15,18 +15,18 @@
 //! opened to the pod's address) passes untouched. ICMP is not translated.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{BPF_NOEXIST, TC_ACT_OK},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use weir_ebpf_common::{
     CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_MASQ, CT_FLAG_SNAT, CtKey, CtValue, IPPROTO_TCP,
-    IPPROTO_UDP, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS, drop_reason,
+    IPPROTO_UDP, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS, drop_reason, flow::hook,
 };
 
 use crate::{
     conntrack::now_ns,
-    lb,
+    flow, lb,
     maps::{self, CONNTRACK, MASQ_CONFIG, MASQ_CT, MASQ_SKIP},
     nat::{self, Side},
     parse::Flow,
@@ -59,12 +59,12 @@ pub fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
         None if flow.proto == IPPROTO_TCP && !flow.tcp_syn => return TC_ACT_OK,
         None => match create(flow, node, lb::flow_hash(flow)) {
             Some(fwd) => fwd,
-            None => return dropped(drop_reason::SNAT_PORTS),
+            None => return flow::dropped(ctx, hook::NODE_EGRESS, drop_reason::SNAT_PORTS),
         },
     };
     match nat::rewrite(ctx, flow, Side::Source, forward.nat_addr, forward.nat_port) {
         Some(()) => TC_ACT_OK,
-        None => dropped(drop_reason::REWRITE),
+        None => flow::dropped(ctx, hook::NODE_EGRESS, drop_reason::REWRITE),
     }
 }
 
@@ -74,7 +74,7 @@ pub fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
 pub fn reverse(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> i32 {
     match nat::rewrite(ctx, flow, Side::Destination, ct.nat_addr, ct.nat_port) {
         Some(()) => TC_ACT_OK,
-        None => dropped(drop_reason::REWRITE),
+        None => flow::dropped(ctx, hook::NODE_INGRESS, drop_reason::REWRITE),
     }
 }
 
@@ -179,10 +179,4 @@ fn create(flow: &Flow, node: u32, hash: u32) -> Option<CtValue> {
         return Some(forward);
     }
     None
-}
-
-#[inline(always)]
-fn dropped(reason: u32) -> i32 {
-    maps::count_drop(reason);
-    TC_ACT_SHOT
 }
