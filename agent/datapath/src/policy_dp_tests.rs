@@ -763,6 +763,25 @@ fn services_are_judged_on_the_backend_and_the_mark_spares_a_second_judgement() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(flow_events(&dir.0).len(), 1);
 
+    // x/b reaching itself through a service (hairpin): its to-pod sees the
+    // frontend as the source, which x/b's ingress does not admit; the mark
+    // exempts it.
+    let hairpin = tcp(XB, 41004, vip(10), 80, SYN);
+    let (verdict, out, mark) = dp.run_marked(from_pod, &hairpin, 0);
+    assert_eq!(verdict, TC_ACT_OK, "hairpin");
+    assert_eq!(check(&out).src, (vip(10), 41004), "source-translated");
+    assert_eq!(
+        dp.run_marked(to_pod, &out, mark).0,
+        TC_ACT_OK,
+        "hairpin into itself"
+    );
+    assert_eq!(
+        dp.run_marked(to_pod, &out, 0).0,
+        TC_ACT_SHOT,
+        "control: the same packet from elsewhere is denied"
+    );
+    let _ = flow_events(&dir.0);
+
     let cases = [
         ("denied client", XC, 41001, vip(10), 80, TC_ACT_SHOT),
         (

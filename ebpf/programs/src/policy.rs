@@ -106,7 +106,9 @@ pub enum Outcome {
 #[inline(always)]
 pub fn judge_from_pod(ctx: &TcContext, hook: u8, conn: &Conn) -> Outcome {
     if conn.saddr == conn.daddr {
-        // A pod reaching itself through a service.
+        // A pod reaching itself through a service (hairpin): always allowed,
+        // also by its to-pod, which sees the frontend as the source.
+        mark_judged(ctx);
         return Outcome::NotEnforced;
     }
     let src_ep = endpoint(conn.saddr);
