@@ -1,5 +1,6 @@
-//! `explain KIND[.field.path]`: the fields and types of a kind, read from the
-//! k8s-openapi types themselves rather than from a copy of the schema.
+//! `explain KIND[.field.path]`: the fields, types and descriptions of a
+//! kind, read from the k8s-openapi types themselves rather than from a copy
+//! of the schema.
 //!
 //! k8s-openapi's `Deserialize` impls announce each struct with
 //! `deserialize_struct(name, FIELDS, ..)`. A probing `Deserializer` walks a
@@ -7,9 +8,10 @@
 //! the path ends, recording what it found: an object and its field names, an
 //! array or map of something, or a scalar. No object is ever built.
 //!
-//! Field descriptions are not available this way: k8s-openapi carries them
-//! only behind its `schemars` feature, which would rebuild k8s-openapi (and
-//! every crate on it) for the whole workspace; see the CLI's report.
+//! Descriptions and required fields come from k8s-openapi's `JsonSchema`
+//! impls (its `schemars` feature), which carry the API's OpenAPI field
+//! documentation: the same path is walked through the generated JSON Schema
+//! (`$ref`s resolved, arrays and maps stepped through as kubectl does).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -292,34 +294,129 @@ pub fn probe<T: DeserializeOwned>(path: &[String]) -> Result<Shape, String> {
     }
 }
 
+/// Calls the generic `$f::<T>(args)` with `T` the k8s-openapi type of
+/// `$kind`; `None` for a kind weir does not serve.
+macro_rules! by_kind {
+    ($kind:expr, $f:ident ( $($arg:expr),* )) => {{
+        use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking};
+        match $kind {
+            "Namespace" => Some($f::<core::v1::Namespace>($($arg),*)),
+            "Node" => Some($f::<core::v1::Node>($($arg),*)),
+            "Pod" => Some($f::<core::v1::Pod>($($arg),*)),
+            "Service" => Some($f::<core::v1::Service>($($arg),*)),
+            "Endpoints" => Some($f::<core::v1::Endpoints>($($arg),*)),
+            "ConfigMap" => Some($f::<core::v1::ConfigMap>($($arg),*)),
+            "Secret" => Some($f::<core::v1::Secret>($($arg),*)),
+            "ServiceAccount" => Some($f::<core::v1::ServiceAccount>($($arg),*)),
+            "Event" => Some($f::<core::v1::Event>($($arg),*)),
+            "ReplicationController" => Some($f::<core::v1::ReplicationController>($($arg),*)),
+            "PersistentVolume" => Some($f::<core::v1::PersistentVolume>($($arg),*)),
+            "PersistentVolumeClaim" => Some($f::<core::v1::PersistentVolumeClaim>($($arg),*)),
+            "EndpointSlice" => Some($f::<discovery::v1::EndpointSlice>($($arg),*)),
+            "ReplicaSet" => Some($f::<apps::v1::ReplicaSet>($($arg),*)),
+            "Deployment" => Some($f::<apps::v1::Deployment>($($arg),*)),
+            "DaemonSet" => Some($f::<apps::v1::DaemonSet>($($arg),*)),
+            "StatefulSet" => Some($f::<apps::v1::StatefulSet>($($arg),*)),
+            "Job" => Some($f::<batch::v1::Job>($($arg),*)),
+            "CronJob" => Some($f::<batch::v1::CronJob>($($arg),*)),
+            "NetworkPolicy" => Some($f::<networking::v1::NetworkPolicy>($($arg),*)),
+            "Ingress" => Some($f::<networking::v1::Ingress>($($arg),*)),
+            "Lease" => Some($f::<coordination::v1::Lease>($($arg),*)),
+            _ => None,
+        }
+    }};
+}
+
 /// The shape at `path` of a kind weir serves.
 pub fn probe_kind(kind: &str, path: &[String]) -> Result<Shape, String> {
-    use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking};
-    match kind {
-        "Namespace" => probe::<core::v1::Namespace>(path),
-        "Node" => probe::<core::v1::Node>(path),
-        "Pod" => probe::<core::v1::Pod>(path),
-        "Service" => probe::<core::v1::Service>(path),
-        "Endpoints" => probe::<core::v1::Endpoints>(path),
-        "ConfigMap" => probe::<core::v1::ConfigMap>(path),
-        "Secret" => probe::<core::v1::Secret>(path),
-        "ServiceAccount" => probe::<core::v1::ServiceAccount>(path),
-        "Event" => probe::<core::v1::Event>(path),
-        "ReplicationController" => probe::<core::v1::ReplicationController>(path),
-        "PersistentVolume" => probe::<core::v1::PersistentVolume>(path),
-        "PersistentVolumeClaim" => probe::<core::v1::PersistentVolumeClaim>(path),
-        "EndpointSlice" => probe::<discovery::v1::EndpointSlice>(path),
-        "ReplicaSet" => probe::<apps::v1::ReplicaSet>(path),
-        "Deployment" => probe::<apps::v1::Deployment>(path),
-        "DaemonSet" => probe::<apps::v1::DaemonSet>(path),
-        "StatefulSet" => probe::<apps::v1::StatefulSet>(path),
-        "Job" => probe::<batch::v1::Job>(path),
-        "CronJob" => probe::<batch::v1::CronJob>(path),
-        "NetworkPolicy" => probe::<networking::v1::NetworkPolicy>(path),
-        "Ingress" => probe::<networking::v1::Ingress>(path),
-        "Lease" => probe::<coordination::v1::Lease>(path),
-        other => Err(format!("no schema for kind {other:?}")),
+    by_kind!(kind, probe(path)).unwrap_or_else(|| Err(format!("no schema for kind {kind:?}")))
+}
+
+/// The JSON Schema of `T`, with its definitions under `$defs`.
+fn root_schema<T: schemars::JsonSchema>() -> serde_json::Value {
+    let schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>();
+    serde_json::to_value(schema).unwrap_or_default()
+}
+
+/// The JSON Schema of a kind weir serves.
+fn schema_kind(kind: &str) -> Option<serde_json::Value> {
+    by_kind!(kind, root_schema())
+}
+
+/// Follows `$ref`s (and a lone `allOf`) to the schema they name.
+fn resolve<'a>(root: &'a serde_json::Value, mut s: &'a serde_json::Value) -> &'a serde_json::Value {
+    for _ in 0..MAX_DEPTH {
+        if let Some(r) = s.get("$ref").and_then(serde_json::Value::as_str) {
+            match r.strip_prefix('#').and_then(|p| root.pointer(p)) {
+                Some(t) => s = t,
+                None => break,
+            }
+        } else if let Some([only]) = s.get("allOf").and_then(|a| a.as_array()).map(Vec::as_slice) {
+            s = only;
+        } else {
+            break;
+        }
     }
+    s
+}
+
+/// The schema of the objects an array or map holds (kubectl's paths step
+/// through both), or `s` itself.
+fn element<'a>(root: &'a serde_json::Value, s: &'a serde_json::Value) -> &'a serde_json::Value {
+    let mut s = resolve(root, s);
+    for _ in 0..MAX_DEPTH {
+        match (s.get("items"), s.get("additionalProperties")) {
+            (Some(items), _) => s = resolve(root, items),
+            (None, Some(values)) if values.is_object() => s = resolve(root, values),
+            _ => break,
+        }
+    }
+    s
+}
+
+/// The property schema at `path` (the root for an empty path).
+fn schema_at<'a>(root: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    let mut s = root;
+    for f in path {
+        s = element(root, s).get("properties")?.get(f)?;
+    }
+    Some(s)
+}
+
+/// A property's description: its own (the field's), else its type's.
+fn description<'a>(root: &'a serde_json::Value, s: &'a serde_json::Value) -> Option<&'a str> {
+    s.get("description")
+        .or_else(|| resolve(root, s).get("description"))
+        .and_then(serde_json::Value::as_str)
+}
+
+/// The required field names of the object(s) at `s`.
+fn required<'a>(root: &'a serde_json::Value, s: &'a serde_json::Value) -> Vec<&'a str> {
+    element(root, s)
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `text` wrapped at 80 columns, every line indented by `indent` spaces.
+fn wrap(text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    for para in text.split('\n') {
+        let mut line = String::new();
+        for word in para.split_whitespace() {
+            if !line.is_empty() && indent + line.len() + 1 + word.len() > 80 {
+                out.push_str(&format!("{}{line}\n", " ".repeat(indent)));
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        out.push_str(&format!("{}{line}\n", " ".repeat(indent)));
+    }
+    out
 }
 
 /// kubectl-like `explain` text for `KIND[.field.path]`.
@@ -387,11 +484,20 @@ pub fn explain(
         "KIND:       {}\nVERSION:    {version}\n\n",
         kind.kind
     ));
+    let schema = schema_kind(kind.kind).unwrap_or_default();
+    let here = schema_at(&schema, path);
     if let Some(last) = path.last() {
         out.push_str(&format!("FIELD: {last} {}\n\n", shape.type_name()));
     }
-    if object_fields(&shape).is_some() {
-        out.push_str("FIELDS:\n");
+    if let Some(d) = here.and_then(|h| description(&schema, h)) {
+        out.push_str(&format!("DESCRIPTION:\n{}\n", wrap(d, 4)));
+    }
+    let Some(fields) = object_fields(&shape) else {
+        return Ok(out);
+    };
+    out.push_str("FIELDS:\n");
+    if recursive {
+        // kubectl --recursive: names and types only, as a tree.
         let mut rows = Vec::new();
         field_rows(kind.kind, path, &shape, 1, recursive, &mut rows);
         out.push_str(
@@ -401,6 +507,25 @@ pub fn explain(
                 .map(|l| format!("{l}\n"))
                 .collect::<String>(),
         );
+        return Ok(out);
+    }
+    let required = here.map(|h| required(&schema, h)).unwrap_or_default();
+    for f in fields {
+        let mut p = path.to_vec();
+        p.push((*f).to_string());
+        let t = probe_kind(kind.kind, &p)
+            .map(|s| s.type_name())
+            .unwrap_or_else(|_| "<unknown>".into());
+        let req = if required.contains(f) {
+            " -required-"
+        } else {
+            ""
+        };
+        out.push_str(&format!("  {f}\t{t}{req}\n"));
+        if let Some(d) = schema_at(&schema, &p).and_then(|s| description(&schema, s)) {
+            out.push_str(&wrap(d, 4));
+        }
+        out.push('\n');
     }
     Ok(out)
 }
@@ -469,16 +594,57 @@ mod tests {
     }
 
     #[test]
+    fn wrap_at_80_columns() {
+        let text = "word ".repeat(40);
+        let w = wrap(text.trim(), 4);
+        assert!(w.lines().count() > 1, "{w}");
+        assert!(
+            w.lines().all(|l| l.starts_with("    ") && l.len() <= 80),
+            "{w}"
+        );
+        assert_eq!(w.split_whitespace().count(), 40);
+        // Paragraphs stay paragraphs.
+        assert_eq!(wrap("a\nb", 2), "  a\n  b\n");
+    }
+
+    #[test]
     fn explain_text() {
         let d = weir_api::ResourceKind::by_kind("Deployment").expect("known");
         let t = explain(d, &p("spec.replicas"), false).expect("explains");
         assert!(t.starts_with("GROUP:      apps\nKIND:       Deployment\nVERSION:    v1\n\nFIELD: replicas <integer>\n"), "{t}");
+        assert!(
+            t.contains("\n\nDESCRIPTION:\n    Number of desired pods. This is a pointer"),
+            "{t}"
+        );
         let t = explain(d, &p("spec"), false).expect("explains");
         assert!(t.contains("FIELDS:\n"), "{t}");
-        assert!(t.contains("  replicas                  <integer>\n"), "{t}");
-        assert!(t.contains("  template                  <Object>\n"), "{t}");
+        assert!(
+            t.contains("  replicas\t<integer>\n    Number of desired pods."),
+            "{t}"
+        );
+        // DeploymentSpec requires selector and template.
+        assert!(
+            t.contains("  template\t<Object> -required-\n    Template describes"),
+            "{t}"
+        );
+        assert!(t.contains("  selector\t<Object> -required-\n"), "{t}");
+        assert!(!t.contains("  paused\t<boolean> -required-"), "{t}");
+        // Through an array: a container's name is required.
+        let pod = weir_api::ResourceKind::by_kind("Pod").expect("known");
+        let t = explain(pod, &p("spec.containers"), false).expect("explains");
+        assert!(
+            t.contains("FIELD: containers <[]Object>\n\nDESCRIPTION:\n    List of containers"),
+            "{t}"
+        );
+        assert!(t.contains("  name\t<string> -required-\n"), "{t}");
         for k in weir_api::KINDS {
-            assert!(explain(k, &[], false).is_ok(), "{}", k.kind);
+            let t = explain(k, &[], false).expect(k.kind);
+            assert!(t.contains("DESCRIPTION:\n    "), "{}: {t}", k.kind);
+            assert!(
+                t.lines()
+                    .all(|l| l.len() <= 80 || !l.contains(' ') || l.starts_with("  ")),
+                "{t}"
+            );
         }
         assert!(explain(d, &p("spec.bogus"), false).is_err());
         let r = explain(d, &p("spec.strategy"), true).expect("explains");
