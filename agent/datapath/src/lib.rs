@@ -202,6 +202,8 @@ pub struct Datapath {
     maglev: xdp::MaglevTables,
     /// The XDP fast path on the node interface, when a node is configured.
     xdp: Option<xdp::XdpAttachment>,
+    /// What the XDP program did with the packets it saw.
+    xdp_stats: xdp::XdpStats,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -344,6 +346,7 @@ impl Datapath {
             .transpose()?;
         let maps = maps::ServiceMaps::take(&mut ebpf)?;
         let maglev = xdp::MaglevTables::take(&mut ebpf)?;
+        let xdp_stats = xdp::XdpStats::take(&mut ebpf)?;
         tracing::info!(pin_dir = %pin_dir.display(), "eBPF datapath loaded");
         Ok(Datapath {
             ebpf,
@@ -355,6 +358,7 @@ impl Datapath {
             node_egress: None,
             maglev,
             xdp: None,
+            xdp_stats,
         })
     }
 
@@ -425,6 +429,13 @@ impl Datapath {
     /// whether a service has no backend, a map is full, or a route is missing.
     pub fn drop_counters(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         self.maps.drops()
+    }
+
+    /// How many packets the XDP fast path forwarded itself (`tx`), left to
+    /// tc and the stack (`pass`) and dropped (`drop`) since the maps were
+    /// created: whether NodePort traffic takes the fast path at all.
+    pub fn xdp_counters(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        self.xdp_stats.counters()
     }
 
     /// Reads the services and backends maps.

@@ -17,12 +17,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode};
 use weir_ebpf_common::maglev::{MAGLEV_MAP, MaglevTable};
 use weir_ebpf_common::program_names;
+use weir_ebpf_common::xdp::{XDP_STATS_MAP, verdict};
 
 use super::DatapathError;
 use super::attach::{self, Link};
@@ -140,6 +141,36 @@ impl MaglevTables {
     #[cfg(test)]
     pub fn get(&self, slot: u32) -> Option<MaglevTable> {
         self.map.get(&slot, 0).ok()
+    }
+}
+
+/// The XDP program's verdict counters (`WEIR_XDP_STATS`).
+pub struct XdpStats(PerCpuArray<MapData, u64>);
+
+impl XdpStats {
+    /// Takes the map out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        let name = XDP_STATS_MAP;
+        let map = ebpf
+            .take_map(name)
+            .ok_or(DatapathError::Missing { what: "map", name })?;
+        PerCpuArray::try_from(map)
+            .map(Self)
+            .map_err(|source| DatapathError::Map { name, source })
+    }
+
+    /// The counters summed over CPUs, by name (`tx`, `pass`, `drop`).
+    pub fn counters(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        (0..verdict::COUNT)
+            .zip(verdict::NAMES)
+            .map(|(index, name)| {
+                let per_cpu = self.0.get(&index, 0).map_err(|source| DatapathError::Map {
+                    name: XDP_STATS_MAP,
+                    source,
+                })?;
+                Ok((name, per_cpu.iter().sum()))
+            })
+            .collect()
     }
 }
 

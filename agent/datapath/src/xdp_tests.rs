@@ -316,6 +316,13 @@ fn xdp_forwards_remote_backends_and_passes_the_rest() {
                         case.name
                     );
                 }
+                let counters = dp.xdp_counters().expect("XDP counters");
+                let count = |name: &str| counters.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
+                // TX: SYN, retransmitted SYN, reply, ACK, 2 UDP, in-range LB;
+                // drops: source range, no backend; passes: the table above.
+                assert_eq!(count("tx"), Some(7), "{counters:?}");
+                assert_eq!(count("drop"), Some(2), "{counters:?}");
+                assert_eq!(count("pass"), Some(14), "{counters:?}");
                 // The local backend's connection is then tc's, which translates it.
                 let (verdict, _) = dp.run_program(
                     program_names::NODE_INGRESS,
@@ -468,6 +475,15 @@ fn xdp_forwards_real_traffic_to_a_remote_node_without_tc() {
         Some("172.30.0.11"),
         "TCP to a NodePort whose backend is on node2, SNAT to node1"
     );
+    let tx = |dp: &Datapath| {
+        dp.xdp_counters()
+            .expect("XDP counters")
+            .into_iter()
+            .find(|(name, _)| *name == "tx")
+            .map_or(0, |(_, count)| count)
+    };
+    // Both directions of the handshake, the request and the answer, the FINs.
+    assert!(tx(&dp) >= 6, "XDP forwarded the connection: {}", tx(&dp));
     let reply = in_netns(&ext, || {
         let udp = UdpSocket::bind("0.0.0.0:0").expect("bind");
         udp.set_read_timeout(Some(Duration::from_secs(2)))

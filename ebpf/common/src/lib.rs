@@ -22,6 +22,7 @@ pub mod flow;
 pub mod maglev;
 pub mod masq;
 pub mod policy;
+pub mod xdp;
 
 /// IP protocol number of TCP (the `proto` field of keys).
 pub const IPPROTO_TCP: u8 = 6;

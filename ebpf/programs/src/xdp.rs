@@ -39,13 +39,15 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     },
     helpers::bpf_fib_lookup as fib_lookup,
-    macros::xdp,
+    macros::{map, xdp},
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 use weir_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
     SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
     flow::{FlowEvent, VERDICT_DROPPED, hook},
+    xdp::verdict,
 };
 
 use crate::{
@@ -55,12 +57,27 @@ use crate::{
     xdp_packet,
 };
 
+/// Verdicts by kind (`weir_ebpf_common::xdp::verdict`), per CPU.
+#[map(name = "WEIR_XDP_STATS")]
+static XDP_STATS: PerCpuArray<u64> = PerCpuArray::pinned(verdict::COUNT, 0);
+
 #[xdp]
 pub fn weir_node_xdp(ctx: XdpContext) -> u32 {
-    match xdp_packet::parse(&ctx) {
+    let action = match xdp_packet::parse(&ctx) {
         Some(flow) => handle(&ctx, &flow),
         None => XDP_PASS,
+    };
+    let counter = match action {
+        XDP_TX => verdict::TX,
+        XDP_DROP => verdict::DROP,
+        _ => verdict::PASS,
+    };
+    if let Some(ptr) = XDP_STATS.get_ptr_mut(counter) {
+        // SAFETY: this CPU's slot of a per-CPU u64; a program is not
+        // preempted by itself on one CPU, so the increment does not race.
+        unsafe { *ptr += 1 }
     }
+    action
 }
 
 #[inline(always)]
