@@ -547,6 +547,11 @@ async fn observed_vxlan(
                         mac = <[u8; 6]>::try_from(l.as_slice()).ok()
                     }
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
+                    // In AF_BRIDGE (FDB) messages the decoder cannot tell
+                    // the address family of NDA_DST: 4 bytes are IPv4.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        ip = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                    }
                     _ => {}
                 }
             }

@@ -84,11 +84,22 @@ spec:
 
 /// Waits until every node's datapath holds `want` for `frontend`.
 async fn wait_for_frontend(c: &Cluster, frontend: &str, want: &[String]) -> Result<()> {
+    wait_for_frontend_on(c, &c.info.nodes, frontend, want).await
+}
+
+/// Waits until the datapath of each of `nodes` holds `want` for `frontend`.
+async fn wait_for_frontend_on(
+    c: &Cluster,
+    nodes: &[NodeInfo],
+    frontend: &str,
+    want: &[String],
+) -> Result<()> {
     let mut want = want.to_vec();
     want.sort();
-    let what = format!("every node's datapath to hold {frontend} -> {want:?}");
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let what = format!("the datapath of {names:?} to hold {frontend} -> {want:?}");
     wait_for(&what, Duration::from_secs(60), || async {
-        for node in &c.info.nodes {
+        for node in nodes {
             let got = c.datapath_backends(node, frontend)?;
             if got.as_ref() != Some(&want) {
                 return Ok(Check::Waiting(format!("{}: {got:?}", node.name)));
@@ -200,7 +211,9 @@ async fn e2e_multinode_nodeport_from_outside_reaches_every_node() -> Result<()> 
         let names: BTreeSet<String> = pods.values().map(|(n, _)| n.clone()).collect();
         let mut problems = Vec::new();
         for n in &c.info.nodes {
-            wait_for_frontend(&c, &format!("{}:{node_port}", n.ip), &backends).await?;
+            // A node holds NodePort frontends for its own address only.
+            let frontend = format!("{}:{node_port}", n.ip);
+            wait_for_frontend_on(&c, std::slice::from_ref(n), &frontend, &backends).await?;
             let url = format!("http://{}:{node_port}/", n.ip);
             // The first answer may wait for the frontend on every node.
             wait_for(
