@@ -570,6 +570,54 @@ mod tests {
         }
     }
 
+    /// The whole reader on a real ring: a from-pod drop (a new connection
+    /// to a frontend without backends) written by the kernel reaches the
+    /// callback decoded, with a wall-clock time of now.
+    #[tokio::test]
+    #[ignore = "privileged: loads BPF programs (root, CAP_BPF)"]
+    async fn the_reader_delivers_a_kernel_drop_as_a_flow() {
+        use weir_ebpf_common::{IPPROTO_TCP, ServiceKey};
+
+        let (mut dp, dir) = crate::tests::load();
+        let mut desired = crate::plan::DesiredServices::new();
+        desired.insert(
+            ServiceKey::new([10, 96, 0, 99], 80, IPPROTO_TCP),
+            crate::plan::Frontend {
+                backends: Vec::new(),
+                flags: 0,
+                affinity_timeout_secs: 0,
+                source_ranges: Vec::new(),
+            },
+        );
+        dp.seed(&desired);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(run_flow_reader(dir.0.clone(), move |f| tx.send(f).is_ok()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = SystemTime::now();
+        const SYN: u8 = 0x02;
+        const TC_ACT_SHOT: u32 = 2;
+        let packet = crate::tests::tcp([10, 244, 1, 2], 40010, [10, 96, 0, 99], 80, SYN);
+        assert_eq!(dp.run(&packet).0, TC_ACT_SHOT);
+        let flow = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a flow within 5 s")
+            .expect("the reader is alive");
+        reader.abort();
+        assert_eq!(flow.verdict, Verdict::Dropped);
+        assert_eq!(flow.drop_reason_name().as_deref(), Some("no_backend"));
+        assert_eq!(flow.source, "10.244.1.2:40010".parse().unwrap());
+        assert_eq!(flow.destination, "10.96.0.99:80".parse().unwrap());
+        assert_eq!(flow.hook, hook::FROM_POD);
+        let skew = match flow.time.duration_since(before) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        assert!(skew < Duration::from_secs(2), "flow time off by {skew:?}");
+        let counters = counters(&dir.0).expect("counters");
+        assert!(counters.drops.contains(&("no_backend", 1)), "{counters:?}");
+        assert_eq!(counters.flow_events_lost, Some(0));
+    }
+
     #[test]
     fn wall_clock_never_goes_before_the_epoch() {
         let clock = WallClock::with_offset(-10);
