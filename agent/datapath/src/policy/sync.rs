@@ -176,7 +176,19 @@ pub async fn run_policy_sync(
 
     // After a restart the pinned maps hold the previous agent's work: diff
     // against it instead of starting from empty maps.
-    let mut current = read_maps(&maps)?;
+    let mut backoff = Backoff::default();
+    let mut current = loop {
+        match read_maps(&maps) {
+            Ok(current) => break current,
+            // Writing without knowing what the maps hold could flush them;
+            // pods wait (their admission times out) until this succeeds.
+            Err(error) => {
+                let delay = backoff.next();
+                tracing::warn!(%error, retry_in = ?delay, "cannot read the policy maps back");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
     tracing::info!(
         ipcache = current.ipcache.len(),
         endpoints = current.endpoints.len(),
@@ -188,7 +200,7 @@ pub async fn run_policy_sync(
     let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     let mut dirty = false;
     let mut retry: Option<Instant> = None;
-    let mut backoff = Backoff::default();
+    backoff.reset();
     let mut warned = Vec::new();
 
     loop {
