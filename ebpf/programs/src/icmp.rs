@@ -6,13 +6,15 @@
 //! it is the backend, becomes the frontend too (like a reply).
 //!
 //! Only plain DNAT connections are handled: errors about hairpin or SNAT
-//! (NodePort) connections, and about anything without a reverse conntrack
-//! entry, pass untouched, never half-translated. The quoted L4 checksum is
+//! (NodePort) connections, about connections tracked only for policy
+//! (nothing to undo), and about anything without a reverse conntrack entry,
+//! pass untouched, never half-translated. The quoted L4 checksum is
 //! left as is (receivers do not verify the quote's L4 checksum).
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use weir_ebpf_common::{
-    CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_SNAT, CtKey, IPPROTO_TCP, IPPROTO_UDP, drop_reason,
+    CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_SNAT, CtKey, IPPROTO_TCP, IPPROTO_UDP,
+    drop_reason,
 };
 
 use crate::{
@@ -90,7 +92,8 @@ fn try_translate(ctx: &TcContext) -> Option<bool> {
     // SAFETY: a successful lookup returns a pointer to a CtValue (plain
     // integers); a racing update can only yield a stale copy.
     let ct = unsafe { *ptr };
-    if ct.direction != CT_DIR_REVERSE || ct.flags & (CT_FLAG_HAIRPIN | CT_FLAG_SNAT) != 0 {
+    let untranslatable = CT_FLAG_HAIRPIN | CT_FLAG_SNAT | CT_FLAG_NO_NAT;
+    if ct.direction != CT_DIR_REVERSE || ct.flags & untranslatable != 0 {
         return None;
     }
 
