@@ -346,8 +346,16 @@ async fn run_while_leading(
         }
         tracing::info!("leading: starting scheduler and controllers");
         let mut components = tokio::task::JoinSet::new();
-        components.spawn(component("controllers", controllers::run(client.clone())));
-        components.spawn(component("scheduler", scheduler::run(client.clone())));
+        // One cache of every watched kind for the whole process: the
+        // scheduler reads the controllers' Pods and Nodes.
+        let cache = Arc::new(std::sync::RwLock::new(controllers::Cache::default()));
+        let sched = scheduler::Scheduler::new(client.clone(), cache.clone());
+        let hooks = sched.hooks();
+        components.spawn(component(
+            "controllers",
+            controllers::run(client.clone(), cache, hooks),
+        ));
+        components.spawn(component("scheduler", sched.run()));
         let lost = leading.wait_for(|l| !*l).await.is_err();
         components.shutdown().await;
         if lost {

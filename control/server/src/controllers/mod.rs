@@ -411,12 +411,27 @@ impl Ctx {
     }
 }
 
+/// Handlers other components of the process (the scheduler) hang on the
+/// controllers' Pod and Node reflectors, so the process keeps one cache of
+/// each kind instead of one per component.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub on_pod: Option<Arc<dyn Fn(&Change<Pod>) + Send + Sync>>,
+    pub on_node: Option<Arc<dyn Fn(&Change<Node>) + Send + Sync>>,
+}
+
 /// Runs every controller until one of them fails for good (none does today:
 /// each retries with back-off), so the caller can treat a return as fatal.
-pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
+/// `cache` is shared with the scheduler, whose `hooks` see every Pod and
+/// Node change after the controllers' own handlers.
+pub async fn run(
+    client: weir_client::Client,
+    cache: Arc<RwLock<Cache>>,
+    hooks: Hooks,
+) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        cache: Arc::new(RwLock::new(Cache::default())),
+        cache,
         deployments: WorkQueue::new(),
         replicasets: WorkQueue::new(),
         slices: WorkQueue::new(),
@@ -436,13 +451,27 @@ pub async fn run(client: weir_client::Client) -> anyhow::Result<()> {
                 move |ch| c.$handler(ch),
             ));
         }};
+        ($t:ty, $handler:ident, $hook:expr) => {{
+            let c = ctx.clone();
+            let hook = $hook.clone();
+            tasks.spawn(reflector::reflect::<$t, _, _>(
+                client.clone(),
+                ctx.cache.clone(),
+                move |ch| {
+                    c.$handler(ch);
+                    if let Some(h) = &hook {
+                        h(ch);
+                    }
+                },
+            ));
+        }};
     }
     reflect!(Deployment, on_deployment);
     reflect!(ReplicaSet, on_replicaset);
-    reflect!(Pod, on_pod);
+    reflect!(Pod, on_pod, hooks.on_pod);
     reflect!(Service, on_service);
     reflect!(EndpointSlice, on_slice);
-    reflect!(Node, on_node);
+    reflect!(Node, on_node, hooks.on_node);
     reflect!(DaemonSet, on_daemonset);
     reflect!(Job, on_job);
     reflect!(CronJob, on_cronjob);

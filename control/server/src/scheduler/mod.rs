@@ -1,8 +1,9 @@
 //! The scheduler: binds each unbound pod to a node.
 //!
-//! It watches all Pods (it needs every bound pod to count pods per node, so
-//! a `spec.nodeName=` field selector would not be enough) and all Nodes into
-//! a cache, queues unbound pods, and for each asks the pure [`decide`]
+//! It needs all Pods (every bound pod, to count pods per node, so a
+//! `spec.nodeName=` field selector would not be enough) and all Nodes. It
+//! reads them from the controllers' cache (one copy per process; the
+//! controllers' reflectors call its [`Scheduler::hooks`]), queues unbound pods, and for each asks the pure [`decide`]
 //! functions for a node. Pods that fit nowhere get PodScheduled=False
 //! (reason Unschedulable) and are retried when a Node changes or after a
 //! back-off.
@@ -17,33 +18,14 @@ use tracing::Instrument;
 use weir_client::{Client, Error};
 
 use crate::controllers::queue::WorkQueue;
-use crate::controllers::reflector::{self, Cached};
-use crate::controllers::store::{Change, ObjKey, Store};
-use crate::controllers::{emit, util};
+use crate::controllers::store::{Change, ObjKey};
+use crate::controllers::{Cache, Hooks, emit, util};
 use weir_client::events::{self, EventType, Recorder};
-
-#[derive(Default)]
-struct Cache {
-    nodes: Store<Node>,
-    pods: Store<Pod>,
-}
-
-impl Cached<Node> for Cache {
-    fn store(&mut self) -> &mut Store<Node> {
-        &mut self.nodes
-    }
-    fn mark_synced(&mut self) {}
-}
-
-impl Cached<Pod> for Cache {
-    fn store(&mut self) -> &mut Store<Pod> {
-        &mut self.pods
-    }
-    fn mark_synced(&mut self) {}
-}
 
 struct Sched {
     client: Client,
+    /// The controllers' cache: the process keeps one copy of every Pod and
+    /// Node, fed by the controllers' reflectors, which call [`Scheduler::hooks`].
     cache: Arc<RwLock<Cache>>,
     queue: WorkQueue<ObjKey>,
     /// Pods bound by us that the cache has not shown bound yet (pod -> node),
@@ -170,28 +152,38 @@ impl Sched {
     }
 }
 
-/// Runs the scheduler until the process exits.
-pub async fn run(client: Client) -> anyhow::Result<()> {
-    let s = Arc::new(Sched {
-        client: client.clone(),
-        cache: Arc::new(RwLock::new(Cache::default())),
-        queue: WorkQueue::new(),
-        assumed: Mutex::new(HashMap::new()),
-        events: Recorder::new(client.clone(), "default-scheduler", None),
-    });
+/// The scheduler, sharing the controllers' cache of Pods and Nodes.
+pub struct Scheduler(Arc<Sched>);
+
+impl Scheduler {
+    pub fn new(client: Client, cache: Arc<RwLock<Cache>>) -> Self {
+        Self(Arc::new(Sched {
+            client: client.clone(),
+            cache,
+            queue: WorkQueue::new(),
+            assumed: Mutex::new(HashMap::new()),
+            events: Recorder::new(client, "default-scheduler", None),
+        }))
+    }
+
+    /// What the controllers' Pod and Node reflectors must call for the
+    /// scheduler (pods to queue, nodes that may make waiting pods fit).
+    pub fn hooks(&self) -> Hooks {
+        let (p, n) = (self.0.clone(), self.0.clone());
+        Hooks {
+            on_pod: Some(Arc::new(move |ch: &Change<Pod>| p.on_pod(ch))),
+            on_node: Some(Arc::new(move |ch: &Change<Node>| n.on_node(ch))),
+        }
+    }
+
+    /// Runs the scheduler until the process exits.
+    pub async fn run(self) -> anyhow::Result<()> {
+        run(self.0).await
+    }
+}
+
+async fn run(s: Arc<Sched>) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let h = s.clone();
-    tasks.spawn(reflector::reflect::<Node, _, _>(
-        client.clone(),
-        s.cache.clone(),
-        move |ch| h.on_node(ch),
-    ));
-    let h = s.clone();
-    tasks.spawn(reflector::reflect::<Pod, _, _>(
-        client.clone(),
-        s.cache.clone(),
-        move |ch| h.on_pod(ch),
-    ));
     let w = s.clone();
     tasks.spawn(async move {
         loop {
