@@ -13,8 +13,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Container, Node, NodeCondition, NodeSpec, NodeStatus, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec, Taint,
-    VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+    ReplicationController, ReplicationControllerSpec, Taint, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use weir_client::{Client, DeleteParams, ListParams};
@@ -903,4 +903,87 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
     })
     .await;
     assert_eq!(claims(c).await.len(), 3);
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn replication_controller_scales_and_is_collected() {
+    let s = Server::start().await;
+    let c = &s.client;
+    ready_node(c, "n1").await;
+    let _kubelet = Kubelet::start(c, |_| "Running");
+    let labels = map(&[("app", "legacy")]);
+    let rc = ReplicationController {
+        metadata: ObjectMeta {
+            name: Some("legacy".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(ReplicationControllerSpec {
+            replicas: Some(3),
+            // No selector: the template's labels select, as in Kubernetes.
+            selector: None,
+            template: Some(PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "web".into(),
+                        image: Some("registry.local/web:v1".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            }),
+            min_ready_seconds: None,
+        }),
+        status: None,
+    };
+    c.create(&rc).await.expect("create rc");
+    let live = |ps: Vec<Pod>| {
+        ps.into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect::<Vec<_>>()
+    };
+    let ps = eventually("three pods", || async {
+        let ps = live(pods(c).await);
+        (ps.len() == 3).then_some(ps)
+    })
+    .await;
+    for p in &ps {
+        let o = &p.metadata.owner_references.as_ref().expect("owned")[0];
+        assert_eq!(
+            (o.api_version.as_str(), o.kind.as_str()),
+            ("v1", "ReplicationController")
+        );
+    }
+    eventually("status", || async {
+        let st = c
+            .get::<ReplicationController>("default", "legacy")
+            .await
+            .ok()?
+            .status?;
+        (st.replicas == 3 && st.ready_replicas == Some(3) && st.observed_generation == Some(1))
+            .then_some(())
+    })
+    .await;
+    eventually("scaled to 1", || async {
+        let mut r: ReplicationController = c.get("default", "legacy").await.ok()?;
+        r.spec.as_mut()?.replicas = Some(1);
+        c.update(&r).await.ok().map(|_| ())
+    })
+    .await;
+    eventually("one pod", || async {
+        (live(pods(c).await).len() == 1).then_some(())
+    })
+    .await;
+    c.delete::<ReplicationController>("default", "legacy", &DeleteParams::default())
+        .await
+        .expect("delete rc");
+    eventually("pods collected", || async {
+        pods(c).await.is_empty().then_some(())
+    })
+    .await;
 }

@@ -423,6 +423,7 @@ fn owner_state(c: &Cache, namespace: &str, r: &OwnerReference) -> OwnerState {
         "Job" => c.jobs.uid_of(&key),
         "CronJob" => c.cronjobs.uid_of(&key),
         "StatefulSet" => c.statefulsets.uid_of(&key),
+        "ReplicationController" => c.rcs.uid_of(&key),
         _ => return OwnerState::Unknown,
     };
     if uid == Some(r.uid.as_str()) {
@@ -577,6 +578,7 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             "Job" => c.jobs.get(key).map(|o| o.metadata.clone()),
             "CronJob" => c.cronjobs.get(key).map(|o| o.metadata.clone()),
             "StatefulSet" => c.statefulsets.get(key).map(|o| o.metadata.clone()),
+            "ReplicationController" => c.rcs.get(key).map(|o| o.metadata.clone()),
             _ => None,
         };
         match meta {

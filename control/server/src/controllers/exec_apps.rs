@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
 use tracing::Instrument;
 use weir_client::events::{self, EventType, Recorder};
 use weir_client::{DeleteParams, Error};
@@ -16,7 +16,7 @@ use weir_client::{DeleteParams, Error};
 use super::exec::{finish, ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
-use super::{Ctx, Expectations, cronjob, daemonset, job, statefulset, util};
+use super::{Ctx, Expectations, cronjob, daemonset, job, replicationcontroller, statefulset, util};
 
 /// Queues, expectations and recorders of the workload controllers.
 pub struct Apps {
@@ -31,6 +31,9 @@ pub struct Apps {
     pub statefulsets: WorkQueue<ObjKey>,
     pub sts_expectations: Expectations,
     pub sts_events: Recorder,
+    pub rcs: WorkQueue<ObjKey>,
+    pub rc_expectations: Expectations,
+    pub rc_events: Recorder,
 }
 
 impl Apps {
@@ -47,6 +50,9 @@ impl Apps {
             statefulsets: WorkQueue::new(),
             sts_expectations: Expectations::default(),
             sts_events: Recorder::new(client.clone(), "statefulset-controller", None),
+            rcs: WorkQueue::new(),
+            rc_expectations: Expectations::default(),
+            rc_events: Recorder::new(client.clone(), "replication-controller", None),
         }
     }
 }
@@ -92,6 +98,11 @@ impl Ctx {
                 "StatefulSet",
                 &self.apps.statefulsets,
                 &self.apps.sts_expectations,
+            ),
+            (
+                "ReplicationController",
+                &self.apps.rcs,
+                &self.apps.rc_expectations,
             ),
         ];
         for (kind, q, exp) in kinds {
@@ -161,7 +172,19 @@ impl Ctx {
         }
     }
 
+    pub(super) fn on_rc(&self, ch: &Change<ReplicationController>) {
+        self.enqueue_propagation("ReplicationController", ch);
+        if let Some(r) = ch.latest() {
+            self.apps.rcs.add(ObjKey::of(r));
+        }
+        if let (Some(old), None) = (&ch.old, &ch.new) {
+            self.enqueue_dependents(&old.metadata);
+        }
+    }
+
     pub(super) fn resync_apps(&self) {
+        let rcs: Vec<ObjKey> = self.read().rcs.iter().map(ObjKey::of).collect();
+        rcs.into_iter().for_each(|k| self.apps.rcs.add(k));
         let (ds, jobs, cjs, sts) = {
             let c = self.read();
             (
@@ -720,4 +743,141 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+pub async fn rc_worker(ctx: Arc<Ctx>) {
+    loop {
+        let key = ctx.apps.rcs.pop().await;
+        let span = tracing::info_span!("reconcile", controller = "replicationcontroller", namespace = %key.namespace, name = %key.name);
+        let r = reconcile_rc(&ctx, &key).instrument(span.clone()).await;
+        span.in_scope(|| finish(&ctx.apps.rcs, key, r));
+    }
+}
+
+async fn reconcile_rc(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+    let q = &ctx.apps.rcs;
+    let exp = &ctx.apps.rc_expectations;
+    if !exp.satisfied(key, Instant::now()) {
+        q.add_after(key.clone(), Duration::from_secs(1));
+        return Ok(());
+    }
+    let (rc, pods, adopt) = {
+        let c = ctx.read();
+        if !c.synced.contains("Pod") {
+            q.add_after(key.clone(), Duration::from_secs(1));
+            return Ok(());
+        }
+        let Some(rc) = c.rcs.get(key).cloned() else {
+            return Ok(());
+        };
+        let uid = rc.metadata.uid.clone().unwrap_or_default();
+        let in_ns: Vec<Pod> = c.pods.in_namespace(&key.namespace).cloned().collect();
+        let selector = replicationcontroller::selector(&rc);
+        let adopt = util::adoptable(
+            &rc.metadata,
+            "v1",
+            "ReplicationController",
+            &selector,
+            &in_ns,
+        );
+        let pods: Vec<Pod> = in_ns
+            .into_iter()
+            .filter(|p| util::controlled_by(&p.metadata, &uid))
+            .collect();
+        (rc, pods, adopt)
+    };
+    if !adopt.is_empty() {
+        for p in adopt {
+            tracing::info!(
+                pod = p.metadata.name.as_deref().unwrap_or_default(),
+                "adopting pod"
+            );
+            ignore_not_found(ctx.client.update(&p).await)?;
+        }
+        return Ok(());
+    }
+    let now = util::now();
+    let actions = replicationcontroller::reconcile(&rc, &pods, now, &mut random_suffix);
+    let adds = actions
+        .iter()
+        .filter(|a| matches!(a, replicationcontroller::Action::CreatePod(_)))
+        .count() as i64;
+    let dels = actions
+        .iter()
+        .filter(|a| matches!(a, replicationcontroller::Action::DeletePod(_)))
+        .count() as i64;
+    if adds > 0 || dels > 0 {
+        exp.expect(key, adds, dels, Instant::now());
+    }
+    let rec = &ctx.apps.rc_events;
+    let emit = |t: EventType, reason: &'static str, message: String| {
+        super::emit(rec, events::reference(&rc), t, reason, message);
+    };
+    let mut first_err = None;
+    for a in actions {
+        let r = match a {
+            replicationcontroller::Action::CreatePod(p) => {
+                match ctx.client.create(p.as_ref()).await {
+                    Ok(created) => {
+                        let name = created.metadata.name.clone().unwrap_or_default();
+                        tracing::info!(pod = %name, "created pod");
+                        emit(
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {name}"),
+                        );
+                        Ok(())
+                    }
+                    Err(error) => {
+                        exp.lower(key, 1, 0);
+                        emit(
+                            EventType::Warning,
+                            "FailedCreate",
+                            format!("Error creating: {error}"),
+                        );
+                        Err(error)
+                    }
+                }
+            }
+            replicationcontroller::Action::DeletePod(k) => {
+                tracing::info!(pod = %k.name, "deleting surplus pod");
+                let r = ctx
+                    .client
+                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
+                    .await;
+                if r.is_err() {
+                    exp.lower(key, 0, 1);
+                } else {
+                    emit(
+                        EventType::Normal,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", k.name),
+                    );
+                }
+                ignore_not_found(r)
+            }
+            replicationcontroller::Action::UpdateStatus(n) => {
+                ctx.client.update_status(n.as_ref()).await.map(|_| ())
+            }
+        };
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    let min_ready = rc
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    if min_ready > 0
+        && pods
+            .iter()
+            .any(|p| util::pod_ready(p) && !util::pod_available(p, min_ready, now))
+    {
+        q.add_after(
+            key.clone(),
+            Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)),
+        );
+    }
+    first_err.map_or(Ok(()), Err)
 }

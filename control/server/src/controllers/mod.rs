@@ -23,6 +23,7 @@ pub mod nodematch;
 pub mod queue;
 pub mod reflector;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod statefulset;
 pub mod store;
 pub mod util;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_api::selector::Selector;
@@ -45,11 +46,12 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 9] = [
+pub const WATCHED: [&str; 10] = [
     "DaemonSet",
     "Job",
     "CronJob",
     "StatefulSet",
+    "ReplicationController",
     "Deployment",
     "ReplicaSet",
     "Pod",
@@ -72,6 +74,7 @@ pub struct Cache {
     pub jobs: Store<Job>,
     pub cronjobs: Store<CronJob>,
     pub statefulsets: Store<StatefulSet>,
+    pub rcs: Store<ReplicationController>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -105,6 +108,7 @@ cached!(DaemonSet, daemonsets, "DaemonSet");
 cached!(Job, jobs, "Job");
 cached!(CronJob, cronjobs, "CronJob");
 cached!(StatefulSet, statefulsets, "StatefulSet");
+cached!(ReplicationController, rcs, "ReplicationController");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -476,6 +480,7 @@ pub async fn run(
     reflect!(Job, on_job);
     reflect!(CronJob, on_cronjob);
     reflect!(StatefulSet, on_statefulset);
+    reflect!(ReplicationController, on_rc);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));
@@ -485,6 +490,7 @@ pub async fn run(
     tasks.spawn(exec_apps::job_worker(ctx.clone()));
     tasks.spawn(exec_apps::cronjob_worker(ctx.clone()));
     tasks.spawn(exec_apps::statefulset_worker(ctx.clone()));
+    tasks.spawn(exec_apps::rc_worker(ctx.clone()));
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
