@@ -68,11 +68,20 @@ pub fn resolve_target_port(sp: &ServicePort, pod: &Pod) -> Option<i32> {
     }
 }
 
-fn endpoint_for(pod: &Pod, ip: &str, publish_not_ready: bool) -> Endpoint {
+/// One pod's endpoint. A pod whose subdomain is this Service's name (a
+/// StatefulSet pod under its headless Service) publishes its hostname, which
+/// gives it a stable DNS name, as in Kubernetes.
+fn endpoint_for(pod: &Pod, ip: &str, publish_not_ready: bool, svc_name: &str) -> Endpoint {
     let ready = pod_ready(pod);
     let gone = terminating(&pod.metadata);
+    let spec = pod.spec.as_ref();
+    let hostname = spec
+        .filter(|s| s.subdomain.as_deref() == Some(svc_name))
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty());
     Endpoint {
         addresses: vec![ip.to_string()],
+        hostname,
         conditions: Some(EndpointConditions {
             ready: Some(publish_not_ready || (ready && !gone)),
             serving: Some(publish_not_ready || ready),
@@ -155,7 +164,7 @@ pub fn desired_slices(svc: &Service, pods: &[Pod]) -> BTreeMap<String, EndpointS
             .entry(key)
             .or_insert_with(|| (ports, Vec::new()))
             .1
-            .push(endpoint_for(pod, ip, publish_not_ready));
+            .push(endpoint_for(pod, ip, publish_not_ready, &svc_name));
     }
     if groups.is_empty() {
         // A placeholder slice says "this Service has no endpoints" explicitly.
@@ -384,6 +393,26 @@ mod tests {
             s.metadata.owner_references.as_ref().unwrap()[0].uid,
             "svc-uid"
         );
+    }
+
+    #[test]
+    fn headless_service_publishes_pod_hostnames() {
+        let named = |name: &str, ip: &str, subdomain: &str| {
+            let mut p = web_pod(name, Some(ip), true, None);
+            let spec = p.spec.get_or_insert_with(Default::default);
+            spec.hostname = Some(name.to_string());
+            spec.subdomain = Some(subdomain.to_string());
+            p
+        };
+        let pods = vec![
+            named("web-0", "10.244.1.2", "web"),
+            named("web-1", "10.244.1.3", "other"),
+        ];
+        let slices = desired_slices(&svc(Some(&[("app", "web")]), IntOrString::Int(8080)), &pods);
+        let s = slices.values().next().unwrap();
+        let hosts: Vec<Option<&str>> = s.endpoints.iter().map(|e| e.hostname.as_deref()).collect();
+        // Only a pod whose subdomain is this Service gets a DNS name through it.
+        assert_eq!(hosts, vec![Some("web-0"), None]);
     }
 
     #[test]
