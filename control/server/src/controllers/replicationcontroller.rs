@@ -224,7 +224,7 @@ mod tests {
             (1, Some(1), Some(1))
         );
         assert_eq!(st.observed_generation, Some(4));
-        assert!(reconcile(&n, &[ready], ts(1000), &mut counter()).is_empty());
+        assert!(reconcile(n, &[ready], ts(1000), &mut counter()).is_empty());
         // No selector: the template's labels select.
         assert_eq!(
             selector(&r).match_labels,
