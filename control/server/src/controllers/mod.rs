@@ -1,6 +1,8 @@
 //! The controllers: Deployment -> ReplicaSet, ReplicaSet -> Pod,
-//! Service -> EndpointSlice, the owner-reference garbage collector, and
-//! node lifecycle (silent nodes become Ready=Unknown, their pods not Ready).
+//! ReplicationController, DaemonSet, Job and StatefulSet -> Pod (+ claims),
+//! CronJob -> Job, Service -> EndpointSlice, the owner-reference garbage
+//! collector, and node lifecycle (silent nodes become Ready=Unknown, their
+//! pods not Ready).
 //!
 //! Shape (kube-runtime's): one reflector per kind keeps a shared [`Cache`]
 //! in step with the API server; its change handlers map every change to the
