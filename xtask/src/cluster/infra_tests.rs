@@ -162,6 +162,9 @@ async fn pull_and_run(sock: &Path, netns: &str, log_dir: &Path) {
 #[test]
 #[ignore = "privileged: creates netns, bridge, cgroups, registries and a containerd"]
 fn infra_serves_images_to_each_node_and_down_removes_everything() {
+    let _one_at_a_time = super::CLUSTER_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let layout = Layout::new("xtaskt").expect("layout");
     let _ = cleanup::down(&layout);
     let nodes = vec![layout.node(1), layout.node(2)];

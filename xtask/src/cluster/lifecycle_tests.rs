@@ -108,6 +108,9 @@ fn cluster_lines_are_told_apart() {
 #[test]
 #[ignore = "privileged: runs a whole 3-node cluster (needs the built binaries: cargo xtask build)"]
 fn up_three_nodes_then_down_leaves_the_machine_as_it_was() {
+    let _one_at_a_time = super::CLUSTER_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let layout = Layout::new("mnclean").expect("layout");
     let bins = Binaries::new(false);
     bins.check().expect("binaries");

@@ -8,6 +8,11 @@ pub mod exec;
 mod infra_tests;
 #[cfg(test)]
 mod lifecycle_tests;
+
+/// Serialises the privileged tests that build a cluster: they share the
+/// test-image build directory and would otherwise load 2 cores twice over.
+#[cfg(test)]
+pub(crate) static CLUSTER_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub mod procs;
 pub mod state;
 pub mod topology;
