@@ -8,7 +8,8 @@
 //! `OnFailure`) or when it has been active longer than
 //! `activeDeadlineSeconds`; a finished Job's pods that still run are
 //! deleted, and the Job itself after `ttlSecondsAfterFinished`. `suspend`
-//! deletes the running pods and stops the clock; resuming restarts it.
+//! deletes the running pods and stops the clock; resuming restarts it. Pods
+//! replacing failed ones wait 10 s, doubling per failure up to 6 minutes.
 //!
 //! Counts come from the Job's pods, which the controller keeps until the Job
 //! goes (Kubernetes' finalizer-based tracking of pods deleted before they
@@ -172,6 +173,48 @@ fn failures(job: &Job, pods: &[Pod]) -> (i32, i64) {
         0
     };
     (i32::try_from(failed).unwrap_or(i32::MAX), restarts)
+}
+
+/// When a pod finished: its containers' latest termination, else its
+/// latest condition change, else its creation.
+fn finish_time(p: &Pod) -> Option<Timestamp> {
+    let st = p.status.as_ref();
+    let terminated = st
+        .into_iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+        .map(|t| t.0)
+        .max();
+    let changed = st
+        .into_iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .filter_map(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0)
+        .max();
+    terminated
+        .or(changed)
+        .or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// Kubernetes' pod-failure back-off: after n failures since the last
+/// success, new pods wait 10 s * 2^(n-1), at most 6 minutes, from the
+/// latest failure.
+fn backoff_until(pods: &[Pod]) -> Option<Timestamp> {
+    let last_success = pods
+        .iter()
+        .filter(|p| phase(p) == Some("Succeeded"))
+        .filter_map(finish_time)
+        .max();
+    let failures: Vec<Timestamp> = pods
+        .iter()
+        .filter(|p| phase(p) == Some("Failed"))
+        .filter_map(finish_time)
+        .filter(|t| last_success.is_none_or(|s| *t > s))
+        .collect();
+    let last = failures.iter().max()?;
+    let shift = u32::try_from(failures.len() - 1).unwrap_or(u32::MAX).min(6);
+    let secs = (10i64 << shift).min(360);
+    Some(*last + SignedDuration::from_secs(secs))
 }
 
 /// Deletion order for surplus pods: not ready first, then newest.
@@ -375,7 +418,11 @@ pub fn reconcile(
         return actions;
     }
 
-    // Running: keep the right number of pods.
+    // Running: keep the right number of pods; after failures, new pods wait.
+    let hold = backoff_until(pods).filter(|t| *t > now);
+    if let Some(t) = hold {
+        actions.push(Action::RequeueAt(t));
+    }
     let mut deleted: BTreeSet<ObjKey> = BTreeSet::new();
     if indexed {
         // One active pod per index not yet done; extra or out-of-range ones go.
@@ -405,7 +452,11 @@ pub fn reconcile(
         } else {
             let pending = (0..completions_n)
                 .filter(|i| !done_indexes.contains(i) && !by_index.contains_key(i))
-                .take((parallelism - running) as usize);
+                .take(if hold.is_some() {
+                    0
+                } else {
+                    (parallelism - running) as usize
+                });
             for i in pending {
                 actions.push(Action::CreatePod(Box::new(pod_from_template(
                     job,
@@ -423,7 +474,7 @@ pub fn reconcile(
         };
         let have = live.len() as i32;
         if have < want {
-            for _ in 0..(want - have) {
+            for _ in 0..if hold.is_some() { 0 } else { want - have } {
                 actions.push(Action::CreatePod(Box::new(pod_from_template(
                     job,
                     None,
@@ -629,6 +680,18 @@ mod tests {
         p
     }
 
+    fn failed_at(name: &str, at: i64) -> Pod {
+        let mut p = jp(name, "Failed", None);
+        p.metadata.creation_timestamp = Some(Time(ts(at)));
+        p
+    }
+
+    fn succeeded_at(name: &str, at: i64) -> Pod {
+        let mut p = jp(name, "Succeeded", None);
+        p.metadata.creation_timestamp = Some(Time(ts(at)));
+        p
+    }
+
     fn restarted(mut p: Pod, n: i32) -> Pod {
         p.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
             name: "pi".into(),
@@ -685,10 +748,28 @@ mod tests {
                 vec![],
             ),
             (
-                "a failed pod is replaced",
+                "a failed pod is replaced after the back-off",
                 job(J0),
-                vec![jp("a", "Failed", None), jp("b", "Running", None)],
+                vec![failed_at("a", 900), jp("b", "Running", None)],
                 vec!["create pi-s1"],
+            ),
+            (
+                "back-off: 10 s after one failure",
+                job(J0),
+                vec![failed_at("a", 995), jp("b", "Running", None)],
+                vec!["requeue 1005"],
+            ),
+            (
+                "back-off doubles: 20 s after two",
+                job(J0),
+                vec![failed_at("a", 900), failed_at("b", 990)],
+                vec!["requeue 1010"],
+            ),
+            (
+                "a success resets the back-off",
+                job(J0),
+                vec![failed_at("a", 900), succeeded_at("b", 995)],
+                vec!["create pi-s1", "create pi-s2"],
             ),
             (
                 "completions reached",
@@ -713,7 +794,7 @@ mod tests {
             (
                 "failures within backoffLimit",
                 job(J { backoff: 1, ..J0 }),
-                vec![jp("a", "Failed", None)],
+                vec![failed_at("a", 900)],
                 vec!["create pi-s1", "create pi-s2"],
             ),
             (
