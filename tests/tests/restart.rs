@@ -15,7 +15,10 @@
 //!   its cgroup (so every packet goes through weir's tc programs and pinned
 //!   conntrack), hold a TCP echo connection and a UDP flow (one socket, one
 //!   source port) to `netprobe serve`, one message every 20 ms, each answered
-//!   within a second.
+//!   within a second;
+//! - threads in the cluster's external namespace hold a TCP echo connection
+//!   to the echo Service's NodePort on every node's address (NodePort
+//!   translation, SNAT when the backend is on another node).
 //!
 //! The agent is restarted the way xtask starts it: the same command line in
 //! the same cgroup, output appended to the same log, found through the PID
@@ -83,6 +86,7 @@ kind: Service
 metadata:
   name: rs-tcp-{sfx}
 spec:
+  type: NodePort
   selector: {{app: rs-tcp-{sfx}}}
   ports:
   - {{port: 9000, targetPort: 9000, protocol: TCP}}
@@ -140,6 +144,15 @@ async fn cluster_ip(c: &Cluster, name: &str) -> Result<Ipv4Addr> {
         .context("no clusterIP")?
         .parse()
         .context("clusterIP is not IPv4")
+}
+
+async fn node_port(c: &Cluster, name: &str) -> Result<u16> {
+    let s: Service = c.client.get(NS, name).await?;
+    s.spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.first()?.node_port)
+        .and_then(|p| u16::try_from(p).ok())
+        .context("no nodePort")
 }
 
 async fn wait_endpoints(c: &Cluster, svc: &str) -> Result<()> {
@@ -263,15 +276,12 @@ fn spawn_flow<S: Send + 'static>(
     })
 }
 
-fn tcp_flow(netns: PathBuf, stop: Arc<AtomicBool>, vip: Ipv4Addr) -> JoinHandle<FlowReport> {
+fn tcp_flow(netns: PathBuf, stop: Arc<AtomicBool>, target: SocketAddrV4) -> JoinHandle<FlowReport> {
     spawn_flow(
         netns,
         stop,
         move || {
-            let s = TcpStream::connect_timeout(
-                &SocketAddrV4::new(vip, 9000).into(),
-                Duration::from_secs(2),
-            )?;
+            let s = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2))?;
             s.set_read_timeout(Some(MAX_GAP))?;
             Ok((s.try_clone()?, BufReader::new(s)))
         },
@@ -509,6 +519,7 @@ async fn run(c: &Cluster, sfx: &str) -> Result<()> {
     wait_endpoints(c, &format!("rs-tcp-{sfx}")).await?;
     wait_endpoints(c, &format!("rs-udp-{sfx}")).await?;
     let tcp_vip = cluster_ip(c, &format!("rs-tcp-{sfx}")).await?;
+    let node_port = node_port(c, &format!("rs-tcp-{sfx}")).await?;
     let udp_vip = cluster_ip(c, &format!("rs-udp-{sfx}")).await?;
     // Every node's datapath serves both VIPs before any traffic starts.
     for node in &c.info.nodes {
@@ -548,16 +559,36 @@ async fn run(c: &Cluster, sfx: &str) -> Result<()> {
     .await?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let flows = [
+    let mut flows = vec![
         (
-            "TCP (tc path)",
-            tcp_flow(netns.clone(), stop.clone(), tcp_vip),
+            "TCP via ClusterIP (tc path)".to_string(),
+            tcp_flow(
+                netns.clone(),
+                stop.clone(),
+                SocketAddrV4::new(tcp_vip, 9000),
+            ),
         ),
         (
-            "UDP (tc path)",
+            "UDP via ClusterIP (tc path)".to_string(),
             udp_flow(netns.clone(), stop.clone(), udp_vip),
         ),
     ];
+    // From outside the cluster: the NodePort on every node's address.
+    match &c.info.external {
+        Some(ext) => {
+            for node in &c.info.nodes {
+                flows.push((
+                    format!("TCP via NodePort of {} from {}", node.name, ext.netns),
+                    tcp_flow(
+                        PathBuf::from(format!("/run/netns/{}", ext.netns)),
+                        stop.clone(),
+                        SocketAddrV4::new(node.ip, node_port),
+                    ),
+                ));
+            }
+        }
+        None => eprintln!("[e2e] no external namespace in the cluster file: no NodePort flow"),
+    }
     tokio::time::sleep(BEFORE).await;
     let restarted = Instant::now();
     let nodes: Vec<String> = c.info.nodes.iter().map(|n| n.name.clone()).collect();
