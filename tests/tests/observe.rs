@@ -173,12 +173,18 @@ spec:
 }
 
 fn client_pod(name: &str, node: &str, script: &str) -> String {
+    labelled_client_pod(name, "obs-client", node, script)
+}
+
+/// A one-shot client pod labelled `role: ROLE`.
+fn labelled_client_pod(name: &str, role: &str, node: &str, script: &str) -> String {
     let script = script.replace('\'', "''");
     format!(
         r#"apiVersion: v1
 kind: Pod
 metadata:
   name: {name}
+  labels: {{role: {role}}}
 spec:
   nodeName: {node}
   restartPolicy: Never
@@ -444,6 +450,140 @@ async fn e2e_node_api_observe_a_pod_connecting_to_a_service() -> Result<()> {
     cleanup(
         &c,
         &[("pod", &client), ("deployment", &name), ("service", &name)],
+    )
+    .await;
+    result
+}
+
+/// A NetworkPolicy selecting `app: APP`: ingress from pods labelled
+/// `role: ROLE` on TCP 8080, or (no role) no ingress at all.
+fn ingress_policy(name: &str, app: &str, from_role: Option<&str>) -> String {
+    let ingress = match from_role {
+        None => "  ingress: []".to_owned(),
+        Some(role) => format!(
+            "  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {{role: {role}}}\n    ports:\n    - protocol: TCP\n      port: 8080"
+        ),
+    };
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {name}
+spec:
+  podSelector:
+    matchLabels: {{app: {app}}}
+  policyTypes: [Ingress]
+{ingress}
+"#
+    )
+}
+
+/// Waits for a flow of `client` (observed with `extra` flags) that `pick` accepts.
+async fn flow_of(
+    out: &Outside,
+    client: &str,
+    extra: &[&str],
+    what: &str,
+    pick: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let pod = format!("{NS}/{client}");
+    wait_for(what, FLOW_TIMEOUT, || async {
+        let mut args = vec!["--pod", pod.as_str(), "--last", "200"];
+        args.extend_from_slice(extra);
+        let flows = observed(out, &args)?;
+        Ok(match flows.iter().find(|f| pick(f)) {
+            Some(f) => Check::Done(f.clone()),
+            None => Check::Waiting(format!("{} flows: {flows:?}", flows.len())),
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "e2e: needs the local cluster from cargo xtask test"]
+async fn e2e_node_api_observe_policy_verdicts_name_the_policy() -> Result<()> {
+    let c = Cluster::connect().await?;
+    let out = Outside::new(&c)?;
+    let node = c.info.nodes.first().context("no node")?.clone();
+    let suffix = unique_suffix();
+    let name = format!("obs-pol-{suffix}");
+    let role = format!("obs-pol-client-{suffix}");
+    let (deny, allow) = (format!("deny-{name}"), format!("allow-{name}"));
+    let (denied_client, allowed_client) = (format!("{role}-1"), format!("{role}-2"));
+    c.apply_ok(&web(&name, &node.name))?;
+    let result = async {
+        let ip = cluster_ip(&service(&c, &name).await?)?;
+        let (server, _) = running_pod(&c, &name).await?;
+        let fetch = format!(
+            "for i in 1 2; do timeout 3 wget -q -O - http://{ip}/ && exit 0; sleep 1; done; exit 1"
+        );
+
+        // Isolated, nothing allowed: the connection is denied at the
+        // server's ingress, and the flow says so.
+        c.apply_ok(&ingress_policy(&deny, &name, None))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.apply_ok(&labelled_client_pod(
+            &denied_client,
+            &role,
+            &node.name,
+            &fetch,
+        ))?;
+        let p = finished(&c, &denied_client).await?;
+        ensure!(phase(&p) == "Failed", "the denied client got through");
+        let drop = flow_of(
+            &out,
+            &denied_client,
+            &["--verdict", "dropped"],
+            "the denied flow in weir observe",
+            |f| f["destination"]["pod"] == server.as_str(),
+        )
+        .await?;
+        ensure!(drop["drop_reason"] == "policy_denied", "{drop}");
+        ensure!(drop["direction"] == "ingress", "{drop}");
+        ensure!(drop["policy"] == "(default deny)", "{drop}");
+
+        // Allowed by a second policy: the forwarded ingress verdict names it.
+        c.apply_ok(&ingress_policy(&allow, &name, Some(&role)))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.apply_ok(&labelled_client_pod(
+            &allowed_client,
+            &role,
+            &node.name,
+            &fetch,
+        ))?;
+        let p = finished(&c, &allowed_client).await?;
+        ensure!(
+            phase(&p) == "Succeeded",
+            "the allowed client did not get through; its log:\n{}",
+            c.pod_log(&p).unwrap_or_default()
+        );
+        let allowed = flow_of(
+            &out,
+            &allowed_client,
+            &["--verdict", "forwarded"],
+            "the allowed flow in weir observe",
+            |f| f["destination"]["pod"] == server.as_str() && f["direction"] == "ingress",
+        )
+        .await?;
+        ensure!(allowed["policy"] == format!("{NS}/{allow}"), "{allowed}");
+        let text = out.weir_ok(&["observe", "--pod", &format!("{NS}/{allowed_client}")])?;
+        ensure!(
+            text.contains(&format!("policy {NS}/{allow} ingress")),
+            "the text form names the policy:\n{text}"
+        );
+        Ok(())
+    }
+    .await;
+    cleanup(
+        &c,
+        &[
+            ("pod", &denied_client),
+            ("pod", &allowed_client),
+            ("networkpolicy", &deny),
+            ("networkpolicy", &allow),
+            ("deployment", &name),
+            ("service", &name),
+        ],
     )
     .await;
     result
