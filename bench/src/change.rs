@@ -21,8 +21,6 @@ use crate::netns::Topology;
 use crate::weir::WeirCluster;
 use crate::{iptables, plan};
 
-/// Changes measured per (variant, N).
-const CHANGES: u32 = 10;
 /// Give up on one change after this long.
 const PROBE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -121,13 +119,16 @@ fn iptables_restore(netns: &str, input: &str, noflush: bool) -> Result<()> {
     Ok(())
 }
 
+/// Measures `changes` service additions (one after the other) of `variant`
+/// on a node holding `services`.
 pub fn measure(
     variant: Variant,
     services: u32,
+    changes: u32,
     weir: Option<&mut WeirCluster>,
 ) -> Result<ChangeResult> {
     anyhow::ensure!(
-        services + CHANGES <= plan::MAX_SERVICES,
+        services + changes < plan::NODEPORT_SERVICE,
         "too many services for the change test"
     );
     let topo = Topology::create(&format!("chg{}{services}", variant.code()))?;
@@ -168,7 +169,7 @@ pub fn measure(
         Variant::Iptables => {
             method = "kube-proxy partial sync: `iptables-legacy-restore --noflush` rewriting KUBE-SERVICES + the new chains".to_owned();
             iptables_restore(&topo.node, &iptables::restore_input(services), false)?;
-            for k in 0..CHANGES {
+            for k in 0..changes {
                 let total = services + k + 1;
                 let input = iptables::restore_add_service(total);
                 let probe = spawn_prober(
@@ -193,7 +194,7 @@ pub fn measure(
                 cluster.services()
             );
             let (agent, _) = cluster.start_agent(&topo, &format!("chg{services}"))?;
-            for _ in 0..CHANGES {
+            for _ in 0..changes {
                 let index = cluster.services();
                 let probe = spawn_prober(
                     topo.client.clone(),

@@ -111,6 +111,9 @@ pub struct DatapathArgs {
     /// Skip the service-change -> datapath latency measurement.
     #[arg(long)]
     pub no_change_latency: bool,
+    /// Service changes measured per variant and N.
+    #[arg(long, default_value_t = 10)]
+    pub changes: u32,
     /// Directory holding weir-control and weir-agent (default: next to weir-bench).
     #[arg(long)]
     pub weir_bin_dir: Option<PathBuf>,
@@ -448,7 +451,7 @@ pub fn run(args: DatapathArgs) -> Result<()> {
                 if failed(&failures, variant) {
                     continue;
                 }
-                match crate::change::measure(variant, services, weir.as_mut()) {
+                match crate::change::measure(variant, services, args.changes, weir.as_mut()) {
                     Ok(c) => changes.push(c),
                     Err(e) => failures.push(Failure::new(
                         variant,
