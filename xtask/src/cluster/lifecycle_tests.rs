@@ -59,6 +59,13 @@ fn snapshot() -> BTreeSet<String> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
+        // Zombies are this test's own unreaped children (the daemons `up`
+        // started from this process): they hold nothing but a PID and go
+        // when the test process exits, as they do when `cargo xtask up` exits.
+        let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if super::procs::parse_state(&stat) == Some('Z') {
+            continue;
+        }
         let cmdline = fs::read(e.path().join("cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
