@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::build;
+use crate::cluster::state::Routing;
 use crate::cluster::{cleanup, procs, up};
 use crate::cmd::{self, info, step};
 use crate::deps;
@@ -76,8 +77,17 @@ pub fn run(opts: &TestOptions) -> Result<()> {
         results.push(("tier 2 (privileged)", r));
     }
     if want(3) {
-        step("tier 3: end-to-end tests on the weirtest cluster");
-        results.push(("tier 3 (e2e)", e2e(opts)));
+        for (routing, args) in e2e_runs(opts) {
+            step(format!(
+                "tier 3: end-to-end tests on the weirtest cluster ({} routing)",
+                routing.as_str()
+            ));
+            let label = match routing {
+                Routing::Native => "tier 3 (e2e)",
+                Routing::Vxlan => "tier 3 (e2e, VXLAN)",
+            };
+            results.push((label, e2e(opts, routing, &args)));
+        }
     }
     step(format!("test summary ({:.0}s)", t0.elapsed().as_secs_f32()));
     let mut failed = Vec::new();
@@ -96,7 +106,19 @@ pub fn run(opts: &TestOptions) -> Result<()> {
     Ok(())
 }
 
-fn e2e(opts: &TestOptions) -> Result<()> {
+/// The e2e runs of tier 3: the whole suite with the requested routing; and,
+/// when nothing narrower was asked for (no test filter, native routing, no
+/// kept cluster), the multi-node suite again over VXLAN, so the
+/// encapsulation mode is tested on every run too.
+fn e2e_runs(opts: &TestOptions) -> Vec<(Routing, Vec<String>)> {
+    let mut runs = vec![(opts.routing, opts.e2e_args.clone())];
+    if opts.e2e_args.is_empty() && opts.routing == Routing::Native && !opts.keep_cluster {
+        runs.push((Routing::Vxlan, vec!["e2e_multinode".to_string()]));
+    }
+    runs
+}
+
+fn e2e(opts: &TestOptions, routing: Routing, e2e_args: &[String]) -> Result<()> {
     cmd::require_root("test")?;
     let bins = build::run(false)?;
     let layout = Layout::new(E2E_CLUSTER)?;
@@ -108,7 +130,7 @@ fn e2e(opts: &TestOptions) -> Result<()> {
         nodes: opts.nodes,
         demo: false,
         write_cli_config: false,
-        routing: opts.routing,
+        routing,
     };
     let result = up::up(&layout, &bins, &up_opts).and_then(|_| {
         step("running weir-e2e");
@@ -128,7 +150,7 @@ fn e2e(opts: &TestOptions) -> Result<()> {
                     "--ignored",
                     "--test-threads=1",
                 ])
-                .args(&opts.e2e_args)
+                .args(e2e_args)
                 .env("WEIR_E2E_CLUSTER_FILE", layout.state_file())
                 .env("WEIR_BIN", bins.cli())
                 // The multi-node suite restarts an agent through `xtask restart-agent`.
@@ -136,7 +158,7 @@ fn e2e(opts: &TestOptions) -> Result<()> {
                 .current_dir(cmd::workspace_root()),
         )
     });
-    let kept = keep_logs(&layout);
+    let kept = keep_logs(&layout, routing);
     if result.is_err() {
         print_log_tails(&kept, 50);
         print_cluster_objects(&layout, &bins);
@@ -153,11 +175,15 @@ fn e2e(opts: &TestOptions) -> Result<()> {
 }
 
 /// Copies the cluster's logs out of its state dir (which `down` removes).
-fn keep_logs(layout: &Layout) -> PathBuf {
+fn keep_logs(layout: &Layout, routing: Routing) -> PathBuf {
+    let suffix = match routing {
+        Routing::Native => "",
+        Routing::Vxlan => "-vxlan",
+    };
     let dest = cmd::workspace_root()
         .join("target")
         .join("xtask")
-        .join(format!("logs-{}", layout.name));
+        .join(format!("logs-{}{suffix}", layout.name));
     let _ = fs::remove_dir_all(&dest);
     if fs::create_dir_all(&dest).is_ok() {
         if let Ok(rd) = fs::read_dir(layout.logs_dir()) {
@@ -205,5 +231,53 @@ fn print_log_tails(dir: &Path, n: usize) {
     for log in logs {
         eprintln!("\n----- last {n} lines of {} -----", log.display());
         eprintln!("{}", procs::tail(&log, n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str], routing: Routing, keep_cluster: bool) -> TestOptions {
+        TestOptions {
+            tiers: vec![3],
+            keep_cluster,
+            nodes: 3,
+            routing,
+            e2e_args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn tier3_runs_vxlan_too_unless_narrowed() {
+        let multinode = vec!["e2e_multinode".to_string()];
+        let cases = [
+            (
+                "default",
+                opts(&[], Routing::Native, false),
+                vec![
+                    (Routing::Native, vec![]),
+                    (Routing::Vxlan, multinode.clone()),
+                ],
+            ),
+            (
+                "a filter",
+                opts(&["e2e_bad"], Routing::Native, false),
+                vec![(Routing::Native, vec!["e2e_bad".to_string()])],
+            ),
+            (
+                "vxlan asked",
+                opts(&[], Routing::Vxlan, false),
+                vec![(Routing::Vxlan, vec![])],
+            ),
+            (
+                "kept cluster",
+                opts(&[], Routing::Native, true),
+                vec![(Routing::Native, vec![])],
+            ),
+        ];
+        for (name, o, want) in cases {
+            assert_eq!(e2e_runs(&o), want, "{name}");
+        }
     }
 }
