@@ -5,13 +5,15 @@
 //! ([`parse_since`]), the merge of finite replays ([`merge_last`]) and the
 //! output ([`line`], [`json`]). `cmd_observe` does the I/O.
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::SelectAll;
+use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use weir_client::Client;
 use weir_client::agent::proto::{Endpoint, Flow, ObserveRequest, Verdict, observe_response::Event};
+use weir_client::agent::{AgentClient, AgentError, ObserveStream};
 
 use crate::{Failed, Res};
 
@@ -205,6 +207,83 @@ fn print(f: &Flow, as_json: bool) {
     }
 }
 
+/// The request that resumes a follow after its stream broke, given the
+/// time of the last flow shown: only flows after it are replayed (none if
+/// the agent restarted and its ring is new), so nothing is shown twice.
+pub fn resume(req: &ObserveRequest, last_seen: Option<i64>) -> ObserveRequest {
+    let mut r = req.clone();
+    if let Some(t) = last_seen {
+        r.since_unix_nanos = r.since_unix_nanos.max(t.saturating_add(1));
+        r.last = u32::MAX;
+    }
+    r
+}
+
+type Item = (String, Result<Event, AgentError>);
+type NodeStream = Pin<Box<dyn Stream<Item = Item> + Send>>;
+
+/// Pause before reconnecting to an agent whose stream broke, doubled up to
+/// [`RECONNECT_MAX`] while it stays unreachable.
+const RECONNECT_MIN: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// With -f: `first`, then, whenever the stream breaks (agent restart,
+/// network), a new one from the same agent resumed after the last flow seen.
+fn reconnecting(
+    node: String,
+    url: String,
+    req: ObserveRequest,
+    first: ObserveStream,
+) -> NodeStream {
+    struct State {
+        node: String,
+        url: String,
+        req: ObserveRequest,
+        stream: Option<ObserveStream>,
+        last_seen: Option<i64>,
+        delay: Duration,
+    }
+    let state = State {
+        node,
+        url,
+        req,
+        stream: Some(first),
+        last_seen: None,
+        delay: RECONNECT_MIN,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(stream) = st.stream.as_mut() {
+                match stream.next().await {
+                    Some(Ok(event)) => {
+                        if let Event::Flow(f) = &event {
+                            st.last_seen = Some(f.time_unix_nanos);
+                        }
+                        st.delay = RECONNECT_MIN;
+                        return Some(((st.node.clone(), Ok(event)), st));
+                    }
+                    Some(Err(e)) => eprintln!("warning: node {}: {e}; reconnecting", st.node),
+                    None => eprintln!(
+                        "warning: node {}: the flow stream ended (agent restarted?); reconnecting",
+                        st.node
+                    ),
+                }
+                st.stream = None;
+            }
+            tokio::time::sleep(st.delay).await;
+            st.delay = (st.delay * 2).min(RECONNECT_MAX);
+            let resumed = resume(&st.req, st.last_seen);
+            match AgentClient::connect(&st.url).await {
+                Ok(agent) => match agent.observe(resumed).await {
+                    Ok(stream) => st.stream = Some(stream),
+                    Err(e) => eprintln!("warning: node {}: {e}", st.node),
+                },
+                Err(e) => eprintln!("warning: node {}: {e}", st.node),
+            }
+        }
+    }))
+}
+
 fn now_unix_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -219,7 +298,7 @@ pub async fn cmd_observe(client: &Client, namespace: &str, o: &ObserveOpts) -> R
     let req = request(o, namespace, now_unix_nanos()).map_err(|m| Failed(format!("error: {m}")))?;
     let agents = crate::nodeapi::agents(client, o.node.as_deref(), o.agent_port).await?;
     let mut failed = false;
-    let mut streams = SelectAll::new();
+    let mut streams: SelectAll<NodeStream> = SelectAll::new();
     for (node, url) in &agents {
         let agent = match crate::nodeapi::connect(node, url).await {
             Ok(a) => a,
@@ -230,7 +309,14 @@ pub async fn cmd_observe(client: &Client, namespace: &str, o: &ObserveOpts) -> R
             }
         };
         match agent.observe(req.clone()).await {
-            Ok(s) => streams.push(s.map(move |item| (node.clone(), item))),
+            Ok(s) if o.follow => {
+                streams.push(reconnecting(node.clone(), url.clone(), req.clone(), s))
+            }
+            Ok(s) => {
+                let node = node.clone();
+                let s: NodeStream = Box::pin(s.map(move |item| (node.clone(), item)));
+                streams.push(s);
+            }
             Err(e) if e.is_invalid() => {
                 let message = match e {
                     weir_client::agent::AgentError::Status { message, .. } => message,
@@ -342,6 +428,28 @@ mod tests {
             time_unix_nanos: t,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_resumed_follow_replays_only_what_came_after_the_last_flow() {
+        let req = ObserveRequest {
+            pod: "a/b".into(),
+            last: 20,
+            since_unix_nanos: 100,
+            follow: true,
+            ..Default::default()
+        };
+        assert_eq!(resume(&req, None), req, "nothing seen: the same request");
+        let r = resume(&req, Some(500));
+        assert_eq!(
+            (r.since_unix_nanos, r.last, r.pod.as_str()),
+            (501, u32::MAX, "a/b")
+        );
+        assert_eq!(
+            resume(&req, Some(50)).since_unix_nanos,
+            100,
+            "never earlier than asked"
+        );
     }
 
     #[test]
