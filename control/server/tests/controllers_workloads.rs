@@ -634,7 +634,9 @@ async fn cronjob_catches_up_once_runs_and_keeps_history() {
         (st.last_successful_time.is_some() && st.active.is_none()).then_some(st)
     })
     .await;
-    assert_eq!(st.last_schedule_time.map(|t| t.0), Some(at));
+    // The next minute's run may already have moved it on.
+    let last = st.last_schedule_time.map(|t| t.0);
+    assert!(last >= Some(at), "lastScheduleTime {last:?} before {at}");
 
     // At the next minute another run; with a history of 1 the first Job goes.
     let deadline = Instant::now() + Duration::from_secs(100);
