@@ -75,6 +75,7 @@ mod feed;
 mod model;
 mod ports;
 mod rules;
+mod sweep;
 mod sync;
 mod verdict;
 
@@ -101,6 +102,7 @@ pub use model::{
 };
 pub use ports::{PortBlock, port_blocks};
 pub use rules::PolicyWarning;
+pub use sweep::{SweepStats, SweepView, cut_keys, open_conntrack, sweep_conntrack};
 pub use sync::{
     AdmitError, PolicyAdmissions, PolicyHandle, PolicySyncConfig, recover_allocations,
     run_policy_sync,
