@@ -333,6 +333,7 @@ fn start_policy_sync(
     let sync_cfg = datapath::policy::PolicySyncConfig {
         node_name: cfg.node_name.clone(),
         cluster_cidr: cfg.cluster_cidr,
+        conntrack_pin_dir: Some(cfg.bpffs_dir.clone()),
     };
     let (api, names) = (api.clone(), names.clone());
     tokio::spawn(async move {

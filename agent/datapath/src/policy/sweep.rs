@@ -30,7 +30,7 @@
 use std::borrow::BorrowMut;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use weir_ebpf_common::policy::{
@@ -293,6 +293,56 @@ pub fn sweep_conntrack<T: BorrowMut<MapData>>(
         entries: entries.len(),
         deleted: cut.len(),
     })
+}
+
+/// The sync's sweeper over the conntrack map pinned in a bpffs directory
+/// (opened on first use, and again after a failure).
+pub struct Sweeper {
+    pin_dir: Option<PathBuf>,
+    ct: Option<BpfHashMap<MapData, CtKey, CtValue>>,
+}
+
+impl Sweeper {
+    /// `pin_dir`: the node's bpffs directory; `None` sweeps nothing.
+    pub fn new(pin_dir: Option<PathBuf>) -> Self {
+        Self { pin_dir, ct: None }
+    }
+
+    /// Cuts the connections `maps` (just applied) denies; failures are
+    /// logged (the connections then last until they end or expire, as
+    /// before the change), and the next change sweeps again.
+    pub fn sweep(&mut self, maps: &PolicyMaps) {
+        let Some(dir) = &self.pin_dir else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let ct = match self.ct.take() {
+            Some(ct) => Ok(ct),
+            None => open_conntrack(dir),
+        };
+        let result = ct.and_then(|mut ct| {
+            let stats = sweep_conntrack(&mut ct, maps);
+            self.ct = Some(ct);
+            stats
+        });
+        match result {
+            Ok(stats) if stats.deleted > 0 => tracing::info!(
+                entries = stats.entries,
+                deleted = stats.deleted,
+                elapsed = ?started.elapsed(),
+                "conntrack entries of connections the new policy denies deleted"
+            ),
+            Ok(stats) => tracing::debug!(
+                entries = stats.entries,
+                elapsed = ?started.elapsed(),
+                "conntrack swept, no connection denied"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot sweep conntrack after a policy change: connections it denies last until they end"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub struct PolicySyncConfig {
     /// The cluster's pod CIDR, if known: addresses in it that no known pod
     /// holds get identity UNMANAGED instead of WORLD.
     pub cluster_cidr: Option<Ipv4Net>,
+    /// The node's bpffs directory, whose pinned `WEIR_CT` is swept after
+    /// every change (connections the new maps deny are cut, see `sweep`);
+    /// `None`: not swept.
+    pub conntrack_pin_dir: Option<std::path::PathBuf>,
 }
 
 /// A pod worker's request: include this pod (with the address its sandbox
@@ -202,6 +206,7 @@ pub async fn run_policy_sync(
     let mut retry: Option<Instant> = None;
     backoff.reset();
     let mut warned = Vec::new();
+    let mut sweeper = super::Sweeper::new(cfg.conntrack_pin_dir.clone());
 
     loop {
         let retry_at = async {
@@ -303,6 +308,7 @@ pub async fn run_policy_sync(
                         elapsed = ?started.elapsed(),
                         "policy maps updated"
                     );
+                    sweeper.sweep(&current);
                 }
             }
             Err(error) => {
@@ -932,6 +938,7 @@ mod tests {
         let net = inputs.node_network(&PolicySyncConfig {
             node_name: "node1".into(),
             cluster_cidr: None,
+            conntrack_pin_dir: None,
         });
         assert_eq!(
             net.host_ips,
