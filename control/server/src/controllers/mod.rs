@@ -422,9 +422,12 @@ impl Ctx {
 /// each kind instead of one per component.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    pub on_pod: Option<Arc<dyn Fn(&Change<Pod>) + Send + Sync>>,
-    pub on_node: Option<Arc<dyn Fn(&Change<Node>) + Send + Sync>>,
+    pub on_pod: Option<Hook<Pod>>,
+    pub on_node: Option<Hook<Node>>,
 }
+
+/// A handler of another component, called with every change of a kind.
+pub type Hook<K> = Arc<dyn Fn(&Change<K>) + Send + Sync>;
 
 /// Runs every controller until one of them fails for good (none does today:
 /// each retries with back-off), so the caller can treat a return as fatal.
