@@ -41,6 +41,8 @@ pub mod plan;
 pub mod policy;
 #[cfg(test)]
 mod policy_dp_tests;
+#[cfg(test)]
+mod policy_sweep_tests;
 mod sock;
 #[cfg(test)]
 mod sock_tests;
