@@ -41,7 +41,7 @@ use weir_ebpf_common::{
     CtKey, CtValue, map_names,
 };
 
-use super::{PolicyMaps, PolicyView, verdict};
+use super::{PolicyMapOp, PolicyMaps, PolicyView, verdict};
 use crate::DatapathError;
 
 /// The policy maps indexed for many lookups: endpoints by address, and each
@@ -248,6 +248,24 @@ pub fn cut_keys<M: PolicyView>(entries: &[(CtKey, CtValue)], maps: &M) -> Vec<Ct
     cut
 }
 
+/// Whether applying `ops` can deny a connection the maps allowed before:
+/// a policy entry deleted, an address's identities changed (ipcache), or an
+/// endpoint added or renumbered. Upserts of policy entries only add or
+/// re-attribute allows, and a deleted endpoint is no longer enforced, so a
+/// change made only of those needs no sweep (reading a large conntrack
+/// table is the sweep's main cost).
+pub fn may_deny(ops: &[PolicyMapOp]) -> bool {
+    ops.iter().any(|op| {
+        matches!(
+            op,
+            PolicyMapOp::PolicyDelete(_)
+                | PolicyMapOp::IpcacheUpsert(..)
+                | PolicyMapOp::IpcacheDelete(_)
+                | PolicyMapOp::EndpointUpsert(..)
+        )
+    })
+}
+
 /// What a sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepStats {
@@ -308,13 +326,18 @@ impl Sweeper {
         Self { pin_dir, ct: None }
     }
 
-    /// Cuts the connections `maps` (just applied) denies; failures are
-    /// logged (the connections then last until they end or expire, as
-    /// before the change), and the next change sweeps again.
-    pub fn sweep(&mut self, maps: &PolicyMaps) {
+    /// After `ops` were applied and the maps became `maps`: cuts the
+    /// connections `maps` denies, unless `ops` cannot deny any
+    /// ([`may_deny`]). Failures are logged (the connections then last until
+    /// they end or expire, as before the change); the next change sweeps
+    /// again.
+    pub fn sweep(&mut self, ops: &[PolicyMapOp], maps: &PolicyMaps) {
         let Some(dir) = &self.pin_dir else {
             return;
         };
+        if !may_deny(ops) {
+            return;
+        }
         let started = std::time::Instant::now();
         let ct = match self.ct.take() {
             Some(ct) => Ok(ct),
@@ -571,6 +594,39 @@ mod tests {
             }
             // The plain (scanning) view agrees with the index.
             assert_eq!(cut_keys(&entries, &maps), got, "{what}: plain view");
+        }
+    }
+
+    #[test]
+    fn only_changes_that_can_deny_are_swept() {
+        let limits = super::super::PolicyLimits::default();
+        let none = compile_all(&[], &pods())["node1"].maps.clone();
+        let denied = deny_ingress_x();
+        let admitted = {
+            let policies = [
+                np(
+                    "x",
+                    "default-deny-ingress",
+                    json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+                ),
+                np(
+                    "x",
+                    "admit-y",
+                    json!({"podSelector": {}, "ingress": [
+                        {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+                ),
+            ];
+            compile_all(&policies, &pods())["node1"].maps.clone()
+        };
+        let cases = [
+            ("a deny added", &none, &denied, true),
+            ("an allow added", &denied, &admitted, false),
+            ("the allow removed", &admitted, &denied, true),
+            ("no change", &denied, &denied, false),
+        ];
+        for (what, from, to, want) in cases {
+            let ops = super::super::diff(from, to, &limits);
+            assert_eq!(may_deny(&ops), want, "{what}: {ops:?}");
         }
     }
 

@@ -308,7 +308,7 @@ pub async fn run_policy_sync(
                         elapsed = ?started.elapsed(),
                         "policy maps updated"
                     );
-                    sweeper.sweep(&current);
+                    sweeper.sweep(&ops, &current);
                 }
             }
             Err(error) => {
