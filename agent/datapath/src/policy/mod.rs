@@ -15,7 +15,10 @@
 //! - `ports`: port ranges -> prefix-aligned blocks;
 //! - `compile`: the compile ([`compile`]);
 //! - `diff`: map operations in a safe order ([`diff`]);
-//! - `verdict`: the datapath's lookup replayed in user space ([`verdict`]).
+//! - `verdict`: the datapath's lookup replayed in user space ([`verdict`]);
+//! - `sweep`: conntrack entries + new maps -> the keys of connections now
+//!   denied ([`cut_keys`]), and its thin shell over `WEIR_CT`
+//!   ([`sweep_conntrack`], [`Sweeper`]).
 //!
 //! Kubernetes semantics decided here: a pod is isolated for a direction
 //! only when a policy selecting it has that policyType; allowed traffic is
@@ -30,7 +33,11 @@
 //! Decided in the datapath, not here: statefulness (only the first packet
 //! of a connection is judged; replies and later packets pass on the
 //! conntrack entry), and judging after service translation (the lookup
-//! uses the backend's address and port).
+//! uses the backend's address and port). A change does not leave denied
+//! connections standing on those entries: after applying it the sync
+//! sweeps the conntrack map (`sweep`) and cuts the established connections
+//! the new maps deny (and with them a later UDP flow reusing their
+//! 5-tuple), which are then judged afresh on their next packet.
 //!
 //! The datapath side (`ebpf/programs/src/policy.rs`): the tc programs read
 //! `WEIR_IPCACHE`, `WEIR_POL_EP` and `WEIR_POLICY` and, for the first
@@ -55,7 +62,9 @@
 //!   Namespace/Node watches -> reduced inputs -> [`compile`] (numbers kept
 //!   stable, and recovered from the pinned maps after a restart by
 //!   [`recover_allocations`]) -> [`diff`] against the maps' contents ->
-//!   [`apply_ops`]; a compile that does not fit or a failed write leaves
+//!   [`apply_ops`] -> [`Sweeper::sweep`] (connections the change denies
+//!   are cut; skipped when the ops cannot deny, [`may_deny`]); a compile
+//!   that does not fit or a failed write leaves
 //!   the maps as they are and is reported by map name (log + Warning Event
 //!   on the Node). Map sizes come from the agent's flags
 //!   (`Datapath::load_with_policy_limits`), and the kernel's real
