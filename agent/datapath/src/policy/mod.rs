@@ -112,7 +112,7 @@ pub use model::{
 pub use ports::{PortBlock, port_blocks};
 pub use rules::PolicyWarning;
 pub use sweep::{
-    SweepStats, SweepView, Sweeper, cut_keys, may_deny, open_conntrack, sweep_conntrack,
+    SweepStats, SweepView, Sweeper, affected, cut_keys, may_deny, open_conntrack, sweep_conntrack,
 };
 pub use sync::{
     AdmitError, PolicyAdmissions, PolicyHandle, PolicySyncConfig, recover_allocations,

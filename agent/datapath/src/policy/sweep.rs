@@ -266,6 +266,43 @@ pub fn may_deny(ops: &[PolicyMapOp]) -> bool {
     })
 }
 
+/// The addresses (network order, as in `CtKey`) whose connections applying
+/// `ops` may deny, given the maps after them: the endpoints whose policy
+/// entries were deleted, endpoints added or renumbered, and addresses
+/// whose /32 ipcache entry changed (a peer's identity). `None`: any
+/// connection (a CIDR's identities changed). Every tracked connection has
+/// an entry naming each of its ends as source or destination (the reverse
+/// entry starts at the backend), so filtering keys by these addresses finds
+/// every connection to judge.
+pub fn affected(ops: &[PolicyMapOp], maps: &PolicyMaps) -> Option<HashSet<u32>> {
+    let mut ids = HashSet::new();
+    let mut addrs = HashSet::new();
+    for op in ops {
+        match op {
+            PolicyMapOp::PolicyDelete((_, k)) => {
+                ids.insert(k.endpoint_id);
+            }
+            PolicyMapOp::EndpointUpsert(k, _) => {
+                addrs.insert(k.addr);
+            }
+            PolicyMapOp::IpcacheUpsert((32, k), _) | PolicyMapOp::IpcacheDelete((32, k)) => {
+                addrs.insert(k.addr);
+            }
+            PolicyMapOp::IpcacheUpsert(..) | PolicyMapOp::IpcacheDelete(_) => return None,
+            PolicyMapOp::PolicyUpsert(..) | PolicyMapOp::EndpointDelete(_) => {}
+        }
+    }
+    if !ids.is_empty() {
+        addrs.extend(
+            maps.endpoints
+                .iter()
+                .filter(|(_, v)| ids.contains(&v.endpoint_id))
+                .map(|(k, _)| k.addr),
+        );
+    }
+    Some(addrs)
+}
+
 /// What a sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepStats {
@@ -287,17 +324,36 @@ pub fn open_conntrack(
     BpfHashMap::try_from(map).map_err(err)
 }
 
-/// Reads every conntrack entry, and deletes those of connections `maps`
-/// denies ([`cut_keys`]).
+/// Reads the conntrack entries (every one, or with `only` those whose key
+/// names one of these addresses: a key walk, then one lookup per match),
+/// and deletes those of connections `maps` denies ([`cut_keys`]).
 pub fn sweep_conntrack<T: BorrowMut<MapData>>(
     ct: &mut BpfHashMap<T, CtKey, CtValue>,
     maps: &PolicyMaps,
+    only: Option<&HashSet<u32>>,
 ) -> Result<SweepStats, DatapathError> {
     let err = |source| DatapathError::Map {
         name: map_names::CONNTRACK,
         source,
     };
-    let entries = ct.iter().collect::<Result<Vec<_>, _>>().map_err(err)?;
+    let entries = match only {
+        None => ct.iter().collect::<Result<Vec<_>, _>>().map_err(err)?,
+        Some(addrs) => {
+            let keys = ct.keys().collect::<Result<Vec<_>, _>>().map_err(err)?;
+            let mut entries = Vec::new();
+            for key in keys {
+                if !addrs.contains(&key.saddr) && !addrs.contains(&key.daddr) {
+                    continue;
+                }
+                match ct.get(&key, 0) {
+                    Ok(value) => entries.push((key, value)),
+                    Err(MapError::KeyNotFound) => {}
+                    Err(source) => return Err(err(source)),
+                }
+            }
+            entries
+        }
+    };
     let cut = cut_keys(&entries, &SweepView::new(maps));
     for key in &cut {
         match ct.remove(key) {
@@ -328,7 +384,8 @@ impl Sweeper {
 
     /// After `ops` were applied and the maps became `maps`: cuts the
     /// connections `maps` denies, unless `ops` cannot deny any
-    /// ([`may_deny`]). Failures are logged (the connections then last until
+    /// ([`may_deny`]); only connections of the [`affected`] addresses are
+    /// read and judged. Failures are logged (the connections then last until
     /// they end or expire, as before the change); the next change sweeps
     /// again.
     pub fn sweep(&mut self, ops: &[PolicyMapOp], maps: &PolicyMaps) {
@@ -338,13 +395,17 @@ impl Sweeper {
         if !may_deny(ops) {
             return;
         }
+        let only = affected(ops, maps);
+        if only.as_ref().is_some_and(HashSet::is_empty) {
+            return;
+        }
         let started = std::time::Instant::now();
         let ct = match self.ct.take() {
             Some(ct) => Ok(ct),
             None => open_conntrack(dir),
         };
         let result = ct.and_then(|mut ct| {
-            let stats = sweep_conntrack(&mut ct, maps);
+            let stats = sweep_conntrack(&mut ct, maps, only.as_ref());
             self.ct = Some(ct);
             stats
         });
@@ -628,6 +689,29 @@ mod tests {
             let ops = super::super::diff(from, to, &limits);
             assert_eq!(may_deny(&ops), want, "{what}: {ops:?}");
         }
+    }
+
+    #[test]
+    fn affected_addresses_are_the_changed_endpoints_and_peers() {
+        let limits = super::super::PolicyLimits::default();
+        let none = compile_all(&[], &pods())["node1"].maps.clone();
+        let denied = deny_ingress_x();
+        let ops = super::super::diff(&none, &denied, &limits);
+        let got = affected(&ops, &denied).expect("no CIDR change");
+        let x: HashSet<u32> = [X_A, X_B, X_C].into_iter().map(be).collect();
+        assert!(x.is_subset(&got), "x's pods: {got:?}");
+        assert!(!got.contains(&be(Y_A)), "y/a's policy did not change");
+        let ops = super::super::diff(&denied, &denied, &limits);
+        assert_eq!(affected(&ops, &denied), Some(HashSet::new()));
+        // An ipcache change of a CIDR: every connection.
+        let cidr = (
+            24,
+            weir_ebpf_common::policy::IpcacheKey {
+                addr: be([192, 0, 2, 0]),
+            },
+        );
+        let op = PolicyMapOp::IpcacheDelete(cidr);
+        assert_eq!(affected(&[op], &denied), None);
     }
 
     #[test]
