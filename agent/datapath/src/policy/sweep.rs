@@ -405,7 +405,13 @@ impl Sweeper {
             None => open_conntrack(dir),
         };
         let result = ct.and_then(|mut ct| {
-            let stats = sweep_conntrack(&mut ct, maps, only.as_ref());
+            // Hundreds of milliseconds for a large table (syscalls): tell the
+            // runtime this worker blocks, so other tasks move elsewhere.
+            let mut run = || sweep_conntrack(&mut ct, maps, only.as_ref());
+            let stats = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+                _ => run(),
+            };
             self.ct = Some(ct);
             stats
         });
