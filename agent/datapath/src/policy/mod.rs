@@ -63,7 +63,8 @@
 //!   stable, and recovered from the pinned maps after a restart by
 //!   [`recover_allocations`]) -> [`diff`] against the maps' contents ->
 //!   [`apply_ops`] -> [`Sweeper::sweep`] (connections the change denies
-//!   are cut; skipped when the ops cannot deny, [`may_deny`]); a compile
+//!   are cut; skipped when the ops cannot deny, [`may_deny`], and limited
+//!   to the connections of the [`affected`] addresses); a compile
 //!   that does not fit or a failed write leaves
 //!   the maps as they are and is reported by map name (log + Warning Event
 //!   on the Node). Map sizes come from the agent's flags
