@@ -22,7 +22,8 @@ macro_rules! kind {
     };
 }
 
-/// Every kind weir serves.
+/// Every kind weir serves (one line each: a table, kept as one).
+#[rustfmt::skip]
 pub const KINDS: &[ResourceKind] = &[
     kind!("Namespace", "v1", "namespaces", ["ns"], false),
     kind!("Node", "v1", "nodes", ["no"], false),
@@ -73,7 +74,11 @@ impl ResourceKind {
 
     /// The etcd key of one object.
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
-        format!("{}{}", self.key_prefix(if self.namespaced { namespace } else { None }), name)
+        format!(
+            "{}{}",
+            self.key_prefix(if self.namespaced { namespace } else { None }),
+            name
+        )
     }
 }
 
@@ -84,7 +89,11 @@ mod tests {
     #[test]
     fn lookup_accepts_kubectl_spellings() {
         for name in ["deploy", "deployments", "Deployment", "deployment"] {
-            assert_eq!(ResourceKind::lookup(name).unwrap().kind, "Deployment", "{name}");
+            assert_eq!(
+                ResourceKind::lookup(name).unwrap().kind,
+                "Deployment",
+                "{name}"
+            );
         }
         assert_eq!(ResourceKind::lookup("svc").unwrap().kind, "Service");
         assert!(ResourceKind::lookup("frobnicator").is_none());

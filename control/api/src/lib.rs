@@ -11,4 +11,4 @@ pub mod kinds;
 pub mod selector;
 pub mod validation;
 
-pub use kinds::{ResourceKind, KINDS};
+pub use kinds::{KINDS, ResourceKind};

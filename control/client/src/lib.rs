@@ -192,7 +192,11 @@ fn kind_of<K: k8s_openapi::Resource>() -> String {
 }
 
 fn namespace_of<K: k8s_openapi::Resource>(ns: &str) -> String {
-    if is_namespaced::<K>() { ns.to_string() } else { String::new() }
+    if is_namespaced::<K>() {
+        ns.to_string()
+    } else {
+        String::new()
+    }
 }
 
 fn is_namespaced<K: k8s_openapi::Resource>() -> bool {
@@ -200,7 +204,10 @@ fn is_namespaced<K: k8s_openapi::Resource>() -> bool {
 }
 
 fn decode<K: DeserializeOwned>(kind: &str, bytes: &[u8]) -> Result<K> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Decode { kind: kind.to_string(), source })
+    serde_json::from_slice(bytes).map_err(|source| Error::Decode {
+        kind: kind.to_string(),
+        source,
+    })
 }
 
 fn encode<K: Serialize>(obj: &K) -> Vec<u8> {
@@ -231,7 +238,10 @@ impl Client {
                 Err(source) => Err(source),
             }
         }
-        .map_err(|source| Error::Connect { addr: addr.to_string(), source })?;
+        .map_err(|source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
         Ok(Self::from_channel(channel))
     }
 
@@ -252,7 +262,9 @@ impl Client {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let o = self.get_json(K::KIND, &namespace_of::<K>(namespace), name).await?;
+        let o = self
+            .get_json(K::KIND, &namespace_of::<K>(namespace), name)
+            .await?;
         decode(K::KIND, &o)
     }
 
@@ -273,9 +285,19 @@ impl Client {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let l = self.list_json(K::KIND, &namespace_of::<K>(namespace), params).await?;
-        let items = l.items.iter().map(|b| decode(K::KIND, b)).collect::<Result<Vec<K>>>()?;
-        Ok(ObjectList { items, resource_version: l.resource_version, continue_token: l.continue_token })
+        let l = self
+            .list_json(K::KIND, &namespace_of::<K>(namespace), params)
+            .await?;
+        let items = l
+            .items
+            .iter()
+            .map(|b| decode(K::KIND, b))
+            .collect::<Result<Vec<K>>>()?;
+        Ok(ObjectList {
+            items,
+            resource_version: l.resource_version,
+            continue_token: l.continue_token,
+        })
     }
 
     pub async fn create<K>(&self, obj: &K) -> Result<K>
@@ -301,7 +323,11 @@ impl Client {
         let r = self
             .inner
             .clone()
-            .update_status(proto::WriteRequest { kind: kind_of::<K>(), json: encode(obj), dry_run: false })
+            .update_status(proto::WriteRequest {
+                kind: kind_of::<K>(),
+                json: encode(obj),
+                dry_run: false,
+            })
             .await?;
         decode(K::KIND, &r.into_inner().json)
     }
@@ -312,7 +338,9 @@ impl Client {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let o = self.delete_json(K::KIND, &namespace_of::<K>(namespace), name, params).await?;
+        let o = self
+            .delete_json(K::KIND, &namespace_of::<K>(namespace), name, params)
+            .await?;
         decode(K::KIND, &o)
     }
 
@@ -335,14 +363,22 @@ impl Client {
     where
         K: k8s_openapi::Resource + DeserializeOwned + Send + 'static,
     {
-        let raw = self.watch_json(K::KIND, &namespace_of::<K>(namespace), params).await?;
+        let raw = self
+            .watch_json(K::KIND, &namespace_of::<K>(namespace), params)
+            .await?;
         Ok(Box::pin(raw.map(|ev| {
             let ev = ev?;
             let rv = ev.resource_version.clone();
             let typed = match proto::watch_event::Type::try_from(ev.r#type) {
-                Ok(proto::watch_event::Type::Added) => WatchEvent::Added(decode(K::KIND, &ev.json)?),
-                Ok(proto::watch_event::Type::Modified) => WatchEvent::Modified(decode(K::KIND, &ev.json)?),
-                Ok(proto::watch_event::Type::Deleted) => WatchEvent::Deleted(decode(K::KIND, &ev.json)?),
+                Ok(proto::watch_event::Type::Added) => {
+                    WatchEvent::Added(decode(K::KIND, &ev.json)?)
+                }
+                Ok(proto::watch_event::Type::Modified) => {
+                    WatchEvent::Modified(decode(K::KIND, &ev.json)?)
+                }
+                Ok(proto::watch_event::Type::Deleted) => {
+                    WatchEvent::Deleted(decode(K::KIND, &ev.json)?)
+                }
                 Ok(proto::watch_event::Type::Bookmark) | Err(_) => WatchEvent::Bookmark(rv.clone()),
             };
             Ok((typed, rv))
@@ -355,12 +391,21 @@ impl Client {
         let r = self
             .inner
             .clone()
-            .get(proto::GetRequest { kind: kind.into(), namespace: namespace.into(), name: name.into() })
+            .get(proto::GetRequest {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            })
             .await?;
         Ok(r.into_inner().json)
     }
 
-    pub async fn list_json(&self, kind: &str, namespace: &str, p: &ListParams) -> Result<proto::ObjectList> {
+    pub async fn list_json(
+        &self,
+        kind: &str,
+        namespace: &str,
+        p: &ListParams,
+    ) -> Result<proto::ObjectList> {
         let r = self
             .inner
             .clone()
@@ -377,16 +422,38 @@ impl Client {
     }
 
     pub async fn create_json(&self, kind: &str, json: Vec<u8>, dry_run: bool) -> Result<Vec<u8>> {
-        let r = self.inner.clone().create(proto::WriteRequest { kind: kind.into(), json, dry_run }).await?;
+        let r = self
+            .inner
+            .clone()
+            .create(proto::WriteRequest {
+                kind: kind.into(),
+                json,
+                dry_run,
+            })
+            .await?;
         Ok(r.into_inner().json)
     }
 
     pub async fn update_json(&self, kind: &str, json: Vec<u8>, dry_run: bool) -> Result<Vec<u8>> {
-        let r = self.inner.clone().update(proto::WriteRequest { kind: kind.into(), json, dry_run }).await?;
+        let r = self
+            .inner
+            .clone()
+            .update(proto::WriteRequest {
+                kind: kind.into(),
+                json,
+                dry_run,
+            })
+            .await?;
         Ok(r.into_inner().json)
     }
 
-    pub async fn delete_json(&self, kind: &str, namespace: &str, name: &str, p: &DeleteParams) -> Result<Vec<u8>> {
+    pub async fn delete_json(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        p: &DeleteParams,
+    ) -> Result<Vec<u8>> {
         let r = self
             .inner
             .clone()
