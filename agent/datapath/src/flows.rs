@@ -185,6 +185,7 @@ pub fn hook_name(h: u8) -> Cow<'static, str> {
         hook::NODE_INGRESS => "node-ingress",
         hook::NODE_EGRESS => "node-egress",
         hook::XDP => "xdp",
+        hook::SOCK => "socket",
         other => return Cow::Owned(format!("hook-{other}")),
     })
 }
@@ -534,6 +535,7 @@ mod tests {
         assert_eq!(reason_name(6), "policy_denied");
         assert_eq!(reason_name(200), "reason-200");
         assert_eq!(hook_name(hook::TO_POD), "to-pod");
+        assert_eq!(hook_name(hook::SOCK), "socket");
         assert_eq!(hook_name(9), "hook-9");
         assert_eq!(protocol_name(17), "UDP");
         assert_eq!(protocol_name(47), "47");

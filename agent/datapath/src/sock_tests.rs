@@ -341,6 +341,23 @@ fn datapath_sock_lb_translates_cluster_ips_at_connect_and_survives_restarts() {
     assert_eq!(attached_programs(&cgroup.0), 4);
     assert_translated(&run_child(&cgroup.0, &ns));
 
+    // The refused connect to the VIP without backends is a flow event too:
+    // hook socket, no_backend, the frontend as the destination, no source.
+    let refused: Vec<_> = crate::policy_dp_tests::flow_events(&pins.0)
+        .into_iter()
+        .filter(|e| e.hook == weir_ebpf_common::flow::hook::SOCK)
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.daddr == u32::from_ne_bytes(EMPTY_VIP)
+                && e.dport == 80u16.to_be()
+                && e.saddr == 0
+                && e.verdict == weir_ebpf_common::flow::VERDICT_DROPPED
+                && u32::from(e.drop_reason) == weir_ebpf_common::drop_reason::NO_BACKEND),
+        "no socket-hook flow event for the refused connect: {refused:?}"
+    );
+
     // Outside the cgroup nothing is translated: from this process the VIP
     // is just an unroutable address in the test namespace.
     let outside = in_netns(&ns, || {

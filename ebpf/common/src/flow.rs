@@ -45,6 +45,11 @@ pub mod hook {
     pub const NODE_EGRESS: u8 = 4;
     /// XDP on the node interface.
     pub const XDP: u8 = 5;
+    /// The socket-level balancer (cgroup connect4/sendmsg4) refused a
+    /// pod's or the node's connect/send to a frontend. There is no packet:
+    /// the source is unknown (0) and `ifindex` is 0; the destination is
+    /// the frontend the application addressed.
+    pub const SOCK: u8 = 6;
 }
 
 /// One flow event. 48 bytes, no implicit padding.

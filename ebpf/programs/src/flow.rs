@@ -4,8 +4,9 @@
 //! packets that follow a conntrack entry cost nothing here.
 //!
 //! A full ring loses the event, never the packet: the loss is counted in
-//! `WEIR_FLOW_LOST`. (The socket hooks' rejections are counted in
-//! `WEIR_DROPS` but are no packets, so they have no flow event.)
+//! `WEIR_FLOW_LOST`. The socket hooks' rejections are no packets: their
+//! events carry the frontend the application addressed and hook `SOCK`
+//! ([`sock_rejected`]).
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_SHOT},
@@ -89,6 +90,33 @@ pub fn emit(event: &FlowEvent) {
         // preempted by itself on one CPU, so the increment does not race.
         unsafe { *ptr += 1 }
     }
+}
+
+/// Counts a rejection of the socket-level balancer (a connect or send to
+/// frontend `addr:port`) and emits its flow event: source unknown, hook
+/// `SOCK`. The one way the socket hooks refuse a call.
+#[inline(always)]
+pub fn sock_rejected(addr: u32, port: u16, proto: u8, reason: u32) {
+    maps::count_drop(reason);
+    emit(&FlowEvent {
+        ktime_ns: now_ns(),
+        saddr: 0,
+        daddr: addr,
+        orig_daddr: 0,
+        sport: 0,
+        dport: port,
+        orig_dport: 0,
+        proto,
+        verdict: VERDICT_DROPPED,
+        drop_reason: reason as u16,
+        direction: 0,
+        hook: weir_ebpf_common::flow::hook::SOCK,
+        policy_id: 0,
+        endpoint_id: 0,
+        _pad: 0,
+        ifindex: 0,
+        _pad2: 0,
+    });
 }
 
 /// Counts a drop for `reason` (a `drop_reason`), emits its flow event (the

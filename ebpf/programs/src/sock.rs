@@ -25,7 +25,7 @@ use weir_ebpf_common::{
     drop_reason,
 };
 
-use crate::{lb, maps};
+use crate::{flow, lb, maps};
 
 /// Let the syscall proceed.
 const PROCEED: i32 = 1;
@@ -109,7 +109,7 @@ fn forward(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the helper takes the program's own context.
     let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     let Some(backend) = lb::select(&svc, &key, AFFINITY_CLIENT_NETNS, netns, hash) else {
-        maps::count_drop(drop_reason::NO_BACKEND);
+        flow::sock_rejected(addr, port, proto, drop_reason::NO_BACKEND);
         return REJECT;
     };
     let rev_key = SockRevKey {
@@ -129,7 +129,7 @@ fn forward(ctx: &SockAddrContext) -> i32 {
         .insert(&rev_key, &rev, u64::from(BPF_ANY))
         .is_err()
     {
-        maps::count_drop(drop_reason::MAP_INSERT);
+        flow::sock_rejected(addr, port, proto, drop_reason::MAP_INSERT);
         return REJECT;
     }
     set_user_addr(ctx, backend.addr, backend.port);
