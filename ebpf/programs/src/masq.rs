@@ -12,7 +12,15 @@
 //!
 //! Only connections the pod opens are translated: a TCP packet without an
 //! entry that is not a SYN (e.g. a reply to a connection someone outside
-//! opened to the pod's address) passes untouched. ICMP is not translated.
+//! opened to the pod's address) passes untouched.
+//!
+//! ICMP echo is masqueraded the same way, the echo identifier playing the
+//! source port ([`egress_icmp`], [`reverse_icmp`]): a request is keyed
+//! pod:id -> destination:0, its reverse entry destination:0 -> node:new-id,
+//! so identifiers come from the SNAT range like ports (per destination and
+//! protocol). The ICMP checksum has no pseudo header: only the identifier
+//! changes it. Other ICMP types pass untouched (ICMP errors about
+//! masqueraded connections are not translated).
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_OK},
@@ -25,11 +33,12 @@ use weir_ebpf_common::{
 };
 
 use crate::{
-    conntrack::now_ns,
+    conntrack::{self, now_ns},
     flow, lb,
     maps::{self, CONNTRACK, MASQ_CONFIG, MASQ_CT, MASQ_SKIP},
     nat::{self, Side},
-    parse::Flow,
+    packet::{read, write},
+    parse::{ETH_HLEN, Flow, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
 };
 
 /// How many SNAT ports a new connection tries before it is dropped.
@@ -41,41 +50,182 @@ pub fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
     if flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP {
         return TC_ACT_OK;
     }
-    let Some(cfg) = MASQ_CONFIG.get(0) else {
-        return TC_ACT_OK;
+    let fwd = match claim(flow) {
+        Claim::Pass => return TC_ACT_OK,
+        Claim::NoPort => return flow::dropped(ctx, hook::NODE_EGRESS, drop_reason::SNAT_PORTS),
+        Claim::Entry(fwd) => fwd,
     };
-    if !cfg.is_local_pod(flow.saddr) || skipped(flow.daddr) {
-        return TC_ACT_OK;
-    }
-    let Some(node) = maps::node_addr() else {
-        return TC_ACT_OK;
-    };
-    let forward = match lookup(flow) {
-        Some(fwd) => {
-            keep_reverse(flow, &fwd);
-            fwd
-        }
-        // Not a connection the pod opened through this node: leave it.
-        None if flow.proto == IPPROTO_TCP && !flow.tcp_syn => return TC_ACT_OK,
-        None => match create(flow, node, lb::flow_hash(flow)) {
-            Some(fwd) => fwd,
-            None => return flow::dropped(ctx, hook::NODE_EGRESS, drop_reason::SNAT_PORTS),
-        },
-    };
-    match nat::rewrite(ctx, flow, Side::Source, forward.nat_addr, forward.nat_port) {
-        Some(()) => TC_ACT_OK,
-        None => flow::dropped(ctx, hook::NODE_EGRESS, drop_reason::REWRITE),
-    }
+    let done = nat::rewrite(ctx, flow, Side::Source, fwd.nat_addr, fwd.nat_port);
+    verdict(ctx, hook::NODE_EGRESS, done)
 }
 
 /// The node-ingress verdict for a reply whose conntrack entry has
 /// `CT_FLAG_MASQ`: the destination becomes the pod again.
 #[inline(always)]
 pub fn reverse(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> i32 {
-    match nat::rewrite(ctx, flow, Side::Destination, ct.nat_addr, ct.nat_port) {
-        Some(()) => TC_ACT_OK,
-        None => flow::dropped(ctx, hook::NODE_INGRESS, drop_reason::REWRITE),
+    let done = nat::rewrite(ctx, flow, Side::Destination, ct.nat_addr, ct.nat_port);
+    verdict(ctx, hook::NODE_INGRESS, done)
+}
+
+/// The node-egress verdict for a packet [`crate::parse`] does not parse: a
+/// pod's ICMP echo request to a masqueraded destination leaves with the
+/// node address and an identifier from the SNAT range.
+#[inline(always)]
+pub fn egress_icmp(ctx: &TcContext) -> i32 {
+    let Some(flow) = echo(ctx, ICMP_ECHO_REQUEST) else {
+        return TC_ACT_OK;
+    };
+    let fwd = match claim(&flow) {
+        Claim::Pass => return TC_ACT_OK,
+        Claim::NoPort => return flow::dropped(ctx, hook::NODE_EGRESS, drop_reason::SNAT_PORTS),
+        Claim::Entry(fwd) => fwd,
+    };
+    let done = rewrite_echo(ctx, &flow, IP_SADDR_OFF, fwd.nat_addr, fwd.nat_port);
+    verdict(ctx, hook::NODE_EGRESS, done)
+}
+
+/// The node-ingress verdict for a packet [`crate::parse`] does not parse: an
+/// ICMP echo reply matching a masqueraded request's reverse entry gets the
+/// pod's address and identifier back; anything else passes.
+#[inline(always)]
+pub fn reverse_icmp(ctx: &TcContext) -> i32 {
+    let Some(flow) = echo(ctx, ICMP_ECHO_REPLY) else {
+        return TC_ACT_OK;
+    };
+    let Some(ct) = conntrack::lookup(&flow) else {
+        return TC_ACT_OK;
+    };
+    if ct.flags & CT_FLAG_MASQ == 0 || ct.direction != CT_DIR_REVERSE {
+        return TC_ACT_OK;
     }
+    let done = rewrite_echo(ctx, &flow, IP_DADDR_OFF, ct.nat_addr, ct.nat_port);
+    verdict(ctx, hook::NODE_INGRESS, done)
+}
+
+/// Pass a translated packet; drop a half-translated one.
+#[inline(always)]
+fn verdict(ctx: &TcContext, at: u8, done: Option<()>) -> i32 {
+    match done {
+        Some(()) => TC_ACT_OK,
+        None => flow::dropped(ctx, at, drop_reason::REWRITE),
+    }
+}
+
+/// What masquerade does with a pod's packet.
+enum Claim {
+    /// Not masqueraded: pass untouched.
+    Pass,
+    /// A new connection found no free SNAT port: drop.
+    NoPort,
+    /// Translate with this forward entry.
+    Entry(CtValue),
+}
+
+/// Finds (or, for a new connection, creates) the forward entry of a pod's
+/// packet to a masqueraded destination.
+#[inline(always)]
+fn claim(flow: &Flow) -> Claim {
+    let Some(cfg) = MASQ_CONFIG.get(0) else {
+        return Claim::Pass;
+    };
+    if !cfg.is_local_pod(flow.saddr) || skipped(flow.daddr) {
+        return Claim::Pass;
+    }
+    let Some(node) = maps::node_addr() else {
+        return Claim::Pass;
+    };
+    match lookup(flow) {
+        Some(fwd) => {
+            keep_reverse(flow, &fwd);
+            Claim::Entry(fwd)
+        }
+        // Not a connection the pod opened through this node: leave it.
+        None if flow.proto == IPPROTO_TCP && !flow.tcp_syn => Claim::Pass,
+        None => match create(flow, node, lb::flow_hash(flow)) {
+            Some(fwd) => Claim::Entry(fwd),
+            None => Claim::NoPort,
+        },
+    }
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+/// Offsets inside the ICMP header.
+const ICMP_CSUM_OFF: usize = 2;
+const ICMP_ID_OFF: usize = 4;
+
+/// An unfragmented IPv4 ICMP echo packet of `icmp_type` (code 0) as a
+/// [`Flow`]: the identifier is the source port of a request and the
+/// destination port of a reply, the other port 0 (so a reply's tuple is
+/// its request's reverse key).
+#[inline(always)]
+fn echo(ctx: &TcContext, icmp_type: u8) -> Option<Flow> {
+    if u16::from_be(read::<u16>(ctx, 12)?) != ETH_P_IP {
+        return None;
+    }
+    let l3_off = ETH_HLEN;
+    let version_ihl: u8 = read(ctx, l3_off)?;
+    let frag: u16 = read(ctx, l3_off + 6)?;
+    let proto: u8 = read(ctx, l3_off + 9)?;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || ihl < 20 || proto != IPPROTO_ICMP {
+        return None;
+    }
+    if u16::from_be(frag) & 0x3fff != 0 {
+        return None;
+    }
+    let l4_off = l3_off + ihl;
+    let ty: u8 = read(ctx, l4_off)?;
+    let code: u8 = read(ctx, l4_off + 1)?;
+    if ty != icmp_type || code != 0 {
+        return None;
+    }
+    let id: u16 = read(ctx, l4_off + ICMP_ID_OFF)?;
+    let (sport, dport) = if icmp_type == ICMP_ECHO_REQUEST {
+        (id, 0)
+    } else {
+        (0, id)
+    };
+    Some(Flow {
+        saddr: read(ctx, l3_off + IP_SADDR_OFF)?,
+        daddr: read(ctx, l3_off + IP_DADDR_OFF)?,
+        sport,
+        dport,
+        proto: IPPROTO_ICMP,
+        l3_off,
+        l4_off,
+        l4_csum_off: l4_off + ICMP_CSUM_OFF,
+        udp_no_csum: false,
+        tcp_syn: false,
+    })
+}
+
+/// Rewrites an echo's address at `addr_off` (source or destination) to
+/// `addr` and its identifier to `id`, fixing the IPv4 checksum and the
+/// ICMP checksum (no pseudo header: only the identifier counts).
+#[inline(always)]
+fn rewrite_echo(ctx: &TcContext, flow: &Flow, addr_off: usize, addr: u32, id: u16) -> Option<()> {
+    let (old_addr, old_id) = if addr_off == IP_SADDR_OFF {
+        (flow.saddr, flow.sport)
+    } else {
+        (flow.daddr, flow.dport)
+    };
+    if old_id != id {
+        ctx.l4_csum_replace(flow.l4_csum_off, u64::from(old_id), u64::from(id), 2)
+            .ok()?;
+    }
+    ctx.l3_csum_replace(
+        flow.l3_off + IP_CSUM_OFF,
+        u64::from(old_addr),
+        u64::from(addr),
+        4,
+    )
+    .ok()?;
+    write(ctx, flow.l3_off + addr_off, &addr)?;
+    write(ctx, flow.l4_off + ICMP_ID_OFF, &id)?;
+    Some(())
 }
 
 /// Whether `daddr` is in a non-masqueraded prefix.

@@ -7,7 +7,7 @@
 //! other pods and nodes, the node's own traffic, NodePort traffic already
 //! translated at ingress) passes untouched.
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{macros::classifier, programs::TcContext};
 
 use crate::{masq, parse};
 
@@ -15,6 +15,6 @@ use crate::{masq, parse};
 pub fn weir_node_egress(ctx: TcContext) -> i32 {
     match parse::parse_ipv4_l4(&ctx) {
         Some(flow) => masq::egress(&ctx, &flow),
-        None => TC_ACT_OK,
+        None => masq::egress_icmp(&ctx),
     }
 }

@@ -52,7 +52,8 @@ pub fn weir_node_ingress(ctx: TcContext) -> i32 {
     }
     match parse::parse_ipv4_l4(&ctx) {
         Some(flow) => handle(&ctx, &flow),
-        None => TC_ACT_OK,
+        // Echo replies to masqueraded pings: back to the pod.
+        None => crate::masq::reverse_icmp(&ctx),
     }
 }
 
