@@ -17,6 +17,7 @@ use ipnet::Ipv4Net;
 
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use weir_ebpf_common::policy::IPPROTO_SCTP;
 use weir_ebpf_common::{
     Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_SNAT, CtKey,
     CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL,
@@ -755,8 +756,9 @@ pub fn stale_udp_conntrack(
 
 /// How long a translated connection may be idle (in both directions) before
 /// the agent removes its conntrack entries: like kube-proxy's conntrack
-/// settings, a day for TCP (there is no FIN tracking, so this is the bound
-/// for closed connections too) and a few minutes for UDP.
+/// settings, a day for TCP and SCTP (there is no FIN tracking, so this is
+/// the bound for closed connections too) and a few minutes for UDP and ICMP
+/// echo (masqueraded pings).
 pub const CT_IDLE_TCP_NS: u64 = 24 * 3600 * 1_000_000_000;
 /// See [`CT_IDLE_TCP_NS`].
 pub const CT_IDLE_UDP_NS: u64 = 180 * 1_000_000_000;
@@ -798,10 +800,12 @@ pub fn expired_conntrack(entries: &[(CtKey, CtValue)], now_ns: u64) -> Vec<CtKey
         .iter()
         .filter(|(key, ct)| {
             let idle = now_ns.saturating_sub(last_seen[&connection_of(key, ct)]);
-            let timeout = if key.proto == IPPROTO_UDP {
-                CT_IDLE_UDP_NS
-            } else {
+            // Connection-oriented protocols get the long timeout; UDP and
+            // the ICMP echo flows of masquerade the short one.
+            let timeout = if key.proto == IPPROTO_TCP || key.proto == IPPROTO_SCTP {
                 CT_IDLE_TCP_NS
+            } else {
+                CT_IDLE_UDP_NS
             };
             idle > timeout
         })

@@ -274,8 +274,9 @@ pub struct CtKey {
     pub sport: u16,
     /// Destination port, network byte order.
     pub dport: u16,
-    /// [`IPPROTO_TCP`], [`IPPROTO_UDP`] or (policy-only entries)
-    /// [`policy::IPPROTO_SCTP`].
+    /// [`IPPROTO_TCP`], [`IPPROTO_UDP`], (policy-only entries)
+    /// [`policy::IPPROTO_SCTP`] or (masqueraded pings, the echo identifier
+    /// in the port fields) ICMP, 1.
     pub proto: u8,
     /// Must be zero.
     pub _pad: [u8; 3],

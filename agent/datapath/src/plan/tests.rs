@@ -1249,6 +1249,20 @@ fn expired_conntrack_table() {
             want_expired: 0,
         },
         Case {
+            name: "a masqueraded ping idle for 4 minutes goes (UDP's timeout, not TCP's)",
+            entries: vec![
+                (
+                    ct_key(ip(2), 7, ext, 0, 1),
+                    value(F, 0, (ext, 0), (ext, 0), (node, 61000), 99_760),
+                ),
+                (
+                    ct_key(ext, 0, node, 61000, 1),
+                    value(R, 0, (ext, 0), (ext, 0), (ip(2), 7), 99_700),
+                ),
+            ],
+            want_expired: 2,
+        },
+        Case {
             name: "a hairpin pair is recognised as one connection",
             entries: vec![
                 (
