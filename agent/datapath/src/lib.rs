@@ -43,6 +43,7 @@ pub mod policy;
 mod policy_dp_tests;
 #[cfg(test)]
 mod policy_sweep_tests;
+mod reflect;
 mod sock;
 #[cfg(test)]
 mod sock_tests;

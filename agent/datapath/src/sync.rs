@@ -21,22 +21,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use weir_client::{Client, ListParams, WatchEvent, WatchParams};
+use weir_client::{Client, WatchEvent};
 use weir_ebpf_common::ServiceKey;
 
 use super::plan::{self, DesiredServices};
 use super::{Datapath, DatapathError};
-
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+use crate::reflect::{AbortOnDrop, Backoff, StoreEvent, reflect};
 
 /// Watches Services and EndpointSlices (all namespaces) and keeps the service
 /// and backend maps in sync, writing only the differences. Runs until a watch
@@ -46,14 +41,18 @@ pub async fn run_service_sync(
     dp: Arc<Mutex<Datapath>>,
 ) -> Result<(), DatapathError> {
     let (tx, mut rx) = mpsc::channel(256);
-    let _services = AbortOnDrop(tokio::spawn(reflect::<Service>(
+    let _services = AbortOnDrop(tokio::spawn(reflect::<Service, _>(
         client.clone(),
         tx.clone(),
         |e| Update::Services(Box::new(e)),
+        false,
     )));
-    let _slices = AbortOnDrop(tokio::spawn(reflect::<EndpointSlice>(client, tx, |e| {
-        Update::Slices(Box::new(e))
-    })));
+    let _slices = AbortOnDrop(tokio::spawn(reflect::<EndpointSlice, _>(
+        client,
+        tx,
+        |e| Update::Slices(Box::new(e)),
+        false,
+    )));
 
     let mut state = SyncState::default();
     let mut pending = Pending {
@@ -219,13 +218,6 @@ enum Update {
     Slices(Box<StoreEvent<EndpointSlice>>),
     /// Time to retry a failed apply.
     Retry,
-}
-
-/// What a reflector tells the store.
-enum StoreEvent<K> {
-    /// A complete list: replaces the store's contents.
-    Listed(Vec<K>),
-    Event(WatchEvent<K>),
 }
 
 /// Namespace and name of an object.
@@ -457,100 +449,6 @@ fn key_of<K: Metadata<Ty = ObjectMeta>>(o: &K) -> (String, String) {
         m.namespace.clone().unwrap_or_default(),
         m.name.clone().unwrap_or_default(),
     )
-}
-
-/// List, then watch from the list's revision; re-list on `Expired`; back off
-/// and re-watch on other errors and when the stream ends. Returns when the
-/// receiver is gone.
-async fn reflect<K>(client: Client, tx: mpsc::Sender<Update>, wrap: fn(StoreEvent<K>) -> Update)
-where
-    K: k8s_openapi::Resource + DeserializeOwned + Send + 'static,
-{
-    let kind = K::KIND;
-    let mut backoff = Backoff::default();
-    'relist: loop {
-        let list = match client.list::<K>("", &ListParams::default()).await {
-            Ok(list) => list,
-            Err(error) => {
-                tracing::warn!(kind, %error, "list failed");
-                tokio::time::sleep(backoff.next()).await;
-                continue;
-            }
-        };
-        let mut rv = list.resource_version;
-        if tx.send(wrap(StoreEvent::Listed(list.items))).await.is_err() {
-            return;
-        }
-        loop {
-            let mut stream = match client
-                .watch::<K>("", &WatchParams::default().from_version(rv.clone()))
-                .await
-            {
-                Ok(stream) => stream,
-                Err(weir_client::Error::Expired(_)) => continue 'relist,
-                Err(error) => {
-                    tracing::warn!(kind, %error, "watch failed");
-                    tokio::time::sleep(backoff.next()).await;
-                    continue;
-                }
-            };
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok((event, event_rv)) => {
-                        backoff.reset();
-                        rv = event_rv;
-                        if matches!(event, WatchEvent::Bookmark(_)) {
-                            continue;
-                        }
-                        if tx.send(wrap(StoreEvent::Event(event))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(weir_client::Error::Expired(_)) => {
-                        tracing::info!(kind, "watch expired, re-listing");
-                        continue 'relist;
-                    }
-                    Err(error) => {
-                        tracing::warn!(kind, %error, "watch stream error");
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(backoff.next()).await;
-        }
-    }
-}
-
-/// Exponential backoff between `BACKOFF_MIN` and `BACKOFF_MAX`.
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        d
-    }
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-}
-
-/// Aborts a spawned task when the sync future is dropped (e.g. the agent's
-/// shutdown cancels it), so the reflectors do not outlive it.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
@@ -838,16 +736,5 @@ mod tests {
         for (name, before, now, want) in cases {
             assert_eq!(drop_increases(&before, &now), want, "case: {name}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::default();
-        let seq: Vec<_> = (0..8).map(|_| b.next()).collect();
-        assert_eq!(seq[0], BACKOFF_MIN);
-        assert_eq!(seq[1], BACKOFF_MIN * 2);
-        assert_eq!(*seq.last().expect("non-empty"), BACKOFF_MAX);
-        b.reset();
-        assert_eq!(b.next(), BACKOFF_MIN);
     }
 }

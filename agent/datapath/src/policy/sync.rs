@@ -29,17 +29,14 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_client::events::Recorder;
-use weir_client::{Client, ListParams, WatchEvent, WatchParams};
+use weir_client::{Client, WatchEvent};
 use weir_ebpf_common::policy::identity;
 
 use super::apply::{PolicyKernelMaps, apply_ops, is_map_full, read_maps};
@@ -48,9 +45,7 @@ use super::{
     PolicyError, PolicyInput, PolicyLimits, PolicyMaps, compile, diff, node_network,
 };
 use crate::DatapathError;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+use crate::reflect::{AbortOnDrop, Backoff, StoreEvent, reflect};
 
 /// A registration no API pod confirmed is forgotten after this long (the
 /// pod's status normally carries its address within seconds).
@@ -157,24 +152,30 @@ pub async fn run_policy_sync(
     let mut admissions = admissions.0;
     let (tx, mut rx) = mpsc::channel(1024);
     let _tasks = [
-        AbortOnDrop(tokio::spawn(reflect::<NetworkPolicy>(
+        AbortOnDrop(tokio::spawn(reflect::<NetworkPolicy, _>(
             client.clone(),
             tx.clone(),
             |e| Update::Policies(Box::new(e)),
+            true,
         ))),
-        AbortOnDrop(tokio::spawn(reflect::<Pod>(
+        AbortOnDrop(tokio::spawn(reflect::<Pod, _>(
             client.clone(),
             tx.clone(),
             |e| Update::Pods(Box::new(e)),
+            true,
         ))),
-        AbortOnDrop(tokio::spawn(reflect::<Namespace>(
+        AbortOnDrop(tokio::spawn(reflect::<Namespace, _>(
             client.clone(),
             tx.clone(),
             |e| Update::Namespaces(Box::new(e)),
+            true,
         ))),
-        AbortOnDrop(tokio::spawn(reflect::<Node>(client.clone(), tx, |e| {
-            Update::Nodes(Box::new(e))
-        }))),
+        AbortOnDrop(tokio::spawn(reflect::<Node, _>(
+            client.clone(),
+            tx,
+            |e| Update::Nodes(Box::new(e)),
+            true,
+        ))),
     ];
     let reporter = Reporter::new(client, &cfg.node_name);
 
@@ -680,114 +681,6 @@ enum Update {
     Pods(Box<StoreEvent<Pod>>),
     Namespaces(Box<StoreEvent<Namespace>>),
     Nodes(Box<StoreEvent<Node>>),
-}
-
-/// What a reflector tells the stores.
-enum StoreEvent<K> {
-    /// A complete list: replaces the store's contents.
-    Listed(Vec<K>),
-    Event(WatchEvent<K>),
-}
-
-impl<K> StoreEvent<K> {
-    fn is_list(&self) -> bool {
-        matches!(self, StoreEvent::Listed(_))
-    }
-}
-
-/// List (all namespaces), then watch from the list's revision; re-list on
-/// `Expired`; back off and re-watch on other errors and when the stream
-/// ends. Returns when the receiver is gone.
-async fn reflect<K>(client: Client, tx: mpsc::Sender<Update>, wrap: fn(StoreEvent<K>) -> Update)
-where
-    K: k8s_openapi::Resource + DeserializeOwned + Send + 'static,
-{
-    let kind = K::KIND;
-    let mut backoff = Backoff::default();
-    'relist: loop {
-        let list = match client.list::<K>("", &ListParams::default()).await {
-            Ok(list) => list,
-            Err(error) => {
-                tracing::warn!(kind, %error, "list failed");
-                tokio::time::sleep(backoff.next()).await;
-                continue;
-            }
-        };
-        let mut rv = list.resource_version;
-        if tx.send(wrap(StoreEvent::Listed(list.items))).await.is_err() {
-            return;
-        }
-        loop {
-            let params = WatchParams {
-                allow_bookmarks: true,
-                ..WatchParams::default()
-            }
-            .from_version(rv.clone());
-            let mut stream = match client.watch::<K>("", &params).await {
-                Ok(stream) => stream,
-                Err(weir_client::Error::Expired(_)) => continue 'relist,
-                Err(error) => {
-                    tracing::warn!(kind, %error, "watch failed");
-                    tokio::time::sleep(backoff.next()).await;
-                    continue;
-                }
-            };
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok((event, event_rv)) => {
-                        backoff.reset();
-                        rv = event_rv;
-                        if matches!(event, WatchEvent::Bookmark(_)) {
-                            continue;
-                        }
-                        if tx.send(wrap(StoreEvent::Event(event))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(weir_client::Error::Expired(_)) => {
-                        tracing::info!(kind, "watch expired, re-listing");
-                        continue 'relist;
-                    }
-                    Err(error) => {
-                        tracing::warn!(kind, %error, "watch stream error");
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(backoff.next()).await;
-        }
-    }
-}
-
-/// Exponential backoff between `BACKOFF_MIN` and `BACKOFF_MAX`.
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        d
-    }
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-}
-
-/// Aborts a spawned task when the sync future is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
