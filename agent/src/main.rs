@@ -173,6 +173,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         network,
         poll: cfg.pod_poll,
     });
+    tokio::spawn(pods::reconcile_ipam(
+        ctx.cri.clone(),
+        cfg.ipam_dir(),
+        pod_cidr,
+    ));
     let pods = tokio::spawn(pods::run(ctx, cfg.node_name.clone(), cfg.resync));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -148,6 +148,13 @@ pub struct Allocation {
     pub reused: bool,
 }
 
+/// One record file as [`IpamStore::scan`] found it.
+pub(crate) struct ScannedRecord {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) owner: Option<Owner>,
+    pub(crate) modified: std::time::SystemTime,
+}
+
 /// The allocation directory of one node.
 #[derive(Debug)]
 pub struct IpamStore {
@@ -239,6 +246,22 @@ impl IpamStore {
     /// records (lock, last_reserved_ip, temporaries) and are skipped; a
     /// record with unreadable content still blocks its address.
     fn records(&self) -> Result<Vec<(Ipv4Addr, Owner)>, IpamError> {
+        Ok(self
+            .scan()?
+            .into_iter()
+            .map(|r| {
+                let owner = r.owner.unwrap_or_else(|| Owner {
+                    container_id: String::new(),
+                    ifname: String::new(),
+                });
+                (r.ip, owner)
+            })
+            .collect())
+    }
+
+    /// Every record file with its parsed owner (`None`: unparseable, logged)
+    /// and modification time. Callers hold the lock.
+    pub(crate) fn scan(&self) -> Result<Vec<ScannedRecord>, IpamError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(store_err(&self.dir, "list directory"))? {
             let entry = entry.map_err(store_err(&self.dir, "list directory"))?;
@@ -255,13 +278,45 @@ impl IpamStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(store_err(&path, "read record")(e)),
             };
-            let owner = Owner::parse(&text).unwrap_or_else(|| {
+            let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(t) => t,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(store_err(&path, "read record time")(e)),
+            };
+            let owner = Owner::parse(&text);
+            if owner.is_none() {
                 tracing::warn!(path = %path.display(), "unparseable IPAM record; keeping its address reserved");
-                Owner { container_id: String::new(), ifname: String::new() }
+            }
+            out.push(ScannedRecord {
+                ip,
+                owner,
+                modified,
             });
-            out.push((ip, owner));
         }
         Ok(out)
+    }
+
+    /// Removes the record of `ip` if it still names `container_id`; whether
+    /// it did. Callers hold the lock.
+    pub(crate) fn remove_if_owned_by(
+        &self,
+        ip: Ipv4Addr,
+        container_id: &str,
+    ) -> Result<bool, IpamError> {
+        let path = self.dir.join(ip.to_string());
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(store_err(&path, "read record")(e)),
+        };
+        if Owner::parse(&text).is_none_or(|o| o.container_id != container_id) {
+            return Ok(false);
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(store_err(&path, "remove record")(e)),
+        }
     }
 
     /// Writes the record for `ip` atomically; `Ok(false)` if it exists.
@@ -296,7 +351,7 @@ impl IpamStore {
         fs::write(&path, format!("{ip}\n")).map_err(store_err(&path, "write"))
     }
 
-    fn lock(&self) -> Result<sys::FileLock, IpamError> {
+    pub(crate) fn lock(&self) -> Result<sys::FileLock, IpamError> {
         let path = self.dir.join(LOCK_FILE);
         match sys::lock_exclusive(&path, self.lock_timeout) {
             Ok(Some(lock)) => Ok(lock),

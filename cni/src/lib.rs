@@ -24,5 +24,6 @@ pub mod ipam;
 pub mod naming;
 pub mod net;
 pub mod plugin;
+pub mod reconcile;
 pub mod result;
 pub mod sys;

@@ -14,6 +14,7 @@ pub mod status;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,6 +261,51 @@ async fn list_and_watch(
             }
         }
         debug!("pod watch stream ended; resuming");
+    }
+}
+
+/// How often [`reconcile_ipam`] compares IPAM records with the sandboxes.
+pub const IPAM_RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
+/// At start and every [`IPAM_RECONCILE_EVERY`]: lists every sandbox over
+/// CRI (any state) and releases the weir-cni address records whose sandbox
+/// is gone (see `weir_cni::reconcile`). Runs until the process ends.
+pub async fn reconcile_ipam(cri: crate::cri::CriClient, dir: PathBuf, pod_cidr: ipnet::Ipv4Net) {
+    let mut tick = tokio::time::interval(IPAM_RECONCILE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // No filter: ready and NotReady sandboxes alike keep their records.
+        let live: HashSet<String> = match cri.list_pod_sandboxes(HashMap::new()).await {
+            Ok(items) => items.into_iter().map(|s| s.id).collect(),
+            Err(error) => {
+                warn!(error = %error, "cannot list sandboxes; IPAM reconcile skipped");
+                continue;
+            }
+        };
+        let dir = dir.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let store = weir_cni::ipam::IpamStore::open(&dir, pod_cidr)?;
+            weir_cni::reconcile::reconcile(
+                &store,
+                &live,
+                std::time::SystemTime::now(),
+                weir_cni::reconcile::GRACE,
+            )
+        })
+        .await;
+        match pass {
+            Ok(Ok(outcome)) => {
+                for (ip, container_id) in outcome.release {
+                    info!(%ip, container_id, "released the address of a vanished sandbox");
+                }
+                for ip in outcome.unparseable {
+                    warn!(%ip, "unparseable IPAM record left in place");
+                }
+            }
+            Ok(Err(error)) => warn!(error = %error, "IPAM reconcile failed"),
+            Err(error) => warn!(error = %error, "IPAM reconcile task failed"),
+        }
     }
 }
 
