@@ -88,6 +88,14 @@ pub async fn run_client(
     script: &str,
 ) -> Result<String> {
     c.apply_ok(&client_pod(name, node, script))?;
+    let log = finished_log(c, ns, name).await?;
+    eprintln!("[e2e] log of {name} (on {node}):\n{log}");
+    Ok(log)
+}
+
+/// Waits for pod `ns/name` to succeed and returns its log; a failed pod is
+/// an error carrying its log.
+pub async fn finished_log(c: &Cluster, ns: &str, name: &str) -> Result<String> {
     let pod = wait_for(
         &format!("client pod {name} to finish"),
         POD_TIMEOUT,
@@ -104,9 +112,7 @@ pub async fn run_client(
         },
     )
     .await?;
-    let log = c.pod_log(&pod)?;
-    eprintln!("[e2e] log of {name} (on {node}):\n{log}");
-    Ok(log)
+    c.pod_log(&pod)
 }
 
 /// The value after `label ` on the lines that start with it.

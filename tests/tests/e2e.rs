@@ -75,23 +75,7 @@ spec:
 /// Runs a client pod to completion and returns its log.
 async fn run_client(c: &Cluster, name: &str, script: &str) -> Result<String> {
     c.apply_ok(&client_pod(name, script))?;
-    let pod = wait_for(
-        &format!("client pod {name} to finish"),
-        POD_TIMEOUT,
-        || async {
-            let p: Pod = c.client.get(NS, name).await?;
-            Ok(match phase(&p) {
-                "Succeeded" => Check::Done(p),
-                "Failed" => Check::Failed(format!(
-                    "the pod failed; its log:\n{}",
-                    c.pod_log(&p).unwrap_or_default()
-                )),
-                other => Check::Waiting(format!("phase {other:?}")),
-            })
-        },
-    )
-    .await?;
-    let log = c.pod_log(&pod)?;
+    let log = weir_e2e::pods::finished_log(c, NS, name).await?;
     eprintln!("[e2e] log of {name}:\n{log}");
     Ok(log)
 }
