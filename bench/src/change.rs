@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::datapath::{Variant, spawn_ready};
 use crate::netns::Topology;
 use crate::weir::WeirCluster;
-use crate::{iptables, plan};
+use crate::{iptables, nftables, plan};
 
 /// Give up on one change after this long.
 const PROBE_LIMIT: Duration = Duration::from_secs(30);
@@ -30,8 +30,8 @@ pub struct ChangeResult {
     pub services: u32,
     /// Start of the change -> first successful connect.
     pub samples_ms: Vec<f64>,
-    /// Start of the change -> the change call returned (iptables-restore
-    /// exited; weir's API accepted both objects). For weir the rest of
+    /// Start of the change -> the change call returned (iptables-restore or
+    /// `nft -f` exited; weir's API accepted both objects). For weir the rest of
     /// `samples_ms` is watch -> agent -> planner -> maps -> packet.
     #[serde(default)]
     pub applied_ms: Vec<f64>,
@@ -184,6 +184,27 @@ pub fn measure(
                 let reached = probe.recv().context("prober vanished")??;
                 samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
             }
+        }
+        Variant::Nftables => {
+            method = "kube-proxy nftables partial sync: one `nft -f` transaction adding the new service's chains, rules and map/set elements".to_owned();
+            let (table, _) = nftables::Table::load(&topo.node, &nftables::ruleset(services))?;
+            crate::datapath::check_isolation(&topo, variant)?;
+            for k in 0..changes {
+                let total = services + k + 1;
+                let input = nftables::add_service(total);
+                let probe = spawn_prober(
+                    topo.client.clone(),
+                    SocketAddrV4::new(plan::vip(total - 1), plan::SERVICE_PORT),
+                    PROBE_LIMIT,
+                );
+                std::thread::sleep(Duration::from_millis(20));
+                let started = Instant::now();
+                nftables::load(&topo.node, &input)?;
+                applied_ms.push(ms_since(started));
+                let reached = probe.recv().context("prober vanished")??;
+                samples_ms.push(reached.duration_since(started).as_secs_f64() * 1e3);
+            }
+            drop(table);
         }
         Variant::Weir => {
             method = crate::weir::CHANGE_METHOD.to_owned();

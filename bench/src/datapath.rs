@@ -9,7 +9,15 @@
 //! - `weir`: the client connects to VIPs; weir's eBPF program on the `wr*`
 //!   veths translates (see `weir.rs`);
 //! - `iptables`: the client connects to VIPs; kube-proxy's rule structure
-//!   loaded with `iptables-legacy-restore` in the node netns.
+//!   loaded with `iptables-legacy-restore` in the node netns;
+//! - `nftables`: the client connects to VIPs; kube-proxy's nftables-mode
+//!   table loaded with one `nft -f` transaction in the node netns (see
+//!   `nftables.rs`), deleted after the run.
+//!
+//! The two rule-based baselines never meet: each run has its own node netns
+//! (netfilter tables and the conntrack table are per netns), and before the
+//! client starts [`check_isolation`] verifies that the node holds only the
+//! variant's own rules.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -23,7 +31,7 @@ use crate::client::ClientReport;
 use crate::netns::Topology;
 use crate::plan::TargetKind;
 use crate::weir::WeirCluster;
-use crate::{iptables, report};
+use crate::{iptables, nftables, report};
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
@@ -33,6 +41,8 @@ pub enum Variant {
     Direct,
     Weir,
     Iptables,
+    /// kube-proxy's nftables mode (`table ip kube-proxy`, verdict maps).
+    Nftables,
     /// weir's tc path only: the client is outside the pod cgroup parent, so
     /// weir's socket load balancing does not see its connects and every
     /// packet is translated by the tc program (what a pod gets when socket
@@ -55,6 +65,7 @@ impl Variant {
             Variant::Direct => "direct",
             Variant::Weir => "weir",
             Variant::Iptables => "iptables",
+            Variant::Nftables => "nftables",
             Variant::WeirIdle => "weir-idle",
             Variant::WeirTc => "weir-tc",
         }
@@ -66,6 +77,7 @@ impl Variant {
             Variant::Direct => "dir",
             Variant::Weir => "wei",
             Variant::Iptables => "ipt",
+            Variant::Nftables => "nft",
             Variant::WeirIdle => "wid",
             Variant::WeirTc => "wtc",
         }
@@ -80,7 +92,7 @@ pub struct DatapathArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,weir,weir-tc,iptables"
+        default_value = "direct,weir,weir-tc,iptables,nftables"
     )]
     pub variants: Vec<Variant>,
     /// Repetitions per (variant, N); variants are interleaved.
@@ -288,6 +300,45 @@ pub(crate) fn load_iptables(topo: &Topology, services: u32) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Lines of `program args..` run in `netns` that start with `prefix`
+/// (None when the program is missing).
+fn netns_lines(netns: &str, program: &str, args: &[&str], prefix: &str) -> Option<usize> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, program])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    })
+}
+
+/// Fails unless the node netns holds only `variant`'s own packet-filter
+/// rules: no iptables-legacy rule under the nftables variant, no nftables
+/// table under the iptables variant (and neither under the others), so one
+/// baseline's hooks never tax another's packets.
+pub(crate) fn check_isolation(topo: &Topology, variant: Variant) -> Result<()> {
+    let legacy_rules = netns_lines(&topo.node, "iptables-legacy-save", &[], "-A ").unwrap_or(0);
+    let nft_tables = netns_lines(&topo.node, "nft", &["list", "tables"], "table ").unwrap_or(0);
+    let (legacy_ok, nft_ok) = match variant {
+        Variant::Iptables => (true, nft_tables == 0),
+        Variant::Nftables => (legacy_rules == 0, nft_tables == 1),
+        _ => (legacy_rules == 0, nft_tables == 0),
+    };
+    if !(legacy_ok && nft_ok) {
+        bail!(
+            "{}: the node netns {} holds {legacy_rules} iptables-legacy rules and {nft_tables} nftables tables",
+            variant.name(),
+            topo.node
+        );
+    }
+    Ok(())
+}
+
 fn one_run(
     variant: Variant,
     mode: Mode,
@@ -316,9 +367,16 @@ fn one_run(
         lifetime.clone(),
     ])?;
     let mut agent_guard = None;
+    // Declared after `topo`, so dropped (table deleted) before the netns goes.
+    let mut nft_table = None;
     let (kind, setup_seconds) = match variant {
         Variant::Direct => (TargetKind::Backends, 0.0),
         Variant::Iptables => (TargetKind::Vips, load_iptables(&topo, services)?),
+        Variant::Nftables => {
+            let (table, seconds) = nftables::Table::load(&topo.node, &nftables::ruleset(services))?;
+            nft_table = Some(table);
+            (TargetKind::Vips, seconds)
+        }
         Variant::Weir | Variant::WeirTc | Variant::WeirIdle => {
             let cluster = weir.context("the weir variants need the weir cluster")?;
             let (agent, seconds) = cluster.start_agent(&topo, &tag)?;
@@ -331,6 +389,7 @@ fn one_run(
             (kind, seconds)
         }
     };
+    check_isolation(&topo, variant)?;
     // The weir variant's client runs like a pod: inside the agent's pod
     // cgroup parent, where weir's socket load balancing is attached.
     let cgroup = (variant == Variant::Weir).then(|| crate::weir::client_cgroup(&tag));
@@ -341,6 +400,7 @@ fn one_run(
     }
     let node_conntrack = topo.node_conntrack_count();
     drop(agent_guard);
+    drop(nft_table);
     drop(server);
     drop(topo);
     let client = client?;
@@ -446,7 +506,7 @@ pub fn run(args: DatapathArgs) -> Result<()> {
             for &variant in args
                 .variants
                 .iter()
-                .filter(|v| matches!(v, Variant::Weir | Variant::Iptables))
+                .filter(|v| matches!(v, Variant::Weir | Variant::Iptables | Variant::Nftables))
             {
                 if failed(&failures, variant) {
                     continue;

@@ -25,7 +25,7 @@ const LARGE_CLUSTER_ENDPOINTS: u32 = 1000;
 
 /// A chain name `<prefix><16 chars>` derived from `seed`, like kube-proxy's
 /// base32 of a SHA-256 (the hash function does not matter, the shape does).
-fn chain_name(prefix: &str, seed: &str) -> String {
+pub(crate) fn chain_name(prefix: &str, seed: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     // Two FNV-1a 64 passes with different offsets give 80+ bits for 16 chars.
     let fnv = |offset: u64| {

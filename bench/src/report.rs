@@ -1,5 +1,6 @@
-//! The markdown report: medians over repetitions, ratios to direct and to
-//! iptables, and the issue's goals checked against them. Pure rendering.
+//! The markdown report: medians over repetitions, ratios to direct, to
+//! iptables and (when it ran) to nftables, and the issue's goals checked
+//! against them. Pure rendering.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -135,8 +136,21 @@ pub fn markdown(
         ctx.wall.as_secs_f64()
     );
     let _ = writeln!(out, "Settings: {}.\n", ctx.settings);
-    out.push_str("| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables | CPU busy (user) | p50 / p99 µs loaded | p50 / p99 µs unloaded | failed conns | setup s |\n");
-    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    // The nftables column only when nftables ran (older reports keep their shape).
+    let with_nft = summaries.keys().any(|(_, v, _)| *v == Variant::Nftables);
+    let (nft_head, nft_align) = if with_nft {
+        (" vs nftables |", "---:|")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(
+        out,
+        "| N services (×4 endpoints) | variant | conn/s (median) | vs direct | vs iptables |{nft_head} CPU busy (user) | p50 / p99 µs loaded | p50 / p99 µs unloaded | failed conns | setup s |"
+    );
+    let _ = writeln!(
+        out,
+        "|---:|---|---:|---:|---:|{nft_align}---:|---:|---:|---:|---:|"
+    );
     let ns: Vec<u32> = summaries
         .keys()
         .map(|(n, _, _)| *n)
@@ -146,12 +160,14 @@ pub fn markdown(
     for &n in &ns {
         let direct = summaries.get(&(n, Variant::Direct, Mode::Load));
         let ipt = summaries.get(&(n, Variant::Iptables, Mode::Load));
+        let nft = summaries.get(&(n, Variant::Nftables, Mode::Load));
         for variant in [
             Variant::Direct,
             Variant::WeirIdle,
             Variant::Weir,
             Variant::WeirTc,
             Variant::Iptables,
+            Variant::Nftables,
         ] {
             let Some(s) = summaries.get(&(n, variant, Mode::Load)) else {
                 continue;
@@ -164,9 +180,14 @@ pub fn markdown(
                 + summaries
                     .get(&(n, variant, Mode::Latency))
                     .map_or(0, |l| l.failures);
+            let vs_nft = if with_nft {
+                format!(" {} |", fmt_ratio(ratio(Some(s), nft)))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {n} | {} | {:.0} | {} | {} | {:.0}% ({:.0}%) | {:.0} / {:.0} | {unloaded} | {failures} | {:.2} |",
+                "| {n} | {} | {:.0} | {} | {} |{vs_nft} {:.0}% ({:.0}%) | {:.0} / {:.0} | {unloaded} | {failures} | {:.2} |",
                 variant.name(),
                 s.per_second,
                 fmt_ratio(ratio(Some(s), direct)),
@@ -228,6 +249,12 @@ pub fn markdown(
                 out,
                 "- N={n}: weir ≥ 3× iptables: {r:.3}× — {}",
                 verdict(r >= 3.0)
+            );
+        }
+        if let Some(r) = ratio(weir, summaries.get(&(n, Variant::Nftables, Mode::Load))) {
+            let _ = writeln!(
+                out,
+                "- N={n}: weir vs kube-proxy nftables (no goal in issue 3; for reference): {r:.3}×"
             );
         }
     }
@@ -337,5 +364,44 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("0.900× — **missed**"), "{md}");
+        assert!(
+            !md.contains("vs nftables"),
+            "no nftables column without nftables runs"
+        );
+    }
+
+    #[test]
+    fn nftables_column_and_reference_line_when_it_ran() {
+        let results = vec![
+            run(Variant::Direct, 10_000, 0, 40_000.0),
+            run(Variant::Weir, 10_000, 0, 40_000.0),
+            run(Variant::Iptables, 10_000, 0, 10_000.0),
+            run(Variant::Nftables, 10_000, 0, 20_000.0),
+        ];
+        let md = markdown(&results, &[], &[], &Context::default());
+        assert!(
+            md.contains("| vs direct | vs iptables | vs nftables | CPU busy (user) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 10000 | weir | 40000 | 1.00× | 4.00× | 2.00× | 97% (20%) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 10000 | nftables | 20000 | 0.50× | 2.00× | 1.00× | 97% (20%) |"),
+            "{md}"
+        );
+        // nftables rows come after iptables.
+        assert!(md.find("| iptables |") < md.find("| nftables |"));
+        assert!(
+            md.contains(
+                "- N=10000: weir vs kube-proxy nftables (no goal in issue 3; for reference): 2.000×"
+            ),
+            "{md}"
+        );
     }
 }

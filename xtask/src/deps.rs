@@ -50,10 +50,20 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
 
 /// Extra packages only the benchmarks need (kept out of `deps`: installing
 /// iptables can switch the system's `iptables` alternative).
-pub const BENCH_APT_PACKAGES: &[(&str, &str)] = &[(
-    "iptables",
-    "the kube-proxy (iptables-legacy) baseline of the benchmarks",
-)];
+pub const BENCH_APT_PACKAGES: &[(&str, &str)] = &[
+    (
+        "iptables",
+        "the kube-proxy (iptables-legacy) baseline of the benchmarks",
+    ),
+    (
+        "nftables",
+        "nft: the kube-proxy nftables-mode baseline of weir-bench datapath",
+    ),
+    (
+        "ethtool",
+        "weir-bench nodeport: GRO on veths (NAPI for XDP frames) and veth XDP counters",
+    ),
+];
 
 /// The LLVM that bpf-linker is built against (matches `llvm-22-dev`).
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
