@@ -56,6 +56,11 @@ pub const NODE_REGISTRY_PORT: u16 = 5000;
 pub const UNDERLAY_PREFIX: [u8; 3] = [172, 30, 0];
 /// Address of the external client netns on the underlay.
 pub const EXT_HOST: u8 = 100;
+/// The cluster's pod CIDR: weir-control splits it into per-node pod CIDRs
+/// and every agent is told it (NetworkPolicy treats unknown addresses in it
+/// as pod addresses, not the outside world). Passed explicitly to both, so
+/// they can never disagree.
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 
 /// Host-side TCP ports of one cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

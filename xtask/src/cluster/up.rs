@@ -19,7 +19,7 @@ use super::{cleanup, config, topology};
 use crate::build::Binaries;
 use crate::cmd::{self, cmd, info, step};
 use crate::images::{self, Image};
-use crate::layout::{Layout, NODE_REGISTRY_PORT, NodeLayout};
+use crate::layout::{CLUSTER_CIDR, Layout, NODE_REGISTRY_PORT, NodeLayout};
 
 /// How `up` was asked to run.
 #[derive(Debug, Clone)]
@@ -201,6 +201,8 @@ pub fn up(layout: &Layout, bins: &Binaries, opts: &UpOptions) -> Result<ClusterS
         format!("127.0.0.1:{}", layout.ports.api),
         "--unix-socket".into(),
         layout.unix_socket().display().to_string(),
+        "--cluster-cidr".into(),
+        CLUSTER_CIDR.into(),
     ];
     s.start("control", &layout.control_cgroup(), control)?;
     // weir-control writes its etcd's output next to the data; show it with the other logs.
@@ -342,6 +344,8 @@ pub(crate) fn agent_argv(
         n.pod_log_dir.display().to_string(),
         "--routing-mode".into(),
         routing.as_str().into(),
+        "--cluster-cidr".into(),
+        CLUSTER_CIDR.into(),
     ]
 }
 
