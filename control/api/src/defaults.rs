@@ -222,6 +222,12 @@ pub fn default_stateful_set(ss: &mut StatefulSet) {
         spec.pod_management_policy
             .get_or_insert_with(|| "OrderedReady".to_string());
         spec.revision_history_limit.get_or_insert(10);
+        // Kubernetes keeps claims unless told otherwise (Retain for both).
+        let policy = spec
+            .persistent_volume_claim_retention_policy
+            .get_or_insert_with(Default::default);
+        policy.when_deleted.get_or_insert_with(|| "Retain".into());
+        policy.when_scaled.get_or_insert_with(|| "Retain".into());
         default_template(&mut spec.template);
     }
 }
@@ -229,16 +235,64 @@ pub fn default_stateful_set(ss: &mut StatefulSet) {
 /// Defaults a Job (pods of a Job default to restartPolicy `Never` only when the
 /// manifest says so; Kubernetes requires it to be set, so no default here).
 pub fn default_job(job: &mut Job) {
-    if let Some(spec) = job.spec.as_mut() {
-        spec.backoff_limit.get_or_insert(6);
-        spec.completions.get_or_insert(1);
-        spec.parallelism.get_or_insert(1);
-        if let Some(ps) = spec.template.spec.as_mut() {
-            let rp = ps.restart_policy.clone();
-            default_pod_spec(ps);
-            // Keep an unset restartPolicy unset so validation can ask for one.
-            ps.restart_policy = rp;
+    let (name, uid) = (job.metadata.name.clone(), job.metadata.uid.clone());
+    let Some(spec) = job.spec.as_mut() else { return };
+    // Both unset: one pod; parallelism alone: a work queue (Kubernetes' SetDefaults_Job).
+    if spec.completions.is_none() && spec.parallelism.is_none() {
+        spec.completions = Some(1);
+    }
+    spec.parallelism.get_or_insert(1);
+    let per_index = spec.backoff_limit_per_index.is_some();
+    spec.backoff_limit
+        .get_or_insert(if per_index { i32::MAX } else { 6 });
+    spec.completion_mode
+        .get_or_insert_with(|| "NonIndexed".to_string());
+    spec.suspend.get_or_insert(false);
+    let replacement = if spec.pod_failure_policy.is_some() {
+        "Failed"
+    } else {
+        "TerminatingOrFailed"
+    };
+    spec.pod_replacement_policy
+        .get_or_insert_with(|| replacement.to_string());
+    for rule in spec.pod_failure_policy.iter_mut().flat_map(|p| &mut p.rules) {
+        for pat in rule.on_pod_conditions.iter_mut().flatten() {
+            if pat.status.is_empty() {
+                pat.status = "True".into();
+            }
         }
+    }
+    if let Some(ps) = spec.template.spec.as_mut() {
+        let rp = ps.restart_policy.clone();
+        default_pod_spec(ps);
+        // Keep an unset restartPolicy unset so validation can ask for one.
+        ps.restart_policy = rp;
+    }
+    // The selector the API server generates from the uid (a Job being
+    // created or stored; a CronJob's template has no uid and gets none).
+    if let (Some(name), Some(uid)) = (name, uid)
+        && spec.manual_selector != Some(true)
+    {
+        let labels = spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(Default::default);
+        for (k, v) in [
+            (crate::validation::LEGACY_JOB_NAME_LABEL, &name),
+            (crate::validation::JOB_NAME_LABEL, &name),
+            (crate::validation::LEGACY_CONTROLLER_UID_LABEL, &uid),
+            (crate::validation::CONTROLLER_UID_LABEL, &uid),
+        ] {
+            labels.entry(k.to_string()).or_insert_with(|| v.clone());
+        }
+        spec.selector
+            .get_or_insert_with(Default::default)
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .entry(crate::validation::CONTROLLER_UID_LABEL.to_string())
+            .or_insert(uid);
     }
 }
 

@@ -6,6 +6,7 @@
 pub use k8s_openapi;
 
 pub mod alloc;
+pub mod cron;
 pub mod defaults;
 pub mod kinds;
 pub mod selector;

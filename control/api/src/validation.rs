@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Service, ServicePort,
 };
@@ -19,13 +18,22 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::selector::Selector;
 
+mod apps;
 mod batch;
 mod config;
 mod network;
 mod resources;
 mod storage;
 
-pub use batch::{schedule_error, validate_cron_job};
+pub use apps::{
+    RETENTION_POLICIES, controller_revision_update, validate_claim_retention,
+    validate_controller_revision,
+};
+pub use batch::{
+    CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
+    index_set, parse_indexes, validate_cron_job, validate_job, validate_job_spec,
+    validate_job_update,
+};
 pub use config::{config_key, validate_config_map, validate_secret};
 pub use network::{validate_ingress, validate_network_policy};
 pub use resources::{ProbeKind, parse_quantity, validate_probe, validate_resources};
@@ -123,6 +131,10 @@ impl fmt::Display for FieldError {
                 write!(f, "{}: Required value", self.field)
             }
             ErrorType::Required => write!(f, "{}: Required value: {}", self.field, self.detail),
+            // An empty value is one Kubernetes omits (`field.OmitValueType`).
+            ErrorType::Invalid if self.value.is_empty() => {
+                write!(f, "{}: Invalid value: {}", self.field, self.detail)
+            }
             ErrorType::Invalid => write!(
                 f,
                 "{}: Invalid value: {}: {}",
@@ -1000,45 +1012,9 @@ pub fn validate_stateful_set(ss: &StatefulSet) -> Vec<FieldError> {
             &["OrderedReady", "Parallel"],
         ));
     }
-    errs
-}
-
-/// Validates a Job: its pods must not restart forever (`OnFailure` or `Never`).
-/// The selector is optional (Kubernetes generates one from the Job's uid).
-pub fn validate_job(job: &Job) -> Vec<FieldError> {
-    let mut errs = validate_object_meta("Job", true, &job.metadata);
-    let Some(spec) = &job.spec else {
-        errs.push(FieldError::required("spec", ""));
-        return errs;
-    };
-    for (field, v) in [
-        ("spec.parallelism", spec.parallelism),
-        ("spec.completions", spec.completions),
-        ("spec.backoffLimit", spec.backoff_limit),
-    ] {
-        if let Some(n) = v
-            && n < 0
-        {
-            errs.push(FieldError::invalid(
-                field,
-                n.to_string(),
-                "must be greater than or equal to 0",
-            ));
-        }
-    }
-    match &spec.template.spec {
-        None => errs.push(FieldError::required("spec.template.spec", "")),
-        Some(ps) => {
-            if ps.restart_policy.is_none() {
-                errs.push(FieldError::required("spec.template.spec.restartPolicy", ""));
-            }
-            errs.extend(validate_pod_spec(
-                ps,
-                "spec.template.spec",
-                &["OnFailure", "Never"],
-            ));
-        }
-    }
+    errs.extend(validate_claim_retention(
+        spec.persistent_volume_claim_retention_policy.as_ref(),
+    ));
     errs
 }
 
@@ -1432,7 +1408,6 @@ mod tests {
     #[test]
     fn other_workloads() {
         use k8s_openapi::api::apps::v1::{DaemonSetSpec, StatefulSetSpec};
-        use k8s_openapi::api::batch::v1::JobSpec;
         let template = |labels_: &[(&str, &str)], restart: Option<&str>| PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: Some(labels(labels_)),
@@ -1475,25 +1450,6 @@ mod tests {
         assert_eq!(
             strings(&validate_stateful_set(&ss)),
             vec!["spec.replicas: Invalid value: -2: must be greater than or equal to 0"]
-        );
-        let job = |restart: Option<&str>| Job {
-            metadata: meta("j"),
-            spec: Some(JobSpec {
-                template: template(&[], restart),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert!(validate_job(&job(Some("Never"))).is_empty());
-        assert_eq!(
-            strings(&validate_job(&job(None))),
-            vec!["spec.template.spec.restartPolicy: Required value"]
-        );
-        assert_eq!(
-            strings(&validate_job(&job(Some("Always")))),
-            vec![
-                "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
-            ]
         );
     }
 

@@ -3,7 +3,9 @@
 //! Decoding into the typed struct also rejects fields of the wrong JSON type
 //! and drops unknown fields, as Kubernetes' schema pruning does.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -47,12 +49,15 @@ pub fn admit(kind: &ResourceKind, obj: ApiObject) -> Result<ApiObject, ApiError>
             defaults::default_stateful_set,
             validation::validate_stateful_set,
         ),
-        "Job" => run::<Job>(obj, defaults::default_job, validation::validate_job),
-        "CronJob" => run::<CronJob>(
+        "ControllerRevision" => run::<ControllerRevision>(
             obj,
-            defaults::default_cron_job,
-            validation::validate_cron_job,
+            |_| {},
+            validation::validate_controller_revision,
         ),
+        "Job" => run::<Job>(obj, defaults::default_job, validation::validate_job),
+        "CronJob" => run::<CronJob>(obj, defaults::default_cron_job, |cj| {
+            validation::validate_cron_job(cj, &known_time_zone)
+        }),
         "Endpoints" => run::<Endpoints>(obj, |_| {}, meta_only),
         "ConfigMap" => run::<ConfigMap>(obj, |_| {}, validation::validate_config_map),
         "Secret" => run::<Secret>(obj, defaults::default_secret, validation::validate_secret),
@@ -99,6 +104,12 @@ where
         ));
     }
     ApiObject::from_typed(&typed)
+}
+
+/// Whether this host's zone database knows a CronJob's `spec.timeZone`
+/// (the CronJob controller loads zones the same way).
+fn known_time_zone(name: &str) -> bool {
+    k8s_openapi::jiff::tz::TimeZone::get(name).is_ok()
 }
 
 /// Metadata-only validation for kinds without kind-specific rules yet.
