@@ -88,6 +88,13 @@ pub struct Args {
     /// `--mtu` minus 50, the VXLAN overhead).
     #[arg(long, value_enum, default_value_t = crate::overlay::RoutingMode::Native)]
     pub routing_mode: crate::overlay::RoutingMode,
+    /// How NodePort/externalIP/LoadBalancer traffic reaches backends on other
+    /// nodes: `snat` (replies come back through the node the client reached)
+    /// or `dsr` (direct server return: the client's address is kept and the
+    /// backend's node replies directly; needs `--routing-mode native`). A
+    /// Service's `service.weir.io/forwarding-mode` annotation overrides it.
+    #[arg(long, default_value = "snat")]
+    pub lb_mode: weir_datapath::plan::LbMode,
     /// Destinations pods reach with their own address (comma-separated
     /// CIDRs; the cluster's pod CIDR by default). Node addresses are added
     /// to these automatically.
@@ -105,6 +112,11 @@ pub struct Args {
     /// IP, port 9962.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// How the NodePort XDP fast path is attached to the node interface:
+    /// `auto` (generic on a veth, whose peer may not accept XDP frames;
+    /// native elsewhere), `native` or `generic`.
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: weir_datapath::XdpAttachMode,
 }
 
 /// The agent's configuration, as plain data.
@@ -132,10 +144,14 @@ pub struct Config {
     pub masquerade: bool,
     /// Native routing or VXLAN.
     pub routing_mode: crate::overlay::RoutingMode,
+    /// `--lb-mode` (DSR only with native routing).
+    pub lb_mode: weir_datapath::plan::LbMode,
     /// Destinations that are never masqueraded (besides the nodes).
     pub non_masquerade_cidrs: std::collections::BTreeSet<ipnet::Ipv4Net>,
     pub api_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// XDP attach mode of the node interface.
+    pub xdp_mode: weir_datapath::XdpAttachMode,
 }
 
 /// Default port of the node API (Hubble's, for familiarity).
@@ -154,6 +170,10 @@ pub enum ConfigError {
         "--cgroup-parent {0:?} must be an absolute cgroup path like /weir-weir-node1 (no '..')"
     )]
     CgroupParent(String),
+    #[error(
+        "--lb-mode dsr needs --routing-mode native: over VXLAN the backend's node cannot reply to the client directly"
+    )]
+    DsrOverVxlan,
     #[error("--{flag} {value} is out of range (1..={max})")]
     PolicyLimit {
         flag: &'static str,
@@ -187,6 +207,11 @@ impl TryFrom<Args> for Config {
             return Err(ConfigError::CgroupParent(a.cgroup_parent));
         }
         let policy_limits = policy_limits(&a)?;
+        if a.lb_mode == weir_datapath::plan::LbMode::Dsr
+            && a.routing_mode == crate::overlay::RoutingMode::Vxlan
+        {
+            return Err(ConfigError::DsrOverVxlan);
+        }
         Ok(Config {
             node_name: a.node_name,
             server: a.server,
@@ -208,6 +233,7 @@ impl TryFrom<Args> for Config {
             policy_limits,
             masquerade: a.masquerade,
             routing_mode: a.routing_mode,
+            lb_mode: a.lb_mode,
             non_masquerade_cidrs: a.non_masquerade_cidrs.iter().map(|n| n.trunc()).collect(),
             api_addr: a
                 .api_addr
@@ -215,6 +241,7 @@ impl TryFrom<Args> for Config {
             metrics_addr: a
                 .metrics_addr
                 .unwrap_or(SocketAddr::new(a.node_ip.into(), DEFAULT_METRICS_PORT)),
+            xdp_mode: a.xdp_mode,
         })
     }
 }
@@ -291,6 +318,34 @@ mod tests {
         assert_eq!(c.non_masquerade_cidrs, [cluster].into());
         assert_eq!(c.api_addr, "172.30.0.11:4244".parse().unwrap());
         assert_eq!(c.metrics_addr, "172.30.0.11:9962".parse().unwrap());
+        assert_eq!(c.xdp_mode, weir_datapath::XdpAttachMode::Auto);
+    }
+
+    #[test]
+    fn xdp_mode_flag() {
+        let with = |mode: &str| {
+            let argv = [
+                "weir-agent",
+                "--node-name=n",
+                "--server=s",
+                "--node-ip=172.30.0.11",
+                "--cri-socket=c",
+                "--state-dir=d",
+                "--bpffs-dir=b",
+                "--cgroup-parent=/p",
+                "--cni-conf-dir=e",
+                "--pod-log-dir=l",
+            ];
+            let mode = format!("--xdp-mode={mode}");
+            Args::try_parse_from(argv.iter().copied().chain([mode.as_str()]))
+        };
+        use weir_datapath::XdpAttachMode::{Generic, Native};
+        for (flag, want) in [("native", Native), ("generic", Generic)] {
+            let c = Config::try_from(with(flag).expect("parse")).expect("valid");
+            assert_eq!(c.xdp_mode, want, "{flag}");
+        }
+        let error = with("drv").expect_err("unknown mode").to_string();
+        assert!(error.contains("expected auto, native or generic"), "{error}");
     }
 
     #[test]
@@ -334,6 +389,22 @@ mod tests {
         let mut bad = argv.to_vec();
         *bad.last_mut().unwrap() = "10.0.0.0/33";
         assert!(Args::try_parse_from(bad).is_err(), "a bad CIDR is refused");
+        assert_eq!(c.lb_mode, weir_datapath::plan::LbMode::Snat, "default");
+        // DSR needs native routing: refused with VXLAN, accepted without.
+        let dsr = [argv.as_slice(), &["--lb-mode", "dsr"]].concat();
+        let error = Config::try_from(Args::try_parse_from(&dsr).expect("parse"))
+            .expect_err("dsr over vxlan");
+        assert_eq!(error, ConfigError::DsrOverVxlan);
+        assert!(error.to_string().contains("--routing-mode native"), "{error}");
+        let native: Vec<&str> = dsr
+            .iter()
+            .map(|a| if *a == "vxlan" { "native" } else { a })
+            .collect();
+        let c = Config::try_from(Args::try_parse_from(native).expect("parse")).expect("valid");
+        assert_eq!(c.lb_mode, weir_datapath::plan::LbMode::Dsr);
+        let bad = [argv.as_slice(), &["--lb-mode", "ipip"]].concat();
+        let error = Args::try_parse_from(bad).expect_err("unknown mode").to_string();
+        assert!(error.contains("use snat or dsr"), "{error}");
     }
 
     #[test]

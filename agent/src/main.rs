@@ -244,6 +244,7 @@ fn start_datapath(
             name: cfg.node_name.clone(),
             ip: cfg.node_ip,
             interface,
+            xdp_mode: cfg.xdp_mode,
         }),
         Ok(None) => {
             warn!(node_ip = %cfg.node_ip, "no interface carries --node-ip: NodePort is off");
@@ -310,8 +311,12 @@ fn start_datapath(
         warn!(error = %error, "cannot attach the datapath to existing pod interfaces");
     }
     let api = api.clone();
+    let forwarding = datapath::plan::Forwarding {
+        default: cfg.lb_mode,
+        dsr_possible: cfg.routing_mode == crate::overlay::RoutingMode::Native,
+    };
     tokio::spawn(async move {
-        if let Err(error) = datapath::run_service_sync(api, dp).await {
+        if let Err(error) = datapath::run_service_sync(api, dp, forwarding).await {
             error!(error = %error, "the service sync stopped; Services are no longer updated");
         }
     });

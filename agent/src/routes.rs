@@ -116,6 +116,11 @@ impl MasqueradeSync {
         if let Err(error) = dp.set_masquerade(settings.as_ref()) {
             warn!(error = %error, "cannot update masquerade; retrying on the next Node change");
         }
+        // Direct server return: the node addresses a DSR option may name.
+        let addrs = nodes.values().filter_map(internal_ip).collect();
+        if let Err(error) = dp.set_node_addrs(&addrs) {
+            warn!(error = %error, "cannot update the node addresses for DSR; retrying on the next Node change");
+        }
     }
 }
 

@@ -20,9 +20,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::policy::IPPROTO_SCTP;
 use weir_ebpf_common::{
     Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_SNAT, CtKey,
-    CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_EXT_LOCAL,
-    SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES, SOURCE_RANGE_FRONTEND_BITS, ServiceKey,
-    ServiceValue, SourceRangeKey,
+    CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_DSR,
+    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
+    SOURCE_RANGE_FRONTEND_BITS, ServiceKey, ServiceValue, SourceRangeKey,
 };
 
 /// The label an EndpointSlice carries to name its Service.
@@ -64,6 +64,99 @@ pub struct NodeContext {
     pub name: String,
     /// The node address NodePorts are reachable on.
     pub ip: Ipv4Addr,
+    /// How NodePort/externalIP/LoadBalancer traffic to backends on other
+    /// nodes is forwarded (see [`forwarding_mode`]).
+    pub forwarding: Forwarding,
+}
+
+/// The annotation that picks a Service's forwarding mode (`snat` or `dsr`),
+/// overriding the agent's `--lb-mode`.
+pub const FORWARDING_MODE_ANNOTATION: &str = "service.weir.io/forwarding-mode";
+
+/// How external traffic reaches backends on other nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LbMode {
+    /// Source-translated to the load-balancing node; replies come back
+    /// through it.
+    #[default]
+    Snat,
+    /// Direct server return: the client address is kept and the backend's
+    /// node replies to the client itself ([`SERVICE_FLAG_DSR`]).
+    Dsr,
+}
+
+impl std::str::FromStr for LbMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "snat" => Ok(LbMode::Snat),
+            "dsr" => Ok(LbMode::Dsr),
+            other => Err(format!(
+                "unknown load-balancing mode {other:?}: use snat or dsr"
+            )),
+        }
+    }
+}
+
+/// The node's forwarding settings: the default mode (`--lb-mode`) and
+/// whether DSR can work (native routing: the backend node must see the
+/// client's packets unencapsulated and reply to the client directly).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forwarding {
+    pub default: LbMode,
+    pub dsr_possible: bool,
+}
+
+/// Why a Service's forwarding-mode annotation was not followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardingProblem {
+    /// The value is neither `snat` nor `dsr`; the default applies.
+    Unknown(String),
+    /// `dsr` on a cluster without native routing (VXLAN); SNAT applies.
+    DsrNeedsNativeRouting,
+}
+
+impl std::fmt::Display for ForwardingProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown(v) => write!(
+                f,
+                "annotation {FORWARDING_MODE_ANNOTATION}={v:?} is neither snat nor dsr; using the agent's --lb-mode"
+            ),
+            Self::DsrNeedsNativeRouting => write!(
+                f,
+                "annotation {FORWARDING_MODE_ANNOTATION}=dsr ignored: DSR needs --routing-mode native; using SNAT"
+            ),
+        }
+    }
+}
+
+/// The forwarding mode of a Service's external frontends: its
+/// `service.weir.io/forwarding-mode` annotation, else the node's default;
+/// never DSR where it cannot work. The problem, if any, is for a warning.
+pub fn forwarding_mode(
+    service: &Service,
+    forwarding: Forwarding,
+) -> (LbMode, Option<ForwardingProblem>) {
+    let annotation = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(FORWARDING_MODE_ANNOTATION));
+    let (wanted, problem) = match annotation.map(|v| v.trim().parse::<LbMode>()) {
+        None => (forwarding.default, None),
+        Some(Ok(mode)) => (mode, None),
+        Some(Err(_)) => (
+            forwarding.default,
+            annotation.map(|v| ForwardingProblem::Unknown(v.clone())),
+        ),
+    };
+    if wanted == LbMode::Dsr && !forwarding.dsr_possible {
+        let problem = problem.or(annotation.map(|_| ForwardingProblem::DsrNeedsNativeRouting));
+        return (LbMode::Snat, problem);
+    }
+    (wanted, problem)
 }
 
 /// Computes the desired map contents from the Services and EndpointSlices of
@@ -164,6 +257,12 @@ pub fn service_frontends(
     let ext_local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
     let affinity_timeout_secs = spec.map_or(0, affinity_timeout_secs);
     let int_local = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local");
+    // Direct server return for external frontends with cluster traffic
+    // policy (Local ones only have local backends: nothing to return).
+    let dsr_flag = match node.map(|n| forwarding_mode(service, n.forwarding).0) {
+        Some(LbMode::Dsr) if !ext_local => SERVICE_FLAG_DSR,
+        _ => 0,
+    };
     let external_ips = external_ipv4s(service);
     let lb_ips = load_balancer_ipv4s(service);
     let source_ranges = spec.and_then(load_balancer_source_ranges);
@@ -208,7 +307,7 @@ pub fn service_frontends(
                     SERVICE_FLAG_NODEPORT | SERVICE_FLAG_EXT_LOCAL,
                 )
             } else {
-                (backends.clone(), SERVICE_FLAG_NODEPORT)
+                (backends.clone(), SERVICE_FLAG_NODEPORT | dsr_flag)
             };
             desired.insert(
                 ServiceKey::new(node.ip.octets(), node_port, proto),
@@ -235,6 +334,7 @@ pub fn service_frontends(
                     backends,
                     flags: SERVICE_FLAG_NODEPORT
                         | local_flag
+                        | if local { 0 } else { dsr_flag }
                         | ranges.map_or(0, |_| SERVICE_FLAG_SOURCE_RANGES),
                     affinity_timeout_secs,
                     source_ranges: ranges.cloned().unwrap_or_default(),

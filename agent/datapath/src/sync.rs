@@ -36,9 +36,15 @@ use crate::reflect::{AbortOnDrop, Backoff, StoreEvent, reflect};
 /// Watches Services and EndpointSlices (all namespaces) and keeps the service
 /// and backend maps in sync, writing only the differences. Runs until a watch
 /// task stops (which only happens if it panics); API errors are retried.
+///
+/// `forwarding`: the agent's `--lb-mode` and whether DSR can work here
+/// (native routing); Services pick their own mode with an annotation (see
+/// [`plan::forwarding_mode`]; an annotation that cannot be followed is
+/// logged as a warning each time the Service is planned).
 pub async fn run_service_sync(
     client: Client,
     dp: Arc<Mutex<Datapath>>,
+    forwarding: plan::Forwarding,
 ) -> Result<(), DatapathError> {
     let (tx, mut rx) = mpsc::channel(256);
     let _services = AbortOnDrop(tokio::spawn(reflect::<Service, _>(
@@ -61,7 +67,10 @@ pub async fn run_service_sync(
     };
     let (mut current, node) = {
         let dp = lock(&dp);
-        (dp.read_state()?, dp.node_context())
+        let node = dp
+            .node_context()
+            .map(|node| plan::NodeContext { forwarding, ..node });
+        (dp.read_state()?, node)
     };
     let mut next_slot = current.next_free_slot();
     let mut retry: Option<tokio::time::Instant> = None;
@@ -338,6 +347,11 @@ impl SyncState {
             .flatten()
             .filter_map(|slice| self.slices.objects.get(slice))
             .collect();
+        if let Some(node) = node
+            && let (_, Some(problem)) = plan::forwarding_mode(service, node.forwarding)
+        {
+            tracing::warn!(namespace = %name.0, service = %name.1, %problem, "forwarding mode");
+        }
         plan::service_frontends(service, &slices, node)
     }
 
@@ -540,6 +554,7 @@ mod tests {
         let node = plan::NodeContext {
             name: "n1".into(),
             ip: "192.168.0.2".parse().expect("ip"),
+            forwarding: plan::Forwarding::default(),
         };
         let steps: Vec<(&str, Update, bool)> = vec![
             (

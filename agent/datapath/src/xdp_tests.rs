@@ -36,7 +36,7 @@ const TC_ACT_REDIRECT: u32 = 7;
 impl Datapath {
     /// Runs the XDP program on `frame` as if it arrived on `ifindex` (of
     /// the calling thread's netns): (verdict, output frame).
-    fn run_xdp(&self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+    pub(crate) fn run_xdp(&self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
         let program: &Xdp = self
             .ebpf
             .program(program_names::NODE_XDP)
@@ -64,12 +64,12 @@ impl Datapath {
 }
 
 /// The ifindex of `name` in the calling thread's netns.
-fn ifindex(name: &str) -> u32 {
+pub(crate) fn ifindex(name: &str) -> u32 {
     nix::net::if_::if_nametoindex(name).expect("interface")
 }
 
 /// Enters netns `name` on the current thread (a scoped test thread).
-fn enter(name: &str) {
+pub(crate) fn enter(name: &str) {
     let ns = std::fs::File::open(format!("/run/netns/{name}")).expect("netns");
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
@@ -443,6 +443,7 @@ fn xdp_forwards_real_traffic_to_a_remote_node_without_tc() {
             name: "node1".into(),
             ip: NODE_IP.into(),
             interface: "eth0".into(),
+            xdp_mode: crate::XdpAttachMode::Auto,
         }),
     };
     let mut dp: Datapath = in_netns(&n1, move || {
@@ -521,6 +522,7 @@ fn xdp_link_outlives_the_agent_and_is_adopted_by_the_next() {
             name: "node1".into(),
             ip: NODE_IP.into(),
             interface: "wdp8e0".into(),
+            xdp_mode: crate::XdpAttachMode::Auto,
         }),
     };
     // A thread in a fresh netns: the namespace and its veth vanish with it.

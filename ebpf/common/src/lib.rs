@@ -18,10 +18,13 @@
 // Only the `aya::Pod` marker impls (feature `user`) are unsafe.
 #![deny(unsafe_code)]
 
+pub mod dsr;
 pub mod flow;
 pub mod maglev;
 pub mod masq;
 pub mod policy;
+pub mod redirect;
+pub mod txgen;
 pub mod xdp;
 
 /// IP protocol number of TCP (the `proto` field of keys).
@@ -70,8 +73,14 @@ pub mod drop_reason {
     /// NetworkPolicy denied a new connection (egress of the source or
     /// ingress of the destination).
     pub const POLICY_DENIED: u32 = 6;
+    /// A packet carried a DSR option (see [`crate::dsr`]) that names no DSR
+    /// frontend this node knows, or whose destination is not one of that
+    /// frontend's backends on this node, or that is malformed (wrong
+    /// length): a foreign host must not make the node reply from an address
+    /// of its choice.
+    pub const DSR_INVALID: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     /// Counter names, by index (for logs and inspection).
     pub const NAMES: [&str; COUNT as usize] = [
         "no_backend",
@@ -81,6 +90,7 @@ pub mod drop_reason {
         "no_route",
         "source_range",
         "policy_denied",
+        "dsr_invalid",
     ];
 }
 
@@ -211,6 +221,14 @@ pub const SERVICE_FLAG_ANNOUNCE: u32 = 4;
 /// (`loadBalancerSourceRanges`, in `WEIR_SRC_RANGES`); others are dropped.
 pub const SERVICE_FLAG_SOURCE_RANGES: u32 = 8;
 
+/// [`ServiceValue::flags`] bit (with [`SERVICE_FLAG_NODEPORT`], never with
+/// [`SERVICE_FLAG_EXT_LOCAL`]): direct server return. A new connection whose
+/// backend is on another node keeps the client's address (no SNAT) and
+/// carries the frontend to the backend node in an IPv4 option, whose replies
+/// go straight to the client (see [`dsr`]). The backend node also needs the
+/// bit on its own copy of the frontend to accept such options.
+pub const SERVICE_FLAG_DSR: u32 = 16;
+
 /// Capacity of the source ranges LPM trie (all frontends together).
 pub const SOURCE_RANGES_MAX_ENTRIES: u32 = 16_384;
 /// Bits of a [`SourceRangeKey`] before `src`: a source range of prefix
@@ -314,6 +332,14 @@ pub const CT_FLAG_NODEPORT: u8 = 4;
 /// node:`nat_port` (a NodePort SNAT port); `nat_addr:nat_port` hold the pod
 /// address and port the node-ingress program restores as the destination.
 pub const CT_FLAG_MASQ: u8 = 16;
+/// [`CtValue::flags`] bit: a direct-server-return connection (see [`dsr`]).
+/// On the load-balancing node (with [`CT_FLAG_NODEPORT`], without
+/// [`CT_FLAG_SNAT`]): DNAT only, the client's packets towards a backend on
+/// another node. On the backend node: the reverse entry only, keyed backend
+/// -> client, restoring the frontend (from the option) as the source of the
+/// replies (with [`CT_FLAG_NODEPORT`], so from-pod forwards them past the
+/// stack).
+pub const CT_FLAG_DSR: u8 = 32;
 /// [`CtValue::flags`] bit: a connection tracked only for NetworkPolicy (a
 /// pod-to-pod or pod-to-outside connection that policy judged and allowed):
 /// no translation (`frontend_*` equal `backend_*`, the destination), so

@@ -12,8 +12,9 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
 };
 use weir_ebpf_common::{
-    Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_NODEPORT,
-    CT_FLAG_SNAT, CtKey, CtValue, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS,
+    Backend, CT_DIR_FORWARD, CT_DIR_REVERSE, CT_FLAG_DSR, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT,
+    CT_FLAG_NODEPORT, CT_FLAG_SNAT, CtKey, CtValue, NODEPORT_SNAT_PORT_MIN, NODEPORT_SNAT_PORTS,
+    dsr::DsrOption,
 };
 
 use crate::{maps::CONNTRACK, parse::Flow};
@@ -206,4 +207,84 @@ pub fn create_nodeport(
         return Some(forward);
     }
     None
+}
+
+/// Load-balancing node: records a new direct-server-return connection
+/// (`flow` is client -> frontend): DNAT only, `CT_FLAG_NODEPORT |
+/// CT_FLAG_DSR`. Only the forward entry: the backend's replies go straight
+/// to the client and never come back through this node. Returns it.
+#[inline(always)]
+pub fn create_dsr(flow: &Flow, backend: &Backend) -> Option<CtValue> {
+    let now = now_ns();
+    let forward = CtValue {
+        frontend_addr: flow.daddr,
+        backend_addr: backend.addr,
+        frontend_port: flow.dport,
+        backend_port: backend.port,
+        direction: CT_DIR_FORWARD,
+        flags: CT_FLAG_NODEPORT | CT_FLAG_DSR,
+        nat_port: 0,
+        src_identity: 0,
+        nat_addr: 0,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    CONNTRACK
+        .insert(flow.ct_key(), forward, u64::from(BPF_ANY))
+        .ok()?;
+    Some(forward)
+}
+
+/// The backend node's key of a DSR connection: backend -> client, as the
+/// replies leave the pod.
+#[inline(always)]
+fn dsr_reverse_key(flow: &Flow) -> CtKey {
+    CtKey {
+        saddr: flow.daddr,
+        daddr: flow.saddr,
+        sport: flow.dport,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Backend node: whether the DSR connection of `flow` (client -> backend)
+/// is already recorded with the frontend `opt` names.
+#[inline(always)]
+pub fn dsr_recorded(flow: &Flow, opt: &DsrOption) -> bool {
+    CONNTRACK.get_ptr(dsr_reverse_key(flow)).is_some_and(|ptr| {
+        // SAFETY: a successful lookup returns a pointer to a CtValue
+        // (plain integers); a racing update can only yield a stale copy.
+        let ct = unsafe { *ptr };
+        ct.flags & CT_FLAG_DSR != 0
+            && ct.frontend_addr == opt.addr
+            && ct.frontend_port == opt.port
+    })
+}
+
+/// Backend node: records a DSR connection that arrived with option `opt`
+/// (`flow` is client -> backend): the reverse entry, keyed backend ->
+/// client, that gives the replies the frontend as their source
+/// (`CT_FLAG_NODEPORT`: from-pod forwards them past the stack, since their
+/// source is not an address of this node).
+#[inline(always)]
+pub fn create_dsr_reverse(flow: &Flow, opt: &DsrOption) -> Option<()> {
+    let now = now_ns();
+    let reverse = CtValue {
+        frontend_addr: opt.addr,
+        backend_addr: flow.daddr,
+        frontend_port: opt.port,
+        backend_port: flow.dport,
+        direction: CT_DIR_REVERSE,
+        flags: CT_FLAG_NODEPORT | CT_FLAG_DSR,
+        nat_port: 0,
+        src_identity: 0,
+        nat_addr: 0,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    CONNTRACK
+        .insert(dsr_reverse_key(flow), reverse, u64::from(BPF_ANY))
+        .ok()
 }

@@ -22,6 +22,15 @@
 //!   before SNAT (after it, every client would be this node, which policy
 //!   always allows). Other new connections to local pods are judged by the
 //!   to-pod hook; backends on other nodes by theirs.
+//! - Direct server return (`SERVICE_FLAG_DSR`, see [`crate::dsr`]): a new
+//!   connection whose backend is on another node (the FIB routes it through
+//!   a gateway) and whose first packet fits the MTU with the option is DNATed
+//!   only (`CT_FLAG_DSR`, client address kept), carries the frontend in an
+//!   IPv4 option and is forwarded; the backend's replies go straight to the
+//!   client. Otherwise (local backend, no room for the option, IPv4 options
+//!   already present) it is SNATed as without DSR. Later UDP datagrams carry
+//!   the option again when it fits. As a backend node, packets carrying a
+//!   DSR option are checked and recorded (or dropped) before anything else.
 //! - Every drop is a flow event (see [`crate::flow`]).
 //! - ARP requests for LoadBalancer IPs this node owns are answered (see
 //!   [`crate::arp`]).
@@ -34,12 +43,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weir_ebpf_common::{
-    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
-    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason, flow::hook::NODE_INGRESS,
+    AFFINITY_CLIENT_IP, Backend, CT_FLAG_DSR, CT_FLAG_NODEPORT, CtValue, IPPROTO_UDP,
+    SERVICE_FLAG_DSR, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
+    ServiceKey, ServiceValue,
+    dsr::{DSR_OPT_LEN, DsrOption},
+    drop_reason,
+    flow::hook::NODE_INGRESS,
 };
 
 use crate::{
-    arp, conntrack, fib, flow, lb, maps, nat,
+    arp, conntrack, dsr, fib, flow, lb, maps, nat,
     packet::read,
     parse::{self, Flow},
     policy,
@@ -59,6 +72,13 @@ pub fn weir_node_ingress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
+    // A DSR option from a load-balancing node (we always insert it as the
+    // first option, so only that position is looked at).
+    if flow.l4_off > flow.l3_off + 20
+        && let Some(verdict) = dsr::receive(ctx, flow)
+    {
+        return verdict;
+    }
     // As in from-pod: a SYN is balanced afresh (port reuse after a change).
     let existing = if flow.tcp_syn {
         None
@@ -75,7 +95,16 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
         if ct.flags & CT_FLAG_NODEPORT == 0 {
             return TC_ACT_OK;
         }
-        return forward(ctx, flow, nat::translate(ctx, flow, &ct));
+        let translated = nat::translate(ctx, flow, &ct);
+        // Later UDP datagrams of a DSR flow carry the option when it fits
+        // (see weir_ebpf_common::dsr); TCP needs it on the SYN only.
+        if translated.is_some() && ct.flags & CT_FLAG_DSR != 0 && flow.proto == IPPROTO_UDP {
+            let fits = matches!(dsr_route(ctx, flow, &ct), dsr::Route::Remote { .. });
+            if fits && dsr::push_option(ctx, &option(&ct)).is_none() {
+                return flow::dropped(ctx, NODE_INGRESS, drop_reason::REWRITE);
+            }
+        }
+        return forward(ctx, flow, translated);
     }
 
     let key = ServiceKey {
@@ -103,6 +132,16 @@ fn handle(ctx: &TcContext, flow: &Flow) -> i32 {
     if policy::judge_ingress(ctx, NODE_INGRESS, &conn) == policy::Outcome::Denied {
         return TC_ACT_SHOT;
     }
+    if dsr_applies(ctx, flow, &svc, &backend) {
+        let Some(ct) = conntrack::create_dsr(flow, &backend) else {
+            return flow::dropped(ctx, NODE_INGRESS, drop_reason::MAP_INSERT);
+        };
+        if nat::translate(ctx, flow, &ct).is_none() || dsr::push_option(ctx, &option(&ct)).is_none()
+        {
+            return flow::dropped(ctx, NODE_INGRESS, drop_reason::REWRITE);
+        }
+        return fib::redirect(ctx, flow.proto, NODE_INGRESS);
+    }
     // SNAT to the node address (an external IP may not be the node's own);
     // without one configured, to the address the client reached (a NodePort).
     let snat =
@@ -126,4 +165,54 @@ fn forward(ctx: &TcContext, flow: &Flow, translated: Option<()>) -> i32 {
         Some(()) => fib::redirect(ctx, flow.proto, NODE_INGRESS),
         None => flow::dropped(ctx, NODE_INGRESS, drop_reason::REWRITE),
     }
+}
+
+/// Whether a new connection to `svc` with `backend` is served by direct
+/// server return: the frontend asks for it, the packet has no IPv4 options
+/// yet, and the backend is on another node with room for the option.
+#[inline(always)]
+fn dsr_applies(ctx: &TcContext, flow: &Flow, svc: &ServiceValue, backend: &Backend) -> bool {
+    if svc.flags & SERVICE_FLAG_DSR == 0
+        || svc.flags & SERVICE_FLAG_EXT_LOCAL != 0
+        || flow.l4_off != flow.l3_off + 20
+    {
+        return false;
+    }
+    let Some(len) = dsr::tot_len(ctx) else {
+        return false;
+    };
+    matches!(
+        dsr::route(
+            ctx,
+            flow::ifindex(ctx),
+            flow.proto,
+            flow.saddr,
+            backend.addr,
+            len + u16::from(DSR_OPT_LEN),
+        ),
+        dsr::Route::Remote { .. }
+    )
+}
+
+/// The FIB's answer for a later packet of the DSR connection `ct` with the
+/// option added.
+#[inline(always)]
+fn dsr_route(ctx: &TcContext, flow: &Flow, ct: &CtValue) -> dsr::Route {
+    match dsr::tot_len(ctx) {
+        Some(len) if flow.l4_off == flow.l3_off + 20 => dsr::route(
+            ctx,
+            flow::ifindex(ctx),
+            flow.proto,
+            flow.saddr,
+            ct.backend_addr,
+            len + u16::from(DSR_OPT_LEN),
+        ),
+        _ => dsr::Route::Other,
+    }
+}
+
+/// The option naming the frontend of the DSR connection `ct`.
+#[inline(always)]
+fn option(ct: &CtValue) -> DsrOption {
+    DsrOption::new(ct.frontend_addr, ct.frontend_port)
 }

@@ -27,8 +27,14 @@
 //!   recorded before the decision to forward, so a passed packet reaches tc
 //!   exactly as it arrived.
 //!
-//! Direct server return is not implemented: replies of remote backends come
-//! back through this node (SNAT), as on the tc path.
+//! Direct server return (`SERVICE_FLAG_DSR`, see [`crate::dsr`]): a new
+//! connection to such a frontend whose backend the FIB reaches through a
+//! gateway out of this interface, with room for the option, is recorded as
+//! tc records it ([`conntrack::create_dsr`]), DNATed only, given the IPv4
+//! option naming the frontend and sent out with `XDP_TX`; later UDP
+//! datagrams get the option again when it fits. A DSR frontend whose first
+//! packet does not qualify passes to tc, which decides it the same way
+//! (SNAT fallback) with the same inputs.
 
 use core::mem;
 
@@ -44,14 +50,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use weir_ebpf_common::{
-    AFFINITY_CLIENT_IP, CT_FLAG_NODEPORT, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT,
-    SERVICE_FLAG_SOURCE_RANGES, ServiceKey, drop_reason,
+    AFFINITY_CLIENT_IP, CT_FLAG_DSR, CT_FLAG_NODEPORT, IPPROTO_UDP, SERVICE_FLAG_DSR,
+    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES, ServiceKey,
+    drop_reason,
+    dsr::{DSR_OPT_LEN, DsrOption},
     flow::{FlowEvent, VERDICT_DROPPED, hook},
     xdp::verdict,
 };
 
 use crate::{
-    conntrack, lb, maglev, maps,
+    conntrack, dsr, lb, maglev, maps,
     nat::{self, Tuple},
     parse::Flow,
     xdp_packet,
@@ -94,8 +102,16 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
             return XDP_PASS;
         }
         let to = nat::translated(flow, &ct);
+        // Later UDP datagrams of a DSR flow: with the option when it fits.
+        if ct.flags & CT_FLAG_DSR != 0
+            && flow.proto == IPPROTO_UDP
+            && let Some(macs) = dsr_next_hop(ctx, flow, &to)
+        {
+            let opt = DsrOption::new(ct.frontend_addr, ct.frontend_port);
+            return transmit(ctx, flow, &to, macs, Some(opt));
+        }
         return match next_hop(ctx, &to, flow.proto) {
-            Some(macs) => transmit(ctx, flow, &to, macs),
+            Some(macs) => transmit(ctx, flow, &to, macs, None),
             None => XDP_PASS,
         };
     }
@@ -128,6 +144,24 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
     else {
         return XDP_PASS;
     };
+    if svc.flags & SERVICE_FLAG_DSR != 0 {
+        // DNAT only, to a backend on another node reached from here with
+        // room for the option; anything else is tc's (SNAT fallback).
+        let to = Tuple {
+            saddr: flow.saddr,
+            sport: flow.sport,
+            daddr: backend.addr,
+            dport: backend.port,
+        };
+        let Some(macs) = dsr_next_hop(ctx, flow, &to) else {
+            return XDP_PASS;
+        };
+        let Some(ct) = conntrack::create_dsr(flow, &backend) else {
+            return dropped(ctx, flow, drop_reason::MAP_INSERT);
+        };
+        let opt = DsrOption::new(ct.frontend_addr, ct.frontend_port);
+        return transmit(ctx, flow, &nat::translated(flow, &ct), macs, Some(opt));
+    }
     let snat = maps::node_addr().unwrap_or(flow.daddr);
     // Decide before recording anything: only a backend reached through this
     // interface is forwarded here.
@@ -143,18 +177,47 @@ fn handle(ctx: &XdpContext, flow: &Flow) -> u32 {
     let Some(ct) = conntrack::create_nodeport(flow, &backend, Some(snat), hash) else {
         return dropped(ctx, flow, drop_reason::SNAT_PORTS);
     };
-    transmit(ctx, flow, &nat::translated(flow, &ct), macs)
+    transmit(ctx, flow, &nat::translated(flow, &ct), macs, None)
 }
 
-/// Rewrites the frame to `to`, sets the MACs and sends it back out.
+/// Rewrites the frame to `to`, inserts the DSR option if given, sets the
+/// MACs and sends it back out.
 #[inline(always)]
-fn transmit(ctx: &XdpContext, flow: &Flow, to: &Tuple, macs: ([u8; 6], [u8; 6])) -> u32 {
-    if xdp_packet::rewrite(ctx, flow, to).is_none()
-        || xdp_packet::set_macs(ctx, macs.0, macs.1).is_none()
+fn transmit(
+    ctx: &XdpContext,
+    flow: &Flow,
+    to: &Tuple,
+    macs: ([u8; 6], [u8; 6]),
+    opt: Option<DsrOption>,
+) -> u32 {
+    if xdp_packet::rewrite(ctx, flow, to).is_none() {
+        return dropped(ctx, flow, drop_reason::REWRITE);
+    }
+    if let Some(opt) = opt
+        && xdp_packet::push_ip_option(ctx, dsr::option_bytes(&opt)).is_none()
     {
         return dropped(ctx, flow, drop_reason::REWRITE);
     }
+    if xdp_packet::set_macs(ctx, macs.0, macs.1).is_none() {
+        return dropped(ctx, flow, drop_reason::REWRITE);
+    }
     XDP_TX
+}
+
+/// The MACs towards `to.daddr` for a frame that will carry the DSR option:
+/// the FIB must route it through a gateway (another node) out of the
+/// interface it came in on, resolved, with room for the option.
+#[inline(always)]
+fn dsr_next_hop(ctx: &XdpContext, flow: &Flow, to: &Tuple) -> Option<([u8; 6], [u8; 6])> {
+    let tot_len = xdp_packet::ip_tot_len(ctx)? + u16::from(DSR_OPT_LEN);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match dsr::route(ctx, ifindex, flow.proto, to.saddr, to.daddr, tot_len) {
+        dsr::Route::Remote {
+            ifindex: out,
+            macs: Some(macs),
+        } if out == ifindex => Some(macs),
+        _ => None,
+    }
 }
 
 /// Counts a drop for `reason`, emits its flow event (hook `XDP`, the

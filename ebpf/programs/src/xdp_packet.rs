@@ -12,7 +12,7 @@
 
 use core::{mem, ptr};
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{EbpfContext, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use weir_ebpf_common::{IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
@@ -162,4 +162,44 @@ fn apply(check: u16, diff: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+/// Inserts an 8-byte IPv4 option right after the 20-byte base header of an
+/// option-less frame (direct server return, `crate::dsr`): grows the head
+/// by 8 bytes, moves the Ethernet and IPv4 headers to the new start, writes
+/// the option and fixes IHL, total length and the header checksum (the L4
+/// checksum does not cover options).
+#[inline(always)]
+pub fn push_ip_option(ctx: &XdpContext, option: [u8; 8]) -> Option<()> {
+    const SHIFT: usize = 8;
+    // SAFETY: the helper takes the program's own context; it only moves
+    // `data` (bounds are re-checked by every access below).
+    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr().cast(), -(SHIFT as i32)) } != 0 {
+        return None;
+    }
+    // Ethernet (14) + IPv4 base header (20) = 34 bytes: 4 x 8 + 2.
+    for i in 0..4 {
+        let word: u64 = read(ctx, SHIFT + i * 8)?;
+        write(ctx, i * 8, word)?;
+    }
+    let tail: u16 = read(ctx, SHIFT + 32)?;
+    write(ctx, 32, tail)?;
+    let vihl_tos: u16 = read(ctx, ETH_HLEN)?;
+    let mut bytes = vihl_tos.to_ne_bytes();
+    bytes[0] += (SHIFT / 4) as u8;
+    let new_vihl_tos = u16::from_ne_bytes(bytes);
+    let old_len: u16 = read(ctx, ETH_HLEN + IP_TOT_LEN_OFF)?;
+    let new_len = (u16::from_be(old_len) + SHIFT as u16).to_be();
+    let added = |a: u8, b: u8| u32::from(u16::from_ne_bytes([a, b]));
+    let sum = ones_diff16(vihl_tos, new_vihl_tos)
+        + ones_diff16(old_len, new_len)
+        + added(option[0], option[1])
+        + added(option[2], option[3])
+        + added(option[4], option[5])
+        + added(option[6], option[7]);
+    let check: u16 = read(ctx, ETH_HLEN + IP_CSUM_OFF)?;
+    write(ctx, ETH_HLEN + IP_CSUM_OFF, apply(check, sum))?;
+    write(ctx, ETH_HLEN, new_vihl_tos)?;
+    write(ctx, ETH_HLEN + IP_TOT_LEN_OFF, new_len)?;
+    write(ctx, ETH_HLEN + IP_HLEN, option)
 }

@@ -529,6 +529,7 @@ fn node_port_frontends_table() {
     let node = NodeContext {
         name: "node1".into(),
         ip: Ipv4Addr::new(172, 30, 0, 11),
+        forwarding: Forwarding::default(),
     };
     let node_key = key([172, 30, 0, 11], 30080, IPPROTO_TCP);
     let cluster_key = key([10, 96, 0, 20], 80, IPPROTO_TCP);
@@ -790,6 +791,7 @@ fn node_ports_inherit_session_affinity() {
     let node = NodeContext {
         name: "node1".into(),
         ip: Ipv4Addr::new(172, 30, 0, 11),
+        forwarding: Forwarding::default(),
     };
     let services = [service_spec(
         "web",
@@ -807,6 +809,7 @@ fn external_ip_frontends_table() {
     let node = NodeContext {
         name: "node1".into(),
         ip: Ipv4Addr::new(172, 30, 0, 11),
+        forwarding: Forwarding::default(),
     };
     let cluster_key = key([10, 96, 0, 20], 80, IPPROTO_TCP);
     let ext_key = key([192, 0, 2, 10], 80, IPPROTO_TCP);
@@ -910,6 +913,7 @@ fn load_balancer_ip_announcement_table() {
     let node = |name: &str| NodeContext {
         name: name.into(),
         ip: Ipv4Addr::new(172, 30, 0, 11),
+        forwarding: Forwarding::default(),
     };
     let marker = key([172, 30, 0, 200], 0, 0);
     let lb = |type_: &str| -> Service {
@@ -1584,4 +1588,165 @@ fn one_service_is_planned_alone_as_in_the_whole() {
         vec![Backend::new([10, 244, 1, 4], 9090)]
     );
     assert_eq!(slice_service(&slices[3]), None, "IPv6 slices are not used");
+}
+
+/// The forwarding mode: the annotation overrides `--lb-mode`; DSR never
+/// where routing is not native; the problems are for warnings.
+#[test]
+fn forwarding_mode_table() {
+    let with = |annotation: Option<&str>| {
+        let mut svc = service_spec("web", json!({"type": "NodePort"}));
+        if let Some(v) = annotation {
+            svc.metadata.annotations =
+                Some([(FORWARDING_MODE_ANNOTATION.to_owned(), v.to_owned())].into());
+        }
+        svc
+    };
+    let fwd = |default: LbMode, dsr_possible: bool| Forwarding {
+        default,
+        dsr_possible,
+    };
+    use LbMode::{Dsr, Snat};
+    let cases = [
+        (
+            "no annotation, default snat",
+            None,
+            fwd(Snat, true),
+            Snat,
+            None,
+        ),
+        (
+            "no annotation, default dsr",
+            None,
+            fwd(Dsr, true),
+            Dsr,
+            None,
+        ),
+        (
+            "annotation dsr over default snat",
+            Some("dsr"),
+            fwd(Snat, true),
+            Dsr,
+            None,
+        ),
+        (
+            "annotation snat over default dsr",
+            Some("snat"),
+            fwd(Dsr, true),
+            Snat,
+            None,
+        ),
+        (
+            "annotation dsr on VXLAN: SNAT, with a warning",
+            Some("dsr"),
+            fwd(Snat, false),
+            Snat,
+            Some(ForwardingProblem::DsrNeedsNativeRouting),
+        ),
+        (
+            "annotation snat on VXLAN",
+            Some("snat"),
+            fwd(Snat, false),
+            Snat,
+            None,
+        ),
+        (
+            "an unknown value: the default, with a warning",
+            Some("ipip"),
+            fwd(Dsr, true),
+            Dsr,
+            Some(ForwardingProblem::Unknown("ipip".into())),
+        ),
+    ];
+    for (name, annotation, forwarding, want, problem) in cases {
+        assert_eq!(
+            forwarding_mode(&with(annotation), forwarding),
+            (want, problem),
+            "{name}"
+        );
+    }
+    let text = ForwardingProblem::DsrNeedsNativeRouting.to_string();
+    assert!(text.contains("--routing-mode native"), "{text}");
+}
+
+/// Which frontends get SERVICE_FLAG_DSR: NodePorts, external and
+/// LoadBalancer IPs with cluster traffic policy; never ClusterIPs or Local.
+#[test]
+fn dsr_flag_table() {
+    let node = |default: LbMode, dsr_possible: bool| NodeContext {
+        name: "node1".into(),
+        ip: Ipv4Addr::new(172, 30, 0, 11),
+        forwarding: Forwarding {
+            default,
+            dsr_possible,
+        },
+    };
+    let svc = |annotation: Option<&str>, policy: &str| {
+        let mut s = service_spec(
+            "web",
+            json!({
+                "type": "LoadBalancer", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+                "externalIPs": ["192.0.2.10"], "externalTrafficPolicy": policy,
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}],
+            }),
+        );
+        if let Some(v) = annotation {
+            s.metadata.annotations =
+                Some([(FORWARDING_MODE_ANNOTATION.to_owned(), v.to_owned())].into());
+        }
+        s
+    };
+    let slices = [slice_on_nodes("web", 8080, &[("10.244.2.5", "node2")])];
+    let slices: Vec<&EndpointSlice> = slices.iter().collect();
+    let node_key = key([172, 30, 0, 11], 30080, IPPROTO_TCP);
+    let ext_key = key([192, 0, 2, 10], 80, IPPROTO_TCP);
+    let cluster_key = key([10, 96, 0, 20], 80, IPPROTO_TCP);
+    let cases = [
+        (
+            "annotated dsr",
+            svc(Some("dsr"), "Cluster"),
+            node(LbMode::Snat, true),
+            true,
+        ),
+        (
+            "--lb-mode dsr",
+            svc(None, "Cluster"),
+            node(LbMode::Dsr, true),
+            true,
+        ),
+        (
+            "annotated snat over --lb-mode dsr",
+            svc(Some("snat"), "Cluster"),
+            node(LbMode::Dsr, true),
+            false,
+        ),
+        (
+            "annotated dsr on VXLAN",
+            svc(Some("dsr"), "Cluster"),
+            node(LbMode::Snat, false),
+            false,
+        ),
+        (
+            "default snat",
+            svc(None, "Cluster"),
+            node(LbMode::Snat, true),
+            false,
+        ),
+    ];
+    for (name, service, node, dsr) in cases {
+        let got = service_frontends(&service, &slices, Some(&node));
+        let flag = |k: &ServiceKey| got.get(k).expect("frontend").flags & SERVICE_FLAG_DSR != 0;
+        assert_eq!(flag(&node_key), dsr, "{name}: NodePort");
+        assert_eq!(flag(&ext_key), dsr, "{name}: external IP");
+        assert!(!flag(&cluster_key), "{name}: never the ClusterIP");
+    }
+    // externalTrafficPolicy Local: local backends only, no DSR.
+    let got = service_frontends(
+        &svc(Some("dsr"), "Local"),
+        &slices,
+        Some(&node(LbMode::Dsr, true)),
+    );
+    for (k, f) in &got {
+        assert_eq!(f.flags & SERVICE_FLAG_DSR, 0, "{k:?}");
+    }
 }
