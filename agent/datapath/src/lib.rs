@@ -46,9 +46,6 @@ pub mod policy;
 mod policy_dp_tests;
 #[cfg(test)]
 mod policy_sweep_tests;
-mod redirect;
-#[cfg(test)]
-mod redirect_tests;
 mod reflect;
 mod sock;
 #[cfg(test)]
@@ -70,7 +67,6 @@ use aya::{Ebpf, EbpfLoader};
 
 pub use plan::{DesiredServices, Frontend, MapState, NodeContext};
 pub use sync::run_service_sync;
-pub use xdp::XdpAttachMode;
 
 /// Subdirectory of the bpffs directory holding the pinned TCX links of pod veths.
 const LINKS_DIR: &str = "links";
@@ -81,12 +77,6 @@ const NODE_LINKS_DIR: &str = "node-links";
 
 /// The compiled eBPF object (see this crate's `build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
-
-/// The compiled eBPF object, for tools that load programs of it other than
-/// the datapath's (weir-bench's traffic generator, `weir_ebpf_common::txgen`).
-pub fn ebpf_object() -> &'static [u8] {
-    EBPF_OBJECT
-}
 
 /// Where the datapath keeps its kernel state.
 #[derive(Clone, Debug)]
@@ -118,8 +108,6 @@ pub struct NodeConfig {
     pub ip: std::net::Ipv4Addr,
     /// The interface carrying that address (e.g. `eth0`).
     pub interface: String,
-    /// How the XDP fast path is attached to that interface.
-    pub xdp_mode: xdp::XdpAttachMode,
 }
 
 /// Errors of the datapath manager.
@@ -222,8 +210,6 @@ pub struct Datapath {
     xdp: Option<xdp::XdpAttachment>,
     /// What the XDP program did with the packets it saw.
     xdp_stats: xdp::XdpStats,
-    /// Whether the pod fast path is on (see `redirect`).
-    pod_redirect: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -263,8 +249,6 @@ impl Datapath {
             None => None,
         };
         dp.maps.set_node(cfg.node.as_ref().map(|n| n.ip), mac)?;
-        // Off until the caller turns it on: drop an earlier agent's registrations.
-        dp.sync_pod_ifaces()?;
         if let Some(node) = &cfg.node {
             let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
             dp.node = Some((node.clone(), held));
@@ -317,7 +301,7 @@ impl Datapath {
             .ok_or_else(|| DatapathError::NoInterface {
                 interface: node.interface.clone(),
             })?;
-        let mode = xdp::mode_for(node.xdp_mode, xdp::link_kind(&link.name).as_deref());
+        let mode = xdp::mode_for(xdp::link_kind(&link.name).as_deref());
         xdp::attach(&mut self.ebpf, &link, mode, links_dir)
     }
 
@@ -382,7 +366,6 @@ impl Datapath {
             maglev,
             xdp: None,
             xdp_stats,
-            pod_redirect: false,
         })
     }
 
@@ -434,9 +417,6 @@ impl Datapath {
             tracing::info!(interface = %link.name, ifindex = link.index, "pod programs attached");
             self.attached
                 .insert(link.name, attach::Attached::new(link.index, holds));
-        }
-        if let Err(error) = self.sync_pod_ifaces() {
-            first_error.get_or_insert(error);
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -16,7 +16,6 @@
 //! - [`arp`]: answering ARP for owned LoadBalancer IPs,
 //! - [`icmp`]: ICMP errors about translated connections,
 //! - [`policy`]: NetworkPolicy verdicts on new connections,
-//! - [`redirect`]: the pod fast path (local pod -> local pod past the stack),
 //! - [`dsr`]: direct server return (the IPv4 option, both nodes' sides),
 //! - [`flow`]: flow events (verdicts and drops) into the ring buffer.
 #![no_std]
@@ -39,10 +38,8 @@ mod node_ingress;
 mod packet;
 mod parse;
 mod policy;
-mod redirect;
 mod sock;
 mod to_pod;
-mod txgen;
 mod xdp;
 mod xdp_packet;
 
