@@ -222,6 +222,12 @@ pub fn default_stateful_set(ss: &mut StatefulSet) {
         spec.pod_management_policy
             .get_or_insert_with(|| "OrderedReady".to_string());
         spec.revision_history_limit.get_or_insert(10);
+        // Kubernetes keeps claims unless told otherwise (Retain for both).
+        let policy = spec
+            .persistent_volume_claim_retention_policy
+            .get_or_insert_with(Default::default);
+        policy.when_deleted.get_or_insert_with(|| "Retain".into());
+        policy.when_scaled.get_or_insert_with(|| "Retain".into());
         default_template(&mut spec.template);
     }
 }

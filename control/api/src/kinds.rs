@@ -42,6 +42,7 @@ pub const KINDS: &[ResourceKind] = &[
     kind!("Deployment", "apps/v1", "deployments", ["deploy"], true),
     kind!("DaemonSet", "apps/v1", "daemonsets", ["ds"], true),
     kind!("StatefulSet", "apps/v1", "statefulsets", ["sts"], true),
+    kind!("ControllerRevision", "apps/v1", "controllerrevisions", [], true),
     kind!("Job", "batch/v1", "jobs", [], true),
     kind!("CronJob", "batch/v1", "cronjobs", ["cj"], true),
     kind!("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", ["netpol"], true),
@@ -96,6 +97,17 @@ mod tests {
             );
         }
         assert_eq!(ResourceKind::lookup("svc").unwrap().kind, "Service");
+        for name in [
+            "controllerrevision",
+            "controllerrevisions",
+            "ControllerRevision",
+        ] {
+            assert_eq!(
+                ResourceKind::lookup(name).unwrap().kind,
+                "ControllerRevision",
+                "{name}"
+            );
+        }
         assert!(ResourceKind::lookup("frobnicator").is_none());
     }
 

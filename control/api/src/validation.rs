@@ -18,12 +18,17 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::selector::Selector;
 
+mod apps;
 mod batch;
 mod config;
 mod network;
 mod resources;
 mod storage;
 
+pub use apps::{
+    RETENTION_POLICIES, controller_revision_update, validate_claim_retention,
+    validate_controller_revision,
+};
 pub use batch::{
     CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
     index_set, parse_indexes, validate_cron_job, validate_job, validate_job_spec,
@@ -1007,6 +1012,9 @@ pub fn validate_stateful_set(ss: &StatefulSet) -> Vec<FieldError> {
             &["OrderedReady", "Parallel"],
         ));
     }
+    errs.extend(validate_claim_retention(
+        spec.persistent_volume_claim_retention_policy.as_ref(),
+    ));
     errs
 }
 

@@ -283,7 +283,8 @@ pub(crate) enum RolloutCmd {
         #[arg(long, default_value = "0", value_parser = parse_timeout)]
         timeout: u64,
     },
-    /// List a Deployment's revisions (or show one with --revision).
+    /// List the revisions of a Deployment, DaemonSet or StatefulSet (or
+    /// show one with --revision).
     History {
         kind: String,
         name: Option<String>,

@@ -317,6 +317,7 @@ macro_rules! by_kind {
             "Deployment" => Some($f::<apps::v1::Deployment>($($arg),*)),
             "DaemonSet" => Some($f::<apps::v1::DaemonSet>($($arg),*)),
             "StatefulSet" => Some($f::<apps::v1::StatefulSet>($($arg),*)),
+            "ControllerRevision" => Some($f::<apps::v1::ControllerRevision>($($arg),*)),
             "Job" => Some($f::<batch::v1::Job>($($arg),*)),
             "CronJob" => Some($f::<batch::v1::CronJob>($($arg),*)),
             "NetworkPolicy" => Some($f::<networking::v1::NetworkPolicy>($($arg),*)),

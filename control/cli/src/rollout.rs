@@ -1,9 +1,12 @@
-//! `weir rollout status|undo`, pure parts: reading a rollout's progress
-//! from a Deployment's, DaemonSet's or StatefulSet's status (kubectl's
-//! status viewers, in their words), and picking the template to roll back
-//! to from a Deployment's ReplicaSets' revisions.
+//! `weir rollout status|history|undo`, pure parts: reading a rollout's
+//! progress from a Deployment's, DaemonSet's or StatefulSet's status
+//! (kubectl's status viewers, in their words), and picking the template to
+//! roll back to from a Deployment's ReplicaSets' revisions or a DaemonSet's
+//! or StatefulSet's ControllerRevisions.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -266,6 +269,63 @@ pub fn same_template(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
         t
     };
     strip(a) == strip(b)
+}
+
+/// `rollout history` of a DaemonSet or StatefulSet: (revision,
+/// change-cause) of each of its ControllerRevisions, oldest first (the
+/// controllers copy the owner's annotations onto each revision).
+pub fn revision_history(revs: &[ControllerRevision]) -> Vec<(i64, String)> {
+    let mut rows: Vec<(i64, String)> = revs
+        .iter()
+        .map(|r| {
+            let cause = r
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CHANGE_CAUSE))
+                .cloned()
+                .unwrap_or_else(|| "<none>".into());
+            (r.revision, cause)
+        })
+        .collect();
+    rows.sort_by_key(|(r, _)| *r);
+    rows
+}
+
+/// The pod template a ControllerRevision holds: its data is the patch
+/// `{"spec":{"template":{..., "$patch":"replace"}}}` the controllers store.
+pub fn revision_pod_template(r: &ControllerRevision) -> Result<PodTemplateSpec, String> {
+    let name = r.metadata.name.clone().unwrap_or_default();
+    let mut t = r
+        .data
+        .as_ref()
+        .and_then(|d| d.0.pointer("/spec/template"))
+        .cloned()
+        .ok_or_else(|| format!("revision {name:?} holds no pod template"))?;
+    if let serde_json::Value::Object(m) = &mut t {
+        m.remove("$patch");
+    }
+    serde_json::from_value(t).map_err(|e| format!("revision {name:?}: {e}"))
+}
+
+/// The revision `rollout undo` goes back to (kubectl's findHistory): the
+/// one numbered `to_revision`, or (0) the newest but one.
+pub fn find_revision(
+    revs: &[ControllerRevision],
+    to_revision: i64,
+) -> Result<&ControllerRevision, String> {
+    if to_revision > 0 {
+        return revs
+            .iter()
+            .find(|r| r.revision == to_revision)
+            .ok_or_else(|| format!("unable to find specified revision {to_revision} in history"));
+    }
+    let mut sorted: Vec<&ControllerRevision> = revs.iter().collect();
+    sorted.sort_by_key(|r| r.revision);
+    match sorted.len() {
+        0 | 1 => Err("no last revision to roll back to".into()),
+        n => Ok(sorted[n - 2]),
+    }
 }
 
 #[cfg(test)]
@@ -615,6 +675,77 @@ mod tests {
             progress_of("DaemonSet", b"[")
                 .unwrap_err()
                 .contains("decoding the DaemonSet")
+        );
+    }
+
+    fn cr(revision: i64, image: &str, cause: Option<&str>) -> ControllerRevision {
+        ControllerRevision {
+            metadata: ObjectMeta {
+                name: Some(format!("web-{revision}")),
+                annotations: cause
+                    .map(|c| BTreeMap::from([(CHANGE_CAUSE.to_string(), c.to_string())])),
+                ..Default::default()
+            },
+            data: Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+                serde_json::json!({
+                    "spec": {"template": {"$patch": "replace", "metadata": {"labels": {"app": "web"}},
+                        "spec": {"containers": [{"name": "c", "image": image}]}}}
+                }),
+            )),
+            revision,
+        }
+    }
+
+    #[test]
+    fn controller_revision_history_and_undo_target() {
+        let revs = vec![
+            cr(3, "v3", None),
+            cr(1, "v1", Some("first")),
+            cr(2, "v2", None),
+        ];
+        assert_eq!(
+            revision_history(&revs),
+            vec![
+                (1, "first".to_string()),
+                (2, "<none>".to_string()),
+                (3, "<none>".to_string())
+            ]
+        );
+        let image = |r: &ControllerRevision| {
+            revision_pod_template(r).unwrap().spec.unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap()
+        };
+        // (to-revision, expected image or error)
+        let cases: Vec<(i64, Result<&str, &str>)> = vec![
+            (0, Ok("v2")),
+            (1, Ok("v1")),
+            (3, Ok("v3")),
+            (7, Err("unable to find specified revision 7 in history")),
+        ];
+        for (to, want) in cases {
+            let got = find_revision(&revs, to).map(image);
+            assert_eq!(
+                got.as_deref().map_err(String::as_str),
+                want,
+                "--to-revision={to}"
+            );
+        }
+        assert_eq!(
+            find_revision(&revs[..1], 0).unwrap_err(),
+            "no last revision to roll back to"
+        );
+        let t = revision_pod_template(&revs[0]).unwrap();
+        assert_eq!(
+            t.metadata
+                .unwrap()
+                .labels
+                .unwrap()
+                .get("app")
+                .map(String::as_str),
+            Some("web"),
+            "the $patch directive is not part of the template"
         );
     }
 }

@@ -120,6 +120,7 @@ pub fn headers(kind: &str) -> Option<&'static [&'static str]> {
             "AGE",
         ],
         "Endpoints" => &["NAME", "ENDPOINTS", "AGE"],
+        "ControllerRevision" => &["NAME", "CONTROLLER", "REVISION", "AGE"],
         _ => return None,
     })
 }
@@ -244,6 +245,28 @@ fn endpoints_cell(v: &Value) -> String {
         k if k <= 3 => eps.join(","),
         k => format!("{} + {} more...", eps[..3].join(","), k - 3),
     }
+}
+
+/// A ControllerRevision's controller as kubectl shows it, e.g.
+/// `daemonset.apps/web` (`<none>` without one).
+fn revision_controller(v: &Value) -> String {
+    v.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| {
+            let group = s(r, "/apiVersion")
+                .rsplit_once('/')
+                .map(|(g, _)| format!(".{g}"))
+                .unwrap_or_default();
+            format!(
+                "{}{group}/{}",
+                s(r, "/kind").to_ascii_lowercase(),
+                s(r, "/name")
+            )
+        })
+        .unwrap_or_else(|| "<none>".into())
 }
 
 /// A row of `kind` (must be one `headers` knows).
@@ -423,6 +446,12 @@ pub fn row(kind: &str, v: &Value, now: Timestamp) -> Option<Vec<String>> {
             a,
         ],
         "Endpoints" => vec![name, endpoints_cell(v), a],
+        "ControllerRevision" => vec![
+            name,
+            revision_controller(v),
+            n(v, "/revision").to_string(),
+            a,
+        ],
         _ => return None,
     })
 }
@@ -467,6 +496,13 @@ mod tests {
                 "ConfigMap",
                 json!({"metadata": meta, "data": {"a": "1", "b": "2"}}),
                 vec!["x", "2", "10m"],
+            ),
+            (
+                "ControllerRevision",
+                json!({"metadata": {"name": "x", "creationTimestamp": "2026-01-01T00:00:00Z",
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "web", "uid": "u", "controller": true}]},
+                    "revision": 3}),
+                vec!["x", "daemonset.apps/web", "3", "10m"],
             ),
             (
                 "Secret",

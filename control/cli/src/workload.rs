@@ -1,6 +1,9 @@
 //! `scale` and `rollout status|history|undo`: the verbs that act on a
-//! workload's replicas and revisions.
+//! workload's replicas and revisions (a Deployment's ReplicaSets, a
+//! DaemonSet's or StatefulSet's ControllerRevisions).
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
 use weir_api::ResourceKind;
 use weir_client::Client;
@@ -135,6 +138,142 @@ fn status_target(kind: &str, name: Option<&str>) -> Res<(&'static weir_api::Reso
     }
 }
 
+/// The object `rollout history|undo` works on: a Deployment (ReplicaSets
+/// are its history) or a DaemonSet or StatefulSet (ControllerRevisions),
+/// the kinds kubectl has history viewers and rollbackers for.
+fn history_target(kind: &str, name: Option<&str>) -> Res<(&'static ResourceKind, String)> {
+    let (k, names) = split_kind_name(
+        kind,
+        &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
+    );
+    let rk = lookup_kind(&k)?;
+    if !matches!(rk.kind, "Deployment" | "DaemonSet" | "StatefulSet") {
+        return Err(Failed(format!(
+            "error: no history viewer has been implemented for {}",
+            rk.kind
+        )));
+    }
+    match names.as_slice() {
+        [n] => Ok((rk, n.clone())),
+        _ => Err(Failed(format!(
+            "error: specify exactly one {}, e.g. {}/web",
+            rk.kind.to_ascii_lowercase(),
+            rk.kind.to_ascii_lowercase()
+        ))),
+    }
+}
+
+/// The object (as JSON) and the ControllerRevisions it controls.
+async fn with_revisions(
+    client: &Client,
+    rk: &ResourceKind,
+    ns: &str,
+    name: &str,
+) -> Res<(Value, Vec<ControllerRevision>)> {
+    let obj = verbs::get_value(client, rk, ns, name).await?;
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let crk = lookup_kind("ControllerRevision")?;
+    let revs = client
+        .list::<ControllerRevision>(ns, &weir_client::ListParams::default())
+        .await
+        .map_err(|e| server_error(&e, crk, ""))?
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .collect();
+    Ok((obj, revs))
+}
+
+/// `rollout history daemonset|statefulset/NAME [--revision N]`.
+async fn revision_history(
+    client: &Client,
+    rk: &'static ResourceKind,
+    ns: &str,
+    name: &str,
+    revision: i64,
+) -> Res<()> {
+    let (_, revs) = with_revisions(client, rk, ns, name).await?;
+    if revision > 0 {
+        let r = revs
+            .iter()
+            .find(|r| r.revision == revision)
+            .ok_or_else(|| Failed("error: unable to find the specified revision".into()))?;
+        let t = rollout::revision_pod_template(r).map_err(|m| Failed(format!("error: {m}")))?;
+        outln!("{}/{name} with revision #{revision}", singular(rk));
+        out!(
+            "{}",
+            crate::describe::pod_template(&serde_json::to_value(&t).unwrap_or_default())
+        );
+        return Ok(());
+    }
+    outln!("{}/{name}", singular(rk));
+    let rows: Vec<Vec<String>> = rollout::revision_history(&revs)
+        .into_iter()
+        .map(|(r, c)| vec![r.to_string(), c])
+        .collect();
+    out!(
+        "{}",
+        crate::table::render(&["REVISION".into(), "CHANGE-CAUSE".into()], &rows)
+    );
+    Ok(())
+}
+
+/// `rollout undo daemonset|statefulset/NAME [--to-revision N]`: writes the
+/// chosen revision's template back into the object's spec; the controller
+/// then re-uses that revision (renumbered as the newest) and rolls pods.
+async fn revision_undo(
+    client: &Client,
+    rk: &'static ResourceKind,
+    ns: &str,
+    name: &str,
+    to_revision: i64,
+) -> Res<()> {
+    let (_, revs) = with_revisions(client, rk, ns, name).await?;
+    let target =
+        rollout::find_revision(&revs, to_revision).map_err(|m| Failed(format!("error: {m}")))?;
+    let template =
+        rollout::revision_pod_template(target).map_err(|m| Failed(format!("error: {m}")))?;
+    let number = target.revision;
+    let changed = verbs::modify(client, rk, ns, name, |v| {
+        let current: Option<PodTemplateSpec> = v
+            .pointer("/spec/template")
+            .cloned()
+            .and_then(|t| serde_json::from_value(t).ok());
+        if current.as_ref() == Some(&template) {
+            return Ok(false);
+        }
+        let spec = v
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| format!("{} {name:?} has no spec", rk.kind))?;
+        spec.insert(
+            "template".into(),
+            serde_json::to_value(&template).map_err(|e| e.to_string())?,
+        );
+        Ok(true)
+    })
+    .await?;
+    if changed {
+        outln!("{}/{name} rolled back", singular(rk));
+    } else {
+        outln!(
+            "{}/{name} skipped rollback (current template already matches revision {number})",
+            singular(rk)
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
     let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
     let dk = lookup_kind("Deployment")?;
@@ -208,7 +347,10 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             name,
             revision,
         } => {
-            let name = deployment_name(kind, name.as_deref())?;
+            let (rk, name) = history_target(kind, name.as_deref())?;
+            if rk.kind != "Deployment" {
+                return revision_history(client, rk, &ns, &name, *revision).await;
+            }
             verbs::rollout_history(cli, client, &name, *revision).await
         }
         RolloutCmd::Undo {
@@ -216,7 +358,10 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             name,
             to_revision,
         } => {
-            let name = deployment_name(kind, name.as_deref())?;
+            let (rk, name) = history_target(kind, name.as_deref())?;
+            if rk.kind != "Deployment" {
+                return revision_undo(client, rk, &ns, &name, *to_revision).await;
+            }
             for _ in 0..3 {
                 let mut d: k8s_openapi::api::apps::v1::Deployment = client
                     .get(&ns, &name)

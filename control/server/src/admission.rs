@@ -3,7 +3,9 @@
 //! Decoding into the typed struct also rejects fields of the wrong JSON type
 //! and drops unknown fields, as Kubernetes' schema pruning does.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -47,6 +49,9 @@ pub fn admit(kind: &ResourceKind, obj: ApiObject) -> Result<ApiObject, ApiError>
             defaults::default_stateful_set,
             validation::validate_stateful_set,
         ),
+        "ControllerRevision" => {
+            run::<ControllerRevision>(obj, |_| {}, validation::validate_controller_revision)
+        }
         "Job" => run::<Job>(obj, defaults::default_job, validation::validate_job),
         "CronJob" => run::<CronJob>(obj, defaults::default_cron_job, |cj| {
             validation::validate_cron_job(cj, &known_time_zone)

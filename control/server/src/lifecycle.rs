@@ -210,6 +210,14 @@ pub fn immutable_changes(kind: &ResourceKind, old: &ApiObject, new: &ApiObject) 
         "Pod" if pod_spec_mutable_view(old) != pod_spec_mutable_view(new) => {
             errs.push(POD_SPEC_FORBIDDEN.to_string());
         }
+        "ControllerRevision" => errs.extend(
+            weir_api::validation::controller_revision_update(
+                old.body.get("data"),
+                new.body.get("data"),
+            )
+            .iter()
+            .map(ToString::to_string),
+        ),
         "Job" => {
             let typed = (old.to_typed(), new.to_typed());
             if let (Ok(o), Ok(n)) = typed {

@@ -1,4 +1,5 @@
-//! End-to-end tests of the workload controllers (DaemonSet, ...) inside a
+//! End-to-end tests of the workload controllers (DaemonSet, ...) and their
+//! ControllerRevision histories inside a
 //! real weir-control with its embedded etcd. The test plays the kubelet:
 //! pods bound to a node start and become Ready (or finish), and pods marked
 //! for deletion are finished off.
@@ -7,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
+    ControllerRevision, DaemonSet, DaemonSetSpec, RollingUpdateStatefulSetStrategy, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
@@ -986,6 +987,272 @@ async fn replication_controller_scales_and_is_collected() {
         .expect("delete rc");
     eventually("pods collected", || async {
         pods(c).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The ControllerRevisions controlled by the owner with this uid, oldest first.
+async fn revisions_of(c: &Client, uid: &str) -> Vec<ControllerRevision> {
+    let mut v: Vec<ControllerRevision> = c
+        .list::<ControllerRevision>("default", &ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .collect();
+    v.sort_by_key(|r| r.revision);
+    v
+}
+
+/// The image a revision's template runs.
+fn revision_image(r: &ControllerRevision) -> String {
+    r.data
+        .as_ref()
+        .and_then(|d| d.0.pointer("/spec/template/spec/containers/0/image"))
+        .and_then(|i| i.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
+    let s = Server::start().await;
+    let c = &s.client;
+    let worker = [("role", "worker")];
+    for n in ["a", "b"] {
+        c.create(&node(n, &worker, None))
+            .await
+            .expect("create node");
+    }
+    let _kubelet = Kubelet::start(c, |_| "Running");
+    let ds = c
+        .create(&daemonset("registry.local/agent:v1"))
+        .await
+        .expect("create daemonset");
+    let uid = ds.metadata.uid.clone().expect("uid");
+    let set_image = |image: &'static str, limit: Option<i32>| async move {
+        eventually("daemonset updated", || async {
+            let mut ds: DaemonSet = c.get("default", "agent").await.ok()?;
+            let spec = ds.spec.as_mut()?;
+            spec.template.spec.as_mut()?.containers[0].image = Some(image.into());
+            if limit.is_some() {
+                spec.revision_history_limit = limit;
+            }
+            c.update(&ds).await.ok().map(|_| ())
+        })
+        .await;
+    };
+    // Pods of `image` on both nodes, all labelled with the hash of the
+    // revision (number `n`) holding that image, which is the only one so numbered.
+    let settled = |image: &'static str, n: i64, count: usize| {
+        let uid = uid.clone();
+        async move {
+            eventually(&format!("{image} as revision {n}"), || async {
+                let revs = revisions_of(c, &uid).await;
+                let r = revs.iter().find(|r| r.revision == n)?;
+                let hash = label(&r.metadata, "controller-revision-hash")?;
+                let ps: Vec<Pod> = pods(c)
+                    .await
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .collect();
+                (revs.len() == count
+                    && revision_image(r) == image
+                    && ps.len() == 2
+                    && ps.iter().all(|p| {
+                        image_of_pod(p) == image
+                            && label(&p.metadata, "controller-revision-hash") == Some(hash)
+                    }))
+                .then_some(revs)
+            })
+            .await
+        }
+    };
+    let revs = settled("registry.local/agent:v1", 1, 1).await;
+    let first = revs[0].metadata.name.clone().expect("name");
+    assert!(first.starts_with("agent-"), "{first}");
+    let o = &revs[0].metadata.owner_references.as_ref().expect("owned")[0];
+    assert_eq!((o.kind.as_str(), o.controller), ("DaemonSet", Some(true)));
+
+    set_image("registry.local/agent:v2", None).await;
+    settled("registry.local/agent:v2", 2, 2).await;
+    // Back to v1: the old revision is re-used (renumbered 3), not copied.
+    set_image("registry.local/agent:v1", None).await;
+    let revs = settled("registry.local/agent:v1", 3, 2).await;
+    assert_eq!(revs[1].metadata.name.as_deref(), Some(first.as_str()));
+    // History limit 0: once no pod runs them, old revisions go.
+    set_image("registry.local/agent:v3", Some(0)).await;
+    settled("registry.local/agent:v3", 4, 1).await;
+
+    // The API server guards revisions like Kubernetes does.
+    let mut bad = revisions_of(c, &uid).await.remove(0);
+    bad.metadata = ObjectMeta {
+        name: Some("bad".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    bad.revision = -1;
+    let err = c.create(&bad).await.expect_err("negative revision");
+    assert!(
+        err.to_string()
+            .contains("revision: Invalid value: -1: must be greater than or equal to 0"),
+        "{err}"
+    );
+    let mut r = revisions_of(c, &uid).await.remove(0);
+    r.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+        serde_json::json!({"spec": {"template": {}}}),
+    ));
+    let err = c.update(&r).await.expect_err("data is immutable");
+    assert!(err.to_string().contains("field is immutable"), "{err}");
+
+    // Deleting the DaemonSet collects its revisions too.
+    c.delete::<DaemonSet>("default", "agent", &DeleteParams::default())
+        .await
+        .expect("delete ds");
+    eventually("revisions collected", || async {
+        revisions_of(c, &uid).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+fn image_of_pod(p: &Pod) -> String {
+    image(p)
+}
+
+#[tokio::test]
+#[ignore = "needs /usr/bin/etcd; run by cargo xtask test"]
+async fn statefulset_revisions_and_claim_retention() {
+    let s = Server::start().await;
+    let c = &s.client;
+    ready_node(c, "n1").await;
+    let _kubelet = Kubelet::start(c, |_| "Running");
+    let mut set = statefulset(3);
+    set.spec
+        .as_mut()
+        .expect("spec")
+        .persistent_volume_claim_retention_policy =
+        Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted: Some("Delete".into()),
+            when_scaled: Some("Delete".into()),
+        });
+    // An unknown policy is refused with Kubernetes' words.
+    let mut wrong = set.clone();
+    wrong
+        .spec
+        .as_mut()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_mut())
+        .expect("policy")
+        .when_scaled = Some("Keep".into());
+    let err = c.create(&wrong).await.expect_err("bad policy");
+    assert!(
+        err.to_string().contains(
+            "spec.persistentVolumeClaimRetentionPolicy.whenScaled: Unsupported value: \"Keep\""
+        ),
+        "{err}"
+    );
+    let created = c.create(&set).await.expect("create statefulset");
+    let uid = created.metadata.uid.clone().expect("uid");
+    let claims = || async {
+        let mut v: Vec<PersistentVolumeClaim> = c
+            .list::<PersistentVolumeClaim>("default", &ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        v.sort_by_key(|p| p.metadata.name.clone());
+        v
+    };
+    eventually("three pods", || async {
+        (set_pods(&pods(c).await).len() == 3).then_some(())
+    })
+    .await;
+    for claim in claims().await {
+        let owners: Vec<(String, String)> = claim
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.kind.clone(), o.uid.clone()))
+            .collect();
+        assert_eq!(owners, [("StatefulSet".to_string(), uid.clone())]);
+    }
+    let revs = revisions_of(c, &uid).await;
+    assert_eq!(revs.len(), 1);
+    let r1 = revs[0].metadata.name.clone().expect("name");
+    assert!(
+        pods(c)
+            .await
+            .iter()
+            .all(|p| label(&p.metadata, "controller-revision-hash") == Some(r1.as_str()))
+    );
+
+    // A new template: revision 2, rolled out, then current.
+    set_sts(c, |s| {
+        s.spec
+            .as_mut()
+            .expect("spec")
+            .template
+            .spec
+            .as_mut()
+            .expect("pod spec")
+            .containers[0]
+            .image = Some("registry.local/db:v2".into());
+    })
+    .await;
+    let r2 = eventually("revision 2 current", || async {
+        let revs = revisions_of(c, &uid).await;
+        let r2 = revs
+            .iter()
+            .find(|r| r.revision == 2)?
+            .metadata
+            .name
+            .clone()?;
+        let st = c.get::<StatefulSet>("default", "db").await.ok()?.status?;
+        (revs.len() == 2
+            && st.update_revision.as_deref() == Some(r2.as_str())
+            && st.current_revision.as_deref() == Some(r2.as_str())
+            && st.updated_replicas == Some(3)
+            && st.ready_replicas == Some(3))
+        .then_some(r2)
+    })
+    .await;
+    assert!(pods(c).await.iter().all(|p| {
+        p.metadata.deletion_timestamp.is_some()
+            || label(&p.metadata, "controller-revision-hash") == Some(r2.as_str())
+    }));
+
+    // whenScaled: Delete: the claims of removed ordinals go with their pods.
+    set_sts(c, |s| s.spec.as_mut().expect("spec").replicas = Some(1)).await;
+    eventually("claims of db-1 and db-2 collected", || async {
+        let names: Vec<String> = claims()
+            .await
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        (names == ["data-db-0"] && set_pods(&pods(c).await) == ["db-0"]).then_some(())
+    })
+    .await;
+
+    // whenDeleted: Delete: the set's claims and revisions go with it.
+    c.delete::<StatefulSet>("default", "db", &DeleteParams::default())
+        .await
+        .expect("delete statefulset");
+    eventually("pods, claims and revisions collected", || async {
+        (pods(c).await.is_empty()
+            && claims().await.is_empty()
+            && revisions_of(c, &uid).await.is_empty())
+        .then_some(())
     })
     .await;
 }

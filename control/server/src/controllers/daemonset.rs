@@ -10,13 +10,17 @@
 //! affinity on `metadata.name`, replacing the template's terms, which were
 //! already checked here) and, because weir's scheduler does not evaluate node
 //! affinity, also with `spec.nodeName` set at creation, so no scheduler is
-//! involved. Each pod carries the `controller-revision-hash` of the template
-//! it was made from; RollingUpdate replaces old pods within maxUnavailable /
-//! maxSurge, OnDelete only gives nodes whose pod was deleted a new one.
+//! involved. Every distinct template is kept as a ControllerRevision
+//! (`<ds>-<hash>`, see [`super::history`]); each pod carries the
+//! `controller-revision-hash` of the revision it was made from, and pods
+//! whose hash is not the current revision's are outdated: RollingUpdate
+//! replaces them within maxUnavailable / maxSurge, OnDelete only gives nodes
+//! whose pod was deleted a new one. Old revisions no live pod uses are pruned
+//! beyond `revisionHistoryLimit`.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     Toleration,
@@ -24,7 +28,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 
-use super::deployment::template_hash;
+use super::history;
 use super::nodematch;
 use super::store::ObjKey;
 use super::util::{controller_ref, pod_available, pod_ready, terminating};
@@ -46,6 +50,9 @@ pub enum Action {
         why: Why,
     },
     UpdateStatus(DaemonSet),
+    /// A change to the DaemonSet's ControllerRevisions. Creations and
+    /// renumberings come before every pod action, prunings after them.
+    Revision(history::Change),
 }
 
 /// Why a daemon pod is deleted (for logs and Events).
@@ -118,10 +125,12 @@ pub fn should_run(ds: &DaemonSet, node: &Node) -> (bool, bool) {
     (true, true)
 }
 
-/// The template hash of the DaemonSet's current template.
+/// The hash a new revision of the DaemonSet's current template gets (the
+/// hash of an existing revision holding that template wins, see [`reconcile`]).
+#[cfg(test)]
 pub fn current_hash(ds: &DaemonSet) -> String {
     let template = ds.spec.clone().unwrap_or_default().template;
-    template_hash(
+    super::deployment::template_hash(
         &template,
         ds.status.as_ref().and_then(|s| s.collision_count),
     )
@@ -229,12 +238,49 @@ impl<'a> NodeState<'a> {
     }
 }
 
-/// Decides what to do for one DaemonSet given the nodes and the pods it
-/// controls. `suffix` yields random 5-character name suffixes.
+/// The DaemonSet's history: the current revision's hash and the revision
+/// changes, or None when the hash collides (the collision count must go up).
+fn revisions(
+    ds: &DaemonSet,
+    pods: &[Pod],
+    revisions: &[ControllerRevision],
+) -> Option<(String, Vec<history::Change>)> {
+    let spec = ds.spec.as_ref()?;
+    let owner = history::Owner {
+        kind: "DaemonSet",
+        meta: &ds.metadata,
+        template: &spec.template,
+        collision_count: ds.status.as_ref().and_then(|s| s.collision_count),
+        history_limit: spec.revision_history_limit,
+        hash_label: HASH_LABEL,
+    };
+    let live_hashes: Vec<&str> = pods
+        .iter()
+        .filter(|p| !terminating(&p.metadata))
+        .filter_map(|p| p.metadata.labels.as_ref()?.get(HASH_LABEL))
+        .map(String::as_str)
+        .collect();
+    let in_use = |r: &ControllerRevision| {
+        r.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL))
+            .is_some_and(|h| live_hashes.contains(&h.as_str()))
+    };
+    match history::plan(&owner, revisions, &in_use) {
+        history::Plan::Ready { hash, changes, .. } => Some((hash, changes)),
+        history::Plan::Collision => None,
+    }
+}
+
+/// Decides what to do for one DaemonSet given the nodes, the pods it
+/// controls and its ControllerRevisions. `suffix` yields random 5-character
+/// name suffixes.
 pub fn reconcile(
     ds: &DaemonSet,
     nodes: &[Node],
     pods: &[Pod],
+    revs: &[ControllerRevision],
     now: Timestamp,
     suffix: &mut dyn FnMut() -> String,
 ) -> Vec<Action> {
@@ -242,7 +288,25 @@ pub fn reconcile(
     let Some(spec) = ds.spec.as_ref() else {
         return actions;
     };
-    let hash = current_hash(ds);
+    let Some((hash, mut rev_changes)) = revisions(ds, pods, revs) else {
+        // Kubernetes' answer to a hash collision: count it (a new hash) and retry.
+        let mut n = ds.clone();
+        let st = n.status.get_or_insert_with(Default::default);
+        st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+        return vec![Action::UpdateStatus(n)];
+    };
+    if terminating(&ds.metadata) {
+        // Nothing new for an object on its way out; the GC removes its revisions.
+        rev_changes.clear();
+    }
+    let prunes: Vec<history::Change> = rev_changes
+        .iter()
+        .filter(|c| matches!(c, history::Change::Delete(_)))
+        .cloned()
+        .collect();
+    rev_changes.retain(|c| !matches!(c, history::Change::Delete(_)));
+    let revision_writes = rev_changes.len();
+    actions.extend(rev_changes.into_iter().map(Action::Revision));
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
 
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
@@ -331,7 +395,9 @@ pub fn reconcile(
         }
         // Like Kubernetes, roll only once the node-level fixes above are
         // done (and seen): a node just given its pod must count as unavailable.
-        if let Some((max_surge, max_unavailable)) = limits.filter(|_| actions.is_empty()) {
+        if let Some((max_surge, max_unavailable)) =
+            limits.filter(|_| actions.len() == revision_writes)
+        {
             let (creates, deletes) =
                 rolling_update(&states, &hash, max_surge, max_unavailable, min_ready, now);
             for node in creates {
@@ -349,6 +415,7 @@ pub fn reconcile(
         }
     }
 
+    actions.extend(prunes.into_iter().map(Action::Revision));
     if ds.status.as_ref() != Some(&status) {
         let mut n = ds.clone();
         n.status = Some(status);
@@ -674,8 +741,158 @@ mod tests {
                 )),
                 Action::DeletePod { pod, why, .. } => Some(format!("delete {} {why:?}", pod.name)),
                 Action::UpdateStatus(_) => None,
+                Action::Revision(_) => None,
             })
             .collect()
+    }
+
+    /// The revision changes of `actions`, as short strings.
+    fn revision_summary(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Revision(history::Change::Create(r)) => {
+                    Some(format!("create #{}", r.revision))
+                }
+                Action::Revision(history::Change::Renumber(r)) => Some(format!(
+                    "renumber {} #{}",
+                    r.metadata.name.clone().unwrap_or_default(),
+                    r.revision
+                )),
+                Action::Revision(history::Change::Delete(n)) => Some(format!("delete {n}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_image(mut d: DaemonSet, image: &str) -> DaemonSet {
+        let s = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        s.containers = vec![k8s_openapi::api::core::v1::Container {
+            name: "c".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }];
+        d
+    }
+
+    /// The revision `d`'s template would get, numbered `n`.
+    fn revision_of(d: &DaemonSet, n: i64) -> ControllerRevision {
+        let spec = d.spec.as_ref().unwrap();
+        let owner = history::Owner {
+            kind: "DaemonSet",
+            meta: &d.metadata,
+            template: &spec.template,
+            collision_count: None,
+            history_limit: spec.revision_history_limit,
+            hash_label: HASH_LABEL,
+        };
+        history::new_revision(&owner, &current_hash(d), n)
+    }
+
+    /// A ready daemon pod made from revision `r`.
+    fn rpod(d: &DaemonSet, name: &str, node: &str, r: &ControllerRevision) -> Pod {
+        let mut p = dpod(d, name, node, true, true, 10);
+        let hash = r.metadata.labels.as_ref().unwrap()[HASH_LABEL].clone();
+        p.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(HASH_LABEL.into(), hash);
+        p
+    }
+
+    #[test]
+    fn revisions_decide_what_is_outdated() {
+        let nodes = vec![node("n1", &[], &[]), node("n2", &[], &[])];
+        let v1 = with_image(ds(), "v1");
+        let v2 = with_image(ds(), "v2");
+        let (r1, r2) = (revision_of(&v1, 1), revision_of(&v2, 2));
+        let r1_name = r1.metadata.name.clone().unwrap();
+        // (what, daemonset, revisions, pods, revision changes, pod actions)
+        type Case = (
+            &'static str,
+            DaemonSet,
+            Vec<ControllerRevision>,
+            Vec<Pod>,
+            Vec<String>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "first sync records revision 1",
+                v1.clone(),
+                vec![],
+                vec![],
+                vec!["create #1".into()],
+                vec!["create n1", "create n2"],
+            ),
+            (
+                "template changed: revision 2, pods of 1 outdated",
+                v2.clone(),
+                vec![r1.clone()],
+                vec![rpod(&v1, "a", "n1", &r1), rpod(&v1, "b", "n2", &r1)],
+                vec!["create #2".into()],
+                vec!["delete a Outdated"],
+            ),
+            (
+                "rollback: revision 1 re-used as 3, its pods are current",
+                v1.clone(),
+                vec![r1.clone(), r2.clone()],
+                vec![rpod(&v1, "a", "n1", &r1), rpod(&v2, "b", "n2", &r2)],
+                vec![format!("renumber {r1_name} #3")],
+                vec!["delete b Outdated"],
+            ),
+            (
+                "history limit 0 prunes an unused old revision",
+                {
+                    let mut d = v2.clone();
+                    d.spec.as_mut().unwrap().revision_history_limit = Some(0);
+                    d
+                },
+                vec![r1.clone(), r2.clone()],
+                vec![rpod(&v2, "a", "n1", &r2), rpod(&v2, "b", "n2", &r2)],
+                vec![format!("delete {r1_name}")],
+                vec![],
+            ),
+        ];
+        for (what, d, revs, pods, want_revs, want_pods) in cases {
+            let actions = reconcile(&d, &nodes, &pods, &revs, ts(1000), &mut counter());
+            assert_eq!(revision_summary(&actions), want_revs, "{what}");
+            assert_eq!(summary(&actions), want_pods, "{what}");
+            if let Some(i) = actions
+                .iter()
+                .position(|a| matches!(a, Action::CreatePod(_) | Action::DeletePod { .. }))
+            {
+                assert!(
+                    !actions[i..].iter().any(|a| matches!(
+                        a,
+                        Action::Revision(history::Change::Create(_) | history::Change::Renumber(_))
+                    )),
+                    "{what}: revisions are written before pods"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hash_collision_bumps_the_count_first() {
+        let d = with_image(ds(), "v1");
+        let mut clash = revision_of(&d, 1);
+        clash.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+            history::revision_data(&with_image(ds(), "other").spec.unwrap().template),
+        ));
+        let actions = reconcile(
+            &d,
+            &[node("n1", &[], &[])],
+            &[],
+            &[clash],
+            ts(1000),
+            &mut counter(),
+        );
+        let [Action::UpdateStatus(n)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(n.status.as_ref().unwrap().collision_count, Some(1));
     }
 
     #[test]
@@ -813,7 +1030,7 @@ mod tests {
             ),
         ];
         for (what, d, nodes, pods, want) in cases {
-            let got = summary(&reconcile(&d, &nodes, &pods, ts(1000), &mut counter()));
+            let got = summary(&reconcile(&d, &nodes, &pods, &[], ts(1000), &mut counter()));
             assert_eq!(got, want, "{what}");
         }
     }
@@ -919,7 +1136,7 @@ mod tests {
             ),
         ];
         for (what, d, pods, want) in cases {
-            let got = summary(&reconcile(&d, &nodes, &pods, ts(1000), &mut counter()));
+            let got = summary(&reconcile(&d, &nodes, &pods, &[], ts(1000), &mut counter()));
             assert_eq!(got, want, "{what}");
         }
     }
@@ -927,8 +1144,16 @@ mod tests {
     #[test]
     fn created_pod_is_pinned_owned_and_tolerant() {
         let d = ds();
-        let actions = reconcile(&d, &[node("n1", &[], &[])], &[], ts(1000), &mut counter());
-        let Some(Action::CreatePod(p)) = actions.first() else {
+        let actions = reconcile(
+            &d,
+            &[node("n1", &[], &[])],
+            &[],
+            &[],
+            ts(1000),
+            &mut counter(),
+        );
+        let Some(Action::CreatePod(p)) = actions.iter().find(|a| matches!(a, Action::CreatePod(_)))
+        else {
             panic!("{actions:?}")
         };
         assert_eq!(p.metadata.name.as_deref(), Some("agent-s1"));
@@ -982,7 +1207,7 @@ mod tests {
             dpod(&d, "b", "n2", false, false, 10),
             dpod(&d, "c", "tainted", true, true, 10),
         ];
-        let actions = reconcile(&d, &nodes, &pods, ts(1000), &mut counter());
+        let actions = reconcile(&d, &nodes, &pods, &[], ts(1000), &mut counter());
         let Some(Action::UpdateStatus(n)) = actions.last() else {
             panic!("{actions:?}")
         };
@@ -996,7 +1221,7 @@ mod tests {
         assert_eq!(st.updated_number_scheduled, Some(1));
         assert_eq!(st.observed_generation, Some(3));
         // Written once: the same observation produces no second status write.
-        let again = reconcile(n, &nodes, &pods, ts(1000), &mut counter());
+        let again = reconcile(n, &nodes, &pods, &[], ts(1000), &mut counter());
         assert!(
             !again.iter().any(|a| matches!(a, Action::UpdateStatus(_))),
             "{again:?}"
@@ -1010,6 +1235,7 @@ mod tests {
         let got = summary(&reconcile(
             &d,
             &[node("n1", &[], &[])],
+            &[],
             &[],
             ts(1000),
             &mut counter(),

@@ -458,6 +458,16 @@ fn dependents_of(c: &Cache, uid: &str) -> Vec<(super::GcKey, bool)> {
             .owned_by(uid)
             .map(|o| (("EndpointSlice", ObjKey::of(o)), gone(&o.metadata))),
     );
+    out.extend(
+        c.revisions
+            .owned_by(uid)
+            .map(|o| (("ControllerRevision", ObjKey::of(o)), gone(&o.metadata))),
+    );
+    out.extend(
+        c.claims
+            .owned_by(uid)
+            .map(|o| (("PersistentVolumeClaim", ObjKey::of(o)), gone(&o.metadata))),
+    );
     out
 }
 
@@ -579,6 +589,8 @@ async fn collect(ctx: &Ctx, (kind, key): &super::GcKey) -> Result<(), Error> {
             "CronJob" => c.cronjobs.get(key).map(|o| o.metadata.clone()),
             "StatefulSet" => c.statefulsets.get(key).map(|o| o.metadata.clone()),
             "ReplicationController" => c.rcs.get(key).map(|o| o.metadata.clone()),
+            "ControllerRevision" => c.revisions.get(key).map(|o| o.metadata.clone()),
+            "PersistentVolumeClaim" => c.claims.get(key).map(|o| o.metadata.clone()),
             _ => None,
         };
         match meta {

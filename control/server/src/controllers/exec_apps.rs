@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, ReplicationController};
 use tracing::Instrument;
 use weir_client::events::{self, EventType, Recorder};
 use weir_client::{DeleteParams, Error};
@@ -16,7 +16,9 @@ use weir_client::{DeleteParams, Error};
 use super::exec::{finish, ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
-use super::{Ctx, Expectations, cronjob, daemonset, job, replicationcontroller, statefulset, util};
+use super::{
+    Ctx, Expectations, cronjob, daemonset, history, job, replicationcontroller, statefulset, util,
+};
 
 /// Queues, expectations and recorders of the workload controllers.
 pub struct Apps {
@@ -182,6 +184,47 @@ impl Ctx {
         }
     }
 
+    /// A revision changed: its controller (DaemonSet or StatefulSet) looks
+    /// again; the GC judges revisions whose owner went.
+    pub(super) fn on_revision(&self, ch: &Change<ControllerRevision>) {
+        self.enqueue_propagation("ControllerRevision", ch);
+        for r in ch.old.iter().chain(ch.new.iter()) {
+            if let Some(k) = controller_key(&r.metadata, "DaemonSet") {
+                self.apps.daemonsets.add(k);
+            }
+            if let Some(k) = controller_key(&r.metadata, "StatefulSet") {
+                self.apps.statefulsets.add(k);
+            }
+        }
+        if let Some(r) = &ch.new {
+            self.gc.add(("ControllerRevision", ObjKey::of(r)));
+        }
+    }
+
+    /// A claim changed: the StatefulSets it names as owner look again (its
+    /// retention policy), and the GC judges claims with owners.
+    pub(super) fn on_claim(&self, ch: &Change<PersistentVolumeClaim>) {
+        self.enqueue_propagation("PersistentVolumeClaim", ch);
+        for c in ch.old.iter().chain(ch.new.iter()) {
+            let ns = c.metadata.namespace.clone().unwrap_or_default();
+            for r in c.metadata.owner_references.iter().flatten() {
+                if r.kind == "StatefulSet" {
+                    self.apps
+                        .statefulsets
+                        .add(ObjKey::new(ns.clone(), r.name.clone()));
+                }
+            }
+        }
+        if let Some(c) = &ch.new
+            && c.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|r| !r.is_empty())
+        {
+            self.gc.add(("PersistentVolumeClaim", ObjKey::of(c)));
+        }
+    }
+
     pub(super) fn resync_apps(&self) {
         let rcs: Vec<ObjKey> = self.read().rcs.iter().map(ObjKey::of).collect();
         rcs.into_iter().for_each(|k| self.apps.rcs.add(k));
@@ -219,9 +262,12 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         q.add_after(key.clone(), Duration::from_secs(1));
         return Ok(());
     }
-    let (ds, nodes, pods, adopt) = {
+    let (ds, nodes, pods, revisions, adopt) = {
         let c = ctx.read();
-        if !c.synced.contains("Node") || !c.synced.contains("Pod") {
+        if !c.synced.contains("Node")
+            || !c.synced.contains("Pod")
+            || !c.synced.contains("ControllerRevision")
+        {
             q.add_after(key.clone(), Duration::from_secs(1));
             return Ok(());
         }
@@ -241,7 +287,8 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             .filter(|p| util::controlled_by(&p.metadata, &uid))
             .collect();
         let nodes: Vec<Node> = c.nodes.iter().cloned().collect();
-        (ds, nodes, pods, adopt)
+        let revisions = owned_revisions(&c, &uid);
+        (ds, nodes, pods, revisions, adopt)
     };
     if !adopt.is_empty() {
         for p in adopt {
@@ -254,7 +301,7 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         return Ok(());
     }
     let now = util::now();
-    let actions = daemonset::reconcile(&ds, &nodes, &pods, now, &mut random_suffix);
+    let actions = daemonset::reconcile(&ds, &nodes, &pods, &revisions, now, &mut random_suffix);
     let adds = actions
         .iter()
         .filter(|a| matches!(a, daemonset::Action::CreatePod(_)))
@@ -336,6 +383,26 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
                 ignore_not_found(r)
             }
             daemonset::Action::UpdateStatus(n) => ctx.client.update_status(&n).await.map(|_| ()),
+            daemonset::Action::Revision(change) => {
+                let creates = matches!(change, history::Change::Create(_));
+                match write_revision(ctx, &ds.metadata, change).await {
+                    Ok(RevisionWrite::Done) => Ok(()),
+                    Ok(RevisionWrite::Collision) => {
+                        // Another template holds the name: count the collision, start over.
+                        ctx.apps.ds_expectations.expect(key, 0, 0, Instant::now());
+                        let mut n = ds.clone();
+                        let st = n.status.get_or_insert_with(Default::default);
+                        st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+                        return ctx.client.update_status(&n).await.map(|_| ());
+                    }
+                    // Pods must not carry a hash whose revision is not stored.
+                    Err(error) if creates => {
+                        ctx.apps.ds_expectations.expect(key, 0, 0, Instant::now());
+                        return Err(error);
+                    }
+                    Err(error) => Err(error),
+                }
+            }
         };
         if let Err(e) = r {
             first_err.get_or_insert(e);
@@ -358,6 +425,76 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         );
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// The ControllerRevisions controlled by the object with this uid.
+fn owned_revisions(c: &super::Cache, uid: &str) -> Vec<ControllerRevision> {
+    c.revisions
+        .owned_by(uid)
+        .filter(|r| util::controlled_by(&r.metadata, uid))
+        .cloned()
+        .collect()
+}
+
+/// How a revision write went.
+enum RevisionWrite {
+    Done,
+    /// The name is taken by a revision holding another template (or by
+    /// someone else's): the owner's collision count must go up.
+    Collision,
+}
+
+/// Makes one history change of the owner `owner`.
+async fn write_revision(
+    ctx: &Ctx,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    change: history::Change,
+) -> Result<RevisionWrite, Error> {
+    let ns = owner.namespace.clone().unwrap_or_default();
+    match change {
+        history::Change::Create(r) => {
+            let name = r.metadata.name.clone().unwrap_or_default();
+            match ctx.client.create(r.as_ref()).await {
+                Ok(_) => {
+                    tracing::info!(revision = %name, number = r.revision, "created controller revision");
+                    Ok(RevisionWrite::Done)
+                }
+                Err(Error::AlreadyExists(_)) => {
+                    // Ours from a pass the cache has not shown yet, or a collision.
+                    let existing: ControllerRevision = ctx.client.get(&ns, &name).await?;
+                    let uid = owner.uid.as_deref().unwrap_or_default();
+                    let same = util::controlled_by(&existing.metadata, uid)
+                        && history::template_of(&existing) == history::template_of(&r);
+                    Ok(if same {
+                        RevisionWrite::Done
+                    } else {
+                        RevisionWrite::Collision
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        }
+        history::Change::Renumber(r) => {
+            tracing::info!(
+                revision = r.metadata.name.as_deref().unwrap_or_default(),
+                number = r.revision,
+                "re-using controller revision"
+            );
+            ctx.client
+                .update(r.as_ref())
+                .await
+                .map(|_| RevisionWrite::Done)
+        }
+        history::Change::Delete(name) => {
+            tracing::info!(revision = %name, "pruning controller revision");
+            ignore_not_found(
+                ctx.client
+                    .delete::<ControllerRevision>(&ns, &name, &DeleteParams::default())
+                    .await,
+            )
+            .map(|_| RevisionWrite::Done)
+        }
+    }
 }
 
 pub async fn job_worker(ctx: Arc<Ctx>) {
@@ -615,9 +752,12 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         q.add_after(key.clone(), Duration::from_secs(1));
         return Ok(());
     }
-    let (sts, pods, adopt) = {
+    let (sts, pods, revisions, claims, adopt) = {
         let c = ctx.read();
-        if !c.synced.contains("Pod") {
+        if !c.synced.contains("Pod")
+            || !c.synced.contains("ControllerRevision")
+            || !c.synced.contains("PersistentVolumeClaim")
+        {
             q.add_after(key.clone(), Duration::from_secs(1));
             return Ok(());
         }
@@ -636,7 +776,21 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             .into_iter()
             .filter(|p| util::controlled_by(&p.metadata, &uid))
             .collect();
-        (sts, pods, adopt)
+        let revisions = owned_revisions(&c, &uid);
+        // Only claims named like the set's (`<template>-<set>-<ordinal>`).
+        let infix = format!("-{}-", key.name);
+        let claims: Vec<PersistentVolumeClaim> = c
+            .claims
+            .in_namespace(&key.namespace)
+            .filter(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&infix))
+            })
+            .cloned()
+            .collect();
+        (sts, pods, revisions, claims, adopt)
     };
     if !adopt.is_empty() {
         for p in adopt {
@@ -649,7 +803,7 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
         return Ok(());
     }
     let now = util::now();
-    let actions = statefulset::reconcile(&sts, &pods, now);
+    let actions = statefulset::reconcile(&sts, &pods, &revisions, &claims, now);
     let adds = actions
         .iter()
         .filter(|a| matches!(a, statefulset::Action::CreatePod(_)))
@@ -739,6 +893,29 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             }
             statefulset::Action::UpdateStatus(n) => {
                 ctx.client.update_status(n.as_ref()).await?;
+            }
+            statefulset::Action::Revision(change) => {
+                let written = write_revision(ctx, &sts.metadata, change).await;
+                if !matches!(written, Ok(RevisionWrite::Done)) {
+                    // Pods must not name a revision that is not stored.
+                    exp.expect(key, 0, 0, Instant::now());
+                }
+                if let RevisionWrite::Collision = written? {
+                    let mut n = sts.clone();
+                    let st = n.status.get_or_insert_with(Default::default);
+                    st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+                    ctx.client.update_status(&n).await?;
+                    return Ok(());
+                }
+            }
+            statefulset::Action::UpdateClaim(c) => {
+                let name = c.metadata.name.clone().unwrap_or_default();
+                tracing::info!(claim = %name, "setting claim owners (retention policy)");
+                if let Err(error) = ignore_not_found(ctx.client.update(c.as_ref()).await) {
+                    // A scaled-down pod must own its claims before it goes.
+                    exp.expect(key, 0, 0, Instant::now());
+                    return Err(error);
+                }
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod endpointslice;
 mod exec;
 mod exec_apps;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod nodelifecycle;
 pub mod nodematch;
@@ -34,10 +35,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_api::selector::Selector;
@@ -48,7 +53,7 @@ use reflector::Cached;
 use store::{Change, ObjKey, Store};
 
 /// Kinds the controllers watch; the GC only collects these and only judges owners of these kinds.
-pub const WATCHED: [&str; 10] = [
+pub const WATCHED: [&str; 12] = [
     "DaemonSet",
     "Job",
     "CronJob",
@@ -59,6 +64,8 @@ pub const WATCHED: [&str; 10] = [
     "Pod",
     "Service",
     "EndpointSlice",
+    "ControllerRevision",
+    "PersistentVolumeClaim",
 ];
 /// Every key is reconciled again this often, to heal anything an event missed.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -77,6 +84,10 @@ pub struct Cache {
     pub cronjobs: Store<CronJob>,
     pub statefulsets: Store<StatefulSet>,
     pub rcs: Store<ReplicationController>,
+    /// DaemonSets' and StatefulSets' histories.
+    pub revisions: Store<ControllerRevision>,
+    /// StatefulSets' claims (their retention policy; the GC collects them).
+    pub claims: Store<PersistentVolumeClaim>,
     synced: BTreeSet<&'static str>,
 }
 
@@ -111,6 +122,8 @@ cached!(Job, jobs, "Job");
 cached!(CronJob, cronjobs, "CronJob");
 cached!(StatefulSet, statefulsets, "StatefulSet");
 cached!(ReplicationController, rcs, "ReplicationController");
+cached!(ControllerRevision, revisions, "ControllerRevision");
+cached!(PersistentVolumeClaim, claims, "PersistentVolumeClaim");
 
 /// Pending creations/deletions of one ReplicaSet's pods (client-go's
 /// ControllerExpectations): until the watch has shown them, the cache is
@@ -236,6 +249,16 @@ impl Ctx {
                 c.slices
                     .owned_by(uid)
                     .map(|o| ("EndpointSlice", ObjKey::of(o))),
+            );
+            keys.extend(
+                c.revisions
+                    .owned_by(uid)
+                    .map(|o| ("ControllerRevision", ObjKey::of(o))),
+            );
+            keys.extend(
+                c.claims
+                    .owned_by(uid)
+                    .map(|o| ("PersistentVolumeClaim", ObjKey::of(o))),
             );
             keys
         };
@@ -486,6 +509,8 @@ pub async fn run(
     reflect!(CronJob, on_cronjob);
     reflect!(StatefulSet, on_statefulset);
     reflect!(ReplicationController, on_rc);
+    reflect!(ControllerRevision, on_revision);
+    reflect!(PersistentVolumeClaim, on_claim);
     tasks.spawn(exec::deployment_worker(ctx.clone()));
     tasks.spawn(exec::replicaset_worker(ctx.clone()));
     tasks.spawn(exec::endpointslice_worker(ctx.clone()));

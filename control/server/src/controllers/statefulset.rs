@@ -3,30 +3,37 @@
 //! have hostname = their name and subdomain = `spec.serviceName`, so the
 //! headless Service gives each a stable DNS name, and get one claim per
 //! `volumeClaimTemplates` entry, `<template>-<set>-<ordinal>`, created before
-//! the pod and kept when the pod or the set goes (Retain).
+//! the pod. `persistentVolumeClaimRetentionPolicy` decides what happens to
+//! claims: Retain (the default) keeps them; `whenDeleted: Delete` gives them
+//! an ownerReference to the set and `whenScaled: Delete` one to the pod of a
+//! scaled-down ordinal (before the pod is deleted), so the garbage collector
+//! removes them with their owner, as in Kubernetes.
 //!
 //! `OrderedReady` creates pods one at a time in ordinal order, each once the
 //! ones before it are Running and Ready, and removes them highest first;
 //! `Parallel` creates and removes all at once. `RollingUpdate` replaces pods
-//! whose `controller-revision-hash` is not the current template's, highest
+//! whose `controller-revision-hash` is not the update revision, highest
 //! ordinal first, one at a time, each once the rest are Running and Ready,
 //! only down to `partition`; `OnDelete` leaves that to the user.
 //!
-//! Not implemented: ControllerRevision objects (weir does not serve the kind),
-//! so a pod below the partition that is deleted comes back with the current
-//! template rather than the old one; `maxUnavailable`; claim retention
-//! policies other than Retain.
+//! Every distinct template is a ControllerRevision `<set>-<hash>` (see
+//! [`super::history`]); pods carry its name. `status.updateRevision` is the
+//! revision of the current template, `status.currentRevision` the one the
+//! set last fully rolled out: a pod below the partition that is deleted comes
+//! back from the current revision's template, not the new one.
+//!
+//! Not implemented: `maxUnavailable`.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 
-use super::deployment::template_hash;
+use super::history;
 use super::store::ObjKey;
 use super::util::{controller_ref, pod_available, pod_ready, terminating};
 
@@ -36,6 +43,8 @@ pub const REVISION_LABEL: &str = "controller-revision-hash";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// Label with the pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+/// Label with a StatefulSet revision's hash (Kubernetes' history package).
+pub const REVISION_HASH_LABEL: &str = "controller.kubernetes.io/hash";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -44,12 +53,22 @@ pub enum Action {
     CreatePod(Box<Pod>),
     DeletePod(ObjKey),
     UpdateStatus(Box<StatefulSet>),
+    /// A change to the set's ControllerRevisions. Creations and
+    /// renumberings come before every pod action, prunings after them.
+    Revision(history::Change),
+    /// An existing claim with the owner references the retention policy
+    /// asks for (before any pod action: a scaled-down pod must own its
+    /// claims before it goes).
+    UpdateClaim(Box<PersistentVolumeClaim>),
 }
 
-/// The revision name of the set's current template: `<set>-<hash>`.
+/// The name a new revision of the set's current template gets,
+/// `<set>-<hash>` (an existing revision holding that template wins, see
+/// [`reconcile`]).
+#[cfg(test)]
 pub fn update_revision(sts: &StatefulSet) -> String {
     let template = sts.spec.clone().unwrap_or_default().template;
-    let hash = template_hash(
+    let hash = super::deployment::template_hash(
         &template,
         sts.status.as_ref().and_then(|s| s.collision_count),
     );
@@ -89,14 +108,82 @@ fn healthy(p: &Pod) -> bool {
     running_and_ready(p) && !terminating(&p.metadata)
 }
 
-/// Decides what to do for one StatefulSet given the pods it controls.
-pub fn reconcile(sts: &StatefulSet, pods: &[Pod], now: Timestamp) -> Vec<Action> {
+/// The revisions a pass works with: the update revision (the current
+/// template's), the current one (what the set last fully rolled out), and
+/// the history changes.
+struct Revisions {
+    update: String,
+    current: String,
+    current_template: Option<PodTemplateSpec>,
+    changes: Vec<history::Change>,
+}
+
+/// The set's history, or None when the template's hash collides.
+fn revisions(sts: &StatefulSet, pods: &[Pod], revs: &[ControllerRevision]) -> Option<Revisions> {
+    let spec = sts.spec.as_ref()?;
+    let status_current = sts.status.as_ref().and_then(|s| s.current_revision.clone());
+    let owner = history::Owner {
+        kind: "StatefulSet",
+        meta: &sts.metadata,
+        template: &spec.template,
+        collision_count: sts.status.as_ref().and_then(|s| s.collision_count),
+        history_limit: spec.revision_history_limit,
+        hash_label: REVISION_HASH_LABEL,
+    };
+    let live: Vec<&str> = pods
+        .iter()
+        .filter(|p| !terminating(&p.metadata))
+        .filter_map(revision)
+        .collect();
+    let in_use = |r: &ControllerRevision| {
+        let name = r.metadata.name.as_deref().unwrap_or_default();
+        live.contains(&name) || status_current.as_deref() == Some(name)
+    };
+    let history::Plan::Ready {
+        update, changes, ..
+    } = history::plan(&owner, revs, &in_use)
+    else {
+        return None;
+    };
+    let update = update.metadata.name.clone().unwrap_or_default();
+    let current = status_current.unwrap_or_else(|| update.clone());
+    // A current revision that is not stored (made before weir kept
+    // revisions) only names pods; new ones then come from the set's template.
+    let current_template = revs
+        .iter()
+        .filter(|_| current != update)
+        .find(|r| r.metadata.name.as_deref() == Some(current.as_str()))
+        .and_then(history::template_of);
+    Some(Revisions {
+        current,
+        current_template,
+        update,
+        changes,
+    })
+}
+
+/// Decides what to do for one StatefulSet given the pods it controls, its
+/// ControllerRevisions and the claims of its namespace.
+pub fn reconcile(
+    sts: &StatefulSet,
+    pods: &[Pod],
+    revs: &[ControllerRevision],
+    claims: &[PersistentVolumeClaim],
+    now: Timestamp,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     let Some(spec) = sts.spec.as_ref() else {
         return actions;
     };
     let set = sts.metadata.name.clone().unwrap_or_default();
-    let update_rev = update_revision(sts);
+    let Some(mut history) = revisions(sts, pods, revs) else {
+        // Kubernetes' answer to a hash collision: count it (a new hash) and retry.
+        let mut n = sts.clone();
+        let st = n.status.get_or_insert_with(Default::default);
+        st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
+        return vec![Action::UpdateStatus(Box::new(n))];
+    };
+    let update_rev = history.update.clone();
     let replicas = spec.replicas.unwrap_or(1).max(0);
     let start = spec
         .ordinals
@@ -120,13 +207,25 @@ pub fn reconcile(sts: &StatefulSet, pods: &[Pod], now: Timestamp) -> Vec<Action>
         .filter(|(o, _)| !wanted.contains(o))
         .map(|(_, p)| *p)
         .collect();
-    let status = compute_status(sts, &by_ordinal, &update_rev, now);
+    let status = compute_status(sts, &by_ordinal, &history.current, &update_rev, now);
 
+    let mut prunes = Vec::new();
     if !terminating(&sts.metadata) {
+        for c in std::mem::take(&mut history.changes) {
+            match c {
+                history::Change::Delete(_) => prunes.push(Action::Revision(c)),
+                c => actions.push(Action::Revision(c)),
+            }
+        }
+        actions.extend(
+            claim_updates(sts, &set, &wanted, &by_ordinal, claims)
+                .into_iter()
+                .map(|c| Action::UpdateClaim(Box::new(c))),
+        );
         plan(
             sts,
             &set,
-            &update_rev,
+            &history,
             wanted,
             &by_ordinal,
             &condemned,
@@ -134,6 +233,7 @@ pub fn reconcile(sts: &StatefulSet, pods: &[Pod], now: Timestamp) -> Vec<Action>
             &mut actions,
         );
     }
+    actions.extend(prunes);
     if sts.status.as_ref() != Some(&status) {
         let mut n = sts.clone();
         n.status = Some(status);
@@ -148,7 +248,7 @@ pub fn reconcile(sts: &StatefulSet, pods: &[Pod], now: Timestamp) -> Vec<Action>
 fn plan(
     sts: &StatefulSet,
     set: &str,
-    update_rev: &str,
+    history: &Revisions,
     wanted: std::ops::Range<i32>,
     by_ordinal: &BTreeMap<i32, &Pod>,
     condemned: &[&Pod],
@@ -156,6 +256,17 @@ fn plan(
     actions: &mut Vec<Action>,
 ) {
     let spec = sts.spec.clone().unwrap_or_default();
+    let update_rev = history.update.as_str();
+    let start = wanted.start;
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    let on_delete = strategy.type_.as_deref() == Some("OnDelete");
+    // Ordinals below start + partition stay at (and come back as) the current revision.
+    let partition = strategy
+        .rolling_update
+        .and_then(|r| r.partition)
+        .unwrap_or(0)
+        .max(0);
+    let partition_end = start.saturating_add(partition);
     // The first pod (in ordinal order, wanted ones first) that is not healthy.
     let first_unhealthy: Option<ObjKey> = wanted
         .clone()
@@ -167,7 +278,12 @@ fn plan(
     for o in wanted.clone() {
         match by_ordinal.get(&o) {
             None => {
-                let pod = pod_for_ordinal(sts, set, o, update_rev);
+                let pod = match &history.current_template {
+                    Some(t) if !on_delete && o < partition_end => {
+                        pod_from(sts, set, o, &history.current, t)
+                    }
+                    _ => pod_for_ordinal(sts, set, o, update_rev),
+                };
                 for c in claims_for(sts, set, o) {
                     actions.push(Action::CreateClaim(Box::new(c)));
                 }
@@ -211,16 +327,11 @@ fn plan(
     }
 
     // Rolling update, highest ordinal first, down to the partition.
-    let strategy = spec.update_strategy.unwrap_or_default();
-    if strategy.type_.as_deref() == Some("OnDelete") {
+    if on_delete {
         return;
     }
-    let partition = strategy
-        .rolling_update
-        .and_then(|r| r.partition)
-        .unwrap_or(0);
     for o in wanted.rev() {
-        if o < partition {
+        if o < partition_end {
             break;
         }
         let Some(p) = by_ordinal.get(&o) else {
@@ -239,9 +350,113 @@ fn plan(
     }
 }
 
-/// The claims of one ordinal, from the volumeClaimTemplates.
+/// The claim retention policy, defaults resolved: (whenDeleted, whenScaled)
+/// are Delete.
+fn retention(sts: &StatefulSet) -> (bool, bool) {
+    let p = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let delete = |v: Option<&String>| v.is_some_and(|v| v == "Delete");
+    (
+        delete(p.and_then(|p| p.when_deleted.as_ref())),
+        delete(p.and_then(|p| p.when_scaled.as_ref())),
+    )
+}
+
+/// A plain (not controller) owner reference, as Kubernetes puts on claims.
+fn owner_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: None,
+        block_owner_deletion: None,
+    }
+}
+
+/// The owner references a claim of `pod` should carry (Kubernetes'
+/// updateClaimOwnerRefForSetAndPod): references to anything but the set and
+/// the pod are kept; the set owns it when `whenDeleted: Delete` (unless the
+/// pod is scaled down and `whenScaled: Delete` hands it to the pod); the
+/// pod owns it when it is scaled down and `whenScaled: Delete`.
+pub fn claim_owners(
+    sts: &StatefulSet,
+    pod: Option<&Pod>,
+    scaled_down: bool,
+    current: &[OwnerReference],
+) -> Vec<OwnerReference> {
+    let (when_deleted, when_scaled) = retention(sts);
+    let set_uid = sts.metadata.uid.as_deref().unwrap_or_default();
+    let pod_uid = pod.and_then(|p| p.metadata.uid.as_deref());
+    let mut refs: Vec<OwnerReference> = current
+        .iter()
+        .filter(|r| r.uid != set_uid && Some(r.uid.as_str()) != pod_uid)
+        .cloned()
+        .collect();
+    let to_pod = when_scaled && scaled_down;
+    if when_deleted && !to_pod {
+        refs.push(owner_ref("apps/v1", "StatefulSet", &sts.metadata));
+    }
+    if let Some(p) = pod.filter(|_| to_pod) {
+        refs.push(owner_ref("v1", "Pod", &p.metadata));
+    }
+    refs
+}
+
+/// Existing claims of existing pods whose owner references differ from what
+/// the retention policy asks for, with the references fixed.
+fn claim_updates(
+    sts: &StatefulSet,
+    set: &str,
+    wanted: &std::ops::Range<i32>,
+    by_ordinal: &BTreeMap<i32, &Pod>,
+    claims: &[PersistentVolumeClaim],
+) -> Vec<PersistentVolumeClaim> {
+    let templates = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.clone())
+        .unwrap_or_default();
+    if templates.is_empty() {
+        return Vec::new();
+    }
+    let by_name: BTreeMap<&str, &PersistentVolumeClaim> = claims
+        .iter()
+        .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
+        .collect();
+    let mut out = Vec::new();
+    for (o, pod) in by_ordinal {
+        if terminating(&pod.metadata) {
+            continue;
+        }
+        for t in &templates {
+            let tname = t.metadata.name.as_deref().unwrap_or_default();
+            let name = format!("{tname}-{set}-{o}");
+            let Some(claim) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            if terminating(&claim.metadata) {
+                continue;
+            }
+            let current = claim.metadata.owner_references.clone().unwrap_or_default();
+            let want = claim_owners(sts, Some(pod), !wanted.contains(o), &current);
+            if want != current {
+                let mut c = (*claim).clone();
+                c.metadata.owner_references = (!want.is_empty()).then_some(want);
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The claims of one ordinal, from the volumeClaimTemplates, owned by the
+/// set when its retention policy says `whenDeleted: Delete`.
 pub fn claims_for(sts: &StatefulSet, set: &str, ordinal: i32) -> Vec<PersistentVolumeClaim> {
     let spec = sts.spec.clone().unwrap_or_default();
+    let owners = claim_owners(sts, None, false, &[]);
     let selector_labels = spec.selector.match_labels.clone().unwrap_or_default();
     spec.volume_claim_templates
         .unwrap_or_default()
@@ -256,6 +471,7 @@ pub fn claims_for(sts: &StatefulSet, set: &str, ordinal: i32) -> Vec<PersistentV
                     namespace: sts.metadata.namespace.clone(),
                     labels: Some(labels),
                     annotations: t.metadata.annotations.clone(),
+                    owner_references: (!owners.is_empty()).then(|| owners.clone()),
                     ..Default::default()
                 },
                 spec: t.spec,
@@ -265,17 +481,31 @@ pub fn claims_for(sts: &StatefulSet, set: &str, ordinal: i32) -> Vec<PersistentV
         .collect()
 }
 
-/// The pod for one ordinal: stable name, hostname and subdomain, its claims
-/// mounted under the templates' names.
+/// The pod for one ordinal from the set's template: stable name, hostname
+/// and subdomain, its claims mounted under the templates' names.
 pub fn pod_for_ordinal(sts: &StatefulSet, set: &str, ordinal: i32, revision: &str) -> Pod {
+    let template = sts.spec.clone().unwrap_or_default().template;
+    pod_from(sts, set, ordinal, revision, &template)
+}
+
+/// The pod for one ordinal from `template` (the set's, or an older
+/// revision's), labelled with that `revision`.
+pub fn pod_from(
+    sts: &StatefulSet,
+    set: &str,
+    ordinal: i32,
+    revision: &str,
+    template: &PodTemplateSpec,
+) -> Pod {
     let spec = sts.spec.clone().unwrap_or_default();
+    let template = template.clone();
     let name = format!("{set}-{ordinal}");
-    let tm = spec.template.metadata.unwrap_or_default();
+    let tm = template.metadata.unwrap_or_default();
     let mut labels = tm.labels.unwrap_or_default();
     labels.insert(REVISION_LABEL.into(), revision.into());
     labels.insert(POD_NAME_LABEL.into(), name.clone());
     labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
-    let mut ps = spec.template.spec.unwrap_or_default();
+    let mut ps = template.spec.unwrap_or_default();
     ps.hostname = Some(name.clone());
     if !spec.service_name.as_deref().unwrap_or_default().is_empty() {
         ps.subdomain = spec.service_name.clone();
@@ -315,6 +545,7 @@ pub fn pod_for_ordinal(sts: &StatefulSet, set: &str, ordinal: i32, revision: &st
 fn compute_status(
     sts: &StatefulSet,
     by_ordinal: &BTreeMap<i32, &Pod>,
+    current_rev: &str,
     update_rev: &str,
     now: Timestamp,
 ) -> StatefulSetStatus {
@@ -327,10 +558,7 @@ fn compute_status(
         .filter(|p| !terminating(&p.metadata))
         .collect();
     let count = |f: &dyn Fn(&Pod) -> bool| live.iter().filter(|p| f(p)).count() as i32;
-    let current_rev = old
-        .current_revision
-        .clone()
-        .unwrap_or_else(|| update_rev.to_string());
+    let current_rev = current_rev.to_string();
     let replicas = count(&|_| true);
     let updated = count(&|p| revision(p) == Some(update_rev));
     let ready = count(&|p| pod_ready(p));
@@ -462,9 +690,217 @@ mod tests {
                     p.metadata.name.clone().unwrap_or_default()
                 )),
                 Action::DeletePod(k) => Some(format!("delete {}", k.name)),
-                Action::UpdateStatus(_) => None,
+                Action::UpdateClaim(c) => Some(format!(
+                    "own claim {}",
+                    c.metadata.name.clone().unwrap_or_default()
+                )),
+                Action::UpdateStatus(_) | Action::Revision(_) => None,
             })
             .collect()
+    }
+
+    fn with_image(mut s: StatefulSet, image: &str) -> StatefulSet {
+        s.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers = vec![k8s_openapi::api::core::v1::Container {
+            name: "c".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }];
+        s
+    }
+
+    /// The revision `s`'s template would get, numbered `n`.
+    fn revision_of(s: &StatefulSet, n: i64) -> ControllerRevision {
+        let spec = s.spec.as_ref().unwrap();
+        let owner = history::Owner {
+            kind: "StatefulSet",
+            meta: &s.metadata,
+            template: &spec.template,
+            collision_count: None,
+            history_limit: None,
+            hash_label: REVISION_HASH_LABEL,
+        };
+        let name = update_revision(s);
+        let hash = name.strip_prefix("db-").unwrap().to_string();
+        history::new_revision(&owner, &hash, n)
+    }
+
+    fn image_of(p: &Pod) -> String {
+        p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn partition_recreates_old_ordinals_from_the_current_revision() {
+        let v1 = with_image(sts(3, partition(2)), "v1");
+        let mut v2 = with_image(sts(3, partition(2)), "v2");
+        let (r1, r2) = (revision_of(&v1, 1), revision_of(&v2, 2));
+        v2.status = Some(StatefulSetStatus {
+            current_revision: r1.metadata.name.clone(),
+            update_revision: r2.metadata.name.clone(),
+            ..Default::default()
+        });
+        let mut old1 = sp(&v1, 1, "ready", true);
+        old1.spec = pod_for_ordinal(&v1, "db", 1, "").spec;
+        let pods = vec![old1, sp(&v2, 2, "ready", true)];
+        let actions = reconcile(&v2, &pods, &[r1.clone(), r2.clone()], &[], ts(1000));
+        let created: Vec<&Pod> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreatePod(p) => Some(p.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let [p] = created.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(p.metadata.name.as_deref(), Some("db-0"));
+        assert_eq!(
+            image_of(p),
+            "v1",
+            "below the partition: the current revision"
+        );
+        assert_eq!(revision(p), r1.metadata.name.as_deref());
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Revision(_))),
+            "{actions:?}"
+        );
+        // Above the partition a missing pod gets the update revision.
+        let pods = vec![sp(&v1, 0, "ready", true), sp(&v1, 1, "ready", true)];
+        let actions = reconcile(&v2, &pods, &[r1, r2.clone()], &[], ts(1000));
+        let Some(Action::CreatePod(p)) = actions.iter().find(|a| matches!(a, Action::CreatePod(_)))
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(p.metadata.name.as_deref(), Some("db-2"));
+        assert_eq!(image_of(p), "v2");
+        assert_eq!(revision(p), r2.metadata.name.as_deref());
+    }
+
+    #[test]
+    fn rollback_reuses_the_old_revision() {
+        let v1 = with_image(sts(1, |_| {}), "v1");
+        let v2 = with_image(sts(1, |_| {}), "v2");
+        let (r1, r2) = (revision_of(&v1, 1), revision_of(&v2, 2));
+        let actions = reconcile(&v1, &[], &[r1.clone(), r2], &[], ts(1000));
+        let Some(Action::Revision(history::Change::Renumber(r))) = actions.first() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!((r.metadata.name.clone(), r.revision), (r1.metadata.name, 3));
+    }
+
+    fn policy(when_deleted: &str, when_scaled: &str) -> impl FnOnce(&mut StatefulSetSpec) {
+        let (d, sc) = (when_deleted.to_string(), when_scaled.to_string());
+        move |s| {
+            s.persistent_volume_claim_retention_policy = Some(
+                k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(d),
+                    when_scaled: Some(sc),
+                },
+            );
+            s.volume_claim_templates = Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec::default()),
+                status: None,
+            }]);
+        }
+    }
+
+    #[test]
+    fn claim_owners_follow_the_retention_policy() {
+        let mut pod = sp(&sts(1, |_| {}), 1, "ready", true);
+        pod.metadata.uid = Some("pod-uid".into());
+        let other = OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "keep".into(),
+            uid: "cm-uid".into(),
+            ..Default::default()
+        };
+        // (whenDeleted, whenScaled, scaled down, owner kinds wanted)
+        let cases = [
+            ("Retain", "Retain", false, vec!["ConfigMap"]),
+            ("Retain", "Retain", true, vec!["ConfigMap"]),
+            ("Delete", "Retain", false, vec!["ConfigMap", "StatefulSet"]),
+            ("Delete", "Retain", true, vec!["ConfigMap", "StatefulSet"]),
+            ("Retain", "Delete", false, vec!["ConfigMap"]),
+            ("Retain", "Delete", true, vec!["ConfigMap", "Pod"]),
+            ("Delete", "Delete", false, vec!["ConfigMap", "StatefulSet"]),
+            ("Delete", "Delete", true, vec!["ConfigMap", "Pod"]),
+        ];
+        for (d, sc, down, want) in cases {
+            let s = sts(1, policy(d, sc));
+            // Stale references to the set and the pod are replaced, not doubled.
+            let current = vec![
+                other.clone(),
+                owner_ref("apps/v1", "StatefulSet", &s.metadata),
+                owner_ref("v1", "Pod", &pod.metadata),
+            ];
+            let got = claim_owners(&s, Some(&pod), down, &current);
+            let kinds: Vec<&str> = got.iter().map(|r| r.kind.as_str()).collect();
+            assert_eq!(kinds, want, "{d}/{sc} scaled down {down}");
+            assert!(got.iter().all(|r| r.controller.is_none()));
+        }
+        let s = sts(1, policy("Delete", "Retain"));
+        let c = &claims_for(&s, "db", 0)[0];
+        let r = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (r.kind.as_str(), r.uid.as_str()),
+            ("StatefulSet", "sts-uid")
+        );
+        assert!(
+            claims_for(&sts(1, policy("Retain", "Delete")), "db", 0)[0]
+                .metadata
+                .owner_references
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn scaled_down_pod_owns_its_claim_before_it_goes() {
+        let s = sts(1, policy("Retain", "Delete"));
+        let ready = |o| {
+            let mut p = sp(&s, o, "ready", true);
+            p.metadata.uid = Some(format!("pod-{o}"));
+            p
+        };
+        let claim = |o: i32| PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(format!("data-db-{o}")),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let pods = vec![ready(0), ready(1)];
+        let actions = reconcile(&s, &pods, &[], &[claim(0), claim(1)], ts(1000));
+        assert_eq!(
+            summary(&actions),
+            vec!["own claim data-db-1", "delete db-1"]
+        );
+        let Some(Action::UpdateClaim(c)) =
+            actions.iter().find(|a| matches!(a, Action::UpdateClaim(_)))
+        else {
+            panic!()
+        };
+        let r = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((r.kind.as_str(), r.uid.as_str()), ("Pod", "pod-1"));
+        // Once it owns it, nothing more to write.
+        let mut owned = claim(1);
+        owned.metadata.owner_references = c.metadata.owner_references.clone();
+        let actions = reconcile(&s, &pods, &[], &[claim(0), owned], ts(1000));
+        assert_eq!(summary(&actions), vec!["delete db-1"]);
     }
 
     #[test]
@@ -591,7 +1027,11 @@ mod tests {
             ),
         ];
         for (what, s, pods, want) in cases {
-            assert_eq!(summary(&reconcile(&s, &pods, ts(1000))), want, "{what}");
+            assert_eq!(
+                summary(&reconcile(&s, &pods, &[], &[], ts(1000))),
+                want,
+                "{what}"
+            );
         }
     }
 
@@ -608,16 +1048,23 @@ mod tests {
                 status: None,
             }])
         });
-        let actions = reconcile(&s, &[], ts(1000));
-        let Some(Action::CreateClaim(c)) = actions.first() else {
+        let actions = reconcile(&s, &[], &[], &[], ts(1000));
+        let Some(Action::Revision(history::Change::Create(r))) = actions.first() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(r.metadata.name, Some(update_revision(&s)));
+        let Some(Action::CreateClaim(c)) = actions.get(1) else {
             panic!("{actions:?}")
         };
         assert_eq!(c.metadata.name.as_deref(), Some("data-db-0"));
-        assert!(c.metadata.owner_references.is_none(), "claims are retained");
+        assert!(
+            c.metadata.owner_references.is_none(),
+            "claims are retained by default"
+        );
         let labels = c.metadata.labels.clone().unwrap();
         assert_eq!(labels.get("app").map(String::as_str), Some("db"));
         assert_eq!(labels.get("tier").map(String::as_str), Some("disk"));
-        let Some(Action::CreatePod(p)) = actions.get(1) else {
+        let Some(Action::CreatePod(p)) = actions.get(2) else {
             panic!("{actions:?}")
         };
         let spec = p.spec.as_ref().unwrap();
@@ -654,7 +1101,7 @@ mod tests {
             current_revision: Some("db-old".into()),
             ..Default::default()
         });
-        let actions = reconcile(&with_current, &pods, ts(1000));
+        let actions = reconcile(&with_current, &pods, &[], &[], ts(1000));
         let Some(Action::UpdateStatus(n)) = actions.last() else {
             panic!("{actions:?}")
         };
@@ -669,7 +1116,7 @@ mod tests {
         assert_eq!(st.observed_generation, Some(2));
         // All updated and ready: the update revision becomes current.
         let done: Vec<Pod> = (0..3).map(|o| sp(&s, o, "ready", true)).collect();
-        let actions = reconcile(&with_current, &done, ts(1000));
+        let actions = reconcile(&with_current, &done, &[], &[], ts(1000));
         let Some(Action::UpdateStatus(n)) = actions.last() else {
             panic!("{actions:?}")
         };
