@@ -46,6 +46,9 @@ pub mod policy;
 mod policy_dp_tests;
 #[cfg(test)]
 mod policy_sweep_tests;
+mod redirect;
+#[cfg(test)]
+mod redirect_tests;
 mod reflect;
 mod sock;
 #[cfg(test)]
@@ -210,6 +213,8 @@ pub struct Datapath {
     xdp: Option<xdp::XdpAttachment>,
     /// What the XDP program did with the packets it saw.
     xdp_stats: xdp::XdpStats,
+    /// Whether the pod fast path is on (see `redirect`).
+    pod_redirect: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -249,6 +254,8 @@ impl Datapath {
             None => None,
         };
         dp.maps.set_node(cfg.node.as_ref().map(|n| n.ip), mac)?;
+        // Off until the caller turns it on: drop an earlier agent's registrations.
+        dp.sync_pod_ifaces()?;
         if let Some(node) = &cfg.node {
             let held = dp.attach_node_interface(node, &cfg.bpffs_dir.join(NODE_LINKS_DIR))?;
             dp.node = Some((node.clone(), held));
@@ -366,6 +373,7 @@ impl Datapath {
             maglev,
             xdp: None,
             xdp_stats,
+            pod_redirect: false,
         })
     }
 
@@ -417,6 +425,9 @@ impl Datapath {
             tracing::info!(interface = %link.name, ifindex = link.index, "pod programs attached");
             self.attached
                 .insert(link.name, attach::Attached::new(link.index, holds));
+        }
+        if let Err(error) = self.sync_pod_ifaces() {
+            first_error.get_or_insert(error);
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -23,6 +23,7 @@ pub mod flow;
 pub mod maglev;
 pub mod masq;
 pub mod policy;
+pub mod redirect;
 pub mod xdp;
 
 /// IP protocol number of TCP (the `proto` field of keys).

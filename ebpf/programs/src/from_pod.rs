@@ -45,7 +45,9 @@ use crate::{
 #[classifier]
 pub fn weir_from_pod(ctx: TcContext) -> i32 {
     if let Some(flow) = parse::parse_ipv4_l4(&ctx) {
-        return handle(&ctx, &flow);
+        // Passed to a pod of this node: straight into it (`redirect`).
+        let verdict = handle(&ctx, &flow);
+        return crate::redirect::to_local_pod(&ctx, &flow, verdict);
     }
     if let Some(flow) = parse::first_fragment(&ctx) {
         return first_fragment(&ctx, &flow);

@@ -16,6 +16,7 @@
 //! - [`arp`]: answering ARP for owned LoadBalancer IPs,
 //! - [`icmp`]: ICMP errors about translated connections,
 //! - [`policy`]: NetworkPolicy verdicts on new connections,
+//! - [`redirect`]: the pod fast path (local pod -> local pod past the stack),
 //! - [`dsr`]: direct server return (the IPv4 option, both nodes' sides),
 //! - [`flow`]: flow events (verdicts and drops) into the ring buffer.
 #![no_std]
@@ -38,6 +39,7 @@ mod node_ingress;
 mod packet;
 mod parse;
 mod policy;
+mod redirect;
 mod sock;
 mod to_pod;
 mod xdp;

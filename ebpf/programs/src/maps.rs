@@ -159,3 +159,10 @@ pub static MASQ_SKIP: LpmTrie<u32, u8> =
 #[map(name = "WEIR_MASQ_CT")]
 pub static MASQ_CT: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(weir_ebpf_common::masq::MASQ_CT_MAX_ENTRIES, 0);
+
+/// The pod fast path (`crate::redirect`): ifindexes of this node's host-side
+/// pod veths -> `POD_IFACE_ON`; empty when the fast path is off. Written
+/// only by the agent.
+#[map(name = "WEIR_POD_IFS")]
+pub static POD_IFACES: HashMap<u32, u32> =
+    HashMap::pinned(weir_ebpf_common::redirect::POD_IFACES_MAX_ENTRIES, 0);
