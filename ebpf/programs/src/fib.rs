@@ -25,18 +25,15 @@ use crate::{
 };
 
 const AF_INET: u8 = 2;
-/// Offset of the IPv4 total length field.
-const IP_TOT_LEN_OFF: usize = 2;
 
 /// Forwards the (already translated) IPv4 packet to where the FIB routes its
 /// destination; the verdict to return. Drops it when there is no route
 /// (`hook`: the calling hook, for the drop's flow event).
 #[inline(always)]
 pub fn redirect(ctx: &TcContext, proto: u8, hook: u8) -> i32 {
-    let (Some(saddr), Some(daddr), Some(tot_len)) = (
+    let (Some(saddr), Some(daddr)) = (
         read::<u32>(ctx, ETH_HLEN + IP_SADDR_OFF),
         read::<u32>(ctx, ETH_HLEN + IP_DADDR_OFF),
-        read::<u16>(ctx, ETH_HLEN + IP_TOT_LEN_OFF),
     ) else {
         return flow::dropped(ctx, hook, drop_reason::REWRITE);
     };
@@ -45,7 +42,10 @@ pub fn redirect(ctx: &TcContext, proto: u8, hook: u8) -> i32 {
     let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
     params.family = AF_INET;
     params.l4_protocol = proto;
-    params.__bindgen_anon_1.tot_len = u16::from_be(tot_len);
+    // tot_len stays 0, so the kernel checks the skb against the egress
+    // device's MTU GSO-aware (`is_skb_forwardable`): given the IPv4 total
+    // length it answers FRAG_NEEDED for every GSO packet (a backend's bulk
+    // reply) larger than the MTU, which this function would drop.
     // SAFETY: `skb` is the context pointer the kernel passed to the program.
     params.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     params.__bindgen_anon_3.ipv4_src = saddr;
