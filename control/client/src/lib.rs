@@ -285,19 +285,24 @@ impl Client {
     where
         K: k8s_openapi::Resource + DeserializeOwned,
     {
-        let l = self
-            .list_json(K::KIND, &namespace_of::<K>(namespace), params)
+        let mut chunks = self
+            .list_chunks(K::KIND, &namespace_of::<K>(namespace), params)
             .await?;
-        let items = l
-            .items
-            .iter()
-            .map(|b| decode(K::KIND, b))
-            .collect::<Result<Vec<K>>>()?;
-        Ok(ObjectList {
-            items,
-            resource_version: l.resource_version,
-            continue_token: l.continue_token,
-        })
+        // Decoded chunk by chunk: the JSON of the whole list never exists at once.
+        let mut out = ObjectList {
+            items: Vec::new(),
+            resource_version: String::new(),
+            continue_token: String::new(),
+        };
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            for b in &chunk.items {
+                out.items.push(decode(K::KIND, b)?);
+            }
+            out.resource_version = chunk.resource_version;
+            out.continue_token = chunk.continue_token;
+        }
+        Ok(out)
     }
 
     pub async fn create<K>(&self, obj: &K) -> Result<K>
@@ -400,25 +405,60 @@ impl Client {
         Ok(r.into_inner().json)
     }
 
+    /// Lists objects as JSON; the server streams the list in chunks
+    /// (`ListStream`), reassembled here into one `ObjectList`.
     pub async fn list_json(
         &self,
         kind: &str,
         namespace: &str,
         p: &ListParams,
     ) -> Result<proto::ObjectList> {
-        let r = self
-            .inner
-            .clone()
-            .list(proto::ListRequest {
-                kind: kind.into(),
-                namespace: namespace.into(),
-                label_selector: p.label_selector.clone(),
-                field_selector: p.field_selector.clone(),
-                limit: p.limit,
-                continue_token: p.continue_token.clone(),
-            })
-            .await?;
-        Ok(r.into_inner())
+        let mut chunks = self.list_chunks(kind, namespace, p).await?;
+        let mut out = proto::ObjectList {
+            kind: kind.into(),
+            ..Default::default()
+        };
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            if out.items.is_empty() {
+                out.items = chunk.items;
+            } else {
+                out.items.extend(chunk.items);
+            }
+            if !chunk.kind.is_empty() {
+                out.kind = chunk.kind;
+            }
+            out.resource_version = chunk.resource_version;
+            out.continue_token = chunk.continue_token;
+        }
+        Ok(out)
+    }
+
+    /// The chunks of a streamed list; against a server without `ListStream`
+    /// (UNIMPLEMENTED), the one message of `List`.
+    async fn list_chunks(
+        &self,
+        kind: &str,
+        namespace: &str,
+        p: &ListParams,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<proto::ObjectList>> + Send>>> {
+        let req = proto::ListRequest {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            label_selector: p.label_selector.clone(),
+            field_selector: p.field_selector.clone(),
+            limit: p.limit,
+            continue_token: p.continue_token.clone(),
+        };
+        match self.inner.clone().list_stream(req.clone()).await {
+            Ok(r) => Ok(Box::pin(r.into_inner().map(|c| c.map_err(Error::from)))),
+            // An unknown kind is UNIMPLEMENTED too; List then says so again.
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                let one = self.inner.clone().list(req).await?.into_inner();
+                Ok(Box::pin(futures::stream::iter([Ok(one)])))
+            }
+            Err(s) => Err(s.into()),
+        }
     }
 
     pub async fn create_json(&self, kind: &str, json: Vec<u8>, dry_run: bool) -> Result<Vec<u8>> {

@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::lifecycle::{self, CreateContext, DeletePlan, Propagation};
 use crate::object::ApiObject;
-use crate::storage::{Outcome, Storage};
+use crate::storage::{CreateOutcome, Guard, Outcome, Storage};
 use crate::ttl::TtlLeases;
 
 /// How often a write is retried when it lost a race on an allocation key.
@@ -108,6 +108,26 @@ fn request_namespace(kind: &ResourceKind, ns: &str) -> Option<String> {
     })
 }
 
+/// The key that marks a namespace as terminating: written in the same
+/// transaction that sets its deletionTimestamp, removed with it. Creates in
+/// a namespace require its key present and this one absent inside their own
+/// transaction, so no read of the namespace precedes a create and a create
+/// cannot race the namespace's deletion.
+fn terminating_key(namespace: &str) -> String {
+    format!("/registry/terminating/namespaces/{namespace}")
+}
+
+fn namespace_terminating(ns: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "unable to create new content in namespace {ns} because it is being terminated"
+    ))
+}
+
+/// The etcd key of a served kind's object (`kind` is one of weir_api's kinds).
+fn kind_key(kind: &str, name: &str) -> String {
+    ResourceKind::by_kind(kind).map_or_else(String::new, |k| k.key(None, name))
+}
+
 /// Continue tokens carry the revision of the first page and the next key,
 /// so every page of one list reads the same snapshot.
 fn encode_continue(revision: i64, next_key: &str) -> String {
@@ -122,6 +142,121 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(i64, String), ApiError>
         return Err(bad());
     }
     Ok((rev, key.to_string()))
+}
+
+/// Converts a stored key/value into a list item's JSON (`None`: filtered out).
+pub type JsonTake =
+    Box<dyn Fn(crate::storage::Kv) -> Result<Option<Vec<u8>>, ApiError> + Send + Sync>;
+
+/// A list as JSON items, page by page; owns everything it needs (a streamed
+/// list runs in its own task).
+pub type JsonPages = Pages<JsonTake>;
+
+/// A list read page by page from etcd, all pages at the revision of the
+/// first (one snapshot), with Kubernetes' limit/continue semantics.
+pub struct Pages<F> {
+    storage: Storage,
+    prefix: String,
+    /// 0 until the first page fixed it.
+    revision: i64,
+    /// The next key to read; `None` once done.
+    start: Option<String>,
+    limit: i64,
+    page_size: i64,
+    taken: i64,
+    continue_token: String,
+    take: F,
+}
+
+impl<T, F: Fn(crate::storage::Kv) -> Result<Option<T>, ApiError>> Pages<F> {
+    fn new(
+        storage: Storage,
+        kind: &ResourceKind,
+        ns: &str,
+        limit: i64,
+        continue_token: &str,
+        take: F,
+    ) -> Result<Self, ApiError> {
+        let ns = (kind.namespaced && !ns.is_empty()).then_some(ns);
+        let prefix = kind.key_prefix(ns);
+        let (revision, start) = if continue_token.is_empty() {
+            (0, prefix.clone())
+        } else {
+            decode_continue(continue_token, &prefix)?
+        };
+        // Unlimited lists still read etcd in pages, bounding each response.
+        let page_size = if limit > 0 {
+            limit.max(100)
+        } else {
+            UNLIMITED_PAGE
+        };
+        Ok(Self {
+            storage,
+            prefix,
+            revision,
+            start: Some(start),
+            limit,
+            page_size,
+            taken: 0,
+            continue_token: String::new(),
+            take,
+        })
+    }
+
+    /// The next page's items (possibly empty when a filter dropped them
+    /// all); `None` when the list is complete.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<T>>, ApiError> {
+        let Some(start) = self.start.take() else {
+            return Ok(None);
+        };
+        let page = match self
+            .storage
+            .list(&self.prefix, Some(&start), self.revision, self.page_size)
+            .await
+        {
+            Err(crate::storage::StorageError::Compacted { .. }) => {
+                return Err(ApiError::Expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+                ));
+            }
+            other => other?,
+        };
+        if self.revision == 0 {
+            self.revision = page.revision;
+        }
+        let more = page.more;
+        let last_key = page.kvs.last().map(|kv| kv.key.clone());
+        let n = page.kvs.len();
+        let mut items = Vec::new();
+        for (i, kv) in page.kvs.into_iter().enumerate() {
+            let key = (self.limit > 0).then(|| kv.key.clone());
+            if let Some(item) = (self.take)(kv)? {
+                items.push(item);
+                self.taken += 1;
+            }
+            if self.limit > 0 && self.taken == self.limit {
+                if i + 1 < n || more {
+                    let next = format!("{}\0", key.unwrap_or_default());
+                    self.continue_token = encode_continue(self.revision, &next);
+                }
+                return Ok(Some(items));
+            }
+        }
+        if more && let Some(k) = last_key {
+            self.start = Some(format!("{k}\0"));
+        }
+        Ok(Some(items))
+    }
+
+    /// The revision every page is read at (0 before the first page).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The list's revision and continue token (empty when nothing remains).
+    pub fn finish(self) -> (i64, String) {
+        (self.revision, self.continue_token)
+    }
 }
 
 impl Registry {
@@ -188,9 +323,7 @@ impl Registry {
         .await
     }
 
-    /// Lists like `list`, as the JSON the API returns. Without selectors the
-    /// stored bytes are passed through (resourceVersion spliced in), which
-    /// keeps a list of 10k pods from parsing and re-encoding every pod.
+    /// Lists like `list`, as the JSON the API returns, in one piece.
     pub async fn list_json(
         &self,
         kind: &ResourceKind,
@@ -199,8 +332,33 @@ impl Registry {
         limit: i64,
         continue_token: &str,
     ) -> Result<ListResult<Vec<u8>>, ApiError> {
+        let mut pages = self.list_json_pages(kind, ns, filter.clone(), limit, continue_token)?;
+        let mut items = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            items.extend(page);
+        }
+        let (resource_version, continue_token) = pages.finish();
+        Ok(ListResult {
+            items,
+            resource_version,
+            continue_token,
+        })
+    }
+
+    /// Lists as JSON page by page (one etcd page at a time), so a streamed
+    /// list never holds more than a page. Without selectors the stored bytes
+    /// are passed through (resourceVersion spliced in), which keeps a list of
+    /// 10k pods from parsing and re-encoding every pod.
+    pub fn list_json_pages(
+        &self,
+        kind: &ResourceKind,
+        ns: &str,
+        filter: Filter,
+        limit: i64,
+        continue_token: &str,
+    ) -> Result<JsonPages, ApiError> {
         let passthrough = filter.is_empty();
-        self.list_with(kind, ns, limit, continue_token, |kv| {
+        let take: JsonTake = Box::new(move |kv| {
             if passthrough && let Some(json) = ApiObject::stored_to_json(&kv.value, kv.mod_revision)
             {
                 return Ok(Some(json));
@@ -211,8 +369,8 @@ impl Registry {
             } else {
                 Ok(None)
             }
-        })
-        .await
+        });
+        Pages::new(self.storage.clone(), kind, ns, limit, continue_token, take)
     }
 
     /// The paging loop of a list; `take` converts a stored key/value into
@@ -223,68 +381,19 @@ impl Registry {
         ns: &str,
         limit: i64,
         continue_token: &str,
-        take: impl Fn(&crate::storage::Kv) -> Result<Option<T>, ApiError>,
+        take: impl Fn(crate::storage::Kv) -> Result<Option<T>, ApiError>,
     ) -> Result<ListResult<T>, ApiError> {
-        let ns = (kind.namespaced && !ns.is_empty()).then_some(ns);
-        let prefix = kind.key_prefix(ns);
-        let (mut revision, mut start) = if continue_token.is_empty() {
-            (0, None)
-        } else {
-            let (r, k) = decode_continue(continue_token, &prefix)?;
-            (r, Some(k))
-        };
-        // Unlimited lists still read etcd in pages (all at the first page's
-        // revision, so the result is one snapshot), bounding each response.
-        let page_size = if limit > 0 {
-            limit.max(100)
-        } else {
-            UNLIMITED_PAGE
-        };
+        let mut pages = Pages::new(self.storage.clone(), kind, ns, limit, continue_token, take)?;
         let mut items = Vec::new();
-        loop {
-            let page = match self
-                .storage
-                .list(&prefix, start.as_deref(), revision, page_size)
-                .await
-            {
-                Err(crate::storage::StorageError::Compacted { .. }) => {
-                    return Err(ApiError::Expired(
-                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
-                    ));
-                }
-                other => other?,
-            };
-            if revision == 0 {
-                revision = page.revision;
-            }
-            let last_key = page.kvs.last().map(|kv| kv.key.clone());
-            for (i, kv) in page.kvs.iter().enumerate() {
-                if let Some(item) = take(kv)? {
-                    items.push(item);
-                }
-                if limit > 0 && items.len() as i64 == limit {
-                    let more_here = i + 1 < page.kvs.len();
-                    if more_here || page.more {
-                        let next = format!("{}\0", kv.key);
-                        return Ok(ListResult {
-                            items,
-                            resource_version: revision,
-                            continue_token: encode_continue(revision, &next),
-                        });
-                    }
-                }
-            }
-            match (page.more, last_key) {
-                (true, Some(k)) => start = Some(format!("{k}\0")),
-                _ => {
-                    return Ok(ListResult {
-                        items,
-                        resource_version: revision,
-                        continue_token: String::new(),
-                    });
-                }
-            }
+        while let Some(page) = pages.next_page().await? {
+            items.extend(page);
         }
+        let (resource_version, continue_token) = pages.finish();
+        Ok(ListResult {
+            items,
+            resource_version,
+            continue_token,
+        })
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = kind.kind, dry_run))]
@@ -303,10 +412,20 @@ impl Registry {
         };
         lifecycle::prepare_create(kind, &mut obj, &ctx)?;
         let obj = admission::admit(kind, obj)?;
-        if kind.namespaced {
+        // A dry run writes nothing, so it checks the namespace by reading it;
+        // a real create checks it in its transaction (see `terminating_key`).
+        if kind.namespaced && dry_run {
             self.check_namespace_open(obj.namespace()).await?;
         }
         let key = kind.key(obj.metadata.namespace.as_deref(), obj.name());
+        let ns = obj.namespace().to_string();
+        let ns_keys = kind
+            .namespaced
+            .then(|| (kind_key("Namespace", &ns), terminating_key(&ns)));
+        let guards: Vec<Guard<'_>> = match &ns_keys {
+            Some((present, absent)) => vec![Guard::Present(present), Guard::Absent(absent)],
+            None => Vec::new(),
+        };
         for _ in 0..MAX_ATTEMPTS {
             let mut obj = obj.clone();
             let _guard = self.alloc_guard(kind).await;
@@ -318,15 +437,19 @@ impl Registry {
             let lease = self.lease_for(kind).await?;
             match self
                 .storage
-                .create(&key, obj.to_stored()?, &claims, lease)
+                .create_guarded(&key, obj.to_stored()?, &claims, &guards, lease)
                 .await?
             {
-                Outcome::Committed { revision } => {
+                CreateOutcome::Committed { revision } => {
                     obj.metadata.resource_version = Some(revision.to_string());
                     tracing::debug!(kind = kind.kind, key, revision, "created");
                     return Ok(obj);
                 }
-                Outcome::Failed { current: Some(_) } => {
+                CreateOutcome::GuardFailed(0) => {
+                    return Err(ApiError::not_found("namespaces", &ns));
+                }
+                CreateOutcome::GuardFailed(_) => return Err(namespace_terminating(&ns)),
+                CreateOutcome::Exists => {
                     return Err(ApiError::AlreadyExists(format!(
                         "{} {:?} already exists",
                         kind.plural,
@@ -334,7 +457,7 @@ impl Registry {
                     )));
                 }
                 // An allocation key was taken concurrently: allocate again.
-                Outcome::Failed { current: None } => continue,
+                CreateOutcome::ClaimTaken => continue,
             }
         }
         Err(ApiError::Internal(
@@ -610,9 +733,10 @@ impl Registry {
         ns.metadata.deletion_grace_period_seconds = Some(0);
         ns.body
             .insert("status".into(), serde_json::json!({"phase": "Terminating"}));
+        let marker = [(terminating_key(ns.name()), Vec::new())];
         match self
             .storage
-            .update(key, ns.to_stored()?, mod_revision, &[], &[])
+            .update(key, ns.to_stored()?, mod_revision, &marker, &[])
             .await?
         {
             Outcome::Committed { revision } => {
@@ -660,7 +784,11 @@ impl Registry {
             if remaining == 0 {
                 let key = ns_kind.key(None, name);
                 match self.storage.get(&key).await {
-                    Ok(Some(kv)) => match self.storage.delete(&key, kv.mod_revision, &[]).await {
+                    Ok(Some(kv)) => match self
+                        .storage
+                        .delete(&key, kv.mod_revision, &[terminating_key(name)])
+                        .await
+                    {
                         Ok(Outcome::Committed { .. }) => {
                             tracing::info!(namespace = name, "namespace removed");
                             return;
@@ -685,12 +813,45 @@ impl Registry {
         let all = Filter::parse("", "")?;
         for ns in self.list(ns_kind, "", &all, 0, "").await?.items {
             if ns.metadata.deletion_timestamp.is_some() {
+                self.mark_terminating(ns_kind, &ns).await?;
                 let registry = self.clone();
                 let name = ns.name().to_string();
                 tokio::spawn(async move { registry.finalize_namespace(&name).await });
             }
         }
         Ok(())
+    }
+
+    /// Writes the terminating marker of a namespace that was marked for
+    /// deletion without one (by a version that had no markers).
+    async fn mark_terminating(
+        &self,
+        ns_kind: &ResourceKind,
+        ns: &ApiObject,
+    ) -> Result<(), ApiError> {
+        let marker = terminating_key(ns.name());
+        if self.storage.get(&marker).await?.is_some() {
+            return Ok(());
+        }
+        let rev: i64 = ns
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_default();
+        let key = ns_kind.key(None, ns.name());
+        match self
+            .storage
+            .update(&key, ns.to_stored()?, rev, &[(marker, Vec::new())], &[])
+            .await?
+        {
+            Outcome::Committed { .. } => Ok(()),
+            // Changed meanwhile (or the marker appeared): the next start retries.
+            Outcome::Failed { .. } => {
+                tracing::warn!(namespace = ns.name(), "cannot mark terminating namespace");
+                Ok(())
+            }
+        }
     }
 
     /// Creates a namespace unless it exists.
@@ -708,9 +869,7 @@ impl Registry {
     async fn check_namespace_open(&self, ns: &str) -> Result<(), ApiError> {
         let obj = self.get(kind("Namespace")?, "", ns).await?;
         if obj.metadata.deletion_timestamp.is_some() {
-            return Err(ApiError::Forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
-            )));
+            return Err(namespace_terminating(ns));
         }
         Ok(())
     }

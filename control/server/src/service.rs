@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weir_client::proto::{
     BindRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectList, WatchRequest,
@@ -93,6 +95,70 @@ impl weir_client::Resources for ResourcesService {
             resource_version: list.resource_version.to_string(),
             continue_token: list.continue_token,
         }))
+    }
+
+    type ListStreamStream = ReceiverStream<Result<ObjectList, Status>>;
+
+    /// A list sent page by page: at most about three pages (~1000 objects
+    /// each) exist in this process at a time — the one being read from
+    /// etcd, the one waiting in the channel, the one tonic is encoding —
+    /// instead of the whole list plus its encoded copy.
+    async fn list_stream(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<Self::ListStreamStream>, Status> {
+        let r = req.into_inner();
+        let k = kind(&r.kind)?;
+        let filter = Filter::parse(&r.label_selector, &r.field_selector)?;
+        let mut pages = self
+            .registry
+            .list_json_pages(k, &r.namespace, filter, r.limit, &r.continue_token)
+            .map_err(|e| log_err("list", k.kind, e))?;
+        // The first page before answering: a bad continue token or an
+        // unreachable etcd is the call's status, as for List.
+        let first = pages
+            .next_page()
+            .await
+            .map_err(|e| log_err("list", k.kind, e))?;
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut next = first;
+            loop {
+                let chunk = match next {
+                    Some(items) => ObjectList {
+                        kind: k.kind.to_string(),
+                        items,
+                        resource_version: pages.revision().to_string(),
+                        continue_token: String::new(),
+                    },
+                    None => {
+                        // The last chunk: no items, the continue token.
+                        let (rev, token) = pages.finish();
+                        let _ = tx
+                            .send(Ok(ObjectList {
+                                kind: k.kind.to_string(),
+                                items: Vec::new(),
+                                resource_version: rev.to_string(),
+                                continue_token: token,
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                // Empty pages (a selector dropped everything) are not sent.
+                if !chunk.items.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                    return; // client gone
+                }
+                next = match pages.next_page().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.send(Err(log_err("list", k.kind, e))).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn update(&self, req: Request<WriteRequest>) -> Result<Response<Object>, Status> {

@@ -6,7 +6,9 @@
 //! update/delete: the key's mod_revision is the one the caller read) and the
 //! allocation claims stored next to the object (create_revision == 0 on each
 //! claimed key), so an object and its cluster IP / node ports / pod CIDR are
-//! written or removed together or not at all.
+//! written or removed together or not at all. A create may also carry
+//! guards on other keys (present / absent), checked in the same transaction
+//! instead of by a read before it.
 
 use std::time::Duration;
 
@@ -39,6 +41,19 @@ pub struct Kv {
     pub create_revision: i64,
 }
 
+/// Moves a key/value out of an etcd response without copying the value
+/// (a page of a list holds megabytes of them).
+fn into_kv(kv: etcd_client::KeyValue) -> Result<Kv, StorageError> {
+    let (mod_revision, create_revision) = (kv.mod_revision(), kv.create_revision());
+    let (key, value) = kv.into_key_value();
+    Ok(Kv {
+        key: String::from_utf8(key).map_err(|_| StorageError::BadKey)?,
+        value,
+        mod_revision,
+        create_revision,
+    })
+}
+
 fn to_kv(kv: &etcd_client::KeyValue) -> Result<Kv, StorageError> {
     Ok(Kv {
         key: kv.key_str().map_err(|_| StorageError::BadKey)?.to_string(),
@@ -56,6 +71,30 @@ pub enum Outcome {
     /// A compare failed; `current` is the object key's state at that moment.
     /// If it exists and matches the expectation, a claim was taken by someone else.
     Failed { current: Option<Kv> },
+}
+
+/// A condition on another key that a create requires (checked in the
+/// create's transaction, so no read precedes the write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard<'a> {
+    /// The key exists.
+    Present(&'a str),
+    /// The key does not exist.
+    Absent(&'a str),
+}
+
+/// Result of a guarded create.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Committed {
+        revision: i64,
+    },
+    /// The object's key exists.
+    Exists,
+    /// The guard at this index did not hold.
+    GuardFailed(usize),
+    /// A claim key was taken concurrently.
+    ClaimTaken,
 }
 
 /// One page of a range read.
@@ -167,22 +206,23 @@ impl Storage {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let resp = self
+        let mut resp = self
             .ranges
             .clone()
             .get(start.unwrap_or(prefix), Some(opts))
             .await
             .map_err(|e| compacted(e, revision))?;
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(to_kv)
-            .collect::<Result<Vec<_>, _>>()?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let more = resp.more();
+        let kvs = resp
+            .take_kvs()
+            .into_iter()
+            .map(into_kv)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Page {
             kvs,
             revision,
-            more: resp.more(),
+            more,
         })
     }
 
@@ -200,19 +240,55 @@ impl Storage {
             .collect()
     }
 
-    /// Creates `key` and every claim key; fails if any of them exists.
-    /// With a `lease`, etcd deletes `key` when the lease expires.
-    pub async fn create(
+    /// Creates `key` and every claim key if none of them exists and every
+    /// guard holds: one transaction, no read before it. On failure the
+    /// transaction's else branch reads why (the key, then each guard's key);
+    /// a failed guard is reported before an existing key.
+    pub async fn create_guarded(
         &self,
         key: &str,
         value: Vec<u8>,
         claims: &[(String, Vec<u8>)],
+        guards: &[Guard<'_>],
         lease: Option<i64>,
-    ) -> Result<Outcome, StorageError> {
+    ) -> Result<CreateOutcome, StorageError> {
         let mut when = vec![Compare::create_revision(key, CompareOp::Equal, 0)];
         let mut ops = vec![put(key, value, lease)];
         add_claims(&mut when, &mut ops, claims);
-        self.txn(key, when, ops).await
+        let mut reads = vec![TxnOp::get(key, Some(GetOptions::new().with_keys_only()))];
+        for g in guards {
+            let (k, op) = match *g {
+                Guard::Present(k) => (k, CompareOp::Greater),
+                Guard::Absent(k) => (k, CompareOp::Equal),
+            };
+            when.push(Compare::create_revision(k, op, 0));
+            reads.push(TxnOp::get(k, Some(GetOptions::new().with_keys_only())));
+        }
+        let txn = Txn::new().when(when).and_then(ops).or_else(reads);
+        let resp = self.client.clone().txn(txn).await?;
+        if resp.succeeded() {
+            let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+            return Ok(CreateOutcome::Committed { revision });
+        }
+        let exists = |r: Option<&TxnOpResponse>| -> Result<Option<Kv>, StorageError> {
+            match r {
+                Some(TxnOpResponse::Get(g)) => g.kvs().first().map(to_kv).transpose(),
+                _ => Ok(None),
+            }
+        };
+        // Guards first: they stand for admission checks that come before
+        // "already exists" (a create in a missing namespace is NotFound).
+        let responses = resp.op_responses();
+        for (i, g) in guards.iter().enumerate() {
+            let present = exists(responses.get(i + 1))?.is_some();
+            if present != matches!(g, Guard::Present(_)) {
+                return Ok(CreateOutcome::GuardFailed(i));
+            }
+        }
+        match exists(responses.first())? {
+            Some(_) => Ok(CreateOutcome::Exists),
+            None => Ok(CreateOutcome::ClaimTaken),
+        }
     }
 
     /// Replaces `key` if its mod_revision is still `expected`; takes the new
@@ -494,8 +570,8 @@ mod tests {
     async fn txn_rules_claims_and_progress() {
         let (s, sup, _dir) = etcd().await;
         let claim = vec![("/registry/ranges/x/1".to_string(), b"o".to_vec())];
-        let Outcome::Committed { revision } = s
-            .create("/registry/a/k", b"v1".to_vec(), &claim, None)
+        let CreateOutcome::Committed { revision } = s
+            .create_guarded("/registry/a/k", b"v1".to_vec(), &claim, &[], None)
             .await
             .unwrap()
         else {
@@ -503,16 +579,83 @@ mod tests {
         };
         // Same key: fails with the current value; another key with the same claim: fails without.
         assert!(matches!(
-            s.create("/registry/a/k", b"v".to_vec(), &[], None)
+            s.create_guarded("/registry/a/k", b"v".to_vec(), &[], &[], None)
                 .await
                 .unwrap(),
-            Outcome::Failed { current: Some(_) }
+            CreateOutcome::Exists
         ));
         assert!(matches!(
-            s.create("/registry/a/j", b"v".to_vec(), &claim, None)
+            s.create_guarded("/registry/a/j", b"v".to_vec(), &claim, &[], None)
                 .await
                 .unwrap(),
-            Outcome::Failed { current: None }
+            CreateOutcome::ClaimTaken
+        ));
+        // Guards: a missing required key, then a present forbidden one, then both fine.
+        let (ns, mark) = ("/registry/ns/x", "/registry/mark/x");
+        assert!(matches!(
+            s.create_guarded(
+                "/registry/a/g",
+                b"v".to_vec(),
+                &[],
+                &[Guard::Present(ns), Guard::Absent(mark)],
+                None
+            )
+            .await
+            .unwrap(),
+            CreateOutcome::GuardFailed(0)
+        ));
+        for k in [ns, mark] {
+            s.create_guarded(k, b"x".to_vec(), &[], &[], None)
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            s.create_guarded(
+                "/registry/a/g",
+                b"v".to_vec(),
+                &[],
+                &[Guard::Present(ns), Guard::Absent(mark)],
+                None
+            )
+            .await
+            .unwrap(),
+            CreateOutcome::GuardFailed(1)
+        ));
+        assert!(matches!(
+            s.create_guarded(
+                "/registry/a/k",
+                b"v".to_vec(),
+                &[],
+                &[Guard::Present(ns)],
+                None
+            )
+            .await
+            .unwrap(),
+            CreateOutcome::Exists
+        ));
+        assert!(matches!(
+            s.create_guarded(
+                "/registry/a/g",
+                b"v".to_vec(),
+                &claim,
+                &[Guard::Present(ns)],
+                None
+            )
+            .await
+            .unwrap(),
+            CreateOutcome::ClaimTaken
+        ));
+        assert!(matches!(
+            s.create_guarded(
+                "/registry/a/g",
+                b"v".to_vec(),
+                &[],
+                &[Guard::Present(ns)],
+                None
+            )
+            .await
+            .unwrap(),
+            CreateOutcome::Committed { .. }
         ));
         assert!(matches!(
             s.update("/registry/a/k", b"v2".to_vec(), revision - 1, &[], &[])
