@@ -8,7 +8,7 @@
 //!   the rewritten MACs, TTL and IPv4 checksum, and every fallback leaving
 //!   the packet untouched.
 //! - Real TCP and UDP traffic both ways between two pods, direct and through
-//!   a ClusterIP: with the fast path on, the node namespace forwards none of
+//!   a ClusterIP (and a pod reaching itself through it): with the fast path on, the node namespace forwards none of
 //!   it (`Ip: ForwDatagrams` of its `/proc/net/snmp` stays put); off, it
 //!   forwards all of it.
 //!
@@ -445,6 +445,9 @@ fn redirect_real_traffic_skips_the_node_forwarding() {
     let before = forwarded();
     traffic(&topo.client, "10.244.1.3:8080", "10.244.1.3:5300");
     traffic(&topo.client, "10.96.0.10:80", "10.96.0.10:53");
+    // Hairpin: the server reaches itself through the ClusterIP (redirected
+    // back into its own namespace).
+    tcp_traffic(&topo.server, "10.96.0.10:80");
     let on = forwarded() - before;
     assert_eq!(on, 0, "on: the node forwarded {on} datagrams");
 
