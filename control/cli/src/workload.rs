@@ -323,22 +323,27 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
                 RolloutCmd::Pause { .. } => ("pause", "paused"),
                 _ => ("resume", "resumed"),
             };
-            let name = deployment_name(kind, name.as_deref())?;
+            // kubectl restarts DaemonSets and StatefulSets too; only Deployments pause.
+            let (rk, name) = if action == "restart" {
+                history_target(kind, name.as_deref())?
+            } else {
+                (dk, deployment_name(kind, name.as_deref())?)
+            };
             let patch = rollout::action_patch(action, &crate::now().to_string())
                 .ok_or_else(|| Failed(format!("error: unknown rollout action {action}")))?;
-            let changed = verbs::modify(client, dk, &ns, &name, |v| {
+            let changed = verbs::modify(client, rk, &ns, &name, |v| {
                 let before = v.clone();
                 crate::strategic::strategic_merge(v, &patch);
                 Ok(*v != before)
             })
             .await?;
             if changed || action == "restart" {
-                outln!("{}/{name} {done}", singular(dk));
+                outln!("{}/{name} {done}", singular(rk));
                 Ok(())
             } else {
                 Err(Failed(format!(
                     "error: {}/{name} is already {done}",
-                    singular(dk)
+                    singular(rk)
                 )))
             }
         }

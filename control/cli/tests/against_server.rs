@@ -510,6 +510,15 @@ fn rollout_history_and_undo_of_daemonsets_and_statefulsets() {
             format!("{target} rolled back\n")
         );
         assert_eq!(image_of(kind), "img:2");
+        // restart: a new template (restartedAt annotation), so a new revision.
+        assert_eq!(
+            s.ok(&with_ns(&["rollout", "restart", obj])),
+            format!("{target} restarted\n")
+        );
+        eventually("revision 5 after restart", || {
+            s.ok(&with_ns(&["rollout", "history", obj]))
+                .contains("\n5 ")
+        });
     }
     // Deployment history keeps its own path; a ReplicaSet has no history.
     assert!(
