@@ -5,6 +5,8 @@
  *   netprobe serve ID [PORT...]
  *       Serves TCP and UDP on each PORT (default 80 81) and answers every TCP
  *       connection and every UDP datagram with "ID\n" (TCP: then closes).
+ *       ID "@peer" answers with the address the client was seen from
+ *       instead (source-address tests: SNAT vs direct server return).
  *       SCTP is not served: the kernels weir is tested on have no SCTP.
  *
  *   netprobe probe [-t TIMEOUT_MS] SPEC...
@@ -83,6 +85,7 @@ static int serve(int argc, char **argv) {
     char answer[256];
     snprintf(answer, sizeof answer, "%s\n", argv[0]);
     size_t alen = strlen(answer);
+    int peer = strcmp(argv[0], "@peer") == 0;
     int ports[MAX_PORTS], nports = 0;
     for (int i = 1; i < argc && nports < MAX_PORTS; i++) ports[nports++] = atoi(argv[i]);
     if (nports == 0) {
@@ -123,17 +126,28 @@ static int serve(int argc, char **argv) {
             if (!(fds[i].revents & POLLIN)) continue;
             if (is_tcp[i]) {
                 int c;
-                while ((c = accept(fds[i].fd, NULL, NULL)) >= 0) {
+                struct sockaddr_in from;
+                socklen_t flen = sizeof from;
+                while ((c = accept(fds[i].fd, (struct sockaddr *)&from, &flen)) >= 0) {
+                    if (peer) {
+                        snprintf(answer, sizeof answer, "%s\n", inet_ntoa(from.sin_addr));
+                        alen = strlen(answer);
+                    }
                     /* Small answer into an empty send buffer: never blocks. */
                     ssize_t w = write(c, answer, alen);
                     (void)w;
                     close(c);
+                    flen = sizeof from;
                 }
             } else {
                 char buf[512];
                 struct sockaddr_in from;
                 socklen_t flen = sizeof from;
                 while (recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen) >= 0) {
+                    if (peer) {
+                        snprintf(answer, sizeof answer, "%s\n", inet_ntoa(from.sin_addr));
+                        alen = strlen(answer);
+                    }
                     sendto(fds[i].fd, answer, alen, 0, (struct sockaddr *)&from, flen);
                     flen = sizeof from;
                 }

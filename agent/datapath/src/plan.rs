@@ -19,9 +19,9 @@ use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use weir_ebpf_common::policy::IPPROTO_SCTP;
 use weir_ebpf_common::{
-    Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT, CT_FLAG_SNAT, CtKey,
-    CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE, SERVICE_FLAG_DSR,
-    SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
+    Backend, BackendKey, CT_DIR_FORWARD, CT_FLAG_DSR, CT_FLAG_HAIRPIN, CT_FLAG_NO_NAT,
+    CT_FLAG_SNAT, CtKey, CtValue, IPPROTO_TCP, IPPROTO_UDP, SERVICE_FLAG_ANNOUNCE,
+    SERVICE_FLAG_DSR, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
     SOURCE_RANGE_FRONTEND_BITS, ServiceKey, ServiceValue, SourceRangeKey,
 };
 
@@ -838,17 +838,30 @@ pub fn stale_udp_conntrack(
         // and follow no service: they stay until they go idle.
         .filter(|(_, ct)| ct.flags & CT_FLAG_NO_NAT == 0)
         .filter(|(_, ct)| {
+            let serves = |want: &Frontend| {
+                want.backends
+                    .iter()
+                    .any(|b| b.addr == ct.backend_addr && b.port == ct.backend_port)
+            };
             let frontend = ServiceKey {
                 addr: ct.frontend_addr,
                 port: ct.frontend_port,
                 proto: IPPROTO_UDP,
                 _pad: 0,
             };
-            !desired.get(&frontend).is_some_and(|want| {
-                want.backends
-                    .iter()
-                    .any(|b| b.addr == ct.backend_addr && b.port == ct.backend_port)
-            })
+            if desired.get(&frontend).is_some_and(serves) {
+                return false;
+            }
+            // A backend node's DSR entry names another node's NodePort:
+            // this node's DSR frontend on that port stands for it.
+            let dsr_nodeport = ct.flags & CT_FLAG_DSR != 0
+                && desired.iter().any(|(k, want)| {
+                    k.port == ct.frontend_port
+                        && k.proto == IPPROTO_UDP
+                        && want.flags & SERVICE_FLAG_DSR != 0
+                        && serves(want)
+                });
+            !dsr_nodeport
         })
         .map(|(key, _)| key)
         .collect()

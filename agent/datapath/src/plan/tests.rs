@@ -432,9 +432,21 @@ fn new_slots_never_reuse_slots_in_use_or_zero() {
 fn stale_udp_conntrack_table() {
     let dns = key([10, 96, 0, 53], 53, IPPROTO_UDP);
     let web = key([10, 96, 0, 10], 80, IPPROTO_TCP);
+    // This node's DSR NodePort (a backend node sees other nodes' addresses
+    // in its DSR entries).
+    let own_np = key([172, 30, 0, 12], 30053, IPPROTO_UDP);
+    let other_np = key([172, 30, 0, 11], 30053, IPPROTO_UDP);
     let desired: DesiredServices = [
         (dns, vec![b(7, 5300)].into()),
         (web, vec![b(8, 8080)].into()),
+        (
+            own_np,
+            Frontend {
+                backends: vec![b(7, 5300)],
+                flags: SERVICE_FLAG_NODEPORT | SERVICE_FLAG_DSR,
+                ..Frontend::default()
+            },
+        ),
     ]
     .into_iter()
     .collect();
@@ -492,6 +504,29 @@ fn stale_udp_conntrack_table() {
                 (k, v)
             },
             false,
+        ),
+        (
+            "DSR entry naming another node's NodePort, backend still served",
+            {
+                let (k, mut v) = entry(7, other_np, b(7, 5300));
+                v.flags = weir_ebpf_common::CT_FLAG_NODEPORT | CT_FLAG_DSR;
+                (k, v)
+            },
+            false,
+        ),
+        (
+            "DSR entry whose backend is gone",
+            {
+                let (k, mut v) = entry(8, other_np, b(9, 5300));
+                v.flags = weir_ebpf_common::CT_FLAG_NODEPORT | CT_FLAG_DSR;
+                (k, v)
+            },
+            true,
+        ),
+        (
+            "a non-DSR entry of another node's NodePort is stale",
+            entry(9, other_np, b(7, 5300)),
+            true,
         ),
     ];
     for (name, e, want_stale) in cases {
