@@ -11,33 +11,55 @@
 //! deletes the running pods and stops the clock; resuming restarts it. Pods
 //! replacing failed ones wait 10 s, doubling per failure up to 6 minutes.
 //!
-//! Counts come from the Job's pods, which the controller keeps until the Job
-//! goes (Kubernetes' finalizer-based tracking of pods deleted before they
-//! were counted is not implemented).
+//! `podFailurePolicy` rules (FailJob / FailIndex / Ignore / Count on exit
+//! codes or pod conditions, `policy.rs`), `backoffLimitPerIndex` /
+//! `maxFailedIndexes` (`status.failedIndexes`, each pod carrying its index's
+//! failures so far) and `successPolicy` (`SuccessCriteriaMet`) as in
+//! Kubernetes v1.33.
+//!
+//! Counting is finalizer-based, as Kubernetes does it: every pod is created
+//! with the `batch.kubernetes.io/job-tracking` finalizer; a finished pod (or
+//! one deleted before it finished, which counts as failed) is first recorded
+//! in `status.uncountedTerminatedPods` (an Indexed success in
+//! `completedIndexes`), then its finalizer is removed, then it moves into
+//! `succeeded`/`failed`; each step is a separate status the next reconcile
+//! reads, so a pod deleted or collected right after it finished is counted
+//! exactly once. A Job being deleted, and the pods of a Job that is gone,
+//! let go of every finalizer (`release_all`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::store::ObjKey;
 use super::util::{controller_ref, pod_ready, terminating, time};
+use weir_api::validation::{index_set, parse_indexes};
+
+mod policy;
+pub use policy::{FailureAction, match_pod_failure_policy, success_rule_met};
 
 /// Annotation (and label) carrying an Indexed Job pod's completion index.
 pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 /// Labels Kubernetes puts on every Job pod.
-pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
-pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
-const LEGACY_JOB_NAME_LABEL: &str = "job-name";
-const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
+pub use weir_api::validation::{
+    CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
+};
+/// Keeps a Job's pod in the API until the Job's status has counted it.
+pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
+/// On an Indexed Job's pod: the failures of its index before it.
+pub const INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
 
 /// What the executor must do for one Job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     CreatePod(Box<Pod>),
     DeletePod(ObjKey),
+    /// Remove the job-tracking finalizer: the Job's status holds the pod's
+    /// outcome (or the pod needs none), so it may be deleted.
+    RemoveFinalizer(ObjKey),
     UpdateStatus(Box<Job>),
     /// The Job finished `ttlSecondsAfterFinished` ago.
     DeleteJob,
@@ -146,33 +168,29 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
     out.join(",")
 }
 
-/// Failed pods, and the pod failures counted against backoffLimit: failed
-/// pods plus, under restartPolicy OnFailure, container restarts of running
-/// pods (Kubernetes counts those only for the limit, not in status.failed).
-fn failures(job: &Job, pods: &[Pod]) -> (i32, i64) {
-    let failed = pods.iter().filter(|p| phase(p) == Some("Failed")).count();
+/// Container restarts of running pods under restartPolicy OnFailure, which
+/// Kubernetes counts against backoffLimit (not in status.failed).
+fn restarts(job: &Job, pods: &[Pod]) -> i64 {
     let on_failure = job
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|s| s.restart_policy.as_deref())
         == Some("OnFailure");
-    let restarts: i64 = if on_failure {
-        pods.iter()
-            .filter(|p| active(p))
-            .filter_map(|p| p.status.as_ref())
-            .flat_map(|s| {
-                s.container_statuses
-                    .iter()
-                    .flatten()
-                    .chain(s.init_container_statuses.iter().flatten())
-            })
-            .map(|c| i64::from(c.restart_count))
-            .sum()
-    } else {
-        0
-    };
-    (i32::try_from(failed).unwrap_or(i32::MAX), restarts)
+    if !on_failure {
+        return 0;
+    }
+    pods.iter()
+        .filter(|p| active(p))
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        })
+        .map(|c| i64::from(c.restart_count))
+        .sum()
 }
 
 /// When a pod finished: its containers' latest termination, else its
@@ -239,64 +257,69 @@ pub fn reconcile(
         return actions;
     };
     if terminating(&job.metadata) {
-        return actions;
+        // The Job is going: nothing is counted any more, no pod may hang on it.
+        return release_all(pods);
     }
     let now_t = time(now);
     let old = job.status.clone().unwrap_or_default();
     let mut st = old.clone();
     let live: Vec<&Pod> = pods.iter().filter(|p| active(p)).collect();
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let per_index = indexed && spec.backoff_limit_per_index.is_some();
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let completions = spec.completions;
-    let delete_all = |actions: &mut Vec<Action>| {
+    let completions_n = completions.unwrap_or(0).max(0);
+
+    // Counts: what the status already holds, plus the finished pods it
+    // records now (uncountedTerminatedPods) before their finalizers go.
+    let t = tally(job, spec, pods);
+    for k in &t.release {
+        actions.push(Action::RemoveFinalizer(k.clone()));
+    }
+    st.uncounted_terminated_pods = uncounted_status(&t);
+    let counted_failed = old.failed.unwrap_or(0) + t.counted_failed;
+    let succeeded = if indexed {
+        st.completed_indexes = (!t.completed.is_empty()).then(|| format_indexes(&t.completed));
+        t.completed.len() as i32
+    } else {
+        old.succeeded.unwrap_or(0) + t.counted_succeeded
+    };
+    st.succeeded = (succeeded > 0).then_some(succeeded);
+    st.failed = (counted_failed > 0).then_some(counted_failed);
+    if per_index {
+        st.failed_indexes = Some(format_indexes(&t.failed_indexes));
+    }
+    let succeeded_total = if indexed {
+        succeeded
+    } else {
+        succeeded + t.uncounted_succeeded.len() as i32
+    };
+    let failed_total = counted_failed + t.uncounted_failed.len() as i32;
+
+    // Running pods are deleted with their finalizer when the Job finishes
+    // (then counted as failed, as Kubernetes does); without it when they are
+    // surplus or the Job is suspended (not failures).
+    let delete_all = |actions: &mut Vec<Action>, release: bool| {
         for p in &live {
+            if release && tracked(p) {
+                actions.push(Action::RemoveFinalizer(ObjKey::of(*p)));
+            }
             actions.push(Action::DeletePod(ObjKey::of(*p)));
         }
     };
 
-    // Counts.
-    let succeeded_pods: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| phase(p) == Some("Succeeded"))
-        .collect();
-    let completions_n = completions.unwrap_or(0).max(0);
-    let done_indexes: BTreeSet<i32> = if indexed {
-        succeeded_pods
-            .iter()
-            .filter_map(|p| index_of(p))
-            .filter(|i| *i < completions_n)
-            .collect()
-    } else {
-        BTreeSet::new()
-    };
-    let succeeded = if indexed {
-        done_indexes.len() as i32
-    } else {
-        succeeded_pods.len() as i32
-    };
-    // Counts never go down (a finished pod someone deleted stays counted).
-    let succeeded = succeeded.max(old.succeeded.unwrap_or(0));
-    let (failed_pods, restarts) = failures(job, pods);
-    let failed = failed_pods.max(old.failed.unwrap_or(0));
-    st.succeeded = (succeeded > 0).then_some(succeeded);
-    st.failed = (failed > 0).then_some(failed);
-    if indexed && !done_indexes.is_empty() {
-        st.completed_indexes = Some(format_indexes(&done_indexes));
-    }
-
-    let finished = finished_at(job);
-    if let Some(at) = finished {
+    if let Some(at) = finished_at(job) {
         // Finished: nothing runs any more; the TTL may remove the Job.
-        delete_all(&mut actions);
+        delete_all(&mut actions, false);
         st.active = None;
         st.ready = Some(0);
         if let Some(ttl) = spec.ttl_seconds_after_finished {
             let due = at + SignedDuration::from_secs(i64::from(ttl.max(0)));
-            if due <= now {
+            if due <= now && t.release.is_empty() && st.uncounted_terminated_pods.is_none() {
                 actions.push(Action::DeleteJob);
                 return actions;
             }
-            actions.push(Action::RequeueAt(due));
+            actions.push(Action::RequeueAt(due.max(now)));
         }
         push_status(job, st, &mut actions);
         return actions;
@@ -304,7 +327,7 @@ pub fn reconcile(
 
     // Suspended: no pods, no clock.
     if spec.suspend == Some(true) {
-        delete_all(&mut actions);
+        delete_all(&mut actions, true);
         st.active = None;
         st.ready = Some(0);
         st.start_time = None;
@@ -348,33 +371,49 @@ pub fn reconcile(
         }
     };
 
-    // Failure: too many pod failures, or past the deadline.
+    // Failure: a FailJob rule, too many pod failures or failed indexes, or
+    // past the deadline.
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
     let deadline = spec
         .active_deadline_seconds
         .map(|s| start + SignedDuration::from_secs(s.max(0)));
-    let failure = if i64::from(failed) + restarts > i64::from(backoff_limit) {
+    let every_index_ended =
+        (0..completions_n).all(|i| t.completed.contains(&i) || t.failed_indexes.contains(&i));
+    let failure: Option<(&'static str, String)> = if let Some(msg) = &t.fail_job {
+        Some(("PodFailurePolicy", msg.clone()))
+    } else if i64::from(failed_total) + restarts(job, pods) > i64::from(backoff_limit) {
         Some((
             "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit",
+            "Job has reached the specified backoff limit".into(),
+        ))
+    } else if per_index
+        && spec
+            .max_failed_indexes
+            .is_some_and(|m| t.failed_indexes.len() as i64 > i64::from(m))
+    {
+        Some((
+            "MaxFailedIndexesExceeded",
+            "Job has exceeded the specified maximal number of failed indexes".into(),
         ))
     } else if deadline.is_some_and(|d| d <= now) {
         Some((
             "DeadlineExceeded",
-            "Job was active longer than specified deadline",
+            "Job was active longer than specified deadline".into(),
         ))
+    } else if per_index && !t.failed_indexes.is_empty() && every_index_ended {
+        Some(("FailedIndexes", "Job has failed indexes".into()))
     } else {
         None
     };
     if let Some((reason, message)) = failure {
-        delete_all(&mut actions);
+        delete_all(&mut actions, false);
         st.active = None;
         st.ready = Some(0);
-        set_condition(&mut st, "Failed", "True", reason, message, now_t);
+        set_condition(&mut st, "Failed", "True", reason, &message, now_t);
         actions.push(Action::Record {
             warning: true,
             reason,
-            message: message.into(),
+            message,
         });
         if let Some(ttl) = spec.ttl_seconds_after_finished {
             actions.push(Action::RequeueAt(
@@ -385,25 +424,41 @@ pub fn reconcile(
         return actions;
     }
 
-    // Success.
-    let complete = match completions {
-        Some(c) => succeeded >= c,
-        // A work queue: done once one pod succeeded and none runs any more.
-        None => succeeded > 0 && live.is_empty(),
-    };
+    // Success: the success policy, or enough completions.
+    let by_policy = spec
+        .success_policy
+        .as_ref()
+        .filter(|_| indexed)
+        .and_then(|p| success_rule_met(p, &t.completed, completions_n));
+    let complete = by_policy.is_some()
+        || match completions {
+            Some(c) => succeeded_total >= c,
+            // A work queue: done once one pod succeeded and none runs any more.
+            None => succeeded_total > 0 && live.is_empty(),
+        };
     if complete {
-        delete_all(&mut actions);
+        delete_all(&mut actions, false);
         st.active = None;
         st.ready = Some(0);
         st.completion_time = Some(now_t.clone());
-        set_condition(
-            &mut st,
-            "Complete",
-            "True",
-            "CompletionsReached",
-            "Reached expected number of succeeded pods",
-            now_t,
-        );
+        let (reason, message) = match by_policy {
+            Some(i) => ("SuccessPolicy", format!("Matched rules at index {i}")),
+            None => (
+                "CompletionsReached",
+                "Reached expected number of succeeded pods".to_string(),
+            ),
+        };
+        if by_policy.is_some() {
+            set_condition(
+                &mut st,
+                "SuccessCriteriaMet",
+                "True",
+                reason,
+                &message,
+                now_t.clone(),
+            );
+        }
+        set_condition(&mut st, "Complete", "True", reason, &message, now_t);
         actions.push(Action::Record {
             warning: false,
             reason: "Completed",
@@ -425,10 +480,12 @@ pub fn reconcile(
     }
     let mut deleted: BTreeSet<ObjKey> = BTreeSet::new();
     if indexed {
-        // One active pod per index not yet done; extra or out-of-range ones go.
+        // One active pod per index not yet done or failed; extra or
+        // out-of-range ones go.
+        let ended = |i: &i32| t.completed.contains(i) || t.failed_indexes.contains(i);
         let mut by_index: BTreeMap<i32, Vec<&Pod>> = BTreeMap::new();
         for p in &live {
-            match index_of(p).filter(|i| *i < completions_n && !done_indexes.contains(i)) {
+            match index_of(p).filter(|i| *i < completions_n && !ended(i)) {
                 Some(i) => by_index.entry(i).or_default().push(p),
                 None => {
                     deleted.insert(ObjKey::of(*p));
@@ -451,25 +508,29 @@ pub fn reconcile(
             }
         } else {
             let pending = (0..completions_n)
-                .filter(|i| !done_indexes.contains(i) && !by_index.contains_key(i))
+                .filter(|i| !ended(i) && !by_index.contains_key(i))
                 .take(if hold.is_some() {
                     0
                 } else {
                     (parallelism - running) as usize
                 });
             for i in pending {
-                actions.push(Action::CreatePod(Box::new(pod_from_template(
-                    job,
-                    Some(i),
-                    &suffix(),
-                ))));
+                let mut p = pod_from_template(job, Some(i), &suffix());
+                if per_index {
+                    let n = t.index_failures.get(&i).copied().unwrap_or(0);
+                    p.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(INDEX_FAILURE_COUNT.into(), n.to_string());
+                }
+                actions.push(Action::CreatePod(Box::new(p)));
             }
         }
     } else {
         let want = match completions {
-            Some(c) => parallelism.min((c - succeeded).max(0)),
+            Some(c) => parallelism.min((c - succeeded_total).max(0)),
             // A work queue: once one pod succeeded, no new pods.
-            None if succeeded > 0 => 0,
+            None if succeeded_total > 0 => 0,
             None => parallelism,
         };
         let have = live.len() as i32;
@@ -490,6 +551,9 @@ pub fn reconcile(
         }
     }
     for k in &deleted {
+        if live.iter().any(|p| ObjKey::of(*p) == *k && tracked(p)) {
+            actions.push(Action::RemoveFinalizer(k.clone()));
+        }
         actions.push(Action::DeletePod(k.clone()));
     }
     let remaining: Vec<&&Pod> = live
@@ -508,6 +572,197 @@ pub fn reconcile(
     }
     push_status(job, st, &mut actions);
     actions
+}
+
+/// Every tracked pod lets go: the Job is being deleted, or the pods'
+/// Job is gone (orphans), so there is nothing left to count them in.
+pub fn release_all(pods: &[Pod]) -> Vec<Action> {
+    pods.iter()
+        .filter(|p| tracked(p))
+        .map(|p| Action::RemoveFinalizer(ObjKey::of(p)))
+        .collect()
+}
+
+fn uncounted_status(t: &Tally) -> Option<UncountedTerminatedPods> {
+    let list = |s: &BTreeSet<String>| (!s.is_empty()).then(|| s.iter().cloned().collect());
+    let u = UncountedTerminatedPods {
+        succeeded: list(&t.uncounted_succeeded),
+        failed: list(&t.uncounted_failed),
+    };
+    (u != UncountedTerminatedPods::default()).then_some(u)
+}
+
+/// What the Job's finished pods add to its status, and which pods may let
+/// go of their finalizer (Kubernetes' finalizer-based tracking: a finished
+/// pod is first recorded in `status.uncountedTerminatedPods`, or for an
+/// Indexed Job's success in `completedIndexes`; once that status is
+/// stored its finalizer is removed; once the finalizer is gone the pod
+/// moves into the `succeeded`/`failed` counters).
+#[derive(Debug, Default)]
+struct Tally {
+    uncounted_succeeded: BTreeSet<String>,
+    uncounted_failed: BTreeSet<String>,
+    /// Recorded earlier, released since: into the counters now.
+    counted_succeeded: i32,
+    counted_failed: i32,
+    /// Indexed: completed indexes, stored and new.
+    completed: BTreeSet<i32>,
+    /// Indexed with backoffLimitPerIndex: indexes that will not be retried.
+    failed_indexes: BTreeSet<i32>,
+    /// Indexed: failures per index so far (the next pod's annotation).
+    index_failures: BTreeMap<i32, i32>,
+    release: BTreeSet<ObjKey>,
+    /// A FailJob rule matched this message's pod.
+    fail_job: Option<String>,
+}
+
+fn tally(job: &Job, spec: &JobSpec, pods: &[Pod]) -> Tally {
+    let mut t = Tally::default();
+    let st = job.status.clone().unwrap_or_default();
+    let unc = st.uncounted_terminated_pods.unwrap_or_default();
+    let old_succeeded: BTreeSet<String> = unc.succeeded.into_iter().flatten().collect();
+    let old_failed: BTreeSet<String> = unc.failed.into_iter().flatten().collect();
+    let by_uid: BTreeMap<&str, &Pod> = pods
+        .iter()
+        .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
+        .collect();
+    // Recorded pods whose finalizer is gone (or the pod itself) are counted.
+    for (old, keep, counted) in [
+        (
+            &old_succeeded,
+            &mut t.uncounted_succeeded,
+            &mut t.counted_succeeded,
+        ),
+        (&old_failed, &mut t.uncounted_failed, &mut t.counted_failed),
+    ] {
+        for uid in old {
+            match by_uid.get(uid.as_str()) {
+                Some(p) if tracked(p) => {
+                    keep.insert(uid.clone());
+                }
+                _ => *counted += 1,
+            }
+        }
+    }
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let completions = spec.completions.unwrap_or(0).max(0);
+    let stored = |s: Option<&str>| {
+        s.and_then(|s| parse_indexes(s, completions).ok())
+            .map(|iv| index_set(&iv))
+            .unwrap_or_default()
+    };
+    let stored_completed = if indexed {
+        stored(st.completed_indexes.as_deref())
+    } else {
+        BTreeSet::new()
+    };
+    t.completed = stored_completed.clone();
+    t.failed_indexes = stored(st.failed_indexes.as_deref());
+    let limit_per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+    let policy = spec.pod_failure_policy.as_ref();
+    for p in pods {
+        let Some(outcome) = outcome(p) else { continue };
+        let index = index_of(p).filter(|i| indexed && *i < completions);
+        let matched = match outcome {
+            Outcome::Failed => policy.and_then(|pol| match_pod_failure_policy(pol, p)),
+            Outcome::Succeeded => None,
+        };
+        let action = matched.as_ref().map(|(a, _)| *a);
+        if let Some((FailureAction::FailJob, Some(msg))) = &matched
+            && phase(p) == Some("Failed")
+        {
+            t.fail_job.get_or_insert_with(|| msg.clone());
+        }
+        if outcome == Outcome::Failed
+            && let Some(i) = index
+            && action != Some(FailureAction::Ignore)
+            && (phase(p) == Some("Failed") || tracked(p))
+        {
+            let n = failure_count(p) + 1;
+            let e = t.index_failures.entry(i).or_insert(0);
+            *e = (*e).max(n);
+            if action == Some(FailureAction::FailIndex) || limit_per_index.is_some_and(|l| n > l) {
+                t.failed_indexes.insert(i);
+            }
+        }
+        if !tracked(p) {
+            continue;
+        }
+        let key = ObjKey::of(p);
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        if old_succeeded.contains(&uid) || old_failed.contains(&uid) {
+            // Recorded in the stored status: the pod may go.
+            t.release.insert(key);
+            continue;
+        }
+        match outcome {
+            Outcome::Succeeded if indexed => match index {
+                Some(i) if stored_completed.contains(&i) => {
+                    t.release.insert(key);
+                }
+                Some(i) => {
+                    t.completed.insert(i);
+                }
+                // No valid index: nothing to count.
+                None => {
+                    t.release.insert(key);
+                }
+            },
+            Outcome::Succeeded => {
+                t.uncounted_succeeded.insert(uid);
+            }
+            Outcome::Failed
+                if action == Some(FailureAction::Ignore) || (indexed && index.is_none()) =>
+            {
+                t.release.insert(key);
+            }
+            Outcome::Failed => {
+                t.uncounted_failed.insert(uid);
+            }
+        }
+    }
+    // An index that succeeded is not failed (an older pod of it may have).
+    t.failed_indexes.retain(|i| !t.completed.contains(i));
+    for i in &t.failed_indexes {
+        t.index_failures.entry(*i).or_insert(0);
+    }
+    t
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// How a pod ended, if it has: a pod being deleted before it succeeded
+/// counts as failed (so an orphaned or evicted pod is not lost).
+fn outcome(p: &Pod) -> Option<Outcome> {
+    match phase(p) {
+        Some("Succeeded") => Some(Outcome::Succeeded),
+        Some("Failed") => Some(Outcome::Failed),
+        _ if terminating(&p.metadata) => Some(Outcome::Failed),
+        _ => None,
+    }
+}
+
+/// Whether a pod still carries the job-tracking finalizer.
+pub fn tracked(p: &Pod) -> bool {
+    p.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == TRACKING_FINALIZER)
+}
+
+/// The failures of its index before this pod (Indexed Jobs with backoffLimitPerIndex).
+fn failure_count(p: &Pod) -> i32 {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn push_status(job: &Job, st: JobStatus, actions: &mut Vec<Action>) {
@@ -573,6 +828,7 @@ pub fn pod_from_template(job: &Job, index: Option<i32>, suffix: &str) -> Pod {
             labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: Some(vec![controller_ref("batch/v1", "Job", &job.metadata)]),
+            finalizers: Some(vec![TRACKING_FINALIZER.to_string()]),
             ..Default::default()
         },
         spec: Some(spec),
@@ -671,6 +927,7 @@ mod tests {
             (phase == "Running").then_some(10),
         );
         p.status.as_mut().unwrap().phase = Some(phase.into());
+        p.metadata.finalizers = Some(vec![TRACKING_FINALIZER.into()]);
         if let Some(i) = index {
             p.metadata.annotations = Some(BTreeMap::from([(
                 INDEX_ANNOTATION.to_string(),
@@ -718,6 +975,7 @@ mod tests {
                     p.metadata.name.clone().unwrap_or_default()
                 )),
                 Action::DeletePod(k) => Some(format!("delete {}", k.name)),
+                Action::RemoveFinalizer(k) => Some(format!("release {}", k.name)),
                 Action::DeleteJob => Some("delete job".into()),
                 Action::Record { reason, .. } => Some(format!("event {reason}")),
                 Action::RequeueAt(t) => Some(format!("requeue {}", t.as_second())),
@@ -789,7 +1047,7 @@ mod tests {
                     ..J0
                 }),
                 vec![jp("a", "Running", None), jp("b", "Pending", None)],
-                vec!["delete b"],
+                vec!["release b", "delete b"],
             ),
             (
                 "failures within backoffLimit",
@@ -848,7 +1106,7 @@ mod tests {
                     ..J0
                 }),
                 vec![jp("a", "Running", None), jp("b", "Succeeded", None)],
-                vec!["delete a", "event Suspended"],
+                vec!["release a", "delete a", "event Suspended"],
             ),
             (
                 "resume",
@@ -872,7 +1130,7 @@ mod tests {
                     ..J0
                 }),
                 vec![jp("a", "Running", Some(1)), jp("b", "Pending", Some(1))],
-                vec!["create pi-0-s1", "delete b"],
+                vec!["create pi-0-s1", "release b", "delete b"],
             ),
             (
                 "indexed: every index done",
@@ -962,9 +1220,16 @@ mod tests {
             jp("c", "Running", None),
         ];
         let st = status_of(&reconcile(&job(J0), &pods, ts(1000), &mut counter()));
+        // Finished pods are recorded first; the counters follow once their
+        // finalizers are gone (see tracking_table).
         assert_eq!(
             (st.active, st.succeeded, st.failed, st.ready),
-            (Some(2), Some(1), Some(1), Some(1))
+            (Some(2), None, None, Some(1))
+        );
+        let u = st.uncounted_terminated_pods.clone().unwrap();
+        assert_eq!(
+            (u.succeeded, u.failed),
+            (Some(vec!["uid-a".into()]), Some(vec!["uid-b".into()]))
         );
         assert_eq!(st.start_time, Some(Time(ts(1000))));
         assert!(st.conditions.is_none());
@@ -998,7 +1263,8 @@ mod tests {
             ("Failed", Some("BackoffLimitExceeded"))
         );
         assert_eq!(st.completion_time, None, "only success sets completionTime");
-        // A finished job's status is left alone once written.
+        // A finished job's status is left alone once written, but for its
+        // recorded pod letting go (then being counted).
         failed.status = Some(st);
         let again = reconcile(
             &failed,
@@ -1006,7 +1272,24 @@ mod tests {
             ts(1010),
             &mut counter(),
         );
-        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(
+            again,
+            vec![Action::RemoveFinalizer(ObjKey::new("default", "a"))]
+        );
+        let mut released = jp("a", "Failed", None);
+        released.metadata.finalizers = None;
+        let st = status_of(&reconcile(
+            &failed,
+            &[released.clone()],
+            ts(1020),
+            &mut counter(),
+        ));
+        assert_eq!(
+            (st.failed, st.uncounted_terminated_pods.clone()),
+            (Some(1), None)
+        );
+        failed.status = Some(st);
+        assert!(reconcile(&failed, &[released], ts(1030), &mut counter()).is_empty());
 
         let ix = job(J {
             indexed: true,
@@ -1055,5 +1338,324 @@ mod tests {
         assert_eq!(f(&[]), "");
         assert_eq!(f(&[3]), "3");
         assert_eq!(f(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+    }
+
+    fn with_uncounted(mut j: Job, succeeded: &[&str], failed: &[&str]) -> Job {
+        let list = |v: &[&str]| (!v.is_empty()).then(|| v.iter().map(|s| s.to_string()).collect());
+        j.status
+            .get_or_insert_with(Default::default)
+            .uncounted_terminated_pods = Some(UncountedTerminatedPods {
+            succeeded: list(succeeded),
+            failed: list(failed),
+        });
+        j
+    }
+
+    fn untracked(mut p: Pod) -> Pod {
+        p.metadata.finalizers = None;
+        p
+    }
+
+    fn deleting(mut p: Pod) -> Pod {
+        p.metadata.deletion_timestamp = Some(Time(ts(990)));
+        p
+    }
+
+    /// (status.succeeded, status.failed, uncounted succeeded, uncounted failed)
+    fn counts(actions: &[Action]) -> (Option<i32>, Option<i32>, Vec<String>, Vec<String>) {
+        let st = status_of(actions);
+        let u = st.uncounted_terminated_pods.unwrap_or_default();
+        (
+            st.succeeded,
+            st.failed,
+            u.succeeded.unwrap_or_default(),
+            u.failed.unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn tracking_table() {
+        const BIG: J = J {
+            completions: Some(5),
+            ..J0
+        };
+        type Case<'a> = (
+            &'a str,
+            Job,
+            Vec<Pod>,
+            Vec<&'a str>,
+            (Option<i32>, Option<i32>, Vec<&'a str>, Vec<&'a str>),
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "finished pods are recorded, not yet released",
+                job(BIG),
+                vec![
+                    jp("a", "Succeeded", None),
+                    jp("b", "Failed", None),
+                    jp("c", "Running", None),
+                ],
+                vec![],
+                (None, None, vec!["uid-a"], vec!["uid-b"]),
+            ),
+            (
+                "recorded pods are released",
+                with_uncounted(job(BIG), &["uid-a"], &["uid-b"]),
+                vec![
+                    jp("a", "Succeeded", None),
+                    jp("b", "Failed", None),
+                    jp("c", "Running", None),
+                ],
+                vec!["release a", "release b"],
+                (None, None, vec!["uid-a"], vec!["uid-b"]),
+            ),
+            (
+                "released pods are counted",
+                with_uncounted(job(BIG), &["uid-a"], &["uid-b"]),
+                vec![
+                    untracked(jp("a", "Succeeded", None)),
+                    jp("c", "Running", None),
+                ],
+                vec![],
+                (Some(1), Some(1), vec![], vec![]),
+            ),
+            (
+                "a pod deleted before it finished counts as failed",
+                job(BIG),
+                vec![deleting(jp("a", "Running", None)), jp("c", "Running", None)],
+                vec![],
+                (None, None, vec![], vec!["uid-a"]),
+            ),
+            (
+                "finished pods without the finalizer are not counted again",
+                job(BIG),
+                vec![
+                    untracked(jp("a", "Succeeded", None)),
+                    jp("c", "Running", None),
+                ],
+                vec![],
+                (None, None, vec![], vec![]),
+            ),
+        ];
+        for (what, j, pods, want, (s, f, us, uf)) in cases {
+            let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+            let got: Vec<String> = summary(&actions)
+                .into_iter()
+                .filter(|a| a.starts_with("release"))
+                .collect();
+            assert_eq!(got, want, "{what}");
+            let to_s = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+            assert_eq!(counts(&actions), (s, f, to_s(us), to_s(uf)), "{what}");
+        }
+        // A Job being deleted lets go of every pod at once.
+        let mut going = job(BIG);
+        going.metadata.deletion_timestamp = Some(Time(ts(900)));
+        let pods = vec![jp("a", "Running", None), untracked(jp("b", "Failed", None))];
+        assert_eq!(
+            summary(&reconcile(&going, &pods, ts(1000), &mut counter())),
+            vec!["release a"]
+        );
+        assert_eq!(
+            release_all(&pods),
+            vec![Action::RemoveFinalizer(ObjKey::new("default", "a"))]
+        );
+        // Created pods carry the finalizer.
+        let p = pod_from_template(&job(J0), None, "x");
+        assert!(tracked(&p));
+    }
+
+    fn exited(mut p: Pod, code: i32) -> Pod {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated};
+        p.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+            name: "pi".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        p
+    }
+
+    fn with_policy(mut j: Job, rules: Vec<(&str, &str, Vec<i32>)>) -> Job {
+        use k8s_openapi::api::batch::v1::{
+            PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+        };
+        j.spec.as_mut().unwrap().pod_failure_policy = Some(PodFailurePolicy {
+            rules: rules
+                .into_iter()
+                .map(|(action, op, values)| PodFailurePolicyRule {
+                    action: action.into(),
+                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                        container_name: None,
+                        operator: op.into(),
+                        values,
+                    }),
+                    on_pod_conditions: None,
+                })
+                .collect(),
+        });
+        j
+    }
+
+    #[test]
+    fn pod_failure_policy_in_reconcile() {
+        let rules = || vec![("FailJob", "In", vec![42]), ("Ignore", "In", vec![3])];
+        // FailJob: the Job fails with Kubernetes' reason and message.
+        let j = with_policy(job(J0), rules());
+        let pods = vec![exited(failed_at("a", 900), 42), jp("b", "Running", None)];
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(
+            summary(&actions),
+            vec!["delete b", "event PodFailurePolicy"]
+        );
+        let st = status_of(&actions);
+        let c = &st.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (c.type_.as_str(), c.reason.as_deref(), c.message.as_deref()),
+            (
+                "Failed",
+                Some("PodFailurePolicy"),
+                Some(
+                    "Container pi for pod default/a failed with exit code 42 matching FailJob rule at index 0"
+                )
+            )
+        );
+        // Ignore: not counted, released at once, replaced; even with backoffLimit 0.
+        let j = with_policy(job(J { backoff: 0, ..J0 }), rules());
+        let pods = vec![exited(failed_at("a", 900), 3), jp("b", "Running", None)];
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(summary(&actions), vec!["release a", "create pi-s1"]);
+        assert_eq!(counts(&actions), (None, None, vec![], vec![]));
+        // No rule matches: counted against backoffLimit 0: the Job fails.
+        let pods = vec![exited(failed_at("a", 900), 1)];
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(summary(&actions), vec!["event BackoffLimitExceeded"]);
+    }
+
+    fn per_index(mut j: Job, limit: i32, max_failed: Option<i32>) -> Job {
+        let s = j.spec.as_mut().unwrap();
+        s.backoff_limit_per_index = Some(limit);
+        s.max_failed_indexes = max_failed;
+        s.backoff_limit = Some(i32::MAX);
+        j
+    }
+
+    fn attempt(mut p: Pod, failures_before: i32) -> Pod {
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(INDEX_FAILURE_COUNT.into(), failures_before.to_string());
+        p
+    }
+
+    #[test]
+    fn backoff_limit_per_index() {
+        const IX: J = J {
+            indexed: true,
+            completions: Some(3),
+            parallelism: 3,
+            ..J0
+        };
+        // Index 1 failed once (limit 1): retried, the new pod carries the count.
+        let j = per_index(job(IX), 1, None);
+        let pods = vec![
+            jp("a", "Running", Some(0)),
+            attempt(failed_at("b", 900), 0),
+            jp("c", "Running", Some(2)),
+        ];
+        let mut pods = pods;
+        pods[1]
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(INDEX_ANNOTATION.into(), "1".into());
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        let created: Vec<&Pod> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreatePod(p) => Some(p.as_ref()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(created.len(), 1);
+        assert_eq!(index_of(created[0]), Some(1));
+        assert_eq!(failure_count(created[0]), 1);
+        assert_eq!(status_of(&actions).failed_indexes.as_deref(), Some(""));
+        // The second failure of index 1 exceeds the limit: the index fails,
+        // is not retried; the others go on.
+        pods[1] = attempt(pods[1].clone(), 1);
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(summary(&actions), Vec::<String>::new());
+        assert_eq!(status_of(&actions).failed_indexes.as_deref(), Some("1"));
+        // Once every index ended, a failed one fails the Job.
+        let done = vec![
+            jp("a", "Succeeded", Some(0)),
+            pods[1].clone(),
+            jp("c", "Succeeded", Some(2)),
+        ];
+        let actions = reconcile(&j, &done, ts(1000), &mut counter());
+        assert_eq!(summary(&actions), vec!["event FailedIndexes"]);
+        // maxFailedIndexes 0: the first failed index fails the Job.
+        let j = per_index(job(IX), 1, Some(0));
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(
+            summary(&actions),
+            vec!["delete a", "delete c", "event MaxFailedIndexesExceeded"]
+        );
+    }
+
+    #[test]
+    fn success_policy_completes_the_job() {
+        use k8s_openapi::api::batch::v1::{SuccessPolicy, SuccessPolicyRule};
+        let mut j = job(J {
+            indexed: true,
+            completions: Some(4),
+            parallelism: 4,
+            ..J0
+        });
+        j.spec.as_mut().unwrap().success_policy = Some(SuccessPolicy {
+            rules: vec![SuccessPolicyRule {
+                succeeded_indexes: Some("0".into()),
+                succeeded_count: None,
+            }],
+        });
+        let pods = vec![
+            jp("a", "Succeeded", Some(0)),
+            jp("b", "Running", Some(1)),
+            jp("c", "Running", Some(2)),
+            jp("d", "Running", Some(3)),
+        ];
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(
+            summary(&actions),
+            vec!["delete b", "delete c", "delete d", "event Completed"]
+        );
+        let st = status_of(&actions);
+        let conds: Vec<(&str, Option<&str>, Option<&str>)> = st
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.reason.as_deref(), c.message.as_deref()))
+            .collect();
+        assert_eq!(
+            conds,
+            vec![
+                (
+                    "SuccessCriteriaMet",
+                    Some("SuccessPolicy"),
+                    Some("Matched rules at index 0")
+                ),
+                (
+                    "Complete",
+                    Some("SuccessPolicy"),
+                    Some("Matched rules at index 0")
+                ),
+            ]
+        );
+        assert_eq!(st.completed_indexes.as_deref(), Some("0"));
     }
 }

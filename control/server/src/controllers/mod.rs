@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod endpointslice;
 mod exec;
 mod exec_apps;
+mod exec_job;
 pub mod gc;
 pub mod history;
 pub mod job;
@@ -517,7 +518,7 @@ pub async fn run(
     tasks.spawn(exec::gc_worker(ctx.clone()));
     tasks.spawn(exec::node_worker(ctx.clone()));
     tasks.spawn(exec_apps::daemonset_worker(ctx.clone()));
-    tasks.spawn(exec_apps::job_worker(ctx.clone()));
+    tasks.spawn(exec_job::job_worker(ctx.clone()));
     tasks.spawn(exec_apps::cronjob_worker(ctx.clone()));
     tasks.spawn(exec_apps::statefulset_worker(ctx.clone()));
     tasks.spawn(exec_apps::rc_worker(ctx.clone()));
