@@ -1117,6 +1117,60 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
     let err = c.update(&r).await.expect_err("data is immutable");
     assert!(err.to_string().contains("field is immutable"), "{err}");
 
+    // An orphaning delete leaves pods and revision behind; a new DaemonSet
+    // with the same template adopts both and replaces no pod.
+    let live_names = || async {
+        let mut v: Vec<String> = pods(c)
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        v.sort();
+        v
+    };
+    let before = live_names().await;
+    let orphan = DeleteParams {
+        propagation_policy: "Orphan".into(),
+        ..Default::default()
+    };
+    c.delete::<DaemonSet>("default", "agent", &orphan)
+        .await
+        .expect("orphaning delete");
+    eventually("daemonset gone, its revision orphaned", || async {
+        let gone = c
+            .get_opt::<DaemonSet>("default", "agent")
+            .await
+            .ok()?
+            .is_none();
+        (gone && revisions_of(c, &uid).await.is_empty()).then_some(())
+    })
+    .await;
+    let mut again = daemonset("registry.local/agent:v3");
+    again.spec.as_mut().expect("spec").revision_history_limit = Some(0);
+    let uid = c
+        .create(&again)
+        .await
+        .expect("re-create daemonset")
+        .metadata
+        .uid
+        .expect("uid");
+    eventually("revision and pods adopted", || async {
+        let revs = revisions_of(c, &uid).await;
+        let adopted = pods(c).await.iter().all(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        });
+        (revs.len() == 1 && revs[0].revision == 4 && adopted).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(live_names().await, before, "adopted pods are current");
+    assert_eq!(revisions_of(c, &uid).await.len(), 1);
+
     // Deleting the DaemonSet collects its revisions too.
     c.delete::<DaemonSet>("default", "agent", &DeleteParams::default())
         .await

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use tracing::Instrument;
 use weir_client::events::{self, EventType, Recorder};
 use weir_client::{DeleteParams, Error};
@@ -287,17 +288,10 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             .filter(|p| util::controlled_by(&p.metadata, &uid))
             .collect();
         let nodes: Vec<Node> = c.nodes.iter().cloned().collect();
-        let revisions = owned_revisions(&c, &uid);
-        (ds, nodes, pods, revisions, adopt)
+        let (revisions, orphans) = owned_revisions(&c, &ds.metadata, "DaemonSet", &selector);
+        (ds, nodes, pods, revisions, (adopt, orphans))
     };
-    if !adopt.is_empty() {
-        for p in adopt {
-            tracing::info!(
-                pod = p.metadata.name.as_deref().unwrap_or_default(),
-                "adopting pod"
-            );
-            ignore_not_found(ctx.client.update(&p).await)?;
-        }
+    if adopt_all(ctx, adopt).await? {
         return Ok(());
     }
     let now = util::now();
@@ -427,13 +421,52 @@ async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     first_err.map_or(Ok(()), Err)
 }
 
-/// The ControllerRevisions controlled by the object with this uid.
-fn owned_revisions(c: &super::Cache, uid: &str) -> Vec<ControllerRevision> {
-    c.revisions
+/// The ControllerRevisions `owner` (of `kind`) controls, and the orphans
+/// in its namespace its selector matches: Kubernetes adopts those, so a set
+/// re-created after an orphaning delete keeps its history, and its adopted
+/// pods stay current.
+fn owned_revisions(
+    c: &super::Cache,
+    owner: &ObjectMeta,
+    kind: &str,
+    selector: &LabelSelector,
+) -> (Vec<ControllerRevision>, Vec<ControllerRevision>) {
+    let uid = owner.uid.as_deref().unwrap_or_default();
+    let owned = c
+        .revisions
         .owned_by(uid)
         .filter(|r| util::controlled_by(&r.metadata, uid))
         .cloned()
-        .collect()
+        .collect();
+    let ns = owner.namespace.as_deref().unwrap_or_default();
+    let in_ns: Vec<ControllerRevision> = c.revisions.in_namespace(ns).cloned().collect();
+    let orphans = util::adoptable(owner, "apps/v1", kind, selector, &in_ns);
+    (owned, orphans)
+}
+
+/// Writes the controller references of adopted pods, then of adopted
+/// revisions; true when there was anything to adopt (the pass ends there:
+/// the cache shows the adoptions before the next one plans).
+async fn adopt_all(
+    ctx: &Ctx,
+    (pods, revisions): (Vec<Pod>, Vec<ControllerRevision>),
+) -> Result<bool, Error> {
+    let any = !pods.is_empty() || !revisions.is_empty();
+    for p in pods {
+        tracing::info!(
+            pod = p.metadata.name.as_deref().unwrap_or_default(),
+            "adopting pod"
+        );
+        ignore_not_found(ctx.client.update(&p).await)?;
+    }
+    for r in revisions {
+        tracing::info!(
+            revision = r.metadata.name.as_deref().unwrap_or_default(),
+            "adopting controller revision"
+        );
+        ignore_not_found(ctx.client.update(&r).await)?;
+    }
+    Ok(any)
 }
 
 /// How a revision write went.
@@ -641,7 +674,7 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             .into_iter()
             .filter(|p| util::controlled_by(&p.metadata, &uid))
             .collect();
-        let revisions = owned_revisions(&c, &uid);
+        let (revisions, orphans) = owned_revisions(&c, &sts.metadata, "StatefulSet", &selector);
         // Only claims named like the set's (`<template>-<set>-<ordinal>`).
         let infix = format!("-{}-", key.name);
         let claims: Vec<PersistentVolumeClaim> = c
@@ -655,16 +688,9 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
             })
             .cloned()
             .collect();
-        (sts, pods, revisions, claims, adopt)
+        (sts, pods, revisions, claims, (adopt, orphans))
     };
-    if !adopt.is_empty() {
-        for p in adopt {
-            tracing::info!(
-                pod = p.metadata.name.as_deref().unwrap_or_default(),
-                "adopting pod"
-            );
-            ignore_not_found(ctx.client.update(&p).await)?;
-        }
+    if adopt_all(ctx, adopt).await? {
         return Ok(());
     }
     let now = util::now();
