@@ -40,7 +40,7 @@ use crate::reflect::{AbortOnDrop, Backoff, StoreEvent, reflect};
 /// `forwarding`: the agent's `--lb-mode` and whether DSR can work here
 /// (native routing); Services pick their own mode with an annotation (see
 /// [`plan::forwarding_mode`]; an annotation that cannot be followed is
-/// logged as a warning each time the Service is planned).
+/// logged and recorded as a Warning Event on the Service, once per problem).
 pub async fn run_service_sync(
     client: Client,
     dp: Arc<Mutex<Datapath>>,
@@ -53,6 +53,7 @@ pub async fn run_service_sync(
         |e| Update::Services(Box::new(e)),
         false,
     )));
+    let recorder = weir_client::events::Recorder::new(client.clone(), "weir-agent", None);
     let _slices = AbortOnDrop(tokio::spawn(reflect::<EndpointSlice, _>(
         client,
         tx,
@@ -78,6 +79,7 @@ pub async fn run_service_sync(
     let mut report = tokio::time::interval(DROP_REPORT_EVERY);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut reported_drops = Vec::new();
+    let mut reported_forwarding = BTreeMap::new();
 
     loop {
         let retry_at = async {
@@ -122,6 +124,11 @@ pub async fn run_service_sync(
             None => plan::diff(state.desired(), &current, &mut next_slot),
             Some(keys) => plan::diff_frontends(state.desired(), &keys, &current, &mut next_slot),
         };
+        report_forwarding(
+            &recorder,
+            &state.forwarding_problems,
+            &mut reported_forwarding,
+        );
         if ops.is_empty() {
             retry = None;
             continue;
@@ -147,6 +154,39 @@ pub async fn run_service_sync(
             }
         }
     }
+}
+
+/// Logs, and records as a Warning Event on the Service, each forwarding
+/// problem not reported before (a problem persists across replans of its
+/// Service without being reported again).
+fn report_forwarding(
+    recorder: &weir_client::events::Recorder,
+    now: &BTreeMap<Name, plan::ForwardingProblem>,
+    reported: &mut BTreeMap<Name, plan::ForwardingProblem>,
+) {
+    for ((namespace, name), problem) in now {
+        if reported.get(&(namespace.clone(), name.clone())) == Some(problem) {
+            continue;
+        }
+        tracing::warn!(%namespace, service = %name, %problem, "forwarding mode not followed");
+        let regarding = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(namespace.clone()),
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let (recorder, message) = (recorder.clone(), problem.to_string());
+        tokio::spawn(async move {
+            if let Err(error) = recorder
+                .warning(&regarding, "ForwardingModeIgnored", &message)
+                .await
+            {
+                tracing::debug!(%error, "could not record event");
+            }
+        });
+    }
+    *reported = now.clone();
 }
 
 /// How often the sync loop checks the datapath's drop counters and collects
@@ -248,6 +288,8 @@ struct SyncState {
     /// Service name -> the names of the slices labelled with it.
     slices_of: BTreeMap<Name, BTreeSet<Name>>,
     frontends: Frontends,
+    /// Services whose forwarding-mode annotation cannot be followed.
+    forwarding_problems: BTreeMap<Name, plan::ForwardingProblem>,
 }
 
 impl SyncState {
@@ -320,10 +362,12 @@ impl SyncState {
         let pending = std::mem::take(pending);
         if pending.all {
             self.frontends = Frontends::default();
+            self.forwarding_problems.clear();
             let names: Vec<Name> = self.services.objects.keys().cloned().collect();
             for name in names {
                 let frontends = self.frontends_of(&name, node);
                 self.frontends.set(&name, frontends);
+                self.note_forwarding(&name, node);
             }
             return None;
         }
@@ -331,6 +375,7 @@ impl SyncState {
         for name in &pending.services {
             let frontends = self.frontends_of(name, node);
             touched.extend(self.frontends.set(name, frontends));
+            self.note_forwarding(name, node);
         }
         Some(touched)
     }
@@ -347,12 +392,19 @@ impl SyncState {
             .flatten()
             .filter_map(|slice| self.slices.objects.get(slice))
             .collect();
-        if let Some(node) = node
-            && let (_, Some(problem)) = plan::forwarding_mode(service, node.forwarding)
-        {
-            tracing::warn!(namespace = %name.0, service = %name.1, %problem, "forwarding mode");
-        }
         plan::service_frontends(service, &slices, node)
+    }
+
+    /// Records whether service `name`'s forwarding-mode annotation can be
+    /// followed on this node.
+    fn note_forwarding(&mut self, name: &Name, node: Option<&plan::NodeContext>) {
+        let problem = node
+            .zip(self.services.objects.get(name))
+            .and_then(|(node, service)| plan::forwarding_mode(service, node.forwarding).1);
+        match problem {
+            Some(problem) => self.forwarding_problems.insert(name.clone(), problem),
+            None => self.forwarding_problems.remove(name),
+        };
     }
 
     fn desired(&self) -> &DesiredServices {
@@ -538,6 +590,49 @@ mod tests {
 
     fn svc_event(e: WatchEvent<Service>) -> Update {
         Update::Services(Box::new(StoreEvent::Event(e)))
+    }
+
+    /// A `dsr` annotation a VXLAN node cannot follow is a problem while the
+    /// annotation is there, on full and incremental replans alike; it goes
+    /// when the annotation goes or the Service is deleted.
+    #[test]
+    fn forwarding_problems_follow_the_annotation() {
+        use WatchEvent::{Added, Deleted, Modified};
+        let node = plan::NodeContext {
+            name: "n1".into(),
+            ip: "192.168.0.2".parse().expect("ip"),
+            forwarding: plan::Forwarding {
+                default: plan::LbMode::Snat,
+                dsr_possible: false,
+            },
+        };
+        let annotated = |mode: Option<&str>| {
+            let mut s = service("a", "s1", "10.96.0.1", 80);
+            s.metadata.annotations =
+                mode.map(|m| [(plan::FORWARDING_MODE_ANNOTATION.to_owned(), m.to_owned())].into());
+            s
+        };
+        let name = ("a".to_owned(), "s1".to_owned());
+        let mut state = SyncState::default();
+        let mut pending = Pending::default();
+        state.apply(
+            Update::Services(Box::new(StoreEvent::Listed(vec![annotated(Some("dsr"))]))),
+            &mut pending,
+        );
+        state.replan(&mut pending, Some(&node));
+        assert_eq!(
+            state.forwarding_problems.get(&name),
+            Some(&plan::ForwardingProblem::DsrNeedsNativeRouting)
+        );
+        state.apply(svc_event(Modified(annotated(Some("snat")))), &mut pending);
+        state.replan(&mut pending, Some(&node));
+        assert!(state.forwarding_problems.is_empty(), "snat is fine");
+        state.apply(svc_event(Added(annotated(Some("dsr")))), &mut pending);
+        state.replan(&mut pending, Some(&node));
+        assert_eq!(state.forwarding_problems.len(), 1);
+        state.apply(svc_event(Deleted(annotated(Some("dsr")))), &mut pending);
+        state.replan(&mut pending, Some(&node));
+        assert!(state.forwarding_problems.is_empty(), "deleted");
     }
 
     fn slice_event(e: WatchEvent<EndpointSlice>) -> Update {
