@@ -43,6 +43,8 @@ const DSR_TCP: u16 = 30090;
 const DSR_UDP: u16 = 30091;
 const DSR_LOCAL: u16 = 30092;
 const DSR_LB_PORT: u16 = 8443;
+/// A DSR NodePort with `sessionAffinity: ClientIP`, two remote backends.
+const DSR_AFFINITY: u16 = 30093;
 
 fn dsr(backends: &[([u8; 4], u16)]) -> Frontend {
     Frontend {
@@ -80,6 +82,13 @@ fn dsr_services() -> DesiredServices {
 
 /// A DSR frontend with one remote backend only (the LB node's view).
 fn remote_only(desired: &mut DesiredServices) {
+    desired.insert(
+        ServiceKey::new(NODE_IP, DSR_AFFINITY, IPPROTO_TCP),
+        Frontend {
+            affinity_timeout_secs: 60,
+            ..dsr(&[(REMOTE_POD, 8080), ([10, 244, 2, 4], 8080)])
+        },
+    );
     desired.insert(
         ServiceKey::new(NODE_IP, DSR_TCP, IPPROTO_TCP),
         dsr(&[(REMOTE_POD, 8080)]),
@@ -291,6 +300,19 @@ fn dsr_tc_load_balancer_encodes_the_frontend_in_an_option() {
                 assert_eq!(out[14], 0x45);
                 let seen = check(&out);
                 assert_eq!((seen.src.0, seen.dst), (NODE_IP, (REMOTE_POD, 8080)));
+
+                // Session affinity: every connection of the client sticks to
+                // one backend, each with the option.
+                let mut chosen = BTreeSet::new();
+                for port in 40100..40108u16 {
+                    let (verdict, out) =
+                        node_ingress(&tcp(CLIENT, port, NODE_IP, DSR_AFFINITY, SYN));
+                    assert_eq!(verdict, TC_ACT_REDIRECT, "client port {port}");
+                    let (seen, opt) = check_dsr(&out);
+                    assert_eq!(opt, option(NODE_IP, DSR_AFFINITY));
+                    chosen.insert(seen.dst);
+                }
+                assert_eq!(chosen.len(), 1, "one backend for the client: {chosen:?}");
             })
             .join()
             .expect("netns thread");
@@ -357,6 +379,10 @@ fn dsr_xdp_load_balancer_encodes_like_tc() {
                 let before = dp.conntrack().keys().count();
                 assert_eq!(xdp(&first), (XDP_PASS, first.clone()), "tc decides");
                 assert_eq!(dp.conntrack().keys().count(), before, "nothing recorded");
+
+                // Session affinity is tc's (per-client state), untouched here.
+                let sticky = tcp(CLIENT, 40100, NODE_IP, DSR_AFFINITY, SYN);
+                assert_eq!(xdp(&sticky), (XDP_PASS, sticky.clone()));
 
                 // SNAT-mode services are unchanged.
                 let (verdict, out) = xdp(&tcp(CLIENT, 40004, NODE_IP, 30080, SYN));
