@@ -88,7 +88,8 @@ fn proto(p: u8) -> &'static str {
     }
 }
 
-/// One line per frontend: `FRONTEND PROTO FLAGS AFFINITY BACKENDS`.
+/// One line per frontend: `FRONTEND PROTO KIND AFFINITY BACKENDS` (kind: cluster,
+/// external, external-dsr for direct server return, external-local).
 pub fn render_services(snap: &Snapshot) -> String {
     let mut out = String::from("FRONTEND\tPROTO\tKIND\tAFFINITY\tBACKENDS\n");
     for (key, value, set) in &snap.services {
@@ -97,6 +98,9 @@ pub fn render_services(snap: &Snapshot) -> String {
             value.flags & SERVICE_FLAG_EXT_LOCAL != 0,
         ) {
             (false, _) => "cluster",
+            (true, false) if value.flags & weir_ebpf_common::SERVICE_FLAG_DSR != 0 => {
+                "external-dsr"
+            }
             (true, false) => "external",
             (true, true) => "external-local",
         };
@@ -222,6 +226,19 @@ mod tests {
                     vec![Some(b), None],
                 ),
                 "172.30.0.11:30080\tTCP\texternal-local\t-\t10.244.1.5:8080,<missing>\n",
+            ),
+            (
+                "a direct-server-return frontend",
+                (
+                    node_port,
+                    value(
+                        1,
+                        SERVICE_FLAG_NODEPORT | weir_ebpf_common::SERVICE_FLAG_DSR,
+                        0,
+                    ),
+                    vec![Some(b)],
+                ),
+                "172.30.0.11:30080\tTCP\texternal-dsr\t-\t10.244.1.5:8080\n",
             ),
             (
                 "a frontend without backends says what happens",
