@@ -118,6 +118,9 @@ pub fn datapath_reply(
                         value.flags & SERVICE_FLAG_EXT_LOCAL != 0,
                     ) {
                         (false, _) => "cluster",
+                        (true, false) if value.flags & weir_ebpf_common::SERVICE_FLAG_DSR != 0 => {
+                            "external-dsr"
+                        }
                         (true, false) => "external",
                         (true, true) => "external-local",
                     }
