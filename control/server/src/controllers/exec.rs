@@ -14,12 +14,32 @@ use weir_client::events::{self, EventType};
 use weir_client::{DeleteParams, Error};
 
 use super::gc::{self, OwnerState};
+use super::queue::WorkQueue;
 use super::store::ObjKey;
 use super::{Cache, Ctx, deployment, endpointslice, nodelifecycle, replicaset, util};
 
+/// The loop of every controller keyed by object (kube-runtime's
+/// controller loop): pop a key from the controller's queue, reconcile it
+/// inside a span naming the controller and the object, then [`finish`] it.
+pub(super) async fn run_worker<F>(
+    ctx: Arc<Ctx>,
+    controller: &'static str,
+    queue: fn(&Ctx) -> &WorkQueue<ObjKey>,
+    reconcile: F,
+) where
+    F: AsyncFn(&Ctx, &ObjKey) -> Result<(), Error>,
+{
+    loop {
+        let key = queue(&ctx).pop().await;
+        let span = tracing::info_span!("reconcile", controller, namespace = %key.namespace, name = %key.name);
+        let r = reconcile(&ctx, &key).instrument(span.clone()).await;
+        span.in_scope(|| finish(queue(&ctx), key, r));
+    }
+}
+
 /// Ends a reconcile: forget the key's failures, or retry it with back-off.
 pub(super) fn finish<T: Clone + Eq + std::hash::Hash + Send + 'static>(
-    q: &super::queue::WorkQueue<T>,
+    q: &WorkQueue<T>,
     key: T,
     r: Result<(), Error>,
 ) {
@@ -50,18 +70,7 @@ pub(super) fn ignore_not_found<T>(r: Result<T, Error>) -> Result<(), Error> {
     }
 }
 
-pub async fn deployment_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.deployments.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "deployment", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_deployment(&ctx, &key)
-            .instrument(span.clone())
-            .await;
-        span.in_scope(|| finish(&ctx.deployments, key, r));
-    }
-}
-
-async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let (d, owned, adopt) = {
         let c = ctx.read();
         let Some(d) = c.deployments.get(key).cloned() else {
@@ -192,18 +201,7 @@ pub(super) fn random_suffix() -> String {
     util::suffix_from(&b)
 }
 
-pub async fn replicaset_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.replicasets.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "replicaset", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_replicaset(&ctx, &key)
-            .instrument(span.clone())
-            .await;
-        span.in_scope(|| finish(&ctx.replicasets, key, r));
-    }
-}
-
-async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     if !ctx.expectations.satisfied(key, Instant::now()) {
         // Our own creations/deletions are not in the cache yet; their events re-enqueue us.
         ctx.replicasets
@@ -326,16 +324,7 @@ async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     first_err.map_or(Ok(()), Err)
 }
 
-pub async fn endpointslice_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.slices.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "endpointslice", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_service(&ctx, &key).instrument(span.clone()).await;
-        span.in_scope(|| finish(&ctx.slices, key, r));
-    }
-}
-
-async fn reconcile_service(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_service(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let (svc, pods, existing) = {
         let c = ctx.read();
         // A deleted Service's slices go with it through the garbage collector.

@@ -1,20 +1,20 @@
 //! The thin I/O side of the workload controllers (DaemonSet, ...): their
 //! queues, expectations and Event recorders, the change handlers that map
-//! cache changes to their keys, and one worker each that snapshots the
-//! cache, calls the pure reconcile and performs its actions.
+//! cache changes to their keys (one [`Ctx::on_owner`] for every owner kind),
+//! and one reconcile each, run by [`super::exec::run_worker`], that
+//! snapshots the cache, calls the pure reconcile and performs its actions.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::Metadata;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use tracing::Instrument;
 use weir_client::events::{self, EventType, Recorder};
 use weir_client::{DeleteParams, Error};
 
-use super::exec::{finish, ignore_not_found, random_suffix};
+use super::exec::{ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
 use super::{
@@ -71,13 +71,22 @@ fn controller_key(
 }
 
 impl Ctx {
-    pub(super) fn on_daemonset(&self, ch: &Change<DaemonSet>) {
-        self.enqueue_propagation("DaemonSet", ch);
-        if let Some(d) = ch.latest() {
-            self.apps.daemonsets.add(ObjKey::of(d));
+    /// The change handler of every owner kind (Kubernetes' workload
+    /// informers): an Orphan/Foreground deletion in progress goes to the
+    /// garbage collector, the object to its controller's queue `q`, and once
+    /// it is gone, the objects it owned to the garbage collector.
+    pub(super) fn on_owner<K: Metadata<Ty = ObjectMeta>>(
+        &self,
+        kind: &'static str,
+        q: &WorkQueue<ObjKey>,
+        ch: &Change<K>,
+    ) {
+        self.enqueue_propagation(kind, ch);
+        if let Some(o) = ch.latest() {
+            q.add(ObjKey::of(o));
         }
         if let (Some(old), None) = (&ch.old, &ch.new) {
-            self.enqueue_dependents(&old.metadata);
+            self.enqueue_dependents(old.metadata());
         }
     }
 
@@ -137,11 +146,9 @@ impl Ctx {
         }
     }
 
+    /// A Job is an owner (of pods) and a dependent (of its CronJob).
     pub(super) fn on_job(&self, ch: &Change<Job>) {
-        self.enqueue_propagation("Job", ch);
-        if let Some(j) = ch.latest() {
-            self.apps.jobs.add(ObjKey::of(j));
-        }
+        self.on_owner("Job", &self.apps.jobs, ch);
         for j in ch.old.iter().chain(ch.new.iter()) {
             if let Some(k) = controller_key(&j.metadata, "CronJob") {
                 self.apps.cronjobs.add(k);
@@ -149,39 +156,6 @@ impl Ctx {
         }
         if let Some(j) = &ch.new {
             self.gc.add(("Job", ObjKey::of(j)));
-        }
-        if let (Some(old), None) = (&ch.old, &ch.new) {
-            self.enqueue_dependents(&old.metadata);
-        }
-    }
-
-    pub(super) fn on_cronjob(&self, ch: &Change<CronJob>) {
-        self.enqueue_propagation("CronJob", ch);
-        if let Some(c) = ch.latest() {
-            self.apps.cronjobs.add(ObjKey::of(c));
-        }
-        if let (Some(old), None) = (&ch.old, &ch.new) {
-            self.enqueue_dependents(&old.metadata);
-        }
-    }
-
-    pub(super) fn on_statefulset(&self, ch: &Change<StatefulSet>) {
-        self.enqueue_propagation("StatefulSet", ch);
-        if let Some(s) = ch.latest() {
-            self.apps.statefulsets.add(ObjKey::of(s));
-        }
-        if let (Some(old), None) = (&ch.old, &ch.new) {
-            self.enqueue_dependents(&old.metadata);
-        }
-    }
-
-    pub(super) fn on_rc(&self, ch: &Change<ReplicationController>) {
-        self.enqueue_propagation("ReplicationController", ch);
-        if let Some(r) = ch.latest() {
-            self.apps.rcs.add(ObjKey::of(r));
-        }
-        if let (Some(old), None) = (&ch.old, &ch.new) {
-            self.enqueue_dependents(&old.metadata);
         }
     }
 
@@ -245,18 +219,7 @@ impl Ctx {
     }
 }
 
-pub async fn daemonset_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.apps.daemonsets.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "daemonset", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_daemonset(&ctx, &key)
-            .instrument(span.clone())
-            .await;
-        span.in_scope(|| finish(&ctx.apps.daemonsets, key, r));
-    }
-}
-
-async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let q = &ctx.apps.daemonsets;
     if !ctx.apps.ds_expectations.satisfied(key, Instant::now()) {
         // Our own creations/deletions are not in the cache yet; their events re-enqueue us.
@@ -530,16 +493,7 @@ async fn write_revision(
     }
 }
 
-pub async fn cronjob_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.apps.cronjobs.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "cronjob", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_cronjob(&ctx, &key).instrument(span.clone()).await;
-        span.in_scope(|| finish(&ctx.apps.cronjobs, key, r));
-    }
-}
-
-async fn reconcile_cronjob(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_cronjob(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let q = &ctx.apps.cronjobs;
     let (cj, jobs) = {
         let c = ctx.read();
@@ -632,18 +586,7 @@ async fn reconcile_cronjob(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn statefulset_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.apps.statefulsets.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "statefulset", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_statefulset(&ctx, &key)
-            .instrument(span.clone())
-            .await;
-        span.in_scope(|| finish(&ctx.apps.statefulsets, key, r));
-    }
-}
-
-async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let q = &ctx.apps.statefulsets;
     let exp = &ctx.apps.sts_expectations;
     if !exp.satisfied(key, Instant::now()) {
@@ -813,16 +756,7 @@ async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn rc_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.apps.rcs.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "replicationcontroller", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_rc(&ctx, &key).instrument(span.clone()).await;
-        span.in_scope(|| finish(&ctx.apps.rcs, key, r));
-    }
-}
-
-async fn reconcile_rc(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_rc(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let q = &ctx.apps.rcs;
     let exp = &ctx.apps.rc_expectations;
     if !exp.satisfied(key, Instant::now()) {

@@ -3,27 +3,16 @@
 //! actions. A Job that is gone (or going) leaves pods behind that must not
 //! hang on the job-tracking finalizer: they are released here.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use tracing::Instrument;
 use weir_client::events::{self, EventType};
 use weir_client::{DeleteParams, Error};
 
-use super::exec::{finish, ignore_not_found, random_suffix};
+use super::exec::{ignore_not_found, random_suffix};
 use super::store::ObjKey;
 use super::{Ctx, job, util};
-
-pub async fn job_worker(ctx: Arc<Ctx>) {
-    loop {
-        let key = ctx.apps.jobs.pop().await;
-        let span = tracing::info_span!("reconcile", controller = "job", namespace = %key.namespace, name = %key.name);
-        let r = reconcile_job(&ctx, &key).instrument(span.clone()).await;
-        span.in_scope(|| finish(&ctx.apps.jobs, key, r));
-    }
-}
 
 /// Tracked pods of the Job named `name` that no live Job will count: those
 /// whose controller reference names it (the Job is gone), and those the
@@ -44,7 +33,7 @@ fn orphans<'a>(in_ns: impl Iterator<Item = &'a Pod>, name: &str) -> Vec<Pod> {
         .collect()
 }
 
-async fn reconcile_job(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
+pub(super) async fn reconcile_job(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let q = &ctx.apps.jobs;
     let exp = &ctx.apps.job_expectations;
     if !exp.satisfied(key, Instant::now()) {

@@ -309,16 +309,6 @@ impl Ctx {
         }
     }
 
-    fn on_deployment(&self, ch: &Change<Deployment>) {
-        self.enqueue_propagation("Deployment", ch);
-        if let Some(d) = ch.latest() {
-            self.deployments.add(ObjKey::of(d));
-        }
-        if let (Some(old), None) = (&ch.old, &ch.new) {
-            self.enqueue_dependents(&old.metadata);
-        }
-    }
-
     fn on_replicaset(&self, ch: &Change<ReplicaSet>) {
         self.enqueue_propagation("ReplicaSet", ch);
         for rs in ch.old.iter().chain(ch.new.iter()) {
@@ -484,6 +474,18 @@ pub async fn run(
                 move |ch| c.$handler(ch),
             ));
         }};
+        // An owner kind: the shared handler, with its controller's queue.
+        ($t:ty, owner $queue:expr) => {{
+            let c = ctx.clone();
+            tasks.spawn(reflector::reflect::<$t, _, _>(
+                client.clone(),
+                ctx.cache.clone(),
+                move |ch| {
+                    let queue: fn(&Ctx) -> &WorkQueue<ObjKey> = $queue;
+                    c.on_owner(<$t as k8s_openapi::Resource>::KIND, queue(&c), ch)
+                },
+            ));
+        }};
         ($t:ty, $handler:ident, $hook:expr) => {{
             let c = ctx.clone();
             let hook = $hook.clone();
@@ -499,29 +501,50 @@ pub async fn run(
             ));
         }};
     }
-    reflect!(Deployment, on_deployment);
+    reflect!(Deployment, owner | c | &c.deployments);
     reflect!(ReplicaSet, on_replicaset);
     reflect!(Pod, on_pod, hooks.on_pod);
     reflect!(Service, on_service);
     reflect!(EndpointSlice, on_slice);
     reflect!(Node, on_node, hooks.on_node);
-    reflect!(DaemonSet, on_daemonset);
+    reflect!(DaemonSet, owner | c | &c.apps.daemonsets);
     reflect!(Job, on_job);
-    reflect!(CronJob, on_cronjob);
-    reflect!(StatefulSet, on_statefulset);
-    reflect!(ReplicationController, on_rc);
+    reflect!(CronJob, owner | c | &c.apps.cronjobs);
+    reflect!(StatefulSet, owner | c | &c.apps.statefulsets);
+    reflect!(ReplicationController, owner | c | &c.apps.rcs);
     reflect!(ControllerRevision, on_revision);
     reflect!(PersistentVolumeClaim, on_claim);
-    tasks.spawn(exec::deployment_worker(ctx.clone()));
-    tasks.spawn(exec::replicaset_worker(ctx.clone()));
-    tasks.spawn(exec::endpointslice_worker(ctx.clone()));
+    macro_rules! worker {
+        ($name:literal, $queue:expr, $reconcile:path) => {
+            tasks.spawn(exec::run_worker(ctx.clone(), $name, $queue, $reconcile))
+        };
+    }
+    worker!("deployment", |c| &c.deployments, exec::reconcile_deployment);
+    worker!("replicaset", |c| &c.replicasets, exec::reconcile_replicaset);
+    worker!("endpointslice", |c| &c.slices, exec::reconcile_service);
     tasks.spawn(exec::gc_worker(ctx.clone()));
     tasks.spawn(exec::node_worker(ctx.clone()));
-    tasks.spawn(exec_apps::daemonset_worker(ctx.clone()));
-    tasks.spawn(exec_job::job_worker(ctx.clone()));
-    tasks.spawn(exec_apps::cronjob_worker(ctx.clone()));
-    tasks.spawn(exec_apps::statefulset_worker(ctx.clone()));
-    tasks.spawn(exec_apps::rc_worker(ctx.clone()));
+    worker!(
+        "daemonset",
+        |c| &c.apps.daemonsets,
+        exec_apps::reconcile_daemonset
+    );
+    worker!("job", |c| &c.apps.jobs, exec_job::reconcile_job);
+    worker!(
+        "cronjob",
+        |c| &c.apps.cronjobs,
+        exec_apps::reconcile_cronjob
+    );
+    worker!(
+        "statefulset",
+        |c| &c.apps.statefulsets,
+        exec_apps::reconcile_statefulset
+    );
+    worker!(
+        "replicationcontroller",
+        |c| &c.apps.rcs,
+        exec_apps::reconcile_rc
+    );
     let c = ctx.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(RESYNC);
