@@ -7,16 +7,17 @@
 //!
 //! Needs the `weirtest` cluster of `cargo xtask test --tier 3` (2 nodes at
 //! least). On a VXLAN cluster (`--routing vxlan`) DSR cannot work and the
-//! annotation is ignored: the test then checks the SNAT fallback instead.
+//! annotation is ignored: the test then checks the SNAT fallback and the
+//! agents' Warning Event on the Service instead.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use weir_e2e::pods::{delete_pod, wait_running};
-use weir_e2e::{Check, Cluster, DeleteParams, NodeInfo, unique_suffix, wait_for};
+use weir_e2e::{Check, Cluster, DeleteParams, ListParams, NodeInfo, unique_suffix, wait_for};
 
 const NS: &str = "default";
 const IMAGE: &str = "127.0.0.1:5000/weir/netpol:v1";
@@ -242,6 +243,25 @@ async fn e2e_dsr_nodeport_replies_straight_to_the_client() -> Result<()> {
                 snat_reverse(&lb_ct) >= 2,
                 "SNAT fallback: the LB node should hold the reverse entries:\n{lb_ct}"
             );
+            // ... and the agents said why, on the Service.
+            wait_for(
+                "a ForwardingModeIgnored Warning Event on the Service",
+                Duration::from_secs(30),
+                || async {
+                    let events = c.client.list::<Event>(NS, &ListParams::default()).await?;
+                    let found = events.items.iter().any(|e| {
+                        e.reason.as_deref() == Some("ForwardingModeIgnored")
+                            && e.type_.as_deref() == Some("Warning")
+                            && e.involved_object.name.as_deref() == Some(app.as_str())
+                    });
+                    Ok(if found {
+                        Check::Done(())
+                    } else {
+                        Check::Waiting(format!("{} events", events.items.len()))
+                    })
+                },
+            )
+            .await?;
         }
         Ok::<_, anyhow::Error>(())
     }
