@@ -32,6 +32,7 @@ mod storage;
 mod ttl;
 mod watch;
 mod watch_cache;
+mod written;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

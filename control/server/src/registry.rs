@@ -21,9 +21,15 @@ use crate::lifecycle::{self, CreateContext, DeletePlan, Propagation};
 use crate::object::ApiObject;
 use crate::storage::{CreateOutcome, Guard, Outcome, Storage};
 use crate::ttl::TtlLeases;
+use crate::written::Recent;
 
 /// How often a write is retried when it lost a race on an allocation key.
 const MAX_ATTEMPTS: usize = 8;
+
+/// Writes remembered so that an update or delete right after can skip its
+/// etcd read (see `written`): a few hundred objects, at most 2 MiB.
+const RECENT_ENTRIES: usize = 512;
+const RECENT_BYTES: usize = 2 << 20;
 
 /// etcd page size of a list without a limit.
 const UNLIMITED_PAGE: i64 = 1000;
@@ -57,6 +63,8 @@ pub struct Registry {
     /// but one lose the transaction, round after round. Across replicas the
     /// transaction's claim compare still decides.
     alloc_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// This replica's latest writes (key -> revision, stored value).
+    recent: std::sync::Arc<Recent>,
 }
 
 /// Looks up a kind the server serves.
@@ -268,6 +276,7 @@ impl Registry {
             allocator,
             event_leases,
             alloc_lock: Default::default(),
+            recent: std::sync::Arc::new(Recent::new(RECENT_ENTRIES, RECENT_BYTES)),
         }
     }
 
@@ -435,12 +444,14 @@ impl Registry {
             }
             let claims = allocation::claim_values(&obj, &lifecycle::claims_of(kind, &obj));
             let lease = self.lease_for(kind).await?;
+            let stored = obj.to_stored()?;
             match self
                 .storage
-                .create_guarded(&key, obj.to_stored()?, &claims, &guards, lease)
+                .create_guarded(&key, stored.clone(), &claims, &guards, lease)
                 .await?
             {
                 CreateOutcome::Committed { revision } => {
+                    self.recent.put(&key, revision, &stored);
                     obj.metadata.resource_version = Some(revision.to_string());
                     tracing::debug!(kind = kind.kind, key, revision, "created");
                     return Ok(obj);
@@ -538,18 +549,39 @@ impl Registry {
         };
         let ns = request_namespace(kind, new.namespace());
         let key = kind.key(ns.as_deref(), &name);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let _guard = self.alloc_guard(kind).await;
-            let cur = self
-                .storage
+            // The object as this replica last wrote it, when that is the
+            // revision the client updates from: the transaction below is
+            // guarded by it, so no read is needed (see `written`).
+            let remembered = self
+                .recent
                 .get(&key)
-                .await?
-                .ok_or_else(|| ApiError::not_found(kind.plural, &name))?;
+                .filter(|w| attempt == 0 && !dry_run && w.mod_revision.to_string() == requested_rv);
+            let from_record = remembered.is_some();
+            let cur = match remembered {
+                Some(w) => crate::storage::Kv {
+                    key: key.clone(),
+                    value: w.value.to_vec(),
+                    mod_revision: w.mod_revision,
+                    create_revision: 0,
+                },
+                None => self
+                    .storage
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(kind.plural, &name))?,
+            };
             if requested_rv != cur.mod_revision.to_string() {
                 return Err(ApiError::modified(kind.plural, &name));
             }
             let old = ApiObject::from_stored(&cur.value, cur.mod_revision)?;
-            let mut obj = merge(kind, &old, &new)?;
+            let mut obj = match merge(kind, &old, &new) {
+                Ok(o) => o,
+                // A refusal is only given against the state in etcd.
+                Err(_) if from_record => continue,
+                Err(e) => return Err(e),
+            };
             self.allocator.allocate(kind, &mut obj, Some(&old)).await?;
             if dry_run {
                 return Ok(obj);
@@ -562,7 +594,10 @@ impl Registry {
                     .delete(&key, cur.mod_revision, &releases)
                     .await?
                 {
-                    Outcome::Committed { .. } => return Ok(obj),
+                    Outcome::Committed { .. } => {
+                        self.recent.forget(&key);
+                        return Ok(obj);
+                    }
                     Outcome::Failed { .. } => return Err(ApiError::modified(kind.plural, &name)),
                 }
             }
@@ -573,11 +608,12 @@ impl Registry {
             );
             let releases: Vec<String> = old_claims.difference(&new_claims).cloned().collect();
             let lease = self.lease_for(kind).await?;
+            let stored = obj.to_stored()?;
             match self
                 .storage
                 .update_leased(
                     &key,
-                    obj.to_stored()?,
+                    stored.clone(),
                     cur.mod_revision,
                     &claims,
                     &releases,
@@ -586,6 +622,7 @@ impl Registry {
                 .await?
             {
                 Outcome::Committed { revision } => {
+                    self.recent.put(&key, revision, &stored);
                     obj.metadata.resource_version = Some(revision.to_string());
                     return Ok(obj);
                 }
@@ -639,18 +676,43 @@ impl Registry {
             .get(key)
             .await?
             .ok_or_else(|| ApiError::not_found(kind.plural, name))?;
-        if let Some(rv) = opts.resource_version.as_deref().filter(|rv| !rv.is_empty())
-            && rv != cur.mod_revision.to_string()
-        {
-            return Err(ApiError::Conflict(format!(
-                "Operation cannot be fulfilled on {} {name:?}: the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). The object might have been modified",
-                kind.plural, cur.mod_revision
-            )));
-        }
+        Self::check_delete_precondition(kind, name, opts, cur.mod_revision)?;
         Ok((
             cur.mod_revision,
             ApiObject::from_stored(&cur.value, cur.mod_revision)?,
         ))
+    }
+
+    /// The object a delete addresses as this replica last wrote it, if any;
+    /// the delete's transaction is guarded by its revision (see `written`).
+    /// A precondition that names another revision is left to an etcd read.
+    fn remembered_for_delete(&self, key: &str, opts: &DeleteOptions) -> Option<(i64, ApiObject)> {
+        let w = self.recent.get(key)?;
+        if let Some(rv) = opts.resource_version.as_deref().filter(|rv| !rv.is_empty())
+            && rv != w.mod_revision.to_string()
+        {
+            return None;
+        }
+        let obj = ApiObject::from_stored(&w.value, w.mod_revision).ok()?;
+        Some((w.mod_revision, obj))
+    }
+
+    fn check_delete_precondition(
+        kind: &ResourceKind,
+        name: &str,
+        opts: &DeleteOptions,
+        mod_revision: i64,
+    ) -> Result<(), ApiError> {
+        let cur_rev = mod_revision;
+        if let Some(rv) = opts.resource_version.as_deref().filter(|rv| !rv.is_empty())
+            && rv != cur_rev.to_string()
+        {
+            return Err(ApiError::Conflict(format!(
+                "Operation cannot be fulfilled on {} {name:?}: the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({cur_rev}). The object might have been modified",
+                kind.plural
+            )));
+        }
+        Ok(())
     }
 
     /// Delete of anything but a Namespace.
@@ -663,8 +725,17 @@ impl Registry {
     ) -> Result<ApiObject, ApiError> {
         let ns = request_namespace(kind, ns);
         let key = kind.key(ns.as_deref(), name);
-        for _ in 0..MAX_ATTEMPTS {
-            let (mod_revision, mut obj) = self.read_for_delete(kind, &key, name, opts).await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let remembered = if attempt == 0 {
+                self.remembered_for_delete(&key, opts)
+            } else {
+                None
+            };
+            let from_record = remembered.is_some();
+            let (mod_revision, mut obj) = match remembered {
+                Some(r) => r,
+                None => self.read_for_delete(kind, &key, name, opts).await?,
+            };
             let outcome = match lifecycle::plan_delete(
                 kind,
                 &obj,
@@ -672,6 +743,8 @@ impl Registry {
                 opts.propagation,
                 &now(),
             ) {
+                // Nothing to write, so nothing guards the record: read etcd.
+                DeletePlan::Unchanged if from_record => continue,
                 DeletePlan::Unchanged => return Ok(obj),
                 DeletePlan::Mark {
                     at,
@@ -687,11 +760,13 @@ impl Registry {
                             .push(f.to_string());
                     }
                     let lease = self.lease_for(kind).await?;
+                    let stored = obj.to_stored()?;
                     let outcome = self
                         .storage
-                        .update_leased(&key, obj.to_stored()?, mod_revision, &[], &[], lease)
+                        .update_leased(&key, stored.clone(), mod_revision, &[], &[], lease)
                         .await?;
                     if let Outcome::Committed { revision } = outcome {
+                        self.recent.put(&key, revision, &stored);
                         obj.metadata.resource_version = Some(revision.to_string());
                     }
                     outcome
@@ -699,7 +774,11 @@ impl Registry {
                 DeletePlan::Remove => {
                     let releases: Vec<String> =
                         lifecycle::claims_of(kind, &obj).into_iter().collect();
-                    self.storage.delete(&key, mod_revision, &releases).await?
+                    let outcome = self.storage.delete(&key, mod_revision, &releases).await?;
+                    if let Outcome::Committed { .. } = outcome {
+                        self.recent.forget(&key);
+                    }
+                    outcome
                 }
             };
             match outcome {
