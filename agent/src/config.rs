@@ -83,6 +83,13 @@ pub struct Args {
     /// the node's address (`--masquerade false`: pods keep theirs).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub masquerade: bool,
+    /// Deliver traffic between pods of this node straight into the
+    /// destination pod's network namespace (`bpf_redirect_peer` from the
+    /// source pod's veth, like Cilium's BPF host routing). It bypasses the
+    /// node's routing and its netfilter FORWARD and POSTROUTING chains;
+    /// `--pod-redirect false` keeps every packet on the node's stack.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_redirect: bool,
     /// How pod traffic reaches other nodes: `native` (routes via their
     /// InternalIPs, one L2 segment) or `vxlan` (encapsulated; pods get
     /// `--mtu` minus 50, the VXLAN overhead).
@@ -137,6 +144,8 @@ pub struct Config {
     pub policy_limits: weir_datapath::policy::PolicyLimits,
     /// Whether pod connections leaving the cluster are masqueraded.
     pub masquerade: bool,
+    /// Whether local pod-to-pod traffic skips the node's stack.
+    pub pod_redirect: bool,
     /// Native routing or VXLAN.
     pub routing_mode: crate::overlay::RoutingMode,
     /// `--lb-mode` (DSR only with native routing).
@@ -225,6 +234,7 @@ impl TryFrom<Args> for Config {
             cluster_cidr: a.cluster_cidr.map(|c| c.trunc()),
             policy_limits,
             masquerade: a.masquerade,
+            pod_redirect: a.pod_redirect,
             routing_mode: a.routing_mode,
             lb_mode: a.lb_mode,
             non_masquerade_cidrs: a.non_masquerade_cidrs.iter().map(|n| n.trunc()).collect(),
@@ -310,6 +320,32 @@ mod tests {
         assert_eq!(c.non_masquerade_cidrs, [cluster].into());
         assert_eq!(c.api_addr, "172.30.0.11:4244".parse().unwrap());
         assert_eq!(c.metrics_addr, "172.30.0.11:9962".parse().unwrap());
+    }
+
+    #[test]
+    fn pod_redirect_flag() {
+        let with = |extra: &[&'static str]| {
+            let argv = [
+                "weir-agent",
+                "--node-name=n",
+                "--server=s",
+                "--node-ip=172.30.0.11",
+                "--cri-socket=c",
+                "--state-dir=d",
+                "--bpffs-dir=b",
+                "--cgroup-parent=/p",
+                "--cni-conf-dir=e",
+                "--pod-log-dir=l",
+            ];
+            Args::try_parse_from(argv.iter().chain(extra).copied())
+        };
+        let on = Config::try_from(with(&[]).expect("parse")).expect("valid");
+        assert!(on.pod_redirect, "on by default");
+        let off = Config::try_from(with(&["--pod-redirect", "false"]).expect("parse"));
+        assert!(!off.expect("valid").pod_redirect);
+        let on = Config::try_from(with(&["--pod-redirect=true"]).expect("parse"));
+        assert!(on.expect("valid").pod_redirect);
+        assert!(with(&["--pod-redirect", "maybe"]).is_err(), "not a bool");
     }
 
     #[test]

@@ -283,6 +283,14 @@ fn start_datapath(
             return Err(anyhow::Error::new(error).context("cannot load the eBPF datapath"));
         }
     };
+    // The pod fast path; its registrations follow the pod attachments.
+    if let Err(error) = dp.set_pod_redirect(cfg.pod_redirect) {
+        let error = anyhow::Error::new(error);
+        warn!(
+            error = format!("{error:#}"),
+            "cannot switch the pod fast path; local pod traffic takes the node's stack"
+        );
+    }
     // The NetworkPolicy sync owns its maps (no lock shared with the Service
     // sync, so policy changes never wait for a service update).
     let policy = match dp.take_policy_maps() {
