@@ -372,14 +372,33 @@ pub fn reconcile(
     };
 
     // Failure: a FailJob rule, too many pod failures or failed indexes, or
-    // past the deadline.
+    // past the deadline. Success: the success policy, or enough completions.
+    // As in Kubernetes v1.33 the decision is recorded at once
+    // (FailureTarget / SuccessCriteriaMet, and it stands), running pods are
+    // deleted, and the terminal Failed / Complete condition follows once
+    // every pod has ended and been counted.
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
     let deadline = spec
         .active_deadline_seconds
         .map(|s| start + SignedDuration::from_secs(s.max(0)));
     let every_index_ended =
         (0..completions_n).all(|i| t.completed.contains(&i) || t.failed_indexes.contains(&i));
-    let failure: Option<(&'static str, String)> = if let Some(msg) = &t.fail_job {
+    let stored = |type_: &str| {
+        condition(job, type_)
+            .filter(|c| c.status == "True")
+            .map(|c| {
+                (
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default(),
+                )
+            })
+    };
+    let target = stored("FailureTarget");
+    let criteria = stored("SuccessCriteriaMet");
+    let decided = target.is_some() || criteria.is_some();
+    let failure: Option<(&'static str, String)> = if decided {
+        None
+    } else if let Some(msg) = &t.fail_job {
         Some(("PodFailurePolicy", msg.clone()))
     } else if i64::from(failed_total) + restarts(job, pods) > i64::from(backoff_limit) {
         Some((
@@ -405,69 +424,63 @@ pub fn reconcile(
     } else {
         None
     };
-    if let Some((reason, message)) = failure {
-        delete_all(&mut actions, false);
-        st.active = None;
-        st.ready = Some(0);
-        set_condition(&mut st, "Failed", "True", reason, &message, now_t);
-        actions.push(Action::Record {
-            warning: true,
-            reason,
-            message,
-        });
-        if let Some(ttl) = spec.ttl_seconds_after_finished {
-            actions.push(Action::RequeueAt(
-                now + SignedDuration::from_secs(i64::from(ttl.max(0))),
-            ));
-        }
-        push_status(job, st, &mut actions);
-        return actions;
-    }
-
-    // Success: the success policy, or enough completions.
     let by_policy = spec
         .success_policy
         .as_ref()
-        .filter(|_| indexed)
+        .filter(|_| indexed && !decided && failure.is_none())
         .and_then(|p| success_rule_met(p, &t.completed, completions_n));
-    let complete = by_policy.is_some()
-        || match completions {
-            Some(c) => succeeded_total >= c,
-            // A work queue: done once one pod succeeded and none runs any more.
-            None => succeeded_total > 0 && live.is_empty(),
-        };
-    if complete {
+    let success: Option<(&'static str, String)> = if decided || failure.is_some() {
+        None
+    } else if let Some(i) = by_policy {
+        Some(("SuccessPolicy", format!("Matched rules at index {i}")))
+    } else if match completions {
+        Some(c) => succeeded_total >= c,
+        // A work queue: done once one pod succeeded and none runs any more.
+        None => succeeded_total > 0 && live.is_empty(),
+    } {
+        Some((
+            "CompletionsReached",
+            "Reached expected number of succeeded pods".into(),
+        ))
+    } else {
+        None
+    };
+    let outcome = match (target, criteria, &failure, &success) {
+        (Some((r, m)), _, _, _) => Some((true, r, m)),
+        (None, Some((r, m)), _, _) => Some((false, r, m)),
+        (None, None, Some((r, m)), _) => Some((true, r.to_string(), m.clone())),
+        (None, None, None, Some((r, m))) => Some((false, r.to_string(), m.clone())),
+        _ => None,
+    };
+    if let Some((failed, reason, message)) = outcome {
         delete_all(&mut actions, false);
         st.active = None;
         st.ready = Some(0);
-        st.completion_time = Some(now_t.clone());
-        let (reason, message) = match by_policy {
-            Some(i) => ("SuccessPolicy", format!("Matched rules at index {i}")),
-            None => (
-                "CompletionsReached",
-                "Reached expected number of succeeded pods".to_string(),
-            ),
+        let (interim, terminal) = if failed {
+            ("FailureTarget", "Failed")
+        } else {
+            ("SuccessCriteriaMet", "Complete")
         };
-        if by_policy.is_some() {
-            set_condition(
-                &mut st,
-                "SuccessCriteriaMet",
-                "True",
-                reason,
-                &message,
-                now_t.clone(),
-            );
+        set_condition(&mut st, interim, "True", &reason, &message, now_t.clone());
+        if let Some((r, m)) = failure.or(success) {
+            actions.push(Action::Record {
+                warning: failed,
+                reason: if failed { r } else { "Completed" },
+                message: if failed { m } else { "Job completed".into() },
+            });
         }
-        set_condition(&mut st, "Complete", "True", reason, &message, now_t);
-        actions.push(Action::Record {
-            warning: false,
-            reason: "Completed",
-            message: "Job completed".into(),
-        });
-        if let Some(ttl) = spec.ttl_seconds_after_finished {
-            actions.push(Action::RequeueAt(
-                now + SignedDuration::from_secs(i64::from(ttl.max(0))),
-            ));
+        let all_counted =
+            live.is_empty() && st.uncounted_terminated_pods.is_none() && t.release.is_empty();
+        if all_counted {
+            if !failed {
+                st.completion_time = Some(now_t.clone());
+            }
+            set_condition(&mut st, terminal, "True", &reason, &message, now_t);
+            if let Some(ttl) = spec.ttl_seconds_after_finished {
+                actions.push(Action::RequeueAt(
+                    now + SignedDuration::from_secs(i64::from(ttl.max(0))),
+                ));
+            }
         }
         push_status(job, st, &mut actions);
         return actions;
@@ -1212,6 +1225,39 @@ mod tests {
             .expect("a status write")
     }
 
+    fn conditions(st: &JobStatus) -> Vec<String> {
+        st.conditions
+            .iter()
+            .flatten()
+            .map(|c| format!("{} {}", c.type_, c.reason.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    /// Runs reconcile rounds against a pretend API server: status writes
+    /// land, finalizers go, deleted pods vanish once nothing holds them.
+    fn settle(mut j: Job, mut pods: Vec<Pod>) -> (Job, Vec<Pod>) {
+        for _ in 0..8 {
+            for a in reconcile(&j, &pods, ts(1000), &mut counter()) {
+                match a {
+                    Action::UpdateStatus(n) => j = *n,
+                    Action::RemoveFinalizer(k) => {
+                        if let Some(p) = pods.iter_mut().find(|p| ObjKey::of(&**p) == k) {
+                            p.metadata.finalizers = None;
+                        }
+                    }
+                    Action::DeletePod(k) => {
+                        if let Some(p) = pods.iter_mut().find(|p| ObjKey::of(&**p) == k) {
+                            p.metadata.deletion_timestamp = Some(Time(ts(1000)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            pods.retain(|p| p.metadata.deletion_timestamp.is_none() || tracked(p));
+        }
+        (j, pods)
+    }
+
     #[test]
     fn status_and_conditions() {
         let pods = vec![
@@ -1239,57 +1285,59 @@ mod tests {
             jp("b", "Succeeded", None),
             jp("c", "Succeeded", None),
         ];
+        // First the decision (SuccessCriteriaMet), Complete once all are counted.
         let st = status_of(&reconcile(
             &started(job(J0), 900),
             &done,
             ts(1000),
             &mut counter(),
         ));
+        assert_eq!(
+            conditions(&st),
+            vec!["SuccessCriteriaMet CompletionsReached"]
+        );
+        assert_eq!(st.completion_time, None);
+        let (j, pods) = settle(started(job(J0), 900), done);
+        let st = j.status.clone().unwrap();
+        assert_eq!(
+            conditions(&st),
+            vec![
+                "SuccessCriteriaMet CompletionsReached",
+                "Complete CompletionsReached"
+            ]
+        );
+        assert_eq!(
+            (st.succeeded, st.failed, st.uncounted_terminated_pods),
+            (Some(3), None, None)
+        );
         assert_eq!(st.completion_time, Some(Time(ts(1000))));
         assert_eq!(st.start_time, Some(Time(ts(900))));
-        let c = &st.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.type_.as_str(), c.status.as_str()), ("Complete", "True"));
+        assert!(pods.iter().all(|p| !tracked(p)), "every finalizer removed");
+        assert!(
+            reconcile(&j, &pods, ts(1010), &mut counter()).is_empty(),
+            "stable"
+        );
 
-        let mut failed = started(job(J { backoff: 0, ..J0 }), 900);
-        let st = status_of(&reconcile(
-            &failed,
-            &[jp("a", "Failed", None)],
-            ts(1000),
-            &mut counter(),
-        ));
-        let c = &st.conditions.as_ref().unwrap()[0];
-        assert_eq!(
-            (c.type_.as_str(), c.reason.as_deref()),
-            ("Failed", Some("BackoffLimitExceeded"))
+        // Failure: a running pod is deleted and counted as failed too.
+        let (j, pods) = settle(
+            started(job(J { backoff: 0, ..J0 }), 900),
+            vec![jp("a", "Failed", None), jp("b", "Running", None)],
         );
+        let st = j.status.clone().unwrap();
+        assert_eq!(
+            conditions(&st),
+            vec![
+                "FailureTarget BackoffLimitExceeded",
+                "Failed BackoffLimitExceeded"
+            ]
+        );
+        assert_eq!((st.failed, st.uncounted_terminated_pods), (Some(2), None));
         assert_eq!(st.completion_time, None, "only success sets completionTime");
-        // A finished job's status is left alone once written, but for its
-        // recorded pod letting go (then being counted).
-        failed.status = Some(st);
-        let again = reconcile(
-            &failed,
-            &[jp("a", "Failed", None)],
-            ts(1010),
-            &mut counter(),
+        assert_eq!(pods.len(), 1, "the deleted pod went once released");
+        assert!(
+            reconcile(&j, &pods, ts(1010), &mut counter()).is_empty(),
+            "stable"
         );
-        assert_eq!(
-            again,
-            vec![Action::RemoveFinalizer(ObjKey::new("default", "a"))]
-        );
-        let mut released = jp("a", "Failed", None);
-        released.metadata.finalizers = None;
-        let st = status_of(&reconcile(
-            &failed,
-            &[released.clone()],
-            ts(1020),
-            &mut counter(),
-        ));
-        assert_eq!(
-            (st.failed, st.uncounted_terminated_pods.clone()),
-            (Some(1), None)
-        );
-        failed.status = Some(st);
-        assert!(reconcile(&failed, &[released], ts(1030), &mut counter()).is_empty());
 
         let ix = job(J {
             indexed: true,
@@ -1512,8 +1560,9 @@ mod tests {
             summary(&actions),
             vec!["delete b", "event PodFailurePolicy"]
         );
-        let st = status_of(&actions);
-        let c = &st.conditions.as_ref().unwrap()[0];
+        let (j, _) = settle(j, pods);
+        let st = j.status.unwrap();
+        let c = &st.conditions.as_ref().unwrap()[1];
         assert_eq!(
             (c.type_.as_str(), c.reason.as_deref(), c.message.as_deref()),
             (
@@ -1634,7 +1683,8 @@ mod tests {
             summary(&actions),
             vec!["delete b", "delete c", "delete d", "event Completed"]
         );
-        let st = status_of(&actions);
+        let (j, _) = settle(j, pods);
+        let st = j.status.unwrap();
         let conds: Vec<(&str, Option<&str>, Option<&str>)> = st
             .conditions
             .iter()
