@@ -119,6 +119,11 @@ pub struct Args {
     /// IP, port 9962.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// How the NodePort XDP fast path is attached to the node interface:
+    /// `auto` (generic on a veth, whose peer may not accept XDP frames;
+    /// native elsewhere), `native` or `generic`.
+    #[arg(long, default_value = "auto")]
+    pub xdp_mode: weir_datapath::XdpAttachMode,
 }
 
 /// The agent's configuration, as plain data.
@@ -154,6 +159,8 @@ pub struct Config {
     pub non_masquerade_cidrs: std::collections::BTreeSet<ipnet::Ipv4Net>,
     pub api_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// XDP attach mode of the node interface.
+    pub xdp_mode: weir_datapath::XdpAttachMode,
 }
 
 /// Default port of the node API (Hubble's, for familiarity).
@@ -244,6 +251,7 @@ impl TryFrom<Args> for Config {
             metrics_addr: a
                 .metrics_addr
                 .unwrap_or(SocketAddr::new(a.node_ip.into(), DEFAULT_METRICS_PORT)),
+            xdp_mode: a.xdp_mode,
         })
     }
 }
@@ -320,6 +328,37 @@ mod tests {
         assert_eq!(c.non_masquerade_cidrs, [cluster].into());
         assert_eq!(c.api_addr, "172.30.0.11:4244".parse().unwrap());
         assert_eq!(c.metrics_addr, "172.30.0.11:9962".parse().unwrap());
+        assert_eq!(c.xdp_mode, weir_datapath::XdpAttachMode::Auto);
+    }
+
+    #[test]
+    fn xdp_mode_flag() {
+        let with = |mode: &str| {
+            let argv = [
+                "weir-agent",
+                "--node-name=n",
+                "--server=s",
+                "--node-ip=172.30.0.11",
+                "--cri-socket=c",
+                "--state-dir=d",
+                "--bpffs-dir=b",
+                "--cgroup-parent=/p",
+                "--cni-conf-dir=e",
+                "--pod-log-dir=l",
+            ];
+            let mode = format!("--xdp-mode={mode}");
+            Args::try_parse_from(argv.iter().copied().chain([mode.as_str()]))
+        };
+        use weir_datapath::XdpAttachMode::{Generic, Native};
+        for (flag, want) in [("native", Native), ("generic", Generic)] {
+            let c = Config::try_from(with(flag).expect("parse")).expect("valid");
+            assert_eq!(c.xdp_mode, want, "{flag}");
+        }
+        let error = with("drv").expect_err("unknown mode").to_string();
+        assert!(
+            error.contains("expected auto, native or generic"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -244,6 +244,7 @@ fn start_datapath(
             name: cfg.node_name.clone(),
             ip: cfg.node_ip,
             interface,
+            xdp_mode: cfg.xdp_mode,
         }),
         Ok(None) => {
             warn!(node_ip = %cfg.node_ip, "no interface carries --node-ip: NodePort is off");

@@ -48,7 +48,7 @@ pub struct Topology {
     pub external: Option<String>,
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -64,7 +64,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs `ip [-n netns] -batch -` with `lines`, stopping at the first error.
-fn ip_batch(netns: Option<&str>, lines: &str) -> Result<()> {
+pub(crate) fn ip_batch(netns: Option<&str>, lines: &str) -> Result<()> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);
@@ -92,7 +92,7 @@ fn ip_batch(netns: Option<&str>, lines: &str) -> Result<()> {
 }
 
 /// Sets sysctls inside a netns (`/proc/sys/net` is per network namespace).
-fn sysctls(netns: &str, settings: &[&str]) -> Result<()> {
+pub(crate) fn sysctls(netns: &str, settings: &[&str]) -> Result<()> {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns, "sysctl", "-q", "-w"])
         .args(settings);
@@ -103,12 +103,6 @@ impl Topology {
     /// Builds the three namespaces for run `tag` (short, unique per run).
     pub fn create(tag: &str) -> Result<Topology> {
         Self::build(tag, false)
-    }
-
-    /// Like [`Topology::create`], plus the external netns on the node's
-    /// underlay (for NodePort traffic from outside the node).
-    pub fn create_with_external(tag: &str) -> Result<Topology> {
-        Self::build(tag, true)
     }
 
     fn build(tag: &str, external: bool) -> Result<Topology> {

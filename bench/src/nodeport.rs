@@ -1,80 +1,94 @@
 //! `weir-bench nodeport`: NodePort 64-byte UDP packets per second forwarded
-//! by one core of the node, weir against kube-proxy's iptables rules and
-//! plain routing.
+//! by one core of the node to a backend on another node, weir against
+//! kube-proxy's iptables and nftables rules and plain routing.
 //!
-//! ```text
-//!  external netns               node netns                          server netns
-//!  eth0 172.31.255.2 <-veth->  eth0 172.31.255.1:30080 (NodePort)
-//!  sender threads               wrsrv0 10.244.255.1      <-veth->  eth0 10.244.255.2
-//!                                                                  sink: UDP :8080 on
-//!                                                                  every backend address
-//! ```
+//! - Topology ([`crate::nodeport_topo`]): the node's `eth0` on an L2 segment
+//!   with the traffic generator and the backend node; every forwarded packet
+//!   leaves through `eth0` again towards the backend node, the path weir's XDP
+//!   program forwards with `XDP_TX`.
+//! - Sender ([`crate::nodeport_gen`]): an XDP program run by
+//!   `BPF_PROG_TEST_RUN` with live frames on the sender CPU, varying the UDP
+//!   source port over `--flows` flows; forwarded frames are counted (and
+//!   dropped) where they arrive by a sink XDP program, the same in every
+//!   variant.
+//! - One core ([`crate::nodeport_cpu`]): the node's receive processing runs
+//!   in its `eth0`'s threaded-NAPI kthread pinned to `--forward-cpu`; the
+//!   generator, the sink's NAPI thread and every process of the benchmark
+//!   (agent, control plane, containerd) run on `--sender-cpu`.
 //!
-//! The sender (threads of this process moved into the external netns,
-//! pinned to `--sender-cpu`) sends 18-byte UDP payloads — 60-byte frames, 64
-//! bytes on a wire with the FCS — from `--flows` sockets in turn, as fast as
-//! it can. Receive packet steering (`rps_cpus`) moves the node's processing
-//! of every packet arriving on its `eth0` (routing, NAT, weir's programs, the
-//! forward to the server veth) to `--forward-cpu`, and the server netns's own
-//! receive processing back to the sender's CPU, so one core forwards and
-//! nothing else of the benchmark runs on it. Forwarded packets are counted
-//! where they arrive: `rx_packets` of the server netns's `eth0` (the backend
-//! side) over the measured window; there blackhole routes drop them
-//! (with `--socket-sink`, a sink socket reads what it can on the sender's
-//! core instead; its count is reported, not used as the rate). Sent well
-//! above forwarded means the forward core was the bottleneck (the excess is
-//! dropped at its backlog); the forward core's busy and softirq shares over
-//! the window are reported too.
-//!
-//! Variants: `direct` (the sender targets a backend address: routing only),
-//! `weir` (a real weir-agent with a NodePort Service of type NodePort,
-//! externalTrafficPolicy Cluster: DNAT + SNAT at TCX ingress of `eth0`),
-//! `iptables` (kube-proxy's NodePort chains, see `iptables.rs`).
+//! Variants: `direct` (the generator targets a backend address: routing
+//! only), `weir-native` / `weir-generic` (a real weir-agent from a real
+//! weir-control with `--xdp-mode native|generic`: the XDP program on the
+//! node's `eth0` DNATs + SNATs and transmits), `iptables` (kube-proxy's
+//! NodePort chains via `iptables-legacy-restore`, see `iptables.rs`),
+//! `nftables` (kube-proxy's nftables mode, see `nftables.rs`). Each
+//! repetition runs every variant once, on a fresh topology, in turn.
 
-use std::net::{SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::netns::Topology;
+use crate::nodeport_cpu::{self, CpuTimes};
+use crate::nodeport_gen::{FrameSpec, GenCounters, TxGen, udp_frame};
+use crate::nodeport_topo::{self, IFACE, NODE_MAC, NpTopology, OfferCounters, SEGMENT_MAC};
 use crate::plan;
-use crate::weir::WeirCluster;
+use crate::weir::{Agent, WeirCluster};
+
+/// Source port of flow 0.
+const SPORT_BASE: u16 = 10_000;
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
 )]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum NpVariant {
     Direct,
-    Weir,
+    WeirNative,
+    WeirGeneric,
     Iptables,
+    Nftables,
 }
 
 impl NpVariant {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             NpVariant::Direct => "direct",
-            NpVariant::Weir => "weir",
+            NpVariant::WeirNative => "weir-native",
+            NpVariant::WeirGeneric => "weir-generic",
             NpVariant::Iptables => "iptables",
+            NpVariant::Nftables => "nftables",
         }
     }
     fn code(self) -> &'static str {
         match self {
-            NpVariant::Direct => "ndi",
-            NpVariant::Weir => "nwe",
-            NpVariant::Iptables => "nip",
+            NpVariant::Direct => "di",
+            NpVariant::WeirNative => "wn",
+            NpVariant::WeirGeneric => "wg",
+            NpVariant::Iptables => "ip",
+            NpVariant::Nftables => "nf",
+        }
+    }
+    /// The agent's `--xdp-mode` for the weir variants.
+    fn xdp_mode(self) -> Option<&'static str> {
+        match self {
+            NpVariant::WeirNative => Some("native"),
+            NpVariant::WeirGeneric => Some("generic"),
+            _ => None,
         }
     }
 }
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct NodePortArgs {
-    #[arg(long, value_delimiter = ',', default_value = "direct,weir,iptables")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,weir-native,weir-generic,iptables,nftables"
+    )]
     pub variants: Vec<NpVariant>,
     /// ClusterIP services present besides the NodePort one (each with 4
     /// endpoints), as on a node of a real cluster.
@@ -83,34 +97,32 @@ pub struct NodePortArgs {
     /// Repetitions per variant (interleaved).
     #[arg(long, default_value_t = 3)]
     pub reps: u32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
-    /// UDP flows (sender sockets, one source port each).
-    #[arg(long, default_value_t = 64)]
-    pub flows: usize,
-    /// Sender threads (all pinned to the sender CPU).
-    #[arg(long, default_value_t = 1)]
-    pub senders: usize,
-    /// The CPU that forwards (node netns receive processing). Equal to
-    /// `--sender-cpu`: one core sends and forwards (no RPS).
+    /// UDP flows (source ports) the generator cycles through.
+    #[arg(long, default_value_t = 256)]
+    pub flows: u32,
+    /// The CPU that forwards (the node's `eth0` NAPI thread).
     #[arg(long, default_value_t = 1)]
     pub forward_cpu: usize,
-    /// The CPU of the sender, the sink and the server netns.
+    /// The CPU of the generator, the sink and every benchmark process.
     #[arg(long, default_value_t = 0)]
     pub sender_cpu: usize,
-    /// Also deliver the packets to a sink socket in the server netns (on the
-    /// sender's CPU). By default the server netns drops them at routing once
-    /// its `eth0` counted them, so delivery does not take CPU from the
-    /// sender.
-    #[arg(long)]
-    pub socket_sink: bool,
+    /// Seconds to wait for the first forwarded packet of a run (weir: the
+    /// agent's start and first sync).
+    #[arg(long, default_value_t = 60.0)]
+    pub ready_timeout: f64,
     #[arg(long, default_value = "target/bench")]
     pub out_dir: PathBuf,
     /// Directory holding weir-control and weir-agent (default: next to weir-bench).
     #[arg(long)]
     pub weir_bin_dir: Option<PathBuf>,
+    /// After each run, print both veths' counters (`ip -s link`,
+    /// `ethtool -S`) to stderr, to see where packets were dropped.
+    #[arg(long)]
+    pub diagnose: bool,
 }
 
 /// One measured run.
@@ -118,177 +130,36 @@ pub struct NodePortArgs {
 pub struct NpRun {
     pub variant: NpVariant,
     pub rep: u32,
-    /// Packets per second arriving in the server netns (the backends).
+    /// Packets per second arriving at the backend node (the sink).
     pub forwarded_pps: f64,
-    /// Packets per second the sender handed to the kernel.
-    pub sent_pps: f64,
-    /// Packets per second the sink socket read (bounded by its CPU share).
-    pub sink_pps: f64,
-    /// Busy share of the forward CPU over the window, and its softirq part.
+    /// Frames per second the generator produced.
+    pub generated_pps: f64,
+    /// Of those, per second: accepted into the node's receive ring, and
+    /// refused because the ring was full (the node did not keep up).
+    pub offered_pps: f64,
+    pub refused_pps: f64,
+    /// Busy share of the forward CPU over the window, its system + softirq
+    /// part, and the node NAPI thread's share.
     pub forward_cpu_busy: f64,
-    pub forward_cpu_softirq: f64,
+    pub forward_cpu_kernel: f64,
+    pub napi_thread: f64,
+    /// weir variants: the share of packets weir's XDP program transmitted
+    /// itself (`XDP_TX`) rather than passing them to the stack.
+    pub xdp_tx_share: Option<f64>,
     pub load1: Option<f64>,
 }
 
-/// Per-CPU jiffies from `/proc/stat`: (total, idle + iowait, softirq).
-fn cpu_times(cpu: usize) -> Result<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let prefix = format!("cpu{cpu} ");
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .with_context(|| format!("no {prefix} in /proc/stat"))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    anyhow::ensure!(v.len() >= 7, "short /proc/stat line {line:?}");
-    Ok((v.iter().take(8).sum(), v[3] + v[4], v[6]))
+fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
 }
 
-/// `rx_packets` of `dev` in `netns`.
-fn rx_packets(netns: &str, dev: &str) -> Result<u64> {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-s", "-j", "link", "show", "dev", dev])
-        .output()
-        .context("cannot run ip")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "ip -s link show {dev} in {netns} failed"
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v.pointer("/0/stats64/rx/packets")
-        .and_then(serde_json::Value::as_u64)
-        .with_context(|| format!("no rx packet count for {dev} in {netns}"))
-}
-
-/// Steers receive processing of `dev` in `netns` to the CPUs of `mask`.
-fn set_rps(netns: &str, dev: &str, mask: u64) -> Result<()> {
-    let status = Command::new("ip")
-        .args(["netns", "exec", netns, "sh", "-c"])
-        .arg(format!(
-            "echo {mask:x} > /sys/class/net/{dev}/queues/rx-0/rps_cpus"
-        ))
-        .status()?;
-    anyhow::ensure!(status.success(), "cannot set rps_cpus of {dev} in {netns}");
-    Ok(())
-}
-
-/// Drops what arrives in `netns` for the NodePort service's backends at
-/// routing (blackhole routes in the local table, which win over the AnyIP
-/// `local` route; no ICMP is sent), after the interface counted them.
-/// Kernels here have no tc classifier modules, so no tc drop.
-fn drop_at_ingress(netns: &str) -> Result<()> {
-    for j in 0..plan::ENDPOINTS_PER_SERVICE {
-        let backend = plan::backend(plan::NODEPORT_SERVICE, j);
-        let status = Command::new("ip")
-            .args(["-n", netns, "route", "add", "blackhole"])
-            .arg(format!("{backend}/32"))
-            .args(["table", "local"])
-            .status()?;
-        anyhow::ensure!(status.success(), "cannot blackhole {backend} in {netns}");
-    }
-    Ok(())
-}
-
-fn pin_current_thread(cpu: usize) -> Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).context("CPU number out of range")?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("cannot pin to CPU {cpu}"))
-}
-
-/// The stop flag and counters shared with the sender and sink threads.
-#[derive(Default)]
-struct Shared {
-    stop: AtomicBool,
-    sent: AtomicU64,
-    received: AtomicU64,
-}
-
-fn spawn_sender(
-    netns: String,
-    target: SocketAddrV4,
-    flows: usize,
-    cpu: usize,
-    shared: Arc<Shared>,
-) -> std::thread::JoinHandle<Result<()>> {
-    std::thread::spawn(move || {
-        crate::netns::enter(&netns)?;
-        pin_current_thread(cpu)?;
-        let sockets: Vec<UdpSocket> = (0..flows)
-            .map(|_| {
-                let s = UdpSocket::bind((plan::EXTERNAL_ADDR, 0))?;
-                s.connect(target)?;
-                Ok(s)
-            })
-            .collect::<std::io::Result<_>>()
-            .context("cannot open the sender sockets")?;
-        let payload = [0x5au8; 18];
-        let mut sent = 0u64;
-        while !shared.stop.load(Ordering::Relaxed) {
-            for s in &sockets {
-                // A full qdisc/backlog (ENOBUFS) is a drop, not an error.
-                if s.send(&payload).is_ok() {
-                    sent += 1;
-                }
-            }
-            if sent & 0xfff < flows as u64 {
-                shared.sent.store(sent, Ordering::Relaxed);
-            }
-        }
-        shared.sent.store(sent, Ordering::Relaxed);
-        Ok(())
-    })
-}
-
-fn spawn_sink(
-    netns: String,
-    cpu: usize,
-    shared: Arc<Shared>,
-) -> Result<std::thread::JoinHandle<Result<()>>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let bound = (|| {
-            crate::netns::enter(&netns)?;
-            pin_current_thread(cpu)?;
-            let s = UdpSocket::bind(("0.0.0.0", plan::TARGET_PORT))?;
-            s.set_read_timeout(Some(Duration::from_millis(100)))?;
-            Ok::<_, anyhow::Error>(s)
-        })();
-        let socket = match bound {
-            Ok(s) => {
-                let _ = tx.send(Ok(()));
-                s
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return Ok(());
-            }
-        };
-        let mut buf = [0u8; 2048];
-        let mut n = 0u64;
-        while !shared.stop.load(Ordering::Relaxed) {
-            if socket.recv(&mut buf).is_ok() {
-                n += 1;
-                if n & 0xfff == 0 {
-                    shared.received.store(n, Ordering::Relaxed);
-                }
-            }
-        }
-        shared.received.store(n, Ordering::Relaxed);
-        Ok(())
-    });
-    rx.recv().context("sink thread vanished")??;
-    Ok(handle)
-}
-
-fn load_iptables_nodeport(topo: &Topology, services: u32) -> Result<()> {
+fn load_iptables_nodeport(netns: &str, services: u32) -> Result<()> {
     use std::io::Write;
     let input = crate::iptables::restore_input_nodeport(services);
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &topo.node, "iptables-legacy-restore"])
+        .args(["netns", "exec", netns, "iptables-legacy-restore"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .context("cannot run iptables-legacy-restore (apt-get install iptables)")?;
@@ -301,211 +172,424 @@ fn load_iptables_nodeport(topo: &Topology, services: u32) -> Result<()> {
     Ok(())
 }
 
+/// The XDP attach mode `ip -j link show` reports for a link (pure):
+/// 1 native, 2 generic, 3 offloaded; `None` without a program.
+pub fn xdp_attach_mode(ip_link_json: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(ip_link_json).ok()?;
+    v.pointer("/0/xdp/mode")?.as_u64()
+}
+
+/// Waits until weir's agent attached its XDP program to the node's `eth0`
+/// in the expected mode.
+fn wait_xdp(netns: &str, want: u64, agent_log: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", netns, "-j", "link", "show", "dev", IFACE])
+            .output()?;
+        let mode = xdp_attach_mode(&String::from_utf8_lossy(&out.stdout));
+        match mode {
+            Some(m) if m == want => return Ok(()),
+            Some(m) => {
+                bail!("weir's XDP program is attached in mode {m}, not {want} (see {agent_log})")
+            }
+            None if Instant::now() > deadline => {
+                bail!("weir-agent attached no XDP program to {IFACE} (see {agent_log})")
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// weir's XDP verdict counters (tx, pass, drop), from the agent's pin.
+fn weir_xdp_counters(agent: &Agent) -> Result<[u64; 3]> {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    use weir_ebpf_common::xdp::{XDP_STATS_MAP, verdict};
+    let data = MapData::from_pin(agent.bpffs().join(XDP_STATS_MAP))?;
+    let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
+    let sum = |i: u32| -> Result<u64> { Ok(map.get(&i, 0)?.iter().sum()) };
+    Ok([sum(verdict::TX)?, sum(verdict::PASS)?, sum(verdict::DROP)?])
+}
+
+/// Everything read at the start and the end of the measured window.
+struct Snapshot {
+    at: Instant,
+    frames: GenCounters,
+    offer: OfferCounters,
+    cpu: CpuTimes,
+    napi_ticks: u64,
+    xdp: Option<[u64; 3]>,
+}
+
+fn snapshot(
+    txgen: &TxGen,
+    topo: &NpTopology,
+    forward_cpu: usize,
+    napi: i32,
+    agent: Option<&Agent>,
+) -> Result<Snapshot> {
+    Ok(Snapshot {
+        frames: txgen.counters()?,
+        offer: nodeport_topo::offer_counters(&topo.segment)?,
+        cpu: nodeport_cpu::cpu_times(forward_cpu)?,
+        napi_ticks: nodeport_cpu::task_ticks(napi)?,
+        xdp: agent.map(weir_xdp_counters).transpose()?,
+        at: Instant::now(),
+    })
+}
+
+/// The run's numbers from two snapshots (pure).
+fn rates(variant: NpVariant, rep: u32, a: &Snapshot, b: &Snapshot, load1: Option<f64>) -> NpRun {
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+    let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+    let total = b.cpu.total.saturating_sub(a.cpu.total).max(1) as f64;
+    let xdp_tx_share = match (a.xdp, b.xdp) {
+        (Some(x), Some(y)) => {
+            let d: Vec<u64> = (0..3).map(|i| y[i].saturating_sub(x[i])).collect();
+            let all: u64 = d.iter().sum();
+            (all > 0).then(|| d[0] as f64 / all as f64)
+        }
+        _ => None,
+    };
+    NpRun {
+        variant,
+        rep,
+        forwarded_pps: per_s(a.frames.sunk, b.frames.sunk),
+        generated_pps: per_s(a.frames.generated, b.frames.generated),
+        offered_pps: per_s(a.offer.accepted, b.offer.accepted),
+        refused_pps: per_s(a.offer.refused, b.offer.refused),
+        forward_cpu_busy: 1.0 - b.cpu.idle.saturating_sub(a.cpu.idle) as f64 / total,
+        forward_cpu_kernel: b.cpu.kernel.saturating_sub(a.cpu.kernel) as f64 / total,
+        napi_thread: b.napi_ticks.saturating_sub(a.napi_ticks) as f64 / total,
+        xdp_tx_share,
+        load1,
+    }
+}
+
 fn one_run(
     variant: NpVariant,
     rep: u32,
     args: &NodePortArgs,
+    txgen: &mut TxGen,
     weir: Option<&WeirCluster>,
 ) -> Result<NpRun> {
-    let tag = format!("{}r{rep}", variant.code());
-    let load1 = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()));
-    let topo = Topology::create_with_external(&tag)?;
-    let external = topo.external.clone().context("no external netns")?;
-    // The same CPU for both: no steering, the sender's core also forwards
-    // (veth hands packets to the backlog of the CPU that sent them).
-    if args.forward_cpu != args.sender_cpu {
-        set_rps(&topo.node, "eth0", 1 << args.forward_cpu)?;
-        set_rps(&topo.server, "eth0", 1 << args.sender_cpu)?;
-    }
-    let mut agent_guard = None;
-    let target = match variant {
-        NpVariant::Direct => {
-            SocketAddrV4::new(plan::backend(plan::NODEPORT_SERVICE, 0), plan::TARGET_PORT)
-        }
-        NpVariant::Iptables => {
-            load_iptables_nodeport(&topo, args.services)?;
-            SocketAddrV4::new(plan::NODE_IP, plan::NODE_PORT)
-        }
-        NpVariant::Weir => {
-            let cluster = weir.context("the weir variant needs the weir cluster")?;
-            // The agent counts as ready once ClusterIPs answer TCP from the
-            // client netns, so a TCP server runs while it starts.
-            let server = crate::datapath::spawn_ready(&[
-                "serve".into(),
-                "--netns".into(),
-                topo.server.clone(),
-                "--workers".into(),
-                "1".into(),
-                "--lifetime".into(),
-                "120".into(),
-            ])?;
-            let (agent, _) = cluster.start_agent(&topo, &tag)?;
-            drop(server);
-            agent_guard = Some(agent);
-            SocketAddrV4::new(plan::NODE_IP, plan::NODE_PORT)
-        }
-    };
-    let shared = Arc::new(Shared::default());
-    let sink = if args.socket_sink {
-        Some(spawn_sink(
-            topo.server.clone(),
-            args.sender_cpu,
-            shared.clone(),
-        )?)
-    } else {
-        drop_at_ingress(&topo.server)?;
-        None
-    };
-    let senders: Vec<_> = (0..args.senders.max(1))
-        .map(|_| {
-            spawn_sender(
-                external.clone(),
-                target,
-                args.flows,
-                args.sender_cpu,
-                shared.clone(),
-            )
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(args.warmup));
-    let (rx0, sent0, sink0) = (
-        rx_packets(&topo.server, "eth0")?,
-        shared.sent.load(Ordering::Relaxed),
-        shared.received.load(Ordering::Relaxed),
-    );
-    let cpu0 = cpu_times(args.forward_cpu)?;
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(args.duration));
-    let (rx1, sent1, sink1) = (
-        rx_packets(&topo.server, "eth0")?,
-        shared.sent.load(Ordering::Relaxed),
-        shared.received.load(Ordering::Relaxed),
-    );
-    let cpu1 = cpu_times(args.forward_cpu)?;
-    let secs = started.elapsed().as_secs_f64();
-    shared.stop.store(true, Ordering::Relaxed);
-    for s in senders {
-        s.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
-    }
-    if let Some(sink) = sink {
-        sink.join()
-            .map_err(|_| anyhow::anyhow!("sink panicked"))??;
-    }
-    drop(agent_guard);
+    let tag = format!("{}{rep}", variant.code());
+    let load1 = load1();
+    let topo = NpTopology::create(&tag)?;
+    let sink = txgen.attach_sink(&topo.segment)?;
+    let result = measure(variant, rep, &tag, &topo, args, txgen, weir, load1);
+    txgen.detach_sink(sink);
     drop(topo);
-    let total = (cpu1.0 - cpu0.0).max(1) as f64;
-    let run = NpRun {
-        variant,
-        rep,
-        forwarded_pps: (rx1 - rx0) as f64 / secs,
-        // The sender publishes its count every ~4096 packets.
-        sent_pps: sent1.saturating_sub(sent0) as f64 / secs,
-        sink_pps: sink1.saturating_sub(sink0) as f64 / secs,
-        forward_cpu_busy: 1.0 - (cpu1.1 - cpu0.1) as f64 / total,
-        forward_cpu_softirq: (cpu1.2 - cpu0.2) as f64 / total,
-        load1,
-    };
+    let run = result?;
     eprintln!(
-        "nodeport {:>8} rep={rep}: forwarded {:>9.0} pps  sent {:>9.0} pps  sink {:>9.0} pps  cpu{} busy {:>3.0}% (softirq {:>3.0}%)  load {:?}",
+        "nodeport {:>12} rep={rep}: forwarded {:>9.0} pps  generated {:>9.0}  offered {:>9.0}  refused {:>9.0}  cpu{} busy {:>3.0}% (napi thread {:>3.0}%)  xdp_tx {:?}  load {:?}",
         variant.name(),
         run.forwarded_pps,
-        run.sent_pps,
-        run.sink_pps,
+        run.generated_pps,
+        run.offered_pps,
+        run.refused_pps,
         args.forward_cpu,
         run.forward_cpu_busy * 100.0,
-        run.forward_cpu_softirq * 100.0,
+        run.napi_thread * 100.0,
+        run.xdp_tx_share,
         load1
     );
-    if run.forwarded_pps < 1.0 {
-        bail!(
-            "{} forwarded nothing to {target} (sent {:.0} pps)",
-            variant.name(),
-            run.sent_pps
-        );
-    }
     Ok(run)
 }
 
-/// Medians per variant: (forwarded, sent, sink, busy, softirq, reps).
-pub fn summarize(runs: &[NpRun]) -> Vec<(NpVariant, [f64; 5], usize)> {
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    variant: NpVariant,
+    rep: u32,
+    tag: &str,
+    topo: &NpTopology,
+    args: &NodePortArgs,
+    txgen: &TxGen,
+    weir: Option<&WeirCluster>,
+    load1: Option<f64>,
+) -> Result<NpRun> {
+    let mut agent = None;
+    let mut _nft = None;
+    let nodeport = (plan::NODE_IP, plan::NODE_PORT);
+    let (daddr, dport) = match variant {
+        NpVariant::Direct => (plan::backend(plan::NODEPORT_SERVICE, 0), plan::TARGET_PORT),
+        NpVariant::Iptables => {
+            load_iptables_nodeport(&topo.node, args.services)?;
+            nodeport
+        }
+        NpVariant::Nftables => {
+            let input = crate::nftables::ruleset_nodeport(args.services);
+            _nft = Some(crate::nftables::Table::load(&topo.node, &input)?.0);
+            nodeport
+        }
+        NpVariant::WeirNative | NpVariant::WeirGeneric => {
+            let cluster = weir.context("the weir variants need the weir cluster")?;
+            let mode = variant.xdp_mode().unwrap_or("auto");
+            let started = cluster.spawn_agent(&topo.node, tag, &["--xdp-mode", mode])?;
+            let log = format!("/tmp/wbench-weir/agent-{tag}*.log");
+            let want = if mode == "native" { 1 } else { 2 };
+            wait_xdp(
+                &topo.node,
+                want,
+                &log,
+                Duration::from_secs_f64(args.ready_timeout),
+            )?;
+            agent = Some(started);
+            nodeport
+        }
+    };
+    let frame = udp_frame(&FrameSpec {
+        dst_mac: NODE_MAC,
+        src_mac: SEGMENT_MAC,
+        saddr: plan::EXTERNAL_ADDR,
+        daddr,
+        sport: SPORT_BASE,
+        dport,
+    });
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let generator = s.spawn(|| txgen.generate(&topo.segment, args.sender_cpu, &frame, &stop));
+        let measured = (|| {
+            // First forwarded packet: the variant is in place (weir: the
+            // agent synced the NodePort service into its maps).
+            let deadline = Instant::now() + Duration::from_secs_f64(args.ready_timeout);
+            let first = txgen.counters()?.sunk;
+            while txgen.counters()?.sunk == first {
+                if generator.is_finished() {
+                    bail!("the generator stopped");
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} forwarded nothing to {daddr}:{dport} within {} s",
+                        variant.name(),
+                        args.ready_timeout
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let napi = nodeport_cpu::thread_napi(&topo.node, IFACE, args.forward_cpu)?;
+            nodeport_cpu::thread_napi(&topo.segment, IFACE, args.sender_cpu)?;
+            std::thread::sleep(Duration::from_secs_f64(args.warmup));
+            let a = snapshot(txgen, topo, args.forward_cpu, napi, agent.as_ref())?;
+            std::thread::sleep(Duration::from_secs_f64(args.duration));
+            let b = snapshot(txgen, topo, args.forward_cpu, napi, agent.as_ref())?;
+            anyhow::ensure!(!generator.is_finished(), "the generator stopped early");
+            if args.diagnose {
+                for ns in [&topo.node, &topo.segment] {
+                    for argv in [
+                        &["ip", "-s", "link", "show", IFACE][..],
+                        &["ethtool", "-S", IFACE],
+                        &["nstat", "-as"],
+                    ] {
+                        let out =
+                            nodeport_topo::in_netns(ns, argv).unwrap_or_else(|e| format!("{e:#}"));
+                        eprintln!("--- {ns}: {}\n{out}", argv.join(" "));
+                    }
+                }
+            }
+            Ok(rates(variant, rep, &a, &b, load1))
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let generated = generator
+            .join()
+            .map_err(|_| anyhow::anyhow!("the generator panicked"))?;
+        generated.context("the generator failed")?;
+        measured
+    })
+}
+
+/// Per variant: medians of every column, min and max forwarded, runs.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub variant: NpVariant,
+    pub forwarded: f64,
+    pub forwarded_min: f64,
+    pub forwarded_max: f64,
+    pub generated: f64,
+    pub offered: f64,
+    pub refused: f64,
+    pub busy: f64,
+    pub kernel: f64,
+    pub napi: f64,
+    pub xdp_tx: Option<f64>,
+    pub runs: usize,
+}
+
+pub fn summarize(runs: &[NpRun]) -> Vec<Summary> {
     let mut variants: Vec<NpVariant> = runs.iter().map(|r| r.variant).collect();
     variants.sort();
     variants.dedup();
     variants
         .into_iter()
         .map(|v| {
+            let mine: Vec<&NpRun> = runs.iter().filter(|r| r.variant == v).collect();
             let of = |f: fn(&NpRun) -> f64| {
-                let xs: Vec<f64> = runs.iter().filter(|r| r.variant == v).map(f).collect();
+                let xs: Vec<f64> = mine.iter().map(|r| f(r)).collect();
                 crate::stats::median(&xs).unwrap_or(f64::NAN)
             };
-            let n = runs.iter().filter(|r| r.variant == v).count();
-            (
-                v,
-                [
-                    of(|r| r.forwarded_pps),
-                    of(|r| r.sent_pps),
-                    of(|r| r.sink_pps),
-                    of(|r| r.forward_cpu_busy),
-                    of(|r| r.forward_cpu_softirq),
-                ],
-                n,
-            )
+            let fw: Vec<f64> = mine.iter().map(|r| r.forwarded_pps).collect();
+            let xdp: Vec<f64> = mine.iter().filter_map(|r| r.xdp_tx_share).collect();
+            Summary {
+                variant: v,
+                forwarded: of(|r| r.forwarded_pps),
+                forwarded_min: fw.iter().copied().fold(f64::INFINITY, f64::min),
+                forwarded_max: fw.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                generated: of(|r| r.generated_pps),
+                offered: of(|r| r.offered_pps),
+                refused: of(|r| r.refused_pps),
+                busy: of(|r| r.forward_cpu_busy),
+                kernel: of(|r| r.forward_cpu_kernel),
+                napi: of(|r| r.napi_thread),
+                xdp_tx: crate::stats::median(&xdp),
+                runs: mine.len(),
+            }
         })
         .collect()
 }
 
-/// The markdown table: medians, ratios to direct and iptables, the goal.
-pub fn markdown(runs: &[NpRun], failures: &[String], header: &str) -> String {
-    use std::fmt::Write;
-    let rows = summarize(runs);
-    let rate = |v: NpVariant| rows.iter().find(|r| r.0 == v).map(|r| r.1[0]);
+/// Whether a variant's runs show the forwarder, not the sender, as the
+/// bottleneck: the generator produced at least 1.5× what arrived and the
+/// node's receive ring refused frames (pure).
+pub fn forwarder_bound(s: &Summary) -> bool {
+    s.generated >= 1.5 * s.forwarded && s.refused > 0.1 * s.generated
+}
+
+fn pps(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    let n = x.round() as u64;
+    let digits = n.to_string();
     let mut out = String::new();
-    let _ = writeln!(out, "{header}\n");
-    out.push_str("| variant | forwarded pps (median) | vs direct | vs iptables | sent pps | sink read pps | forward CPU busy (softirq) | runs |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    let ratio = |x: f64, base: Option<f64>| match base {
-        Some(b) if b > 0.0 => format!("{:.2}×", x / b),
-        _ => "-".into(),
-    };
-    for (v, m, n) in &rows {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0}% ({:.0}%) | {n} |",
-            v.name(),
-            m[0],
-            ratio(m[0], rate(NpVariant::Direct)),
-            ratio(m[0], rate(NpVariant::Iptables)),
-            m[1],
-            m[2],
-            m[3] * 100.0,
-            m[4] * 100.0
-        );
-    }
-    if let (Some(w), Some(i)) = (rate(NpVariant::Weir), rate(NpVariant::Iptables)) {
-        let r = w / i;
-        let _ = writeln!(
-            out,
-            "\nGoal (issue 3): NodePort pps ≥ 3× iptables: {r:.2}× — {}",
-            if r >= 3.0 { "met" } else { "**missed**" }
-        );
-    }
-    for f in failures {
-        let _ = writeln!(out, "\nNot measured: {f}");
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
     }
     out
 }
 
+/// The markdown report: per-variant medians with ratios, the goal per weir
+/// mode, whether the forwarder was the bottleneck, and every run (pure).
+pub fn markdown(runs: &[NpRun], failures: &[String], header: &str) -> String {
+    use std::fmt::Write;
+    let rows = summarize(runs);
+    let rate = |v: NpVariant| {
+        rows.iter()
+            .find(|r| r.variant == v)
+            .map(|r| r.forwarded)
+            .filter(|x| *x > 0.0)
+    };
+    let ratio = |x: f64, base: Option<f64>| match base {
+        Some(b) => format!("{:.2}×", x / b),
+        None => "-".into(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}\n");
+    out.push_str("| variant | forwarded pps (median) | min–max | vs direct | vs iptables | vs nftables | generated pps | offered to node pps | refused, ring full pps | forward CPU busy (sys+softirq) | node NAPI thread | weir XDP_TX share | runs |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {:.0}% ({:.0}%) | {:.0}% | {} | {} |",
+            r.variant.name(),
+            pps(r.forwarded),
+            pps(r.forwarded_min),
+            pps(r.forwarded_max),
+            ratio(r.forwarded, rate(NpVariant::Direct)),
+            ratio(r.forwarded, rate(NpVariant::Iptables)),
+            ratio(r.forwarded, rate(NpVariant::Nftables)),
+            pps(r.generated),
+            pps(r.offered),
+            pps(r.refused),
+            r.busy * 100.0,
+            r.kernel * 100.0,
+            r.napi * 100.0,
+            r.xdp_tx
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            r.runs
+        );
+    }
+    out.push('\n');
+    for weir in [NpVariant::WeirNative, NpVariant::WeirGeneric] {
+        let (Some(w), Some(i)) = (rate(weir), rate(NpVariant::Iptables)) else {
+            continue;
+        };
+        let r = w / i;
+        let _ = writeln!(
+            out,
+            "- Goal (issue 3) NodePort pps ≥ 3× iptables, {}: {r:.2}× — {}",
+            weir.name(),
+            if r >= 3.0 { "**met**" } else { "**missed**" }
+        );
+        if let Some(n) = rate(NpVariant::Nftables) {
+            let _ = writeln!(out, "- {} vs nftables: {:.2}×", weir.name(), w / n);
+        }
+    }
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "- {}: generated {:.1}× forwarded, ring refused {:.0}% of generated — {}",
+            r.variant.name(),
+            r.generated / r.forwarded.max(1.0),
+            100.0 * r.refused / r.generated.max(1.0),
+            if forwarder_bound(r) {
+                "the forwarder was the bottleneck"
+            } else {
+                "**the sender may have limited this rate** (not forwarder-bound)"
+            }
+        );
+    }
+    for f in failures {
+        let _ = writeln!(out, "- Not measured: {f}");
+    }
+    out.push_str("\n<details><summary>Every run</summary>\n\n| rep | variant | forwarded pps | generated pps | refused pps | CPU busy | NAPI thread | XDP_TX | load1 |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} | {} |",
+            r.rep,
+            r.variant.name(),
+            pps(r.forwarded_pps),
+            pps(r.generated_pps),
+            pps(r.refused_pps),
+            r.forward_cpu_busy * 100.0,
+            r.napi_thread * 100.0,
+            r.xdp_tx_share
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            r.load1
+                .map(|l| format!("{l:.1}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    out.push_str("\n</details>\n");
+    out
+}
+
 pub fn run(args: NodePortArgs) -> Result<()> {
-    crate::netns::remove_leftovers()?;
     anyhow::ensure!(
         (1..plan::NODEPORT_SERVICE).contains(&args.services),
         "--services 1..{}",
         plan::NODEPORT_SERVICE
     );
+    anyhow::ensure!(
+        args.forward_cpu != args.sender_cpu,
+        "--forward-cpu and --sender-cpu must differ (one core forwards, the other sends)"
+    );
+    anyhow::ensure!(args.flows >= 1, "--flows must be at least 1");
+    nodeport_topo::remove_leftovers()?;
+    crate::nodeport_gen::remove_leftover_pins();
+    // Every process this benchmark starts (control plane, containerd,
+    // agents, rule loaders) inherits the sender CPU: the forward CPU is left
+    // to the node's NAPI thread (and to whatever else the machine runs).
+    nodeport_cpu::pin(0, args.sender_cpu)?;
     let started = Instant::now();
-    let weir = if args.variants.contains(&NpVariant::Weir) {
+    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut txgen = TxGen::load(args.flows, SPORT_BASE, plan::TARGET_PORT)?;
+    let weir = if args.variants.iter().any(|v| v.xdp_mode().is_some()) {
         let bin_dir = match &args.weir_bin_dir {
             Some(dir) => dir.clone(),
             None => std::env::current_exe()?
@@ -524,7 +608,7 @@ pub fn run(args: NodePortArgs) -> Result<()> {
     let mut failures = Vec::new();
     for rep in 0..args.reps {
         for &variant in &args.variants {
-            match one_run(variant, rep, &args, weir.as_ref()) {
+            match one_run(variant, rep, &args, &mut txgen, weir.as_ref()) {
                 Ok(r) => runs.push(r),
                 Err(e) => {
                     eprintln!("nodeport {} rep={rep} failed: {e:#}", variant.name());
@@ -534,17 +618,30 @@ pub fn run(args: NodePortArgs) -> Result<()> {
         }
     }
     drop(weir);
+    drop(txgen);
+    let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let header = format!(
-        "Command: `{}`  \nDate: {}; kernel {}; wall time {:.0} s  \nSettings: {} repetitions, {} s warm-up + {} s measured, {} flows, {} sender thread(s) on CPU {}, forwarding on CPU {}, {} ClusterIP services besides the NodePort",
+        "Command: `{}`  \nDate: {}; kernel {}; CPU: {} × {}; wall time {:.0} s  \nLoad average (1/5/15 min) at start: {}; at end: {}  \nSettings: {} repetitions (variants interleaved), {} s warm-up + {} s measured, {} flows, 60-byte frames (64 on a wire), generator + sink + benchmark processes on CPU {}, forwarding (node eth0 NAPI thread) on CPU {}, {} ClusterIP services besides the NodePort",
         std::env::args().collect::<Vec<_>>().join(" "),
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         command_output("uname", &["-r"]),
+        cpu_count(),
+        cpu_model(),
         started.elapsed().as_secs_f64(),
+        load_start
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_end
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         args.reps,
         args.warmup,
         args.duration,
         args.flows,
-        args.senders,
         args.sender_cpu,
         args.forward_cpu,
         args.services
@@ -560,6 +657,25 @@ pub fn run(args: NodePortArgs) -> Result<()> {
     Ok(())
 }
 
+/// CPUs of the machine (not of this process, which is pinned to one).
+fn cpu_count() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
 fn command_output(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
@@ -572,32 +688,100 @@ fn command_output(program: &str, args: &[&str]) -> String {
 mod tests {
     use super::*;
 
-    fn run(v: NpVariant, pps: f64) -> NpRun {
+    fn run(v: NpVariant, pps: f64, generated: f64, refused: f64) -> NpRun {
         NpRun {
             variant: v,
             rep: 0,
             forwarded_pps: pps,
-            sent_pps: 2.0 * pps,
-            sink_pps: pps / 2.0,
+            generated_pps: generated,
+            offered_pps: generated - refused,
+            refused_pps: refused,
             forward_cpu_busy: 1.0,
-            forward_cpu_softirq: 0.9,
-            load1: None,
+            forward_cpu_kernel: 0.9,
+            napi_thread: 0.95,
+            xdp_tx_share: (v == NpVariant::WeirNative).then_some(0.999),
+            load1: Some(0.5),
         }
     }
 
     #[test]
-    fn report_takes_medians_and_ratios() {
+    fn report_takes_medians_ratios_and_goals() {
         let runs = [
-            run(NpVariant::Iptables, 100.0),
-            run(NpVariant::Iptables, 300.0),
-            run(NpVariant::Iptables, 200.0),
-            run(NpVariant::Weir, 700.0),
-            run(NpVariant::Direct, 1000.0),
+            run(NpVariant::Iptables, 100_000.0, 4e6, 3.8e6),
+            run(NpVariant::Iptables, 300_000.0, 4e6, 3.6e6),
+            run(NpVariant::Iptables, 200_000.0, 4e6, 3.7e6),
+            run(NpVariant::Nftables, 250_000.0, 4e6, 3.7e6),
+            run(NpVariant::WeirNative, 700_000.0, 4e6, 3.2e6),
+            run(NpVariant::WeirGeneric, 400_000.0, 4e6, 3.5e6),
+            run(NpVariant::Direct, 1_000_000.0, 1.2e6, 0.0),
         ];
-        let md = markdown(&runs, &["x rep 1: boom".into()], "H");
-        assert!(md.contains("| iptables | 200 | 0.20× | 1.00× |"), "{md}");
-        assert!(md.contains("| weir | 700 | 0.70× | 3.50× |"), "{md}");
-        assert!(md.contains("≥ 3× iptables: 3.50× — met"), "{md}");
-        assert!(md.contains("Not measured: x rep 1: boom"), "{md}");
+        let md = markdown(&runs, &["nftables rep 1: boom".into()], "H");
+        let cases = [
+            "| iptables | 200,000 | 100,000–300,000 | 0.20× | 1.00× | 0.80× |",
+            "| weir-native | 700,000 | 700,000–700,000 | 0.70× | 3.50× | 2.80× |",
+            "| 99.9% | 1 |",
+            "- Goal (issue 3) NodePort pps ≥ 3× iptables, weir-native: 3.50× — **met**",
+            "- Goal (issue 3) NodePort pps ≥ 3× iptables, weir-generic: 2.00× — **missed**",
+            "- weir-native vs nftables: 2.80×",
+            "- iptables: generated 20.0× forwarded, ring refused 92% of generated — the forwarder was the bottleneck",
+            "- direct: generated 1.2× forwarded, ring refused 0% of generated — **the sender may have limited this rate**",
+            "- Not measured: nftables rep 1: boom",
+            "| 0 | weir-native | 700,000 | 4,000,000 | 3,200,000 | 100% | 95% | 99.9% | 0.5 |",
+        ];
+        for want in cases {
+            assert!(md.contains(want), "{want:?} missing from\n{md}");
+        }
+    }
+
+    #[test]
+    fn no_goal_line_without_both_sides() {
+        let md = markdown(&[run(NpVariant::WeirNative, 1.0, 2.0, 1.0)], &[], "H");
+        assert!(!md.contains("Goal"), "{md}");
+    }
+
+    #[test]
+    fn pps_groups_thousands() {
+        let cases = [
+            (0.0, "0"),
+            (999.4, "999"),
+            (1000.0, "1,000"),
+            (1_234_567.0, "1,234,567"),
+            (f64::NAN, "-"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(pps(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn xdp_mode_from_ip_json() {
+        let cases = [
+            (
+                r#"[{"ifname":"eth0","xdp":{"mode":1,"prog":{"id":7}}}]"#,
+                Some(1),
+            ),
+            (
+                r#"[{"ifname":"eth0","xdp":{"mode":2,"prog":{"id":7}}}]"#,
+                Some(2),
+            ),
+            (r#"[{"ifname":"eth0"}]"#, None),
+            ("garbage", None),
+        ];
+        for (json, want) in cases {
+            assert_eq!(xdp_attach_mode(json), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn variants_have_distinct_codes_and_modes() {
+        use clap::ValueEnum;
+        let codes: std::collections::BTreeSet<_> = NpVariant::value_variants()
+            .iter()
+            .map(|v| v.code())
+            .collect();
+        assert_eq!(codes.len(), NpVariant::value_variants().len());
+        assert_eq!(NpVariant::WeirNative.xdp_mode(), Some("native"));
+        assert_eq!(NpVariant::WeirGeneric.xdp_mode(), Some("generic"));
+        assert_eq!(NpVariant::Iptables.xdp_mode(), None);
     }
 }

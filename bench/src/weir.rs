@@ -300,19 +300,18 @@ impl WeirCluster {
         Ok(())
     }
 
-    /// Starts a weir-agent in `topo`'s node netns and waits until the first
-    /// and last service VIP answer from the client netns. Returns the agent
-    /// and the seconds from its start to that point.
-    pub fn start_agent(&self, topo: &Topology, tag: &str) -> Result<(Agent, f64)> {
+    /// Starts a weir-agent in the node netns `node_netns` (whose underlay
+    /// carries `plan::NODE_IP`) with `extra` flags appended; does not wait
+    /// for it to serve anything.
+    pub fn spawn_agent(&self, node_netns: &str, tag: &str, extra: &[&str]) -> Result<Agent> {
         let bpffs = PathBuf::from(BPFFS_DIR).join(tag);
-        let started = Instant::now();
         let mut child = Command::new(self.bin_dir.join("weir-agent"));
         child
             .args(["--node-name", NODE])
             .arg("--server")
             .arg(format!("unix://{}/weir.sock", self.dir.display()))
             .arg("--netns")
-            .arg(format!("/run/netns/{}", topo.node))
+            .arg(format!("/run/netns/{node_netns}"))
             .args(["--node-ip", &plan::NODE_IP.to_string()])
             .arg("--cri-socket")
             .arg(self.dir.join("containerd.sock"))
@@ -325,12 +324,21 @@ impl WeirCluster {
             .arg(self.dir.join("cni"))
             .arg("--pod-log-dir")
             .arg(self.dir.join("logs"))
+            .args(extra)
             .stdout(log_file(&self.dir, &format!("agent-{tag}.log"))?)
             .stderr(log_file(&self.dir, &format!("agent-{tag}.err.log"))?);
-        let agent = Agent {
+        Ok(Agent {
             child: Some(Proc::spawn("weir-agent", &mut child)?),
             bpffs,
-        };
+        })
+    }
+
+    /// Starts a weir-agent in `topo`'s node netns and waits until the first
+    /// and last service VIP answer from the client netns. Returns the agent
+    /// and the seconds from its start to that point.
+    pub fn start_agent(&self, topo: &Topology, tag: &str) -> Result<(Agent, f64)> {
+        let started = Instant::now();
+        let agent = self.spawn_agent(&topo.node, tag, &[])?;
         for i in [0, self.services.saturating_sub(1)] {
             let target = SocketAddrV4::new(plan::vip(i), plan::SERVICE_PORT);
             crate::change::wait_reachable(&topo.client, target, Duration::from_secs(60))
@@ -369,6 +377,13 @@ pub struct Agent {
     /// Taken (and so stopped) in drop before the pins are removed.
     child: Option<Proc>,
     bpffs: PathBuf,
+}
+
+impl Agent {
+    /// Its bpffs pin directory (the datapath's pinned maps).
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
 }
 
 impl Drop for Agent {

@@ -70,6 +70,7 @@ use aya::{Ebpf, EbpfLoader};
 
 pub use plan::{DesiredServices, Frontend, MapState, NodeContext};
 pub use sync::run_service_sync;
+pub use xdp::XdpAttachMode;
 
 /// Subdirectory of the bpffs directory holding the pinned TCX links of pod veths.
 const LINKS_DIR: &str = "links";
@@ -80,6 +81,12 @@ const NODE_LINKS_DIR: &str = "node-links";
 
 /// The compiled eBPF object (see this crate's `build.rs`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir-ebpf.o"));
+
+/// The compiled eBPF object, for tools that load programs of it other than
+/// the datapath's (weir-bench's traffic generator, `weir_ebpf_common::txgen`).
+pub fn ebpf_object() -> &'static [u8] {
+    EBPF_OBJECT
+}
 
 /// Where the datapath keeps its kernel state.
 #[derive(Clone, Debug)]
@@ -111,6 +118,8 @@ pub struct NodeConfig {
     pub ip: std::net::Ipv4Addr,
     /// The interface carrying that address (e.g. `eth0`).
     pub interface: String,
+    /// How the XDP fast path is attached to that interface.
+    pub xdp_mode: xdp::XdpAttachMode,
 }
 
 /// Errors of the datapath manager.
@@ -308,7 +317,7 @@ impl Datapath {
             .ok_or_else(|| DatapathError::NoInterface {
                 interface: node.interface.clone(),
             })?;
-        let mode = xdp::mode_for(xdp::link_kind(&link.name).as_deref());
+        let mode = xdp::mode_for(node.xdp_mode, xdp::link_kind(&link.name).as_deref());
         xdp::attach(&mut self.ebpf, &link, mode, links_dir)
     }
 

@@ -484,6 +484,7 @@ fn datapath_real_traffic_reaches_nodeports_from_outside() {
             name: "node1".into(),
             ip: Ipv4Addr::from(NODE_IP),
             interface: "eth0".into(),
+            xdp_mode: crate::XdpAttachMode::Auto,
         }),
     };
     let mut dp: Datapath = in_netns(&n1, move || {

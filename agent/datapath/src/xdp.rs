@@ -198,16 +198,49 @@ pub fn load(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
         .map_err(|source| DatapathError::Program { name, source })
 }
 
+/// How the XDP fast path is attached (the agent's `--xdp-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// Generic on veth, the kernel's choice elsewhere (see [`mode_for`]).
+    #[default]
+    Auto,
+    /// Native (driver) mode whatever the interface. On a veth, frames the
+    /// program sends back out (`XDP_TX`) are dropped unless the peer runs
+    /// NAPI (an XDP program, or GRO on): for setups that arrange that, such
+    /// as the NodePort benchmark.
+    Native,
+    /// Generic (skb) mode whatever the interface.
+    Generic,
+}
+
+impl std::str::FromStr for XdpAttachMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" => Ok(Self::Native),
+            "generic" => Ok(Self::Generic),
+            other => Err(format!(
+                "unknown XDP mode {other:?}: expected auto, native or generic"
+            )),
+        }
+    }
+}
+
 /// The attach mode for an interface. Native (driver) mode is the fast one,
 /// but on a veth an `XDP_TX` frame is dropped unless the *peer* runs NAPI
 /// (has an XDP program or GRO enabled), which the agent cannot arrange for
 /// a peer in another namespace; generic mode transmits through the stack's
-/// queue and works whatever the peer. So: generic on veth, the kernel's
-/// choice (native when the driver supports it) elsewhere.
-pub fn mode_for(driver_kind: Option<&str>) -> XdpMode {
-    match driver_kind {
-        Some("veth") => XdpMode::Skb,
-        _ => XdpMode::Default,
+/// queue and works whatever the peer. So `Auto`: generic on veth, the
+/// kernel's choice (native when the driver supports it) elsewhere; an
+/// explicit setting wins.
+pub fn mode_for(setting: XdpAttachMode, driver_kind: Option<&str>) -> XdpMode {
+    match (setting, driver_kind) {
+        (XdpAttachMode::Native, _) => XdpMode::Driver,
+        (XdpAttachMode::Generic, _) => XdpMode::Skb,
+        (XdpAttachMode::Auto, Some("veth")) => XdpMode::Skb,
+        (XdpAttachMode::Auto, _) => XdpMode::Default,
     }
 }
 
@@ -310,13 +343,35 @@ mod tests {
 
     #[test]
     fn mode_table() {
+        use XdpAttachMode::{Auto, Generic, Native};
         let cases = [
-            (Some("veth"), XdpMode::Skb),
-            (Some("mlx5_core"), XdpMode::Default),
-            (None, XdpMode::Default),
+            (Auto, Some("veth"), XdpMode::Skb),
+            (Auto, Some("mlx5_core"), XdpMode::Default),
+            (Auto, None, XdpMode::Default),
+            (Native, Some("veth"), XdpMode::Driver),
+            (Native, None, XdpMode::Driver),
+            (Generic, Some("veth"), XdpMode::Skb),
+            (Generic, Some("mlx5_core"), XdpMode::Skb),
         ];
-        for (kind, want) in cases {
-            assert_eq!(mode_for(kind), want, "{kind:?}");
+        for (setting, kind, want) in cases {
+            assert_eq!(mode_for(setting, kind), want, "{setting:?} {kind:?}");
         }
+    }
+
+    #[test]
+    fn mode_parses_from_the_flag() {
+        let cases = [
+            ("auto", Ok(XdpAttachMode::Auto)),
+            ("native", Ok(XdpAttachMode::Native)),
+            ("generic", Ok(XdpAttachMode::Generic)),
+        ];
+        for (flag, want) in cases {
+            assert_eq!(flag.parse::<XdpAttachMode>(), want, "{flag}");
+        }
+        let error = "drv".parse::<XdpAttachMode>().unwrap_err();
+        assert!(
+            error.contains("\"drv\"") && error.contains("native"),
+            "{error}"
+        );
     }
 }

@@ -443,6 +443,7 @@ fn xdp_forwards_real_traffic_to_a_remote_node_without_tc() {
             name: "node1".into(),
             ip: NODE_IP.into(),
             interface: "eth0".into(),
+            xdp_mode: crate::XdpAttachMode::Auto,
         }),
     };
     let mut dp: Datapath = in_netns(&n1, move || {
@@ -521,6 +522,7 @@ fn xdp_link_outlives_the_agent_and_is_adopted_by_the_next() {
             name: "node1".into(),
             ip: NODE_IP.into(),
             interface: "wdp8e0".into(),
+            xdp_mode: crate::XdpAttachMode::Auto,
         }),
     };
     // A thread in a fresh netns: the namespace and its veth vanish with it.

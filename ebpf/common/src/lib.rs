@@ -24,6 +24,7 @@ pub mod maglev;
 pub mod masq;
 pub mod policy;
 pub mod redirect;
+pub mod txgen;
 pub mod xdp;
 
 /// IP protocol number of TCP (the `proto` field of keys).

@@ -42,6 +42,7 @@ mod policy;
 mod redirect;
 mod sock;
 mod to_pod;
+mod txgen;
 mod xdp;
 mod xdp_packet;
 
