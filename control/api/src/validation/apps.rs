@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{
 
 use super::{FieldError, quote, validate_object_meta};
 
-/// The values a claim retention policy field takes.
-pub const RETENTION_POLICIES: &[&str] = &["Retain", "Delete"];
+/// The values a claim retention policy field takes (sorted, as Kubernetes
+/// lists them in its message).
+pub const RETENTION_POLICIES: &[&str] = &["Delete", "Retain"];
 
 /// Validates a ControllerRevision (Kubernetes' ValidateControllerRevision):
 /// `data` is mandatory and `revision` non-negative.
@@ -150,8 +151,8 @@ mod tests {
             (
                 Some(p(Some("Keep"), Some("delete"))),
                 vec![
-                    "spec.persistentVolumeClaimRetentionPolicy.whenDeleted: Unsupported value: \"Keep\": supported values: \"Retain\", \"Delete\"",
-                    "spec.persistentVolumeClaimRetentionPolicy.whenScaled: Unsupported value: \"delete\": supported values: \"Retain\", \"Delete\"",
+                    "spec.persistentVolumeClaimRetentionPolicy.whenDeleted: Unsupported value: \"Keep\": supported values: \"Delete\", \"Retain\"",
+                    "spec.persistentVolumeClaimRetentionPolicy.whenScaled: Unsupported value: \"delete\": supported values: \"Delete\", \"Retain\"",
                 ],
             ),
         ];
