@@ -13,8 +13,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Node, NodeCondition,
-    NodeStatus, Pod, PodSpec, PodStatus, PodTemplateSpec,
+    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Namespace, Node,
+    NodeCondition, NodeStatus, Pod, PodSpec, PodStatus, PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_client::{Client, DeleteParams, Error, ListParams};
@@ -96,19 +96,21 @@ type Outcome = fn(&Pod) -> (&'static str, i32);
 /// terminated container status carrying the exit code, as weir-agent
 /// reports it); pods marked for deletion get the agent's final delete.
 async fn kubelet_tick(c: &Client, outcome: Outcome) {
+    // Every namespace ("" lists them all).
     let all = c
-        .list::<Pod>("default", &ListParams::default())
+        .list::<Pod>("", &ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default();
     for p in all {
         let name = p.metadata.name.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
         if p.metadata.deletion_timestamp.is_some() {
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
                 ..Default::default()
             };
-            let _ = c.delete::<Pod>("default", &name, &params).await;
+            let _ = c.delete::<Pod>(&ns, &name, &params).await;
             continue;
         }
         let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
@@ -471,4 +473,37 @@ async fn finished_pods_are_counted_before_they_may_go() {
         })
         .await;
     }
+
+    // Deleting a namespace with a running Job does not hang on the finalizer.
+    c.create(&Namespace {
+        metadata: ObjectMeta {
+            name: Some("batchns".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("create namespace");
+    let mut j = job("inns", |s| s.parallelism = Some(2));
+    j.metadata.namespace = Some("batchns".into());
+    c.create(&j).await.expect("create job in namespace");
+    eventually("pods in batchns", || async {
+        let ps = c
+            .list::<Pod>("batchns", &ListParams::default())
+            .await
+            .ok()?;
+        (ps.items.len() == 2).then_some(())
+    })
+    .await;
+    c.delete::<Namespace>("", "batchns", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    eventually("namespace gone", || async {
+        c.get_opt::<Namespace>("", "batchns")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
