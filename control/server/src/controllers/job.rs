@@ -264,6 +264,13 @@ pub fn reconcile(
     let old = job.status.clone().unwrap_or_default();
     let mut st = old.clone();
     let live: Vec<&Pod> = pods.iter().filter(|p| active(p)).collect();
+    // Pods being deleted that have not ended yet: with podReplacementPolicy
+    // Failed, their replacements wait until they have.
+    let terminating_pods: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| terminating(&p.metadata) && !matches!(phase(p), Some("Succeeded" | "Failed")))
+        .collect();
+    let wait_terminating = spec.pod_replacement_policy.as_deref() == Some("Failed");
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     let per_index = indexed && spec.backoff_limit_per_index.is_some();
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
@@ -520,8 +527,15 @@ pub fn reconcile(
                 deleted.insert(ObjKey::of(p));
             }
         } else {
+            let still_terminating: BTreeSet<i32> = terminating_pods
+                .iter()
+                .filter(|_| wait_terminating)
+                .filter_map(|p| index_of(p))
+                .collect();
             let pending = (0..completions_n)
-                .filter(|i| !ended(i) && !by_index.contains_key(i))
+                .filter(|i| {
+                    !ended(i) && !by_index.contains_key(i) && !still_terminating.contains(i)
+                })
                 .take(if hold.is_some() {
                     0
                 } else {
@@ -547,8 +561,17 @@ pub fn reconcile(
             None => parallelism,
         };
         let have = live.len() as i32;
-        if have < want {
-            for _ in 0..if hold.is_some() { 0 } else { want - have } {
+        let waiting = if wait_terminating {
+            terminating_pods.len() as i32
+        } else {
+            0
+        };
+        if have + waiting < want {
+            for _ in 0..if hold.is_some() {
+                0
+            } else {
+                want - have - waiting
+            } {
                 actions.push(Action::CreatePod(Box::new(pod_from_template(
                     job,
                     None,
@@ -580,6 +603,7 @@ pub fn reconcile(
     let active_n = (remaining.len() + created) as i32;
     st.active = (active_n > 0).then_some(active_n);
     st.ready = Some(remaining.iter().filter(|p| pod_ready(p)).count() as i32);
+    st.terminating = Some(terminating_pods.len() as i32);
     if let Some(d) = deadline {
         actions.push(Action::RequeueAt(d));
     }
@@ -1599,6 +1623,33 @@ mod tests {
             .get_or_insert_with(Default::default)
             .insert(INDEX_FAILURE_COUNT.into(), failures_before.to_string());
         p
+    }
+
+    #[test]
+    fn pod_replacement_policy() {
+        let mut j = job(J0);
+        let pods = vec![deleting(jp("a", "Running", None)), jp("b", "Running", None)];
+        // TerminatingOrFailed (the default without a failure policy): replaced at once.
+        let actions = reconcile(&j, &pods, ts(1000), &mut counter());
+        assert_eq!(summary(&actions), vec!["create pi-s1"]);
+        assert_eq!(status_of(&actions).terminating, Some(1));
+        // Failed: the replacement waits until the pod has ended.
+        j.spec.as_mut().unwrap().pod_replacement_policy = Some("Failed".into());
+        assert_eq!(
+            summary(&reconcile(&j, &pods, ts(1000), &mut counter())),
+            Vec::<String>::new()
+        );
+        let ix = job(J {
+            indexed: true,
+            ..J0
+        });
+        let mut ix = ix;
+        ix.spec.as_mut().unwrap().pod_replacement_policy = Some("Failed".into());
+        let pods = vec![deleting(jp("a", "Running", Some(0)))];
+        assert_eq!(
+            summary(&reconcile(&ix, &pods, ts(1000), &mut counter())),
+            vec!["create pi-1-s1", "create pi-2-s2"]
+        );
     }
 
     #[test]
