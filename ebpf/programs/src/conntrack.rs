@@ -257,9 +257,7 @@ pub fn dsr_recorded(flow: &Flow, opt: &DsrOption) -> bool {
         // SAFETY: a successful lookup returns a pointer to a CtValue
         // (plain integers); a racing update can only yield a stale copy.
         let ct = unsafe { *ptr };
-        ct.flags & CT_FLAG_DSR != 0
-            && ct.frontend_addr == opt.addr
-            && ct.frontend_port == opt.port
+        ct.flags & CT_FLAG_DSR != 0 && ct.frontend_addr == opt.addr && ct.frontend_port == opt.port
     })
 }
 

@@ -45,9 +45,8 @@ use aya_ebpf::{
 use weir_ebpf_common::{
     AFFINITY_CLIENT_IP, Backend, CT_FLAG_DSR, CT_FLAG_NODEPORT, CtValue, IPPROTO_UDP,
     SERVICE_FLAG_DSR, SERVICE_FLAG_EXT_LOCAL, SERVICE_FLAG_NODEPORT, SERVICE_FLAG_SOURCE_RANGES,
-    ServiceKey, ServiceValue,
+    ServiceKey, ServiceValue, drop_reason,
     dsr::{DSR_OPT_LEN, DsrOption},
-    drop_reason,
     flow::hook::NODE_INGRESS,
 };
 
