@@ -201,10 +201,15 @@ impl Failure {
     }
 }
 
+/// This very weir-bench executable, for its helper processes: the kernel's
+/// link to the running image, so a rebuild that replaces the file on disk
+/// mid-run (a shared `target/`) cannot take the helpers away or mix versions
+/// (`current_exe()` would name the replaced, or a deleted, file).
+pub(crate) const SELF_EXE: &str = "/proc/self/exe";
+
 /// Spawns `weir-bench <args>` and waits for its `ready` line.
 pub(crate) fn spawn_ready(args: &[String]) -> Result<Helper> {
-    let exe = std::env::current_exe().context("cannot find the weir-bench executable")?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(SELF_EXE)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -237,8 +242,7 @@ fn run_client(
         Mode::Load => (args.concurrency, args.duration),
         Mode::Latency => (args.latency_concurrency, args.latency_duration),
     };
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(SELF_EXE);
     if let Some(dir) = cgroup {
         cmd.arg("client").arg("--cgroup").arg(dir);
     } else {
