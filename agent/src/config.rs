@@ -434,7 +434,10 @@ mod tests {
         let error = Config::try_from(Args::try_parse_from(&dsr).expect("parse"))
             .expect_err("dsr over vxlan");
         assert_eq!(error, ConfigError::DsrOverVxlan);
-        assert!(error.to_string().contains("--routing-mode native"), "{error}");
+        assert!(
+            error.to_string().contains("--routing-mode native"),
+            "{error}"
+        );
         let native: Vec<&str> = dsr
             .iter()
             .map(|a| if *a == "vxlan" { "native" } else { a })
@@ -442,7 +445,9 @@ mod tests {
         let c = Config::try_from(Args::try_parse_from(native).expect("parse")).expect("valid");
         assert_eq!(c.lb_mode, weir_datapath::plan::LbMode::Dsr);
         let bad = [argv.as_slice(), &["--lb-mode", "ipip"]].concat();
-        let error = Args::try_parse_from(bad).expect_err("unknown mode").to_string();
+        let error = Args::try_parse_from(bad)
+            .expect_err("unknown mode")
+            .to_string();
         assert!(error.contains("use snat or dsr"), "{error}");
     }
 
