@@ -1,11 +1,11 @@
 //! The I/O of the verbs beyond apply/get/delete: describe, create, label,
-//! annotate, patch, expose, set image, edit, rollout history and config.
+//! annotate, patch, expose, set image, edit and config.
 //! Every decision they make is a pure function in another module; these
 //! functions fetch, call it, write back (retrying on Conflict) and print.
 
 use serde_json::Value;
 use weir_api::ResourceKind;
-use weir_client::{Client, Error, ListParams};
+use weir_client::{Client, ListParams};
 
 use crate::{Cli, Failed, Res, json_bytes, list_namespace, lookup_kind, server_error, singular};
 
@@ -536,68 +536,6 @@ pub async fn edit(
         "error: the edit could not be saved; a copy of your changes is in {}",
         path.display()
     )))
-}
-
-/// ReplicaSets a Deployment controls.
-pub async fn owned_replicasets(
-    client: &Client,
-    ns: &str,
-    d: &k8s_openapi::api::apps::v1::Deployment,
-) -> Result<Vec<k8s_openapi::api::apps::v1::ReplicaSet>, Error> {
-    let uid = d.metadata.uid.clone().unwrap_or_default();
-    Ok(client
-        .list::<k8s_openapi::api::apps::v1::ReplicaSet>(ns, &ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|rs| {
-            rs.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|r| r.uid == uid && r.controller == Some(true))
-        })
-        .collect())
-}
-
-/// `rollout history deployment/NAME [--revision N]`.
-pub async fn rollout_history(cli: &Cli, client: &Client, name: &str, revision: i64) -> Res<()> {
-    let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
-    let dk = lookup_kind("Deployment")?;
-    let d: k8s_openapi::api::apps::v1::Deployment = client
-        .get(&ns, name)
-        .await
-        .map_err(|e| server_error(&e, dk, name))?;
-    let owned = owned_replicasets(client, &ns, &d)
-        .await
-        .map_err(|e| server_error(&e, dk, name))?;
-    if revision > 0 {
-        let t = crate::rollout::revision_template(&owned, revision)
-            .map_err(|m| Failed(format!("error: {m}")))?;
-        outln!("{}/{name} with revision #{revision}", singular(dk));
-        out!(
-            "{}",
-            crate::describe::pod_template(&serde_json::to_value(&t).unwrap_or_default())
-        );
-        return Ok(());
-    }
-    outln!("{}/{name}", singular(dk));
-    let ann = d.metadata.annotations.clone().unwrap_or_default();
-    let current = (
-        ann.get("deployment.kubernetes.io/revision")
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0),
-        ann.get(crate::rollout::CHANGE_CAUSE).map(String::as_str),
-    );
-    let rows: Vec<Vec<String>> = crate::rollout::history(&owned, current)
-        .into_iter()
-        .map(|(r, c)| vec![r.to_string(), c])
-        .collect();
-    out!(
-        "{}",
-        crate::table::render(&["REVISION".into(), "CHANGE-CAUSE".into()], &rows)
-    );
-    Ok(())
 }
 
 #[cfg(test)]

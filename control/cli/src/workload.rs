@@ -2,8 +2,10 @@
 //! workload's replicas and revisions (a Deployment's ReplicaSets, a
 //! DaemonSet's or StatefulSet's ControllerRevisions).
 
-use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weir_api::ResourceKind;
 use weir_client::Client;
@@ -93,38 +95,23 @@ pub(crate) async fn cmd_scale(
     ok
 }
 
-/// Resolves `deployment/web` or `deployment web` to a Deployment name.
-pub(crate) fn deployment_name(kind: &str, name: Option<&str>) -> Res<String> {
+/// The one object a `rollout` subcommand works on (`deployment/web` or
+/// `deployment web`), of one of `kinds`; otherwise kubectl's "no `viewer`
+/// has been implemented" error.
+fn rollout_target(
+    kind: &str,
+    name: Option<&str>,
+    kinds: &[&str],
+    viewer: &str,
+) -> Res<(&'static ResourceKind, String)> {
     let (k, names) = split_kind_name(
         kind,
         &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
     );
     let rk = lookup_kind(&k)?;
-    if rk.kind != "Deployment" {
+    if !kinds.contains(&rk.kind) {
         return Err(Failed(format!(
-            "error: no status viewer has been implemented for {}",
-            rk.kind
-        )));
-    }
-    match names.as_slice() {
-        [n] => Ok(n.clone()),
-        _ => Err(Failed(
-            "error: specify exactly one deployment, e.g. deployment/web".into(),
-        )),
-    }
-}
-
-/// The object `rollout status` follows: a Deployment, DaemonSet or
-/// StatefulSet (the kinds kubectl has status viewers for).
-fn status_target(kind: &str, name: Option<&str>) -> Res<(&'static weir_api::ResourceKind, String)> {
-    let (k, names) = split_kind_name(
-        kind,
-        &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
-    );
-    let rk = lookup_kind(&k)?;
-    if !matches!(rk.kind, "Deployment" | "DaemonSet" | "StatefulSet") {
-        return Err(Failed(format!(
-            "error: no status viewer has been implemented for {}",
+            "error: no {viewer} has been implemented for {}",
             rk.kind
         )));
     }
@@ -138,77 +125,155 @@ fn status_target(kind: &str, name: Option<&str>) -> Res<(&'static weir_api::Reso
     }
 }
 
-/// The object `rollout history|undo` works on: a Deployment (ReplicaSets
-/// are its history) or a DaemonSet or StatefulSet (ControllerRevisions),
-/// the kinds kubectl has history viewers and rollbackers for.
-fn history_target(kind: &str, name: Option<&str>) -> Res<(&'static ResourceKind, String)> {
-    let (k, names) = split_kind_name(
-        kind,
-        &name.map(str::to_string).into_iter().collect::<Vec<_>>(),
-    );
-    let rk = lookup_kind(&k)?;
-    if !matches!(rk.kind, "Deployment" | "DaemonSet" | "StatefulSet") {
-        return Err(Failed(format!(
-            "error: no history viewer has been implemented for {}",
-            rk.kind
-        )));
-    }
-    match names.as_slice() {
-        [n] => Ok((rk, n.clone())),
-        _ => Err(Failed(format!(
-            "error: specify exactly one {}, e.g. {}/web",
-            rk.kind.to_ascii_lowercase(),
-            rk.kind.to_ascii_lowercase()
-        ))),
-    }
-}
+/// The kinds kubectl has status viewers, history viewers, rollbackers and
+/// restarters for.
+const ROLLOUT_KINDS: &[&str] = &["Deployment", "DaemonSet", "StatefulSet"];
 
-/// The object (as JSON) and the ControllerRevisions it controls.
-async fn with_revisions(
+/// The objects of type `K` in `ns` whose controller is the object `uid`.
+async fn controlled_by<K>(
     client: &Client,
-    rk: &ResourceKind,
     ns: &str,
-    name: &str,
-) -> Res<(Value, Vec<ControllerRevision>)> {
-    let obj = verbs::get_value(client, rk, ns, name).await?;
-    let uid = obj
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let crk = lookup_kind("ControllerRevision")?;
-    let revs = client
-        .list::<ControllerRevision>(ns, &weir_client::ListParams::default())
-        .await
-        .map_err(|e| server_error(&e, crk, ""))?
+    uid: &str,
+) -> Result<Vec<K>, weir_client::Error>
+where
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> + DeserializeOwned,
+{
+    Ok(client
+        .list::<K>(ns, &weir_client::ListParams::default())
+        .await?
         .items
         .into_iter()
-        .filter(|r| {
-            r.metadata
+        .filter(|o| {
+            o.metadata()
                 .owner_references
                 .iter()
                 .flatten()
-                .any(|o| o.uid == uid && o.controller == Some(true))
+                .any(|r| r.uid == uid && r.controller == Some(true))
         })
-        .collect();
-    Ok((obj, revs))
+        .collect())
 }
 
-/// `rollout history daemonset|statefulset/NAME [--revision N]`.
-async fn revision_history(
+/// A workload's revisions: kubectl's history viewer and rollbacker, one
+/// variant per kind where they differ. A Deployment's revisions are the
+/// ReplicaSets it controls (numbered by their revision annotation), a
+/// DaemonSet's or StatefulSet's the ControllerRevisions it controls.
+enum History {
+    ReplicaSets {
+        owned: Vec<ReplicaSet>,
+        /// The Deployment's revision and change-cause annotations.
+        current: i64,
+        cause: Option<String>,
+    },
+    ControllerRevisions(Vec<ControllerRevision>),
+}
+
+impl History {
+    /// The object (as JSON) and its revisions.
+    async fn load(
+        client: &Client,
+        rk: &ResourceKind,
+        ns: &str,
+        name: &str,
+    ) -> Res<(Value, History)> {
+        let obj = verbs::get_value(client, rk, ns, name).await?;
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let history = if rk.kind == "Deployment" {
+            let owned = controlled_by::<ReplicaSet>(client, ns, uid)
+                .await
+                .map_err(|e| server_error(&e, rk, name))?;
+            let annotation = |key: &str| {
+                obj.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(key))
+                    .and_then(Value::as_str)
+            };
+            History::ReplicaSets {
+                owned,
+                current: annotation("deployment.kubernetes.io/revision")
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0),
+                cause: annotation(rollout::CHANGE_CAUSE).map(str::to_string),
+            }
+        } else {
+            let crk = lookup_kind("ControllerRevision")?;
+            History::ControllerRevisions(
+                controlled_by::<ControllerRevision>(client, ns, uid)
+                    .await
+                    .map_err(|e| server_error(&e, crk, ""))?,
+            )
+        };
+        Ok((obj, history))
+    }
+
+    /// (revision, change-cause) rows, oldest first.
+    fn rows(&self) -> Vec<(i64, String)> {
+        match self {
+            History::ReplicaSets {
+                owned,
+                current,
+                cause,
+            } => rollout::history(owned, (*current, cause.as_deref())),
+            History::ControllerRevisions(revs) => rollout::revision_history(revs),
+        }
+    }
+
+    /// The pod template of revision `n` (`rollout history --revision`).
+    fn template(&self, n: i64) -> Result<PodTemplateSpec, String> {
+        match self {
+            History::ReplicaSets { owned, .. } => rollout::revision_template(owned, n),
+            History::ControllerRevisions(revs) => rollout::revision_pod_template(
+                revs.iter()
+                    .find(|r| r.revision == n)
+                    .ok_or("unable to find the specified revision")?,
+            ),
+        }
+    }
+
+    /// What `rollout undo --to-revision` (0: the previous revision) goes
+    /// back to: the template, and the revision number a skipped rollback
+    /// names.
+    fn undo_target(&self, to_revision: i64) -> Result<(PodTemplateSpec, i64), String> {
+        match self {
+            History::ReplicaSets { owned, current, .. } => Ok((
+                rollout::undo_template(owned, *current, to_revision)?,
+                if to_revision > 0 {
+                    to_revision
+                } else {
+                    *current
+                },
+            )),
+            History::ControllerRevisions(revs) => {
+                let r = rollout::find_revision(revs, to_revision)?;
+                Ok((rollout::revision_pod_template(r)?, r.revision))
+            }
+        }
+    }
+
+    /// Whether the object's template already is `target` (kubectl then
+    /// skips the rollback); a Deployment's ignores the ReplicaSet hash label.
+    fn matches(&self, current: &PodTemplateSpec, target: &PodTemplateSpec) -> bool {
+        match self {
+            History::ReplicaSets { .. } => rollout::same_template(current, target),
+            History::ControllerRevisions(_) => current == target,
+        }
+    }
+}
+
+/// `rollout history KIND/NAME [--revision N]`.
+async fn history(
     client: &Client,
     rk: &'static ResourceKind,
     ns: &str,
     name: &str,
     revision: i64,
 ) -> Res<()> {
-    let (_, revs) = with_revisions(client, rk, ns, name).await?;
+    let (_, history) = History::load(client, rk, ns, name).await?;
     if revision > 0 {
-        let r = revs
-            .iter()
-            .find(|r| r.revision == revision)
-            .ok_or_else(|| Failed("error: unable to find the specified revision".into()))?;
-        let t = rollout::revision_pod_template(r).map_err(|m| Failed(format!("error: {m}")))?;
+        let t = history
+            .template(revision)
+            .map_err(|m| Failed(format!("error: {m}")))?;
         outln!("{}/{name} with revision #{revision}", singular(rk));
         out!(
             "{}",
@@ -217,7 +282,8 @@ async fn revision_history(
         return Ok(());
     }
     outln!("{}/{name}", singular(rk));
-    let rows: Vec<Vec<String>> = rollout::revision_history(&revs)
+    let rows: Vec<Vec<String>> = history
+        .rows()
         .into_iter()
         .map(|(r, c)| vec![r.to_string(), c])
         .collect();
@@ -228,28 +294,27 @@ async fn revision_history(
     Ok(())
 }
 
-/// `rollout undo daemonset|statefulset/NAME [--to-revision N]`: writes the
-/// chosen revision's template back into the object's spec; the controller
-/// then re-uses that revision (renumbered as the newest) and rolls pods.
-async fn revision_undo(
+/// `rollout undo KIND/NAME [--to-revision N]`: writes the chosen revision's
+/// template back into the object's spec; its controller then rolls pods (a
+/// DaemonSet's or StatefulSet's re-uses that revision, renumbered as the
+/// newest).
+async fn undo(
     client: &Client,
     rk: &'static ResourceKind,
     ns: &str,
     name: &str,
     to_revision: i64,
 ) -> Res<()> {
-    let (_, revs) = with_revisions(client, rk, ns, name).await?;
-    let target =
-        rollout::find_revision(&revs, to_revision).map_err(|m| Failed(format!("error: {m}")))?;
-    let template =
-        rollout::revision_pod_template(target).map_err(|m| Failed(format!("error: {m}")))?;
-    let number = target.revision;
+    let (_, history) = History::load(client, rk, ns, name).await?;
+    let (template, number) = history
+        .undo_target(to_revision)
+        .map_err(|m| Failed(format!("error: {m}")))?;
     let changed = verbs::modify(client, rk, ns, name, |v| {
         let current: Option<PodTemplateSpec> = v
             .pointer("/spec/template")
             .cloned()
             .and_then(|t| serde_json::from_value(t).ok());
-        if current.as_ref() == Some(&template) {
+        if current.is_some_and(|c| history.matches(&c, &template)) {
             return Ok(false);
         }
         let spec = v
@@ -276,14 +341,13 @@ async fn revision_undo(
 
 pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) -> Res<()> {
     let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
-    let dk = lookup_kind("Deployment")?;
     match cmd {
         RolloutCmd::Status {
             kind,
             name,
             timeout,
         } => {
-            let (rk, name) = status_target(kind, name.as_deref())?;
+            let (rk, name) = rollout_target(kind, name.as_deref(), ROLLOUT_KINDS, "status viewer")?;
             let deadline = (*timeout > 0)
                 .then(|| std::time::Instant::now() + std::time::Duration::from_secs(*timeout));
             let mut last = String::new();
@@ -325,9 +389,9 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             };
             // kubectl restarts DaemonSets and StatefulSets too; only Deployments pause.
             let (rk, name) = if action == "restart" {
-                history_target(kind, name.as_deref())?
+                rollout_target(kind, name.as_deref(), ROLLOUT_KINDS, "history viewer")?
             } else {
-                (dk, deployment_name(kind, name.as_deref())?)
+                rollout_target(kind, name.as_deref(), &["Deployment"], "status viewer")?
             };
             let patch = rollout::action_patch(action, &crate::now().to_string())
                 .ok_or_else(|| Failed(format!("error: unknown rollout action {action}")))?;
@@ -352,68 +416,18 @@ pub(crate) async fn cmd_rollout(cli: &Cli, client: &Client, cmd: &RolloutCmd) ->
             name,
             revision,
         } => {
-            let (rk, name) = history_target(kind, name.as_deref())?;
-            if rk.kind != "Deployment" {
-                return revision_history(client, rk, &ns, &name, *revision).await;
-            }
-            verbs::rollout_history(cli, client, &name, *revision).await
+            let (rk, name) =
+                rollout_target(kind, name.as_deref(), ROLLOUT_KINDS, "history viewer")?;
+            history(client, rk, &ns, &name, *revision).await
         }
         RolloutCmd::Undo {
             kind,
             name,
             to_revision,
         } => {
-            let (rk, name) = history_target(kind, name.as_deref())?;
-            if rk.kind != "Deployment" {
-                return revision_undo(client, rk, &ns, &name, *to_revision).await;
-            }
-            for _ in 0..3 {
-                let mut d: k8s_openapi::api::apps::v1::Deployment = client
-                    .get(&ns, &name)
-                    .await
-                    .map_err(|e| server_error(&e, dk, &name))?;
-                let owned = verbs::owned_replicasets(client, &ns, &d)
-                    .await
-                    .map_err(|e| server_error(&e, dk, &name))?;
-                let current = d
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-                    .and_then(|r| r.parse().ok())
-                    .unwrap_or(0);
-                let template = rollout::undo_template(&owned, current, *to_revision)
-                    .map_err(|m| Failed(format!("error: {m}")))?;
-                if d.spec
-                    .as_ref()
-                    .is_some_and(|s| rollout::same_template(&s.template, &template))
-                {
-                    outln!(
-                        "{}/{name} skipped rollback (current template already matches revision {})",
-                        singular(dk),
-                        if *to_revision > 0 {
-                            *to_revision
-                        } else {
-                            current
-                        }
-                    );
-                    return Ok(());
-                }
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.template = template;
-                }
-                match client.update(&d).await {
-                    Ok(_) => {
-                        outln!("{}/{name} rolled back", singular(dk));
-                        return Ok(());
-                    }
-                    Err(e) if e.is_conflict() => continue,
-                    Err(e) => return Err(server_error(&e, dk, &name)),
-                }
-            }
-            Err(Failed(format!(
-                "error: deployment {name:?} kept changing; try again"
-            )))
+            let (rk, name) =
+                rollout_target(kind, name.as_deref(), ROLLOUT_KINDS, "history viewer")?;
+            undo(client, rk, &ns, &name, *to_revision).await
         }
     }
 }
