@@ -10,6 +10,7 @@
 //! process through `weir_client`, like any client. Results go to
 //! `target/bench/control.{md,json}`; BENCHMARKS.md discusses them.
 
+mod etcd_metrics;
 mod latency;
 mod load;
 pub(crate) mod procs;
@@ -21,6 +22,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
+use etcd_metrics::DiskSummary;
 use latency::{Summary, summarize};
 use procs::{Memory, System};
 
@@ -79,13 +81,21 @@ struct Report {
     write_rate_offered: f64,
     write_rate_achieved: f64,
     writes: Summary,
+    /// The write samples by call: create, update, delete.
+    writes_by_call: [Summary; 3],
     write_errors: usize,
+    /// etcd's WAL fsync durations during the write phase (its /metrics).
+    etcd_wal_fsync: Option<DiskSummary>,
+    /// etcd's backend (bbolt) commit durations during the write phase.
+    etcd_backend_commit: Option<DiskSummary>,
     lists: Summary,
     watchers: usize,
     watch_events: usize,
     watch_delivery: Summary,
     watch_missing: usize,
     control_memory_populated: Memory,
+    control_memory_after_writes: Memory,
+    control_memory_after_lists: Memory,
     control_memory_end: Memory,
     /// The non-leading replica: API server without scheduler and controllers.
     follower_memory_populated: Option<Memory>,
@@ -97,10 +107,23 @@ struct Report {
 struct Machine {
     nproc: usize,
     kernel: String,
+    /// `/proc/loadavg`'s 1-minute figure when the run started and ended:
+    /// on a shared machine, the p99s move with it.
+    load_start: f64,
+    load_end: f64,
 }
 
-fn machine() -> Machine {
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn machine(load_start: f64) -> Machine {
     Machine {
+        load_start,
+        load_end: load_average(),
         nproc: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -121,8 +144,14 @@ fn markdown(r: &Report) -> String {
     let (gw, gl, gd, gm) = GOALS;
     let mut s = String::new();
     s.push_str(&format!(
-        "Machine: {} CPUs, kernel {}. {} nodes, {} pods (populated in {:.1} s).\n\n",
-        r.machine.nproc, r.machine.kernel, r.nodes, r.pods, r.populate_seconds
+        "Machine: {} CPUs, kernel {}, 1-minute load average {:.1} at the start, {:.1} at the end. {} nodes, {} pods (populated in {:.1} s).\n\n",
+        r.machine.nproc,
+        r.machine.kernel,
+        r.machine.load_start,
+        r.machine.load_end,
+        r.nodes,
+        r.pods,
+        r.populate_seconds
     ));
     s.push_str("| measurement | p50 | p90 | p99 | max | samples | goal | |\n|---|---|---|---|---|---|---|---|\n");
     let row = |name: &str, x: &Summary, goal: f64| {
@@ -152,6 +181,41 @@ fn markdown(r: &Report) -> String {
         ),
         &r.watch_delivery,
         gd,
+    ));
+    let calls = ["create", "update", "delete"];
+    s.push_str("\nThe write phase by call, and etcd's own disk timings over the same phase (its `/metrics` histograms, scraped before and after; quantiles interpolated inside etcd's power-of-two buckets, so read them as ranges; the mean is exact):\n\n| | p50 | p90 | p99 | max | mean | samples |\n|---|---|---|---|---|---|---|\n");
+    for (name, x) in calls.iter().zip(&r.writes_by_call) {
+        s.push_str(&format!(
+            "| weir {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | | {} |\n",
+            x.p50_ms, x.p90_ms, x.p99_ms, x.max_ms, x.count
+        ));
+    }
+    for (name, d) in [
+        ("etcd WAL fsync", &r.etcd_wal_fsync),
+        ("etcd backend commit", &r.etcd_backend_commit),
+    ] {
+        match d {
+            Some(d) => s.push_str(&format!(
+                "| {name} | {:.1} ms | | {:.1} ms | | {:.1} ms | {} |\n",
+                d.p50_ms, d.p99_ms, d.mean_ms, d.count
+            )),
+            None => s.push_str(&format!("| {name} | not scraped | | | | | |\n")),
+        }
+    }
+    s.push_str(&format!(
+        "\n| weir-control (leader) by phase | RSS | peak so far (VmHWM) |\n|---|---|---|\n\
+         | after populating (+10 s) | {:.0} MiB | {:.0} MiB |\n\
+         | after the writes | {:.0} MiB | {:.0} MiB |\n\
+         | after the lists | {:.0} MiB | {:.0} MiB |\n\
+         | after the watchers (end) | {:.0} MiB | {:.0} MiB |\n",
+        mib(r.control_memory_populated.rss),
+        mib(r.control_memory_populated.peak_rss),
+        mib(r.control_memory_after_writes.rss),
+        mib(r.control_memory_after_writes.peak_rss),
+        mib(r.control_memory_after_lists.rss),
+        mib(r.control_memory_after_lists.peak_rss),
+        mib(r.control_memory_end.rss),
+        mib(r.control_memory_end.peak_rss),
     ));
     s.push_str(&format!(
         "\n| process | RSS after populating | RSS at the end | peak RSS | goal | |\n|---|---|---|---|---|---|\n\
@@ -214,6 +278,7 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 async fn measure(args: &ControlArgs, sys: &System) -> Result<Report> {
+    let load_start = load_average();
     let client = weir_client::Client::connect(&sys.api).await?;
     for ns in [load::NS, load::WATCH_NS] {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -247,17 +312,32 @@ async fn measure(args: &ControlArgs, sys: &System) -> Result<Report> {
     let follower_memory_populated = follower_memory(sys);
 
     eprintln!("writes: {}/s for {} s", args.write_rate, args.write_seconds);
+    let disk_before = etcd_metrics::scrape(&sys.etcd_url).await;
     let writes = load::sustained_writes(
         &client,
         args.write_rate,
         Duration::from_secs_f64(args.write_seconds),
     )
     .await?;
+    let disk_after = etcd_metrics::scrape(&sys.etcd_url).await;
+    let disk = match (disk_before, disk_after) {
+        (Ok(b), Ok(a)) => Some((b, a)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot read etcd's /metrics: {e:#}");
+            None
+        }
+    };
+    let phase = |pick: fn(&etcd_metrics::Scrape) -> &etcd_metrics::Histogram| {
+        disk.as_ref()
+            .map(|(b, a)| etcd_metrics::summarize(&etcd_metrics::delta(pick(b), pick(a))))
+    };
+    let control_memory_after_writes = procs::memory(sys.control.pid())?;
     let write_rate_achieved =
         writes.latencies.len() as f64 / writes.elapsed.as_secs_f64().max(1e-9);
 
     eprintln!("lists: {} x {} pods", args.lists, args.pods);
     let lists = load::lists(&client, args.lists, args.pods).await?;
+    let control_memory_after_lists = procs::memory(sys.control.pid())?;
 
     eprintln!("watchers: {} x {} events", args.watchers, args.watch_events);
     let fan = load::fanout(
@@ -270,20 +350,25 @@ async fn measure(args: &ControlArgs, sys: &System) -> Result<Report> {
     .await?;
 
     Ok(Report {
-        machine: machine(),
+        machine: machine(load_start),
         nodes: args.nodes,
         pods: args.pods,
         populate_seconds,
         write_rate_offered: args.write_rate,
         write_rate_achieved,
+        writes_by_call: writes.by_call.map(summarize),
         writes: summarize(writes.latencies),
         write_errors: writes.errors,
+        etcd_wal_fsync: phase(|s| &s.wal_fsync),
+        etcd_backend_commit: phase(|s| &s.backend_commit),
         lists: summarize(lists),
         watchers: fan.watchers,
         watch_events: fan.events,
         watch_delivery: summarize(fan.latencies),
         watch_missing: fan.missing,
         control_memory_populated,
+        control_memory_after_writes,
+        control_memory_after_lists,
         control_memory_end: procs::memory(sys.control.pid())?,
         follower_memory_populated,
         follower_memory_end: follower_memory(sys),

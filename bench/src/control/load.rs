@@ -81,6 +81,8 @@ pub async fn create_all(
 #[derive(Debug, Default)]
 pub struct Writes {
     pub latencies: Vec<Duration>,
+    /// The same samples by call: create, update, delete.
+    pub by_call: [Vec<Duration>; 3],
     pub errors: usize,
     pub elapsed: Duration,
 }
@@ -104,6 +106,9 @@ pub async fn sustained_writes(client: &Client, rate: f64, duration: Duration) ->
     let mut out = Writes::default();
     while let Some(r) = tasks.join_next().await {
         let (lat, errs) = r?;
+        for (i, l) in lat.iter().enumerate() {
+            out.by_call[i.min(2)].push(*l);
+        }
         out.latencies.extend(lat);
         out.errors += errs;
     }

@@ -71,6 +71,8 @@ pub struct System {
     pub follower: Option<Proc>,
     pub etcd: Proc,
     pub api: String,
+    /// etcd's client URL (its `/metrics` too).
+    pub etcd_url: String,
 }
 
 /// Finds weir-control next to this binary (both are release builds of the
@@ -146,6 +148,7 @@ impl System {
             follower,
             etcd,
             api,
+            etcd_url,
         })
     }
 }

@@ -324,7 +324,10 @@ async fn serve(
     let tcp_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), stopped(stop.clone())),
+            .serve_with_incoming_shutdown(
+                nodelay(TcpListenerStream::new(tcp)),
+                stopped(stop.clone()),
+            ),
     );
     let unix_task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -332,6 +335,23 @@ async fn serve(
             .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop)),
     );
     Ok(vec![tcp_task, unix_task])
+}
+
+/// Accepted TCP connections with Nagle's algorithm off. tonic applies its
+/// own `tcp_nodelay` (default on) only to listeners it binds itself; without
+/// it, a gRPC response written in parts (data, then the trailers) can wait
+/// for the client's delayed ACK.
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    incoming.map(|conn| {
+        let conn = conn?;
+        if let Err(error) = conn.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY on an API connection");
+        }
+        Ok(conn)
+    })
 }
 
 /// Runs the scheduler and the controllers while `leading` is true and stops
