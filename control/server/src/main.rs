@@ -6,8 +6,11 @@
 //! -> `lifecycle` (pure: server-owned metadata, update merge, delete plan,
 //! allocation keys) + `admission` (typed defaulting and validation from
 //! `weir_api`) + `allocation` (cluster IPs, node ports, pod CIDRs) ->
-//! `storage` (the only module that talks to etcd; one transaction per write).
-//! Reads: `registry::list` with `filter` (label and field selectors). Watches:
+//! `storage` (the only module that talks to etcd; one transaction per write;
+//! a create reads nothing first, an update or delete of an object this
+//! replica wrote last reads nothing first either: `written`).
+//! Reads: `registry::list` with `filter` (label and field selectors); the
+//! `ListStream` RPC sends a list one etcd page at a time. Watches:
 //! `watch_cache` (one etcd watch per kind, fanned out; old revisions go
 //! straight to etcd) -> `watch` (selector semantics, bookmarks).
 //! `etcd_supervisor` runs the embedded etcd. `leader` elects one replica
