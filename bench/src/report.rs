@@ -272,7 +272,7 @@ pub fn markdown(
         );
     }
     out.push_str(
-        "- NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet (this benchmark has no NodePort/UDP part yet).\n",
+        "- NodePort 64-byte UDP pps ≥ 3× iptables: not measured here (`weir-bench nodeport` measures it).\n",
     );
     out
 }
@@ -347,7 +347,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("weir ≥ 3× iptables: 3.077× — met"), "{md}");
-        assert!(md.contains("NodePort 64-byte UDP pps ≥ 3× iptables: not measured yet"));
+        assert!(md.contains("NodePort 64-byte UDP pps ≥ 3× iptables: not measured here"));
 
         let slower = vec![
             run(Variant::Direct, 1, 0, 50_000.0),
