@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::mount::{MntFlags, umount2};
@@ -41,7 +41,11 @@ pub fn down(layout: &Layout) -> Result<()> {
     // 4. Network namespaces and links.
     note("delete netns", delete_netns(layout));
     note("delete links", delete_links(layout));
-    // 5. cgroups, deepest first, in every hierarchy.
+    // 5. cgroups, deepest first, in every hierarchy, once no task is left in them.
+    note(
+        "wait for the cgroups to empty",
+        wait_cgroups_empty(layout, Duration::from_secs(60)),
+    );
     note("remove cgroups", remove_cgroups(layout));
     // 6. bpffs pins and state.
     for dir in [layout.bpffs_dir(), layout.state_dir(), layout.run_dir()] {
@@ -309,6 +313,29 @@ fn delete_links(layout: &Layout) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits until the cluster's cgroups list no task. A SIGKILLed
+/// multi-threaded daemon (containerd) turns into a zombie as soon as its
+/// main thread exits but stays in `cgroup.procs`, keeping `rmdir` busy,
+/// until its last thread has left the kernel (seen taking over 10 s on a
+/// loaded machine); our own dead children also stay there until reaped.
+fn wait_cgroups_empty(layout: &Layout, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        procs::reap_children();
+        let pids: Vec<i32> = owned_cgroups(layout)
+            .iter()
+            .flat_map(|c| pids_in_cgroup_tree(c))
+            .collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("processes {pids:?} still in the cluster's cgroups after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn remove_cgroups(layout: &Layout) -> Result<()> {

@@ -132,6 +132,19 @@ pub fn terminate(procs: &[Process], grace: Duration) {
     }
 }
 
+/// Reaps every child of this process that has exited, without blocking.
+/// The daemons `up` starts are children of the xtask process that started
+/// them (tier 3 runs `up`, the tests and `down` in one process); one that
+/// died unreaped stays a zombie, listed in its cgroup's `cgroup.procs`.
+pub fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
 /// SIGKILLs `pids` and waits until they are gone (or `timeout` passes).
 pub fn kill_all(pids: &[i32], timeout: Duration) -> Result<()> {
     for pid in pids {
