@@ -616,7 +616,7 @@ fn compute_status(
 
 #[cfg(test)]
 mod tests {
-    use super::super::util::testing::{pod, ts};
+    use super::super::util::testing::{pod, set_image, ts};
     use super::*;
     use k8s_openapi::api::apps::v1::{
         DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
@@ -766,12 +766,7 @@ mod tests {
     }
 
     fn with_image(mut d: DaemonSet, image: &str) -> DaemonSet {
-        let s = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
-        s.containers = vec![k8s_openapi::api::core::v1::Container {
-            name: "c".into(),
-            image: Some(image.into()),
-            ..Default::default()
-        }];
+        set_image(&mut d.spec.as_mut().unwrap().template, image);
         d
     }
 

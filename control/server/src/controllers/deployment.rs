@@ -529,12 +529,11 @@ fn set_condition(
 
 #[cfg(test)]
 mod tests {
-    use super::super::util::testing::{meta, ts};
+    use super::super::util::testing::{meta, template, ts};
     use super::*;
     use k8s_openapi::api::apps::v1::{
         DeploymentSpec, DeploymentStrategy, ReplicaSetStatus, RollingUpdateDeployment,
     };
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
     fn deploy(replicas: i32, image: &str, strategy: &str) -> Deployment {
@@ -546,7 +545,7 @@ mod tests {
             spec: Some(DeploymentSpec {
                 replicas: Some(replicas),
                 selector: LabelSelector {
-                    match_labels: Some(labels.clone()),
+                    match_labels: Some(labels),
                     ..Default::default()
                 },
                 strategy: Some(DeploymentStrategy {
@@ -558,20 +557,7 @@ mod tests {
                         },
                     ),
                 }),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        containers: vec![Container {
-                            name: "c".into(),
-                            image: Some(image.into()),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }),
-                },
+                template: template(&[("app", "web")], image),
                 ..Default::default()
             }),
             status: None,

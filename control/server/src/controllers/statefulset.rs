@@ -587,7 +587,7 @@ fn compute_status(
 
 #[cfg(test)]
 mod tests {
-    use super::super::util::testing::{pod, ts};
+    use super::super::util::testing::{pod, set_image, ts};
     use super::*;
     use k8s_openapi::api::apps::v1::{
         RollingUpdateStatefulSetStrategy, StatefulSetSpec, StatefulSetUpdateStrategy,
@@ -700,18 +700,7 @@ mod tests {
     }
 
     fn with_image(mut s: StatefulSet, image: &str) -> StatefulSet {
-        s.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .containers = vec![k8s_openapi::api::core::v1::Container {
-            name: "c".into(),
-            image: Some(image.into()),
-            ..Default::default()
-        }];
+        set_image(&mut s.spec.as_mut().unwrap().template, image);
         s
     }
 

@@ -184,7 +184,9 @@ pub fn labels(meta: &ObjectMeta) -> BTreeMap<String, String> {
 pub mod testing {
     //! Builders for test objects.
     use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{
+        Container, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+    };
 
     pub fn ts(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).expect("valid test timestamp")
@@ -198,6 +200,33 @@ pub mod testing {
             creation_timestamp: Some(Time(ts(1000))),
             ..Default::default()
         }
+    }
+
+    /// A pod template with `labels` and one container, "c", running `image`.
+    pub fn template(labels: &[(&str, &str)], image: &str) -> PodTemplateSpec {
+        let mut t = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            spec: None,
+        };
+        set_image(&mut t, image);
+        t
+    }
+
+    /// Replaces a template's containers by one, "c", running `image`.
+    pub fn set_image(t: &mut PodTemplateSpec, image: &str) {
+        t.spec.get_or_insert_with(PodSpec::default).containers = vec![Container {
+            name: "c".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }];
     }
 
     /// A pod; `ready_at` sets a Ready=True condition from that second.
