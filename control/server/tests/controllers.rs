@@ -18,23 +18,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_client::{Client, DeleteParams, ListParams};
 
 mod common;
-use common::Server;
+use common::{Server, eventually_within, pods};
 
-/// Polls `f` until it returns Some, or fails the test with `what` after 30 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a test waits for the controllers to get somewhere.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), "web".to_string())])
@@ -76,13 +63,6 @@ fn deployment(replicas: i32) -> Deployment {
         }),
         status: None,
     }
-}
-
-async fn pods(c: &Client) -> Vec<Pod> {
-    c.list::<Pod>("default", &ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -132,7 +112,7 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
     c.create(&svc).await.expect("create service");
 
     // The controllers make a ReplicaSet and two pods; the scheduler binds them to n1.
-    let bound = eventually("two pods bound to n1", || async {
+    let bound = eventually_within(PATIENCE, "two pods bound to n1", || async {
         let ps = pods(c).await;
         let n1 = ps
             .iter()
@@ -173,13 +153,13 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
         c.update_status(&p).await.expect("pod status");
     }
 
-    eventually("deployment available", || async {
+    eventually_within(PATIENCE, "deployment available", || async {
         let d: Deployment = c.get("default", "web").await.ok()?;
         let st = d.status?;
         (st.available_replicas == Some(2) && st.ready_replicas == Some(2)).then_some(())
     })
     .await;
-    let slice = eventually("a slice with two ready endpoints", || async {
+    let slice = eventually_within(PATIENCE, "a slice with two ready endpoints", || async {
         let l = c
             .list::<EndpointSlice>("default", &ListParams::default())
             .await
@@ -226,7 +206,7 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
     c.delete::<Deployment>("default", "web", &DeleteParams::default())
         .await
         .expect("delete deployment");
-    eventually("replicaset collected", || async {
+    eventually_within(PATIENCE, "replicaset collected", || async {
         let l = c
             .list::<ReplicaSet>("default", &ListParams::default())
             .await
@@ -234,7 +214,7 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
         l.items.is_empty().then_some(())
     })
     .await;
-    eventually("pods collected", || async {
+    eventually_within(PATIENCE, "pods collected", || async {
         let ps = pods(c).await;
         for p in ps
             .iter()
@@ -255,7 +235,7 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
         ps.is_empty().then_some(())
     })
     .await;
-    eventually("slice emptied", || async {
+    eventually_within(PATIENCE, "slice emptied", || async {
         let l = c
             .list::<EndpointSlice>("default", &ListParams::default())
             .await
@@ -271,7 +251,7 @@ async fn pods_without_a_fitting_node_are_marked_unschedulable() {
     let s = Server::start().await;
     let c = &s.client;
     c.create(&deployment(1)).await.expect("create deployment");
-    let cond = eventually("PodScheduled=False", || async {
+    let cond = eventually_within(PATIENCE, "PodScheduled=False", || async {
         let p = pods(c).await.into_iter().next()?;
         p.status?
             .conditions?
@@ -533,7 +513,7 @@ async fn silent_node_becomes_unknown_and_its_pods_not_ready() {
         status: None,
     };
     c.create(&pod).await.expect("create pod");
-    let bound = eventually("pod bound", || async {
+    let bound = eventually_within(PATIENCE, "pod bound", || async {
         let p: Pod = c.get("default", "lone").await.ok()?;
         p.spec.as_ref()?.node_name.is_some().then_some(p)
     })
@@ -555,7 +535,7 @@ async fn silent_node_becomes_unknown_and_its_pods_not_ready() {
     c.update_status(&set_ready(node, 60))
         .await
         .expect("stale heartbeat");
-    eventually("node Ready=Unknown", || async {
+    eventually_within(PATIENCE, "node Ready=Unknown", || async {
         let n: Node = c.get("", "n1").await.ok()?;
         let cond = n
             .status?
@@ -565,7 +545,7 @@ async fn silent_node_becomes_unknown_and_its_pods_not_ready() {
         (cond.status == "Unknown").then_some(())
     })
     .await;
-    eventually("pod Ready=False", || async {
+    eventually_within(PATIENCE, "pod Ready=False", || async {
         let p: Pod = c.get("default", "lone").await.ok()?;
         let cond = p
             .status?

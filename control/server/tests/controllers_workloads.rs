@@ -21,36 +21,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use weir_client::{Client, DeleteParams, ListParams};
 
 mod common;
-use common::Server;
+use common::{Server, eventually_within, pods};
 
-/// Polls `f` until it returns Some, or fails the test with `what` after 60 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a test waits for the controllers to get somewhere.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-async fn pods(c: &Client) -> Vec<Pod> {
-    c.list::<Pod>("default", &ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 fn node_name(p: &Pod) -> String {
@@ -221,7 +201,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
         .expect("create daemonset");
 
     // One pod per eligible node: the selector excludes d, the taint excludes c.
-    let ps = eventually("pods on a, b and e", || async {
+    let ps = eventually_within(PATIENCE, "pods on a, b and e", || async {
         let ps = pods(c).await;
         (nodes_of(&ps) == ["a", "b", "e"]).then_some(ps)
     })
@@ -252,7 +232,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
                 .is_some_and(|l| l.contains_key("controller-revision-hash"))
         );
     }
-    eventually("status counts", || async {
+    eventually_within(PATIENCE, "status counts", || async {
         let ds: DaemonSet = c.get("default", "agent").await.ok()?;
         let st = ds.status?;
         (st.desired_number_scheduled == 3
@@ -273,13 +253,13 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
     c.delete::<Node>("", "b", &DeleteParams::default())
         .await
         .expect("delete node b");
-    eventually("pods on a, d and e", || async {
+    eventually_within(PATIENCE, "pods on a, d and e", || async {
         (nodes_of(&pods(c).await) == ["a", "d", "e"]).then_some(())
     })
     .await;
 
     // A template change rolls out node by node (maxUnavailable 1).
-    eventually("template updated", || async {
+    eventually_within(PATIENCE, "template updated", || async {
         // The controller writes the status too: retry on Conflict, like kubectl edit.
         let mut ds: DaemonSet = c.get("default", "agent").await.ok()?;
         ds.spec.as_mut()?.template.spec.as_mut()?.containers[0].image =
@@ -289,7 +269,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
     .await;
     let max_gone = std::sync::atomic::AtomicUsize::new(0);
     let gone = &max_gone;
-    eventually("every pod runs v2", || async move {
+    eventually_within(PATIENCE, "every pod runs v2", || async move {
         let ps = pods(c).await;
         let live: Vec<&Pod> = ps
             .iter()
@@ -306,7 +286,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
     .await;
     let max_gone = max_gone.into_inner();
     assert!(max_gone <= 1, "{max_gone} nodes without a pod at once");
-    eventually("status after rollout", || async {
+    eventually_within(PATIENCE, "status after rollout", || async {
         let ds: DaemonSet = c.get("default", "agent").await.ok()?;
         let st = ds.status?;
         (st.updated_number_scheduled == Some(3)
@@ -320,7 +300,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
     c.delete::<DaemonSet>("default", "agent", &DeleteParams::default())
         .await
         .expect("delete ds");
-    eventually("pods collected", || async {
+    eventually_within(PATIENCE, "pods collected", || async {
         pods(c).await.is_empty().then_some(())
     })
     .await;
@@ -421,7 +401,7 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
 
     let max_running = std::sync::atomic::AtomicUsize::new(0);
     let running = &max_running;
-    let pi = eventually("pi complete", || async move {
+    let pi = eventually_within(PATIENCE, "pi complete", || async move {
         let live = pods(c)
             .await
             .into_iter()
@@ -449,7 +429,7 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
         .collect();
     assert_eq!(pi_pods.len(), 3, "finished pods are kept");
 
-    let flaky = eventually("flaky failed", || async {
+    let flaky = eventually_within(PATIENCE, "flaky failed", || async {
         let j: Job = c.get("default", "flaky").await.ok()?;
         job_condition(&j, "Failed").map(|c| (c, j))
     })
@@ -457,7 +437,7 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
     assert_eq!(flaky.0.1.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(flaky.1.status.and_then(|s| s.failed), Some(2));
 
-    let indexed = eventually("indexed complete", || async {
+    let indexed = eventually_within(PATIENCE, "indexed complete", || async {
         let j: Job = c.get("default", "indexed").await.ok()?;
         job_condition(&j, "Complete").map(|_| j)
     })
@@ -481,7 +461,8 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
     indexes.sort();
     assert_eq!(indexes, ["0", "1", "2"]);
 
-    eventually(
+    eventually_within(
+        PATIENCE,
         "shortlived deleted after its TTL, pods collected",
         || async {
             let gone = c
@@ -500,19 +481,19 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
     .await;
 
     // Suspended: no pods and a Suspended condition; resumed: it runs.
-    eventually("held suspended", || async {
+    eventually_within(PATIENCE, "held suspended", || async {
         let j: Job = c.get("default", "held").await.ok()?;
         job_condition(&j, "Suspended")
     })
     .await;
     assert!(pods(c).await.iter().all(|p| job_of(p) != "held"));
-    eventually("held resumed", || async {
+    eventually_within(PATIENCE, "held resumed", || async {
         let mut j: Job = c.get("default", "held").await.ok()?;
         j.spec.as_mut()?.suspend = Some(false);
         c.update(&j).await.ok().map(|_| ())
     })
     .await;
-    eventually("held complete", || async {
+    eventually_within(PATIENCE, "held complete", || async {
         let j: Job = c.get("default", "held").await.ok()?;
         job_condition(&j, "Complete").map(|_| ())
     })
@@ -522,7 +503,7 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
     c.delete::<Job>("default", "pi", &DeleteParams::default())
         .await
         .expect("delete pi");
-    eventually("pi pods collected", || async {
+    eventually_within(PATIENCE, "pi pods collected", || async {
         pods(c)
             .await
             .iter()
@@ -575,7 +556,7 @@ async fn jobs_of(c: &Client, cronjob: &str) -> Vec<Job> {
 /// Pretends the controller was down for ten minutes: the CronJob's last
 /// run is set back, so every minute since is a missed start time.
 async fn miss_ten_minutes(c: &Client, name: &str) {
-    eventually("lastScheduleTime set back", || async {
+    eventually_within(PATIENCE, "lastScheduleTime set back", || async {
         let mut cj: CronJob = c.get("default", name).await.ok()?;
         let back = std::time::SystemTime::now() - Duration::from_secs(600);
         let secs = back.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
@@ -609,7 +590,7 @@ async fn cronjob_catches_up_once_runs_and_keeps_history() {
     miss_ten_minutes(c, "paused").await;
 
     // Ten missed minutes start one Job (the most recent), not ten.
-    let first = eventually("one job for the missed runs", || async {
+    let first = eventually_within(PATIENCE, "one job for the missed runs", || async {
         let js = jobs_of(c, "report").await;
         (!js.is_empty()).then_some(js)
     })
@@ -629,7 +610,7 @@ async fn cronjob_catches_up_once_runs_and_keeps_history() {
     assert_eq!(at.as_second() % 60, 0, "a minute boundary");
 
     // The Job runs to completion; the CronJob records it.
-    let st = eventually("lastSuccessfulTime", || async {
+    let st = eventually_within(PATIENCE, "lastSuccessfulTime", || async {
         let cj: CronJob = c.get("default", "report").await.ok()?;
         let st = cj.status?;
         (st.last_successful_time.is_some() && st.active.is_none()).then_some(st)
@@ -668,7 +649,7 @@ async fn cronjob_catches_up_once_runs_and_keeps_history() {
     c.delete::<CronJob>("default", "report", &DeleteParams::default())
         .await
         .expect("delete cronjob");
-    eventually("jobs and pods collected", || async {
+    eventually_within(PATIENCE, "jobs and pods collected", || async {
         let left = jobs_of(c, "report").await.len() + pods(c).await.len();
         (left == 0).then_some(())
     })
@@ -752,7 +733,7 @@ fn is_prefix(names: &[String]) -> bool {
 }
 
 async fn set_sts(c: &Client, f: impl Fn(&mut StatefulSet)) {
-    eventually("statefulset updated", || async {
+    eventually_within(PATIENCE, "statefulset updated", || async {
         let mut s: StatefulSet = c.get("default", "db").await.ok()?;
         f(&mut s);
         c.update(&s).await.ok().map(|_| ())
@@ -779,7 +760,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
     c.create(&statefulset(3)).await.expect("create statefulset");
 
     // Pods come up one by one, in ordinal order: never a gap.
-    let ps = eventually("db-0, db-1, db-2", || async {
+    let ps = eventually_within(PATIENCE, "db-0, db-1, db-2", || async {
         let ps = pods(c).await;
         let names = set_pods(&ps);
         assert!(is_prefix(&names), "out of order: {names:?}");
@@ -829,7 +810,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
         }
     };
     assert_eq!(claims(c).await, ["data-db-0", "data-db-1", "data-db-2"]);
-    eventually("status", || async {
+    eventually_within(PATIENCE, "status", || async {
         let st = c.get::<StatefulSet>("default", "db").await.ok()?.status?;
         (st.replicas == 3
             && st.ready_replicas == Some(3)
@@ -854,7 +835,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
             Some("registry.local/db:v2".into());
     })
     .await;
-    eventually("db-2 on v2, the rest on v1", || async {
+    eventually_within(PATIENCE, "db-2 on v2, the rest on v1", || async {
         let imgs = images(&pods(c).await);
         (imgs
             == [
@@ -881,7 +862,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
         }
     })
     .await;
-    eventually("all on v2", || async {
+    eventually_within(PATIENCE, "all on v2", || async {
         let imgs = images(&pods(c).await);
         (imgs.len() == 3 && imgs.iter().all(|i| i.ends_with(":v2"))).then_some(())
     })
@@ -889,7 +870,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
 
     // Scale down removes the highest ordinals; the claims stay.
     set_sts(c, |s| s.spec.as_mut().expect("spec").replicas = Some(1)).await;
-    eventually("only db-0", || async {
+    eventually_within(PATIENCE, "only db-0", || async {
         let names = set_pods(&pods(c).await);
         assert!(is_prefix(&names), "scale down left a gap: {names:?}");
         (names == ["db-0"]).then_some(())
@@ -901,7 +882,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
     c.delete::<StatefulSet>("default", "db", &DeleteParams::default())
         .await
         .expect("delete statefulset");
-    eventually("pods collected", || async {
+    eventually_within(PATIENCE, "pods collected", || async {
         pods(c).await.is_empty().then_some(())
     })
     .await;
@@ -950,7 +931,7 @@ async fn replication_controller_scales_and_is_collected() {
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect::<Vec<_>>()
     };
-    let ps = eventually("three pods", || async {
+    let ps = eventually_within(PATIENCE, "three pods", || async {
         let ps = live(pods(c).await);
         (ps.len() == 3).then_some(ps)
     })
@@ -962,7 +943,7 @@ async fn replication_controller_scales_and_is_collected() {
             ("v1", "ReplicationController")
         );
     }
-    eventually("status", || async {
+    eventually_within(PATIENCE, "status", || async {
         let st = c
             .get::<ReplicationController>("default", "legacy")
             .await
@@ -972,20 +953,20 @@ async fn replication_controller_scales_and_is_collected() {
             .then_some(())
     })
     .await;
-    eventually("scaled to 1", || async {
+    eventually_within(PATIENCE, "scaled to 1", || async {
         let mut r: ReplicationController = c.get("default", "legacy").await.ok()?;
         r.spec.as_mut()?.replicas = Some(1);
         c.update(&r).await.ok().map(|_| ())
     })
     .await;
-    eventually("one pod", || async {
+    eventually_within(PATIENCE, "one pod", || async {
         (live(pods(c).await).len() == 1).then_some(())
     })
     .await;
     c.delete::<ReplicationController>("default", "legacy", &DeleteParams::default())
         .await
         .expect("delete rc");
-    eventually("pods collected", || async {
+    eventually_within(PATIENCE, "pods collected", || async {
         pods(c).await.is_empty().then_some(())
     })
     .await;
@@ -1043,7 +1024,7 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
         .expect("create daemonset");
     let uid = ds.metadata.uid.clone().expect("uid");
     let set_image = |image: &'static str, limit: Option<i32>| async move {
-        eventually("daemonset updated", || async {
+        eventually_within(PATIENCE, "daemonset updated", || async {
             let mut ds: DaemonSet = c.get("default", "agent").await.ok()?;
             let spec = ds.spec.as_mut()?;
             spec.template.spec.as_mut()?.containers[0].image = Some(image.into());
@@ -1059,7 +1040,7 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
     let settled = |image: &'static str, n: i64, count: usize| {
         let uid = uid.clone();
         async move {
-            eventually(&format!("{image} as revision {n}"), || async {
+            eventually_within(PATIENCE, &format!("{image} as revision {n}"), || async {
                 let revs = revisions_of(c, &uid).await;
                 let r = revs.iter().find(|r| r.revision == n)?;
                 let hash = label(&r.metadata, "controller-revision-hash")?;
@@ -1137,14 +1118,18 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
     c.delete::<DaemonSet>("default", "agent", &orphan)
         .await
         .expect("orphaning delete");
-    eventually("daemonset gone, its revision orphaned", || async {
-        let gone = c
-            .get_opt::<DaemonSet>("default", "agent")
-            .await
-            .ok()?
-            .is_none();
-        (gone && revisions_of(c, &uid).await.is_empty()).then_some(())
-    })
+    eventually_within(
+        PATIENCE,
+        "daemonset gone, its revision orphaned",
+        || async {
+            let gone = c
+                .get_opt::<DaemonSet>("default", "agent")
+                .await
+                .ok()?
+                .is_none();
+            (gone && revisions_of(c, &uid).await.is_empty()).then_some(())
+        },
+    )
     .await;
     let mut again = daemonset("registry.local/agent:v3");
     again.spec.as_mut().expect("spec").revision_history_limit = Some(0);
@@ -1155,7 +1140,7 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
         .metadata
         .uid
         .expect("uid");
-    eventually("revision and pods adopted", || async {
+    eventually_within(PATIENCE, "revision and pods adopted", || async {
         let revs = revisions_of(c, &uid).await;
         let adopted = pods(c).await.iter().all(|p| {
             p.metadata
@@ -1175,7 +1160,7 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
     c.delete::<DaemonSet>("default", "agent", &DeleteParams::default())
         .await
         .expect("delete ds");
-    eventually("revisions collected", || async {
+    eventually_within(PATIENCE, "revisions collected", || async {
         revisions_of(c, &uid).await.is_empty().then_some(())
     })
     .await;
@@ -1227,7 +1212,7 @@ async fn statefulset_revisions_and_claim_retention() {
         v.sort_by_key(|p| p.metadata.name.clone());
         v
     };
-    eventually("three pods", || async {
+    eventually_within(PATIENCE, "three pods", || async {
         (set_pods(&pods(c).await).len() == 3).then_some(())
     })
     .await;
@@ -1264,7 +1249,7 @@ async fn statefulset_revisions_and_claim_retention() {
             .image = Some("registry.local/db:v2".into());
     })
     .await;
-    let r2 = eventually("revision 2 current", || async {
+    let r2 = eventually_within(PATIENCE, "revision 2 current", || async {
         let revs = revisions_of(c, &uid).await;
         let r2 = revs
             .iter()
@@ -1288,7 +1273,7 @@ async fn statefulset_revisions_and_claim_retention() {
 
     // whenScaled: Delete: the claims of removed ordinals go with their pods.
     set_sts(c, |s| s.spec.as_mut().expect("spec").replicas = Some(1)).await;
-    eventually("claims of db-1 and db-2 collected", || async {
+    eventually_within(PATIENCE, "claims of db-1 and db-2 collected", || async {
         let names: Vec<String> = claims()
             .await
             .into_iter()
@@ -1302,7 +1287,7 @@ async fn statefulset_revisions_and_claim_retention() {
     c.delete::<StatefulSet>("default", "db", &DeleteParams::default())
         .await
         .expect("delete statefulset");
-    eventually("pods, claims and revisions collected", || async {
+    eventually_within(PATIENCE, "pods, claims and revisions collected", || async {
         (pods(c).await.is_empty()
             && claims().await.is_empty()
             && revisions_of(c, &uid).await.is_empty())

@@ -1,5 +1,6 @@
 //! Test support shared by the end-to-end tests: free loopback ports, child
-//! processes stopped on drop, and a weir-control with its embedded etcd.
+//! processes stopped on drop, a weir-control with its embedded etcd, and
+//! polling helpers.
 
 #![allow(dead_code)] // each test crate uses a part
 
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use weir_client::Client;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use weir_client::{Client, ListParams};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -216,4 +217,29 @@ impl Server {
             _dir: dir,
         }
     }
+}
+
+/// Polls `f` every 200 ms until it returns Some, or fails the test with
+/// `what` once `limit` has passed.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pods of namespace default (none when the list fails).
+pub async fn pods(c: &Client) -> Vec<Pod> {
+    c.list::<Pod>("default", &ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
 }
