@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::xdp::XdpLinkId;
-use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use weir_ebpf_common::txgen::{self, config, counter};
 
@@ -202,15 +202,25 @@ impl TxGen {
             .context("no generator program")?
             .try_into()?;
         while !stop.load(Ordering::Relaxed) {
-            program
-                .test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    ctx_in: Some(&ctx),
-                    repeat: REPEAT,
-                    attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                    ..TestRunOptions::new()
-                })
-                .context("BPF_PROG_TEST_RUN with XDP live frames failed (kernel ≥ 5.18?)")?;
+            let ran = program.test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat: REPEAT,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..TestRunOptions::new()
+            });
+            match ran {
+                Ok(_) => {}
+                // A signal cut the run short (the kernel checks between
+                // frames); the frames so far are counted: go on.
+                Err(ProgramError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(
+                        "BPF_PROG_TEST_RUN with XDP live frames failed (kernel ≥ 5.18?)",
+                    ));
+                }
+            }
         }
         Ok(())
     }
