@@ -189,6 +189,9 @@ async fn remove_tracking_finalizer(ctx: &Ctx, k: &ObjKey) -> Result<(), Error> {
     if fs.len() == before {
         return Ok(());
     }
+    if fs.is_empty() {
+        pod.metadata.finalizers = None;
+    }
     tracing::debug!(pod = %k.name, "removing job-tracking finalizer");
     ignore_not_found(ctx.client.update(&pod).await)
 }

@@ -326,7 +326,10 @@ pub fn reconcile(
                 actions.push(Action::DeleteJob);
                 return actions;
             }
-            actions.push(Action::RequeueAt(due.max(now)));
+            // Due but pods are still being counted: look again shortly.
+            actions.push(Action::RequeueAt(
+                due.max(now + SignedDuration::from_secs(1)),
+            ));
         }
         push_status(job, st, &mut actions);
         return actions;
