@@ -616,7 +616,7 @@ fn compute_status(
 
 #[cfg(test)]
 mod tests {
-    use super::super::util::testing::{pod, set_image, ts};
+    use super::super::util::testing::{pod, set_image, string_map, ts};
     use super::*;
     use k8s_openapi::api::apps::v1::{
         DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
@@ -674,12 +674,7 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(string_map(labels)),
                 ..Default::default()
             },
             spec: Some(NodeSpec {
@@ -763,6 +758,18 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// `d` reconciled on one untainted node, n1, with no pods yet.
+    fn on_n1(d: &DaemonSet, revisions: &[ControllerRevision]) -> Vec<Action> {
+        reconcile(
+            d,
+            &[node("n1", &[], &[])],
+            &[],
+            revisions,
+            ts(1000),
+            &mut counter(),
+        )
     }
 
     fn with_image(mut d: DaemonSet, image: &str) -> DaemonSet {
@@ -876,14 +883,7 @@ mod tests {
         clash.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
             history::revision_data(&with_image(ds(), "other").spec.unwrap().template),
         ));
-        let actions = reconcile(
-            &d,
-            &[node("n1", &[], &[])],
-            &[],
-            &[clash],
-            ts(1000),
-            &mut counter(),
-        );
+        let actions = on_n1(&d, &[clash]);
         let [Action::UpdateStatus(n)] = actions.as_slice() else {
             panic!("{actions:?}")
         };
@@ -1139,14 +1139,7 @@ mod tests {
     #[test]
     fn created_pod_is_pinned_owned_and_tolerant() {
         let d = ds();
-        let actions = reconcile(
-            &d,
-            &[node("n1", &[], &[])],
-            &[],
-            &[],
-            ts(1000),
-            &mut counter(),
-        );
+        let actions = on_n1(&d, &[]);
         let Some(Action::CreatePod(p)) = actions.iter().find(|a| matches!(a, Action::CreatePod(_)))
         else {
             panic!("{actions:?}")
@@ -1227,14 +1220,7 @@ mod tests {
     fn terminating_daemonset_only_reports() {
         let mut d = ds();
         d.metadata.deletion_timestamp = Some(Time(ts(5)));
-        let got = summary(&reconcile(
-            &d,
-            &[node("n1", &[], &[])],
-            &[],
-            &[],
-            ts(1000),
-            &mut counter(),
-        ));
+        let got = summary(&on_n1(&d, &[]));
         assert!(got.is_empty(), "{got:?}");
     }
 }

@@ -120,6 +120,7 @@ pub fn untolerated<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::util::testing::string_map;
     use super::*;
     use k8s_openapi::api::core::v1::{Affinity, NodeAffinity, NodeSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -128,12 +129,7 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(string_map(labels)),
                 ..Default::default()
             },
             spec: Some(NodeSpec::default()),

@@ -786,6 +786,18 @@ mod tests {
         assert_eq!((r.metadata.name.clone(), r.revision), (r1.metadata.name, 3));
     }
 
+    /// The volume claim template "data".
+    fn data_claim() -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec::default()),
+            status: None,
+        }
+    }
+
     fn policy(when_deleted: &str, when_scaled: &str) -> impl FnOnce(&mut StatefulSetSpec) {
         let (d, sc) = (when_deleted.to_string(), when_scaled.to_string());
         move |s| {
@@ -795,14 +807,7 @@ mod tests {
                     when_scaled: Some(sc),
                 },
             );
-            s.volume_claim_templates = Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec::default()),
-                status: None,
-            }]);
+            s.volume_claim_templates = Some(vec![data_claim()]);
         }
     }
 
@@ -897,16 +902,7 @@ mod tests {
         let base = sts(3, |_| {});
         let ready = |o| sp(&base, o, "ready", true);
         let old = |o| sp(&base, o, "ready", false);
-        let with_claims = sts(2, |s| {
-            s.volume_claim_templates = Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec::default()),
-                status: None,
-            }])
-        });
+        let with_claims = sts(2, |s| s.volume_claim_templates = Some(vec![data_claim()]));
         type Case = (&'static str, StatefulSet, Vec<Pod>, Vec<&'static str>);
         let cases: Vec<Case> = vec![
             (

@@ -202,16 +202,19 @@ pub mod testing {
         }
     }
 
+    /// A map of strings (labels, annotations) from pairs.
+    pub fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     /// A pod template with `labels` and one container, "c", running `image`.
     pub fn template(labels: &[(&str, &str)], image: &str) -> PodTemplateSpec {
         let mut t = PodTemplateSpec {
             metadata: Some(ObjectMeta {
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(string_map(labels)),
                 ..Default::default()
             }),
             spec: None,
@@ -238,12 +241,7 @@ pub mod testing {
         ready_at: Option<i64>,
     ) -> Pod {
         let mut m = meta("default", name, &format!("uid-{name}"));
-        m.labels = Some(
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        m.labels = Some(string_map(labels));
         Pod {
             metadata: m,
             spec: Some(PodSpec {
