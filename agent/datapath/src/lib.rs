@@ -40,6 +40,7 @@ pub mod masq;
 mod masq_tests;
 #[cfg(test)]
 mod nodeport_tests;
+mod pins;
 pub mod plan;
 pub mod policy;
 #[cfg(test)]
@@ -341,6 +342,7 @@ impl Datapath {
             source,
         })?;
         use weir_ebpf_common::policy::map_names as policy_maps;
+        pins::remove_incompatible(object, pin_dir, &pins::SIZED_BY_FLAG)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries(policy_maps::IPCACHE, limits.ipcache_max_entries)
