@@ -23,7 +23,7 @@
 //!   the service chain. `nodeport-ips` holds the node IP: nftables mode's default
 //!   `--nodeport-addresses` is the node's primary IP.
 //!
-//! Public functions (the NodePort benchmark, `nodeport.rs`, uses the first and `load`):
+//! Public functions (the NodePort benchmark, `nodeport.rs`, uses `ruleset_nodeport`):
 //!
 //! ```text
 //! pub fn ruleset_nodeport(services: u32) -> String  // ruleset(services) + one UDP NodePort service
@@ -315,7 +315,6 @@ pub fn ruleset(services: u32) -> String {
 /// [`plan::NODEPORT_SERVICE`] (ClusterIP `plan::vip(NODEPORT_SERVICE)`:80, its own
 /// 4 backends on port 8080), node port [`plan::NODE_PORT`] on the addresses of
 /// `nodeport-ips` (the node IP), externalTrafficPolicy Cluster (masqueraded).
-#[allow(dead_code, reason = "the NodePort benchmark's nftables variant (nodeport.rs) calls it")]
 pub fn ruleset_nodeport(services: u32) -> String {
     ruleset_with(services, true)
 }
