@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weir_client::{Client, DeleteParams, ListParams};
 
 mod common;
-use common::{Server, eventually_within, pods};
+use common::{Server, create_ready_node, eventually_within, pods};
 
 /// How long a test waits for the controllers to get somewhere.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -79,16 +79,7 @@ async fn deployment_to_ready_endpoints_and_cascading_delete() {
         },
         ..Default::default()
     };
-    let mut node = c.create(&node).await.expect("create node");
-    node.status = Some(NodeStatus {
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    c.update_status(&node).await.expect("node ready");
+    create_ready_node(c, &node).await;
 
     c.create(&deployment(2)).await.expect("create deployment");
     let svc = Service {
@@ -332,16 +323,7 @@ async fn rolling_update_and_rollback() {
         },
         ..Default::default()
     };
-    let mut node = c.create(&node).await.expect("create node");
-    node.status = Some(NodeStatus {
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    c.update_status(&node).await.expect("node ready");
+    create_ready_node(c, &node).await;
     c.create(&deployment(3)).await.expect("create deployment");
     let mut ip = 0u8;
 

@@ -13,15 +13,15 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeCondition, NodeSpec, NodeStatus, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
-    ReplicationController, ReplicationControllerSpec, Taint, VolumeResourceRequirements,
+    Container, Node, NodeSpec, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodCondition,
+    PodSpec, PodStatus, PodTemplateSpec, ReplicationController, ReplicationControllerSpec, Taint,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use weir_client::{Client, DeleteParams, ListParams};
 
 mod common;
-use common::{Server, eventually_within, pods};
+use common::{Server, create_ready_node, eventually_within, pods};
 
 /// How long a test waits for the controllers to get somewhere.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -308,16 +308,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
 
 /// A Ready node the scheduler can bind pods to.
 async fn ready_node(c: &Client, name: &str) {
-    let mut n = c.create(&node(name, &[], None)).await.expect("create node");
-    n.status = Some(NodeStatus {
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    c.update_status(&n).await.expect("node ready");
+    create_ready_node(c, &node(name, &[], None)).await;
 }
 
 fn job(name: &str, f: impl FnOnce(&mut JobSpec)) -> Job {

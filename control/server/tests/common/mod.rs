@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, Pod};
 use weir_client::{Client, ListParams};
 
 pub fn free_port() -> u16 {
@@ -242,4 +242,18 @@ pub async fn pods(c: &Client) -> Vec<Pod> {
         .await
         .map(|l| l.items)
         .unwrap_or_default()
+}
+
+/// Creates `node` and reports it Ready, as its agent would.
+pub async fn create_ready_node(c: &Client, node: &Node) {
+    let mut n = c.create(node).await.expect("create node");
+    n.status = Some(NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    c.update_status(&n).await.expect("node ready");
 }
