@@ -8,8 +8,10 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-const REVISION: &str = "deployment.kubernetes.io/revision";
+/// A Deployment's (and its ReplicaSets') revision annotation.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
 const HASH_LABEL: &str = "pod-template-hash";
 
 /// Where a rollout stands: finished, or the message to show while waiting.
@@ -224,6 +226,11 @@ pub fn action_patch(action: &str, now_rfc3339: &str) -> Option<serde_json::Value
 /// The annotation `kubectl ... --record` and users set to explain a change.
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
+/// An object's change-cause annotation.
+fn change_cause(meta: &ObjectMeta) -> Option<String> {
+    meta.annotations.as_ref()?.get(CHANGE_CAUSE).cloned()
+}
+
 /// `rollout history`: (revision, change-cause) of every owned ReplicaSet
 /// with a revision, oldest first. Kubernetes copies the Deployment's
 /// change-cause onto the ReplicaSet of the current revision; when that copy
@@ -234,12 +241,7 @@ pub fn history(owned: &[ReplicaSet], current: (i64, Option<&str>)) -> Vec<(i64, 
         .iter()
         .filter(|rs| revision(rs) > 0)
         .map(|rs| {
-            let cause = rs
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CHANGE_CAUSE))
-                .cloned()
+            let cause = change_cause(&rs.metadata)
                 .or_else(|| {
                     (revision(rs) == current.0)
                         .then(|| current.1.map(str::to_string))
@@ -278,13 +280,7 @@ pub fn revision_history(revs: &[ControllerRevision]) -> Vec<(i64, String)> {
     let mut rows: Vec<(i64, String)> = revs
         .iter()
         .map(|r| {
-            let cause = r
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CHANGE_CAUSE))
-                .cloned()
-                .unwrap_or_else(|| "<none>".into());
+            let cause = change_cause(&r.metadata).unwrap_or_else(|| "<none>".into());
             (r.revision, cause)
         })
         .collect();

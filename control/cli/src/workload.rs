@@ -191,7 +191,7 @@ impl History {
             };
             History::ReplicaSets {
                 owned,
-                current: annotation("deployment.kubernetes.io/revision")
+                current: annotation(rollout::REVISION)
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(0),
                 cause: annotation(rollout::CHANGE_CAUSE).map(str::to_string),
