@@ -172,6 +172,28 @@ fn load_iptables_nodeport(netns: &str, services: u32) -> Result<()> {
     Ok(())
 }
 
+/// Where a variant's generator sends (pure): a backend address for
+/// `direct`, the NodePort on the node's address otherwise.
+pub fn target(variant: NpVariant) -> (std::net::Ipv4Addr, u16) {
+    match variant {
+        NpVariant::Direct => (plan::backend(plan::NODEPORT_SERVICE, 0), plan::TARGET_PORT),
+        _ => (plan::NODE_IP, plan::NODE_PORT),
+    }
+}
+
+/// The generator's frame for `variant` (pure).
+pub fn frame_for(variant: NpVariant) -> Vec<u8> {
+    let (daddr, dport) = target(variant);
+    udp_frame(&FrameSpec {
+        dst_mac: NODE_MAC,
+        src_mac: SEGMENT_MAC,
+        saddr: plan::EXTERNAL_ADDR,
+        daddr,
+        sport: SPORT_BASE,
+        dport,
+    })
+}
+
 /// The XDP attach mode `ip -j link show` reports for a link (pure):
 /// 1 native, 2 generic, 3 offloaded; `None` without a program.
 pub fn xdp_attach_mode(ip_link_json: &str) -> Option<u64> {
@@ -275,9 +297,11 @@ fn one_run(
 ) -> Result<NpRun> {
     let tag = format!("{}{rep}", variant.code());
     let load1 = load1();
+    let frame = frame_for(variant);
+    txgen.set_template(&frame)?;
     let topo = NpTopology::create(&tag)?;
     let sink = txgen.attach_sink(&topo.segment)?;
-    let result = measure(variant, rep, &tag, &topo, args, txgen, weir, load1);
+    let result = measure(variant, rep, &tag, &topo, &frame, args, txgen, weir, load1);
     txgen.detach_sink(sink);
     drop(topo);
     let run = result?;
@@ -303,6 +327,7 @@ fn measure(
     rep: u32,
     tag: &str,
     topo: &NpTopology,
+    frame: &[u8],
     args: &NodePortArgs,
     txgen: &TxGen,
     weir: Option<&WeirCluster>,
@@ -310,17 +335,12 @@ fn measure(
 ) -> Result<NpRun> {
     let mut agent = None;
     let mut _nft = None;
-    let nodeport = (plan::NODE_IP, plan::NODE_PORT);
-    let (daddr, dport) = match variant {
-        NpVariant::Direct => (plan::backend(plan::NODEPORT_SERVICE, 0), plan::TARGET_PORT),
-        NpVariant::Iptables => {
-            load_iptables_nodeport(&topo.node, args.services)?;
-            nodeport
-        }
+    match variant {
+        NpVariant::Direct => {}
+        NpVariant::Iptables => load_iptables_nodeport(&topo.node, args.services)?,
         NpVariant::Nftables => {
             let input = crate::nftables::ruleset_nodeport(args.services);
             _nft = Some(crate::nftables::Table::load(&topo.node, &input)?.0);
-            nodeport
         }
         NpVariant::WeirNative | NpVariant::WeirGeneric => {
             let cluster = weir.context("the weir variants need the weir cluster")?;
@@ -335,20 +355,12 @@ fn measure(
                 Duration::from_secs_f64(args.ready_timeout),
             )?;
             agent = Some(started);
-            nodeport
         }
-    };
-    let frame = udp_frame(&FrameSpec {
-        dst_mac: NODE_MAC,
-        src_mac: SEGMENT_MAC,
-        saddr: plan::EXTERNAL_ADDR,
-        daddr,
-        sport: SPORT_BASE,
-        dport,
-    });
+    }
+    let (daddr, dport) = target(variant);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let generator = s.spawn(|| txgen.generate(&topo.segment, args.sender_cpu, &frame, &stop));
+        let generator = s.spawn(|| txgen.generate(&topo.segment, args.sender_cpu, frame, &stop));
         let measured = (|| {
             // First forwarded packet: the variant is in place (weir: the
             // agent synced the NodePort service into its maps).
@@ -750,6 +762,22 @@ mod tests {
         ];
         for (x, want) in cases {
             assert_eq!(pps(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn frames_target_the_nodeport_or_a_backend() {
+        let cases = [
+            (NpVariant::Direct, [10, 245, 249, 253], 8080),
+            (NpVariant::WeirNative, [172, 31, 255, 1], 30080),
+            (NpVariant::Iptables, [172, 31, 255, 1], 30080),
+            (NpVariant::Nftables, [172, 31, 255, 1], 30080),
+        ];
+        for (variant, daddr, dport) in cases {
+            let f = frame_for(variant);
+            assert_eq!(&f[0..6], &NODE_MAC, "{variant:?}");
+            assert_eq!(&f[30..34], &daddr, "{variant:?}");
+            assert_eq!(u16::from_be_bytes([f[36], f[37]]), dport, "{variant:?}");
         }
     }
 

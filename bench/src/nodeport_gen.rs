@@ -95,6 +95,19 @@ pub fn live_context(frame_len: usize, ifindex: u32) -> [u8; 24] {
     ctx
 }
 
+/// `frame`'s first `8 * HEADER_WORDS` bytes as native-endian words (pure).
+pub fn template_words(frame: &[u8]) -> Vec<u64> {
+    (0..txgen::HEADER_WORDS as usize)
+        .map(|i| {
+            let mut word = [0u8; 8];
+            for (j, b) in word.iter_mut().enumerate() {
+                *b = frame.get(i * 8 + j).copied().unwrap_or(0);
+            }
+            u64::from_ne_bytes(word)
+        })
+        .collect()
+}
+
 /// The generator and sink programs, loaded once per benchmark.
 pub struct TxGen {
     // Dropped in this order: programs and maps closed, then the pins removed.
@@ -156,6 +169,20 @@ impl TxGen {
         settings.set(config::SPORT_BASE, u32::from(sport_base), 0)?;
         settings.set(config::SINK_DPORT, u32::from(sink_dport), 0)?;
         Ok(loaded)
+    }
+
+    /// Writes `frame`'s first bytes as the template the generator restores
+    /// in every frame (recycled frames carry the node's rewrites).
+    pub fn set_template(&mut self, frame: &[u8]) -> Result<()> {
+        let mut words: Array<&mut MapData, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(txgen::HEADER_MAP)
+                .context("no txgen header map")?,
+        )?;
+        for (i, word) in template_words(frame).into_iter().enumerate() {
+            words.set(i as u32, word, 0)?;
+        }
+        Ok(())
     }
 
     /// Attaches the sink (native XDP) to `eth0` of `netns`.
@@ -295,6 +322,21 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(ipv4_checksum(&header), 0xb861);
+    }
+
+    #[test]
+    fn template_covers_the_headers() {
+        let frame: Vec<u8> = (0..60).collect();
+        let words = template_words(&frame);
+        assert_eq!(words.len(), txgen::HEADER_WORDS as usize);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(&bytes[..], &frame[..48]);
+        // Ethernet + IPv4 + UDP headers fit.
+        assert!(bytes.len() >= 42);
+        assert_eq!(
+            template_words(&[1, 2])[0],
+            u64::from_ne_bytes([1, 2, 0, 0, 0, 0, 0, 0])
+        );
     }
 
     #[test]

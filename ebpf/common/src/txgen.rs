@@ -13,6 +13,12 @@ pub const SINK: &str = "weir_txsink";
 /// Array of `u32` (host byte order), written by weir-bench before a run,
 /// indexed by [`config`].
 pub const CONFIG_MAP: &str = "WEIR_TXGEN_CFG";
+/// Array of [`HEADER_WORDS`] `u64`: the frame's first `8 * HEADER_WORDS`
+/// bytes (headers and the start of the payload) in native byte order, which
+/// the generator writes into every frame before sending it.
+pub const HEADER_MAP: &str = "WEIR_TXGEN_HDR";
+/// Number of template words (48 bytes: Ethernet + IPv4 + UDP = 42).
+pub const HEADER_WORDS: u32 = 6;
 /// Per-CPU array of `u64` counters, indexed by [`counter`].
 pub const COUNTERS_MAP: &str = "WEIR_TXGEN_CNT";
 

@@ -6,8 +6,11 @@
 //!
 //! - [`weir_txgen`] is run by `BPF_PROG_TEST_RUN` with XDP live frames
 //!   (kernel ≥ 5.18, `BPF_F_TEST_XDP_LIVE_FRAMES`) on a 60-byte UDP frame
-//!   built by the benchmark. Each run gives the frame the next flow's source
-//!   port (`SPORT_BASE + n % FLOWS`), zeroes the UDP checksum (optional in
+//!   built by the benchmark. Each run first writes the frame's headers from
+//!   the template map: live frames live in a page pool the kernel recycles
+//!   without re-initialising the data, and a frame that went through the
+//!   node comes back with the node's rewrites (MACs, TTL, NAT). Then it gives
+//!   the frame the next flow's source port (`SPORT_BASE + n % FLOWS`), zeroes the UDP checksum (optional in
 //!   IPv4; the port changed) and returns `XDP_TX`, which the test run turns
 //!   into a redirect out of the context's `ingress_ifindex`
 //!   (`net/bpf/test_run.c`): the generator's veth, whose `ndo_xdp_xmit` puts
@@ -26,7 +29,7 @@ use aya_ebpf::{
 };
 use weir_ebpf_common::{
     IPPROTO_UDP,
-    txgen::{config, counter},
+    txgen::{self, config, counter},
 };
 
 use crate::{parse::ETH_HLEN, xdp_packet};
@@ -38,6 +41,10 @@ const UDP_OFF: usize = ETH_HLEN + 20;
 /// The benchmark's settings, indexed by `txgen::config` (host byte order).
 #[map(name = "WEIR_TXGEN_CFG")]
 static CONFIG: Array<u32> = Array::with_max_entries(config::COUNT, 0);
+
+/// The frame's first bytes as the benchmark built them (`txgen::HEADER_MAP`).
+#[map(name = "WEIR_TXGEN_HDR")]
+static HEADER: Array<u64> = Array::with_max_entries(txgen::HEADER_WORDS, 0);
 
 /// Frames generated and sunk, per CPU, indexed by `txgen::counter`.
 #[map(name = "WEIR_TXGEN_CNT")]
@@ -66,6 +73,14 @@ pub fn weir_txgen(ctx: XdpContext) -> u32 {
     let Some(n) = bump(counter::GENERATED) else {
         return XDP_ABORTED;
     };
+    let mut i = 0;
+    while i < txgen::HEADER_WORDS {
+        let word = HEADER.get(i).copied().unwrap_or(0);
+        if xdp_packet::write(&ctx, i as usize * 8, word).is_none() {
+            return XDP_ABORTED;
+        }
+        i += 1;
+    }
     let flows = setting(config::FLOWS).max(1);
     let sport = setting(config::SPORT_BASE).wrapping_add((n as u32) % flows) as u16;
     if xdp_packet::write(&ctx, UDP_OFF, sport.to_be()).is_none()
