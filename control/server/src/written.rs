@@ -8,7 +8,8 @@
 //! another replica, or one that bypassed this record) it fails and the
 //! registry reads etcd and decides again, exactly as after a lost race. A
 //! create → update → delete of one object is then three etcd round trips,
-//! not five. Bounded by entries and bytes; the oldest writes go first.
+//! not six as before (each call used to read first). Bounded by entries and
+//! bytes; the oldest writes go first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
