@@ -400,20 +400,23 @@ async fn finished_pods_are_counted_before_they_may_go() {
     let s = Server::start().await;
     let c = &s.client;
     ready_node(c).await;
-    let kubelet = Kubelet::start(c, |_| ("Succeeded", 0));
     c.create(&job("count", |s| {
         s.completions = Some(3);
         s.parallelism = Some(3);
     }))
     .await
     .expect("create job");
-    // Every pod carries the finalizer; delete each as soon as it succeeded.
+    // Every pod carries the finalizer. The kubelet starts only after that
+    // was seen: a pod that already succeeded may be counted and released
+    // (finalizer removed) before the three can be seen tracked at once.
     let created = eventually("three tracked pods", || async {
         let ps = pods_of(c, "count").await;
         (ps.len() == 3 && ps.iter().all(tracked)).then_some(ps)
     })
     .await;
     assert_eq!(created.len(), 3);
+    // Delete each pod as soon as it succeeded.
+    let kubelet = Kubelet::start(c, |_| ("Succeeded", 0));
     let count = eventually("count complete, pods deleted on success", || async {
         for p in pods_of(c, "count").await {
             if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
