@@ -236,7 +236,9 @@ pub fn default_stateful_set(ss: &mut StatefulSet) {
 /// manifest says so; Kubernetes requires it to be set, so no default here).
 pub fn default_job(job: &mut Job) {
     let (name, uid) = (job.metadata.name.clone(), job.metadata.uid.clone());
-    let Some(spec) = job.spec.as_mut() else { return };
+    let Some(spec) = job.spec.as_mut() else {
+        return;
+    };
     // Both unset: one pod; parallelism alone: a work queue (Kubernetes' SetDefaults_Job).
     if spec.completions.is_none() && spec.parallelism.is_none() {
         spec.completions = Some(1);
@@ -255,7 +257,11 @@ pub fn default_job(job: &mut Job) {
     };
     spec.pod_replacement_policy
         .get_or_insert_with(|| replacement.to_string());
-    for rule in spec.pod_failure_policy.iter_mut().flat_map(|p| &mut p.rules) {
+    for rule in spec
+        .pod_failure_policy
+        .iter_mut()
+        .flat_map(|p| &mut p.rules)
+    {
         for pat in rule.on_pod_conditions.iter_mut().flatten() {
             if pat.status.is_empty() {
                 pat.status = "True".into();
