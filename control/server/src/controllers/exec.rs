@@ -70,6 +70,65 @@ pub(super) fn ignore_not_found<T>(r: Result<T, Error>) -> Result<(), Error> {
     }
 }
 
+/// Creates a pod its controller counted on in `exp`: a SuccessfulCreate
+/// event when it is made; when it is not, the expectation is lowered (no
+/// watch event will come for it) and a FailedCreate warning is recorded.
+/// Returns the new pod's name.
+pub(super) async fn create_expected_pod(
+    ctx: &Ctx,
+    exp: &super::Expectations,
+    key: &ObjKey,
+    pod: &Pod,
+    emit: impl Fn(EventType, &'static str, String),
+) -> Result<String, Error> {
+    match ctx.client.create(pod).await {
+        Ok(created) => {
+            let name = created.metadata.name.unwrap_or_default();
+            emit(
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!("Created pod: {name}"),
+            );
+            Ok(name)
+        }
+        Err(error) => {
+            exp.lower(key, 1, 0);
+            emit(
+                EventType::Warning,
+                "FailedCreate",
+                format!("Error creating: {error}"),
+            );
+            Err(error)
+        }
+    }
+}
+
+/// Deletes a pod its controller counted on in `exp`: a SuccessfulDelete
+/// event when the call succeeds, the expectation lowered when it fails; a
+/// pod already gone is no error.
+pub(super) async fn delete_expected_pod(
+    ctx: &Ctx,
+    exp: &super::Expectations,
+    key: &ObjKey,
+    pod: &ObjKey,
+    emit: impl Fn(EventType, &'static str, String),
+) -> Result<(), Error> {
+    let r = ctx
+        .client
+        .delete::<Pod>(&pod.namespace, &pod.name, &DeleteParams::default())
+        .await;
+    if r.is_err() {
+        exp.lower(key, 0, 1);
+    } else {
+        emit(
+            EventType::Normal,
+            "SuccessfulDelete",
+            format!("Deleted pod: {}", pod.name),
+        );
+    }
+    ignore_not_found(r)
+}
+
 pub(super) async fn reconcile_deployment(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     let (d, owned, adopt) = {
         let c = ctx.read();
@@ -249,54 +308,26 @@ pub(super) async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), 
     if adds > 0 || dels > 0 {
         ctx.expectations.expect(key, adds, dels, Instant::now());
     }
+    let emit = |t: EventType, reason: &'static str, message: String| {
+        super::emit(
+            &ctx.events.replicaset,
+            events::reference(&rs),
+            t,
+            reason,
+            message,
+        );
+    };
     let mut first_err = None;
     for a in actions {
         let r = match a {
             replicaset::Action::CreatePod(p) => {
-                let r = ctx.client.create(&p).await;
-                match &r {
-                    Ok(created) => {
-                        let name = created.metadata.name.clone().unwrap_or_default();
-                        tracing::info!(pod = %name, "created pod");
-                        super::emit(
-                            &ctx.events.replicaset,
-                            events::reference(&rs),
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            format!("Created pod: {name}"),
-                        );
-                    }
-                    Err(error) => {
-                        ctx.expectations.lower(key, 1, 0);
-                        super::emit(
-                            &ctx.events.replicaset,
-                            events::reference(&rs),
-                            EventType::Warning,
-                            "FailedCreate",
-                            format!("Error creating: {error}"),
-                        );
-                    }
-                }
-                r.map(|_| ())
+                create_expected_pod(ctx, &ctx.expectations, key, &p, &emit)
+                    .await
+                    .map(|name| tracing::info!(pod = %name, "created pod"))
             }
             replicaset::Action::DeletePod(k) => {
                 tracing::info!(pod = %k.name, "deleting surplus pod");
-                let r = ctx
-                    .client
-                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
-                    .await;
-                if r.is_err() {
-                    ctx.expectations.lower(key, 0, 1);
-                } else {
-                    super::emit(
-                        &ctx.events.replicaset,
-                        events::reference(&rs),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", k.name),
-                    );
-                }
-                ignore_not_found(r)
+                delete_expected_pod(ctx, &ctx.expectations, key, &k, &emit).await
             }
             replicaset::Action::UpdateStatus(n) => ctx.client.update_status(&n).await.map(|_| ()),
         };

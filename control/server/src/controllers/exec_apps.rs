@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use weir_client::events::{self, EventType, Recorder};
 use weir_client::{DeleteParams, Error};
 
-use super::exec::{ignore_not_found, random_suffix};
+use super::exec::{create_expected_pod, delete_expected_pod, ignore_not_found, random_suffix};
 use super::queue::WorkQueue;
 use super::store::{Change, ObjKey};
 use super::{
@@ -273,6 +273,9 @@ pub(super) async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), E
             .expect(key, adds, dels, Instant::now());
     }
     let rec = &ctx.apps.ds_events;
+    let emit = |t: EventType, reason: &'static str, message: String| {
+        super::emit(rec, events::reference(&ds), t, reason, message);
+    };
     let mut first_err = None;
     for a in actions {
         let r = match a {
@@ -282,38 +285,14 @@ pub(super) async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), E
                     .as_ref()
                     .and_then(|s| s.node_name.clone())
                     .unwrap_or_default();
-                match ctx.client.create(&p).await {
-                    Ok(created) => {
-                        let name = created.metadata.name.clone().unwrap_or_default();
-                        tracing::info!(pod = %name, %node, "created daemon pod");
-                        super::emit(
-                            rec,
-                            events::reference(&ds),
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            format!("Created pod: {name}"),
-                        );
-                        Ok(())
-                    }
-                    Err(error) => {
-                        ctx.apps.ds_expectations.lower(key, 1, 0);
-                        super::emit(
-                            rec,
-                            events::reference(&ds),
-                            EventType::Warning,
-                            "FailedCreate",
-                            format!("Error creating: {error}"),
-                        );
-                        Err(error)
-                    }
-                }
+                create_expected_pod(ctx, &ctx.apps.ds_expectations, key, &p, &emit)
+                    .await
+                    .map(|name| tracing::info!(pod = %name, %node, "created daemon pod"))
             }
             daemonset::Action::DeletePod { pod, node, why } => {
                 tracing::info!(pod = %pod.name, %node, ?why, "deleting daemon pod");
                 if why == daemonset::Why::Failed {
-                    super::emit(
-                        rec,
-                        events::reference(&ds),
+                    emit(
                         EventType::Warning,
                         "FailedDaemonPod",
                         format!(
@@ -322,22 +301,7 @@ pub(super) async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), E
                         ),
                     );
                 }
-                let r = ctx
-                    .client
-                    .delete::<Pod>(&pod.namespace, &pod.name, &DeleteParams::default())
-                    .await;
-                if r.is_err() {
-                    ctx.apps.ds_expectations.lower(key, 0, 1);
-                } else {
-                    super::emit(
-                        rec,
-                        events::reference(&ds),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", pod.name),
-                    );
-                }
-                ignore_not_found(r)
+                delete_expected_pod(ctx, &ctx.apps.ds_expectations, key, &pod, &emit).await
             }
             daemonset::Action::UpdateStatus(n) => ctx.client.update_status(&n).await.map(|_| ()),
             daemonset::Action::Revision(change) => {
@@ -819,44 +783,13 @@ pub(super) async fn reconcile_rc(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     for a in actions {
         let r = match a {
             replicationcontroller::Action::CreatePod(p) => {
-                match ctx.client.create(p.as_ref()).await {
-                    Ok(created) => {
-                        let name = created.metadata.name.clone().unwrap_or_default();
-                        tracing::info!(pod = %name, "created pod");
-                        emit(
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            format!("Created pod: {name}"),
-                        );
-                        Ok(())
-                    }
-                    Err(error) => {
-                        exp.lower(key, 1, 0);
-                        emit(
-                            EventType::Warning,
-                            "FailedCreate",
-                            format!("Error creating: {error}"),
-                        );
-                        Err(error)
-                    }
-                }
+                create_expected_pod(ctx, exp, key, &p, &emit)
+                    .await
+                    .map(|name| tracing::info!(pod = %name, "created pod"))
             }
             replicationcontroller::Action::DeletePod(k) => {
                 tracing::info!(pod = %k.name, "deleting surplus pod");
-                let r = ctx
-                    .client
-                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
-                    .await;
-                if r.is_err() {
-                    exp.lower(key, 0, 1);
-                } else {
-                    emit(
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", k.name),
-                    );
-                }
-                ignore_not_found(r)
+                delete_expected_pod(ctx, exp, key, &k, &emit).await
             }
             replicationcontroller::Action::UpdateStatus(n) => {
                 ctx.client.update_status(n.as_ref()).await.map(|_| ())

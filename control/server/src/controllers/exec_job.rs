@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use weir_client::events::{self, EventType};
 use weir_client::{DeleteParams, Error};
 
-use super::exec::{ignore_not_found, random_suffix};
+use super::exec::{create_expected_pod, delete_expected_pod, ignore_not_found, random_suffix};
 use super::store::ObjKey;
 use super::{Ctx, job, util};
 
@@ -95,43 +95,12 @@ pub(super) async fn reconcile_job(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> 
     let mut first_err = None;
     for a in actions {
         let r = match a {
-            job::Action::CreatePod(p) => match ctx.client.create(p.as_ref()).await {
-                Ok(created) => {
-                    let name = created.metadata.name.clone().unwrap_or_default();
-                    tracing::info!(pod = %name, "created job pod");
-                    emit(
-                        EventType::Normal,
-                        "SuccessfulCreate",
-                        format!("Created pod: {name}"),
-                    );
-                    Ok(())
-                }
-                Err(error) => {
-                    exp.lower(key, 1, 0);
-                    emit(
-                        EventType::Warning,
-                        "FailedCreate",
-                        format!("Error creating: {error}"),
-                    );
-                    Err(error)
-                }
-            },
+            job::Action::CreatePod(p) => create_expected_pod(ctx, exp, key, &p, &emit)
+                .await
+                .map(|name| tracing::info!(pod = %name, "created job pod")),
             job::Action::DeletePod(k) => {
                 tracing::info!(pod = %k.name, "deleting job pod");
-                let r = ctx
-                    .client
-                    .delete::<Pod>(&k.namespace, &k.name, &DeleteParams::default())
-                    .await;
-                if r.is_err() {
-                    exp.lower(key, 0, 1);
-                } else {
-                    emit(
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", k.name),
-                    );
-                }
-                ignore_not_found(r)
+                delete_expected_pod(ctx, exp, key, &k, &emit).await
             }
             job::Action::RemoveFinalizer(k) => remove_tracking_finalizer(ctx, &k).await,
             job::Action::UpdateStatus(n) => ctx.client.update_status(n.as_ref()).await.map(|_| ()),
