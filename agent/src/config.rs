@@ -291,19 +291,30 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The contract's required flags.
+    const CONTRACT: [(&str, &str); 9] = [
+        ("--node-name", "node1"),
+        ("--server", "unix:///run/weir/weir/weir.sock"),
+        ("--node-ip", "172.30.0.11"),
+        ("--cri-socket", "/run/c.sock"),
+        ("--state-dir", "/var/lib/x"),
+        ("--bpffs-dir", "/sys/fs/bpf/weir/weir/node1"),
+        ("--cgroup-parent", "/weir-weir-node1"),
+        ("--cni-conf-dir", "/etc/cni"),
+        ("--pod-log-dir", "/var/log/pods"),
+    ];
+
+    /// The contract's flags followed by `extra` arguments, parsed.
+    fn with_flags(extra: &[&str]) -> Result<Args, clap::Error> {
+        let argv = std::iter::once("weir-agent")
+            .chain(CONTRACT.iter().flat_map(|(f, v)| [*f, *v]))
+            .chain(extra.iter().copied());
+        Args::try_parse_from(argv)
+    }
+
     /// The contract's flags, with `overrides` (flag, value) replacing defaults.
     fn args(overrides: &[(&str, &str)]) -> Args {
-        let mut flags = vec![
-            ("--node-name", "node1"),
-            ("--server", "unix:///run/weir/weir/weir.sock"),
-            ("--node-ip", "172.30.0.11"),
-            ("--cri-socket", "/run/c.sock"),
-            ("--state-dir", "/var/lib/x"),
-            ("--bpffs-dir", "/sys/fs/bpf/weir/weir/node1"),
-            ("--cgroup-parent", "/weir-weir-node1"),
-            ("--cni-conf-dir", "/etc/cni"),
-            ("--pod-log-dir", "/var/log/pods"),
-        ];
+        let mut flags = CONTRACT.to_vec();
         for (flag, value) in overrides {
             if let Some(f) = flags.iter_mut().find(|(f, _)| f == flag) {
                 f.1 = value;
@@ -333,22 +344,7 @@ mod tests {
 
     #[test]
     fn xdp_mode_flag() {
-        let with = |mode: &str| {
-            let argv = [
-                "weir-agent",
-                "--node-name=n",
-                "--server=s",
-                "--node-ip=172.30.0.11",
-                "--cri-socket=c",
-                "--state-dir=d",
-                "--bpffs-dir=b",
-                "--cgroup-parent=/p",
-                "--cni-conf-dir=e",
-                "--pod-log-dir=l",
-            ];
-            let mode = format!("--xdp-mode={mode}");
-            Args::try_parse_from(argv.iter().copied().chain([mode.as_str()]))
-        };
+        let with = |mode: &str| with_flags(&[&format!("--xdp-mode={mode}")]);
         use weir_datapath::XdpAttachMode::{Generic, Native};
         for (flag, want) in [("native", Native), ("generic", Generic)] {
             let c = Config::try_from(with(flag).expect("parse")).expect("valid");
@@ -363,21 +359,7 @@ mod tests {
 
     #[test]
     fn pod_redirect_flag() {
-        let with = |extra: &[&'static str]| {
-            let argv = [
-                "weir-agent",
-                "--node-name=n",
-                "--server=s",
-                "--node-ip=172.30.0.11",
-                "--cri-socket=c",
-                "--state-dir=d",
-                "--bpffs-dir=b",
-                "--cgroup-parent=/p",
-                "--cni-conf-dir=e",
-                "--pod-log-dir=l",
-            ];
-            Args::try_parse_from(argv.iter().chain(extra).copied())
-        };
+        let with = with_flags;
         let on = Config::try_from(with(&[]).expect("parse")).expect("valid");
         assert!(on.pod_redirect, "on by default");
         let off = Config::try_from(with(&["--pod-redirect", "false"]).expect("parse"));
