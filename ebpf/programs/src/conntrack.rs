@@ -47,15 +47,21 @@ pub fn lookup(flow: &Flow) -> Option<CtValue> {
 /// is backend -> client) on its way into the backend.
 #[inline(always)]
 pub fn tracked_swapped(flow: &Flow) -> bool {
-    let swapped = CtKey {
+    CONNTRACK.get_ptr(swapped_key(flow)).is_some()
+}
+
+/// The key of `flow` seen from the other end (addresses and ports swapped):
+/// where the replies of a connection whose request is `flow` are looked up.
+#[inline(always)]
+fn swapped_key(flow: &Flow) -> CtKey {
+    CtKey {
         saddr: flow.daddr,
         daddr: flow.saddr,
         sport: flow.dport,
         dport: flow.sport,
         proto: flow.proto,
         _pad: [0; 3],
-    };
-    CONNTRACK.get_ptr(swapped).is_some()
+    }
 }
 
 /// Records a new connection that policy allowed and nothing translates, so
@@ -235,25 +241,11 @@ pub fn create_dsr(flow: &Flow, backend: &Backend) -> Option<CtValue> {
     Some(forward)
 }
 
-/// The backend node's key of a DSR connection: backend -> client, as the
-/// replies leave the pod.
-#[inline(always)]
-fn dsr_reverse_key(flow: &Flow) -> CtKey {
-    CtKey {
-        saddr: flow.daddr,
-        daddr: flow.saddr,
-        sport: flow.dport,
-        dport: flow.sport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
-}
-
 /// Backend node: whether the DSR connection of `flow` (client -> backend)
 /// is already recorded with the frontend `opt` names.
 #[inline(always)]
 pub fn dsr_recorded(flow: &Flow, opt: &DsrOption) -> bool {
-    CONNTRACK.get_ptr(dsr_reverse_key(flow)).is_some_and(|ptr| {
+    CONNTRACK.get_ptr(swapped_key(flow)).is_some_and(|ptr| {
         // SAFETY: a successful lookup returns a pointer to a CtValue
         // (plain integers); a racing update can only yield a stale copy.
         let ct = unsafe { *ptr };
@@ -283,6 +275,6 @@ pub fn create_dsr_reverse(flow: &Flow, opt: &DsrOption) -> Option<()> {
         last_seen_ns: now,
     };
     CONNTRACK
-        .insert(dsr_reverse_key(flow), reverse, u64::from(BPF_ANY))
+        .insert(swapped_key(flow), reverse, u64::from(BPF_ANY))
         .ok()
 }

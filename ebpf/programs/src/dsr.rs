@@ -21,15 +21,12 @@
 //!   a foreign host must not make this node send packets from an address of
 //!   its choice.
 
-use core::mem;
-
 use aya_ebpf::{
     EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_NET, bpf_fib_lookup,
+        TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_NET,
     },
-    helpers::bpf_fib_lookup as fib_lookup,
     macros::map,
     maps::HashMap,
     programs::TcContext,
@@ -41,7 +38,7 @@ use weir_ebpf_common::{
 };
 
 use crate::{
-    conntrack, flow, maps,
+    conntrack, fib, flow, maps,
     packet::{read, write},
     parse::{ETH_HLEN, Flow, IP_CSUM_OFF},
     policy::{self, Conn, Outcome},
@@ -52,7 +49,6 @@ use crate::{
 #[map(name = "WEIR_NODE_ADDRS")]
 static NODE_ADDRS: HashMap<u32, u8> = HashMap::pinned(NODE_ADDRS_MAX_ENTRIES, 0);
 
-const AF_INET: u8 = 2;
 /// Length of an IPv4 header without options.
 const IP_BASE_LEN: usize = 20;
 const IP_TOT_LEN_OFF: usize = 2;
@@ -83,25 +79,17 @@ pub fn route<C: EbpfContext>(
     daddr: u32,
     tot_len: u16,
 ) -> Route {
-    // SAFETY: bpf_fib_lookup is plain data (integers and unions of them);
-    // all zeroes is a valid value and what the helper expects for unused fields.
-    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = proto;
-    params.__bindgen_anon_1.tot_len = tot_len;
-    params.ifindex = ifindex;
-    params.__bindgen_anon_3.ipv4_src = saddr;
-    params.__bindgen_anon_4.ipv4_dst = daddr;
-    // SAFETY: the helper reads and writes `params`, a valid local of the
-    // size passed, and takes the program's own context.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let (ret, params) = fib::lookup(
+        ctx,
+        &fib::Query {
+            ifindex,
+            proto,
+            saddr,
+            daddr,
+            tot_len,
+            ..fib::Query::default()
+        },
+    );
     if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
         return Route::TooBig;
     }
@@ -109,10 +97,7 @@ pub fn route<C: EbpfContext>(
     if !resolved && ret != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         return Route::Other;
     }
-    // SAFETY: a union of u32 views of the next hop; the helper wrote the
-    // gateway there when the route has one.
-    let next_hop = unsafe { params.__bindgen_anon_4.ipv4_dst };
-    if next_hop == daddr {
+    if fib::next_hop(&params) == daddr {
         return Route::Other;
     }
     Route::Remote {
@@ -257,27 +242,19 @@ fn is_backend(svc: &ServiceValue, addr: u32, port: u16) -> bool {
 /// (a pod veth).
 #[inline(always)]
 fn local(ctx: &TcContext, flow: &Flow) -> bool {
-    // SAFETY: bpf_fib_lookup is plain data; all zeroes is valid.
-    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
     let ingress = flow::ifindex(ctx);
-    params.family = AF_INET;
-    params.l4_protocol = flow.proto;
-    params.ifindex = ingress;
-    params.__bindgen_anon_3.ipv4_src = flow.saddr;
-    params.__bindgen_anon_4.ipv4_dst = flow.daddr;
-    // SAFETY: as in `route`.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let (ret, params) = fib::lookup(
+        ctx,
+        &fib::Query {
+            ifindex: ingress,
+            proto: flow.proto,
+            saddr: flow.saddr,
+            daddr: flow.daddr,
+            ..fib::Query::default()
+        },
+    );
     if ret != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && ret != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
         return false;
     }
-    // SAFETY: as in `route`.
-    let next_hop = unsafe { params.__bindgen_anon_4.ipv4_dst };
-    next_hop == flow.daddr && params.ifindex != ingress
+    fib::next_hop(&params) == flow.daddr && params.ifindex != ingress
 }

@@ -26,22 +26,18 @@
 //! outside), TTL <= 1 (the stack answers with ICMP time exceeded) and IPv4
 //! options (the stack processes them).
 
-use core::mem;
-
 use aya_ebpf::{
-    EbpfContext,
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, bpf_fib_lookup},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect_peer},
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK},
+    helpers::bpf_redirect_peer,
     programs::TcContext,
 };
 
 use crate::{
-    flow, maps,
+    fib, flow, maps,
     packet::{read, write},
     parse::{Flow, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_SPORT_OFF},
 };
 
-const AF_INET: u8 = 2;
 /// IPv4 version 4, header length 5 words: no options.
 const IPV4_NO_OPTIONS: u8 = 0x45;
 /// Offsets inside the IPv4 header.
@@ -80,30 +76,20 @@ fn deliver(ctx: &TcContext, flow: &Flow) -> Option<i32> {
     let daddr: u32 = read(ctx, flow.l3_off + IP_DADDR_OFF)?;
     let ports: [u16; 2] = read(ctx, flow.l4_off + L4_SPORT_OFF)?;
 
-    // SAFETY: bpf_fib_lookup is plain data (integers and unions of them);
-    // all zeroes is a valid value and what the helper expects for unused fields.
-    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = flow.proto;
-    params.sport = ports[0];
-    params.dport = ports[1];
-    // tot_len stays 0: the kernel then checks the skb against the egress
-    // device's MTU GSO-aware (`is_skb_forwardable`); with the IPv4 total
-    // length it would refuse every GSO packet larger than the MTU.
-    params.ifindex = ingress;
-    params.__bindgen_anon_2.tos = tos;
-    params.__bindgen_anon_3.ipv4_src = saddr;
-    params.__bindgen_anon_4.ipv4_dst = daddr;
-    // SAFETY: the helper reads and writes `params`, a valid local of the
-    // size passed, and takes the program's own context.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    // tot_len 0: the GSO-aware MTU check (see `fib::Query`).
+    let (ret, params) = fib::lookup(
+        ctx,
+        &fib::Query {
+            ifindex: ingress,
+            proto: flow.proto,
+            tos,
+            saddr,
+            daddr,
+            sport: ports[0],
+            dport: ports[1],
+            tot_len: 0,
+        },
+    );
     if ret != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         return None;
     }

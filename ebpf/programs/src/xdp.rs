@@ -36,15 +36,11 @@
 //! packet does not qualify passes to tc, which decides it the same way
 //! (SNAT fallback) with the same inputs.
 
-use core::mem;
-
 use aya_ebpf::{
-    EbpfContext,
     bindings::{
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup,
+        BPF_FIB_LKUP_RET_SUCCESS,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     },
-    helpers::bpf_fib_lookup as fib_lookup,
     macros::{map, xdp},
     maps::PerCpuArray,
     programs::XdpContext,
@@ -59,7 +55,7 @@ use weir_ebpf_common::{
 };
 
 use crate::{
-    conntrack, dsr, lb, maglev, maps,
+    conntrack, dsr, fib, lb, maglev, maps,
     nat::{self, Tuple},
     parse::Flow,
     xdp_packet,
@@ -248,8 +244,6 @@ fn dropped(ctx: &XdpContext, flow: &Flow, reason: u32) -> u32 {
     XDP_DROP
 }
 
-const AF_INET: u8 = 2;
-
 /// The (destination, source) MACs of the next hop towards `to.daddr`, if the
 /// FIB routes it out of the interface the frame came in on and the
 /// neighbour is resolved; `None` otherwise (the caller passes the frame to
@@ -258,27 +252,19 @@ const AF_INET: u8 = 2;
 fn next_hop(ctx: &XdpContext, to: &Tuple, proto: u8) -> Option<([u8; 6], [u8; 6])> {
     let tot_len = xdp_packet::ip_tot_len(ctx)?;
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: bpf_fib_lookup is plain data (integers and unions of them);
-    // all zeroes is a valid value and what the helper expects for unused fields.
-    let mut params: bpf_fib_lookup = unsafe { mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = proto;
-    params.sport = to.sport;
-    params.dport = to.dport;
-    params.__bindgen_anon_1.tot_len = tot_len;
-    params.ifindex = ifindex;
-    params.__bindgen_anon_3.ipv4_src = to.saddr;
-    params.__bindgen_anon_4.ipv4_dst = to.daddr;
-    // SAFETY: the helper reads and writes `params`, a valid local of the
-    // size passed, and takes the program's own context.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut params,
-            mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let (ret, params) = fib::lookup(
+        ctx,
+        &fib::Query {
+            ifindex,
+            proto,
+            tos: 0,
+            saddr: to.saddr,
+            daddr: to.daddr,
+            sport: to.sport,
+            dport: to.dport,
+            tot_len,
+        },
+    );
     (ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) && params.ifindex == ifindex)
         .then_some((params.dmac, params.smac))
 }
