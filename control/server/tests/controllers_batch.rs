@@ -6,15 +6,15 @@
 //! finalizer). The test plays the kubelet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{
     CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec, PodFailurePolicy,
     PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Namespace, Node,
-    NodeCondition, NodeStatus, Pod, PodSpec, PodStatus, PodTemplateSpec,
+    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Namespace, Node, Pod,
+    PodSpec, PodStatus, PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_client::{Client, DeleteParams, Error, ListParams};
@@ -27,27 +27,21 @@ const TRACKING: &str = "batch.kubernetes.io/job-tracking";
 /// The first "odd" pod fails (exit code 3) once.
 static ODD_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// Polls `f` until it returns Some, or fails the test with `what` after 60 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+/// How long a step may take (a loaded machine runs etcd slowly).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `f` until it returns Some, or fails the test with `what` after [`PATIENCE`].
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::eventually_within(PATIENCE, what, f).await
 }
 
 async fn pods_of(c: &Client, job: &str) -> Vec<Pod> {
-    c.list::<Pod>("default", &ListParams::default())
+    common::pods(c)
         .await
-        .map(|l| l.items)
-        .unwrap_or_default()
         .into_iter()
         .filter(|p| {
             p.metadata
@@ -68,93 +62,42 @@ fn tracked(p: &Pod) -> bool {
 }
 
 async fn ready_node(c: &Client) {
-    let mut n = c
-        .create(&Node {
-            metadata: ObjectMeta {
-                name: Some("n1".into()),
-                ..Default::default()
-            },
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("n1".into()),
             ..Default::default()
-        })
-        .await
-        .expect("create node");
-    n.status = Some(NodeStatus {
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        }]),
+        },
         ..Default::default()
-    });
-    c.update_status(&n).await.expect("node ready");
+    };
+    common::create_ready_node(c, &node).await;
 }
 
 /// What the pretend kubelet does with a bound pod: its phase and exit code.
 type Outcome = fn(&Pod) -> (&'static str, i32);
 
-/// One kubelet pass: bound pending pods end with their outcome (a
-/// terminated container status carrying the exit code, as weir-agent
-/// reports it); pods marked for deletion get the agent's final delete.
-async fn kubelet_tick(c: &Client, outcome: Outcome) {
-    // Every namespace ("" lists them all).
-    let all = c
-        .list::<Pod>("", &ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    for p in all {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        if p.metadata.deletion_timestamp.is_some() {
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                ..Default::default()
-            };
-            let _ = c.delete::<Pod>(&ns, &name, &params).await;
-            continue;
-        }
-        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-        if bound && matches!(phase, None | Some("Pending")) {
-            let (phase, code) = outcome(&p);
-            let mut p = p.clone();
-            p.status = Some(PodStatus {
-                phase: Some(phase.into()),
-                container_statuses: Some(vec![ContainerStatus {
-                    name: "work".into(),
-                    state: Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: code,
-                            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                            ..Default::default()
-                        }),
+/// Runs the pretend kubelet on every namespace until the returned handle is
+/// dropped: bound pending pods end with their outcome (a terminated
+/// container status carrying the exit code, as weir-agent reports it).
+fn kubelet(c: &Client, outcome: Outcome) -> common::Kubelet {
+    common::Kubelet::start(c, "", move |p| {
+        let (phase, code) = outcome(p);
+        PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "work".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: code,
+                        reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
                         ..Default::default()
                     }),
                     ..Default::default()
-                }]),
+                }),
                 ..Default::default()
-            });
-            let _ = c.update_status(&p).await;
+            }]),
+            ..Default::default()
         }
-    }
-}
-
-struct Kubelet(tokio::task::JoinHandle<()>);
-impl Kubelet {
-    fn start(c: &Client, outcome: Outcome) -> Self {
-        let c = c.clone();
-        Kubelet(tokio::spawn(async move {
-            loop {
-                kubelet_tick(&c, outcome).await;
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        }))
-    }
-}
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    })
 }
 
 fn job(name: &str, f: impl FnOnce(&mut JobSpec)) -> Job {
@@ -308,7 +251,7 @@ async fn pod_failure_policy_fails_the_job_on_an_exit_code() {
     let c = &s.client;
     ready_node(c).await;
     // "bad" pods exit 42; the first "odd" pod exits 3 (ignored), later ones 0.
-    let _kubelet = Kubelet::start(c, |p| {
+    let _kubelet = kubelet(c, |p| {
         let name = p.metadata.name.as_deref().unwrap_or_default();
         if name.starts_with("bad-") {
             ("Failed", 42)
@@ -416,7 +359,7 @@ async fn finished_pods_are_counted_before_they_may_go() {
     .await;
     assert_eq!(created.len(), 3);
     // Delete each pod as soon as it succeeded.
-    let kubelet = Kubelet::start(c, |_| ("Succeeded", 0));
+    let succeeding = kubelet(c, |_| ("Succeeded", 0));
     let count = eventually("count complete, pods deleted on success", || async {
         for p in pods_of(c, "count").await {
             if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
@@ -444,8 +387,8 @@ async fn finished_pods_are_counted_before_they_may_go() {
     .await;
 
     // Deleting a Job (background) or orphaning its pods leaves none hanging.
-    drop(kubelet);
-    let _running = Kubelet::start(c, |_| ("Running", 0));
+    drop(succeeding);
+    let _running = kubelet(c, |_| ("Running", 0));
     for (name, policy) in [
         ("bg", "Background"),
         ("fg", "Foreground"),

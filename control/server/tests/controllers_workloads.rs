@@ -55,60 +55,22 @@ fn nodes_of(ps: &[Pod]) -> Vec<String> {
 /// "Succeeded" or "Failed".
 type Outcome = fn(&Pod) -> &'static str;
 
-/// One pass of a fake kubelet: bound pods that have no phase beyond Pending
-/// get their outcome; pods marked for deletion are finished off.
-async fn kubelet_tick(c: &Client, outcome: Outcome) {
-    for p in pods(c).await {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        if p.metadata.deletion_timestamp.is_some() {
-            let _ = c
-                .delete::<Pod>(
-                    "default",
-                    &name,
-                    &DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            continue;
-        }
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-        if !node_name(&p).is_empty() && matches!(phase, None | Some("Pending")) {
-            let mut p = p.clone();
-            let phase = outcome(&p);
-            p.status = Some(PodStatus {
-                phase: Some(phase.into()),
-                pod_ip: Some("10.244.1.5".into()),
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: if phase == "Running" { "True" } else { "False" }.into(),
-                    ..Default::default()
-                }]),
+/// Runs the fake kubelet on namespace default until the returned handle is
+/// dropped: bound pods get their outcome (Running pods are Ready).
+fn kubelet(c: &Client, outcome: Outcome) -> common::Kubelet {
+    common::Kubelet::start(c, "default", move |p| {
+        let phase = outcome(p);
+        PodStatus {
+            phase: Some(phase.into()),
+            pod_ip: Some("10.244.1.5".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if phase == "Running" { "True" } else { "False" }.into(),
                 ..Default::default()
-            });
-            let _ = c.update_status(&p).await;
+            }]),
+            ..Default::default()
         }
-    }
-}
-
-/// Runs the fake kubelet in the background until the returned handle is dropped.
-struct Kubelet(tokio::task::JoinHandle<()>);
-impl Kubelet {
-    fn start(c: &Client, outcome: Outcome) -> Self {
-        let c = c.clone();
-        Kubelet(tokio::spawn(async move {
-            loop {
-                kubelet_tick(&c, outcome).await;
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        }))
-    }
-}
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    })
 }
 
 fn node(name: &str, labels: &[(&str, &str)], taint: Option<(&str, &str)>) -> Node {
@@ -195,7 +157,7 @@ async fn daemonset_follows_nodes_rolls_out_and_is_collected() {
     ] {
         c.create(&n).await.expect("create node");
     }
-    let _kubelet = Kubelet::start(c, |_| "Running");
+    let _kubelet = kubelet(c, |_| "Running");
     c.create(&daemonset("registry.local/agent:v1"))
         .await
         .expect("create daemonset");
@@ -365,7 +327,7 @@ async fn jobs_complete_fail_index_expire_and_suspend() {
     let c = &s.client;
     ready_node(c, "n1").await;
     // Pods of "flaky" fail; every other job's pods succeed.
-    let _kubelet = Kubelet::start(c, |p| {
+    let _kubelet = kubelet(c, |p| {
         if job_of(p) == "flaky" {
             "Failed"
         } else {
@@ -567,7 +529,7 @@ async fn cronjob_catches_up_once_runs_and_keeps_history() {
     let s = Server::start().await;
     let c = &s.client;
     ready_node(c, "n1").await;
-    let _kubelet = Kubelet::start(c, |_| "Succeeded");
+    let _kubelet = kubelet(c, |_| "Succeeded");
     c.create(&cronjob("report", |s| {
         s.concurrency_policy = Some("Forbid".into());
         s.successful_jobs_history_limit = Some(1);
@@ -747,7 +709,7 @@ async fn statefulset_orders_pods_keeps_claims_and_rolls_by_partition() {
     let s = Server::start().await;
     let c = &s.client;
     ready_node(c, "n1").await;
-    let _kubelet = Kubelet::start(c, |_| "Running");
+    let _kubelet = kubelet(c, |_| "Running");
     c.create(&statefulset(3)).await.expect("create statefulset");
 
     // Pods come up one by one, in ordinal order: never a gap.
@@ -886,7 +848,7 @@ async fn replication_controller_scales_and_is_collected() {
     let s = Server::start().await;
     let c = &s.client;
     ready_node(c, "n1").await;
-    let _kubelet = Kubelet::start(c, |_| "Running");
+    let _kubelet = kubelet(c, |_| "Running");
     let labels = map(&[("app", "legacy")]);
     let rc = ReplicationController {
         metadata: ObjectMeta {
@@ -1008,7 +970,7 @@ async fn daemonset_keeps_revisions_rolls_back_and_prunes() {
             .await
             .expect("create node");
     }
-    let _kubelet = Kubelet::start(c, |_| "Running");
+    let _kubelet = kubelet(c, |_| "Running");
     let ds = c
         .create(&daemonset("registry.local/agent:v1"))
         .await
@@ -1167,7 +1129,7 @@ async fn statefulset_revisions_and_claim_retention() {
     let s = Server::start().await;
     let c = &s.client;
     ready_node(c, "n1").await;
-    let _kubelet = Kubelet::start(c, |_| "Running");
+    let _kubelet = kubelet(c, |_| "Running");
     let mut set = statefulset(3);
     set.spec
         .as_mut()

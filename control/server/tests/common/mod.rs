@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, Pod};
-use weir_client::{Client, ListParams};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, Pod, PodStatus};
+use weir_client::{Client, DeleteParams, ListParams};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -256,4 +256,69 @@ pub async fn create_ready_node(c: &Client, node: &Node) {
         ..Default::default()
     });
     c.update_status(&n).await.expect("node ready");
+}
+
+/// One pass of a fake kubelet over the pods of `namespace` ("" = all):
+/// pods marked for deletion get the agent's final delete (grace period 0);
+/// bound pods with no phase beyond Pending get the status `status_of`
+/// makes for them.
+pub async fn kubelet_tick(
+    c: &Client,
+    namespace: &str,
+    status_of: &(dyn Fn(&Pod) -> PodStatus + Sync),
+) {
+    let all = c
+        .list::<Pod>(namespace, &ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for p in all {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        if p.metadata.deletion_timestamp.is_some() {
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            let _ = c.delete::<Pod>(&ns, &name, &params).await;
+            continue;
+        }
+        let bound = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if bound && matches!(phase, None | Some("Pending")) {
+            let mut p = p.clone();
+            p.status = Some(status_of(&p));
+            let _ = c.update_status(&p).await;
+        }
+    }
+}
+
+/// A fake kubelet ([`kubelet_tick`] every 150 ms) running in the background
+/// until dropped.
+pub struct Kubelet(tokio::task::JoinHandle<()>);
+
+impl Kubelet {
+    pub fn start(
+        c: &Client,
+        namespace: &'static str,
+        status_of: impl Fn(&Pod) -> PodStatus + Send + Sync + 'static,
+    ) -> Self {
+        let c = c.clone();
+        Kubelet(tokio::spawn(async move {
+            loop {
+                kubelet_tick(&c, namespace, &status_of).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
