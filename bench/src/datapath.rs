@@ -452,13 +452,7 @@ pub fn run(args: DatapathArgs) -> Result<()> {
         .iter()
         .any(|v| matches!(v, Variant::Weir | Variant::WeirTc | Variant::WeirIdle))
     {
-        let bin_dir = match &args.weir_bin_dir {
-            Some(dir) => dir.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .context("weir-bench has no directory")?
-                .to_owned(),
-        };
+        let bin_dir = crate::weir::bin_dir(args.weir_bin_dir.as_deref())?;
         Some(WeirCluster::start(&bin_dir)?)
     } else {
         None

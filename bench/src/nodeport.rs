@@ -607,13 +607,7 @@ pub fn run(args: NodePortArgs) -> Result<()> {
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut txgen = TxGen::load(args.flows, SPORT_BASE, plan::TARGET_PORT)?;
     let weir = if args.variants.iter().any(|v| v.xdp_mode().is_some()) {
-        let bin_dir = match &args.weir_bin_dir {
-            Some(dir) => dir.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .context("weir-bench has no directory")?
-                .to_owned(),
-        };
+        let bin_dir = crate::weir::bin_dir(args.weir_bin_dir.as_deref())?;
         let mut cluster = WeirCluster::start(&bin_dir)?;
         cluster.ensure_services(args.services)?;
         cluster.ensure_nodeport_service()?;

@@ -35,6 +35,18 @@ const CGROUP_PARENT: &str = "/wbench";
 /// Node name the benchmark's agents register.
 const NODE: &str = "wbench";
 
+/// Where weir-control and weir-agent are: `explicit` (`--weir-bin-dir`),
+/// else next to this binary (both are release builds of the workspace).
+pub fn bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(dir) => Ok(dir.to_owned()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("weir-bench has no directory")?
+            .to_owned()),
+    }
+}
+
 /// weir-control + containerd, and how many benchmark services exist.
 pub struct WeirCluster {
     bin_dir: PathBuf,
