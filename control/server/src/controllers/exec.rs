@@ -297,17 +297,12 @@ pub(super) async fn reconcile_replicaset(ctx: &Ctx, key: &ObjKey) -> Result<(), 
         return Ok(());
     }
     let actions = replicaset::reconcile(&rs, &pods, util::now(), &mut random_suffix);
-    let adds = actions
-        .iter()
-        .filter(|a| matches!(a, replicaset::Action::CreatePod(_)))
-        .count() as i64;
-    let dels = actions
-        .iter()
-        .filter(|a| matches!(a, replicaset::Action::DeletePod(_)))
-        .count() as i64;
-    if adds > 0 || dels > 0 {
-        ctx.expectations.expect(key, adds, dels, Instant::now());
-    }
+    ctx.expectations.expect_actions(
+        key,
+        &actions,
+        |a| matches!(a, replicaset::Action::CreatePod(_)),
+        |a| matches!(a, replicaset::Action::DeletePod(_)),
+    );
     let emit = |t: EventType, reason: &'static str, message: String| {
         super::emit(
             &ctx.events.replicaset,

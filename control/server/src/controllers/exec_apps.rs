@@ -259,19 +259,12 @@ pub(super) async fn reconcile_daemonset(ctx: &Ctx, key: &ObjKey) -> Result<(), E
     }
     let now = util::now();
     let actions = daemonset::reconcile(&ds, &nodes, &pods, &revisions, now, &mut random_suffix);
-    let adds = actions
-        .iter()
-        .filter(|a| matches!(a, daemonset::Action::CreatePod(_)))
-        .count() as i64;
-    let dels = actions
-        .iter()
-        .filter(|a| matches!(a, daemonset::Action::DeletePod { .. }))
-        .count() as i64;
-    if adds > 0 || dels > 0 {
-        ctx.apps
-            .ds_expectations
-            .expect(key, adds, dels, Instant::now());
-    }
+    ctx.apps.ds_expectations.expect_actions(
+        key,
+        &actions,
+        |a| matches!(a, daemonset::Action::CreatePod(_)),
+        |a| matches!(a, daemonset::Action::DeletePod { .. }),
+    );
     let rec = &ctx.apps.ds_events;
     let emit = |t: EventType, reason: &'static str, message: String| {
         super::emit(rec, events::reference(&ds), t, reason, message);
@@ -602,17 +595,12 @@ pub(super) async fn reconcile_statefulset(ctx: &Ctx, key: &ObjKey) -> Result<(),
     }
     let now = util::now();
     let actions = statefulset::reconcile(&sts, &pods, &revisions, &claims, now);
-    let adds = actions
-        .iter()
-        .filter(|a| matches!(a, statefulset::Action::CreatePod(_)))
-        .count() as i64;
-    let dels = actions
-        .iter()
-        .filter(|a| matches!(a, statefulset::Action::DeletePod(_)))
-        .count() as i64;
-    if adds > 0 || dels > 0 {
-        exp.expect(key, adds, dels, Instant::now());
-    }
+    exp.expect_actions(
+        key,
+        &actions,
+        |a| matches!(a, statefulset::Action::CreatePod(_)),
+        |a| matches!(a, statefulset::Action::DeletePod(_)),
+    );
     let set = key.name.as_str();
     let rec = &ctx.apps.sts_events;
     let emit = |t: EventType, reason: &'static str, message: String| {
@@ -764,17 +752,12 @@ pub(super) async fn reconcile_rc(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> {
     }
     let now = util::now();
     let actions = replicationcontroller::reconcile(&rc, &pods, now, &mut random_suffix);
-    let adds = actions
-        .iter()
-        .filter(|a| matches!(a, replicationcontroller::Action::CreatePod(_)))
-        .count() as i64;
-    let dels = actions
-        .iter()
-        .filter(|a| matches!(a, replicationcontroller::Action::DeletePod(_)))
-        .count() as i64;
-    if adds > 0 || dels > 0 {
-        exp.expect(key, adds, dels, Instant::now());
-    }
+    exp.expect_actions(
+        key,
+        &actions,
+        |a| matches!(a, replicationcontroller::Action::CreatePod(_)),
+        |a| matches!(a, replicationcontroller::Action::DeletePod(_)),
+    );
     let rec = &ctx.apps.rc_events;
     let emit = |t: EventType, reason: &'static str, message: String| {
         super::emit(rec, events::reference(&rc), t, reason, message);

@@ -74,17 +74,12 @@ pub(super) async fn reconcile_job(ctx: &Ctx, key: &ObjKey) -> Result<(), Error> 
             }
         }
     };
-    let adds = actions
-        .iter()
-        .filter(|a| matches!(a, job::Action::CreatePod(_)))
-        .count() as i64;
-    let dels = actions
-        .iter()
-        .filter(|a| matches!(a, job::Action::DeletePod(_)))
-        .count() as i64;
-    if adds > 0 || dels > 0 {
-        exp.expect(key, adds, dels, Instant::now());
-    }
+    exp.expect_actions(
+        key,
+        &actions,
+        |a| matches!(a, job::Action::CreatePod(_)),
+        |a| matches!(a, job::Action::DeletePod(_)),
+    );
     let rec = &ctx.apps.job_events;
     let reference = job.as_ref().map(events::reference);
     let emit = |t: EventType, reason: &'static str, message: String| {

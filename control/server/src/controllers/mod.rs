@@ -157,6 +157,22 @@ impl Expectations {
             },
         );
     }
+    /// Expects the pod creates and deletes among `actions` (`create` and
+    /// `delete` tell which is which), when there are any, before the
+    /// controller decides again.
+    pub fn expect_actions<A>(
+        &self,
+        key: &ObjKey,
+        actions: &[A],
+        create: impl Fn(&A) -> bool,
+        delete: impl Fn(&A) -> bool,
+    ) {
+        let adds = actions.iter().filter(|a| create(a)).count() as i64;
+        let dels = actions.iter().filter(|a| delete(a)).count() as i64;
+        if adds > 0 || dels > 0 {
+            self.expect(key, adds, dels, Instant::now());
+        }
+    }
     pub fn lower(&self, key: &ObjKey, adds: i64, dels: i64) {
         if let Some(e) = self.lock().get_mut(key) {
             e.adds -= adds;
